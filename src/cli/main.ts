@@ -12,6 +12,9 @@ interface Command {
 }
 
 const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
+  eif: () => import('./commands/eif.js'),
+  relay: () => import('./commands/relay.js'),
+  verify: async () => import('./commands/verify.js'),
 };
 
 function usage(): string {

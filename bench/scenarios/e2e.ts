@@ -1,0 +1,13 @@
+/** bench:e2e - placeholder until the modules it measures land. */
+import { ResultBuilder } from '../lib/scenario.js';
+import type { Scenario, ScenarioResult } from '../lib/scenario.js';
+
+export const scenario: Scenario = {
+  name: 'e2e',
+  title: 'e2e',
+  async run(): Promise<ScenarioResult> {
+    const out = new ResultBuilder();
+    out.notes.push('not yet implemented');
+    return out.result();
+  },
+};

@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "cloister_native",
+      "sources": ["native/cloister_native.c"],
+      "defines": ["NAPI_VERSION=8"],
+      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror=implicit-function-declaration", "-fstack-protector-strong", "-O2"]
+    }
+  ]
+}

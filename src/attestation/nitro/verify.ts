@@ -1,0 +1,296 @@
+/**
+ * Verification of a Nitro attestation document (COSE_Sign1 / ES384), following the AWS
+ * Nitro Enclaves user guide, "Verifying the root of trust":
+ *
+ *   decode -> cose -> certificate-chain -> signature -> freshness -> policy -> binding
+ *
+ * Each stage runs only if every earlier one passed, and each records a VerificationStep.
+ * The same code verifies simulated documents (same format, a locally generated root that
+ * the caller must pass explicitly as trusted).
+ */
+import { CloisterError } from '../../errors.js';
+import type { ErrorCode } from '../../errors.js';
+import { timingSafeEqualBytes } from '../../crypto/ct.js';
+import type { VerificationReport, VerificationStep, VerifiedClaims } from '../types.js';
+import { isAllZero, toHex } from '../hex.js';
+import { verifyCertificateChain } from '../x509/chain.js';
+import type { CertificateInput } from '../x509/certificate.js';
+import { awsNitroRootDer } from './aws-root.js';
+import { checkEs384Header, decodeCoseSign1, verifyEs384 } from './cose.js';
+import type { CoseSign1 } from './cose.js';
+import { NITRO_DOCUMENT_DEFAULTS, parseNitroDocument } from './document.js';
+import type { NitroDocument, NitroDocumentLimits } from './document.js';
+
+export const DEFAULT_MAX_DOCUMENT_BYTES = 32 * 1024;
+/** How old a document may be (its NSM timestamp against the verification time). */
+export const DEFAULT_MAX_AGE_MS = 5 * 60 * 1000;
+/** How far in the future a document timestamp may be, for clock skew. */
+export const DEFAULT_MAX_CLOCK_SKEW_MS = 30 * 1000;
+/** PCR0..2 are all zero when the enclave runs in debug mode (AWS user guide, "Nitro Enclaves concepts: debug mode"). */
+const DEBUG_ZERO_PCRS = [0, 1, 2] as const;
+
+/**
+ * What the document must carry to bind a key config (see ../binding.ts nitroBindingFor,
+ * which always sets all three). A field left undefined is not checked (the CLI checks only
+ * the nonce it is given); null or empty means the document's field must be null or empty.
+ */
+export interface NitroBindingExpectation {
+  readonly publicKey?: Uint8Array | null;
+  readonly userData?: Uint8Array | null;
+  readonly nonce?: Uint8Array | null;
+}
+
+export interface VerifyNitroOptions extends NitroDocumentLimits {
+  /** Label for the report: 'simulated' marks the result as simulated. Default 'nitro'. */
+  readonly platform?: 'nitro' | 'simulated';
+  /** Roots to accept. Default: the bundled AWS Nitro Enclaves Root G1 (platform 'nitro' only). */
+  readonly trustedRoots?: readonly CertificateInput[];
+  /** An additional pin: the chain's root must have this DER SHA-256. */
+  readonly rootSha256?: Uint8Array;
+  /** Verification time for certificate validity and freshness. Default: now. */
+  readonly at?: Date;
+  /** Maximum document age. Default 5 minutes. */
+  readonly maxAgeMs?: number;
+  /** Tolerated future skew of the document timestamp. Default 30 seconds. */
+  readonly maxClockSkewMs?: number;
+  /** Largest accepted encoded document. Default 32 KiB. */
+  readonly maxDocumentBytes?: number;
+  /**
+   * Expected PCR values. When given (and non-empty), every named PCR must be present and
+   * equal, and a debug-mode document (PCR0..2 all zero) is rejected. When absent, the
+   * policy step records that no measurement was checked.
+   */
+  readonly pcrs?: ReadonlyMap<number, Uint8Array>;
+  /** Expected binding; when absent the binding step records that nothing was checked. */
+  readonly binding?: NitroBindingExpectation;
+}
+
+/** The report plus the parsed document, for callers (verifyEvidence) that need the fields. */
+export interface NitroVerification {
+  readonly report: VerificationReport;
+  readonly document?: NitroDocument;
+}
+
+class StepFailure extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function describe(err: unknown): { code: ErrorCode; message: string } {
+  if (err instanceof StepFailure) return { code: err.code, message: err.message };
+  if (err instanceof CloisterError) return { code: err.code, message: err.message };
+  return { code: 'INTERNAL', message: err instanceof Error ? err.message : 'unexpected failure' };
+}
+
+function claimsOf(doc: NitroDocument, platform: 'nitro' | 'simulated', chain: readonly { subject: string; sha256Hex: string }[]): VerifiedClaims {
+  const measurements: Record<string, string> = {};
+  for (const i of [...doc.pcrs.keys()].sort((a, b) => a - b)) {
+    const v = doc.pcrs.get(i);
+    if (v !== undefined) measurements[`PCR${i}`] = toHex(v);
+  }
+  const debugMode = DEBUG_ZERO_PCRS.every((i) => {
+    const v = doc.pcrs.get(i);
+    return v !== undefined && isAllZero(v);
+  });
+  return {
+    platform,
+    simulated: platform === 'simulated',
+    measurements,
+    timestamp: new Date(doc.timestamp),
+    details: {
+      moduleId: doc.moduleId,
+      digest: doc.digest,
+      debugMode,
+      publicKey: doc.publicKey === null ? null : toHex(doc.publicKey),
+      userData: doc.userData === null ? null : toHex(doc.userData),
+      nonce: doc.nonce === null ? null : toHex(doc.nonce),
+      rootSha256: chain[0]?.sha256Hex ?? null,
+      chain: chain.map((c) => c.subject),
+    },
+  };
+}
+
+function optionalEqual(actual: Uint8Array | null, expected: Uint8Array | null): boolean {
+  const a = actual ?? new Uint8Array(0);
+  const e = expected ?? new Uint8Array(0);
+  return timingSafeEqualBytes(a, e);
+}
+
+/**
+ * Verify a Nitro (or simulated) attestation document. Never throws for bad evidence: the
+ * report's `ok` is false and the failing step carries the error code. Throws only
+ * CloisterError(INVALID_ARGUMENT) for invalid options.
+ */
+export function verifyNitroDocumentDetailed(bytes: Uint8Array, options: VerifyNitroOptions = {}): NitroVerification {
+  const platform = options.platform ?? 'nitro';
+  const at = options.at ?? new Date();
+  const maxAgeMs = options.maxAgeMs ?? DEFAULT_MAX_AGE_MS;
+  const skewMs = options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS;
+  const maxDocumentBytes = options.maxDocumentBytes ?? DEFAULT_MAX_DOCUMENT_BYTES;
+  if (!(bytes instanceof Uint8Array)) throw new CloisterError('INVALID_ARGUMENT', 'document must be a Uint8Array');
+  if (!Number.isFinite(at.getTime())) throw new CloisterError('INVALID_ARGUMENT', 'verification time is not a valid date');
+  for (const [name, v] of [['maxAgeMs', maxAgeMs], ['maxClockSkewMs', skewMs], ['maxDocumentBytes', maxDocumentBytes]] as const) {
+    if (!Number.isSafeInteger(v) || v < 0) throw new CloisterError('INVALID_ARGUMENT', `${name} must be a non-negative integer`);
+  }
+  let trustedRoots = options.trustedRoots;
+  if (trustedRoots === undefined) {
+    // The AWS root is the default for real Nitro only; a simulated document needs an explicit root.
+    if (platform !== 'nitro') throw new CloisterError('INVALID_ARGUMENT', 'simulated documents require an explicitly trusted root');
+    trustedRoots = [awsNitroRootDer()];
+  }
+  if (trustedRoots.length === 0) throw new CloisterError('INVALID_ARGUMENT', 'no trusted root given');
+
+  const steps: VerificationStep[] = [];
+  let claims: VerifiedClaims | undefined;
+  let document: NitroDocument | undefined;
+
+  const finish = (): NitroVerification => {
+    const ok = steps.every((s) => s.ok);
+    const report: VerificationReport =
+      claims === undefined
+        ? { ok, platform, simulated: platform === 'simulated', steps }
+        : { ok, platform, simulated: platform === 'simulated', steps, claims };
+    return document === undefined ? { report } : { report, document };
+  };
+  /** Run one stage; false when it failed (and the pipeline stops). */
+  const stage = (step: string, fn: () => string | undefined): boolean => {
+    try {
+      const detail = fn();
+      steps.push(detail === undefined ? { step, ok: true } : { step, ok: true, detail });
+      return true;
+    } catch (err) {
+      const { code, message } = describe(err);
+      steps.push({ step, ok: false, code, detail: message });
+      return false;
+    }
+  };
+
+  // 1. decode: the COSE_Sign1 envelope and the attestation document inside it.
+  let cose: CoseSign1 | undefined;
+  let doc: NitroDocument | undefined;
+  const decoded = stage('decode', () => {
+    if (bytes.byteLength > maxDocumentBytes) {
+      throw new StepFailure('LIMIT_EXCEEDED', `document of ${bytes.byteLength} bytes exceeds maxDocumentBytes ${maxDocumentBytes}`);
+    }
+    cose = decodeCoseSign1(bytes);
+    doc = parseNitroDocument(cose.payload, options);
+    return cose.tagged ? 'COSE_Sign1 (tag 18)' : 'COSE_Sign1 (untagged)';
+  });
+  if (!decoded || cose === undefined || doc === undefined) return finish();
+  const c = cose;
+  const d = doc;
+
+  // 2. cose: protected header names ES384 only, signature has the ES384 length.
+  if (!stage('cose', () => { checkEs384Header(c); return 'alg ES384'; })) return finish();
+
+  // 3. certificate-chain: certificate <- cabundle[n-1] <- ... <- cabundle[0] == pinned root.
+  let chainResult: ReturnType<typeof verifyCertificateChain> | undefined;
+  const chained = stage('certificate-chain', () => {
+    const [presentedRoot, ...intermediates] = d.cabundle;
+    if (presentedRoot === undefined) throw new StepFailure('CERT_CHAIN_INVALID', 'empty cabundle');
+    const result = verifyCertificateChain({
+      leaf: d.certificate,
+      intermediates,
+      presentedRoot,
+      trustedRoots,
+      at,
+      maxChainLength: (options.maxCabundleLength ?? NITRO_DOCUMENT_DEFAULTS.maxCabundleLength) + 1,
+      maxCertificateBytes: options.maxCertificateBytes ?? NITRO_DOCUMENT_DEFAULTS.maxCertificateBytes,
+    });
+    if (!result.ok) throw new StepFailure(result.code, result.message);
+    const root = result.certificates[0];
+    if (options.rootSha256 !== undefined && (root === undefined || !timingSafeEqualBytes(result.path[0]?.sha256 ?? new Uint8Array(0), options.rootSha256))) {
+      throw new StepFailure('ROOT_UNTRUSTED', 'the chain root does not have the pinned SHA-256');
+    }
+    chainResult = result;
+    return `${result.path.length} certificates to root ${root?.sha256Hex ?? '?'}`;
+  });
+  if (!chained || chainResult === undefined || !chainResult.ok) return finish();
+  const chain = chainResult;
+
+  // 4. signature: ES384 by the leaf certificate's P-384 key over the exact received bytes.
+  if (
+    !stage('signature', () => {
+      if (!verifyEs384(c, chain.leafPublicKey)) {
+        throw new StepFailure('EVIDENCE_SIGNATURE_INVALID', 'COSE_Sign1 ES384 signature does not verify with the leaf key');
+      }
+      return undefined;
+    })
+  ) {
+    return finish();
+  }
+  document = d;
+  claims = claimsOf(d, platform, chain.certificates);
+
+  // 5. freshness: the NSM timestamp against the verification time, and inside the leaf's validity.
+  if (
+    !stage('freshness', () => {
+      const age = at.getTime() - d.timestamp;
+      if (age > maxAgeMs) throw new StepFailure('EVIDENCE_STALE', `document is ${age} ms old; maxAgeMs is ${maxAgeMs}`);
+      if (-age > skewMs) throw new StepFailure('EVIDENCE_STALE', `document timestamp is ${-age} ms in the future; maxClockSkewMs is ${skewMs}`);
+      const leaf = chain.certificates[chain.certificates.length - 1];
+      if (leaf !== undefined && (d.timestamp < leaf.notBefore.getTime() - skewMs || d.timestamp > leaf.notAfter.getTime())) {
+        throw new StepFailure('EVIDENCE_STALE', 'document timestamp is outside its signing certificate validity');
+      }
+      return `age ${age} ms`;
+    })
+  ) {
+    return finish();
+  }
+
+  // 6. policy: every named PCR present and equal; debug mode never satisfies a PCR policy.
+  if (
+    !stage('policy', () => {
+      const expected = options.pcrs;
+      if (expected === undefined || expected.size === 0) return 'not checked: no PCR policy given';
+      for (const i of DEBUG_ZERO_PCRS) {
+        const v = d.pcrs.get(i);
+        if (v !== undefined && isAllZero(v)) throw new StepFailure('DEBUG_MODE', `PCR${i} is all zero: the enclave runs in debug mode`);
+      }
+      // Compare every named PCR before deciding, so timing does not reveal which one differs.
+      const mismatched: number[] = [];
+      for (const [i, want] of expected) {
+        const got = d.pcrs.get(i);
+        if (got === undefined || !timingSafeEqualBytes(got, want)) mismatched.push(i);
+      }
+      if (mismatched.length > 0) {
+        throw new StepFailure('POLICY_MISMATCH', `PCR ${mismatched.map((i) => `PCR${i}`).join(', ')} do not match the policy`);
+      }
+      return `${expected.size} PCRs match`;
+    })
+  ) {
+    return finish();
+  }
+
+  // 7. binding: public_key, user_data and nonce carry the client's key config and nonce.
+  stage('binding', () => {
+    const b = options.binding;
+    if (b === undefined) return 'not checked: no binding expected';
+    const checks: [string, Uint8Array | null, Uint8Array | null | undefined][] = [
+      ['public_key', d.publicKey, b.publicKey],
+      ['user_data', d.userData, b.userData],
+      ['nonce', d.nonce, b.nonce],
+    ];
+    const checked: string[] = [];
+    const wrong: string[] = [];
+    // Every field is compared before deciding.
+    for (const [name, actual, expected] of checks) {
+      if (expected === undefined) continue;
+      checked.push(name);
+      if (!optionalEqual(actual, expected)) wrong.push(name);
+    }
+    if (wrong.length > 0) throw new StepFailure('BINDING_MISMATCH', `${wrong.join(', ')} do not bind the expected key config / nonce`);
+    if (checked.length === 0) return 'not checked: no binding expected';
+    return `${checked.join(', ')} match`;
+  });
+  return finish();
+}
+
+/** Verify a Nitro (or simulated) attestation document and return the per-step report. */
+export function verifyNitroDocument(bytes: Uint8Array, options: VerifyNitroOptions = {}): VerificationReport {
+  return verifyNitroDocumentDetailed(bytes, options).report;
+}

@@ -1,0 +1,3 @@
+/** The simulated attestation platform (development and tests; no hardware behind it). */
+export { createSimulatedAttester, simulatedPcrs } from './attester.js';
+export type { SimulatedAttester, SimulatedAttesterOptions, SimulatedMeasurementInputs } from './attester.js';

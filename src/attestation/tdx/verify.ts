@@ -1,0 +1,212 @@
+/**
+ * TDX evidence verification as explicit stages, each reported:
+ *
+ *   decode -> collateral -> quote (Intel chain, QE report, signature, TCB level)
+ *          -> tcb-status -> policy -> binding
+ *
+ * decode:     our own strict v4/v5 parser (lengths, trailing bytes, TEE type, QE vendor)
+ * collateral: from the bundle, the caller, or an optional PCS fetcher
+ * quote:      @phala/dcap-qvl against the pinned Intel SGX Root CA: PCK chain, TCB info and
+ *             QE identity signatures and validity, QE report, quote signature, TCB matching
+ * tcb-status: our acceptance list (UpToDate by default; others only when the policy names
+ *             them); advisory ids are always reported
+ * policy:     MRTD, RTMRs, TD attributes (policy.ts)
+ * binding:    report_data = SHA-512("cloister/attest/v1\0" || keyConfig || nonce)
+ */
+import { X509Certificate } from 'node:crypto';
+import { QuoteVerifier } from '@phala/dcap-qvl';
+import type { Collateral } from '@phala/dcap-qvl';
+import { timingSafeEqualBytes } from '../../crypto/ct.js';
+import { CloisterError, asCloisterError } from '../../errors.js';
+import type { ErrorCode } from '../../errors.js';
+import { reportDataFor } from '../binding.js';
+import { toHex } from '../hex.js';
+import type { EvidenceBundle, VerificationReport, VerificationStep, VerifiedClaims } from '../types.js';
+import { parseTdxCollateral, type PcsCollateralFetcher } from './collateral.js';
+import { checkTdxPolicy, tcbStatusAccepted, type TdxPolicy } from './policy.js';
+import { parseTdxQuote, TD_ATTRIBUTE, tdAttributeSet, type TdxQuote } from './quote.js';
+import { INTEL_SGX_ROOT_CA_FINGERPRINT256, INTEL_SGX_ROOT_CA_PEM } from './roots.js';
+
+export interface TdxVerifyOptions {
+  /** The client policy ("tdx" section, parsed). Required. */
+  readonly policy: TdxPolicy;
+  /** Verification instant (collateral and certificate validity). Default: now. */
+  readonly at?: Date;
+  readonly nonce?: Uint8Array;
+  /** Expected 64-byte report_data, replacing the key-config binding. */
+  readonly expectedReportData?: Uint8Array;
+  /** Do not check report_data (raw evidence inspection only). */
+  readonly skipBinding?: boolean;
+  /** Collateral from a file (JSON bytes or object), used when the bundle carries none. */
+  readonly collateral?: Uint8Array | Collateral;
+  /** Optional PCS fetcher, consulted only when no collateral is available otherwise. */
+  readonly pcs?: PcsCollateralFetcher;
+  /** Replace the pinned Intel root (tests only): PEM. */
+  readonly rootCaPem?: string;
+  readonly maxQuoteBytes?: number;
+  readonly maxZeroPadding?: number;
+  readonly maxCollateralBytes?: number;
+}
+
+/** Map dcap-qvl's error messages (its only error channel) to our codes. */
+function codeForQvlError(message: string): ErrorCode {
+  const m = message.toLowerCase();
+  if (m.includes('no matching tcb level') || m.includes('tcb status is invalid') || m.includes('below minimum required')) {
+    return 'TCB_STATUS_REJECTED';
+  }
+  if (m.includes('debug mode')) return 'DEBUG_MODE';
+  if (m.includes('sept_ve_disable') || m.includes('mr service td')) return 'POLICY_MISMATCH';
+  if (m.includes('expired') || m.includes('in the future') || m.includes('not yet valid')) return 'CERT_EXPIRED';
+  if (m.includes('revoked')) return 'CERT_CHAIN_INVALID';
+  if (m.includes('signature') || m.includes('hash mismatch')) return 'EVIDENCE_SIGNATURE_INVALID';
+  if (m.includes('certificate') || m.includes('chain') || m.includes('causedasendentity') || m.includes('fmspc')) return 'CERT_CHAIN_INVALID';
+  if (m.includes('decode') || m.includes('unsupported') || m.includes('not enough data') || m.includes('reserved bits')) {
+    return 'EVIDENCE_MALFORMED';
+  }
+  return 'CERT_CHAIN_INVALID';
+}
+
+function claimsOf(q: TdxQuote, status: string, advisoryIds: readonly string[]): VerifiedClaims {
+  const r = q.report;
+  return {
+    platform: 'tdx',
+    simulated: false,
+    measurements: {
+      MRTD: toHex(r.mrTd),
+      RTMR0: toHex(r.rtmrs[0]),
+      RTMR1: toHex(r.rtmrs[1]),
+      RTMR2: toHex(r.rtmrs[2]),
+      RTMR3: toHex(r.rtmrs[3]),
+    },
+    details: {
+      quoteVersion: q.version,
+      tdReport: q.bodyType === 3 ? '1.5' : '1.0',
+      reportData: toHex(r.reportData),
+      tdAttributes: toHex(r.tdAttributes),
+      debug: tdAttributeSet(r.tdAttributes, TD_ATTRIBUTE.DEBUG),
+      septVeDisable: tdAttributeSet(r.tdAttributes, TD_ATTRIBUTE.SEPT_VE_DISABLE),
+      xfam: toHex(r.xfam),
+      mrConfigId: toHex(r.mrConfigId),
+      mrOwner: toHex(r.mrOwner),
+      mrOwnerConfig: toHex(r.mrOwnerConfig),
+      mrSeam: toHex(r.mrSeam),
+      teeTcbSvn: toHex(r.teeTcbSvn),
+      tcbStatus: status,
+      advisoryIds: [...advisoryIds],
+    },
+  };
+}
+
+/** Verify TDX evidence. Never throws for bad evidence: failures are steps with codes. */
+export async function verifyTdxEvidence(bundle: EvidenceBundle, options: TdxVerifyOptions): Promise<VerificationReport> {
+  const steps: VerificationStep[] = [];
+  const fail = (step: string, err: unknown, fallback: ErrorCode): VerificationReport => {
+    const e = asCloisterError(err, fallback);
+    steps.push({ step, ok: false, code: e.code, detail: e.message });
+    return { ok: false, platform: 'tdx', simulated: false, steps };
+  };
+  if (bundle.platform !== 'tdx') return fail('decode', new CloisterError('EVIDENCE_MALFORMED', 'bundle is not TDX evidence'), 'EVIDENCE_MALFORMED');
+  const at = options.at ?? new Date();
+  const nowSecs = Math.floor(at.getTime() / 1000);
+  if (!Number.isFinite(nowSecs)) return fail('decode', new CloisterError('INVALID_ARGUMENT', 'bad verification time'), 'INVALID_ARGUMENT');
+
+  let quote: TdxQuote;
+  try {
+    quote = parseTdxQuote(bundle.evidence, {
+      ...(options.maxQuoteBytes === undefined ? {} : { maxQuoteBytes: options.maxQuoteBytes }),
+      ...(options.maxZeroPadding === undefined ? {} : { maxZeroPadding: options.maxZeroPadding }),
+    });
+  } catch (err) {
+    return fail('decode', err, 'EVIDENCE_MALFORMED');
+  }
+  steps.push({ step: 'decode', ok: true, detail: `quote v${quote.version}, TD report ${quote.bodyType === 3 ? '1.5' : '1.0'}` });
+
+  let collateral: Collateral;
+  try {
+    let source: string;
+    if (bundle.collateral !== undefined && bundle.collateral.byteLength > 0) {
+      collateral = parseTdxCollateral(bundle.collateral, options.maxCollateralBytes);
+      source = 'evidence';
+    } else if (options.collateral !== undefined) {
+      collateral = parseTdxCollateral(options.collateral, options.maxCollateralBytes);
+      source = 'caller';
+    } else if (options.pcs !== undefined) {
+      collateral = await options.pcs.fetch(bundle.evidence, quote.certificationData);
+      source = 'Intel PCS';
+    } else {
+      throw new CloisterError('NOT_FOUND', 'no TDX collateral: none in the evidence and none given');
+    }
+    steps.push({ step: 'collateral', ok: true, detail: `from ${source}` });
+  } catch (err) {
+    return fail('collateral', err, 'EVIDENCE_MALFORMED');
+  }
+
+  let status: string;
+  let advisoryIds: string[];
+  try {
+    const root = new X509Certificate(options.rootCaPem ?? INTEL_SGX_ROOT_CA_PEM);
+    if (options.rootCaPem === undefined && root.fingerprint256 !== INTEL_SGX_ROOT_CA_FINGERPRINT256) {
+      throw new CloisterError('ROOT_UNTRUSTED', 'pinned Intel root does not match its fingerprint');
+    }
+    const verifier = QuoteVerifier.newWithRootCa(Buffer.from(root.raw));
+    let verified;
+    try {
+      verified = verifier.verify(Buffer.from(bundle.evidence), collateral, nowSecs);
+    } catch (err) {
+      const message = err instanceof Error ? err.message : 'quote verification failed';
+      throw new CloisterError(codeForQvlError(message), `TDX quote verification: ${message}`, { cause: err });
+    }
+    status = verified.status;
+    advisoryIds = [...verified.advisory_ids];
+    // dcap-qvl verified the bytes it parsed itself; make sure both parsers read the same TD.
+    const td = verified.report.asTd10();
+    if (td === null || !timingSafeEqualBytes(td.mrTd, quote.report.mrTd) || !timingSafeEqualBytes(td.reportData, quote.report.reportData)) {
+      throw new CloisterError('EVIDENCE_MALFORMED', 'quote parsers disagree about the TD report');
+    }
+    steps.push({ step: 'quote', ok: true, detail: 'Intel chain, QE report and quote signature verified' });
+  } catch (err) {
+    // A TCB verdict from dcap-qvl comes after every signature passed: still no claims, as
+    // the platform state is unknown; the code says why.
+    return fail('quote', err, 'CERT_CHAIN_INVALID');
+  }
+  const claims = claimsOf(quote, status, advisoryIds);
+
+  let ok = true;
+  if (tcbStatusAccepted(status, options.policy)) {
+    steps.push({ step: 'tcb-status', ok: true, detail: advisoryIds.length > 0 ? `${status}; advisories ${advisoryIds.join(', ')}` : status });
+  } else {
+    steps.push({
+      step: 'tcb-status',
+      ok: false,
+      code: 'TCB_STATUS_REJECTED',
+      detail: `TCB status ${status} is not accepted by the policy${advisoryIds.length > 0 ? `; advisories ${advisoryIds.join(', ')}` : ''}`,
+    });
+    ok = false;
+  }
+
+  try {
+    checkTdxPolicy(quote.report, options.policy);
+    steps.push({ step: 'policy', ok: true });
+  } catch (err) {
+    const e = asCloisterError(err, 'POLICY_MISMATCH');
+    steps.push({ step: 'policy', ok: false, code: e.code, detail: e.message });
+    ok = false;
+  }
+
+  if (options.skipBinding === true) {
+    steps.push({ step: 'binding', ok: true, detail: 'skipped: no key config to bind (raw evidence inspection)' });
+  } else {
+    try {
+      const expected = options.expectedReportData ?? reportDataFor(bundle.keyConfig, options.nonce);
+      if (expected.byteLength !== 64 || !timingSafeEqualBytes(expected, quote.report.reportData)) {
+        throw new CloisterError('BINDING_MISMATCH', 'report_data does not bind the key config and nonce');
+      }
+      steps.push({ step: 'binding', ok: true });
+    } catch (err) {
+      const e = asCloisterError(err, 'BINDING_MISMATCH');
+      steps.push({ step: 'binding', ok: false, code: e.code, detail: e.message });
+      ok = false;
+    }
+  }
+  return { ok, platform: 'tdx', simulated: false, steps, claims };
+}

@@ -1,0 +1,155 @@
+/**
+ * `cloister serve`: run the server with ONNX models on TCP or a Unix socket.
+ *
+ *   cloister serve --model [name=]dir [--model ...] [--embedder [name=]dir]
+ *                  [--listen host:port | --socket path]
+ *                  [--platform auto|simulated|nitro|sev-snp|tdx] [--state-dir dir]
+ *                  [--key-rotation-minutes n] [--log-level debug|info|warn|error]
+ *
+ * On the simulated platform it writes the run's root certificate and a development policy
+ * matching this server into the state dir, and says loudly that nothing is attested.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { basename, resolve } from 'node:path';
+import { CloisterError } from '../../errors.js';
+import { PLATFORMS } from '../../attestation/types.js';
+import type { OnnxModelConfig } from '../../inference/onnx/engine.js';
+import { developmentPolicy } from '../../client/dev-policy.js';
+import { createLogger } from '../../server/log.js';
+import type { LogLevel } from '../../server/log.js';
+import { createPlatformAttester } from '../../server/platform.js';
+import type { PlatformChoice } from '../../server/platform.js';
+import { CloisterServer, serverConfigDigest } from '../../server/server.js';
+import type { ListenTarget } from '../../server/server.js';
+import { one, parseArgs } from './args.js';
+
+export const summary = 'run the Cloister server (sealed, attested inference)';
+
+const USAGE = `usage: cloister serve --model [name=]dir [--model ...] [--embedder [name=]dir]
+                      [--listen host:port | --socket path]
+                      [--platform auto|simulated|nitro|sev-snp|tdx] [--state-dir dir]
+                      [--key-rotation-minutes n] [--log-level debug|info|warn|error]
+
+  --model      a Hugging Face-layout ONNX model directory (task from its config.json)
+  --embedder   a feature-extraction model directory
+  --listen     TCP address (default 127.0.0.1:8443)
+  --socket     Unix socket path instead of TCP (e.g. bridged to vsock in an enclave)
+  --platform   TEE to attest with (default auto: detect, else SIMULATED with a warning)
+  --state-dir  where the simulated root and development policy are written (default .cloister)`;
+
+function modelArg(arg: string, task?: OnnxModelConfig['task']): OnnxModelConfig {
+  const eq = arg.indexOf('=');
+  const dir = resolve(eq === -1 ? arg : arg.slice(eq + 1));
+  const name = eq === -1 ? basename(dir) : arg.slice(0, eq);
+  if (name === '' || !/^[A-Za-z0-9._-]{1,64}$/.test(name)) throw new CloisterError('INVALID_ARGUMENT', `bad model name '${name}'`);
+  return task === undefined ? { name, dir } : { name, dir, task };
+}
+
+function listenArg(listen: string | undefined, socket: string | undefined): ListenTarget {
+  if (listen !== undefined && socket !== undefined) throw new CloisterError('INVALID_ARGUMENT', 'give --listen or --socket, not both');
+  if (socket !== undefined) return { path: resolve(socket) };
+  const text = listen ?? '127.0.0.1:8443';
+  const m = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(text);
+  const port = Number(m?.[2]);
+  if (m === null || m[1] === undefined || !(port >= 0 && port <= 65535)) throw new CloisterError('INVALID_ARGUMENT', '--listen must be host:port');
+  return { host: m[1].replace(/^\[|\]$/g, ''), port };
+}
+
+const BAR = '='.repeat(78);
+
+export async function run(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, {
+    values: ['model', 'embedder', 'listen', 'socket', 'platform', 'state-dir', 'key-rotation-minutes', 'log-level'],
+    multi: ['model', 'embedder'],
+  });
+  if (args.flags.has('help')) {
+    console.log(USAGE);
+    return 0;
+  }
+  const models = [...(args.values.get('model') ?? []).map((m) => modelArg(m)), ...(args.values.get('embedder') ?? []).map((m) => modelArg(m, 'feature-extraction'))];
+  if (models.length === 0) throw new CloisterError('INVALID_ARGUMENT', `give at least one --model or --embedder\n\n${USAGE}`);
+  const platformArg = one(args, 'platform') ?? 'auto';
+  if (platformArg !== 'auto' && !(PLATFORMS as readonly string[]).includes(platformArg)) {
+    throw new CloisterError('INVALID_ARGUMENT', '--platform must be auto, simulated, nitro, sev-snp or tdx');
+  }
+  const target = listenArg(one(args, 'listen'), one(args, 'socket'));
+  const stateDir = resolve(one(args, 'state-dir') ?? '.cloister');
+  const rotationText = one(args, 'key-rotation-minutes');
+  const rotationMinutes = rotationText === undefined ? undefined : Number(rotationText);
+  if (rotationMinutes !== undefined && !(Number.isInteger(rotationMinutes) && rotationMinutes >= 1)) {
+    throw new CloisterError('INVALID_ARGUMENT', '--key-rotation-minutes must be a positive integer');
+  }
+  const level = (one(args, 'log-level') ?? 'info') as LogLevel;
+  if (!['debug', 'info', 'warn', 'error'].includes(level)) throw new CloisterError('INVALID_ARGUMENT', 'bad --log-level');
+  const logger = createLogger({ minLevel: level });
+
+  const { OnnxEngine } = await import('../../inference/onnx/engine.js');
+  const engine = new OnnxEngine({ models });
+  await engine.start();
+
+  const choice = platformArg as PlatformChoice;
+  const probeChoice = choice;
+  const keyRotationIntervalMs = rotationMinutes === undefined ? undefined : rotationMinutes * 60_000;
+  // The platform is known before the attester exists except for 'auto'; resolve it first so
+  // the config digest (measured into the simulated PCR1) names the right one.
+  const { probePlatform } = await import('../../server/platform.js');
+  const platform = probeChoice === 'auto' ? (probePlatform() ?? 'simulated') : probeChoice;
+  const configDigest = serverConfigDigest({
+    engines: [engine],
+    platform,
+    ...(keyRotationIntervalMs === undefined ? {} : { keyRotationIntervalMs }),
+  });
+  const pa = await createPlatformAttester(platform, {
+    configDigest,
+    modelDigests: [...engine.models()].sort((a, b) => (a.name < b.name ? -1 : 1)).map((m) => m.digest),
+  });
+
+  const server = new CloisterServer({
+    engines: [engine],
+    attester: pa.attester,
+    logger,
+    ...(keyRotationIntervalMs === undefined ? {} : { keyRotationIntervalMs }),
+  });
+  const address = await server.listen(target);
+
+  const lines: string[] = [];
+  if (pa.simulated !== undefined) {
+    await mkdir(stateDir, { recursive: true });
+    const rootPath = resolve(stateDir, 'simulated-root.pem');
+    const policyPath = resolve(stateDir, 'policy.json');
+    await writeFile(rootPath, pa.simulated.rootPem, { mode: 0o644 });
+    const policy = developmentPolicy({ pcrs: pa.simulated.pcrs, rootSha256Hex: pa.simulated.rootSha256Hex, models: server.router.models() });
+    await writeFile(policyPath, `${JSON.stringify(policy, null, 2)}\n`, { mode: 0o644 });
+    lines.push(
+      BAR,
+      'WARNING: platform is SIMULATED. No TEE protects this server: evidence is signed by a',
+      'locally generated root, keys live in an ordinary process. For development only.',
+      pa.fellBack ? '(no TEE device was found; --platform auto fell back to simulated)' : '',
+      BAR,
+      `simulated root:      ${rootPath}`,
+      `development policy:  ${policyPath}`,
+    );
+  }
+  lines.push(`platform:   ${platform}`);
+  lines.push(`websocket:  ${address.wsUrl}`);
+  if (address.httpUrl !== undefined) lines.push(`http:       ${address.httpUrl}  (GET /v1/evidence, POST /v1/sealed)`);
+  lines.push(`models:     ${server.router.models().map((m) => `${m.name} (${m.task})`).join(', ')}`);
+  const url = address.httpUrl ?? address.wsUrl;
+  const root = pa.simulated === undefined ? '' : ` --root ${resolve(stateDir, 'simulated-root.pem')}`;
+  const policyArg = pa.simulated === undefined ? 'policy.json' : resolve(stateDir, 'policy.json');
+  lines.push('', 'try:', `  cloister infer --url ${url} --policy ${policyArg}${root} --text "chest pain radiating to the left arm"`);
+  console.log(lines.filter((l, i) => l !== '' || i > 0).join('\n'));
+
+  await new Promise<void>((done) => {
+    const stop = (): void => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      done();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+  await server.close();
+  await engine.close();
+  return 0;
+}

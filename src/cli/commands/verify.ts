@@ -1,0 +1,236 @@
+/**
+ * `cloister verify <file> --platform <p> [options]`: verify attestation evidence from a file
+ * and print the verified claims.
+ *
+ * Exit codes: 0 every step passed; 1 a verification step failed (its error code is
+ * printed); 2 usage error. Each platform is one entry in PLATFORMS below: its extra
+ * options go into OPTIONS and its handler turns the parsed arguments into a report.
+ */
+import { readFile, stat } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import type { ParseArgsConfig } from 'node:util';
+import { CloisterError, isErrorCode } from '../../errors.js';
+import { fromHex } from '../../attestation/hex.js';
+import { verifyNitroDocument } from '../../attestation/nitro/verify.js';
+import type { VerifyNitroOptions } from '../../attestation/nitro/verify.js';
+import { parsePolicy } from '../../attestation/policy.js';
+import type { Policy } from '../../attestation/policy.js';
+import type { VerificationReport } from '../../attestation/types.js';
+import { pemToDerList } from '../../attestation/x509/certificate.js';
+
+export const summary = 'verify attestation evidence from a file and print the verified claims';
+
+/** Largest evidence file read (a Nitro document is < 16 KiB; SNP/TDX evidence is smaller still). */
+export const MAX_EVIDENCE_FILE_BYTES = 1024 * 1024;
+const MAX_AUX_FILE_BYTES = 1024 * 1024;
+
+export interface CliIo {
+  out(text: string): void;
+  err(text: string): void;
+}
+
+const defaultIo: CliIo = {
+  out: (t) => process.stdout.write(`${t}\n`),
+  err: (t) => process.stderr.write(`${t}\n`),
+};
+
+const OPTIONS = {
+  platform: { type: 'string' },
+  root: { type: 'string', multiple: true },
+  at: { type: 'string' },
+  policy: { type: 'string' },
+  nonce: { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const satisfies ParseArgsConfig['options'];
+
+type ParsedValues = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true; strict: true }>>['values'];
+
+/** What every platform handler receives. */
+interface VerifyContext {
+  readonly evidence: Uint8Array;
+  readonly at: Date;
+  readonly policy: Policy | undefined;
+  readonly nonce: Uint8Array | undefined;
+  readonly values: ParsedValues;
+}
+
+interface PlatformHandler {
+  readonly usage: string;
+  verify(ctx: VerifyContext): Promise<VerificationReport>;
+}
+
+class UsageError extends Error {}
+
+async function readLimited(path: string, max: number, what: string): Promise<Uint8Array> {
+  let size: number;
+  try {
+    size = (await stat(path)).size;
+  } catch (cause) {
+    throw new CloisterError('NOT_FOUND', `${what} ${path} cannot be read`, { cause });
+  }
+  if (size > max) throw new CloisterError('LIMIT_EXCEEDED', `${what} ${path} is ${size} bytes; the limit is ${max}`);
+  return new Uint8Array(await readFile(path));
+}
+
+async function readRoots(paths: readonly string[] | undefined): Promise<Uint8Array[] | undefined> {
+  if (paths === undefined || paths.length === 0) return undefined;
+  const roots: Uint8Array[] = [];
+  for (const p of paths) {
+    const text = new TextDecoder().decode(await readLimited(p, MAX_AUX_FILE_BYTES, 'root file'));
+    roots.push(...pemToDerList(text));
+  }
+  return roots;
+}
+
+/** Nitro and simulated share the document format and the verifier; they differ in roots. */
+function nitroLike(platform: 'nitro' | 'simulated'): PlatformHandler {
+  return {
+    usage:
+      platform === 'nitro'
+        ? '--platform nitro [--root <pem>]   (default root: the bundled AWS Nitro Enclaves Root G1)'
+        : '--platform simulated --root <pem> (the root the simulated server wrote; required)',
+    async verify(ctx) {
+      const roots = await readRoots(ctx.values.root);
+      if (platform === 'simulated' && roots === undefined) {
+        throw new UsageError('--platform simulated requires --root <pem>: simulated evidence is trusted only explicitly');
+      }
+      const section = ctx.policy === undefined ? undefined : ctx.policy.platforms[platform];
+      if (ctx.policy !== undefined && section === undefined) {
+        throw new CloisterError('POLICY_MISMATCH', `the policy has no ${platform} section`);
+      }
+      const rootSha256 = platform === 'simulated' ? ctx.policy?.platforms.simulated?.rootSha256 : undefined;
+      const options: VerifyNitroOptions = {
+        platform,
+        at: ctx.at,
+        ...(roots === undefined ? {} : { trustedRoots: roots }),
+        ...(rootSha256 === undefined ? {} : { rootSha256 }),
+        ...(section === undefined ? {} : { pcrs: section.pcrs }),
+        ...(section?.maxAgeSeconds === undefined ? {} : { maxAgeMs: section.maxAgeSeconds * 1000 }),
+        ...(ctx.nonce === undefined ? {} : { binding: { nonce: ctx.nonce } }),
+      };
+      return verifyNitroDocument(ctx.evidence, options);
+    },
+  };
+}
+
+// ---- Platforms: add 'sev-snp' and 'tdx' here (with their options in OPTIONS). -------------
+const PLATFORMS: Readonly<Record<string, PlatformHandler>> = {
+  nitro: nitroLike('nitro'),
+  simulated: nitroLike('simulated'),
+};
+
+function usage(): string {
+  return [
+    'usage: cloister verify <file> --platform <platform> [options]',
+    '',
+    'platforms:',
+    ...Object.entries(PLATFORMS).map(([, h]) => `  ${h.usage}`),
+    '',
+    'options:',
+    '  --at <ISO time>     verify as of this instant (default: now)',
+    '  --policy <json>     client policy file: PCRs / measurements must match',
+    '  --nonce <hex>       the evidence must carry exactly this nonce',
+    '  --json              print the full report as JSON',
+    '',
+    'exit status: 0 verified, 1 a verification step failed, 2 usage error',
+  ].join('\n');
+}
+
+function reportToJson(report: VerificationReport): unknown {
+  const claims = report.claims;
+  return {
+    ok: report.ok,
+    platform: report.platform,
+    simulated: report.simulated,
+    steps: report.steps,
+    ...(claims === undefined
+      ? {}
+      : {
+          claims: {
+            measurements: claims.measurements,
+            ...(claims.timestamp === undefined ? {} : { timestamp: claims.timestamp.toISOString() }),
+            details: claims.details,
+          },
+        }),
+  };
+}
+
+function printHuman(report: VerificationReport, io: CliIo): void {
+  const claims = report.claims;
+  io.out(`${report.ok ? 'VERIFIED' : 'NOT VERIFIED'}  platform ${report.platform}${report.simulated ? ' (SIMULATED: no hardware behind this evidence)' : ''}`);
+  for (const s of report.steps) io.out(`  ${s.ok ? 'ok  ' : 'FAIL'} ${s.step.padEnd(18)}${s.code === undefined ? '' : ` ${s.code}`}${s.detail === undefined ? '' : `  ${s.detail}`}`);
+  if (claims === undefined) return;
+  const d = claims.details;
+  const str = (v: unknown): string => (v === null || v === undefined ? '(none)' : String(v));
+  if (d['moduleId'] !== undefined) io.out(`module id   ${str(d['moduleId'])}`);
+  if (claims.timestamp !== undefined) io.out(`timestamp   ${claims.timestamp.toISOString()}`);
+  for (const [name, value] of Object.entries(claims.measurements)) io.out(`${name.padEnd(11)} ${value}`);
+  if ('publicKey' in d) io.out(`public key  ${str(d['publicKey'])}`);
+  if ('userData' in d) io.out(`user data   ${str(d['userData'])}`);
+  if ('nonce' in d) io.out(`nonce       ${str(d['nonce'])}`);
+  for (const [k, v] of Object.entries(d)) {
+    if (!['moduleId', 'publicKey', 'userData', 'nonce'].includes(k)) io.out(`${k.padEnd(11)} ${typeof v === 'string' ? v : JSON.stringify(v)}`);
+  }
+}
+
+function parseAt(text: string | undefined): Date {
+  if (text === undefined) return new Date();
+  // ISO 8601 with an explicit zone only: a local-time reading would depend on the machine.
+  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2})$/.test(text)) {
+    throw new UsageError('--at must be an ISO 8601 time with a zone, e.g. 2024-11-30T16:22:48Z');
+  }
+  const at = new Date(text);
+  if (!Number.isFinite(at.getTime())) throw new UsageError('--at is not a valid time');
+  return at;
+}
+
+export async function run(argv: string[], io: CliIo = defaultIo): Promise<number> {
+  let values: ParsedValues;
+  let positionals: string[];
+  try {
+    ({ values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true }));
+  } catch (err) {
+    io.err(`cloister verify: ${err instanceof Error ? err.message : String(err)}\n\n${usage()}`);
+    return 2;
+  }
+  if (values.help === true) {
+    io.out(usage());
+    return 0;
+  }
+  const json = values.json === true;
+  try {
+    if (positionals.length !== 1) throw new UsageError('expected exactly one evidence file');
+    const platformName = values.platform;
+    if (platformName === undefined) throw new UsageError('--platform is required');
+    const handler = PLATFORMS[platformName];
+    if (handler === undefined) throw new UsageError(`unsupported platform '${platformName}' (supported: ${Object.keys(PLATFORMS).join(', ')})`);
+    const at = parseAt(values.at);
+    const nonce = values.nonce === undefined ? undefined : fromHex(values.nonce.toLowerCase(), undefined, '--nonce', 'INVALID_ARGUMENT');
+    const policy =
+      values.policy === undefined ? undefined : parsePolicy(await readLimited(values.policy, MAX_AUX_FILE_BYTES, 'policy file'));
+    const file = positionals[0] ?? '';
+    const evidence = await readLimited(file, MAX_EVIDENCE_FILE_BYTES, 'evidence file');
+
+    const report = await handler.verify({ evidence, at, policy, nonce, values });
+    if (json) io.out(JSON.stringify(reportToJson(report), null, 2));
+    else printHuman(report, io);
+    if (!report.ok) {
+      const failed = report.steps.find((s) => !s.ok);
+      io.err(`cloister verify: ${failed?.code ?? 'INTERNAL'} at step ${failed?.step ?? '?'}: ${failed?.detail ?? ''}`);
+      return 1;
+    }
+    if (policy === undefined) io.err('cloister verify: note: no --policy given, measurements were printed but not checked');
+    return 0;
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.err(`cloister verify: ${err.message}\n\n${usage()}`);
+      return 2;
+    }
+    const code = err instanceof CloisterError && isErrorCode(err.code) ? err.code : 'INTERNAL';
+    const message = err instanceof Error ? err.message : String(err);
+    if (json) io.out(JSON.stringify({ ok: false, code, message }, null, 2));
+    io.err(`cloister verify: ${code}: ${message}`);
+    return 1;
+  }
+}

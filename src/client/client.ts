@@ -1,0 +1,322 @@
+/**
+ * The Cloister client SDK: verify, then seal.
+ *
+ * `connect()` fetches evidence (with a fresh random nonce by default) and verifies it with
+ * `verifyEvidence` against the caller's policy and trusted roots: the hardware signature,
+ * the measurements, the binding of the key config and nonce, the key config's validity and
+ * the model digests the policy pins. Nothing is sealed or sent before that passes (fail
+ * closed). Each request is then sealed to the attested HPKE key (chunked OHTTP); its
+ * response is opened chunk by chunk, must end with the authenticated final chunk
+ * (STREAM_TRUNCATED otherwise), and that chunk's receipt must verify under the attested
+ * Ed25519 receipt key.
+ *
+ * Errors are CloisterError with a stable code. `detail.origin === 'server'` marks a code
+ * the server reported (a plaintext transport error, or an error inside the sealed response).
+ * KEY_STALE / UNKNOWN_KEY_ID from the server make the client re-fetch and re-verify
+ * evidence, then retry the request once.
+ */
+import { randomBytes } from 'node:crypto';
+import { CloisterError, isErrorCode } from '../errors.js';
+import type { EvidenceBundle, Platform, VerificationReport } from '../attestation/types.js';
+import { verifyEvidence } from '../attestation/verify.js';
+import type { TrustedRoots, VerifyEvidenceOptions } from '../attestation/verify.js';
+import { parsePolicy } from '../attestation/policy.js';
+import type { Policy } from '../attestation/policy.js';
+import { sealTargetFromKeyConfig } from '../protocol/key-config.js';
+import type { KeyConfig } from '../protocol/key-config.js';
+import { sealChunkedRequest } from '../protocol/chunked.js';
+import type { ChunkedResponseOpener, OpenedChunk } from '../protocol/chunked.js';
+import { ReceiptHasher, decodeResponseChunk, encodeSealedRequest, verifyReceipt } from '../protocol/messages.js';
+import type { CborInput } from '../protocol/cbor.js';
+import { AEAD_AES_128_GCM, AEAD_CHACHA20_POLY1305 } from '../crypto/hpke/suite.js';
+import type { Operation } from '../inference/types.js';
+import { HttpClientTransport } from './http-transport.js';
+import type { ClientTransport, TransportLimits } from './transport.js';
+import { WsClientTransport } from './ws-transport.js';
+
+export interface ConnectOptions {
+  /** The policy (parsed, or the JSON text of a policy file). Required: there is no default trust. */
+  readonly policy: Policy | string;
+  /** Roots to trust (simulated evidence needs its run's root here explicitly). */
+  readonly trustedRoots?: TrustedRoots;
+  /** A nonce of your own for the first evidence fetch (1..64 bytes). */
+  readonly nonce?: Uint8Array;
+  /**
+   * Ask for evidence bound to a fresh random nonce (default true). With false and no
+   * `nonce`, the server's cached evidence is accepted, fresh by its age bound only.
+   */
+  readonly requireFreshNonce?: boolean;
+  /** AEAD for requests. Default AES-128-GCM. */
+  readonly aead?: 'aes-128-gcm' | 'chacha20-poly1305';
+  /** Transport limits (message size, flow control, connect deadline). */
+  readonly transport?: TransportLimits;
+  /** Deadline for each request, from send to final chunk. Default 120 s. */
+  readonly requestTimeoutMs?: number;
+  /** Extra platform verifier inputs (SEV-SNP VCEK, Nitro document limits). */
+  readonly verify?: Pick<VerifyEvidenceOptions, 'sevSnp' | 'nitro'>;
+  /** Clock, for tests. */
+  readonly now?: () => number;
+}
+
+export interface RequestOptions {
+  readonly op: Operation;
+  readonly model: string;
+  readonly input: CborInput;
+  readonly params?: { readonly [k: string]: CborInput };
+  /** Ask the engine for incremental chunks. Default false. */
+  readonly stream?: boolean;
+  readonly signal?: AbortSignal;
+}
+
+export interface ClassifyOptions {
+  readonly model?: string;
+  readonly topK?: number;
+  readonly signal?: AbortSignal;
+}
+
+export interface LabelScore {
+  readonly label: string;
+  readonly score: number;
+}
+
+export const DEFAULT_CLIENT_REQUEST_TIMEOUT_MS = 120_000;
+
+interface Attested {
+  readonly keyConfig: KeyConfig;
+  readonly report: VerificationReport;
+}
+
+function isClassOutput(v: unknown): v is LabelScore[] {
+  return Array.isArray(v) && v.every((e) => typeof e === 'object' && e !== null && typeof (e as LabelScore).label === 'string' && typeof (e as LabelScore).score === 'number');
+}
+
+function isEmbeddings(v: unknown): v is number[][] {
+  return Array.isArray(v) && v.every((row) => Array.isArray(row) && row.every((x) => typeof x === 'number'));
+}
+
+export class CloisterClient {
+  private attested: Attested;
+  private refreshing: Promise<Attested> | undefined;
+
+  private constructor(
+    private readonly transport: ClientTransport,
+    private readonly options: ConnectOptions,
+    private readonly policy: Policy,
+    attested: Attested,
+  ) {
+    this.attested = attested;
+  }
+
+  /** Connects, fetches and verifies evidence. Rejects (and sends nothing sealed) when verification fails. */
+  static async connect(url: string, options: ConnectOptions): Promise<CloisterClient> {
+    const policy = typeof options.policy === 'string' ? parsePolicy(options.policy) : options.policy;
+    const transport = await openTransport(url, options.transport);
+    try {
+      const attested = await attest(transport, options, policy, options.nonce);
+      return new CloisterClient(transport, options, policy, attested);
+    } catch (err) {
+      await transport.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** The verified key config (what the TEE published and the evidence bound). */
+  get keyConfig(): KeyConfig {
+    return this.attested.keyConfig;
+  }
+  get platform(): Platform {
+    return this.attested.keyConfig.platform;
+  }
+  get simulated(): boolean {
+    return this.attested.report.simulated;
+  }
+  /** The per-step verification report of the evidence in use. */
+  get report(): VerificationReport {
+    return this.attested.report;
+  }
+
+  /** Models listed in the attested key config. */
+  models(): readonly { name: string; task: string }[] {
+    return this.attested.keyConfig.models.map((m) => ({ name: m.name, task: m.task }));
+  }
+
+  /** Re-fetches and re-verifies evidence (one at a time). */
+  async refresh(): Promise<void> {
+    this.refreshing ??= attest(this.transport, this.options, this.policy, undefined).finally(() => {
+      this.refreshing = undefined;
+    });
+    this.attested = await this.refreshing;
+  }
+
+  private defaultModel(task: string, op: string): string {
+    const m = this.attested.keyConfig.models.find((x) => x.task === task);
+    if (m === undefined) throw new CloisterError('UNKNOWN_MODEL', `the server lists no ${task} model for ${op}`);
+    return m.name;
+  }
+
+  /** Classifies one text; labels sorted by score, highest first. */
+  async classify(text: string, options: ClassifyOptions = {}): Promise<LabelScore[]> {
+    if (typeof text !== 'string') throw new CloisterError('INVALID_ARGUMENT', 'text must be a string');
+    const model = options.model ?? this.defaultModel('text-classification', 'classify');
+    const out = await this.collectOne({
+      op: 'classify',
+      model,
+      input: text,
+      ...(options.topK === undefined ? {} : { params: { topK: options.topK } }),
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    });
+    if (!isClassOutput(out)) throw new CloisterError('PROTOCOL_VIOLATION', 'classification result has the wrong shape');
+    return out;
+  }
+
+  /** One embedding per text. */
+  async embed(texts: readonly string[], options: { model?: string; signal?: AbortSignal } = {}): Promise<number[][]> {
+    if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string')) throw new CloisterError('INVALID_ARGUMENT', 'texts must be strings');
+    const model = options.model ?? this.defaultModel('feature-extraction', 'embed');
+    const out = await this.collectOne({ op: 'embed', model, input: [...texts], ...(options.signal === undefined ? {} : { signal: options.signal }) });
+    if (!isEmbeddings(out) || out.length !== texts.length) throw new CloisterError('PROTOCOL_VIOLATION', 'embedding result has the wrong shape');
+    return out;
+  }
+
+  private async collectOne(req: RequestOptions): Promise<unknown> {
+    const chunks: unknown[] = [];
+    for await (const c of this.request(req)) chunks.push(c);
+    if (chunks.length !== 1) throw new CloisterError('PROTOCOL_VIOLATION', 'expected exactly one result chunk');
+    return chunks[0];
+  }
+
+  /**
+   * Sends one sealed request and yields the engine's result chunks as they are opened. The
+   * iterator throws the request's error code (server codes carry detail.origin 'server').
+   * A KEY_STALE answer (sent before any data) triggers one transparent refresh and retry.
+   */
+  async *request(req: RequestOptions): AsyncGenerator<unknown> {
+    for (let attempt = 0; ; attempt++) {
+      const started = { value: false };
+      try {
+        yield* this.requestOnce(req, started);
+        return;
+      } catch (err) {
+        const stale = err instanceof CloisterError && (err.code === 'KEY_STALE' || err.code === 'UNKNOWN_KEY_ID') && err.detail?.['origin'] === 'server';
+        if (!stale || started.value || attempt > 0) throw err;
+        await this.refresh();
+      }
+    }
+  }
+
+  private async *requestOnce(req: RequestOptions, started: { value: boolean }): AsyncGenerator<unknown> {
+    const now = this.options.now ?? Date.now;
+    if (this.attested.keyConfig.expiresAt * 1000 <= now()) await this.refresh();
+    const { keyConfig } = this.attested;
+    const aeadId = (this.options.aead ?? 'aes-128-gcm') === 'aes-128-gcm' ? AEAD_AES_128_GCM : AEAD_CHACHA20_POLY1305;
+    if (!keyConfig.aeadIds.includes(aeadId)) throw new CloisterError('UNSUPPORTED_SUITE', 'the server does not offer this AEAD');
+    const plaintext = encodeSealedRequest({
+      v: 1,
+      op: req.op,
+      model: req.model,
+      input: req.input,
+      ...(req.params === undefined ? {} : { params: req.params }),
+      stream: req.stream ?? false,
+      ts: now(),
+      id: new Uint8Array(randomBytes(16)),
+    });
+    const sealed = sealChunkedRequest(sealTargetFromKeyConfig(keyConfig, aeadId), plaintext);
+    const receipt = new ReceiptHasher(plaintext);
+    plaintext.fill(0);
+
+    const timeout = AbortSignal.timeout(this.options.requestTimeoutMs ?? DEFAULT_CLIENT_REQUEST_TIMEOUT_MS);
+    const signal = req.signal === undefined ? timeout : AbortSignal.any([req.signal, timeout]);
+    const exchange = this.transport.exchange(sealed.bytes, signal);
+    const opener: ChunkedResponseOpener = sealed.response;
+    let serverError: CloisterError | undefined;
+    let complete = false;
+
+    const handle = function* (chunks: OpenedChunk[]): Generator<unknown> {
+      for (const chunk of chunks) {
+        const msg = decodeResponseChunk(chunk.plaintext);
+        if (!chunk.final) {
+          receipt.update(chunk.plaintext);
+          if (msg.t === 'data') {
+            if (serverError !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'data after an error chunk');
+            started.value = true;
+            yield msg.data;
+          } else if (msg.t === 'error') {
+            serverError = new CloisterError(isErrorCode(msg.code) ? msg.code : 'INTERNAL', undefined, { detail: { origin: 'server' } });
+          } else {
+            throw new CloisterError('PROTOCOL_VIOLATION', 'end message in a non-final chunk');
+          }
+          continue;
+        }
+        if (msg.t !== 'end') throw new CloisterError('PROTOCOL_VIOLATION', 'final chunk is not an end message');
+        const ok = verifyReceipt(keyConfig.receiptPublicKey, receipt.message(), msg.receipt);
+        if (!ok) throw new CloisterError('PROTOCOL_VIOLATION', 'receipt signature does not verify');
+        complete = true;
+        if (msg.data !== undefined) {
+          started.value = true;
+          yield msg.data;
+        }
+      }
+    };
+
+    try {
+      for await (const piece of exchange.pieces) {
+        if (complete) throw new CloisterError('PROTOCOL_VIOLATION', 'data after the final chunk');
+        yield* handle(exchange.mode === 'frames' ? opener.openFrame(piece) : opener.push(piece));
+      }
+      if (!complete) {
+        if (exchange.mode === 'frames') throw new CloisterError('STREAM_TRUNCATED');
+        yield* handle(opener.finish());
+      }
+    } catch (err) {
+      if (timeout.aborted && !(req.signal?.aborted ?? false)) throw new CloisterError('TIMEOUT', 'no complete response before the deadline', { cause: err });
+      throw err;
+    }
+    if (serverError !== undefined) throw serverError;
+  }
+
+  async close(): Promise<void> {
+    await this.transport.close();
+  }
+}
+
+async function openTransport(url: string, limits: TransportLimits | undefined): Promise<ClientTransport> {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch (cause) {
+    throw new CloisterError('INVALID_ARGUMENT', 'not a URL', { cause });
+  }
+  switch (parsed.protocol) {
+    case 'ws:':
+    case 'wss:':
+    case 'ws+unix:':
+      return WsClientTransport.connect(url, limits);
+    case 'http:':
+    case 'https:':
+      return new HttpClientTransport(url, limits);
+    default:
+      throw new CloisterError('INVALID_ARGUMENT', 'URL must be ws://, wss://, ws+unix:, http:// or https://');
+  }
+}
+
+async function attest(transport: ClientTransport, options: ConnectOptions, policy: Policy, nonce: Uint8Array | undefined): Promise<Attested> {
+  const useNonce = nonce ?? (options.requireFreshNonce === false && !policy.nonceRequired ? undefined : new Uint8Array(randomBytes(32)));
+  if (useNonce !== undefined && (useNonce.byteLength < 1 || useNonce.byteLength > 64)) {
+    throw new CloisterError('INVALID_ARGUMENT', 'nonce must be 1..64 bytes');
+  }
+  const bundle: EvidenceBundle = await transport.fetchEvidence(useNonce);
+  const now = options.now ?? Date.now;
+  const verified = await verifyEvidence(bundle, {
+    ...options.verify,
+    policy,
+    ...(options.trustedRoots === undefined ? {} : { trustedRoots: options.trustedRoots }),
+    ...(useNonce === undefined ? {} : { nonce: useNonce }),
+    at: new Date(now()),
+  });
+  return { keyConfig: verified.keyConfig, report: verified.report };
+}
+
+/** Connects to a Cloister server and verifies it (see CloisterClient.connect). */
+export function connect(url: string, options: ConnectOptions): Promise<CloisterClient> {
+  return CloisterClient.connect(url, options);
+}

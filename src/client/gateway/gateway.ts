@@ -1,0 +1,325 @@
+/**
+ * The local gateway: a plain OpenAI-compatible HTTP API on the client's own machine that
+ * seals every request it forwards to the attested server (DESIGN.md "Who uses it"), so an
+ * unchanged application (OpenAI SDK, curl, LangChain ...) talks to the TEE by pointing its
+ * base URL here.
+ *
+ *   POST /v1/chat/completions   -> sealed op 'chat'        (stream: true -> SSE)
+ *   POST /v1/completions        -> sealed op 'completion'  (stream: true -> SSE)
+ *   POST /v1/embeddings         -> sealed op 'embeddings'
+ *   GET  /v1/models             -> sealed op 'models' when a model is pinned, else the
+ *                                  model list of the verified key config
+ *
+ * Streams stay streams: every opened chunk is written as one SSE event at once, and
+ * `data: [DONE]` is sent only when the sealed stream ended with its authenticated final
+ * chunk; on any failure after the head (truncation included) an error event is sent and the
+ * stream ends without [DONE], which the OpenAI SDK raises as an error.
+ *
+ * The gateway's own HTTP leg is plaintext on this machine, so it binds loopback only unless
+ * told otherwise, checks the Host header (DNS rebinding), accepts only JSON bodies (a
+ * cross-origin browser request then needs a CORS preflight, which is refused), bounds
+ * request bodies, and never logs content.
+ */
+import { createHash } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { CloisterError, asCloisterError } from '../../errors.js';
+import type { ErrorCode } from '../../errors.js';
+import { timingSafeEqualBytes } from '../../crypto/ct.js';
+import { isLoopbackHost } from '../../inference/upstream/target.js';
+import type { SealedRequest, SealedRequester } from '../openai/types.js';
+
+export interface GatewayOptions {
+  /** The verified sealed client (the core SDK's `connect(...)` result). */
+  readonly client: SealedRequester;
+  /** Interface to bind. Default "127.0.0.1". */
+  readonly host?: string;
+  /** Port to bind; 0 picks a free one. Default 0. */
+  readonly port?: number;
+  /** Allow binding a non-loopback interface (the plaintext leg then crosses a network). Default false. */
+  readonly allowNonLoopback?: boolean;
+  /**
+   * When set, every request goes to this model whatever the application names (applications
+   * often hard-code a model name), and GET /v1/models asks for it. Default: the application's
+   * `model` passes through.
+   */
+  readonly model?: string;
+  /** When set, requests must carry `Authorization: Bearer <apiKey>`. */
+  readonly apiKey?: string;
+  /** Largest request body. Default 8 MiB. */
+  readonly maxRequestBytes?: number;
+  /** Concurrent connections. Default 256. */
+  readonly maxConnections?: number;
+  /** Deadline for receiving request headers. Default 30 000. */
+  readonly headersTimeoutMs?: number;
+  /** Deadline for receiving a whole request (headers and body). Default 60 000. */
+  readonly requestBodyTimeoutMs?: number;
+}
+
+export interface Gateway {
+  /** e.g. "http://127.0.0.1:8080"; applications use `${url}/v1` as their base URL. */
+  readonly url: string;
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+export const DEFAULT_GATEWAY_MAX_REQUEST_BYTES = 8 * 1024 * 1024;
+
+const ROUTES: Readonly<Record<string, { readonly method: 'GET' | 'POST'; readonly op: SealedRequest['op'] }>> = {
+  '/v1/chat/completions': { method: 'POST', op: 'chat' },
+  '/v1/completions': { method: 'POST', op: 'completion' },
+  '/v1/embeddings': { method: 'POST', op: 'embeddings' },
+  '/v1/models': { method: 'GET', op: 'models' },
+};
+
+export async function startGateway(options: GatewayOptions): Promise<Gateway> {
+  const host = options.host ?? '127.0.0.1';
+  const port = options.port ?? 0;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CloisterError('CONFIG_INVALID', 'gateway port must be 0..65535');
+  const loopbackOnly = options.allowNonLoopback !== true;
+  if (loopbackOnly && !isLoopbackHost(host)) {
+    throw new CloisterError('CONFIG_INVALID', 'the gateway binds loopback only; pass allowNonLoopback (--allow-non-loopback) to bind another interface', {
+      detail: { host },
+    });
+  }
+  const maxRequestBytes = positive('maxRequestBytes', options.maxRequestBytes, DEFAULT_GATEWAY_MAX_REQUEST_BYTES);
+  const apiKeyDigest = options.apiKey === undefined ? undefined : sha256(options.apiKey);
+  if (options.apiKey === '') throw new CloisterError('CONFIG_INVALID', 'apiKey must not be empty');
+
+  const server: Server = createServer(
+    {
+      headersTimeout: positive('headersTimeoutMs', options.headersTimeoutMs, 30_000),
+      requestTimeout: positive('requestBodyTimeoutMs', options.requestBodyTimeoutMs, 60_000),
+    },
+    (req, res) => {
+      void handle(req, res).catch((err: unknown) => {
+        if (!res.headersSent) sendError(res, asCloisterError(err));
+        else res.destroy();
+      });
+    },
+  );
+  server.maxConnections = positive('maxConnections', options.maxConnections, 256);
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    res.socket?.setNoDelay(true);
+    if (loopbackOnly && !hostHeaderIsLoopback(req.headers.host)) {
+      return sendError(res, new CloisterError('INVALID_ARGUMENT', 'Host header must name a loopback address'), 421);
+    }
+    if (apiKeyDigest !== undefined && !authorized(req.headers.authorization, apiKeyDigest)) {
+      return sendError(res, new CloisterError('INVALID_ARGUMENT', 'missing or wrong API key'), 401);
+    }
+    const path = (req.url ?? '').split('?')[0] ?? '';
+    const route = Object.prototype.hasOwnProperty.call(ROUTES, path) ? ROUTES[path] : undefined;
+    if (route === undefined) return sendError(res, new CloisterError('NOT_FOUND', 'no such endpoint'), 404);
+    if (req.method !== route.method) {
+      res.setHeader('allow', route.method);
+      return sendError(res, new CloisterError('INVALID_ARGUMENT', 'method not allowed'), 405);
+    }
+
+    let body: Record<string, unknown> = {};
+    if (route.method === 'POST') {
+      const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
+      if (type !== 'application/json') {
+        return sendError(res, new CloisterError('INVALID_ARGUMENT', 'Content-Type must be application/json'), 415);
+      }
+      body = await readJsonObject(req, maxRequestBytes);
+    }
+
+    if (route.op === 'models' && options.model === undefined && options.client.models !== undefined) {
+      // No model pinned: answer from the verified key config (attested, no round trip).
+      const data = options.client.models().map((m) => ({ id: m.name, object: 'model', owned_by: 'cloister', task: m.task }));
+      return sendJson(res, 200, { object: 'list', data });
+    }
+    const model = options.model ?? body['model'];
+    if (typeof model !== 'string' || model === '') {
+      return sendError(res, new CloisterError('INVALID_ARGUMENT', 'a model name is required'));
+    }
+    const input: Record<string, unknown> = { ...body, model };
+    const stream = (route.op === 'chat' || route.op === 'completion') && body['stream'] === true;
+
+    // The application hanging up cancels the sealed request (and the engine's work).
+    const controller = new AbortController();
+    res.on('close', () => {
+      if (!res.writableFinished) controller.abort();
+    });
+    const results = options.client.request({ op: route.op, model, input: route.op === 'models' ? null : input, stream, signal: controller.signal });
+    const iterator = results[Symbol.asyncIterator]();
+
+    try {
+      // The first result decides the status line: an early failure is a plain HTTP error.
+      const first = await iterator.next();
+      if (!stream) {
+        if (first.done === true) throw new CloisterError('PROTOCOL_VIOLATION', 'the server sent no result');
+        const extra = await iterator.next();
+        if (extra.done !== true) throw new CloisterError('PROTOCOL_VIOLATION', 'a non-streamed answer must be exactly one result');
+        return sendJson(res, 200, first.value);
+      }
+      res.writeHead(200, {
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-cache',
+        'x-accel-buffering': 'no',
+      });
+      res.flushHeaders();
+      let step = first;
+      try {
+        while (step.done !== true) {
+          if (!(await writeEvent(res, `data: ${JSON.stringify(step.value)}\n\n`))) return;
+          step = await iterator.next();
+        }
+      } catch (err) {
+        if (controller.signal.aborted) return;
+        const e = asCloisterError(err);
+        // No [DONE]: the application must not take a cut stream for a complete answer.
+        await writeEvent(res, `event: error\ndata: ${JSON.stringify(errorBody(e))}\n\n`);
+        res.end();
+        return;
+      }
+      // The sealed stream ended with its authenticated final chunk.
+      if (await writeEvent(res, 'data: [DONE]\n\n')) res.end();
+    } catch (err) {
+      if (controller.signal.aborted && res.destroyed) return;
+      sendError(res, asCloisterError(err));
+    } finally {
+      await iterator.return?.().catch(() => undefined);
+    }
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err) => reject(new CloisterError('CONFIG_INVALID', 'gateway cannot listen', { cause: err })));
+    server.listen(port, host, () => resolve());
+  });
+  const address = server.address() as AddressInfo;
+  const urlHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  return {
+    url: `http://${urlHost}:${address.port}`,
+    port: address.port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+/** Write one SSE event; waits for drain (backpressure). False when the application is gone. */
+function writeEvent(res: ServerResponse, text: string): Promise<boolean> {
+  if (res.destroyed) return Promise.resolve(false);
+  if (res.write(text)) return Promise.resolve(true);
+  return new Promise<boolean>((resolve) => {
+    const done = (ok: boolean): void => {
+      res.off('drain', onDrain);
+      res.off('close', onClose);
+      resolve(ok);
+    };
+    const onDrain = (): void => done(true);
+    const onClose = (): void => done(false);
+    res.on('drain', onDrain);
+    res.on('close', onClose);
+  });
+}
+
+async function readJsonObject(req: IncomingMessage, max: number): Promise<Record<string, unknown>> {
+  const declared = req.headers['content-length'];
+  if (declared !== undefined && Number(declared) > max) throw bodyTooLarge(max);
+  const parts: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of req) {
+    const c = chunk as Buffer;
+    total += c.length;
+    if (total > max) throw bodyTooLarge(max);
+    parts.push(c);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(parts, total)));
+  } catch (cause) {
+    throw new CloisterError('INVALID_ARGUMENT', 'request body is not valid JSON', { cause });
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new CloisterError('INVALID_ARGUMENT', 'request body must be a JSON object');
+  }
+  return value as Record<string, unknown>;
+}
+
+function bodyTooLarge(max: number): CloisterError {
+  return new CloisterError('LIMIT_EXCEEDED', 'request body exceeds maxRequestBytes', { detail: { limit: 'maxRequestBytes', max } });
+}
+
+function hostHeaderIsLoopback(host: string | undefined): boolean {
+  if (host === undefined) return false;
+  let name = host;
+  if (name.startsWith('[')) {
+    const end = name.indexOf(']');
+    if (end === -1) return false;
+    name = name.slice(0, end + 1);
+  } else {
+    const colon = name.lastIndexOf(':');
+    if (colon !== -1) name = name.slice(0, colon);
+  }
+  return isLoopbackHost(name.toLowerCase());
+}
+
+function authorized(header: string | undefined, expected: Uint8Array): boolean {
+  const prefix = 'Bearer ';
+  if (header === undefined || !header.startsWith(prefix)) return false;
+  return timingSafeEqualBytes(sha256(header.slice(prefix.length)), expected);
+}
+
+function sha256(s: string): Uint8Array {
+  return new Uint8Array(createHash('sha256').update(s, 'utf8').digest());
+}
+
+const STATUS: Partial<Record<ErrorCode, number>> = {
+  INVALID_ARGUMENT: 400,
+  MALFORMED: 400,
+  LIMIT_EXCEEDED: 413,
+  NOT_FOUND: 404,
+  UNKNOWN_MODEL: 404,
+  UNKNOWN_OPERATION: 404,
+  OVERLOADED: 503,
+  RATE_LIMITED: 429,
+  TIMEOUT: 504,
+  ENGINE_FAILED: 502,
+  ENGINE_UNAVAILABLE: 503,
+  CONNECTION_FAILED: 502,
+  CANCELLED: 499,
+};
+
+/** OpenAI-shaped error body; `code` is the Cloister error code (no content ever). */
+function errorBody(err: CloisterError): { error: { message: string; type: string; code: string; param: null } } {
+  return { error: { message: err.message, type: 'cloister_error', code: err.code, param: null } };
+}
+
+function sendError(res: ServerResponse, err: CloisterError, status?: number): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  // Attestation, crypto and protocol failures are the server's fault from the app's view.
+  sendJson(res, status ?? STATUS[err.code] ?? 502, errorBody(err));
+}
+
+function sendJson(res: ServerResponse, status: number, value: unknown): void {
+  if (res.destroyed) return;
+  const body = Buffer.from(JSON.stringify(value), 'utf8');
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': body.length });
+  res.end(body);
+}
+
+function positive(name: string, value: number | undefined, fallback: number): number {
+  const v = value ?? fallback;
+  if (!Number.isSafeInteger(v) || v < 1) throw new CloisterError('CONFIG_INVALID', `${name} must be a positive integer`);
+  return v;
+}
+
+/** Parse "host:port", "[v6]:port" or ":port" (host defaults to 127.0.0.1). */
+export function parseListen(value: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(value);
+  const port = m === null ? Number.NaN : Number(m[3]);
+  if (m === null || !Number.isInteger(port) || port > 65535) {
+    throw new CloisterError('CONFIG_INVALID', '--listen must be HOST:PORT, e.g. 127.0.0.1:8080');
+  }
+  const host = m[1] ?? (m[2] === undefined || m[2] === '' ? '127.0.0.1' : m[2]);
+  return { host, port };
+}

@@ -1,0 +1,109 @@
+/**
+ * OpenAI-shaped request and response types, kept deliberately loose: the bodies pass
+ * through to the OpenAI-compatible engine inside the TEE unchanged (except `model`, which
+ * the engine forces). Only the fields this facade reads are named; the rest ride along.
+ */
+
+/** What the facade needs from the core SDK: its generic sealed request. */
+export interface SealedRequester {
+  request(request: SealedRequest): AsyncIterable<unknown>;
+  /** The models of the verified key config (CloisterClient.models()). */
+  models?(): readonly { readonly name: string; readonly task: string }[];
+}
+
+export interface SealedRequest {
+  readonly op: 'chat' | 'completion' | 'embeddings' | 'models';
+  readonly model: string;
+  readonly input: unknown;
+  readonly params?: Readonly<Record<string, unknown>>;
+  readonly stream: boolean;
+  readonly signal?: AbortSignal;
+}
+
+export interface RequestOptions {
+  /** Cancels the sealed request (and, inside the TEE, the engine's work on it). */
+  readonly signal?: AbortSignal;
+}
+
+export interface ChatMessage {
+  readonly role: string;
+  readonly content?: unknown;
+  readonly [key: string]: unknown;
+}
+
+export interface ChatCompletionCreateParams {
+  /** Model name from the server's key config; defaults to the client's `model` option. */
+  readonly model?: string;
+  readonly messages: readonly ChatMessage[];
+  readonly stream?: boolean | null;
+  readonly [key: string]: unknown;
+}
+
+export interface CompletionCreateParams {
+  readonly model?: string;
+  readonly prompt: unknown;
+  readonly stream?: boolean | null;
+  readonly [key: string]: unknown;
+}
+
+export interface EmbeddingCreateParams {
+  readonly model?: string;
+  readonly input: unknown;
+  readonly [key: string]: unknown;
+}
+
+export interface ChatCompletion {
+  readonly id: string;
+  readonly object: 'chat.completion';
+  readonly created: number;
+  readonly model: string;
+  readonly choices: readonly {
+    readonly index: number;
+    readonly message: { readonly role: string; readonly content: string | null; readonly [key: string]: unknown };
+    readonly finish_reason: string | null;
+    readonly [key: string]: unknown;
+  }[];
+  readonly usage?: Readonly<Record<string, unknown>>;
+  readonly [key: string]: unknown;
+}
+
+export interface ChatCompletionChunk {
+  readonly id: string;
+  readonly object: 'chat.completion.chunk';
+  readonly created: number;
+  readonly model: string;
+  readonly choices: readonly {
+    readonly index: number;
+    readonly delta: { readonly role?: string; readonly content?: string | null; readonly [key: string]: unknown };
+    readonly finish_reason: string | null;
+    readonly [key: string]: unknown;
+  }[];
+  readonly [key: string]: unknown;
+}
+
+export interface Completion {
+  readonly id: string;
+  readonly object: 'text_completion';
+  readonly created: number;
+  readonly model: string;
+  readonly choices: readonly {
+    readonly index: number;
+    readonly text: string;
+    readonly finish_reason: string | null;
+    readonly [key: string]: unknown;
+  }[];
+  readonly [key: string]: unknown;
+}
+
+export interface CreateEmbeddingResponse {
+  readonly object: 'list';
+  readonly model: string;
+  readonly data: readonly { readonly object: 'embedding'; readonly index: number; readonly embedding: readonly number[] | string }[];
+  readonly usage?: Readonly<Record<string, unknown>>;
+  readonly [key: string]: unknown;
+}
+
+export interface ModelList {
+  readonly object: 'list';
+  readonly data: readonly { readonly id: string; readonly object: 'model'; readonly [key: string]: unknown }[];
+}

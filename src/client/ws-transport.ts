@@ -1,0 +1,231 @@
+/**
+ * WebSocket client transport: one CBOR wire message per binary frame (src/protocol/wire.ts),
+ * sealed requests multiplexed by stream id, cancel on abort, and flow control (the socket
+ * stops being read while a slow consumer has more than `highWaterMarkBytes` queued).
+ */
+import { WebSocket } from 'ws';
+import { CloisterError, isErrorCode } from '../errors.js';
+import type { ErrorCode } from '../errors.js';
+import type { EvidenceBundle } from '../attestation/types.js';
+import { decodeWireMessage, encodeWireMessage, MAX_STREAM_ID } from '../protocol/wire.js';
+import type { WireMessage } from '../protocol/wire.js';
+import {
+  DEFAULT_CLIENT_HIGH_WATER_MARK,
+  DEFAULT_CLIENT_MAX_MESSAGE_BYTES,
+  DEFAULT_CONNECT_TIMEOUT_MS,
+} from './transport.js';
+import type { ClientTransport, SealedExchange, TransportLimits } from './transport.js';
+
+function serverError(code: ErrorCode): CloisterError {
+  return new CloisterError(code, undefined, { detail: { origin: 'server' } });
+}
+
+class Stream {
+  readonly pieces: Uint8Array[] = [];
+  ended = false;
+  error: CloisterError | undefined;
+  started = false;
+  wake: (() => void) | undefined;
+  notify(): void {
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
+  }
+}
+
+export class WsClientTransport implements ClientTransport {
+  private readonly streams = new Map<number, Stream>();
+  private readonly evidenceWaiters: { resolve: (b: EvidenceBundle) => void; reject: (e: CloisterError) => void }[] = [];
+  private nextSid = 1;
+  private queued = 0;
+  private paused = false;
+  private failure: CloisterError | undefined;
+  private readonly hwm: number;
+
+  private constructor(private readonly ws: WebSocket, limits: TransportLimits) {
+    this.hwm = limits.highWaterMarkBytes ?? DEFAULT_CLIENT_HIGH_WATER_MARK;
+    ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
+    ws.on('close', () => this.fail(new CloisterError('CONNECTION_FAILED', 'connection closed')));
+    ws.on('error', (err) => this.fail(new CloisterError('CONNECTION_FAILED', 'connection error', { cause: err })));
+  }
+
+  static async connect(url: string, limits: TransportLimits = {}): Promise<WsClientTransport> {
+    const ws = new WebSocket(url, {
+      maxPayload: limits.maxMessageBytes ?? DEFAULT_CLIENT_MAX_MESSAGE_BYTES,
+      handshakeTimeout: limits.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+      perMessageDeflate: false,
+    });
+    ws.binaryType = 'nodebuffer';
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error): void => {
+        ws.off('open', onOpen);
+        reject(new CloisterError('CONNECTION_FAILED', 'could not connect', { cause: err }));
+      };
+      const onOpen = (): void => {
+        ws.off('error', onError);
+        resolve();
+      };
+      ws.once('open', onOpen);
+      ws.once('error', onError);
+      ws.once('unexpected-response', (_req, res) => {
+        ws.off('open', onOpen);
+        reject(new CloisterError(res.statusCode === 503 ? 'OVERLOADED' : 'CONNECTION_FAILED', `server answered HTTP ${res.statusCode ?? 0}`));
+      });
+    });
+    return new WsClientTransport(ws, limits);
+  }
+
+  private send(msg: WireMessage): void {
+    if (this.failure !== undefined) throw this.failure;
+    this.ws.send(encodeWireMessage(msg), { binary: true });
+  }
+
+  private fail(err: CloisterError): void {
+    if (this.failure !== undefined) return;
+    this.failure = err;
+    for (const w of this.evidenceWaiters.splice(0)) w.reject(err);
+    for (const s of this.streams.values()) {
+      // A response that had started and lost its connection is a truncated stream.
+      s.error ??= s.started ? new CloisterError('STREAM_TRUNCATED', 'connection closed mid-response', { cause: err }) : err;
+      s.notify();
+    }
+    this.streams.clear();
+  }
+
+  private onMessage(data: unknown, isBinary: boolean): void {
+    let msg: WireMessage;
+    try {
+      if (!isBinary || !(data instanceof Buffer)) throw new CloisterError('MALFORMED', 'text frame');
+      msg = decodeWireMessage(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    } catch (err) {
+      // A frame we cannot parse means the channel is corrupt: fail closed, everything pending.
+      this.fail(err instanceof CloisterError ? err : new CloisterError('MALFORMED', undefined, { cause: err }));
+      this.ws.terminate();
+      return;
+    }
+    switch (msg.t) {
+      case 'evidence':
+        this.evidenceWaiters.shift()?.resolve(msg.bundle);
+        return;
+      case 'res': {
+        const s = this.streams.get(msg.sid);
+        if (s === undefined || s.ended) return; // a cancelled stream's late frames
+        s.started = true;
+        s.pieces.push(msg.body);
+        this.queued += msg.body.byteLength;
+        if (this.queued > this.hwm && !this.paused) {
+          this.paused = true;
+          this.ws.pause();
+        }
+        s.notify();
+        return;
+      }
+      case 'end': {
+        const s = this.streams.get(msg.sid);
+        if (s === undefined) return;
+        s.ended = true;
+        this.streams.delete(msg.sid);
+        s.notify();
+        return;
+      }
+      case 'err': {
+        const code = isErrorCode(msg.code) ? msg.code : 'PROTOCOL_VIOLATION';
+        if (msg.sid === undefined) {
+          const w = this.evidenceWaiters.shift();
+          if (w !== undefined) w.reject(serverError(code));
+          return;
+        }
+        const s = this.streams.get(msg.sid);
+        if (s === undefined) return;
+        s.error = serverError(code);
+        this.streams.delete(msg.sid);
+        s.notify();
+        return;
+      }
+      default:
+        this.fail(new CloisterError('PROTOCOL_VIOLATION', 'unexpected message from server'));
+        this.ws.terminate();
+    }
+  }
+
+  private consumed(n: number): void {
+    this.queued -= n;
+    if (this.paused && this.queued <= this.hwm) {
+      this.paused = false;
+      this.ws.resume();
+    }
+  }
+
+  fetchEvidence(nonce: Uint8Array | undefined): Promise<EvidenceBundle> {
+    return new Promise<EvidenceBundle>((resolve, reject) => {
+      try {
+        this.send(nonce === undefined ? { t: 'evidence-req' } : { t: 'evidence-req', nonce });
+      } catch (err) {
+        reject(err instanceof Error ? err : new CloisterError('CONNECTION_FAILED'));
+        return;
+      }
+      this.evidenceWaiters.push({ resolve, reject });
+    });
+  }
+
+  exchange(sealed: Uint8Array, signal?: AbortSignal): SealedExchange {
+    const sid = this.nextSid;
+    this.nextSid = this.nextSid >= MAX_STREAM_ID ? 1 : this.nextSid + 1;
+    const s = new Stream();
+    const transport = this;
+    async function* pieces(): AsyncGenerator<Uint8Array> {
+      if (transport.failure !== undefined) throw transport.failure;
+      if (signal?.aborted === true) throw new CloisterError('CANCELLED');
+      transport.streams.set(sid, s);
+      const onAbort = (): void => {
+        if (transport.streams.delete(sid)) {
+          try {
+            transport.send({ t: 'cancel', sid });
+          } catch {
+            // connection already gone
+          }
+        }
+        s.error ??= new CloisterError('CANCELLED');
+        s.notify();
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      try {
+        transport.send({ t: 'req', sid, body: sealed });
+        for (;;) {
+          const piece = s.pieces.shift();
+          if (piece !== undefined) {
+            transport.consumed(piece.byteLength);
+            yield piece;
+            continue;
+          }
+          if (s.error !== undefined) throw s.error;
+          if (s.ended) return;
+          await new Promise<void>((resolve) => {
+            s.wake = resolve;
+          });
+        }
+      } finally {
+        signal?.removeEventListener('abort', onAbort);
+        for (const p of s.pieces.splice(0)) transport.consumed(p.byteLength);
+        if (transport.streams.get(sid) === s) {
+          // The consumer stopped early (break / throw): tell the server to stop.
+          transport.streams.delete(sid);
+          try {
+            transport.send({ t: 'cancel', sid });
+          } catch {
+            // connection already gone
+          }
+        }
+      }
+    }
+    return { mode: 'frames', pieces: pieces() };
+  }
+
+  async close(): Promise<void> {
+    if (this.ws.readyState === WebSocket.CLOSED) return;
+    await new Promise<void>((resolve) => {
+      this.ws.once('close', () => resolve());
+      this.ws.close(1000);
+    });
+  }
+}

@@ -1,0 +1,38 @@
+/**
+ * HKDF-SHA256 (RFC 5869) on synchronous node:crypto HMAC. Used by the HPKE key schedule
+ * (RFC 9180 section 4) and by the Oblivious HTTP response keys (RFC 9458 section 4.4).
+ */
+import { createHmac } from 'node:crypto';
+import { CloisterError } from '../errors.js';
+
+export const HKDF_SHA256_NH = 32;
+
+/** HKDF-Extract(salt, IKM); an empty salt means Nh zero bytes (RFC 5869 section 2.2). */
+export function hkdfExtract(salt: Uint8Array, ikm: Uint8Array): Uint8Array {
+  const h = createHmac('sha256', salt.byteLength === 0 ? ZERO_SALT : salt);
+  h.update(ikm);
+  return new Uint8Array(h.digest());
+}
+
+/** HKDF-Expand(PRK, info, L), L <= 255 * Nh (RFC 5869 section 2.3). */
+export function hkdfExpand(prk: Uint8Array, info: Uint8Array, length: number): Uint8Array {
+  if (!Number.isInteger(length) || length < 0 || length > 255 * HKDF_SHA256_NH) {
+    throw new CloisterError('INVALID_ARGUMENT', 'HKDF-Expand length out of range', { detail: { length } });
+  }
+  const out = new Uint8Array(length);
+  let prev: Uint8Array = new Uint8Array(0);
+  let off = 0;
+  for (let i = 1; off < length; i++) {
+    const h = createHmac('sha256', prk);
+    h.update(prev);
+    h.update(info);
+    h.update(Uint8Array.of(i));
+    prev = h.digest();
+    const take = Math.min(prev.byteLength, length - off);
+    out.set(prev.subarray(0, take), off);
+    off += take;
+  }
+  return out;
+}
+
+const ZERO_SALT = new Uint8Array(HKDF_SHA256_NH);

@@ -1,0 +1,151 @@
+/**
+ * DHKEM(X25519, HKDF-SHA256) (RFC 9180 section 4.1) on synchronous node:crypto.
+ *
+ * X25519 keys are turned into KeyObjects once (`HpkeRecipientKey` caches them) because
+ * KeyObject creation costs about as much as the Diffie-Hellman itself.
+ */
+import { createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
+import { CloisterError } from '../../errors.js';
+import { assertBytes, concatBytes, copyBytes, i2osp, utf8 } from '../bytes.js';
+import { timingSafeEqualBytes } from '../ct.js';
+import { hkdfExpand, hkdfExtract } from '../hkdf.js';
+import { KEM_DHKEM_X25519_HKDF_SHA256 } from './suite.js';
+
+const X25519_LEN = 32;
+// ASN.1 prefixes for raw X25519 keys (RFC 8410): PKCS#8 private key, SPKI public key.
+const PKCS8_PREFIX = Uint8Array.from(Buffer.from('302e020100300506032b656e04220420', 'hex'));
+const SPKI_PREFIX = Uint8Array.from(Buffer.from('302a300506032b656e032100', 'hex'));
+const ZERO_DH = new Uint8Array(X25519_LEN);
+const HPKE_V1 = utf8('HPKE-v1');
+// suite_id for the KEM = "KEM" || I2OSP(kem_id, 2) (RFC 9180 section 4.1).
+const KEM_SUITE_ID = concatBytes(utf8('KEM'), i2osp(KEM_DHKEM_X25519_HKDF_SHA256, 2));
+const LABEL_EAE_PRK = utf8('eae_prk');
+const LABEL_SHARED_SECRET = utf8('shared_secret');
+const LABEL_DKP_PRK = utf8('dkp_prk');
+const LABEL_SK = utf8('sk');
+const EMPTY = new Uint8Array(0);
+
+export function privateKeyObject(raw: Uint8Array): KeyObject {
+  assertBytes(raw, 'X25519 private key', X25519_LEN);
+  return createPrivateKey({ key: Buffer.from(concatBytes(PKCS8_PREFIX, raw)), format: 'der', type: 'pkcs8' });
+}
+
+/** Deserialize a public key; any 32-byte string is a valid X25519 u-coordinate (RFC 7748). */
+export function publicKeyObject(raw: Uint8Array): KeyObject {
+  assertBytes(raw, 'X25519 public key', X25519_LEN);
+  return createPublicKey({ key: Buffer.from(concatBytes(SPKI_PREFIX, raw)), format: 'der', type: 'spki' });
+}
+
+export function rawPublicKey(key: KeyObject): Uint8Array {
+  const spki = key.export({ format: 'der', type: 'spki' });
+  return copyBytes(spki.subarray(spki.byteLength - X25519_LEN));
+}
+
+function rawPrivateKey(key: KeyObject): Uint8Array {
+  const der = key.export({ format: 'der', type: 'pkcs8' });
+  const out = copyBytes(der.subarray(der.byteLength - X25519_LEN));
+  der.fill(0);
+  return out;
+}
+
+export function generateX25519KeyPair(): { privateKey: Uint8Array; publicKey: Uint8Array } {
+  const { privateKey, publicKey } = generateKeyPairSync('x25519');
+  return { privateKey: rawPrivateKey(privateKey), publicKey: rawPublicKey(publicKey) };
+}
+
+/**
+ * A recipient's X25519 private key with its KeyObjects cached. The raw private key is not
+ * kept as a JS byte array; it lives in the KeyObject only.
+ */
+export class HpkeRecipientKey {
+  readonly #privateKey: KeyObject;
+  readonly #publicKey: Uint8Array;
+
+  private constructor(privateKey: KeyObject, publicKey: Uint8Array) {
+    this.#privateKey = privateKey;
+    this.#publicKey = publicKey;
+  }
+
+  static fromPrivateKey(raw: Uint8Array): HpkeRecipientKey {
+    const sk = privateKeyObject(raw);
+    return new HpkeRecipientKey(sk, rawPublicKey(createPublicKey(sk)));
+  }
+
+  static generate(): HpkeRecipientKey {
+    const { privateKey } = generateKeyPairSync('x25519');
+    return new HpkeRecipientKey(privateKey, rawPublicKey(createPublicKey(privateKey)));
+  }
+
+  /** Raw 32-byte public key (a copy on every read, so callers cannot alter ours). */
+  get publicKey(): Uint8Array {
+    return copyBytes(this.#publicKey);
+  }
+
+  /** Internal: the cached KeyObject. */
+  keyObject(): KeyObject {
+    return this.#privateKey;
+  }
+
+  /** Internal: pkRm without a copy, for the KEM context. */
+  publicKeyView(): Uint8Array {
+    return this.#publicKey;
+  }
+}
+
+function labeledExtractKem(salt: Uint8Array, label: Uint8Array, ikm: Uint8Array): Uint8Array {
+  return hkdfExtract(salt, concatBytes(HPKE_V1, KEM_SUITE_ID, label, ikm));
+}
+
+function labeledExpandKem(prk: Uint8Array, label: Uint8Array, info: Uint8Array, length: number): Uint8Array {
+  return hkdfExpand(prk, concatBytes(i2osp(length, 2), HPKE_V1, KEM_SUITE_ID, label, info), length);
+}
+
+/** DH with the all-zero output check of RFC 9180 section 7.1.4. */
+function dh(sk: KeyObject, pk: KeyObject): Uint8Array {
+  let out: Uint8Array;
+  try {
+    out = diffieHellman({ privateKey: sk, publicKey: pk });
+  } catch (cause) {
+    throw new CloisterError('HPKE_DECAP_FAILED', 'X25519 failed', { cause });
+  }
+  if (timingSafeEqualBytes(out, ZERO_DH)) {
+    throw new CloisterError('HPKE_DECAP_FAILED', 'X25519 produced the all-zero value (small-order point)');
+  }
+  return out;
+}
+
+function extractAndExpand(dhOut: Uint8Array, kemContext: Uint8Array): Uint8Array {
+  const eaePrk = labeledExtractKem(EMPTY, LABEL_EAE_PRK, dhOut);
+  dhOut.fill(0);
+  return labeledExpandKem(eaePrk, LABEL_SHARED_SECRET, kemContext, 32);
+}
+
+/** DeriveKeyPair(ikm) for X25519 (RFC 9180 section 7.1.3): returns the raw private key. */
+export function deriveX25519PrivateKey(ikm: Uint8Array): Uint8Array {
+  if (ikm.byteLength < X25519_LEN) {
+    throw new CloisterError('INVALID_ARGUMENT', 'ikm must be at least Nsk bytes', { detail: { length: ikm.byteLength } });
+  }
+  const dkpPrk = labeledExtractKem(EMPTY, LABEL_DKP_PRK, ikm);
+  return labeledExpandKem(dkpPrk, LABEL_SK, EMPTY, X25519_LEN);
+}
+
+export interface EncapResult {
+  readonly sharedSecret: Uint8Array;
+  readonly enc: Uint8Array;
+}
+
+/** Encap(pkR) (section 4.1); `ephemeral` pins skE for test vectors. */
+export function encap(pkRm: Uint8Array, ephemeral?: KeyObject): EncapResult {
+  const pkR = publicKeyObject(pkRm);
+  const skE = ephemeral ?? generateKeyPairSync('x25519').privateKey;
+  const enc = rawPublicKey(createPublicKey(skE));
+  const sharedSecret = extractAndExpand(dh(skE, pkR), concatBytes(enc, pkRm));
+  return { sharedSecret, enc };
+}
+
+/** Decap(enc, skR) (section 4.1). `enc` must be exactly Nenc bytes, checked by the caller. */
+export function decap(enc: Uint8Array, key: HpkeRecipientKey): Uint8Array {
+  const pkE = publicKeyObject(enc);
+  return extractAndExpand(dh(key.keyObject(), pkE), concatBytes(enc, key.publicKeyView()));
+}

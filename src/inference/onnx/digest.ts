@@ -1,0 +1,103 @@
+/**
+ * The model digest that goes into the key config (DESIGN.md "Keys and the attestation
+ * binding"): a client that verified the evidence learns exactly which model files serve it.
+ *
+ * Construction (version 1), over every regular file below the model directory:
+ *
+ *   files   = all regular files, recursively; a symbolic link or any other non-regular entry
+ *             is an error (fail closed: a link could point outside the measured tree)
+ *   path    = path relative to the model directory, segments joined with "/", UTF-8
+ *   order   = ascending byte order of the UTF-8 paths
+ *   digest  = SHA-256( "cloister/model-digest/v1" || 0x00
+ *                      || for each file: u32be(len(path)) || path || u64be(len(contents)) || contents )
+ *
+ * Length prefixes make the encoding injective (no two file sets hash the same input), and
+ * every file counts - config, tokenizer and weights alike, plus anything else shipped there.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { lstat, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { CloisterError } from '../../errors.js';
+
+export const MODEL_DIGEST_LABEL = 'cloister/model-digest/v1';
+export const DEFAULT_MAX_MODEL_FILES = 1024;
+const MAX_DEPTH = 16;
+
+export interface ModelDigestOptions {
+  /** Most files a model directory may hold (LIMIT_EXCEEDED beyond). Default 1024. */
+  readonly maxFiles?: number;
+}
+
+interface FileEntry {
+  readonly rel: string;
+  readonly relBytes: Buffer;
+  readonly abs: string;
+}
+
+async function listFiles(root: string, maxFiles: number): Promise<FileEntry[]> {
+  const out: FileEntry[] = [];
+  const walk = async (dir: string, prefix: readonly string[]): Promise<void> => {
+    if (prefix.length > MAX_DEPTH) {
+      throw new CloisterError('LIMIT_EXCEEDED', 'model directory is nested too deeply', { detail: { maxDepth: MAX_DEPTH } });
+    }
+    const entries = await readdir(dir, { withFileTypes: true });
+    for (const e of entries) {
+      const abs = join(dir, e.name);
+      const parts = [...prefix, e.name];
+      if (e.isDirectory()) {
+        await walk(abs, parts);
+      } else if (e.isFile()) {
+        if (out.length >= maxFiles) {
+          throw new CloisterError('LIMIT_EXCEEDED', 'model directory holds too many files', { detail: { maxFiles } });
+        }
+        const rel = parts.join('/');
+        out.push({ rel, relBytes: Buffer.from(rel, 'utf8'), abs });
+      } else {
+        throw new CloisterError('CONFIG_INVALID', 'model directory contains a link or special file', {
+          detail: { path: parts.join('/') },
+        });
+      }
+    }
+  };
+  await walk(root, []);
+  return out.sort((a, b) => Buffer.compare(a.relBytes, b.relBytes));
+}
+
+/** SHA-256 model digest (construction above); 32 bytes. */
+export async function modelDigest(dir: string, options: ModelDigestOptions = {}): Promise<Uint8Array> {
+  const maxFiles = options.maxFiles ?? DEFAULT_MAX_MODEL_FILES;
+  if (!Number.isInteger(maxFiles) || maxFiles < 1) throw new CloisterError('INVALID_ARGUMENT', 'maxFiles must be a positive integer');
+  const rootStat = await lstat(dir).catch((cause: unknown) => {
+    throw new CloisterError('NOT_FOUND', 'model directory not found', { cause });
+  });
+  if (!rootStat.isDirectory()) throw new CloisterError('CONFIG_INVALID', 'model path is not a directory');
+
+  const files = await listFiles(dir, maxFiles);
+  const hash = createHash('sha256');
+  hash.update(Buffer.from(MODEL_DIGEST_LABEL, 'ascii'));
+  hash.update(Buffer.of(0));
+  for (const f of files) {
+    const header = Buffer.alloc(4);
+    header.writeUInt32BE(f.relBytes.length, 0);
+    hash.update(header);
+    hash.update(f.relBytes);
+    const st = await lstat(f.abs);
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64BE(BigInt(st.size), 0);
+    hash.update(len);
+    // Stream the file and count what was actually hashed: a file that changes size between
+    // the stat and the read must not yield a digest for a length it does not have.
+    let read = 0;
+    for await (const chunk of createReadStream(f.abs)) {
+      const b = chunk as Buffer;
+      read += b.length;
+      hash.update(b);
+    }
+    if (read !== st.size) {
+      throw new CloisterError('CONFIG_INVALID', 'model file changed while it was being hashed', { detail: { path: f.rel } });
+    }
+  }
+  return new Uint8Array(hash.digest());
+}

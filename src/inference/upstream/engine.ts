@@ -1,0 +1,584 @@
+/**
+ * The upstream engine: an OpenAI-compatible HTTP server (vLLM, TensorRT-LLM `trtllm-serve`,
+ * SGLang) on the same confidential VM, reached over loopback or a Unix socket
+ * (DESIGN.md "Engines"). Cloister is its attested, encrypting front door: every sealed
+ * request for op chat / completion / embeddings / models becomes one call to
+ * /v1/chat/completions, /v1/completions, /v1/embeddings or /v1/models, and every SSE event
+ * of a streamed answer is yielded as its own chunk the moment it arrives, so the server can
+ * seal it without adding latency.
+ *
+ * Fail closed: a stream that ends without `data: [DONE]` is an error (ENGINE_FAILED), never a
+ * short answer; a start-up canary with a known answer keeps a misbehaving engine from ever
+ * taking traffic. The `model` field is always forced to the configured upstream model, so a
+ * client cannot address another model (or LoRA adapter) the engine happens to load.
+ */
+import { createHash } from 'node:crypto';
+import { CloisterError } from '../../errors.js';
+import type { Engine, EngineRequest, ModelInfo, Operation, RunOptions } from '../types.js';
+import { ConcurrencyGate } from './gate.js';
+import { UpstreamExchange } from './http.js';
+import type { ExchangeLimits, UpstreamTarget } from './http.js';
+import { DEFAULT_MAX_EVENT_BYTES, SseParser } from './sse.js';
+import { parseTarget } from './target.js';
+
+export type UpstreamKind = 'vllm' | 'trtllm' | 'sglang' | 'openai';
+export const UPSTREAM_KINDS: readonly UpstreamKind[] = ['vllm', 'trtllm', 'sglang', 'openai'];
+
+export type UpstreamOperation = Extract<Operation, 'chat' | 'completion' | 'embeddings' | 'models'>;
+export const UPSTREAM_OPERATIONS: readonly UpstreamOperation[] = ['chat', 'completion', 'embeddings', 'models'];
+
+/** What goes into the key config's `engine` field (PROTOCOL.md section 1, key 13). */
+export interface UpstreamIdentity {
+  readonly kind: UpstreamKind;
+  readonly model: string;
+  readonly imageDigest?: string;
+}
+
+/** Embeddings canary: `anchor` must be closer to `similar` than `minSimilarity` and than to `dissimilar`. */
+export interface EmbeddingsCanary {
+  readonly anchor: string;
+  readonly similar: string;
+  readonly dissimilar: string;
+  /** Cosine similarity that anchor/similar must reach, in [-1, 1]. */
+  readonly minSimilarity: number;
+}
+
+export interface UpstreamEngineOptions {
+  /** Base URL of the OpenAI-compatible API, e.g. "http://127.0.0.1:8000/v1". */
+  readonly baseUrl: string;
+  /** The model name the engine serves (vLLM `--served-model-name`, or the path it loaded). */
+  readonly model: string;
+  /** Name clients use in sealed requests and that goes into the key config. Default: `model`. */
+  readonly name?: string;
+  /** Which server this is; recorded in the key config. Default "openai" (generic). */
+  readonly kind?: UpstreamKind;
+  /** Digest of the engine's container image, recorded in the key config when given. */
+  readonly imageDigest?: string;
+  /**
+   * 32-byte digest for the key config's model entry (e.g. SHA-256 over the weights, computed
+   * at image build). Default: SHA-256 over the engine identity (kind, model, image digest),
+   * which names the configuration but does not measure the weights.
+   */
+  readonly modelDigest?: Uint8Array;
+  /** Hugging Face style task for the key config. Default "text-generation". */
+  readonly task?: string;
+  /** Operations offered. Default: chat, completion, embeddings, models. */
+  readonly operations?: readonly UpstreamOperation[];
+  /** Unix socket of the engine; `baseUrl` then only supplies the path prefix. */
+  readonly socketPath?: string;
+  /** Allow a non-loopback engine address. Default false: plaintext must not leave the TEE. */
+  readonly allowNonLoopback?: boolean;
+  /** Whole-request deadline, streams included. Default 600 000. */
+  readonly requestTimeoutMs?: number;
+  /** TCP / socket connect deadline. Default 5 000. */
+  readonly connectTimeoutMs?: number;
+  /** Wait for the response head of a streamed request or a GET. Default 60 000. */
+  readonly firstByteTimeoutMs?: number;
+  /** Largest silence between body bytes (between SSE events). Default 120 000. */
+  readonly idleTimeoutMs?: number;
+  /** Requests in flight at the engine. Default 64. */
+  readonly maxConcurrency?: number;
+  /** Requests waiting for a slot; beyond this OVERLOADED. Default 256. */
+  readonly maxQueued?: number;
+  /** Largest response body (a whole stream included). Default 64 MiB. */
+  readonly maxResponseBytes?: number;
+  /** Largest single SSE event. Default 1 MiB. */
+  readonly maxEventBytes?: number;
+  /** Retries of idempotent requests (models, embeddings) that failed before any result. Default 2. */
+  readonly maxRetries?: number;
+  /** First retry delay, doubled each time. Default 200. */
+  readonly retryDelayMs?: number;
+  /** How long start() keeps polling /v1/models for the engine to come up. Default 0 (one try). */
+  readonly readyTimeoutMs?: number;
+  /** Poll interval while waiting for readiness. Default 1 000. */
+  readonly readyPollMs?: number;
+  /** Start-up canary prompt (chat, temperature 0). Requires canaryExpect. */
+  readonly canaryPrompt?: string;
+  /** Substring, or regular expression, the canary answer must contain. */
+  readonly canaryExpect?: string | RegExp;
+  /** Which endpoint the canary prompt goes to. Default "chat". */
+  readonly canaryOp?: 'chat' | 'completion';
+  /** max_tokens for the canary. Default 32. */
+  readonly canaryMaxTokens?: number;
+  /** Embeddings canary, for embedding models. */
+  readonly canaryEmbeddings?: EmbeddingsCanary;
+}
+
+interface Resolved {
+  readonly model: string;
+  readonly name: string;
+  readonly kind: UpstreamKind;
+  readonly operations: ReadonlySet<UpstreamOperation>;
+  readonly requestTimeoutMs: number;
+  readonly limits: ExchangeLimits;
+  readonly maxEventBytes: number;
+  readonly maxRetries: number;
+  readonly retryDelayMs: number;
+  readonly readyTimeoutMs: number;
+  readonly readyPollMs: number;
+}
+
+const PATHS: Readonly<Record<UpstreamOperation, string>> = {
+  chat: '/chat/completions',
+  completion: '/completions',
+  embeddings: '/embeddings',
+  models: '/models',
+};
+
+/** Requests that may be sent twice without harm (no sampling, no side effects). */
+const IDEMPOTENT: ReadonlySet<UpstreamOperation> = new Set<UpstreamOperation>(['models', 'embeddings']);
+
+export class UpstreamEngine implements Engine {
+  readonly kind = 'upstream';
+  readonly #opts: Resolved;
+  readonly #target: UpstreamTarget;
+  readonly #gate: ConcurrencyGate;
+  readonly #identity: UpstreamIdentity;
+  readonly #info: ModelInfo;
+  readonly #canary: UpstreamEngineOptions;
+  readonly #closing = new AbortController();
+  #started = false;
+
+  constructor(options: UpstreamEngineOptions) {
+    if (typeof options.model !== 'string' || options.model === '') {
+      throw new CloisterError('CONFIG_INVALID', 'upstream model name is required');
+    }
+    const kind = options.kind ?? 'openai';
+    if (!UPSTREAM_KINDS.includes(kind)) throw new CloisterError('CONFIG_INVALID', 'unknown upstream kind');
+    const operations = options.operations ?? UPSTREAM_OPERATIONS;
+    if (operations.length === 0 || operations.some((op) => !UPSTREAM_OPERATIONS.includes(op))) {
+      throw new CloisterError('CONFIG_INVALID', 'upstream operations must be a non-empty subset of chat, completion, embeddings, models');
+    }
+    this.#target = parseTarget(options);
+    this.#opts = {
+      model: options.model,
+      name: options.name ?? options.model,
+      kind,
+      operations: new Set(operations),
+      requestTimeoutMs: positive('requestTimeoutMs', options.requestTimeoutMs, 600_000),
+      limits: {
+        connectTimeoutMs: positive('connectTimeoutMs', options.connectTimeoutMs, 5_000),
+        firstByteTimeoutMs: positive('firstByteTimeoutMs', options.firstByteTimeoutMs, 60_000),
+        idleTimeoutMs: positive('idleTimeoutMs', options.idleTimeoutMs, 120_000),
+        maxResponseBytes: positive('maxResponseBytes', options.maxResponseBytes, 64 * 1024 * 1024),
+      },
+      maxEventBytes: positive('maxEventBytes', options.maxEventBytes, DEFAULT_MAX_EVENT_BYTES),
+      maxRetries: nonNegative('maxRetries', options.maxRetries, 2),
+      retryDelayMs: nonNegative('retryDelayMs', options.retryDelayMs, 200),
+      readyTimeoutMs: nonNegative('readyTimeoutMs', options.readyTimeoutMs, 0),
+      readyPollMs: positive('readyPollMs', options.readyPollMs, 1_000),
+    };
+    this.#gate = new ConcurrencyGate(
+      positive('maxConcurrency', options.maxConcurrency, 64),
+      nonNegative('maxQueued', options.maxQueued, 256),
+    );
+    if ((options.canaryPrompt === undefined) !== (options.canaryExpect === undefined)) {
+      throw new CloisterError('CONFIG_INVALID', 'canaryPrompt and canaryExpect go together');
+    }
+    if (options.canaryEmbeddings !== undefined) {
+      const m = options.canaryEmbeddings.minSimilarity;
+      if (typeof m !== 'number' || !(m >= -1 && m <= 1)) {
+        throw new CloisterError('CONFIG_INVALID', 'canaryEmbeddings.minSimilarity must be in [-1, 1]');
+      }
+    }
+    this.#canary = options;
+    if (options.imageDigest !== undefined && options.imageDigest === '') {
+      throw new CloisterError('CONFIG_INVALID', 'imageDigest must not be empty');
+    }
+    this.#identity = {
+      kind,
+      model: options.model,
+      ...(options.imageDigest === undefined ? {} : { imageDigest: options.imageDigest }),
+    };
+    let digest: Uint8Array;
+    if (options.modelDigest === undefined) {
+      digest = new Uint8Array(
+        createHash('sha256')
+          .update(`cloister/upstream-identity/v1\0${kind}\0${options.model}\0${options.imageDigest ?? ''}`)
+          .digest(),
+      );
+    } else {
+      if (!(options.modelDigest instanceof Uint8Array) || options.modelDigest.length !== 32) {
+        throw new CloisterError('CONFIG_INVALID', 'modelDigest must be exactly 32 bytes');
+      }
+      digest = options.modelDigest.slice();
+    }
+    this.#info = {
+      name: this.#opts.name,
+      task: options.task ?? 'text-generation',
+      operations: [...operations],
+      digest,
+    };
+  }
+
+  /** The engine identity for the key config's `engine` field. */
+  identity(): UpstreamIdentity {
+    return { ...this.#identity };
+  }
+
+  models(): readonly ModelInfo[] {
+    return [{ ...this.#info, operations: [...this.#info.operations], digest: this.#info.digest.slice() }];
+  }
+
+  /**
+   * Wait for the engine, check it serves the configured model, then run the canary. Rejects
+   * with ENGINE_UNAVAILABLE (fail closed) when any of this goes wrong.
+   */
+  async start(): Promise<void> {
+    if (this.#started) return;
+    if (this.#closing.signal.aborted) throw new CloisterError('ENGINE_UNAVAILABLE', 'upstream engine is closed');
+    await this.#waitReady();
+    if (this.#canary.canaryPrompt !== undefined && this.#canary.canaryExpect !== undefined) {
+      await this.#textCanary(this.#canary.canaryPrompt, this.#canary.canaryExpect);
+    }
+    if (this.#canary.canaryEmbeddings !== undefined) await this.#embeddingsCanary(this.#canary.canaryEmbeddings);
+    this.#started = true;
+  }
+
+  async close(): Promise<void> {
+    this.#started = false;
+    this.#closing.abort();
+  }
+
+  run(request: EngineRequest, options: RunOptions): AsyncIterable<unknown> {
+    return this.#run(request, options.signal);
+  }
+
+  async *#run(request: EngineRequest, callerSignal: AbortSignal): AsyncGenerator<unknown, void, undefined> {
+    if (!this.#started) throw new CloisterError('ENGINE_UNAVAILABLE', 'upstream engine is not started');
+    const op = request.op as UpstreamOperation;
+    if (!UPSTREAM_OPERATIONS.includes(op) || !this.#opts.operations.has(op)) {
+      throw new CloisterError('UNKNOWN_OPERATION', 'operation not offered by the upstream engine', { detail: { op: request.op } });
+    }
+    if (request.model !== this.#opts.name) {
+      throw new CloisterError('UNKNOWN_MODEL', 'model not served by the upstream engine');
+    }
+    const streaming = request.stream && (op === 'chat' || op === 'completion');
+    const body = op === 'models' ? undefined : this.#body(op, request, streaming);
+    const signal = AbortSignal.any([callerSignal, this.#closing.signal]);
+    const release = await this.#gate.acquire(signal);
+    try {
+      const deadline = Date.now() + this.#opts.requestTimeoutMs;
+      if (streaming && body !== undefined) {
+        yield* this.#stream(PATHS[op], body, signal, deadline);
+      } else {
+        yield await this.#withRetries(op, body, signal, deadline);
+      }
+    } finally {
+      release();
+    }
+  }
+
+  /** The request body: the client's OpenAI body with `model` and `stream` forced. */
+  #body(op: UpstreamOperation, request: EngineRequest, streaming: boolean): Uint8Array {
+    const input = request.input;
+    if (typeof input !== 'object' || input === null || Array.isArray(input) || input instanceof Uint8Array) {
+      throw new CloisterError('INVALID_ARGUMENT', 'upstream request input must be an OpenAI-shaped JSON object', { detail: { op } });
+    }
+    // params, when present, override body fields; model and stream are never the client's.
+    const body: Record<string, unknown> = { ...(input as Record<string, unknown>), ...request.params, model: this.#opts.model };
+    if (op === 'embeddings') delete body['stream'];
+    else body['stream'] = streaming;
+    if (!streaming) delete body['stream_options'];
+    let text: string;
+    try {
+      text = JSON.stringify(body);
+    } catch (cause) {
+      throw new CloisterError('INVALID_ARGUMENT', 'upstream request input is not JSON-serialisable', { cause, detail: { op } });
+    }
+    return new TextEncoder().encode(text);
+  }
+
+  async #withRetries(op: UpstreamOperation, body: Uint8Array | undefined, signal: AbortSignal, deadline: number): Promise<unknown> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.#once(op, body, signal, deadline);
+      } catch (err) {
+        // Retry only what is safe to send twice and only failures that say "not served",
+        // never a timeout (the engine may still be working on it) and never a cancel.
+        if (!IDEMPOTENT.has(op) || attempt >= this.#opts.maxRetries || !isRetryable(err) || signal.aborted) throw err;
+        await sleep(this.#opts.retryDelayMs * 2 ** attempt, signal);
+      }
+    }
+  }
+
+  async #once(op: UpstreamOperation, body: Uint8Array | undefined, signal: AbortSignal, deadline: number): Promise<unknown> {
+    const result = await this.#request(op, body, signal, deadline);
+    if (op === 'models') return this.#modelsList(result);
+    this.#renameModel(result);
+    return result;
+  }
+
+  /** One non-streamed exchange: status checked, body bounded, parsed as a JSON object. */
+  async #request(
+    op: UpstreamOperation,
+    body: Uint8Array | undefined,
+    signal: AbortSignal,
+    deadline: number,
+  ): Promise<Record<string, unknown>> {
+    // A non-streamed POST answers only when generation is done: its head is bounded by the
+    // request deadline, not by firstByteTimeoutMs.
+    const limits: ExchangeLimits = body === undefined
+      ? this.#opts.limits
+      : { ...this.#opts.limits, firstByteTimeoutMs: Math.max(1, Math.min(deadline - Date.now(), 2 ** 31 - 1)) };
+    const exchange = await UpstreamExchange.open(this.#target, limits, {
+      method: body === undefined ? 'GET' : 'POST',
+      path: PATHS[op],
+      ...(body === undefined ? {} : { body }),
+      accept: 'application/json',
+      signal,
+      deadline,
+    });
+    let bytes: Uint8Array;
+    try {
+      checkStatus(exchange);
+      bytes = await exchange.readAll();
+    } finally {
+      exchange.close();
+    }
+    return parseObject(bytes, 'response');
+  }
+
+  async *#stream(path: string, body: Uint8Array, signal: AbortSignal, deadline: number): AsyncGenerator<unknown, void, undefined> {
+    const exchange = await UpstreamExchange.open(this.#target, this.#opts.limits, {
+      method: 'POST',
+      path,
+      body,
+      accept: 'text/event-stream',
+      signal,
+      deadline,
+    });
+    try {
+      checkStatus(exchange);
+      if (!exchange.contentType.startsWith('text/event-stream')) {
+        throw new CloisterError('ENGINE_FAILED', 'upstream engine answered a stream request without text/event-stream');
+      }
+      const parser = new SseParser({ maxEventBytes: this.#opts.maxEventBytes });
+      for await (const bytes of exchange.chunks()) {
+        for (const event of parser.push(bytes)) {
+          if (event.event === 'error') {
+            throw new CloisterError('ENGINE_FAILED', 'upstream engine reported an error mid-stream');
+          }
+          if (event.data === '[DONE]') return;
+          const chunk = parseObject(new TextEncoder().encode(event.data), 'stream event');
+          this.#renameModel(chunk);
+          yield chunk;
+        }
+      }
+      // The body ended cleanly but without [DONE]: the engine stopped before finishing.
+      throw new CloisterError('ENGINE_FAILED', 'upstream stream ended without [DONE]');
+    } finally {
+      exchange.close();
+    }
+  }
+
+  /** Clients see the name they addressed, not the engine's internal model name or path. */
+  #renameModel(obj: Record<string, unknown>): void {
+    if (typeof obj['model'] === 'string') obj['model'] = this.#opts.name;
+  }
+
+  /** /v1/models filtered to the one configured model, renamed; fails if the engine lacks it. */
+  #modelsList(result: Record<string, unknown>): unknown {
+    const entry = findModel(result, this.#opts.model);
+    if (entry === undefined) {
+      throw new CloisterError('ENGINE_FAILED', 'upstream engine does not list the configured model');
+    }
+    const model: Record<string, unknown> = { id: this.#opts.name, object: 'model', owned_by: 'cloister' };
+    if (typeof entry['created'] === 'number') model['created'] = entry['created'];
+    if (typeof entry['max_model_len'] === 'number') model['max_model_len'] = entry['max_model_len'];
+    return { object: 'list', data: [model] };
+  }
+
+  async #waitReady(): Promise<void> {
+    const until = Date.now() + this.#opts.readyTimeoutMs;
+    for (;;) {
+      let list: Record<string, unknown>;
+      try {
+        const signal = AbortSignal.any([this.#closing.signal, AbortSignal.timeout(this.#opts.requestTimeoutMs)]);
+        list = await this.#request('models', undefined, signal, Date.now() + this.#opts.requestTimeoutMs);
+      } catch (err) {
+        const retryable = isRetryable(err) || (err instanceof CloisterError && err.code === 'TIMEOUT');
+        if (!retryable || Date.now() + this.#opts.readyPollMs > until) {
+          throw new CloisterError('ENGINE_UNAVAILABLE', 'upstream engine is not ready', { cause: err });
+        }
+        await sleep(this.#opts.readyPollMs, this.#closing.signal);
+        continue;
+      }
+      if (findModel(list, this.#opts.model) === undefined) {
+        throw new CloisterError('ENGINE_UNAVAILABLE', `upstream engine does not serve model '${this.#opts.model}'`);
+      }
+      return;
+    }
+  }
+
+  async #textCanary(prompt: string, expect: string | RegExp): Promise<void> {
+    const op = this.#canary.canaryOp ?? 'chat';
+    const maxTokens = positive('canaryMaxTokens', this.#canary.canaryMaxTokens, 32);
+    const body: Record<string, unknown> = op === 'chat'
+      ? { messages: [{ role: 'user', content: prompt }] }
+      : { prompt };
+    Object.assign(body, { model: this.#opts.model, max_tokens: maxTokens, temperature: 0, stream: false });
+    const result = await this.#canaryCall(op, body);
+    const choice = Array.isArray(result['choices']) ? (result['choices'][0] as unknown) : undefined;
+    let answer: unknown;
+    if (typeof choice === 'object' && choice !== null) {
+      const c = choice as Record<string, unknown>;
+      if (op === 'chat') {
+        const message = c['message'];
+        answer = typeof message === 'object' && message !== null ? (message as Record<string, unknown>)['content'] : undefined;
+      } else {
+        answer = c['text'];
+      }
+    }
+    if (typeof answer !== 'string') {
+      throw new CloisterError('ENGINE_UNAVAILABLE', 'upstream canary failed: the engine returned no answer text');
+    }
+    const ok = typeof expect === 'string' ? answer.includes(expect) : new RegExp(expect.source, expect.flags.replace(/[gy]/g, '')).test(answer);
+    if (!ok) {
+      // The answer itself is not put in the error: only its length (no content in diagnostics).
+      throw new CloisterError('ENGINE_UNAVAILABLE', 'upstream canary failed: the engine answered the canary prompt wrongly; refusing to serve', {
+        detail: { canary: op, answerLength: answer.length },
+      });
+    }
+  }
+
+  async #embeddingsCanary(canary: EmbeddingsCanary): Promise<void> {
+    const result = await this.#canaryCall('embeddings', {
+      model: this.#opts.model,
+      input: [canary.anchor, canary.similar, canary.dissimilar],
+    });
+    const vectors = embeddingVectors(result, 3);
+    if (vectors === undefined) {
+      throw new CloisterError('ENGINE_UNAVAILABLE', 'upstream canary failed: the engine returned malformed embeddings');
+    }
+    const [a, s, d] = vectors as [number[], number[], number[]];
+    const near = cosine(a, s);
+    const far = cosine(a, d);
+    if (!(near >= canary.minSimilarity) || !(near > far)) {
+      throw new CloisterError('ENGINE_UNAVAILABLE', 'upstream canary failed: embeddings do not separate similar from dissimilar text; refusing to serve', {
+        detail: { similar: round(near), dissimilar: round(far), minSimilarity: canary.minSimilarity },
+      });
+    }
+  }
+
+  async #canaryCall(op: UpstreamOperation, body: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const signal = AbortSignal.any([this.#closing.signal, AbortSignal.timeout(this.#opts.requestTimeoutMs)]);
+    try {
+      return await this.#request(op, new TextEncoder().encode(JSON.stringify(body)), signal, Date.now() + this.#opts.requestTimeoutMs);
+    } catch (err) {
+      throw new CloisterError('ENGINE_UNAVAILABLE', 'upstream canary request failed', { cause: err });
+    }
+  }
+}
+
+function checkStatus(exchange: UpstreamExchange): void {
+  if (exchange.status >= 200 && exchange.status < 300) return;
+  // The error body may echo the prompt: it is dropped, only the status is reported.
+  throw new CloisterError('ENGINE_FAILED', `upstream engine answered HTTP ${exchange.status}`, {
+    detail: { status: exchange.status },
+  });
+}
+
+function isRetryable(err: unknown): boolean {
+  if (!(err instanceof CloisterError)) return false;
+  if (err.code === 'ENGINE_UNAVAILABLE') return true;
+  const status = err.detail?.['status'];
+  return err.code === 'ENGINE_FAILED' && (status === 502 || status === 503 || status === 504);
+}
+
+function parseObject(bytes: Uint8Array, what: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch (cause) {
+    throw new CloisterError('ENGINE_FAILED', `upstream ${what} is not valid JSON`, { cause });
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new CloisterError('ENGINE_FAILED', `upstream ${what} is not a JSON object`);
+  }
+  const obj = value as Record<string, unknown>;
+  // vLLM and SGLang report failures inside a 200 stream as {"error": {...}}.
+  if (obj['error'] !== undefined && obj['error'] !== null) {
+    throw new CloisterError('ENGINE_FAILED', `upstream engine reported an error in its ${what}`);
+  }
+  return obj;
+}
+
+function findModel(list: Record<string, unknown>, model: string): Record<string, unknown> | undefined {
+  const data = list['data'];
+  if (!Array.isArray(data)) return undefined;
+  for (const entry of data as unknown[]) {
+    if (typeof entry === 'object' && entry !== null && (entry as Record<string, unknown>)['id'] === model) {
+      return entry as Record<string, unknown>;
+    }
+  }
+  return undefined;
+}
+
+function embeddingVectors(result: Record<string, unknown>, count: number): number[][] | undefined {
+  const data = result['data'];
+  if (!Array.isArray(data) || data.length !== count) return undefined;
+  const out: (number[] | undefined)[] = new Array<number[] | undefined>(count).fill(undefined);
+  for (const [i, entry] of (data as unknown[]).entries()) {
+    if (typeof entry !== 'object' || entry === null) return undefined;
+    const e = entry as Record<string, unknown>;
+    const index = typeof e['index'] === 'number' ? e['index'] : i;
+    const v = e['embedding'];
+    if (!Number.isInteger(index) || index < 0 || index >= count || out[index] !== undefined) return undefined;
+    if (!Array.isArray(v) || v.length === 0 || !(v as unknown[]).every((x) => typeof x === 'number' && Number.isFinite(x))) return undefined;
+    out[index] = v as number[];
+  }
+  const vectors = out.filter((v): v is number[] => v !== undefined);
+  const dim = vectors[0]?.length;
+  if (vectors.length !== count || vectors.some((v) => v.length !== dim)) return undefined;
+  return vectors;
+}
+
+function cosine(a: readonly number[], b: readonly number[]): number {
+  let dot = 0;
+  let na = 0;
+  let nb = 0;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i] ?? 0;
+    const y = b[i] ?? 0;
+    dot += x * y;
+    na += x * x;
+    nb += y * y;
+  }
+  if (na === 0 || nb === 0) return Number.NaN; // a zero vector is garbage: fails every check
+  return dot / Math.sqrt(na * nb);
+}
+
+function round(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}
+
+function positive(name: string, value: number | undefined, fallback: number): number {
+  const v = value ?? fallback;
+  if (!Number.isSafeInteger(v) || v < 1) throw new CloisterError('CONFIG_INVALID', `${name} must be a positive integer`);
+  return v;
+}
+
+function nonNegative(name: string, value: number | undefined, fallback: number): number {
+  const v = value ?? fallback;
+  if (!Number.isSafeInteger(v) || v < 0) throw new CloisterError('CONFIG_INVALID', `${name} must be a non-negative integer`);
+  return v;
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) {
+      reject(new CloisterError('CANCELLED', 'request cancelled'));
+      return;
+    }
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(new CloisterError('CANCELLED', 'request cancelled'));
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}

@@ -1,0 +1,221 @@
+/**
+ * The Cloister key config (docs/PROTOCOL.md section 1): a deterministic CBOR map with small
+ * integer keys. Clients keep the exact received bytes; digests and the attestation binding
+ * are computed over those bytes, never over a re-encoding.
+ */
+import { createHash } from 'node:crypto';
+import { CloisterError } from '../errors.js';
+import { PLATFORMS } from '../attestation/types.js';
+import type { Platform } from '../attestation/types.js';
+import { copyBytes } from '../crypto/bytes.js';
+import { timingSafeEqualBytes } from '../crypto/ct.js';
+import { AEAD_AES_128_GCM, AEAD_CHACHA20_POLY1305, KDF_HKDF_SHA256, KEM_DHKEM_X25519_HKDF_SHA256 } from '../crypto/hpke/suite.js';
+import type { HpkeSuite } from '../crypto/hpke/suite.js';
+import { decodeCbor, encodeCbor } from './cbor.js';
+import type { CborInput, CborKey, CborValue } from './cbor.js';
+import type { SealTarget } from './ohttp.js';
+
+export const KEY_CONFIG_VERSION = 1;
+/** Bounds on attacker-supplied key configs. */
+export const KEY_CONFIG_LIMITS = Object.freeze({ maxBytes: 64 * 1024, maxModels: 256, maxStringBytes: 256 });
+
+export interface KeyConfigModel {
+  readonly name: string;
+  readonly task: string;
+  /** SHA-256 of the model, 32 bytes. */
+  readonly digest: Uint8Array;
+}
+
+export interface KeyConfigEngine {
+  readonly kind: string;
+  readonly model: string;
+  readonly imageDigest?: string;
+}
+
+export interface KeyConfig {
+  readonly version: 1;
+  /** OHTTP key id, 0..255. */
+  readonly keyId: number;
+  readonly kemId: number;
+  readonly kdfId: number;
+  readonly aeadIds: readonly number[];
+  /** X25519, 32 bytes. */
+  readonly hpkePublicKey: Uint8Array;
+  /** Ed25519, 32 bytes. */
+  readonly receiptPublicKey: Uint8Array;
+  readonly models: readonly KeyConfigModel[];
+  /** SHA-256 of the server's effective config. */
+  readonly configDigest: Uint8Array;
+  readonly platform: Platform;
+  /** Unix seconds. */
+  readonly notBefore: number;
+  readonly expiresAt: number;
+  readonly engine?: KeyConfigEngine;
+}
+
+const K = {
+  version: 1,
+  keyId: 2,
+  kemId: 3,
+  kdfId: 4,
+  aeadIds: 5,
+  hpkePublicKey: 6,
+  receiptPublicKey: 7,
+  models: 8,
+  configDigest: 9,
+  platform: 10,
+  notBefore: 11,
+  expiresAt: 12,
+  engine: 13,
+} as const;
+
+function bad(field: string, why: string): CloisterError {
+  return new CloisterError('MALFORMED', `key config ${field}: ${why}`, { detail: { field } });
+}
+
+function checkStr(v: unknown, field: string): string {
+  if (typeof v !== 'string') throw bad(field, 'must be text');
+  if (Buffer.byteLength(v, 'utf8') > KEY_CONFIG_LIMITS.maxStringBytes || v.length === 0) throw bad(field, 'empty or too long');
+  return v;
+}
+
+function checkBytes(v: unknown, field: string, len: number): Uint8Array {
+  if (!(v instanceof Uint8Array) || v.byteLength !== len) throw bad(field, `must be ${len} bytes`);
+  return v;
+}
+
+function checkUint(v: unknown, field: string, max = Number.MAX_SAFE_INTEGER): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || v > max) throw bad(field, 'must be an unsigned integer in range');
+  return v;
+}
+
+function checkMap(v: unknown, field: string, required: readonly CborKey[], optional: readonly CborKey[] = []): Map<CborKey, CborValue> {
+  if (!(v instanceof Map)) throw bad(field, 'must be a map');
+  const m = v as Map<CborKey, CborValue>;
+  for (const k of m.keys()) if (!required.includes(k) && !optional.includes(k)) throw bad(field, `unknown key ${String(k)}`);
+  for (const k of required) if (!m.has(k)) throw bad(field, `missing key ${String(k)}`);
+  return m;
+}
+
+/** Semantic validation shared by encode and decode. */
+function validate(kc: KeyConfig): KeyConfig {
+  if (kc.version !== KEY_CONFIG_VERSION) throw bad('version', 'unsupported');
+  checkUint(kc.keyId, 'keyId', 255);
+  if (kc.kemId !== KEM_DHKEM_X25519_HKDF_SHA256 || kc.kdfId !== KDF_HKDF_SHA256) {
+    throw new CloisterError('UNSUPPORTED_SUITE', undefined, { detail: { kemId: kc.kemId, kdfId: kc.kdfId } });
+  }
+  if (kc.aeadIds.length === 0 || kc.aeadIds.length > 2) throw bad('aeadIds', 'must list 1 or 2 AEADs');
+  const seen = new Set<number>();
+  for (const a of kc.aeadIds) {
+    if (a !== AEAD_AES_128_GCM && a !== AEAD_CHACHA20_POLY1305) throw new CloisterError('UNSUPPORTED_SUITE', undefined, { detail: { aeadId: a } });
+    if (seen.has(a)) throw bad('aeadIds', 'duplicate');
+    seen.add(a);
+  }
+  checkBytes(kc.hpkePublicKey, 'hpkePublicKey', 32);
+  checkBytes(kc.receiptPublicKey, 'receiptPublicKey', 32);
+  checkBytes(kc.configDigest, 'configDigest', 32);
+  if (kc.models.length > KEY_CONFIG_LIMITS.maxModels) throw bad('models', 'too many');
+  for (const m of kc.models) {
+    checkStr(m.name, 'models.name');
+    checkStr(m.task, 'models.task');
+    checkBytes(m.digest, 'models.digest', 32);
+  }
+  if (!PLATFORMS.includes(kc.platform)) throw bad('platform', 'unknown platform');
+  checkUint(kc.notBefore, 'notBefore');
+  checkUint(kc.expiresAt, 'expiresAt');
+  if (kc.expiresAt <= kc.notBefore) throw bad('expiresAt', 'must be after notBefore');
+  if (kc.engine !== undefined) {
+    checkStr(kc.engine.kind, 'engine.kind');
+    checkStr(kc.engine.model, 'engine.model');
+    if (kc.engine.imageDigest !== undefined) checkStr(kc.engine.imageDigest, 'engine.imageDigest');
+  }
+  return kc;
+}
+
+export function encodeKeyConfig(kc: KeyConfig): Uint8Array {
+  validate(kc);
+  const m = new Map<CborKey, CborInput | undefined>([
+    [K.version, kc.version],
+    [K.keyId, kc.keyId],
+    [K.kemId, kc.kemId],
+    [K.kdfId, kc.kdfId],
+    [K.aeadIds, [...kc.aeadIds]],
+    [K.hpkePublicKey, kc.hpkePublicKey],
+    [K.receiptPublicKey, kc.receiptPublicKey],
+    [K.models, kc.models.map((x) => new Map<CborKey, CborInput>([[1, x.name], [2, x.task], [3, x.digest]]))],
+    [K.configDigest, kc.configDigest],
+    [K.platform, kc.platform],
+    [K.notBefore, kc.notBefore],
+    [K.expiresAt, kc.expiresAt],
+  ]);
+  if (kc.engine !== undefined) {
+    m.set(K.engine, new Map<CborKey, CborInput | undefined>([[1, kc.engine.kind], [2, kc.engine.model], [3, kc.engine.imageDigest]]));
+  }
+  return encodeCbor(m);
+}
+
+/**
+ * Strict decode: unknown or missing keys, wrong types or lengths, a non-deterministic
+ * encoding (checked by re-encoding and comparing bytes) and trailing bytes all fail.
+ */
+export function decodeKeyConfig(bytes: Uint8Array): KeyConfig {
+  if (!(bytes instanceof Uint8Array)) throw new CloisterError('INVALID_ARGUMENT', 'key config must be bytes');
+  if (bytes.byteLength > KEY_CONFIG_LIMITS.maxBytes) throw new CloisterError('LIMIT_EXCEEDED', 'key config too large', { detail: { limit: 'maxBytes' } });
+  const root = decodeCbor(bytes, { maxDepth: 4, maxItems: 8 + 8 * KEY_CONFIG_LIMITS.maxModels });
+  const all = Object.values(K).filter((k) => k !== K.engine);
+  const m = checkMap(root, 'root', all, [K.engine]);
+  const aeads = m.get(K.aeadIds);
+  if (!Array.isArray(aeads)) throw bad('aeadIds', 'must be an array');
+  const models = m.get(K.models);
+  if (!Array.isArray(models)) throw bad('models', 'must be an array');
+  const platform = m.get(K.platform);
+  if (typeof platform !== 'string' || !(PLATFORMS as readonly string[]).includes(platform)) throw bad('platform', 'unknown platform');
+  const version = checkUint(m.get(K.version), 'version');
+  if (version !== KEY_CONFIG_VERSION) throw bad('version', 'unsupported');
+  let engine: KeyConfigEngine | undefined;
+  const e = m.get(K.engine);
+  if (e !== undefined) {
+    const em = checkMap(e, 'engine', [1, 2], [3]);
+    const imageDigest = em.get(3);
+    engine = {
+      kind: checkStr(em.get(1), 'engine.kind'),
+      model: checkStr(em.get(2), 'engine.model'),
+      ...(imageDigest === undefined ? {} : { imageDigest: checkStr(imageDigest, 'engine.imageDigest') }),
+    };
+  }
+  const kc: KeyConfig = {
+    version: KEY_CONFIG_VERSION,
+    keyId: checkUint(m.get(K.keyId), 'keyId', 255),
+    kemId: checkUint(m.get(K.kemId), 'kemId'),
+    kdfId: checkUint(m.get(K.kdfId), 'kdfId'),
+    aeadIds: aeads.map((a) => checkUint(a, 'aeadIds')),
+    hpkePublicKey: checkBytes(m.get(K.hpkePublicKey), 'hpkePublicKey', 32),
+    receiptPublicKey: checkBytes(m.get(K.receiptPublicKey), 'receiptPublicKey', 32),
+    models: models.map((x) => {
+      const mm = checkMap(x, 'models', [1, 2, 3]);
+      return { name: checkStr(mm.get(1), 'models.name'), task: checkStr(mm.get(2), 'models.task'), digest: checkBytes(mm.get(3), 'models.digest', 32) };
+    }),
+    configDigest: checkBytes(m.get(K.configDigest), 'configDigest', 32),
+    platform: platform as Platform,
+    notBefore: checkUint(m.get(K.notBefore), 'notBefore'),
+    expiresAt: checkUint(m.get(K.expiresAt), 'expiresAt'),
+    ...(engine === undefined ? {} : { engine }),
+  };
+  validate(kc);
+  // RFC 8949 section 4.2.1: exactly one valid encoding; anything else is refused.
+  if (!timingSafeEqualBytes(encodeKeyConfig(kc), bytes)) throw new CloisterError('MALFORMED', 'key config is not deterministically encoded');
+  return kc;
+}
+
+/** SHA-256 over the exact received bytes. */
+export function keyConfigDigest(bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(createHash('sha256').update(bytes).digest());
+}
+
+/** Where to seal for this key config; `aeadId` defaults to the first listed. */
+export function sealTargetFromKeyConfig(kc: KeyConfig, aeadId?: number): SealTarget {
+  const a = aeadId ?? kc.aeadIds[0];
+  if (a === undefined || !kc.aeadIds.includes(a)) throw new CloisterError('UNSUPPORTED_SUITE', 'AEAD not offered by this key config');
+  const suite: HpkeSuite = { kemId: kc.kemId, kdfId: kc.kdfId, aeadId: a };
+  return { keyId: kc.keyId, publicKey: copyBytes(kc.hpkePublicKey), suite };
+}

@@ -1,0 +1,228 @@
+/**
+ * Inner messages (docs/PROTOCOL.md section 4): the CBOR plaintext inside a sealed request
+ * and inside each response chunk, and the Ed25519 receipt over an exchange.
+ */
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
+import { CloisterError, isErrorCode } from '../errors.js';
+import type { ErrorCode } from '../errors.js';
+import { concatBytes, copyBytes, utf8 } from '../crypto/bytes.js';
+import { decodeCbor, encodeCbor, toPlain } from './cbor.js';
+import type { CborInput, CborKey, CborValue } from './cbor.js';
+
+export const MESSAGE_VERSION = 1;
+export const OPERATIONS = ['classify', 'embed', 'token-classify', 'generate', 'chat', 'completion', 'embeddings', 'models'] as const;
+export type Operation = (typeof OPERATIONS)[number];
+
+export interface SealedRequest {
+  readonly v: 1;
+  readonly op: Operation;
+  readonly model: string;
+  /** Op-specific input: a string, an array of strings, or an OpenAI-shaped body. */
+  readonly input: CborInput;
+  readonly params?: { readonly [k: string]: CborInput };
+  readonly stream: boolean;
+  /** Client timestamp, Unix milliseconds (replay window). */
+  readonly ts: number;
+  /** Random 16-byte request id (replay window). */
+  readonly id: Uint8Array;
+}
+
+export interface MessageLimits {
+  /** Largest request plaintext accepted by `decodeSealedRequest`. */
+  readonly maxRequestBytes: number;
+  /** Most elements when `input` is an array. */
+  readonly maxInputItems: number;
+  /** CBOR nesting depth. */
+  readonly maxDepth: number;
+  /** Total CBOR items in one message. */
+  readonly maxItems: number;
+  /** Longest model name, in UTF-8 bytes. */
+  readonly maxModelNameBytes: number;
+  /** Largest response chunk plaintext accepted by `decodeResponseChunk`. */
+  readonly maxChunkBytes: number;
+}
+
+export const DEFAULT_MESSAGE_LIMITS: MessageLimits = Object.freeze({
+  maxRequestBytes: 4 << 20,
+  maxInputItems: 1024,
+  maxDepth: 16,
+  maxItems: 200_000,
+  maxModelNameBytes: 256,
+  maxChunkBytes: 4 << 20,
+});
+
+export const REQUEST_ID_LENGTH = 16;
+export const RECEIPT_SIGNATURE_LENGTH = 64;
+
+function bad(field: string, why: string): CloisterError {
+  return new CloisterError('MALFORMED', `${field}: ${why}`, { detail: { field } });
+}
+
+function resolve(l: Partial<MessageLimits> | undefined): MessageLimits {
+  return { ...DEFAULT_MESSAGE_LIMITS, ...l };
+}
+
+function strictMap(v: CborValue, field: string, required: readonly string[], optional: readonly string[]): Map<CborKey, CborValue> {
+  if (!(v instanceof Map)) throw bad(field, 'must be a map');
+  for (const k of v.keys()) {
+    if (typeof k !== 'string' || (!required.includes(k) && !optional.includes(k))) throw bad(field, `unknown key ${String(k)}`);
+  }
+  for (const k of required) if (!v.has(k)) throw bad(field, `missing key ${k}`);
+  return v;
+}
+
+export function encodeSealedRequest(r: SealedRequest): Uint8Array {
+  if (r.id.byteLength !== REQUEST_ID_LENGTH) throw new CloisterError('INVALID_ARGUMENT', 'id must be 16 bytes');
+  if (!(OPERATIONS as readonly string[]).includes(r.op)) throw new CloisterError('UNKNOWN_OPERATION');
+  return encodeCbor({ v: MESSAGE_VERSION, op: r.op, model: r.model, input: r.input, params: r.params, stream: r.stream, ts: r.ts, id: r.id });
+}
+
+/** Strict: unknown/missing keys, wrong types, over-limit sizes and trailing bytes fail. */
+export function decodeSealedRequest(bytes: Uint8Array, limits?: Partial<MessageLimits>): SealedRequest {
+  const l = resolve(limits);
+  if (bytes.byteLength > l.maxRequestBytes) {
+    throw new CloisterError('LIMIT_EXCEEDED', 'request too large', { detail: { limit: 'maxRequestBytes', value: l.maxRequestBytes } });
+  }
+  const m = strictMap(decodeCbor(bytes, { maxDepth: l.maxDepth, maxItems: l.maxItems }), 'request', ['v', 'op', 'model', 'input', 'stream', 'ts', 'id'], ['params']);
+  if (m.get('v') !== MESSAGE_VERSION) throw bad('v', 'unsupported version');
+  const op = m.get('op');
+  if (typeof op !== 'string') throw bad('op', 'must be text');
+  if (!(OPERATIONS as readonly string[]).includes(op)) throw new CloisterError('UNKNOWN_OPERATION', undefined, { detail: { field: 'op' } });
+  const model = m.get('model');
+  if (typeof model !== 'string' || Buffer.byteLength(model) > l.maxModelNameBytes) throw bad('model', 'must be text within maxModelNameBytes');
+  const stream = m.get('stream');
+  if (typeof stream !== 'boolean') throw bad('stream', 'must be a bool');
+  const ts = m.get('ts');
+  if (typeof ts !== 'number' || !Number.isSafeInteger(ts) || ts < 0) throw bad('ts', 'must be an unsigned integer');
+  const id = m.get('id');
+  if (!(id instanceof Uint8Array) || id.byteLength !== REQUEST_ID_LENGTH) throw bad('id', 'must be 16 bytes');
+  const inputRaw = m.get('input');
+  if (inputRaw === undefined) throw bad('input', 'missing');
+  if (Array.isArray(inputRaw) && inputRaw.length > l.maxInputItems) {
+    throw new CloisterError('LIMIT_EXCEEDED', 'too many input items', { detail: { limit: 'maxInputItems', value: l.maxInputItems } });
+  }
+  const input = toPlain(inputRaw);
+  const paramsRaw = m.get('params');
+  let params: { readonly [k: string]: CborInput } | undefined;
+  if (paramsRaw !== undefined) {
+    if (!(paramsRaw instanceof Map)) throw bad('params', 'must be a map');
+    params = toPlain(paramsRaw) as { readonly [k: string]: CborInput };
+  }
+  return { v: MESSAGE_VERSION, op: op as Operation, model, input, ...(params === undefined ? {} : { params }), stream, ts, id };
+}
+
+export type ResponseChunk =
+  | { readonly t: 'data'; readonly data: CborInput }
+  | { readonly t: 'error'; readonly code: ErrorCode; readonly message: string }
+  | { readonly t: 'end'; readonly data?: CborInput; readonly receipt: Uint8Array };
+
+export function encodeResponseChunk(c: ResponseChunk): Uint8Array {
+  switch (c.t) {
+    case 'data':
+      return encodeCbor({ t: 'data', data: c.data });
+    case 'error':
+      if (!isErrorCode(c.code)) throw new CloisterError('INVALID_ARGUMENT', 'unknown error code');
+      return encodeCbor({ t: 'error', code: c.code, message: c.message });
+    case 'end':
+      if (c.receipt.byteLength !== RECEIPT_SIGNATURE_LENGTH) throw new CloisterError('INVALID_ARGUMENT', 'receipt must be 64 bytes');
+      return encodeCbor({ t: 'end', data: c.data, receipt: c.receipt });
+  }
+}
+
+export function decodeResponseChunk(bytes: Uint8Array, limits?: Partial<MessageLimits>): ResponseChunk {
+  const l = resolve(limits);
+  if (bytes.byteLength > l.maxChunkBytes) throw new CloisterError('LIMIT_EXCEEDED', 'response chunk too large', { detail: { limit: 'maxChunkBytes' } });
+  const root = decodeCbor(bytes, { maxDepth: l.maxDepth, maxItems: l.maxItems });
+  if (!(root instanceof Map)) throw bad('chunk', 'must be a map');
+  const t = root.get('t');
+  if (t === 'data') {
+    const m = strictMap(root, 'chunk', ['t', 'data'], []);
+    return { t: 'data', data: toPlain(m.get('data') ?? null) };
+  }
+  if (t === 'error') {
+    const m = strictMap(root, 'chunk', ['t', 'code', 'message'], []);
+    const code = m.get('code');
+    const message = m.get('message');
+    if (!isErrorCode(code)) throw bad('code', 'unknown error code');
+    if (typeof message !== 'string') throw bad('message', 'must be text');
+    return { t: 'error', code, message };
+  }
+  if (t === 'end') {
+    const m = strictMap(root, 'chunk', ['t', 'receipt'], ['data']);
+    const receipt = m.get('receipt');
+    if (!(receipt instanceof Uint8Array) || receipt.byteLength !== RECEIPT_SIGNATURE_LENGTH) throw bad('receipt', 'must be 64 bytes');
+    const data = m.get('data');
+    return { t: 'end', ...(data === undefined ? {} : { data: toPlain(data) }), receipt };
+  }
+  throw bad('t', 'unknown chunk type');
+}
+
+// --- Receipts ------------------------------------------------------------------------------
+
+/**
+ * Receipt message = "cloister/receipt/v1" || 0x00 || SHA-256(request plaintext) ||
+ * SHA-256(concatenation of every response chunk plaintext before the final one). Each
+ * chunk plaintext is one self-delimiting CBOR item, so the concatenation is unambiguous.
+ */
+const RECEIPT_LABEL = concatBytes(utf8('cloister/receipt/v1'), Uint8Array.of(0));
+
+export class ReceiptHasher {
+  readonly #requestHash: Uint8Array;
+  readonly #chunks = createHash('sha256');
+  #done = false;
+
+  constructor(requestPlaintext: Uint8Array) {
+    this.#requestHash = new Uint8Array(createHash('sha256').update(requestPlaintext).digest());
+  }
+
+  /** Add one non-final response chunk plaintext, in order. */
+  update(chunkPlaintext: Uint8Array): void {
+    if (this.#done) throw new CloisterError('PROTOCOL_VIOLATION', 'receipt already computed');
+    this.#chunks.update(chunkPlaintext);
+  }
+
+  /** The message the receipt signs; the hasher is finished afterwards. */
+  message(): Uint8Array {
+    if (this.#done) throw new CloisterError('PROTOCOL_VIOLATION', 'receipt already computed');
+    this.#done = true;
+    return concatBytes(RECEIPT_LABEL, this.#requestHash, new Uint8Array(this.#chunks.digest()));
+  }
+}
+
+const ED25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
+const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
+
+export interface ReceiptKeyPair {
+  /** Keep inside the TEE. */
+  readonly privateKey: KeyObject;
+  /** Raw 32-byte Ed25519 key, published in the key config. */
+  readonly publicKey: Uint8Array;
+}
+
+export function generateReceiptKeyPair(): ReceiptKeyPair {
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  const spki = publicKey.export({ format: 'der', type: 'spki' });
+  return { privateKey, publicKey: copyBytes(spki.subarray(spki.byteLength - 32)) };
+}
+
+/** Ed25519 private key from its raw 32-byte seed. */
+export function receiptPrivateKeyFromSeed(seed: Uint8Array): KeyObject {
+  if (seed.byteLength !== 32) throw new CloisterError('INVALID_ARGUMENT', 'Ed25519 seed must be 32 bytes');
+  return createPrivateKey({ key: Buffer.concat([ED25519_PKCS8_PREFIX, seed]), format: 'der', type: 'pkcs8' });
+}
+
+export function signReceipt(privateKey: KeyObject, message: Uint8Array): Uint8Array {
+  return new Uint8Array(sign(null, message, privateKey));
+}
+
+/** False on any mismatch or malformed input; never throws on attacker data. */
+export function verifyReceipt(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
+  if (publicKey.byteLength !== 32 || signature.byteLength !== RECEIPT_SIGNATURE_LENGTH) return false;
+  try {
+    const key = createPublicKey({ key: Buffer.concat([ED25519_SPKI_PREFIX, publicKey]), format: 'der', type: 'spki' });
+    return verify(null, message, key, signature);
+  } catch {
+    return false;
+  }
+}

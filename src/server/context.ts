@@ -1,0 +1,16 @@
+/** What the transports share: one per running server. Internal. */
+import type { EvidenceService } from './evidence.js';
+import type { HandlerDeps } from './handler.js';
+import type { KeyManager } from './keys.js';
+import type { Logger } from './log.js';
+import type { ServerLimits } from './options.js';
+import type { ServerStats } from './stats.js';
+
+export interface ServerContext {
+  readonly limits: ServerLimits;
+  readonly keys: KeyManager;
+  readonly evidence: EvidenceService;
+  readonly logger: Logger;
+  readonly stats: ServerStats;
+  readonly handlerDeps: HandlerDeps;
+}

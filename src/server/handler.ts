@@ -1,0 +1,174 @@
+/**
+ * Processing of one sealed request, independent of the transport.
+ *
+ * Order of checks (DESIGN.md "Requests and responses"):
+ * 1. open the chunked OHTTP request with the named key generation; any failure here is a
+ *    plaintext coded error (`fail`), crypto failures collapsed to DECRYPT_FAILED;
+ * 2. from here on the client can read sealed data, so every error goes INSIDE the sealed
+ *    response: decode the inner message, replay window, route, run the engine;
+ * 3. each engine chunk is sealed and written as it arrives (the write waits while the peer
+ *    is slow: backpressure), and the final chunk carries the Ed25519 receipt over
+ *    SHA-256(request plaintext) || SHA-256(response chunk plaintexts before the final one).
+ */
+import { ERROR_CODES, asCloisterError, wireCodeOf } from '../errors.js';
+import type { ErrorCode } from '../errors.js';
+import { openChunkedRequest } from '../protocol/chunked.js';
+import { ReceiptHasher, decodeSealedRequest, encodeResponseChunk } from '../protocol/messages.js';
+import type { CborInput } from '../protocol/cbor.js';
+import type { KeyManager } from './keys.js';
+import type { ReplayWindow } from './replay.js';
+import type { EngineRouter } from './router.js';
+import type { Logger } from './log.js';
+import { newServerRequestId } from './log.js';
+import type { ServerStats } from './stats.js';
+
+/** Where the sealed response stream goes. */
+export interface ResponseOut {
+  /** Writes bytes of the sealed response stream; resolves when the peer can take more. */
+  write(bytes: Uint8Array): Promise<void>;
+  /** Marks the end of the sealed response stream (after the final chunk). */
+  end(): void;
+  /** Reports a failure before the request could be opened: a plaintext, coded error. */
+  fail(code: ErrorCode): void;
+}
+
+export interface RequestContext {
+  readonly conn: number;
+  readonly sid?: number;
+  /** Aborted when the client cancels or disconnects. */
+  readonly signal: AbortSignal;
+}
+
+export interface HandlerDeps {
+  readonly keys: KeyManager;
+  readonly replay: ReplayWindow;
+  readonly router: EngineRouter;
+  readonly logger: Logger;
+  readonly stats: ServerStats;
+  readonly requestTimeoutMs: number;
+  readonly maxRequestBytes: number;
+}
+
+class Aborted extends Error {}
+
+/** Awaits `p`, or throws Aborted as soon as `signal` aborts. */
+function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(new Aborted());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(new Aborted());
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e instanceof Error ? e : new Error('engine rejected'));
+      },
+    );
+  });
+}
+
+export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, out: ResponseOut, ctx: RequestContext): Promise<void> {
+  const requestId = newServerRequestId();
+  const started = performance.now();
+  const base = { requestId, conn: ctx.conn, ...(ctx.sid === undefined ? {} : { sid: ctx.sid }), bytesIn: body.byteLength };
+  deps.stats.sealedRequestsReceived++;
+
+  let opened: ReturnType<typeof openChunkedRequest>;
+  try {
+    opened = openChunkedRequest((keyId, suite) => deps.keys.lookup(keyId, suite).recipient, body, {
+      maxMessageBytes: deps.maxRequestBytes,
+    });
+  } catch (err) {
+    const code = asCloisterError(err, 'DECRYPT_FAILED').code;
+    deps.stats.count(code);
+    deps.logger.log('info', 'request.rejected', { ...base, code });
+    out.fail(wireCodeOf(code));
+    return;
+  }
+  deps.stats.requestsOpened++;
+  const generation = deps.keys.lookup(opened.keyId, opened.suite);
+  const sealer = opened.response;
+  const receipt = new ReceiptHasher(opened.plaintext);
+  let bytesOut = 0;
+  let chunks = 0;
+
+  const timeout = new AbortController();
+  const timer = setTimeout(() => timeout.abort(), deps.requestTimeoutMs);
+  const signal = AbortSignal.any([ctx.signal, timeout.signal]);
+
+  const write = async (bytes: Uint8Array): Promise<void> => {
+    bytesOut += bytes.byteLength;
+    await raceAbort(out.write(bytes), signal);
+  };
+  const sealData = async (plaintext: Uint8Array): Promise<void> => {
+    receipt.update(plaintext);
+    chunks++;
+    await write(sealer.sealChunk(plaintext));
+  };
+  const sealEnd = async (): Promise<void> => {
+    const signature = generation.signReceipt(receipt.message());
+    await write(sealer.sealFinal(encodeResponseChunk({ t: 'end', receipt: signature })));
+    out.end();
+  };
+
+  let code: ErrorCode | undefined;
+  try {
+    await write(sealer.start());
+    const req = decodeSealedRequest(opened.plaintext, { maxRequestBytes: deps.maxRequestBytes });
+    deps.replay.check(req.id, req.ts);
+    const engine = deps.router.route(req.op, req.model);
+    const iterator = engine
+      .run({ op: req.op, model: req.model, input: req.input, params: req.params ?? {}, stream: req.stream }, { signal })
+      [Symbol.asyncIterator]();
+    try {
+      for (;;) {
+        const step = await raceAbort(iterator.next(), signal);
+        if (step.done === true) break;
+        // Engines yield plain JSON-like values; encodeCbor rejects anything else (ENGINE_FAILED).
+        await sealData(encodeResponseChunk({ t: 'data', data: step.value as CborInput }));
+      }
+    } finally {
+      // Stop the engine's generator (it also sees `signal`); never wait on a stuck engine.
+      if (signal.aborted) void Promise.resolve(iterator.return?.()).catch(() => undefined);
+    }
+    await sealEnd();
+  } catch (err) {
+    if (ctx.signal.aborted) {
+      code = 'CANCELLED';
+    } else {
+      code = timeout.signal.aborted ? 'TIMEOUT' : err instanceof Aborted ? 'CANCELLED' : asCloisterError(err, 'ENGINE_FAILED').code;
+      try {
+        // The message is the generic text of the code: an engine error message could echo input.
+        const wire = wireCodeOf(code);
+        await raceAbort(
+          (async () => {
+            await sealData(encodeResponseChunk({ t: 'error', code: wire, message: ERROR_CODES[wire] }));
+            await sealEnd();
+          })(),
+          ctx.signal,
+        );
+      } catch {
+        code = ctx.signal.aborted ? 'CANCELLED' : code;
+      }
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+
+  const durationMs = Math.round(performance.now() - started);
+  if (code === undefined) {
+    deps.stats.requestsCompleted++;
+    deps.logger.log('info', 'request.done', { ...base, bytesOut, chunks, durationMs });
+  } else {
+    deps.stats.count(code);
+    if (code === 'CANCELLED') deps.stats.requestsCancelled++;
+    else deps.stats.requestsFailed++;
+    deps.logger.log(code === 'CANCELLED' ? 'info' : 'warn', code === 'CANCELLED' ? 'request.cancelled' : 'request.failed', {
+      ...base, code, bytesOut, chunks, durationMs,
+    });
+  }
+}
+

@@ -1,0 +1,102 @@
+/**
+ * The server's only logger. Structured JSON lines whose fields are typed so that request or
+ * response content cannot be passed: events come from a closed list, ids are branded values
+ * that only this module (or the transport's counter) mints, and every other field is a
+ * finite number or an error code. The same checks run at runtime, so a caller that bypasses
+ * the types (plain JS, casts) still cannot smuggle a string into a line.
+ */
+import { randomBytes } from 'node:crypto';
+import { isErrorCode } from '../errors.js';
+import type { ErrorCode } from '../errors.js';
+
+export const LOG_EVENTS = [
+  'server.listening',
+  'server.closed',
+  'server.platform',
+  'conn.open',
+  'conn.close',
+  'conn.rejected',
+  'conn.idle-timeout',
+  'conn.backpressure',
+  'frame.rejected',
+  'evidence.served',
+  'evidence.rejected',
+  'request.rejected',
+  'request.done',
+  'request.failed',
+  'request.cancelled',
+  'key.rotated',
+  'key.retired',
+] as const;
+export type LogEvent = (typeof LOG_EVENTS)[number];
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+
+declare const requestIdBrand: unique symbol;
+/** A server-side random id for one request: never the client's id, never derived from content. */
+export type ServerRequestId = string & { readonly [requestIdBrand]: true };
+
+/** Mints a fresh server-side request id (8 random bytes, hex). */
+export function newServerRequestId(): ServerRequestId {
+  return randomBytes(8).toString('hex') as ServerRequestId;
+}
+
+export interface LogFields {
+  readonly requestId?: ServerRequestId;
+  /** Connection counter assigned by the server. */
+  readonly conn?: number;
+  /** Stream id on the connection (client-chosen integer, not content). */
+  readonly sid?: number;
+  readonly keyId?: number;
+  readonly code?: ErrorCode;
+  readonly bytesIn?: number;
+  readonly bytesOut?: number;
+  readonly chunks?: number;
+  readonly durationMs?: number;
+  readonly inFlight?: number;
+  readonly connections?: number;
+  readonly port?: number;
+  readonly closeCode?: number;
+}
+
+const NUMERIC_FIELDS: ReadonlySet<string> = new Set([
+  'conn', 'sid', 'keyId', 'bytesIn', 'bytesOut', 'chunks', 'durationMs', 'inFlight', 'connections', 'port', 'closeCode',
+]);
+const REQUEST_ID = /^[0-9a-f]{16}$/;
+const LEVELS: ReadonlySet<string> = new Set(['debug', 'info', 'warn', 'error']);
+const EVENTS: ReadonlySet<string> = new Set(LOG_EVENTS);
+
+export type LogSink = (line: string) => void;
+
+export interface Logger {
+  log(level: LogLevel, event: LogEvent, fields?: LogFields): void;
+}
+
+/**
+ * A JSON-lines logger writing to `sink` (default: stderr). Fields that fail the runtime type
+ * checks are dropped and counted in `dropped`, never printed.
+ */
+export function createLogger(options: { sink?: LogSink; minLevel?: LogLevel } = {}): Logger {
+  const sink = options.sink ?? ((line: string) => void process.stderr.write(line));
+  const order: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
+  const min = order[options.minLevel ?? 'info'];
+  return {
+    log(level, event, fields = {}) {
+      if (!LEVELS.has(level) || !EVENTS.has(event) || order[level] < min) return;
+      const out: Record<string, string | number> = { ts: new Date().toISOString(), level, event };
+      let dropped = 0;
+      for (const [k, v] of Object.entries(fields)) {
+        if (v === undefined) continue;
+        if (NUMERIC_FIELDS.has(k) && typeof v === 'number' && Number.isFinite(v)) out[k] = v;
+        else if (k === 'code' && isErrorCode(v)) out[k] = v;
+        else if (k === 'requestId' && typeof v === 'string' && REQUEST_ID.test(v)) out[k] = v;
+        else dropped++;
+      }
+      if (dropped > 0) out['dropped'] = dropped;
+      sink(`${JSON.stringify(out)}\n`);
+    },
+  };
+}
+
+/** A logger that writes nothing (tests, embedding). */
+export const silentLogger: Logger = { log() {} };

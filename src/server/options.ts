@@ -1,0 +1,62 @@
+/**
+ * Server resource limits. Every limit is a named option with a safe default; each is
+ * exercised by a test in test/server or test/e2e.
+ */
+import { CloisterError } from '../errors.js';
+
+export interface ServerLimits {
+  /** Largest WebSocket message accepted (ws `maxPayload`); bigger frames close the connection (1009). */
+  readonly maxFrameBytes: number;
+  /** Largest sealed request body accepted over HTTP (413 LIMIT_EXCEEDED beyond). */
+  readonly maxRequestBytes: number;
+  /** Concurrent requests on one WebSocket connection (LIMIT_EXCEEDED beyond). */
+  readonly maxInFlightPerConnection: number;
+  /** Concurrent requests over all connections and HTTP (OVERLOADED beyond). */
+  readonly maxInFlightTotal: number;
+  /** Deadline for one request, engine time included (TIMEOUT, sealed). */
+  readonly requestTimeoutMs: number;
+  /** A WebSocket connection with no frames and no request in flight for this long is closed. */
+  readonly idleTimeoutMs: number;
+  /** Evidence requests carrying a nonce (each one costs an attestation), over the whole server. */
+  readonly evidenceRequestsPerMinute: number;
+  /** The same, per connection. */
+  readonly evidenceRequestsPerMinutePerConnection: number;
+  /** Concurrent WebSocket connections (HTTP 503 on upgrade beyond). */
+  readonly maxConnections: number;
+  /** Backpressure high-water mark: bytes queued to a peer before the server stops pulling engine output and reading its frames. */
+  readonly highWaterMarkBytes: number;
+  /** Replay window: accepted clock skew either side, and how long request ids are remembered. */
+  readonly replayWindowMs: number;
+  /** Replay window: most request ids remembered (OVERLOADED beyond). */
+  readonly maxReplayEntries: number;
+}
+
+export const DEFAULT_LIMITS: ServerLimits = Object.freeze({
+  maxFrameBytes: 1024 * 1024,
+  maxRequestBytes: 1024 * 1024,
+  maxInFlightPerConnection: 16,
+  maxInFlightTotal: 256,
+  requestTimeoutMs: 60_000,
+  idleTimeoutMs: 120_000,
+  evidenceRequestsPerMinute: 600,
+  evidenceRequestsPerMinutePerConnection: 60,
+  maxConnections: 1024,
+  highWaterMarkBytes: 1024 * 1024,
+  replayWindowMs: 60_000,
+  maxReplayEntries: 100_000,
+});
+
+export function resolveLimits(partial: Partial<ServerLimits> = {}): ServerLimits {
+  const out: Record<string, number> = { ...DEFAULT_LIMITS };
+  for (const [k, v] of Object.entries(partial)) {
+    if (v === undefined) continue;
+    if (!Object.prototype.hasOwnProperty.call(DEFAULT_LIMITS, k)) {
+      throw new CloisterError('CONFIG_INVALID', `unknown server limit '${k}'`);
+    }
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) {
+      throw new CloisterError('CONFIG_INVALID', `server limit '${k}' must be a positive integer`);
+    }
+    out[k] = v;
+  }
+  return Object.freeze(out) as unknown as ServerLimits;
+}

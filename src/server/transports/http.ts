@@ -1,0 +1,198 @@
+/**
+ * Plain HTTP transport (PROTOCOL.md section 5), for `fetch`-based clients:
+ * - `GET /v1/evidence?nonce=<hex>`: the CBOR wire message {t:'evidence', bundle};
+ * - `POST /v1/sealed`: body = the sealed request (at most `maxRequestBytes`); response = the
+ *   chunked sealed response, streamed as the engine produces it (status 200), or a CBOR
+ *   {t:'err', code} with a 4xx/5xx status when the request could not be opened.
+ * The end of the HTTP body is the end of the sealed stream: a body cut short lacks its
+ * authenticated final chunk, which the client reports as STREAM_TRUNCATED.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { asCloisterError, wireCodeOf } from '../../errors.js';
+import type { ErrorCode } from '../../errors.js';
+import { encodeWireMessage, MAX_NONCE_BYTES } from '../../protocol/wire.js';
+import type { ServerContext } from '../context.js';
+import { handleSealedRequest } from '../handler.js';
+import type { SlidingWindowLimiter } from '../rate-limit.js';
+
+export const EVIDENCE_PATH = '/v1/evidence';
+export const SEALED_PATH = '/v1/sealed';
+export const CBOR_TYPE = 'application/cbor';
+/** Media type of a chunked OHTTP response (draft-ietf-ohai-chunked-ohttp section 3). */
+export const CHUNKED_RESPONSE_TYPE = 'message/ohttp-chunked-res';
+export const CHUNKED_REQUEST_TYPE = 'message/ohttp-chunked-req';
+
+function statusOf(code: ErrorCode): number {
+  switch (code) {
+    case 'NOT_FOUND':
+      return 404;
+    case 'LIMIT_EXCEEDED':
+      return 413;
+    case 'RATE_LIMITED':
+      return 429;
+    case 'OVERLOADED':
+    case 'ATTESTER_FAILED':
+      return 503;
+    case 'INTERNAL':
+      return 500;
+    case 'PROTOCOL_VIOLATION':
+      return 405;
+    default:
+      return 400;
+  }
+}
+
+function sendError(res: ServerResponse, code: ErrorCode): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const wire = wireCodeOf(code);
+  const body = encodeWireMessage({ t: 'err', code: wire });
+  res.writeHead(statusOf(wire), { 'content-type': CBOR_TYPE, 'content-length': body.byteLength, 'cache-control': 'no-store' });
+  res.end(body);
+}
+
+export class HttpTransport {
+  private readonly limiters = new WeakMap<Socket, SlidingWindowLimiter>();
+
+  constructor(
+    private readonly ctx: ServerContext,
+    private readonly connOf: (socket: Socket) => number,
+  ) {}
+
+  handle(req: IncomingMessage, res: ServerResponse): void {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    if (url.pathname === EVIDENCE_PATH) {
+      if (req.method !== 'GET') return sendError(res, 'PROTOCOL_VIOLATION');
+      return this.evidence(req, res, url);
+    }
+    if (url.pathname === SEALED_PATH) {
+      if (req.method !== 'POST') return sendError(res, 'PROTOCOL_VIOLATION');
+      return this.sealed(req, res);
+    }
+    sendError(res, 'NOT_FOUND');
+  }
+
+  private evidence(req: IncomingMessage, res: ServerResponse, url: URL): void {
+    const conn = this.connOf(req.socket);
+    const hex = url.searchParams.get('nonce');
+    let nonce: Uint8Array | undefined;
+    if (hex !== null && hex !== '') {
+      if (!/^(?:[0-9a-fA-F]{2})+$/.test(hex) || hex.length > 2 * MAX_NONCE_BYTES) return sendError(res, 'MALFORMED');
+      nonce = Uint8Array.from(Buffer.from(hex, 'hex'));
+    }
+    let limiter = this.limiters.get(req.socket);
+    if (limiter === undefined) {
+      limiter = this.ctx.evidence.connectionLimiter();
+      this.limiters.set(req.socket, limiter);
+    }
+    this.ctx.evidence.get(nonce, limiter).then(
+      (bundle) => {
+        this.ctx.stats.evidenceServed++;
+        const body = encodeWireMessage({ t: 'evidence', bundle });
+        this.ctx.logger.log('debug', 'evidence.served', { conn, bytesOut: body.byteLength });
+        res.writeHead(200, { 'content-type': CBOR_TYPE, 'content-length': body.byteLength, 'cache-control': 'no-store' });
+        res.end(body);
+      },
+      (err: unknown) => {
+        const code = asCloisterError(err, 'ATTESTER_FAILED').code;
+        this.ctx.stats.count(code);
+        this.ctx.logger.log('warn', 'evidence.rejected', { conn, code });
+        sendError(res, code);
+      },
+    );
+  }
+
+  private sealed(req: IncomingMessage, res: ServerResponse): void {
+    const { limits, stats, logger } = this.ctx;
+    const conn = this.connOf(req.socket);
+    const declared = Number(req.headers['content-length'] ?? '0');
+    if (declared > limits.maxRequestBytes) {
+      stats.sealedRequestsReceived++;
+      stats.count('LIMIT_EXCEEDED');
+      logger.log('info', 'request.rejected', { conn, code: 'LIMIT_EXCEEDED', bytesIn: declared });
+      res.setHeader('connection', 'close');
+      sendError(res, 'LIMIT_EXCEEDED');
+      req.resume();
+      return;
+    }
+    if (stats.inFlight >= limits.maxInFlightTotal) {
+      stats.sealedRequestsReceived++;
+      stats.count('OVERLOADED');
+      logger.log('info', 'request.rejected', { conn, code: 'OVERLOADED', inFlight: stats.inFlight });
+      sendError(res, 'OVERLOADED');
+      req.resume();
+      return;
+    }
+    stats.inFlight++;
+    const abort = new AbortController();
+    res.on('close', () => {
+      if (!res.writableFinished) abort.abort();
+    });
+    const parts: Buffer[] = [];
+    let size = 0;
+    let done = false;
+    const finish = (): void => {
+      if (!done) {
+        done = true;
+        stats.inFlight--;
+      }
+    };
+    req.on('data', (chunk: Buffer) => {
+      if (done) return;
+      size += chunk.byteLength;
+      if (size > limits.maxRequestBytes) {
+        // Chunked uploads have no declared length: bound what we buffer as it arrives.
+        stats.sealedRequestsReceived++;
+        stats.count('LIMIT_EXCEEDED');
+        logger.log('info', 'request.rejected', { conn, code: 'LIMIT_EXCEEDED', bytesIn: size });
+        finish();
+        res.setHeader('connection', 'close');
+        sendError(res, 'LIMIT_EXCEEDED');
+        parts.length = 0;
+        return;
+      }
+      parts.push(chunk);
+    });
+    req.on('error', () => {
+      finish();
+      abort.abort();
+    });
+    req.on('end', () => {
+      if (done) return;
+      const body = new Uint8Array(Buffer.concat(parts, size));
+      parts.length = 0;
+      const out = {
+        write: (bytes: Uint8Array): Promise<void> => {
+          if (abort.signal.aborted) return Promise.resolve();
+          if (!res.headersSent) {
+            res.writeHead(200, { 'content-type': CHUNKED_RESPONSE_TYPE, 'cache-control': 'no-store' });
+          }
+          if (res.write(bytes)) return Promise.resolve();
+          stats.backpressureWaits++;
+          return new Promise<void>((resolve) => {
+            const go = (): void => {
+              res.off('drain', go);
+              res.off('close', go);
+              resolve();
+            };
+            res.on('drain', go);
+            res.on('close', go);
+          });
+        },
+        end: () => {
+          res.end();
+        },
+        fail: (code: ErrorCode) => sendError(res, code),
+      };
+      handleSealedRequest(this.ctx.handlerDeps, body, out, { conn, signal: abort.signal })
+        .catch(() => undefined)
+        .finally(() => {
+          finish();
+          if (!res.writableEnded) res.destroy();
+        });
+    });
+  }
+}

@@ -1,0 +1,177 @@
+/**
+ * WebSocket transport (PROTOCOL.md section 5): one CBOR wire message per binary frame, many
+ * sealed requests multiplexed by client-chosen stream id, cancel, and backpressure.
+ *
+ * Backpressure: every frame sent is counted until `ws` reports it written to the socket.
+ * While more than `highWaterMarkBytes` are queued, request handlers stop pulling their
+ * engine's output (their `write` waits) and the connection stops reading new frames
+ * (`ws.pause()`), so a client that does not read cannot make the server buffer without bound.
+ */
+import type { WebSocket } from 'ws';
+import { asCloisterError, wireCodeOf } from '../../errors.js';
+import type { ErrorCode } from '../../errors.js';
+import { decodeWireMessage, encodeWireMessage } from '../../protocol/wire.js';
+import type { WireMessage } from '../../protocol/wire.js';
+import type { ServerContext } from '../context.js';
+import { handleSealedRequest } from '../handler.js';
+import type { SlidingWindowLimiter } from '../rate-limit.js';
+
+export class WsSession {
+  private readonly streams = new Map<number, AbortController>();
+  private queuedBytes = 0;
+  private drainWaiters: (() => void)[] = [];
+  private closed = false;
+  private paused = false;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private readonly evidenceLimiter: SlidingWindowLimiter;
+
+  constructor(
+    private readonly ctx: ServerContext,
+    private readonly ws: WebSocket,
+    readonly conn: number,
+  ) {
+    this.evidenceLimiter = ctx.evidence.connectionLimiter();
+    ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
+    ws.on('close', (closeCode) => this.onClose(closeCode));
+    ws.on('error', () => {
+      // ws emits 'close' after 'error' (e.g. 1009 for a frame over maxPayload); count it here.
+      ctx.stats.framesRejected++;
+    });
+    this.armIdle();
+  }
+
+  private armIdle(): void {
+    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => {
+      if (this.streams.size > 0) {
+        this.armIdle();
+        return;
+      }
+      this.ctx.logger.log('info', 'conn.idle-timeout', { conn: this.conn });
+      this.ws.close(1000, 'idle');
+    }, this.ctx.limits.idleTimeoutMs);
+    this.idleTimer.unref();
+  }
+
+  private send(msg: WireMessage): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    const frame = encodeWireMessage(msg);
+    this.queuedBytes += frame.byteLength;
+    this.ws.send(frame, { binary: true }, () => {
+      this.queuedBytes -= frame.byteLength;
+      if (this.queuedBytes <= this.ctx.limits.highWaterMarkBytes) this.drained();
+    });
+    if (this.queuedBytes <= this.ctx.limits.highWaterMarkBytes) return Promise.resolve();
+    this.ctx.stats.backpressureWaits++;
+    if (!this.paused) {
+      this.paused = true;
+      this.ws.pause();
+      this.ctx.logger.log('debug', 'conn.backpressure', { conn: this.conn, bytesOut: this.queuedBytes });
+    }
+    return new Promise<void>((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  private drained(): void {
+    if (this.paused && !this.closed) {
+      this.paused = false;
+      this.ws.resume();
+    }
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  private sendError(code: ErrorCode, sid?: number): void {
+    void this.send(sid === undefined ? { t: 'err', code: wireCodeOf(code) } : { t: 'err', sid, code: wireCodeOf(code) });
+  }
+
+  private onMessage(data: unknown, isBinary: boolean): void {
+    this.armIdle();
+    let msg: WireMessage;
+    try {
+      if (!isBinary || !(data instanceof Buffer)) throw asCloisterError(new Error('text frame'), 'MALFORMED');
+      msg = decodeWireMessage(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    } catch (err) {
+      const code = asCloisterError(err, 'MALFORMED').code;
+      this.ctx.stats.framesRejected++;
+      this.ctx.stats.count(code);
+      this.ctx.logger.log('info', 'frame.rejected', { conn: this.conn, code, bytesIn: data instanceof Buffer ? data.byteLength : 0 });
+      this.sendError(code);
+      return;
+    }
+    switch (msg.t) {
+      case 'evidence-req':
+        this.onEvidenceRequest(msg.nonce);
+        return;
+      case 'req':
+        this.onRequest(msg.sid, msg.body);
+        return;
+      case 'cancel':
+        this.streams.get(msg.sid)?.abort();
+        return;
+      default:
+        // Server-to-client messages are not valid from a client.
+        this.ctx.stats.framesRejected++;
+        this.ctx.stats.count('PROTOCOL_VIOLATION');
+        this.sendError('PROTOCOL_VIOLATION');
+    }
+  }
+
+  private onEvidenceRequest(nonce: Uint8Array | undefined): void {
+    this.ctx.evidence.get(nonce, this.evidenceLimiter).then(
+      (bundle) => {
+        this.ctx.stats.evidenceServed++;
+        this.ctx.logger.log('debug', 'evidence.served', { conn: this.conn, bytesOut: bundle.evidence.byteLength });
+        void this.send({ t: 'evidence', bundle });
+      },
+      (err: unknown) => {
+        const code = asCloisterError(err, 'ATTESTER_FAILED').code;
+        this.ctx.stats.count(code);
+        this.ctx.logger.log('warn', 'evidence.rejected', { conn: this.conn, code });
+        this.sendError(code);
+      },
+    );
+  }
+
+  private onRequest(sid: number, body: Uint8Array): void {
+    const { stats, limits } = this.ctx;
+    let refuse: ErrorCode | undefined;
+    if (this.streams.has(sid)) refuse = 'PROTOCOL_VIOLATION';
+    else if (this.streams.size >= limits.maxInFlightPerConnection) refuse = 'LIMIT_EXCEEDED';
+    else if (stats.inFlight >= limits.maxInFlightTotal) refuse = 'OVERLOADED';
+    if (refuse !== undefined) {
+      stats.sealedRequestsReceived++;
+      stats.count(refuse);
+      this.ctx.logger.log('info', 'request.rejected', { conn: this.conn, sid, code: refuse, inFlight: stats.inFlight });
+      this.sendError(refuse, sid);
+      return;
+    }
+    const abort = new AbortController();
+    this.streams.set(sid, abort);
+    stats.inFlight++;
+    const out = {
+      write: (bytes: Uint8Array) => (abort.signal.aborted ? Promise.resolve() : this.send({ t: 'res', sid, body: bytes })),
+      end: () => {
+        if (!abort.signal.aborted) void this.send({ t: 'end', sid });
+      },
+      fail: (code: ErrorCode) => this.sendError(code, sid),
+    };
+    handleSealedRequest(this.ctx.handlerDeps, body, out, { conn: this.conn, sid, signal: abort.signal })
+      .catch(() => undefined)
+      .finally(() => {
+        stats.inFlight--;
+        if (this.streams.get(sid) === abort) this.streams.delete(sid);
+        this.armIdle();
+      });
+  }
+
+  private onClose(closeCode: number): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
+    for (const abort of this.streams.values()) abort.abort();
+    this.drained();
+    this.ctx.stats.connectionsOpen--;
+    this.ctx.logger.log('info', 'conn.close', { conn: this.conn, closeCode });
+  }
+}

@@ -1,0 +1,107 @@
+import { describe, expect, it } from 'vitest';
+import { decodeWireMessage, encodeWireMessage, MAX_STREAM_ID } from '../../src/protocol/wire.js';
+import type { WireMessage } from '../../src/protocol/wire.js';
+import { CloisterError } from '../../src/errors.js';
+
+function code(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    return err instanceof CloisterError ? err.code : 'not-a-cloister-error';
+  }
+  return 'no-error';
+}
+
+const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
+
+describe('wire messages', () => {
+  const samples: WireMessage[] = [
+    { t: 'evidence-req' },
+    { t: 'evidence-req', nonce: new Uint8Array(64).fill(7) },
+    { t: 'evidence', bundle: { platform: 'simulated', evidence: Uint8Array.of(1, 2), keyConfig: Uint8Array.of(3) } },
+    { t: 'evidence', bundle: { platform: 'sev-snp', evidence: Uint8Array.of(1), keyConfig: Uint8Array.of(3), certificates: Uint8Array.of(9) } },
+    { t: 'req', sid: 0, body: new Uint8Array(300).fill(1) },
+    { t: 'res', sid: MAX_STREAM_ID, body: new Uint8Array(0) },
+    { t: 'end', sid: 23 },
+    { t: 'cancel', sid: 24 },
+    { t: 'err', code: 'DECRYPT_FAILED' },
+    { t: 'err', sid: 70000, code: 'OVERLOADED' },
+  ];
+  it('round-trips every message type', () => {
+    for (const m of samples) expect(decodeWireMessage(encodeWireMessage(m))).toEqual(m);
+  });
+
+  it('encodes deterministically with sorted keys', () => {
+    // {"t":"end","sid":1}: keys sorted bytewise by encoding: "t" (0x61 0x74) < "sid" (0x63 ...)
+    expect(Buffer.from(encodeWireMessage({ t: 'end', sid: 1 })).toString('hex')).toBe('a2617463656e6463736964' + '01');
+  });
+
+  it('does not alias input buffers', () => {
+    const frame = encodeWireMessage({ t: 'req', sid: 1, body: Uint8Array.of(5, 6, 7) });
+    const m = decodeWireMessage(frame);
+    frame.fill(0);
+    expect(m).toEqual({ t: 'req', sid: 1, body: Uint8Array.of(5, 6, 7) });
+  });
+
+  it('rejects trailing bytes, truncation and garbage', () => {
+    const good = encodeWireMessage({ t: 'req', sid: 1, body: Uint8Array.of(1, 2, 3) });
+    expect(code(() => decodeWireMessage(Uint8Array.of(...good, 0)))).toBe('MALFORMED');
+    for (let i = 0; i < good.byteLength; i++) expect(code(() => decodeWireMessage(good.subarray(0, i)))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(hex('ff ff ff')))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(new Uint8Array(0)))).toBe('MALFORMED');
+  });
+
+  it('rejects unknown types, unknown fields, missing fields and wrong field types', () => {
+    const enc = (entries: [string, string | number | Uint8Array | boolean][]): Uint8Array => {
+      // hand-rolled map of short keys/values for negative cases
+      const parts: number[] = [0xa0 + entries.length];
+      for (const [k, v] of entries) {
+        parts.push(0x60 + k.length, ...Buffer.from(k));
+        if (typeof v === 'string') parts.push(0x60 + v.length, ...Buffer.from(v));
+        else if (typeof v === 'number') parts.push(v);
+        else if (typeof v === 'boolean') parts.push(v ? 0xf5 : 0xf4);
+        else parts.push(0x40 + v.byteLength, ...v);
+      }
+      return Uint8Array.from(parts);
+    };
+    expect(decodeWireMessage(enc([['t', 'end'], ['sid', 1]]))).toEqual({ t: 'end', sid: 1 });
+    expect(code(() => decodeWireMessage(enc([['t', 'nope'], ['sid', 1]])))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(enc([['t', 'end'], ['sid', 1], ['x', 1]])))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(enc([['t', 'end']])))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(enc([['t', 'end'], ['sid', 'a']])))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(enc([['t', 'end'], ['sid', true]])))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(enc([['t', 'req'], ['sid', 1], ['body', 'text']])))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(enc([['t', 'err'], ['code', 'NOPE']])))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(enc([['t', 'evidence-req'], ['nonce', new Uint8Array(65)]])))).toBe('MALFORMED');
+    // duplicate key
+    expect(code(() => decodeWireMessage(enc([['t', 'end'], ['sid', 1], ['sid', 2]])))).toBe('MALFORMED');
+  });
+
+  it('rejects non-shortest heads, indefinite lengths, tags, floats, negative ints and deep nesting', () => {
+    // {"t":"end","sid": 24-as-uint16}
+    expect(code(() => decodeWireMessage(hex('a2 6174 63656e64 63736964 19 0018')))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(hex('a2 6174 63656e64 63736964 18 05')))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(hex('bf 6174 63656e64 63736964 01 ff')))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(hex('a2 6174 63656e64 63736964 c1 01')))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(hex('a2 6174 63656e64 63736964 f9 3c00')))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(hex('a2 6174 63656e64 63736964 20')))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(hex('a2 6174 63656e64 63736964 1b 0000000100000000')))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(hex('a1 6161 a1 6161 a1 6161 01')))).toBe('MALFORMED');
+    // invalid UTF-8 in a text string
+    expect(code(() => decodeWireMessage(hex('a1 6174 62 c328')))).toBe('MALFORMED');
+    // a top-level non-map
+    expect(code(() => decodeWireMessage(hex('01')))).toBe('MALFORMED');
+  });
+
+  it('rejects a bad evidence bundle', () => {
+    const good = encodeWireMessage({ t: 'evidence', bundle: { platform: 'nitro', evidence: Uint8Array.of(1), keyConfig: Uint8Array.of(2) } });
+    const bad = Buffer.from(good).toString('hex').replace(Buffer.from('nitro').toString('hex'), Buffer.from('nitrx').toString('hex'));
+    expect(code(() => decodeWireMessage(hex(bad)))).toBe('MALFORMED');
+  });
+
+  it('refuses to encode invalid messages', () => {
+    expect(code(() => encodeWireMessage({ t: 'end', sid: -1 }))).toBe('INVALID_ARGUMENT');
+    expect(code(() => encodeWireMessage({ t: 'end', sid: MAX_STREAM_ID + 1 }))).toBe('INVALID_ARGUMENT');
+    expect(code(() => encodeWireMessage({ t: 'evidence-req', nonce: new Uint8Array(65) }))).toBe('INVALID_ARGUMENT');
+  });
+});
