@@ -14,7 +14,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, mkdirSync, writeFileSync, existsSync, readFileSync } from 'node:fs';
-import { basename, join, resolve } from 'node:path';
+import { basename, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
 import {
@@ -95,6 +95,10 @@ export async function buildEnclave(argv, { env = process.env, log = (s) => conso
   const modelDir = values['model-dir'];
   const modelAbs = resolve(repoRoot, modelDir);
   if (!existsSync(modelAbs)) throw new ToolError(`model directory ${modelDir} does not exist`);
+  const modelRel = relative(repoRoot, modelAbs).split(sep).join('/');
+  if (modelRel === '' || modelRel.startsWith('..') || isAbsolute(modelRel)) {
+    throw new ToolError(`model directory ${modelDir} must be inside the repository (the docker build context)`);
+  }
   const modelName = values['model-name'] ?? basename(modelAbs);
   const epoch = values['source-date-epoch'] ?? env.SOURCE_DATE_EPOCH ?? (await gitEpoch(env));
   if (epoch === undefined || !/^\d+$/.test(epoch)) throw new ToolError('no SOURCE_DATE_EPOCH: pass --source-date-epoch or build from a git checkout');
@@ -112,7 +116,7 @@ export async function buildEnclave(argv, { env = process.env, log = (s) => conso
     '--tag', values.tag,
     '--no-cache',
     '--build-arg', `NODE_IMAGE=${nodeImage}`,
-    '--build-arg', `MODEL_DIR=${modelDir}`,
+    '--build-arg', `MODEL_DIR=${modelRel}`,
     '--build-arg', `SOURCE_DATE_EPOCH=${epoch}`,
     ...(values['debian-snapshot'] ? ['--build-arg', `DEBIAN_SNAPSHOT=${values['debian-snapshot']}`] : []),
     repoRoot,

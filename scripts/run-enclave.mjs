@@ -87,6 +87,8 @@ export async function runEnclave(argv, { env = process.env, log = (s) => console
     values['relay-bin'] !== undefined ? [values['relay-bin']] : [process.execPath, join(repoRoot, 'dist', 'cli', 'main.js')];
   if (values['no-relay']) {
     log(`cloister: start the relay with: ${[relayCmd, ...relayPrefix, ...relayArgs].join(' ')}`);
+    // In debug mode stay attached to the console until it closes.
+    await Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null ? r() : (c.once('exit', r), c.once('error', r))))));
     return 0;
   }
 

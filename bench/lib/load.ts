@@ -24,15 +24,20 @@ export interface OpResult {
   readonly samples?: Readonly<Record<string, number>>;
 }
 
+function isOpResult(v: unknown): v is OpResult {
+  return typeof v === 'object' && v !== null && ('units' in v || 'samples' in v);
+}
+
 /**
- * Run `op` with `concurrency` workers for `durationMs`; operations started before the
+ * Run `op` with `concurrency` workers for `durationMs` (an op may return an OpResult to
+ * report work units or extra samples); operations started before the
  * deadline finish and are counted. An operation that throws aborts the loop: a benchmark
  * never reports numbers that include failed requests.
  */
 export async function closedLoop(
   concurrency: number,
   durationMs: number,
-  op: (worker: number) => Promise<OpResult | void>,
+  op: (worker: number) => Promise<unknown>,
 ): Promise<Measurement> {
   const latencies = new SampleBuffer();
   const extra = new Map<string, SampleBuffer>();
@@ -44,7 +49,8 @@ export async function closedLoop(
   const worker = async (id: number): Promise<void> => {
     while (performance.now() < deadline) {
       const t0 = performance.now();
-      const r = await op(id);
+      const result = await op(id);
+      const r = isOpResult(result) ? result : undefined;
       latencies.push(performance.now() - t0);
       ops++;
       if (r !== undefined) {

@@ -13,8 +13,13 @@ interface Command {
 
 const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
   eif: () => import('./commands/eif.js'),
+  gateway: () => import('./commands/gateway.js'),
   relay: () => import('./commands/relay.js'),
   verify: async () => import('./commands/verify.js'),
+  serve: () => import('./commands/serve.js'),
+  infer: () => import('./commands/infer.js'),
+  attest: () => import('./commands/attest.js'),
+  policy: () => import('./commands/policy.js'),
 };
 
 function usage(): string {

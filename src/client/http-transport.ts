@@ -75,15 +75,18 @@ export class HttpClientTransport implements ClientTransport {
   }
 
   exchange(sealed: Uint8Array, signal?: AbortSignal): SealedExchange {
-    const transport = this;
-    async function* pieces(): AsyncGenerator<Uint8Array> {
-      const res = await transport.fetch('/v1/sealed', {
+    return { mode: 'stream', pieces: this.pieces(sealed, signal) };
+  }
+
+  private async *pieces(sealed: Uint8Array, signal: AbortSignal | undefined): AsyncGenerator<Uint8Array> {
+    {
+      const res = await this.fetch('/v1/sealed', {
         method: 'POST',
         headers: { 'content-type': 'message/ohttp-chunked-req' },
         body: sealed,
         ...(signal === undefined ? {} : { signal }),
       });
-      if (res.status !== 200) throw await errorOf(res, transport.max);
+      if (res.status !== 200) throw await errorOf(res, this.max);
       if (res.headers.get('content-type') !== CHUNKED_RESPONSE_TYPE || res.body === null) {
         throw new CloisterError('PROTOCOL_VIOLATION', 'unexpected response type');
       }
@@ -106,7 +109,6 @@ export class HttpClientTransport implements ClientTransport {
         if (signal?.aborted !== true) await res.body.cancel().catch(() => undefined);
       }
     }
-    return { mode: 'stream', pieces: pieces() };
   }
 
   async close(): Promise<void> {

@@ -171,16 +171,19 @@ export class WsClientTransport implements ClientTransport {
   exchange(sealed: Uint8Array, signal?: AbortSignal): SealedExchange {
     const sid = this.nextSid;
     this.nextSid = this.nextSid >= MAX_STREAM_ID ? 1 : this.nextSid + 1;
+    return { mode: 'frames', pieces: this.pieces(sid, sealed, signal) };
+  }
+
+  private async *pieces(sid: number, sealed: Uint8Array, signal: AbortSignal | undefined): AsyncGenerator<Uint8Array> {
     const s = new Stream();
-    const transport = this;
-    async function* pieces(): AsyncGenerator<Uint8Array> {
-      if (transport.failure !== undefined) throw transport.failure;
+    {
+      if (this.failure !== undefined) throw this.failure;
       if (signal?.aborted === true) throw new CloisterError('CANCELLED');
-      transport.streams.set(sid, s);
+      this.streams.set(sid, s);
       const onAbort = (): void => {
-        if (transport.streams.delete(sid)) {
+        if (this.streams.delete(sid)) {
           try {
-            transport.send({ t: 'cancel', sid });
+            this.send({ t: 'cancel', sid });
           } catch {
             // connection already gone
           }
@@ -190,11 +193,11 @@ export class WsClientTransport implements ClientTransport {
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       try {
-        transport.send({ t: 'req', sid, body: sealed });
+        this.send({ t: 'req', sid, body: sealed });
         for (;;) {
           const piece = s.pieces.shift();
           if (piece !== undefined) {
-            transport.consumed(piece.byteLength);
+            this.consumed(piece.byteLength);
             yield piece;
             continue;
           }
@@ -206,19 +209,18 @@ export class WsClientTransport implements ClientTransport {
         }
       } finally {
         signal?.removeEventListener('abort', onAbort);
-        for (const p of s.pieces.splice(0)) transport.consumed(p.byteLength);
-        if (transport.streams.get(sid) === s) {
+        for (const p of s.pieces.splice(0)) this.consumed(p.byteLength);
+        if (this.streams.get(sid) === s) {
           // The consumer stopped early (break / throw): tell the server to stop.
-          transport.streams.delete(sid);
+          this.streams.delete(sid);
           try {
-            transport.send({ t: 'cancel', sid });
+            this.send({ t: 'cancel', sid });
           } catch {
             // connection already gone
           }
         }
       }
     }
-    return { mode: 'frames', pieces: pieces() };
   }
 
   async close(): Promise<void> {

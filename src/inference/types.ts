@@ -39,8 +39,17 @@ export interface RunOptions {
   readonly signal: AbortSignal;
 }
 
+/** An external engine's identity, for the key config's `engine` field (PROTOCOL.md section 1, key 13). */
+export interface EngineIdentity {
+  readonly kind: string;
+  readonly model: string;
+  readonly imageDigest?: string;
+}
+
 export interface Engine {
   readonly kind: string;
+  /** Present on engines that front an external server (upstream); goes into the key config. */
+  identity?(): EngineIdentity;
   /** Models served, known after `start()` resolves. */
   models(): readonly ModelInfo[];
   /** Load models, run start-up checks; rejects (fail closed) when the engine is unusable. */

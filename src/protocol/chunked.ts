@@ -155,8 +155,8 @@ abstract class ChunkReader {
   /** Consume the prefix; set up keys. */
   protected abstract onPrefix(prefix: Uint8Array): void;
   protected abstract open: OpenFn;
-  /** Called once per opened chunk (limits on totals). */
-  protected onChunk(_pt: Uint8Array): void {}
+  /** Called once per opened chunk with its plaintext length (limits on totals). */
+  protected abstract onChunk(plaintextLength: number): void;
 
   #guard<T>(mode: 'stream' | 'frames', fn: () => T): T {
     if (this.#state === 'failed') throw new CloisterError('PROTOCOL_VIOLATION', 'stream already failed');
@@ -189,7 +189,7 @@ abstract class ChunkReader {
   #emit(ct: Uint8Array, final: boolean): OpenedChunk {
     this.#countChunk();
     const plaintext = this.open(ct, final);
-    this.onChunk(plaintext);
+    this.onChunk(plaintext.byteLength);
     return { plaintext, final };
   }
 
@@ -355,6 +355,9 @@ export class ChunkedResponseOpener extends ChunkReader {
     return Math.max(this.#p.nn, this.#p.nk);
   }
 
+  // Chunks are handed out one by one; nothing accumulates, so there is no total to bound.
+  protected onChunk(): void {}
+
   protected onPrefix(responseNonce: Uint8Array): void {
     const { key, nonce } = deriveResponseKeys(this.#p, this.#context, CHUNKED_RESPONSE_LABEL, this.#enc, responseNonce);
     this.#key = key;
@@ -491,8 +494,8 @@ export class ChunkedRequestOpener extends ChunkReader {
     return this.#context.open(ct, final ? FINAL_AAD : EMPTY);
   };
 
-  protected override onChunk(pt: Uint8Array): void {
-    this.#total += pt.byteLength;
+  protected onChunk(plaintextLength: number): void {
+    this.#total += plaintextLength;
     if (this.#total > this.limits.maxMessageBytes) {
       throw new CloisterError('LIMIT_EXCEEDED', 'request plaintext exceeds maxMessageBytes', {
         detail: { limit: 'maxMessageBytes', value: this.limits.maxMessageBytes },

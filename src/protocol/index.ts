@@ -32,3 +32,30 @@ export type {
   SealedChunkedRequest,
   OpenedChunkedRequest,
 } from './chunked.js';
+export {
+  KEY_CONFIG_VERSION,
+  KEY_CONFIG_LIMITS,
+  encodeKeyConfig,
+  decodeKeyConfig,
+  keyConfigDigest,
+  sealTargetFromKeyConfig,
+} from './key-config.js';
+export type { KeyConfig, KeyConfigModel, KeyConfigEngine } from './key-config.js';
+export {
+  MESSAGE_VERSION,
+  OPERATIONS,
+  DEFAULT_MESSAGE_LIMITS,
+  REQUEST_ID_LENGTH,
+  RECEIPT_SIGNATURE_LENGTH,
+  encodeSealedRequest,
+  decodeSealedRequest,
+  encodeResponseChunk,
+  decodeResponseChunk,
+  ReceiptHasher,
+  generateReceiptKeyPair,
+  receiptPrivateKeyFromSeed,
+  signReceipt,
+  verifyReceipt,
+} from './messages.js';
+export type { Operation, SealedRequest, MessageLimits, ResponseChunk, ReceiptKeyPair } from './messages.js';
+export type { CborInput } from './cbor.js';

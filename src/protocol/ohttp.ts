@@ -179,7 +179,6 @@ export function decapsulateRequest(lookupKey: LookupKey, bytes: Uint8Array): Dec
   assertBytes(bytes, 'encapsulatedRequest');
   const { keyId, suite } = parseRequestHeader(bytes);
   const p = suiteParams(suite);
-  if (suite.kemId !== KEM_DHKEM_X25519_HKDF_SHA256) throw new CloisterError('UNSUPPORTED_SUITE');
   if (bytes.byteLength < REQUEST_HEADER_LENGTH + p.nenc + p.nt) throw new CloisterError('MALFORMED', 'encapsulated request too short');
   const key = lookupKey(keyId, suite);
   const hdr = bytes.subarray(0, REQUEST_HEADER_LENGTH);

@@ -99,42 +99,45 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
   const timer = setTimeout(() => timeout.abort(), deps.requestTimeoutMs);
   const signal = AbortSignal.any([ctx.signal, timeout.signal]);
 
-  const write = async (bytes: Uint8Array): Promise<void> => {
+  // Engine output stops at the deadline or on cancel; the error report after a deadline
+  // is still written (only a client cancel or disconnect stops it).
+  const write = async (bytes: Uint8Array, until: AbortSignal): Promise<void> => {
     bytesOut += bytes.byteLength;
-    await raceAbort(out.write(bytes), signal);
+    await raceAbort(out.write(bytes), until);
   };
-  const sealData = async (plaintext: Uint8Array): Promise<void> => {
+  const sealData = async (plaintext: Uint8Array, until: AbortSignal): Promise<void> => {
     receipt.update(plaintext);
     chunks++;
-    await write(sealer.sealChunk(plaintext));
+    await write(sealer.sealChunk(plaintext), until);
   };
-  const sealEnd = async (): Promise<void> => {
+  const sealEnd = async (until: AbortSignal): Promise<void> => {
     const signature = generation.signReceipt(receipt.message());
-    await write(sealer.sealFinal(encodeResponseChunk({ t: 'end', receipt: signature })));
+    await write(sealer.sealFinal(encodeResponseChunk({ t: 'end', receipt: signature })), until);
     out.end();
   };
+  let responseStarted = false;
 
   let code: ErrorCode | undefined;
   try {
-    await write(sealer.start());
+    await write(sealer.start(), signal);
+    responseStarted = true;
     const req = decodeSealedRequest(opened.plaintext, { maxRequestBytes: deps.maxRequestBytes });
     deps.replay.check(req.id, req.ts);
     const engine = deps.router.route(req.op, req.model);
-    const iterator = engine
-      .run({ op: req.op, model: req.model, input: req.input, params: req.params ?? {}, stream: req.stream }, { signal })
-      [Symbol.asyncIterator]();
+    const results = engine.run({ op: req.op, model: req.model, input: req.input, params: req.params ?? {}, stream: req.stream }, { signal });
+    const iterator = results[Symbol.asyncIterator]();
     try {
       for (;;) {
         const step = await raceAbort(iterator.next(), signal);
         if (step.done === true) break;
         // Engines yield plain JSON-like values; encodeCbor rejects anything else (ENGINE_FAILED).
-        await sealData(encodeResponseChunk({ t: 'data', data: step.value as CborInput }));
+        await sealData(encodeResponseChunk({ t: 'data', data: step.value as CborInput }), signal);
       }
     } finally {
       // Stop the engine's generator (it also sees `signal`); never wait on a stuck engine.
       if (signal.aborted) void Promise.resolve(iterator.return?.()).catch(() => undefined);
     }
-    await sealEnd();
+    await sealEnd(signal);
   } catch (err) {
     if (ctx.signal.aborted) {
       code = 'CANCELLED';
@@ -143,13 +146,12 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
       try {
         // The message is the generic text of the code: an engine error message could echo input.
         const wire = wireCodeOf(code);
-        await raceAbort(
-          (async () => {
-            await sealData(encodeResponseChunk({ t: 'error', code: wire, message: ERROR_CODES[wire] }));
-            await sealEnd();
-          })(),
-          ctx.signal,
-        );
+        if (!responseStarted) {
+          await write(sealer.start(), ctx.signal);
+          responseStarted = true;
+        }
+        await sealData(encodeResponseChunk({ t: 'error', code: wire, message: ERROR_CODES[wire] }), ctx.signal);
+        await sealEnd(ctx.signal);
       } catch {
         code = ctx.signal.aborted ? 'CANCELLED' : code;
       }

@@ -13,7 +13,7 @@ import type { Engine, ModelInfo } from '../inference/types.js';
 import type { ServerContext } from './context.js';
 import { EvidenceService } from './evidence.js';
 import type { HandlerDeps } from './handler.js';
-import { KeyManager } from './keys.js';
+import { DEFAULT_KEY_GRACE_MS, DEFAULT_KEY_ROTATION_INTERVAL_MS, KeyManager } from './keys.js';
 import type { KeyGeneration } from './keys.js';
 import { silentLogger } from './log.js';
 import type { Logger } from './log.js';
@@ -50,8 +50,7 @@ export interface ServerAddress {
   readonly path?: string;
 }
 
-export const DEFAULT_KEY_ROTATION_INTERVAL_MS = 60 * 60 * 1000;
-export const DEFAULT_KEY_GRACE_MS = 5 * 60 * 1000;
+export { DEFAULT_KEY_GRACE_MS, DEFAULT_KEY_ROTATION_INTERVAL_MS };
 
 /**
  * SHA-256 over the server's effective configuration (PROTOCOL.md section 1, key 9): limits,
@@ -101,10 +100,13 @@ export class CloisterServer {
     const keyRotationIntervalMs = options.keyRotationIntervalMs ?? DEFAULT_KEY_ROTATION_INTERVAL_MS;
     const keyGraceMs = options.keyGraceMs ?? DEFAULT_KEY_GRACE_MS;
     const digest = serverConfigDigest({ ...options, platform: options.attester.platform });
+    // The key config has one `engine` field (PROTOCOL.md section 1, key 13): the first engine that fronts an external server.
+    const engineIdentity = options.engines.find((e) => e.identity !== undefined)?.identity?.();
     this.keys = new KeyManager({
       platform: options.attester.platform,
       models,
       configDigest: digest,
+      ...(engineIdentity === undefined ? {} : { engine: engineIdentity }),
       rotationIntervalMs: keyRotationIntervalMs,
       graceMs: keyGraceMs,
       now,

@@ -145,11 +145,12 @@ export function verifyNitroDocumentDetailed(bytes: Uint8Array, options: VerifyNi
   if (trustedRoots.length === 0) throw new CloisterError('INVALID_ARGUMENT', 'no trusted root given');
 
   const steps: VerificationStep[] = [];
-  let claims: VerifiedClaims | undefined;
-  let document: NitroDocument | undefined;
+  // Set once the cryptographic stages passed.
+  const verified: { claims?: VerifiedClaims; document?: NitroDocument } = {};
 
   const finish = (): NitroVerification => {
     const ok = steps.every((s) => s.ok);
+    const { claims, document } = verified;
     const report: VerificationReport =
       claims === undefined
         ? { ok, platform, simulated: platform === 'simulated', steps }
@@ -223,8 +224,8 @@ export function verifyNitroDocumentDetailed(bytes: Uint8Array, options: VerifyNi
   ) {
     return finish();
   }
-  document = d;
-  claims = claimsOf(d, platform, chain.certificates);
+  verified.document = d;
+  verified.claims = claimsOf(d, platform, chain.certificates);
 
   // 5. freshness: the NSM timestamp against the verification time, and inside the leaf's validity.
   if (

@@ -68,7 +68,7 @@ export function parseCertTable(bytes: Uint8Array, limits: CertTableLimits = {}):
       detail: { limit: 'maxTableBytes', max: lim.maxTableBytes, actual: bytes.byteLength },
     });
   }
-  const b = bytes.slice();
+  const b = new Uint8Array(bytes); // a copy (Buffer#slice would alias)
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
   const raw: { guid: string; offset: number; length: number }[] = [];
   let pos = 0;

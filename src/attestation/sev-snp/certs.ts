@@ -88,7 +88,7 @@ export function parseAmdEndorsementKey(der: Uint8Array): AmdEndorsementKey {
       detail: { length: der.byteLength, max: MAX_EK_CERT_BYTES },
     });
   }
-  const copy = Buffer.from(der.slice());
+  const copy = Buffer.from(new Uint8Array(der));
   let certificate: X509Certificate;
   let parsed: Certificate;
   try {
@@ -226,7 +226,7 @@ export function verifyAmdChain(ek: AmdEndorsementKey, options: AmdChainOptions):
       intermediates: [new Uint8Array(issuer.raw)],
       trustedRoots: [new Uint8Array(ark.raw)],
       at: options.at,
-      ...(options.presentedArk === undefined ? {} : { presentedRoot: options.presentedArk.slice() }),
+      ...(options.presentedArk === undefined ? {} : { presentedRoot: new Uint8Array(options.presentedArk) }),
     });
     if (!result.ok) {
       throw new CloisterError(result.code, `AMD chain: ${result.message}`, { detail: { product: set.product } });

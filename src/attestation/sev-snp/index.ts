@@ -1,5 +1,5 @@
 /** AMD SEV-SNP: report parsing, AMD chain, policy, verification. */
-export { verifySevSnpEvidence } from './verify.js';
+export { verifySevSnpEvidence, checkSnpTcbAndChipId } from './verify.js';
 export type { SevSnpVerifyOptions } from './verify.js';
 export { parseSevSnpPolicy, sevSnpPolicy, checkSevSnpPolicy, describeSnpGuestPolicy } from './policy.js';
 export type { SevSnpPolicy } from './policy.js';

@@ -81,7 +81,7 @@ export class KdsClient {
   async fetchVcek(req: VcekRequest): Promise<Uint8Array> {
     const url = kdsVcekUrl(req, this.#opts.baseUrl);
     const cached = this.#cache.get(url);
-    if (cached !== undefined) return cached.slice();
+    if (cached !== undefined) return new Uint8Array(cached);
     const failed = this.#failedAt.get(url);
     if (failed !== undefined && this.#opts.now() - failed < this.#opts.cooldownMs) {
       throw new CloisterError('RATE_LIMITED', 'AMD KDS fetch for this VCEK failed recently; cooling down');
@@ -100,7 +100,7 @@ export class KdsClient {
         const oldest = this.#cache.keys().next().value;
         if (oldest !== undefined) this.#cache.delete(oldest);
       }
-      this.#cache.set(url, body.slice());
+      this.#cache.set(url, new Uint8Array(body));
       this.#failedAt.delete(url);
       return body;
     } catch (err) {

@@ -119,7 +119,7 @@ export function parseSnpReport(bytes: Uint8Array): SnpReport {
     throw malformed('SEV-SNP report must be exactly 0x4A0 bytes', { length: bytes.byteLength });
   }
   // Work on a private copy: the caller may reuse or mutate its buffer while we read.
-  const b = slice(bytes, 0, SNP_REPORT_SIZE);
+  const b = new Uint8Array(bytes); // a copy: Buffer#slice would alias the caller's memory
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
 
   const version = dv.getUint32(0x00, true);

@@ -30,8 +30,11 @@ import { verifySnpReportSignature } from './signature.js';
 import { decodeTcb, encodeTcb, type SnpProduct, type SnpTcbParts } from './tcb.js';
 
 export interface SevSnpVerifyOptions {
-  /** The client policy ("sev-snp" section, parsed). Required: nothing is accepted without one. */
-  readonly policy: SevSnpPolicy;
+  /**
+   * The client policy ("sev-snp" section, parsed). Required. The literal 'none' is for raw
+   * evidence inspection (CLI without --policy): the policy step then reads "skipped".
+   */
+  readonly policy: SevSnpPolicy | 'none';
   /** Verification instant for certificate validity. Default: now. */
   readonly at?: Date;
   /** The client's nonce, bound into report_data together with the bundle's key config. */
@@ -66,7 +69,7 @@ interface Certs {
 function certsFromBundle(bytes: Uint8Array | undefined, report: SnpReport, limits: CertTableLimits | undefined): Certs {
   if (bytes === undefined || bytes.byteLength === 0) return {};
   // A bare DER certificate starts with a SEQUENCE tag; a certificate table starts with a GUID.
-  if (bytes[0] === DER_SEQUENCE && (bytes[1] ?? 0) >= 0x80) return { ek: bytes.slice() };
+  if (bytes[0] === DER_SEQUENCE && (bytes[1] ?? 0) >= 0x80) return { ek: new Uint8Array(bytes) };
   const out: Certs = {};
   for (const e of parseCertTable(bytes, limits)) {
     if (e.guid === SNP_CERT_GUIDS.VCEK && report.signingKey === 'vcek') out.ek = e.data;
@@ -81,8 +84,11 @@ function tcbObject(t: SnpTcbParts): Record<string, number> {
   return { ...(t.fmc === undefined ? {} : { fmc: t.fmc }), bootloader: t.bootloader, tee: t.tee, snp: t.snp, microcode: t.microcode };
 }
 
-/** reported_tcb must equal the endorsement key's TCB, byte for byte in the product layout. */
-function checkTcbAndChip(report: SnpReport, ek: AmdEndorsementKey, product: SnpProduct): SnpTcbParts {
+/**
+ * reported_tcb must equal the endorsement key's TCB, byte for byte in the product layout, and
+ * chip_id must equal the VCEK hwID (unless MASK_CHIP_KEY). Returns the decoded reported TCB.
+ */
+export function checkSnpTcbAndChipId(report: SnpReport, ek: AmdEndorsementKey, product: SnpProduct): SnpTcbParts {
   if (ek.tcb.reserved.some((x) => x !== 0)) {
     throw new CloisterError('TCB_MISMATCH', 'endorsement key sets reserved TCB components');
   }
@@ -189,7 +195,7 @@ export async function verifySevSnpEvidence(bundle: EvidenceBundle, options: SevS
   try {
     const chain = verifyAmdChain(ek, {
       at,
-      products: options.policy.products,
+      ...(options.policy === 'none' ? {} : { products: options.policy.products }),
       ...(options.roots === undefined ? {} : { roots: options.roots }),
       ...(certs.ark === undefined ? {} : { presentedArk: certs.ark }),
       ...(certs.ask === undefined ? {} : { presentedAsk: certs.ask }),
@@ -211,7 +217,7 @@ export async function verifySevSnpEvidence(bundle: EvidenceBundle, options: SevS
 
   let tcb: SnpTcbParts;
   try {
-    tcb = checkTcbAndChip(report, ek, product);
+    tcb = checkSnpTcbAndChipId(report, ek, product);
     steps.push(report.maskChipKey ? { step: 'tcb', ok: true, detail: 'chip_id masked by the host' } : { step: 'tcb', ok: true });
   } catch (err) {
     return fail('tcb', err, 'TCB_MISMATCH');
@@ -220,8 +226,12 @@ export async function verifySevSnpEvidence(bundle: EvidenceBundle, options: SevS
 
   let ok = true;
   try {
-    checkSevSnpPolicy(report, tcb, options.policy);
-    steps.push({ step: 'policy', ok: true });
+    if (options.policy === 'none') {
+      steps.push({ step: 'policy', ok: true, detail: 'skipped: no policy given (inspection only)' });
+    } else {
+      checkSevSnpPolicy(report, tcb, options.policy);
+      steps.push({ step: 'policy', ok: true });
+    }
   } catch (err) {
     const e = asCloisterError(err, 'POLICY_MISMATCH');
     steps.push({ step: 'policy', ok: false, code: e.code, detail: e.message });

@@ -107,7 +107,7 @@ export class PcsCollateralFetcher {
       timer = setTimeout(() => reject(new CloisterError('TIMEOUT', 'Intel PCS collateral fetch timed out')), this.#o.timeoutMs);
     });
     try {
-      const raw = await Promise.race([this.#o.fetchCollateral(this.#o.baseUrl, quote.slice()), timeout]);
+      const raw = await Promise.race([this.#o.fetchCollateral(this.#o.baseUrl, new Uint8Array(quote)), timeout]);
       const collateral = parseTdxCollateral(raw);
       if (this.#cache.size >= this.#o.maxCacheEntries) {
         const oldest = this.#cache.keys().next().value;

@@ -82,8 +82,7 @@ export function parseTdxPolicy(section: unknown): TdxPolicy {
     if (found === undefined) throw invalid(`unknown TCB status ${JSON.stringify(s)} (Revoked is never accepted)`, 'acceptedTcbStatuses');
     return found;
   });
-  const { mrTd: _mrTd, ...rest } = lists;
-  return { ...rest, mrTd, allowDebug, acceptedTcbStatuses };
+  return { ...lists, mrTd, allowDebug, acceptedTcbStatuses };
 }
 
 /** Build a policy in code with the fail-closed defaults. */

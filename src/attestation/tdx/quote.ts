@@ -141,7 +141,7 @@ export function parseTdxQuote(bytes: Uint8Array, limits: TdxQuoteLimits = {}): T
   if (bytes.byteLength > maxBytes) {
     throw new CloisterError('LIMIT_EXCEEDED', 'TDX quote is larger than allowed', { detail: { limit: 'maxQuoteBytes', max: maxBytes } });
   }
-  const r = new Reader(bytes.slice(), 'quote');
+  const r = new Reader(new Uint8Array(bytes), 'quote'); // a copy: Buffer#slice would alias
   const version = r.u16();
   if (version !== 4 && version !== 5) throw malformed('unsupported quote version', { version });
   const attestationKeyType = r.u16();

@@ -28,8 +28,12 @@ import { parseTdxQuote, TD_ATTRIBUTE, tdAttributeSet, type TdxQuote } from './qu
 import { INTEL_SGX_ROOT_CA_FINGERPRINT256, INTEL_SGX_ROOT_CA_PEM } from './roots.js';
 
 export interface TdxVerifyOptions {
-  /** The client policy ("tdx" section, parsed). Required. */
-  readonly policy: TdxPolicy;
+  /**
+   * The client policy ("tdx" section, parsed). Required. The literal 'none' is for raw
+   * evidence inspection (CLI without --policy): the policy step reads "skipped" and only
+   * UpToDate is accepted as TCB status.
+   */
+  readonly policy: TdxPolicy | 'none';
   /** Verification instant (collateral and certificate validity). Default: now. */
   readonly at?: Date;
   readonly nonce?: Uint8Array;
@@ -110,9 +114,11 @@ export async function verifyTdxEvidence(bundle: EvidenceBundle, options: TdxVeri
   const nowSecs = Math.floor(at.getTime() / 1000);
   if (!Number.isFinite(nowSecs)) return fail('decode', new CloisterError('INVALID_ARGUMENT', 'bad verification time'), 'INVALID_ARGUMENT');
 
+  // One snapshot of the attacker-supplied bytes, read by both parsers.
+  const evidence = new Uint8Array(bundle.evidence);
   let quote: TdxQuote;
   try {
-    quote = parseTdxQuote(bundle.evidence, {
+    quote = parseTdxQuote(evidence, {
       ...(options.maxQuoteBytes === undefined ? {} : { maxQuoteBytes: options.maxQuoteBytes }),
       ...(options.maxZeroPadding === undefined ? {} : { maxZeroPadding: options.maxZeroPadding }),
     });
@@ -131,7 +137,7 @@ export async function verifyTdxEvidence(bundle: EvidenceBundle, options: TdxVeri
       collateral = parseTdxCollateral(options.collateral, options.maxCollateralBytes);
       source = 'caller';
     } else if (options.pcs !== undefined) {
-      collateral = await options.pcs.fetch(bundle.evidence, quote.certificationData);
+      collateral = await options.pcs.fetch(evidence, quote.certificationData);
       source = 'Intel PCS';
     } else {
       throw new CloisterError('NOT_FOUND', 'no TDX collateral: none in the evidence and none given');
@@ -151,7 +157,7 @@ export async function verifyTdxEvidence(bundle: EvidenceBundle, options: TdxVeri
     const verifier = QuoteVerifier.newWithRootCa(Buffer.from(root.raw));
     let verified;
     try {
-      verified = verifier.verify(Buffer.from(bundle.evidence), collateral, nowSecs);
+      verified = verifier.verify(Buffer.from(evidence), collateral, nowSecs);
     } catch (err) {
       const message = err instanceof Error ? err.message : 'quote verification failed';
       throw new CloisterError(codeForQvlError(message), `TDX quote verification: ${message}`, { cause: err });
@@ -172,7 +178,7 @@ export async function verifyTdxEvidence(bundle: EvidenceBundle, options: TdxVeri
   const claims = claimsOf(quote, status, advisoryIds);
 
   let ok = true;
-  if (tcbStatusAccepted(status, options.policy)) {
+  if (options.policy === 'none' ? status === 'UpToDate' : tcbStatusAccepted(status, options.policy)) {
     steps.push({ step: 'tcb-status', ok: true, detail: advisoryIds.length > 0 ? `${status}; advisories ${advisoryIds.join(', ')}` : status });
   } else {
     steps.push({
@@ -185,8 +191,12 @@ export async function verifyTdxEvidence(bundle: EvidenceBundle, options: TdxVeri
   }
 
   try {
-    checkTdxPolicy(quote.report, options.policy);
-    steps.push({ step: 'policy', ok: true });
+    if (options.policy === 'none') {
+      steps.push({ step: 'policy', ok: true, detail: 'skipped: no policy given (inspection only)' });
+    } else {
+      checkTdxPolicy(quote.report, options.policy);
+      steps.push({ step: 'policy', ok: true });
+    }
   } catch (err) {
     const e = asCloisterError(err, 'POLICY_MISMATCH');
     steps.push({ step: 'policy', ok: false, code: e.code, detail: e.message });

@@ -30,7 +30,7 @@ function snpEvidence(report: Uint8Array, expected: Uint8Array): Uint8Array {
     throw new CloisterError('ATTESTER_FAILED', 'the SEV-SNP report from the kernel does not parse', { cause });
   }
   checkReportData(parsed.reportData, expected);
-  return report.slice();
+  return new Uint8Array(report);
 }
 
 /** SEV-SNP through configfs-tsm; certificates = the auxblob certificate table. */
@@ -46,8 +46,8 @@ export class SevSnpConfigfsAttester implements Attester {
     return {
       platform: 'sev-snp',
       evidence: snpEvidence(r.outblob, reportData),
-      keyConfig: request.keyConfig.slice(),
-      ...(r.auxblob === undefined ? {} : { certificates: r.auxblob.slice() }),
+      keyConfig: new Uint8Array(request.keyConfig),
+      ...(r.auxblob === undefined ? {} : { certificates: new Uint8Array(r.auxblob) }),
     };
   }
 }
@@ -67,8 +67,8 @@ export class SevSnpIoctlAttester implements Attester {
     return {
       platform: 'sev-snp',
       evidence: snpEvidence(r.report, reportData),
-      keyConfig: request.keyConfig.slice(),
-      ...(r.certs.byteLength === 0 ? {} : { certificates: r.certs.slice() }),
+      keyConfig: new Uint8Array(request.keyConfig),
+      ...(r.certs.byteLength === 0 ? {} : { certificates: new Uint8Array(r.certs) }),
     };
   }
 }
@@ -101,9 +101,9 @@ export class TdxConfigfsAttester implements Attester {
     const collateral = this.options.collateral === undefined ? undefined : await this.options.collateral();
     return {
       platform: 'tdx',
-      evidence: r.outblob.slice(),
-      keyConfig: request.keyConfig.slice(),
-      ...(collateral === undefined ? {} : { collateral: collateral.slice() }),
+      evidence: new Uint8Array(r.outblob),
+      keyConfig: new Uint8Array(request.keyConfig),
+      ...(collateral === undefined ? {} : { collateral: new Uint8Array(collateral) }),
     };
   }
 }

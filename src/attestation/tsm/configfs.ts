@@ -145,7 +145,7 @@ export class ConfigfsTsm {
     if (!(reportData instanceof Uint8Array) || reportData.byteLength !== TSM_INBLOB_BYTES) {
       return Promise.reject(new CloisterError('INVALID_ARGUMENT', 'configfs-tsm report data must be exactly 64 bytes'));
     }
-    const data = reportData.slice();
+    const data = new Uint8Array(reportData);
     // Serialize: one exchange at a time keeps the generation bookkeeping simple.
     const run = this.#queue.then(
       () => this.#withEntry((dir) => this.#exchange(dir, data)),

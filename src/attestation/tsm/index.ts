@@ -5,5 +5,5 @@ export { nativeSevGuestDevice, DEFAULT_SEV_GUEST_PATH } from './sev-guest.js';
 export type { SevGuestDevice } from './sev-guest.js';
 export { SevSnpConfigfsAttester, SevSnpIoctlAttester, TdxConfigfsAttester, TSM_PROVIDER_SEV, TSM_PROVIDER_TDX } from './attesters.js';
 export type { TdxConfigfsAttesterOptions } from './attesters.js';
-export { detectPlatform } from './detect.js';
-export type { DetectedPlatform, DetectPlatformOptions, PlatformSource } from './detect.js';
+export { detectPlatform, createTeeAttester } from './detect.js';
+export type { CreateTeeAttesterOptions, DetectedPlatform, DetectPlatformOptions, PlatformSource } from './detect.js';

@@ -176,7 +176,8 @@ export function verifyCertificateChain(options: VerifyChainOptions): ChainResult
 
   let trusted: ParsedCertificate[];
   try {
-    trusted = options.trustedRoots.map((r) => parseCertificate(r, { maxBytes }));
+    // Trusted roots come from the caller, not the evidence: the evidence size limit does not apply.
+    trusted = options.trustedRoots.map((r) => parseCertificate(r, { maxBytes: Math.max(maxBytes, DEFAULT_MAX_CERTIFICATE_BYTES) }));
   } catch (cause) {
     throw new CloisterError('INVALID_ARGUMENT', 'a trusted root certificate does not parse', { cause });
   }

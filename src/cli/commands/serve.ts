@@ -22,6 +22,8 @@ import type { PlatformChoice } from '../../server/platform.js';
 import { CloisterServer, serverConfigDigest } from '../../server/server.js';
 import type { ListenTarget } from '../../server/server.js';
 import { one, parseArgs } from './args.js';
+import type { Engine } from '../../inference/types.js';
+import { UPSTREAM_SERVE_FLAGS, UPSTREAM_SERVE_USAGE, upstreamFromArgs } from '../../inference/upstream/index.js';
 
 export const summary = 'run the Cloister server (sealed, attested inference)';
 
@@ -35,7 +37,9 @@ const USAGE = `usage: cloister serve --model [name=]dir [--model ...] [--embedde
   --listen     TCP address (default 127.0.0.1:8443)
   --socket     Unix socket path instead of TCP (e.g. bridged to vsock in an enclave)
   --platform   TEE to attest with (default auto: detect, else SIMULATED with a warning)
-  --state-dir  where the simulated root and development policy are written (default .cloister)`;
+  --state-dir  where the simulated root and development policy are written (default .cloister)
+
+${UPSTREAM_SERVE_USAGE}`;
 
 function modelArg(arg: string, task?: OnnxModelConfig['task']): OnnxModelConfig {
   const eq = arg.indexOf('=');
@@ -59,7 +63,7 @@ const BAR = '='.repeat(78);
 
 export async function run(argv: string[]): Promise<number> {
   const args = parseArgs(argv, {
-    values: ['model', 'embedder', 'listen', 'socket', 'platform', 'state-dir', 'key-rotation-minutes', 'log-level'],
+    values: ['model', 'embedder', 'listen', 'socket', 'platform', 'state-dir', 'key-rotation-minutes', 'log-level', ...UPSTREAM_SERVE_FLAGS],
     multi: ['model', 'embedder'],
   });
   if (args.flags.has('help')) {
@@ -67,7 +71,8 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const models = [...(args.values.get('model') ?? []).map((m) => modelArg(m)), ...(args.values.get('embedder') ?? []).map((m) => modelArg(m, 'feature-extraction'))];
-  if (models.length === 0) throw new CloisterError('INVALID_ARGUMENT', `give at least one --model or --embedder\n\n${USAGE}`);
+  const upstream = upstreamFromArgs((name) => one(args, name));
+  if (models.length === 0 && upstream === undefined) throw new CloisterError('INVALID_ARGUMENT', `give at least one --model, --embedder or --upstream\n\n${USAGE}`);
   const platformArg = one(args, 'platform') ?? 'auto';
   if (platformArg !== 'auto' && !(PLATFORMS as readonly string[]).includes(platformArg)) {
     throw new CloisterError('INVALID_ARGUMENT', '--platform must be auto, simulated, nitro, sev-snp or tdx');
@@ -83,9 +88,14 @@ export async function run(argv: string[]): Promise<number> {
   if (!['debug', 'info', 'warn', 'error'].includes(level)) throw new CloisterError('INVALID_ARGUMENT', 'bad --log-level');
   const logger = createLogger({ minLevel: level });
 
-  const { OnnxEngine } = await import('../../inference/onnx/engine.js');
-  const engine = new OnnxEngine({ models });
-  await engine.start();
+  const engines: Engine[] = [];
+  if (models.length > 0) {
+    const { OnnxEngine } = await import('../../inference/onnx/engine.js');
+    engines.push(new OnnxEngine({ models }));
+  }
+  // The upstream start() waits for the engine and runs the canary: nothing listens before it passes.
+  if (upstream !== undefined) engines.push(upstream);
+  for (const e of engines) await e.start();
 
   const choice = platformArg as PlatformChoice;
   const probeChoice = choice;
@@ -95,17 +105,17 @@ export async function run(argv: string[]): Promise<number> {
   const { probePlatform } = await import('../../server/platform.js');
   const platform = probeChoice === 'auto' ? (probePlatform() ?? 'simulated') : probeChoice;
   const configDigest = serverConfigDigest({
-    engines: [engine],
+    engines,
     platform,
     ...(keyRotationIntervalMs === undefined ? {} : { keyRotationIntervalMs }),
   });
   const pa = await createPlatformAttester(platform, {
     configDigest,
-    modelDigests: [...engine.models()].sort((a, b) => (a.name < b.name ? -1 : 1)).map((m) => m.digest),
+    modelDigests: engines.flatMap((e) => [...e.models()]).sort((a, b) => (a.name < b.name ? -1 : 1)).map((m) => m.digest),
   });
 
   const server = new CloisterServer({
-    engines: [engine],
+    engines,
     attester: pa.attester,
     logger,
     ...(keyRotationIntervalMs === undefined ? {} : { keyRotationIntervalMs }),
@@ -124,7 +134,7 @@ export async function run(argv: string[]): Promise<number> {
       BAR,
       'WARNING: platform is SIMULATED. No TEE protects this server: evidence is signed by a',
       'locally generated root, keys live in an ordinary process. For development only.',
-      pa.fellBack ? '(no TEE device was found; --platform auto fell back to simulated)' : '',
+      ...(pa.fellBack ? ['(no TEE device was found: --platform auto fell back to simulated)'] : []),
       BAR,
       `simulated root:      ${rootPath}`,
       `development policy:  ${policyPath}`,
@@ -138,7 +148,7 @@ export async function run(argv: string[]): Promise<number> {
   const root = pa.simulated === undefined ? '' : ` --root ${resolve(stateDir, 'simulated-root.pem')}`;
   const policyArg = pa.simulated === undefined ? 'policy.json' : resolve(stateDir, 'policy.json');
   lines.push('', 'try:', `  cloister infer --url ${url} --policy ${policyArg}${root} --text "chest pain radiating to the left arm"`);
-  console.log(lines.filter((l, i) => l !== '' || i > 0).join('\n'));
+  console.log(lines.join('\n'));
 
   await new Promise<void>((done) => {
     const stop = (): void => {
@@ -150,6 +160,6 @@ export async function run(argv: string[]): Promise<number> {
     process.on('SIGTERM', stop);
   });
   await server.close();
-  await engine.close();
+  for (const e of engines) await e.close();
   return 0;
 }

@@ -17,6 +17,7 @@ import { parsePolicy } from '../../attestation/policy.js';
 import type { Policy } from '../../attestation/policy.js';
 import type { VerificationReport } from '../../attestation/types.js';
 import { pemToDerList } from '../../attestation/x509/certificate.js';
+import { SNP_TDX_OPTIONS, sevSnpHandler, tdxHandler } from './verify-snp-tdx.js';
 
 export const summary = 'verify attestation evidence from a file and print the verified claims';
 
@@ -42,6 +43,7 @@ const OPTIONS = {
   nonce: { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
+  ...SNP_TDX_OPTIONS,
 } as const satisfies ParseArgsConfig['options'];
 
 type ParsedValues = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true; strict: true }>>['values'];
@@ -118,6 +120,8 @@ function nitroLike(platform: 'nitro' | 'simulated'): PlatformHandler {
 const PLATFORMS: Readonly<Record<string, PlatformHandler>> = {
   nitro: nitroLike('nitro'),
   simulated: nitroLike('simulated'),
+  'sev-snp': sevSnpHandler,
+  tdx: tdxHandler,
 };
 
 function usage(): string {

@@ -28,7 +28,7 @@ import { CloisterError, asCloisterError } from '../../errors.js';
 import type { ErrorCode } from '../../errors.js';
 import { timingSafeEqualBytes } from '../../crypto/ct.js';
 import { isLoopbackHost } from '../../inference/upstream/target.js';
-import type { SealedRequest, SealedRequester } from '../openai/types.js';
+import type { SealedRequester } from '../openai/types.js';
 
 export interface GatewayOptions {
   /** The verified sealed client (the core SDK's `connect(...)` result). */
@@ -66,7 +66,7 @@ export interface Gateway {
 
 export const DEFAULT_GATEWAY_MAX_REQUEST_BYTES = 8 * 1024 * 1024;
 
-const ROUTES: Readonly<Record<string, { readonly method: 'GET' | 'POST'; readonly op: SealedRequest['op'] }>> = {
+const ROUTES: Readonly<Record<string, { readonly method: 'GET' | 'POST'; readonly op: 'chat' | 'completion' | 'embeddings' | 'models' }>> = {
   '/v1/chat/completions': { method: 'POST', op: 'chat' },
   '/v1/completions': { method: 'POST', op: 'completion' },
   '/v1/embeddings': { method: 'POST', op: 'embeddings' },
@@ -296,6 +296,8 @@ function sendError(res: ServerResponse, err: CloisterError, status?: number): vo
     res.destroy();
     return;
   }
+  // An unread request body stays on the socket: do not reuse the connection after a refusal.
+  if (err.code === 'LIMIT_EXCEEDED') res.setHeader('connection', 'close');
   // Attestation, crypto and protocol failures are the server's fault from the app's view.
   sendJson(res, status ?? STATUS[err.code] ?? 502, errorBody(err));
 }

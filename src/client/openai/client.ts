@@ -100,7 +100,7 @@ export function createOpenAIClient(sealed: SealedRequester, options: OpenAIClien
   };
 
   const call = async (
-    op: SealedRequest['op'],
+    op: 'chat' | 'completion' | 'embeddings' | 'models',
     body: Readonly<Record<string, unknown>>,
     stream: boolean,
     requestOptions: RequestOptions | undefined,

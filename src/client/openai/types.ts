@@ -3,6 +3,7 @@
  * through to the OpenAI-compatible engine inside the TEE unchanged (except `model`, which
  * the engine forces). Only the fields this facade reads are named; the rest ride along.
  */
+import type { Operation } from '../../inference/types.js';
 
 /** What the facade needs from the core SDK: its generic sealed request. */
 export interface SealedRequester {
@@ -11,12 +12,14 @@ export interface SealedRequester {
   models?(): readonly { readonly name: string; readonly task: string }[];
 }
 
+/** Shaped like the core SDK's RequestOptions (src/client/client.ts), so a CloisterClient fits. */
 export interface SealedRequest {
-  readonly op: 'chat' | 'completion' | 'embeddings' | 'models';
+  readonly op: Operation;
   readonly model: string;
+  /** A JSON-like value (the OpenAI body); it travels as CBOR inside the sealed request. */
   readonly input: unknown;
   readonly params?: Readonly<Record<string, unknown>>;
-  readonly stream: boolean;
+  readonly stream?: boolean;
   readonly signal?: AbortSignal;
 }
 

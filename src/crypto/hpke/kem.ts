@@ -13,9 +13,8 @@ import { hkdfExpand, hkdfExtract } from '../hkdf.js';
 import { KEM_DHKEM_X25519_HKDF_SHA256 } from './suite.js';
 
 const X25519_LEN = 32;
-// ASN.1 prefixes for raw X25519 keys (RFC 8410): PKCS#8 private key, SPKI public key.
+// ASN.1 prefix of a raw X25519 private key in PKCS#8 (RFC 8410).
 const PKCS8_PREFIX = Uint8Array.from(Buffer.from('302e020100300506032b656e04220420', 'hex'));
-const SPKI_PREFIX = Uint8Array.from(Buffer.from('302a300506032b656e032100', 'hex'));
 const ZERO_DH = new Uint8Array(X25519_LEN);
 const HPKE_V1 = utf8('HPKE-v1');
 // suite_id for the KEM = "KEM" || I2OSP(kem_id, 2) (RFC 9180 section 4.1).
@@ -31,15 +30,23 @@ export function privateKeyObject(raw: Uint8Array): KeyObject {
   return createPrivateKey({ key: Buffer.from(concatBytes(PKCS8_PREFIX, raw)), format: 'der', type: 'pkcs8' });
 }
 
-/** Deserialize a public key; any 32-byte string is a valid X25519 u-coordinate (RFC 7748). */
+/**
+ * Deserialize a public key; any 32-byte string is a valid X25519 u-coordinate (RFC 7748).
+ * JWK import/export is used on this hot path: in Node 20 it is several times faster than
+ * going through SPKI DER.
+ */
 export function publicKeyObject(raw: Uint8Array): KeyObject {
   assertBytes(raw, 'X25519 public key', X25519_LEN);
-  return createPublicKey({ key: Buffer.from(concatBytes(SPKI_PREFIX, raw)), format: 'der', type: 'spki' });
+  const x = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('base64url');
+  return createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x }, format: 'jwk' });
 }
 
 export function rawPublicKey(key: KeyObject): Uint8Array {
-  const spki = key.export({ format: 'der', type: 'spki' });
-  return copyBytes(spki.subarray(spki.byteLength - X25519_LEN));
+  const { x } = key.export({ format: 'jwk' });
+  if (typeof x !== 'string') throw new CloisterError('INTERNAL', 'X25519 key without x');
+  const raw = new Uint8Array(Buffer.from(x, 'base64url'));
+  if (raw.byteLength !== X25519_LEN) throw new CloisterError('INTERNAL', 'X25519 public key of the wrong length');
+  return raw;
 }
 
 function rawPrivateKey(key: KeyObject): Uint8Array {

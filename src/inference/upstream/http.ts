@@ -225,13 +225,13 @@ class ExchangeState {
     signal.addEventListener('abort', this.#onAbort, { once: true });
     this.#deadlineTimer = setTimeout(
       () => this.#trip(new CloisterError('TIMEOUT', 'upstream request exceeded requestTimeoutMs', { detail: { limit: 'requestTimeoutMs' } })),
-      Math.max(0, deadline - Date.now()),
+      clampDelay(deadline - Date.now()),
     );
   }
 
   arm(ms: number, make: () => CloisterError): void {
     this.clearTimer();
-    this.#timer = setTimeout(() => this.#trip(make()), ms);
+    this.#timer = setTimeout(() => this.#trip(make()), clampDelay(ms));
   }
 
   clearTimer(): void {
@@ -250,6 +250,11 @@ class ExchangeState {
     this.failure = err;
     this.onFailure?.(err);
   }
+}
+
+/** setTimeout fires at once for delays above 2^31 - 1 ms; clamp (about 24.8 days). */
+function clampDelay(ms: number): number {
+  return Math.min(Math.max(0, ms), 2 ** 31 - 1);
 }
 
 function cancelled(): CloisterError {

@@ -4,3 +4,4 @@ export type { EmbeddingsCanary, UpstreamEngineOptions, UpstreamIdentity, Upstrea
 export { SseParser, DEFAULT_MAX_EVENT_BYTES } from './sse.js';
 export type { SseEvent, SseParserOptions } from './sse.js';
 export { isLoopbackHost } from './target.js';
+export { UPSTREAM_SERVE_FLAGS, UPSTREAM_SERVE_USAGE, parseExpectation, upstreamFromArgs } from './cli-options.js';

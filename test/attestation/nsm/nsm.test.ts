@@ -218,7 +218,7 @@ describe('NitroAttester', () => {
   });
 });
 
-const vectorDir = resolve(process.cwd(), '..', 'shared', 'vectors', 'nitro');
+const vectorDir = new URL('../../../../shared/vectors/nitro', import.meta.url).pathname;
 const haveVectors = existsSync(resolve(vectorDir, 'nitro_blocky_sept2024.cbor'));
 if (!haveVectors) console.log('note: ../shared/vectors/nitro absent; skipping the real-document binding check');
 

@@ -170,7 +170,8 @@ describe.skipIf(!present)('TDX real vectors', () => {
     const quote = read('tdx_phala_v4_quote.bin');
     const policy = policyFor(quote);
     const bad = quote.slice();
-    bad[48 + 16 + 48 + 48 + 8 + 8 + 8] ^= 1; // first byte of MRTD
+    const mrTdOffset = 48 + 16 + 48 + 48 + 8 + 8 + 8;
+    bad[mrTdOffset] = (bad[mrTdOffset] ?? 0) ^ 1; // first byte of MRTD
     const res = await verifyTdxEvidence(bundle(bad, read('tdx_phala_v4_collateral.json')), {
       policy,
       at: new Date(Number(meta['now_used']) * 1000),

@@ -1,0 +1,43 @@
+#!/usr/bin/env node
+// `npm start`: run the server on the SIMULATED platform with the bundled demo models.
+// Builds the demo models first when they are missing (scripts/make-demo-model.mjs, which
+// uses the compiled library: `npm install` runs `npm run build` through `prepare`).
+// Extra arguments are passed to `cloister serve` (e.g. `npm start -- --listen 0.0.0.0:8443`).
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const repoRoot = fileURLToPath(new URL('..', import.meta.url));
+const cli = resolve(repoRoot, 'dist', 'cli', 'main.js');
+const demo = resolve(repoRoot, 'models', 'demo');
+const classifier = resolve(demo, 'classifier');
+const embedder = resolve(demo, 'embedder');
+
+function run(args) {
+  return new Promise((done) => {
+    const child = spawn(process.execPath, args, { stdio: 'inherit', cwd: repoRoot });
+    const forward = (sig) => child.kill(sig);
+    process.on('SIGINT', forward);
+    process.on('SIGTERM', forward);
+    child.on('exit', (code, signal) => {
+      process.off('SIGINT', forward);
+      process.off('SIGTERM', forward);
+      done(code ?? (signal === null ? 1 : 0));
+    });
+  });
+}
+
+if (!existsSync(cli)) {
+  console.error('dist/ is missing: run `npm run build` first (npm install does it through `prepare`).');
+  process.exit(1);
+}
+if (!existsSync(resolve(classifier, 'onnx', 'model.onnx')) || !existsSync(resolve(embedder, 'onnx', 'model.onnx'))) {
+  console.log('building the demo models (one-off, no network)...');
+  const code = await run([resolve(repoRoot, 'scripts', 'make-demo-model.mjs'), demo]);
+  if (code !== 0) process.exit(code);
+}
+const extra = process.argv.slice(2);
+const listen = extra.includes('--listen') || extra.includes('--socket') ? [] : ['--listen', '127.0.0.1:8443'];
+const platform = extra.includes('--platform') ? [] : ['--platform', 'simulated'];
+process.exitCode = await run([cli, 'serve', '--model', `classifier=${classifier}`, '--embedder', `embedder=${embedder}`, ...listen, ...platform, ...extra]);

@@ -1,0 +1,132 @@
+/**
+ * The SEV-SNP and TDX handlers of `cloister verify`:
+ *
+ *   cloister verify report.bin --platform sev-snp [--vcek vcek.der | --certs auxblob.bin]
+ *                              [--at ...] [--policy ...] [--report-data <hex> | --key-config <file> [--nonce <hex>]] [--json]
+ *   cloister verify quote.bin  --platform tdx --collateral collateral.json
+ *                              [--at ...] [--policy ...] [--report-data <hex> | --key-config <file> [--nonce <hex>]] [--json]
+ *
+ * Binding: with --report-data the report must carry exactly those 64 bytes; with
+ * --key-config it must carry SHA-512("cloister/attest/v1\0" || keyConfig || nonce); with
+ * neither, the binding step reads "skipped" (inspection of raw evidence). Without --policy
+ * the policy step reads "skipped" too, and only the vendor chain, signature and TCB checks
+ * decide the result.
+ */
+import { readFile, stat } from 'node:fs/promises';
+import { CloisterError } from '../../errors.js';
+import { fromHex } from '../../attestation/hex.js';
+import type { Policy } from '../../attestation/policy.js';
+import { verifySevSnpEvidence } from '../../attestation/sev-snp/index.js';
+import { verifyTdxEvidence } from '../../attestation/tdx/index.js';
+import type { VerificationReport } from '../../attestation/types.js';
+
+/** Largest --vcek / --certs / --collateral / --key-config file read. */
+export const MAX_SNP_TDX_AUX_FILE_BYTES = 1024 * 1024;
+
+/** Extra `parseArgs` options these handlers read; merge into the verify command's OPTIONS. */
+export const SNP_TDX_OPTIONS = {
+  vcek: { type: 'string' },
+  certs: { type: 'string' },
+  collateral: { type: 'string' },
+  'report-data': { type: 'string' },
+  'key-config': { type: 'string' },
+} as const;
+
+export interface SnpTdxValues {
+  readonly vcek?: string | undefined;
+  readonly certs?: string | undefined;
+  readonly collateral?: string | undefined;
+  readonly 'report-data'?: string | undefined;
+  readonly 'key-config'?: string | undefined;
+}
+
+/** Structurally the verify command's handler context. */
+export interface SnpTdxContext {
+  readonly evidence: Uint8Array;
+  readonly at: Date;
+  readonly policy: Policy | undefined;
+  readonly nonce: Uint8Array | undefined;
+  readonly values: SnpTdxValues;
+}
+
+export interface SnpTdxHandler {
+  readonly usage: string;
+  verify(ctx: SnpTdxContext): Promise<VerificationReport>;
+}
+
+async function readAux(path: string, what: string): Promise<Uint8Array> {
+  let size: number;
+  try {
+    size = (await stat(path)).size;
+  } catch (cause) {
+    throw new CloisterError('NOT_FOUND', `${what} ${path} cannot be read`, { cause });
+  }
+  if (size > MAX_SNP_TDX_AUX_FILE_BYTES) {
+    throw new CloisterError('LIMIT_EXCEEDED', `${what} ${path} is ${size} bytes; the limit is ${MAX_SNP_TDX_AUX_FILE_BYTES}`);
+  }
+  return new Uint8Array(await readFile(path));
+}
+
+interface Binding {
+  readonly keyConfig: Uint8Array;
+  readonly options: { expectedReportData?: Uint8Array; skipBinding?: boolean; nonce?: Uint8Array };
+}
+
+async function bindingFrom(ctx: SnpTdxContext): Promise<Binding> {
+  const rd = ctx.values['report-data'];
+  const kc = ctx.values['key-config'];
+  if (rd !== undefined && kc !== undefined) {
+    throw new CloisterError('INVALID_ARGUMENT', '--report-data and --key-config are alternatives; give one');
+  }
+  if (rd !== undefined) {
+    return { keyConfig: new Uint8Array(0), options: { expectedReportData: fromHex(rd.toLowerCase(), 64, '--report-data') } };
+  }
+  if (kc !== undefined) {
+    return { keyConfig: await readAux(kc, 'key config file'), options: ctx.nonce === undefined ? {} : { nonce: ctx.nonce } };
+  }
+  if (ctx.nonce !== undefined) throw new CloisterError('INVALID_ARGUMENT', '--nonce needs --key-config for SEV-SNP and TDX evidence');
+  return { keyConfig: new Uint8Array(0), options: { skipBinding: true } };
+}
+
+function section<K extends 'sev-snp' | 'tdx'>(policy: Policy | undefined, key: K): NonNullable<Policy['platforms'][K]> | 'none' {
+  if (policy === undefined) return 'none';
+  const s = policy.platforms[key];
+  if (s === undefined) throw new CloisterError('POLICY_MISMATCH', `the policy has no ${key} section`);
+  return s;
+}
+
+export const sevSnpHandler: SnpTdxHandler = {
+  usage:
+    '--platform sev-snp [--vcek <der> | --certs <auxblob>] [--report-data <hex> | --key-config <file> [--nonce <hex>]]',
+  async verify(ctx) {
+    const { vcek, certs } = ctx.values;
+    const binding = await bindingFrom(ctx);
+    return verifySevSnpEvidence(
+      {
+        platform: 'sev-snp',
+        evidence: ctx.evidence,
+        keyConfig: binding.keyConfig,
+        ...(certs === undefined ? {} : { certificates: await readAux(certs, 'certificate table file') }),
+      },
+      {
+        policy: section(ctx.policy, 'sev-snp'),
+        at: ctx.at,
+        ...binding.options,
+        ...(vcek === undefined ? {} : { vcek: await readAux(vcek, 'VCEK file') }),
+      },
+    );
+  },
+};
+
+export const tdxHandler: SnpTdxHandler = {
+  usage: '--platform tdx --collateral <json> [--report-data <hex> | --key-config <file> [--nonce <hex>]]',
+  async verify(ctx) {
+    const path = ctx.values.collateral;
+    if (path === undefined) throw new CloisterError('INVALID_ARGUMENT', '--platform tdx needs --collateral <json> (this command works offline)');
+    const binding = await bindingFrom(ctx);
+    return verifyTdxEvidence(
+      { platform: 'tdx', evidence: ctx.evidence, keyConfig: binding.keyConfig },
+      { policy: section(ctx.policy, 'tdx'), at: ctx.at, ...binding.options, collateral: await readAux(path, 'collateral file') },
+    );
+  },
+};

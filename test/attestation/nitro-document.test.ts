@@ -1,0 +1,226 @@
+/**
+ * The strict CBOR reader, the COSE_Sign1 envelope and the attestation document parser:
+ * hand-built malformed inputs, one rule per case, and every size limit hit.
+ */
+import { createHash } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { CloisterError } from '../../src/errors.js';
+import { decodeCbor, encodeCbor } from '../../src/attestation/nitro/cbor.js';
+import type { CborKey, CborValue } from '../../src/attestation/nitro/cbor.js';
+import { checkEs384Header, decodeCoseSign1 } from '../../src/attestation/nitro/cose.js';
+import { parseNitroDocument } from '../../src/attestation/nitro/document.js';
+import { verifyNitroDocument } from '../../src/attestation/nitro/verify.js';
+import { createSimulatedAttester } from '../../src/attestation/simulated/attester.js';
+
+function code(fn: () => unknown): string | undefined {
+  try {
+    fn();
+    return undefined;
+  } catch (e) {
+    return e instanceof CloisterError ? e.code : 'NOT_A_CLOISTER_ERROR';
+  }
+}
+
+const hex = (h: string): Uint8Array => new Uint8Array(Buffer.from(h.replace(/\s+/g, ''), 'hex'));
+
+describe('strict CBOR reader', () => {
+  it('decodes the types documents use', () => {
+    expect(decodeCbor(hex('83 01 20 f6'))).toEqual([1, -1, null]);
+    expect(decodeCbor(hex('a2 61 61 01 02 42 ab cd'))).toEqual(new Map<CborKey, CborValue>([['a', 1], [2, hex('abcd')]]));
+    expect(decodeCbor(hex('d2 80'))).toEqual({ tag: 18, value: [] });
+  });
+
+  it('accepts indefinite-length maps and arrays (newer NSM payloads)', () => {
+    expect(decodeCbor(hex('bf 61 61 01 ff'))).toEqual(new Map([['a', 1]]));
+    expect(decodeCbor(hex('9f 01 02 ff'))).toEqual([1, 2]);
+  });
+
+  it('rejects, each with EVIDENCE_MALFORMED', () => {
+    const cases: [string, string][] = [
+      ['trailing byte', '01 00'],
+      ['truncated', '42 ab'],
+      ['float', 'f9 3c 00'],
+      ['undefined', 'f7'],
+      ['simple value', 'f0'],
+      ['indefinite byte string', '5f 41 00 ff'],
+      ['indefinite text string', '7f 61 61 ff'],
+      ['indefinite integer', '1f'],
+      ['reserved additional info', '1c'],
+      ['stray break', 'ff'],
+      ['break in definite array', '82 01 ff'],
+      ['duplicate map key', 'a2 61 61 01 61 61 02'],
+      ['non-scalar map key', 'a1 80 01'],
+      ['map key without value', 'bf 61 61 ff'],
+      ['invalid UTF-8', '62 c3 28'],
+      ['integer beyond 2^53', '1b 00 20 00 00 00 00 00 00'],
+      ['tag without content', 'd2'],
+    ];
+    for (const [name, bytes] of cases) expect(code(() => decodeCbor(hex(bytes))), name).toBe('EVIDENCE_MALFORMED');
+  });
+
+  it('limits depth and item count', () => {
+    const deep = hex('81'.repeat(10) + '00');
+    expect(code(() => decodeCbor(deep))).toBe('EVIDENCE_MALFORMED');
+    expect(decodeCbor(deep, { maxDepth: 10 })).toBeInstanceOf(Array);
+    const many = encodeCbor(Array.from({ length: 100 }, (_, i) => i));
+    expect(code(() => decodeCbor(many, { maxItems: 100 }))).toBe('LIMIT_EXCEEDED');
+    expect((decodeCbor(many, { maxItems: 101 }) as unknown[]).length).toBe(100);
+  });
+
+  it('returns copies, not views of the input', () => {
+    const input = hex('42 ab cd');
+    const out = decodeCbor(input) as Uint8Array;
+    input[1] = 0;
+    expect(out).toEqual(hex('abcd'));
+  });
+});
+
+describe('COSE_Sign1 envelope', () => {
+  const prot = encodeCbor(new Map([[1, -35]]));
+  const sig = new Uint8Array(96);
+  const env = (items: CborValue[]): Uint8Array => encodeCbor(items);
+
+  it('accepts untagged and tag 18, rejects other shapes', () => {
+    expect(decodeCoseSign1(env([prot, new Map(), hex('a0'), sig])).tagged).toBe(false);
+    expect(decodeCoseSign1(encodeCbor({ tag: 18, value: [prot, new Map(), hex('a0'), sig] })).tagged).toBe(true);
+    expect(code(() => decodeCoseSign1(encodeCbor({ tag: 98, value: [prot, new Map(), hex('a0'), sig] })))).toBe('EVIDENCE_MALFORMED');
+    expect(code(() => decodeCoseSign1(env([prot, new Map(), hex('a0')])))).toBe('EVIDENCE_MALFORMED');
+    expect(code(() => decodeCoseSign1(env([prot, new Map(), null, sig])))).toBe('EVIDENCE_MALFORMED'); // detached payload
+    expect(code(() => decodeCoseSign1(env([new Map([[1, -35]]), new Map(), hex('a0'), sig])))).toBe('EVIDENCE_MALFORMED');
+    expect(code(() => decodeCoseSign1(env([prot, new Map([[4, hex('01')]]), hex('a0'), sig])))).toBe('EVIDENCE_MALFORMED');
+  });
+
+  it('requires exactly alg ES384 and a 96-byte signature', () => {
+    const check = (p: Uint8Array, s: Uint8Array): string | undefined => code(() => checkEs384Header(decodeCoseSign1(env([p, new Map(), hex('a0'), s]))));
+    expect(check(prot, sig)).toBeUndefined();
+    expect(check(encodeCbor(new Map([[1, -7]])), sig)).toBe('EVIDENCE_MALFORMED'); // ES256
+    expect(check(encodeCbor(new Map<CborKey, CborValue>([[1, -35], [4, hex('00')]])), sig)).toBe('EVIDENCE_MALFORMED');
+    expect(check(encodeCbor(new Map()), sig)).toBe('EVIDENCE_MALFORMED');
+    expect(check(prot, new Uint8Array(95))).toBe('EVIDENCE_MALFORMED');
+    expect(check(prot, new Uint8Array(104))).toBe('EVIDENCE_MALFORMED');
+  });
+});
+
+describe('attestation document parser', () => {
+  const cert = new Uint8Array(600).fill(0x30);
+  const pcr = new Uint8Array(48).fill(0xaa);
+  function doc(over: Record<string, CborValue | undefined> = {}, drop: string[] = []): Uint8Array {
+    const fields: [string, CborValue][] = [
+      ['module_id', 'i-0123-enc0123'],
+      ['digest', 'SHA384'],
+      ['timestamp', 1_700_000_000_000],
+      ['pcrs', new Map<CborKey, CborValue>([[0, pcr], [1, pcr], [2, pcr]])],
+      ['certificate', cert],
+      ['cabundle', [cert, cert]],
+      ['public_key', null],
+      ['user_data', null],
+      ['nonce', null],
+    ];
+    const m = new Map<CborKey, CborValue>();
+    for (const [k, v] of fields) if (!drop.includes(k)) m.set(k, k in over ? (over[k] as CborValue) : v);
+    for (const [k, v] of Object.entries(over)) if (!m.has(k) && v !== undefined) m.set(k, v);
+    return encodeCbor(m);
+  }
+
+  it('parses a well-formed document; absent and null optional fields are null', () => {
+    const d = parseNitroDocument(doc());
+    expect(d.moduleId).toBe('i-0123-enc0123');
+    expect(d.pcrs.size).toBe(3);
+    expect(d.publicKey).toBeNull();
+    expect(parseNitroDocument(doc({}, ['public_key', 'user_data', 'nonce'])).nonce).toBeNull();
+    expect(parseNitroDocument(doc({ user_data: new Uint8Array(0) })).userData).toEqual(new Uint8Array(0));
+  });
+
+  it('rejects wrong types, values and unknown keys', () => {
+    const bad: [string, Uint8Array][] = [
+      ['not a map', encodeCbor([1])],
+      ['unknown key', doc({ extra: 1 })],
+      ['integer key', encodeCbor(new Map<CborKey, CborValue>([[1, 1]]))],
+      ['missing module_id', doc({}, ['module_id'])],
+      ['empty module_id', doc({ module_id: '' })],
+      ['module_id bytes', doc({ module_id: hex('01') })],
+      ['digest SHA256', doc({ digest: 'SHA256' })],
+      ['timestamp text', doc({ timestamp: '1' })],
+      ['timestamp zero', doc({ timestamp: 0 })],
+      ['timestamp negative', doc({ timestamp: -5 })],
+      ['pcrs array', doc({ pcrs: [pcr] })],
+      ['no pcrs', doc({ pcrs: new Map() })],
+      ['pcr index 32', doc({ pcrs: new Map<CborKey, CborValue>([[32, pcr]]) })],
+      ['pcr index text', doc({ pcrs: new Map<CborKey, CborValue>([['0', pcr]]) })],
+      ['pcr 32 bytes', doc({ pcrs: new Map<CborKey, CborValue>([[0, new Uint8Array(32)]]) })],
+      ['pcr 49 bytes', doc({ pcrs: new Map<CborKey, CborValue>([[0, new Uint8Array(49)]]) })],
+      ['missing certificate', doc({}, ['certificate'])],
+      ['empty certificate', doc({ certificate: new Uint8Array(0) })],
+      ['cabundle empty', doc({ cabundle: [] })],
+      ['cabundle entry text', doc({ cabundle: ['x'] })],
+      ['public_key text', doc({ public_key: 'pem' })],
+      ['nonce integer', doc({ nonce: 5 })],
+      ['user_data false', doc({ user_data: false })],
+    ];
+    for (const [name, bytes] of bad) expect(code(() => parseNitroDocument(bytes)), name).toBe('EVIDENCE_MALFORMED');
+  });
+
+  it('enforces every size limit, default and configured', () => {
+    const big = new Uint8Array(1025);
+    expect(code(() => parseNitroDocument(doc({ public_key: big })))).toBe('EVIDENCE_MALFORMED');
+    expect(code(() => parseNitroDocument(doc({ user_data: big })))).toBe('EVIDENCE_MALFORMED');
+    expect(code(() => parseNitroDocument(doc({ nonce: big })))).toBe('EVIDENCE_MALFORMED');
+    expect(code(() => parseNitroDocument(doc({ certificate: big })))).toBe('EVIDENCE_MALFORMED');
+    const k = new Uint8Array(1024);
+    expect(parseNitroDocument(doc({ public_key: k, user_data: k, nonce: k })).nonce?.byteLength).toBe(1024);
+    expect(code(() => parseNitroDocument(doc({ public_key: new Uint8Array(33) }), { maxPublicKeyBytes: 32 }))).toBe('EVIDENCE_MALFORMED');
+    expect(code(() => parseNitroDocument(doc({ user_data: new Uint8Array(65) }), { maxUserDataBytes: 64 }))).toBe('EVIDENCE_MALFORMED');
+    expect(code(() => parseNitroDocument(doc({ nonce: new Uint8Array(65) }), { maxNonceBytes: 64 }))).toBe('EVIDENCE_MALFORMED');
+    expect(code(() => parseNitroDocument(doc(), { maxCertificateBytes: 599 }))).toBe('EVIDENCE_MALFORMED');
+    expect(code(() => parseNitroDocument(doc(), { maxCabundleLength: 1 }))).toBe('EVIDENCE_MALFORMED');
+    expect(code(() => parseNitroDocument(doc(), { maxPcrs: 2 }))).toBe('EVIDENCE_MALFORMED');
+    expect(code(() => parseNitroDocument(doc(), { maxModuleIdLength: 5 }))).toBe('EVIDENCE_MALFORMED');
+    expect(code(() => parseNitroDocument(doc({ module_id: 'x'.repeat(257) })))).toBe('EVIDENCE_MALFORMED');
+    expect(code(() => parseNitroDocument(doc({ cabundle: Array.from({ length: 9 }, () => cert) })))).toBe('EVIDENCE_MALFORMED');
+  });
+
+  it('accepts an indefinite-length payload map', () => {
+    const definite = doc();
+    // Re-frame the top-level map as indefinite length: 0xbf ... 0xff.
+    expect(definite[0]).toBe(0xa9);
+    const indefinite = new Uint8Array(definite.byteLength + 1);
+    indefinite[0] = 0xbf;
+    indefinite.set(definite.subarray(1), 1);
+    indefinite[indefinite.byteLength - 1] = 0xff;
+    expect(parseNitroDocument(indefinite).moduleId).toBe('i-0123-enc0123');
+  });
+});
+
+describe('verifyNitroDocument: limits and options', () => {
+  it('maxDocumentBytes (LIMIT_EXCEEDED at the decode step)', async () => {
+    const sim = await createSimulatedAttester();
+    const bundle = await sim.attest({ keyConfig: new Uint8Array([1]), hpkePublicKey: new Uint8Array(32) });
+    const ok = verifyNitroDocument(bundle.evidence, { platform: 'simulated', trustedRoots: [sim.rootPem] });
+    expect(ok.ok).toBe(true);
+    const r = verifyNitroDocument(bundle.evidence, { platform: 'simulated', trustedRoots: [sim.rootPem], maxDocumentBytes: bundle.evidence.byteLength - 1 });
+    expect(r.steps[0]).toMatchObject({ step: 'decode', ok: false, code: 'LIMIT_EXCEEDED' });
+    expect(verifyNitroDocument(bundle.evidence, { platform: 'simulated', trustedRoots: [sim.rootPem], maxDocumentBytes: bundle.evidence.byteLength }).ok).toBe(true);
+  });
+
+  it('binding step compares public_key, user_data and nonce', async () => {
+    const sim = await createSimulatedAttester();
+    const keyConfig = new Uint8Array([1, 2, 3]);
+    const pk = new Uint8Array(32).fill(4);
+    const nonce = new Uint8Array(8).fill(5);
+    const bundle = await sim.attest({ keyConfig, hpkePublicKey: pk, nonce });
+    const opts = { platform: 'simulated' as const, trustedRoots: [sim.rootPem] };
+    const userData = new Uint8Array(createHash('sha512').update(keyConfig).digest());
+    expect(verifyNitroDocument(bundle.evidence, { ...opts, binding: { publicKey: pk, userData, nonce } }).ok).toBe(true);
+    const wrongNonce = verifyNitroDocument(bundle.evidence, { ...opts, binding: { publicKey: pk, userData, nonce: new Uint8Array(8) } });
+    expect(wrongNonce.steps.at(-1)).toMatchObject({ step: 'binding', ok: false, code: 'BINDING_MISMATCH' });
+    expect(verifyNitroDocument(bundle.evidence, { ...opts, binding: { publicKey: new Uint8Array(32), userData, nonce } }).ok).toBe(false);
+    expect(verifyNitroDocument(bundle.evidence, { ...opts, binding: { publicKey: pk, userData: new Uint8Array(64), nonce } }).ok).toBe(false);
+    expect(verifyNitroDocument(bundle.evidence, { ...opts, binding: { nonce: null } }).ok).toBe(false);
+  });
+
+  it('rejects invalid options', () => {
+    expect(code(() => verifyNitroDocument(new Uint8Array(1), { at: new Date(Number.NaN) }))).toBe('INVALID_ARGUMENT');
+    expect(code(() => verifyNitroDocument(new Uint8Array(1), { maxAgeMs: -1 }))).toBe('INVALID_ARGUMENT');
+    expect(code(() => verifyNitroDocument(new Uint8Array(1), { trustedRoots: [] }))).toBe('INVALID_ARGUMENT');
+  });
+});

@@ -1,0 +1,121 @@
+/**
+ * `cloister verify --platform sev-snp|tdx` on the real vectors in ../shared/vectors
+ * (skipped with a note when absent).
+ */
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { run, type CliIo } from '../../src/cli/commands/verify.js';
+
+const vectors = resolve(import.meta.dirname, '..', '..', '..', 'shared', 'vectors');
+const present = existsSync(join(vectors, 'sev-snp')) && existsSync(join(vectors, 'tdx'));
+if (!present) console.warn(`[cli sev-snp/tdx] ${vectors} is absent: CLI vector tests skipped`);
+const snp = (f: string) => join(vectors, 'sev-snp', f);
+const tdx = (f: string) => join(vectors, 'tdx', f);
+
+function capture(): CliIo & { stdout: string[]; stderr: string[] } {
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  return { stdout, stderr, out: (t) => stdout.push(t), err: (t) => stderr.push(t) };
+}
+
+let tmp: string;
+beforeAll(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'cloister-cli-snp-'));
+});
+afterAll(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+async function policyFile(name: string, body: unknown): Promise<string> {
+  const p = join(tmp, name);
+  await writeFile(p, JSON.stringify(body));
+  return p;
+}
+
+describe.skipIf(!present)('cloister verify --platform sev-snp / tdx', () => {
+  it('sev-snp: prints the verified claims as JSON and exits 0', async () => {
+    const io = capture();
+    const code = await run([snp('snp_virtee_milan_report.bin'), '--platform', 'sev-snp', '--vcek', snp('snp_virtee_milan_vcek.der'), '--at', '2024-06-01T00:00:00Z', '--json'], io);
+    expect(code).toBe(0);
+    const out = JSON.parse(io.stdout.join('\n')) as { ok: boolean; claims: { measurements: Record<string, string>; details: Record<string, unknown> } };
+    expect(out.ok).toBe(true);
+    expect(out.claims.measurements['MEASUREMENT']).toBe('7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d3e1a0dc39b2c60bd95b9c480cd81841f');
+    expect(out.claims.details['reportedTcb']).toEqual({ bootloader: 3, tee: 0, snp: 8, microcode: 115 });
+    expect(out.claims.details['policy']).toMatchObject({ debug: false, raw: '0x30000' });
+  });
+
+  it('sev-snp: the debug report fails a policy file with DEBUG_MODE and exits 1', async () => {
+    const policy = await policyFile('snp-policy.json', {
+      version: 1,
+      platforms: { 'sev-snp': { measurements: ['b07af9620f3b839b47996422ddec6058338951d984e312115131ea82705eaf5b6bdf8a9ece31a5a608eb0cf2e4872b01'] } },
+    });
+    const io = capture();
+    const code = await run(
+      [snp('snp_gosevguest_milan_report.bin'), '--platform', 'sev-snp', '--vcek', snp('snp_gosevguest_milan_vcek.der'), '--at', '2024-06-01T00:00:00Z', '--policy', policy],
+      io,
+    );
+    expect(code).toBe(1);
+    expect(io.stderr.join('\n')).toMatch(/DEBUG_MODE at step policy/);
+    expect(io.stdout.join('\n')).toMatch(/MEASUREMENT/);
+  });
+
+  it('sev-snp: a wrong --report-data fails the binding with BINDING_MISMATCH', async () => {
+    const io = capture();
+    const code = await run(
+      [snp('snp_virtee_milan_report.bin'), '--platform', 'sev-snp', '--vcek', snp('snp_virtee_milan_vcek.der'), '--at', '2024-06-01T00:00:00Z', '--report-data', '00'.repeat(64)],
+      io,
+    );
+    expect(code).toBe(1);
+    expect(io.stderr.join('\n')).toMatch(/BINDING_MISMATCH at step binding/);
+  });
+
+  it('sev-snp: without a VCEK the chain step fails', async () => {
+    const io = capture();
+    const code = await run([snp('snp_virtee_milan_report.bin'), '--platform', 'sev-snp', '--at', '2024-06-01T00:00:00Z'], io);
+    expect(code).toBe(1);
+    expect(io.stderr.join('\n')).toMatch(/CERT_CHAIN_INVALID at step endorsement-key/);
+  });
+
+  it('tdx: v4 quote with collateral at now_used prints MRTD, RTMRs, status and exits 0', async () => {
+    const io = capture();
+    const code = await run([tdx('tdx_phala_v4_quote.bin'), '--platform', 'tdx', '--collateral', tdx('tdx_phala_v4_collateral.json'), '--at', '2025-07-19T10:16:02Z'], io);
+    expect(code).toBe(0);
+    const text = io.stdout.join('\n');
+    expect(text).toMatch(/MRTD\s+91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7/);
+    expect(text).toMatch(/RTMR0/);
+    expect(text).toMatch(/UpToDate/);
+  });
+
+  it('tdx: the outdated quote fails with TCB_STATUS_REJECTED; nearai is OutOfDate unless the policy names it', async () => {
+    const io = capture();
+    expect(await run([tdx('tdx_phala_outdated_quote.bin'), '--platform', 'tdx', '--collateral', tdx('tdx_phala_outdated_collateral.json'), '--at', '2026-03-20T10:42:14Z'], io)).toBe(1);
+    expect(io.stderr.join('\n')).toMatch(/TCB_STATUS_REJECTED at step quote/);
+
+    const io2 = capture();
+    const args = [tdx('tdx_nearai_quote.bin'), '--platform', 'tdx', '--collateral', tdx('tdx_phala_outdated_collateral.json'), '--at', '2026-03-20T10:42:14Z', '--json'];
+    expect(await run(args, io2)).toBe(1);
+    const out = JSON.parse(io2.stdout.join('\n')) as { claims: { details: { tcbStatus: string; advisoryIds: string[] } } };
+    expect(out.claims.details.tcbStatus).toBe('OutOfDate');
+    expect(out.claims.details.advisoryIds).toContain('INTEL-SA-01111');
+
+    const policy = await policyFile('tdx-policy.json', {
+      version: 1,
+      platforms: {
+        tdx: {
+          mrTd: ['924f8a6140332b2c487f74ff171f6d78b9fff6b2166a5247b6781a4d157c0bcb12d671fb950310024f34691fe1416d65'],
+          acceptedTcbStatuses: ['UpToDate', 'OutOfDate'],
+        },
+      },
+    });
+    const io3 = capture();
+    expect(await run([...args, '--policy', policy], io3)).toBe(0);
+  });
+
+  it('tdx: --collateral is required', async () => {
+    const io = capture();
+    expect(await run([tdx('tdx_phala_v4_quote.bin'), '--platform', 'tdx'], io)).not.toBe(0);
+  });
+});

@@ -1,0 +1,115 @@
+/**
+ * CI cannot run docker, so Dockerfile.enclave is linted as text: pinned bases, CMD present,
+ * non-root USER, no remote ADD, no secrets passed in, production-only install from the lock
+ * file, and the socket / vsock settings consistent with enclave/entrypoint.sh.
+ */
+import { readFileSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const root = resolve(new URL('../..', import.meta.url).pathname);
+const text = readFileSync(resolve(root, 'Dockerfile.enclave'), 'utf8');
+// Join continuation lines, drop comments and blanks.
+const lines = text
+  .replace(/\\\n/g, ' ')
+  .split('\n')
+  .map((l) => l.trim())
+  .filter((l) => l !== '' && !l.startsWith('#'));
+const instr = (name: string): string[] => lines.filter((l) => l.toUpperCase().startsWith(`${name} `));
+// ARG name -> its first declared default (later bare `ARG X` re-declarations inherit it).
+const args = new Map<string, string | undefined>();
+for (const l of instr('ARG')) {
+  const m = /^ARG\s+([A-Z_]+)(?:=(\S+))?/i.exec(l);
+  if (m?.[1] !== undefined && args.get(m[1]) === undefined) args.set(m[1], m[2]);
+}
+const PINNED = /^[^\s@]+@sha256:[0-9a-f]{64}$/;
+
+describe('Dockerfile.enclave lint', () => {
+  it('every FROM is a digest-pinned image or an ARG that defaults to one, or an earlier stage', () => {
+    const stages: string[] = [];
+    const froms = instr('FROM');
+    expect(froms.length).toBeGreaterThanOrEqual(2); // multi-stage
+    for (const f of froms) {
+      const m = /^FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?$/i.exec(f);
+      expect(m, f).not.toBeNull();
+      const ref = m?.[1] ?? '';
+      const arg = /^\$\{?([A-Z_]+)\}?$/.exec(ref)?.[1];
+      const resolved = arg !== undefined ? args.get(arg) : ref;
+      if (!stages.includes(ref)) expect(resolved, `FROM ${ref}`).toMatch(PINNED);
+      if (m?.[2] !== undefined) stages.push(m[2]);
+    }
+  });
+
+  it('has a CMD in exec form and no ENTRYPOINT', () => {
+    const cmd = instr('CMD');
+    expect(cmd).toHaveLength(1);
+    const json = JSON.parse(cmd[0]?.slice(4) ?? '') as string[];
+    expect(Array.isArray(json)).toBe(true);
+    expect(instr('ENTRYPOINT')).toHaveLength(0);
+    expect(json[0]).toBe('/opt/cloister/enclave/entrypoint.sh');
+    expect(json.slice(1, 4)).toEqual(['node', '/opt/cloister/dist/cli/main.js', 'serve']);
+    expect(json).toContain('--socket');
+    expect(json).toContain('--model');
+    expect(json[json.indexOf('--platform') + 1]).toBe('nitro');
+  });
+
+  it('the server socket in CMD matches the entrypoint environment', () => {
+    const cmd = JSON.parse(instr('CMD')[0]?.slice(4) ?? '[]') as string[];
+    const sock = cmd[cmd.indexOf('--socket') + 1];
+    expect(text).toContain(`CLOISTER_SOCKET=${sock}`);
+    expect(text).toMatch(/CLOISTER_VSOCK_PORT=\d+/);
+  });
+
+  it('runs as a non-root USER, set after the last FROM', () => {
+    const lastFrom = lines.map((l) => l.toUpperCase().startsWith('FROM ')).lastIndexOf(true);
+    const users = lines.slice(lastFrom).filter((l) => l.toUpperCase().startsWith('USER '));
+    expect(users.length).toBeGreaterThanOrEqual(1);
+    const user = users.at(-1)?.slice(5).trim().split(':')[0];
+    expect(['root', '0', '']).not.toContain(user);
+  });
+
+  it('does not ADD remote URLs or archives, and does not curl/wget', () => {
+    for (const a of instr('ADD')) expect(a).not.toMatch(/https?:|git@|\.tar/);
+    expect(instr('ADD')).toHaveLength(0);
+    expect(text).not.toMatch(/\b(curl|wget)\b/);
+  });
+
+  it('passes no secrets as ARG/ENV and copies none', () => {
+    for (const l of [...instr('ARG'), ...instr('ENV')]) expect(l).not.toMatch(/(SECRET|TOKEN|PASSWORD|API_KEY|AWS_ACCESS|PRIVATE)/i);
+    for (const l of [...instr('COPY'), ...instr('ADD')]) expect(l).not.toMatch(/\.pem|\.key\b|\.env|id_rsa|credentials/);
+    // The .npmrc that is copied must not hold registry credentials.
+    expect(readFileSync(resolve(root, '.npmrc'), 'utf8')).not.toMatch(/_auth|_password|token/i);
+  });
+
+  it('installs production dependencies from the lock file, without scripts, in the runtime stage', () => {
+    const lastFrom = lines.map((l) => l.toUpperCase().startsWith('FROM ')).lastIndexOf(true);
+    const runtime = lines.slice(lastFrom).join('\n');
+    expect(runtime).toMatch(/npm ci --omit=dev --ignore-scripts/);
+    expect(runtime).not.toMatch(/npm install/);
+    expect(runtime).toMatch(/COPY package\.json package-lock\.json/);
+    expect(text).toMatch(/node scripts\/build-native\.mjs --required/);
+  });
+
+  it('takes SOURCE_DATE_EPOCH, MODEL_DIR and a fixed Debian snapshot as build arguments', () => {
+    expect(args.has('SOURCE_DATE_EPOCH')).toBe(true);
+    expect(args.get('MODEL_DIR')).toBe('models/demo');
+    expect(args.get('DEBIAN_SNAPSHOT')).toMatch(/^\d{8}T\d{6}Z$/);
+    expect(text).toMatch(/snapshot\.debian\.org\/archive\/debian\/\$\{DEBIAN_SNAPSHOT\}/);
+    expect(text).toMatch(/COPY \$\{MODEL_DIR\} \.\/model/);
+  });
+
+  it('.dockerignore keeps secrets and local state out of the context', () => {
+    const ignore = readFileSync(resolve(root, '.dockerignore'), 'utf8');
+    expect(ignore).toMatch(/^\*\*$/m); // deny by default
+    for (const p of ['**/*.pem', '**/*.key', '**/.env']) expect(ignore).toContain(p);
+  });
+
+  it('the entrypoint is executable, POSIX sh, and bridges vsock to the socket with socat', () => {
+    const ep = resolve(root, 'enclave', 'entrypoint.sh');
+    expect(statSync(ep).mode & 0o111).not.toBe(0);
+    const sh = readFileSync(ep, 'utf8');
+    expect(sh.startsWith('#!/bin/sh\n')).toBe(true);
+    expect(sh).toContain('socat "VSOCK-LISTEN:${VSOCK_PORT},fork,reuseaddr" "UNIX-CONNECT:${SOCK}"');
+    expect(sh).toMatch(/setpriv .*--no-new-privs/);
+  });
+});

@@ -1,0 +1,113 @@
+/**
+ * The product as a user runs it: `cloister serve` as a child process (compiled dist/), then
+ * `cloister policy`, `infer` and `attest` against it. Every byte the server prints is
+ * captured and checked for the canary sent in the requests.
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodeWireMessage } from '../../src/protocol/wire.js';
+import { buildDemoModels } from '../../src/inference/demo-model/build.js';
+import { until } from './helpers.js';
+
+const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+const cli = resolve(repoRoot, 'dist', 'cli', 'main.js');
+const haveDist = existsSync(cli);
+if (!haveDist) console.warn('test/e2e/cli.test.ts skipped: dist/cli/main.js missing (run `npm run build`)');
+
+const CANARY = 'CANARY-cli-4d1e-Ottoline-Wexford';
+
+function runCli(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  return new Promise((done) => {
+    const child = spawn(process.execPath, [cli, ...args], { cwd: repoRoot });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('exit', (code) => done({ code: code ?? 1, out, err }));
+  });
+}
+
+describe.skipIf(!haveDist)('cloister serve / policy / infer / attest (child processes)', () => {
+  let dir: string;
+  let server: ChildProcess;
+  let serverOut = '';
+  let wsUrl = '';
+  let httpUrl = '';
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'cloister-cli-'));
+    const built = await buildDemoModels({ outDir: join(dir, 'models') });
+    server = spawn(
+      process.execPath,
+      [cli, 'serve', '--model', `classifier=${built.classifierDir}`, '--embedder', `embedder=${built.embedderDir}`, '--listen', '127.0.0.1:0', '--platform', 'simulated', '--state-dir', join(dir, 'state'), '--log-level', 'debug'],
+      { cwd: repoRoot },
+    );
+    server.stdout?.on('data', (d: Buffer) => (serverOut += d.toString()));
+    server.stderr?.on('data', (d: Buffer) => (serverOut += d.toString()));
+    await until(() => /http:\s+http:\/\/127\.0\.0\.1:\d+/.test(serverOut), 3000, 20);
+    wsUrl = /websocket:\s+(ws:\/\/\S+)/.exec(serverOut)?.[1] ?? '';
+    httpUrl = /http:\s+(http:\/\/127\.0\.0\.1:\d+)/.exec(serverOut)?.[1] ?? '';
+  }, 120_000);
+  afterAll(async () => {
+    server.kill('SIGTERM');
+    await new Promise((r) => server.once('exit', r));
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('prints the URLs, the SIMULATED warning, the root and policy paths', () => {
+    expect(wsUrl).toMatch(/^ws:\/\/127\.0\.0\.1:\d+\/$/);
+    expect(serverOut).toContain('SIMULATED');
+    expect(serverOut).toContain(join(dir, 'state', 'simulated-root.pem'));
+    expect(serverOut).toContain(join(dir, 'state', 'policy.json'));
+  });
+
+  it('infer over ws and http with the written policy; policy and attest commands; no canary in server output', async () => {
+    const policy = join(dir, 'state', 'policy.json');
+    const root = join(dir, 'state', 'simulated-root.pem');
+    const text = `${CANARY}: crushing chest pain radiating to the left arm, troponin elevated`;
+    const ws = await runCli(['infer', '--url', wsUrl, '--policy', policy, '--root', root, '--text', text]);
+    expect(ws.code).toBe(0);
+    expect(ws.out).toMatch(/^\S+\t\d\.\d{4}\n$/);
+    const http = await runCli(['infer', '--url', httpUrl, '--policy', policy, '--root', root, '--text', text, '--json']);
+    expect(http.code).toBe(0);
+    const parsed = JSON.parse(http.out) as { platform: string; result: { label: string }[] };
+    expect(parsed.platform).toBe('simulated');
+    expect(parsed.result[0]?.label).toBe(ws.out.split('\t')[0]);
+    const emb = await runCli(['infer', '--url', httpUrl, '--policy', policy, '--root', root, '--text', CANARY, '--op', 'embed', '--json']);
+    expect(emb.code).toBe(0);
+
+    // without the root: refused, nothing sent
+    const noRoot = await runCli(['infer', '--url', wsUrl, '--policy', policy, '--text', CANARY]);
+    expect(noRoot.code).toBe(1);
+    expect(noRoot.err).toContain('ROOT_UNTRUSTED');
+
+    // `cloister policy` reproduces the policy serve wrote
+    const pol = await runCli(['policy', '--url', httpUrl]);
+    expect(pol.code).toBe(0);
+    expect(JSON.parse(pol.out)).toEqual(JSON.parse(await readFile(policy, 'utf8')));
+
+    const out = join(dir, 'evidence.cbor');
+    const att = await runCli(['attest', '--url', wsUrl, '--nonce', 'a1b2c3', '--out', out]);
+    expect(att.code).toBe(0);
+    const msg = decodeWireMessage(new Uint8Array(await readFile(out)));
+    expect(msg.t === 'evidence' && msg.bundle.platform).toBe('simulated');
+
+    // a tampered policy: refused with POLICY_MISMATCH
+    const bad = JSON.parse(await readFile(policy, 'utf8')) as { models: Record<string, string> };
+    bad.models['classifier'] = '00'.repeat(32);
+    await writeFile(join(dir, 'bad.json'), JSON.stringify(bad));
+    const refused = await runCli(['infer', '--url', wsUrl, '--policy', join(dir, 'bad.json'), '--root', root, '--text', CANARY]);
+    expect(refused.code).toBe(1);
+    expect(refused.err).toContain('POLICY_MISMATCH');
+
+    await until(() => serverOut.includes('request.done'));
+    expect(serverOut).not.toContain(CANARY);
+    expect(serverOut).not.toContain('Ottoline');
+    expect(serverOut).not.toContain('troponin');
+  });
+});

@@ -1,0 +1,85 @@
+/**
+ * `cloister gateway` argument handling and its fail-closed start, against an in-process
+ * simulated server with the stand-in engine behind an UpstreamEngine.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createSimulatedAttester } from '../../src/attestation/simulated/attester.js';
+import { startFromArgs } from '../../src/cli/commands/gateway.js';
+import { developmentPolicy } from '../../src/client/dev-policy.js';
+import { UpstreamEngine } from '../../src/inference/upstream/index.js';
+import { CloisterServer } from '../../src/server/server.js';
+import { startStandin } from '../fixtures/standin-engine/index.js';
+import type { Standin } from '../fixtures/standin-engine/index.js';
+
+let dir: string;
+let standin: Standin;
+let engine: UpstreamEngine;
+let server: CloisterServer;
+let url: string;
+let policyFile: string;
+let wrongPolicyFile: string;
+let rootFile: string;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'cloister-gw-cli-'));
+  standin = await startStandin();
+  engine = new UpstreamEngine({ baseUrl: standin.baseUrl, model: 'standin-model', name: 'llm', kind: 'vllm' });
+  await engine.start();
+  const attester = await createSimulatedAttester();
+  server = new CloisterServer({ engines: [engine], attester });
+  url = (await server.listen({ host: '127.0.0.1', port: 0 })).wsUrl;
+  const policy = developmentPolicy({ pcrs: attester.pcrs, rootSha256Hex: attester.rootSha256Hex, models: engine.models() });
+  policyFile = join(dir, 'policy.json');
+  writeFileSync(policyFile, JSON.stringify(policy));
+  const wrong = developmentPolicy({ pcrs: { 0: 'ab'.repeat(48), 1: 'ab'.repeat(48), 2: 'ab'.repeat(48) }, rootSha256Hex: attester.rootSha256Hex, models: engine.models() });
+  wrongPolicyFile = join(dir, 'wrong.json');
+  writeFileSync(wrongPolicyFile, JSON.stringify(wrong));
+  rootFile = join(dir, 'root.pem');
+  writeFileSync(rootFile, attester.rootPem);
+});
+
+afterAll(async () => {
+  await server.close();
+  await engine.close();
+  await standin.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('cloister gateway', () => {
+  it('verifies, listens on loopback and serves the OpenAI SDK', async () => {
+    const handle = await startFromArgs(['--url', url, '--policy', policyFile, '--root', rootFile, '--listen', '127.0.0.1:0', '--model', 'llm', '--api-key-env', 'GW_KEY'], { GW_KEY: 'sekrit' });
+    try {
+      expect(handle.gateway.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+      const ai = new OpenAI({ baseURL: `${handle.gateway.url}/v1`, apiKey: 'sekrit', maxRetries: 0 });
+      const stream = await ai.chat.completions.create({ model: 'whatever-the-app-says', messages: [{ role: 'user', content: 'x' }], stream: true });
+      let text = '';
+      for await (const c of stream) text += c.choices[0]?.delta.content ?? '';
+      expect(text).toBe('Hello, world! The answer is 4.');
+      const models = await ai.models.list();
+      expect(models.data.map((m) => m.id)).toEqual(['llm']);
+      const denied = await new OpenAI({ baseURL: `${handle.gateway.url}/v1`, apiKey: 'wrong', maxRetries: 0 }).models.list().catch((e: unknown) => e);
+      expect(denied).toBeInstanceOf(OpenAI.AuthenticationError);
+    } finally {
+      await handle.close();
+    }
+  });
+
+  it('fails closed: a policy that does not match means nothing listens', async () => {
+    await expect(startFromArgs(['--url', url, '--policy', wrongPolicyFile, '--root', rootFile, '--listen', '127.0.0.1:0'])).rejects.toMatchObject({ code: 'POLICY_MISMATCH' });
+    // Without the simulated root the evidence is not trusted at all.
+    await expect(startFromArgs(['--url', url, '--policy', policyFile, '--listen', '127.0.0.1:0'])).rejects.toHaveProperty('code');
+  });
+
+  it('rejects bad arguments before contacting the server', async () => {
+    await expect(startFromArgs(['--url', url])).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+    await expect(startFromArgs(['--policy', policyFile])).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+    await expect(startFromArgs(['--url', url, '--policy', policyFile, '--listen', '0.0.0.0:0'])).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+    await expect(startFromArgs(['--url', url, '--policy', policyFile, '--api-key-env', 'NOPE_UNSET'], {})).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+    await expect(startFromArgs(['--url', url, '--policy', join(dir, 'missing.json')])).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    await expect(startFromArgs(['--url', url, '--policy', policyFile, '--bogus'])).rejects.toThrow();
+  });
+});

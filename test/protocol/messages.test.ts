@@ -1,0 +1,225 @@
+import { describe, expect, it } from 'vitest';
+import { CloisterError } from '../../src/errors.js';
+import { generateX25519KeyPair } from '../../src/crypto/index.js';
+import {
+  decodeKeyConfig,
+  decodeResponseChunk,
+  decodeSealedRequest,
+  encodeKeyConfig,
+  encodeResponseChunk,
+  encodeSealedRequest,
+  generateReceiptKeyPair,
+  keyConfigDigest,
+  ReceiptHasher,
+  sealTargetFromKeyConfig,
+  signReceipt,
+  verifyReceipt,
+} from '../../src/protocol/index.js';
+import type { KeyConfig, SealedRequest } from '../../src/protocol/index.js';
+import { decodeCbor, encodeCbor } from '../../src/protocol/cbor.js';
+import { toHex } from '../crypto/vectors.js';
+
+function codeOf(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    return err instanceof CloisterError ? err.code : `non-cloister:${String(err)}`;
+  }
+  return 'no-throw';
+}
+const h = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s, 'hex'));
+
+describe('CBOR codec', () => {
+  it('encodes deterministically (RFC 8949 4.2.1 / Appendix A examples)', () => {
+    expect(toHex(encodeCbor(0))).toBe('00');
+    expect(toHex(encodeCbor(23))).toBe('17');
+    expect(toHex(encodeCbor(24))).toBe('1818');
+    expect(toHex(encodeCbor(1000))).toBe('1903e8');
+    expect(toHex(encodeCbor(1000000))).toBe('1a000f4240');
+    expect(toHex(encodeCbor(1000000000000))).toBe('1b000000e8d4a51000');
+    expect(toHex(encodeCbor(-1000))).toBe('3903e7');
+    expect(toHex(encodeCbor(1.1))).toBe('fb3ff199999999999a');
+    expect(toHex(encodeCbor('IETF'))).toBe('6449455446');
+    expect(toHex(encodeCbor([1, [2, 3]]))).toBe('8201820203');
+    // Keys sorted bytewise by encoding: shorter text first, ints before text.
+    expect(toHex(encodeCbor({ bb: 1, a: 2 }))).toBe('a261610262626201');
+    expect(toHex(encodeCbor(new Map<number | string, number>([['a', 1], [10, 2], [1, 3]])))).toBe('a301030a02616101');
+  });
+
+  it('decodes strictly', () => {
+    expect(decodeCbor(h('1903e8'))).toBe(1000);
+    expect(codeOf(() => decodeCbor(h('1817')))).toBe('MALFORMED'); // non-shortest
+    expect(codeOf(() => decodeCbor(h('190017')))).toBe('MALFORMED');
+    expect(codeOf(() => decodeCbor(h('9f01ff')))).toBe('MALFORMED'); // indefinite
+    expect(codeOf(() => decodeCbor(h('c11a514b67b0')))).toBe('MALFORMED'); // tag
+    expect(codeOf(() => decodeCbor(h('0000')))).toBe('MALFORMED'); // trailing
+    expect(codeOf(() => decodeCbor(h('62c328')))).toBe('MALFORMED'); // bad UTF-8
+    expect(codeOf(() => decodeCbor(h('a2616101616102')))).toBe('MALFORMED'); // duplicate key
+    expect(codeOf(() => decodeCbor(h('9a7fffffff')))).toBe('MALFORMED'); // huge array length, no bytes
+    expect(codeOf(() => decodeCbor(h('1bffffffffffffffff')))).toBe('MALFORMED'); // > 2^53
+    expect(codeOf(() => decodeCbor(h('f7')))).toBe('MALFORMED'); // undefined
+    expect(codeOf(() => decodeCbor(h('818181818100'), { maxDepth: 3, maxItems: 100 }))).toBe('LIMIT_EXCEEDED');
+    expect(codeOf(() => decodeCbor(h('83010203'), { maxDepth: 3, maxItems: 3 }))).toBe('LIMIT_EXCEEDED');
+  });
+});
+
+function sampleKeyConfig(): KeyConfig {
+  return {
+    version: 1,
+    keyId: 3,
+    kemId: 0x20,
+    kdfId: 1,
+    aeadIds: [1, 3],
+    hpkePublicKey: generateX25519KeyPair().publicKey,
+    receiptPublicKey: generateReceiptKeyPair().publicKey,
+    models: [{ name: 'phi-detector', task: 'token-classification', digest: new Uint8Array(32).fill(7) }],
+    configDigest: new Uint8Array(32).fill(9),
+    platform: 'simulated',
+    notBefore: 1_700_000_000,
+    expiresAt: 1_700_086_400,
+    engine: { kind: 'onnx', model: 'phi-detector' },
+  };
+}
+
+describe('key config', () => {
+  it('round-trips, is deterministic, digests the exact bytes, gives a seal target', () => {
+    const kc = sampleKeyConfig();
+    const b = encodeKeyConfig(kc);
+    expect(toHex(encodeKeyConfig(decodeKeyConfig(b)))).toBe(toHex(b));
+    expect(decodeKeyConfig(b)).toEqual(kc);
+    expect(b[0]).toBe(0xad); // map of 13 entries
+    expect(b[1]).toBe(0x01); // first key is 1 (version)
+    expect(toHex(keyConfigDigest(b))).toHaveLength(64);
+    const t = sealTargetFromKeyConfig(kc, 3);
+    expect(t.suite).toEqual({ kemId: 0x20, kdfId: 1, aeadId: 3 });
+    expect(codeOf(() => sealTargetFromKeyConfig({ ...kc, aeadIds: [1] }, 3))).toBe('UNSUPPORTED_SUITE');
+    const noEngine: { -readonly [K in keyof KeyConfig]?: KeyConfig[K] } = { ...kc };
+    delete noEngine.engine;
+    const b2 = encodeKeyConfig(noEngine as KeyConfig);
+    expect(decodeKeyConfig(b2).engine).toBeUndefined();
+  });
+
+  it('rejects unknown and missing keys, wrong types and lengths, non-canonical forms, trailing bytes', () => {
+    const kc = sampleKeyConfig();
+    const good = encodeKeyConfig(kc);
+    const m = decodeCbor(good) as Map<number, unknown>;
+    const re = (mut: (x: Map<number, unknown>) => void): Uint8Array => {
+      const c = new Map(m);
+      mut(c);
+      return encodeCbor(c as never);
+    };
+    expect(codeOf(() => decodeKeyConfig(re((x) => x.set(14, 1))))).toBe('MALFORMED');
+    expect(codeOf(() => decodeKeyConfig(re((x) => x.delete(7))))).toBe('MALFORMED');
+    expect(codeOf(() => decodeKeyConfig(re((x) => x.set(6, new Uint8Array(31)))))).toBe('MALFORMED');
+    expect(codeOf(() => decodeKeyConfig(re((x) => x.set(2, 256))))).toBe('MALFORMED');
+    expect(codeOf(() => decodeKeyConfig(re((x) => x.set(2, '3'))))).toBe('MALFORMED');
+    expect(codeOf(() => decodeKeyConfig(re((x) => x.set(10, 'sgx'))))).toBe('MALFORMED');
+    expect(codeOf(() => decodeKeyConfig(re((x) => x.set(5, [2]))))).toBe('UNSUPPORTED_SUITE');
+    expect(codeOf(() => decodeKeyConfig(re((x) => x.set(5, [1, 1]))))).toBe('MALFORMED');
+    expect(codeOf(() => decodeKeyConfig(re((x) => x.set(3, 0x10))))).toBe('UNSUPPORTED_SUITE');
+    expect(codeOf(() => decodeKeyConfig(re((x) => x.set(12, kc.notBefore))))).toBe('MALFORMED');
+    expect(codeOf(() => decodeKeyConfig(Uint8Array.of(...good, 0)))).toBe('MALFORMED');
+    expect(codeOf(() => decodeKeyConfig(good.subarray(0, good.length - 1)))).toBe('MALFORMED');
+    // Keys out of order: swap the first two entries by hand (valid CBOR, not deterministic).
+    const entries = [...m.entries()];
+    const [e0, e1] = [entries[0], entries[1]];
+    if (e0 === undefined || e1 === undefined) throw new Error('entries');
+    const parts = [Uint8Array.of(0xad), encodeCbor(e1[0]), encodeCbor(e1[1] as never), encodeCbor(e0[0]), encodeCbor(e0[1] as never)];
+    const rest = entries.slice(2).flatMap(([k, v]) => [encodeCbor(k), encodeCbor(v as never)]);
+    const swapped = Uint8Array.from(Buffer.concat([...parts, ...rest]));
+    expect(swapped.length).toBe(good.length);
+    expect(codeOf(() => decodeKeyConfig(swapped))).toBe('MALFORMED');
+    expect(codeOf(() => decodeKeyConfig(new Uint8Array(70 * 1024)))).toBe('LIMIT_EXCEEDED');
+  });
+});
+
+function sampleRequest(): SealedRequest {
+  return {
+    v: 1,
+    op: 'chat',
+    model: 'llama',
+    input: { messages: [{ role: 'user', content: 'hi' }], temperature: 0.7 },
+    params: { max_tokens: 16 },
+    stream: true,
+    ts: 1_700_000_000_123,
+    id: new Uint8Array(16).fill(1),
+  };
+}
+
+describe('inner messages', () => {
+  it('sealed request round-trips', () => {
+    const r = sampleRequest();
+    expect(decodeSealedRequest(encodeSealedRequest(r))).toEqual(r);
+    const noParams: { -readonly [K in keyof SealedRequest]?: SealedRequest[K] } = { ...r };
+    delete noParams.params;
+    const np = { ...(noParams as SealedRequest), input: ['a', 'b'] };
+    expect(decodeSealedRequest(encodeSealedRequest(np))).toEqual(np);
+  });
+
+  it('sealed request decoder is strict and bounded', () => {
+    const r = sampleRequest();
+    const base = { v: 1, op: r.op, model: r.model, input: 'x', stream: false, ts: 5, id: r.id };
+    expect(decodeSealedRequest(encodeCbor(base)).input).toBe('x');
+    expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, extra: 1 })))).toBe('MALFORMED');
+    const noId: Partial<typeof base> = { ...base };
+    delete noId.id;
+    expect(codeOf(() => decodeSealedRequest(encodeCbor(noId)))).toBe('MALFORMED');
+    expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, id: new Uint8Array(15) })))).toBe('MALFORMED');
+    expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, v: 2 })))).toBe('MALFORMED');
+    expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, op: 'rm -rf' })))).toBe('UNKNOWN_OPERATION');
+    expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, stream: 1 })))).toBe('MALFORMED');
+    expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, ts: -1 })))).toBe('MALFORMED');
+    expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, params: [1] })))).toBe('MALFORMED');
+    expect(codeOf(() => decodeSealedRequest(Uint8Array.of(...encodeCbor(base), 0)))).toBe('MALFORMED');
+    expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, input: ['a', 'b', 'c'] }), { maxInputItems: 2 }))).toBe('LIMIT_EXCEEDED');
+    expect(codeOf(() => decodeSealedRequest(encodeCbor(base), { maxRequestBytes: 10 }))).toBe('LIMIT_EXCEEDED');
+    expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, input: [[[['deep']]]] }), { maxDepth: 3 }))).toBe('LIMIT_EXCEEDED');
+    expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, model: 'm'.repeat(300) })))).toBe('MALFORMED');
+    // A "__proto__" key in input stays plain data.
+    const proto = decodeSealedRequest(encodeCbor({ ...base, input: new Map([['__proto__', { polluted: true }]]) }));
+    expect(Object.getPrototypeOf(proto.input)).toBe(Object.prototype);
+    expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();
+  });
+
+  it('response chunks round-trip and decode strictly', () => {
+    const receipt = new Uint8Array(64).fill(2);
+    for (const c of [
+      { t: 'data', data: { token: 'he' } } as const,
+      { t: 'error', code: 'ENGINE_FAILED', message: 'engine failed' } as const,
+      { t: 'end', receipt } as const,
+      { t: 'end', data: [0.5, 1], receipt } as const,
+    ]) {
+      expect(decodeResponseChunk(encodeResponseChunk(c))).toEqual(c);
+    }
+    expect(codeOf(() => decodeResponseChunk(encodeCbor({ t: 'what' })))).toBe('MALFORMED');
+    expect(codeOf(() => decodeResponseChunk(encodeCbor({ t: 'data', data: 1, x: 2 })))).toBe('MALFORMED');
+    expect(codeOf(() => decodeResponseChunk(encodeCbor({ t: 'error', code: 'NOPE', message: '' })))).toBe('MALFORMED');
+    expect(codeOf(() => decodeResponseChunk(encodeCbor({ t: 'end', receipt: new Uint8Array(63) })))).toBe('MALFORMED');
+    expect(codeOf(() => decodeResponseChunk(encodeCbor({ t: 'data', data: 'x'.repeat(100) }), { maxChunkBytes: 50 }))).toBe('LIMIT_EXCEEDED');
+  });
+
+  it('receipts sign and verify over request and chunks; any change fails', () => {
+    const kp = generateReceiptKeyPair();
+    const req = encodeSealedRequest(sampleRequest());
+    const chunks = [encodeResponseChunk({ t: 'data', data: 'a' }), encodeResponseChunk({ t: 'data', data: 'b' })];
+    const server = new ReceiptHasher(req);
+    for (const c of chunks) server.update(c);
+    const sig = signReceipt(kp.privateKey, server.message());
+    expect(codeOf(() => server.message())).toBe('PROTOCOL_VIOLATION');
+    const client = (cs: Uint8Array[], r = req): Uint8Array => {
+      const hh = new ReceiptHasher(r);
+      for (const c of cs) hh.update(c);
+      return hh.message();
+    };
+    expect(verifyReceipt(kp.publicKey, client(chunks), sig)).toBe(true);
+    expect(verifyReceipt(kp.publicKey, client([...chunks].reverse()), sig)).toBe(false);
+    expect(verifyReceipt(kp.publicKey, client(chunks.slice(0, 1)), sig)).toBe(false);
+    expect(verifyReceipt(kp.publicKey, client(chunks, Uint8Array.of(...req, 0)), sig)).toBe(false);
+    expect(verifyReceipt(generateReceiptKeyPair().publicKey, client(chunks), sig)).toBe(false);
+    const badSig = Uint8Array.from(sig);
+    badSig[0] = (badSig[0] ?? 0) ^ 1;
+    expect(verifyReceipt(kp.publicKey, client(chunks), badSig)).toBe(false);
+    expect(verifyReceipt(kp.publicKey.subarray(1), client(chunks), sig)).toBe(false);
+    expect(verifyReceipt(kp.publicKey, client(chunks), sig.subarray(1))).toBe(false);
+  });
+});

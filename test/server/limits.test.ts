@@ -1,0 +1,244 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
+import { connect } from '../../src/client/client.js';
+import type { CloisterClient } from '../../src/client/client.js';
+import { decodeWireMessage, encodeWireMessage } from '../../src/protocol/wire.js';
+import type { WireMessage } from '../../src/protocol/wire.js';
+import { sealChunkedRequest } from '../../src/protocol/chunked.js';
+import { sealTargetFromKeyConfig } from '../../src/protocol/key-config.js';
+import { encodeCbor } from '../../src/protocol/cbor.js';
+import { WsClientTransport } from '../../src/client/ws-transport.js';
+import { codeOf, fakeClassify, FakeEngine, startTestServer, until } from '../e2e/helpers.js';
+import type { TestServer } from '../e2e/helpers.js';
+import type { ServerLimits } from '../../src/server/options.js';
+
+const open: { close(): Promise<void> }[] = [];
+afterEach(async () => {
+  for (const o of open.splice(0).reverse()) await o.close().catch(() => undefined);
+});
+
+async function server(limits: Partial<ServerLimits> = {}, engine?: FakeEngine): Promise<TestServer> {
+  const t = await startTestServer({ limits, ...(engine === undefined ? {} : { engine }) });
+  open.push(t);
+  return t;
+}
+async function client(t: TestServer, url = t.wsUrl): Promise<CloisterClient> {
+  const c = await connect(url, { policy: t.policy, trustedRoots: t.trustedRoots });
+  open.push(c);
+  return c;
+}
+
+/** A raw WebSocket that collects decoded server messages. */
+async function raw(t: TestServer): Promise<{ ws: WebSocket; got: WireMessage[]; closed: Promise<number> }> {
+  const ws = new WebSocket(t.wsUrl, { perMessageDeflate: false });
+  const got: WireMessage[] = [];
+  ws.on('message', (d: Buffer) => got.push(decodeWireMessage(new Uint8Array(d))));
+  const closed = new Promise<number>((r) => ws.on('close', (code) => r(code)));
+  ws.on('error', () => undefined);
+  await new Promise<void>((r, j) => {
+    ws.once('open', () => r());
+    ws.once('error', j);
+  });
+  open.push({ close: async () => ws.terminate() });
+  return { ws, got, closed };
+}
+
+const block = (c: CloisterClient, signal?: AbortSignal) =>
+  codeOf(async () => {
+    for await (const _ of c.request({ op: 'generate', model: 'fake-gen', input: 'block', ...(signal === undefined ? {} : { signal }) })) void _;
+  });
+
+describe('server limits, each hit', () => {
+  it('maxFrameBytes: an oversized frame closes that connection (1009); others are served', async () => {
+    const t = await server({ maxFrameBytes: 4096 });
+    const r = await raw(t);
+    r.ws.send(encodeWireMessage({ t: 'req', sid: 1, body: new Uint8Array(5000) }));
+    expect(await r.closed).toBe(1009);
+    const c = await client(t);
+    expect(await c.classify('still fine', { model: 'fake-cls' })).toEqual(fakeClassify('still fine'));
+  });
+
+  it('maxRequestBytes: an oversized HTTP body is LIMIT_EXCEEDED (413)', async () => {
+    const t = await server({ maxRequestBytes: 1024 });
+    const res = await fetch(`${t.httpUrl}/v1/sealed`, { method: 'POST', body: new Uint8Array(2048) });
+    expect(res.status).toBe(413);
+    expect(decodeWireMessage(new Uint8Array(await res.arrayBuffer()))).toEqual({ t: 'err', code: 'LIMIT_EXCEEDED' });
+    // and a sealed request whose plaintext is over the limit is refused too (over WebSocket)
+    const c = await client(t);
+    expect(await codeOf(c.classify('y'.repeat(2000), { model: 'fake-cls' }))).toBe('LIMIT_EXCEEDED');
+  });
+
+  it('maxInFlightPerConnection: LIMIT_EXCEEDED beyond; cancel aborts the engine', async () => {
+    const t = await server({ maxInFlightPerConnection: 2 });
+    const c = await client(t);
+    const ac = new AbortController();
+    const p1 = block(c, ac.signal);
+    const p2 = block(c, ac.signal);
+    await until(() => t.engine.controls.running === 2);
+    expect(await block(c)).toBe('LIMIT_EXCEEDED');
+    ac.abort();
+    expect(await p1).toBe('CANCELLED');
+    expect(await p2).toBe('CANCELLED');
+    await until(() => t.engine.controls.aborted === 2);
+    await until(() => t.server.stats.requestsCancelled === 2);
+    expect(await c.classify('after', { model: 'fake-cls' })).toEqual(fakeClassify('after'));
+  });
+
+  it('maxInFlightTotal: OVERLOADED beyond, over WebSocket and HTTP', async () => {
+    const t = await server({ maxInFlightTotal: 2 });
+    const c1 = await client(t);
+    const c2 = await client(t);
+    const ac = new AbortController();
+    const ps = [block(c1, ac.signal), block(c2, ac.signal)];
+    await until(() => t.engine.controls.running === 2);
+    expect(await block(await client(t))).toBe('OVERLOADED');
+    expect(await codeOf((await client(t, t.httpUrl)).classify('x', { model: 'fake-cls' }))).toBe('OVERLOADED');
+    ac.abort();
+    await Promise.all(ps);
+  });
+
+  it('engine queue depth: the engine’s OVERLOADED comes back sealed', async () => {
+    const engine = new FakeEngine();
+    engine.controls.maxQueueDepth = 1;
+    const t = await server({}, engine);
+    const c = await client(t);
+    const ac = new AbortController();
+    const p = block(c, ac.signal);
+    await until(() => engine.controls.running === 1);
+    expect(await codeOf(c.classify('x', { model: 'fake-cls' }))).toBe('OVERLOADED');
+    ac.abort();
+    await p;
+  });
+
+  it('requestTimeoutMs: TIMEOUT inside the sealed response, engine aborted', async () => {
+    const t = await server({ requestTimeoutMs: 150 });
+    const c = await client(t);
+    expect(await block(c)).toBe('TIMEOUT');
+    await until(() => t.engine.controls.aborted === 1);
+  });
+
+  it('idleTimeoutMs: an idle connection is closed', async () => {
+    const t = await server({ idleTimeoutMs: 100 });
+    const r = await raw(t);
+    expect(await r.closed).toBe(1000);
+  });
+
+  it('evidenceRequestsPerMinutePerConnection and evidenceRequestsPerMinute: RATE_LIMITED', async () => {
+    const t = await server({ evidenceRequestsPerMinutePerConnection: 2, evidenceRequestsPerMinute: 3 });
+    const tr = await WsClientTransport.connect(t.wsUrl);
+    open.push(tr);
+    const nonce = new Uint8Array(8).fill(1);
+    await tr.fetchEvidence(nonce);
+    await tr.fetchEvidence(nonce);
+    expect(await codeOf(tr.fetchEvidence(nonce))).toBe('RATE_LIMITED');
+    // nonce-less evidence is cached per key generation, not rate-limited
+    await tr.fetchEvidence(undefined);
+    const tr2 = await WsClientTransport.connect(t.wsUrl);
+    open.push(tr2);
+    await tr2.fetchEvidence(nonce);
+    expect(await codeOf(tr2.fetchEvidence(nonce))).toBe('RATE_LIMITED'); // global budget of 3 spent
+    const res = await fetch(`${t.httpUrl}/v1/evidence?nonce=0102`);
+    expect(res.status).toBe(429);
+  });
+
+  it('maxConnections: OVERLOADED (HTTP 503) on upgrade beyond', async () => {
+    const t = await server({ maxConnections: 2 });
+    await raw(t);
+    await raw(t);
+    expect(await codeOf(WsClientTransport.connect(t.wsUrl))).toBe('OVERLOADED');
+  });
+
+  it('maxReplayEntries: OVERLOADED once the replay window is full', async () => {
+    const t = await server({ maxReplayEntries: 2 });
+    const c = await client(t);
+    await c.classify('a', { model: 'fake-cls' });
+    await c.classify('b', { model: 'fake-cls' });
+    expect(await codeOf(c.classify('c', { model: 'fake-cls' }))).toBe('OVERLOADED');
+  });
+
+  it('highWaterMarkBytes: a client that stops reading stops the engine; all chunks arrive afterwards', async () => {
+    const t = await server({ highWaterMarkBytes: 64 * 1024 });
+    const c = await client(t);
+    const n = 2000;
+    const it = c.request({ op: 'generate', model: 'fake-gen', input: 'big', params: { n, size: 8192 }, stream: true })[Symbol.asyncIterator]();
+    const first = await it.next();
+    expect(first.done).toBe(false);
+    await until(() => t.server.stats.backpressureWaits > 0);
+    expect(t.engine.controls.pulled).toBeLessThan(n);
+    let count = 1;
+    for (;;) {
+      const s = await it.next();
+      if (s.done === true) break;
+      count++;
+    }
+    expect(count).toBe(n);
+    expect(t.engine.controls.pulled).toBe(n);
+  });
+});
+
+describe('hostile frames: coded errors, and the server keeps serving', () => {
+  it('garbage, truncated, text, unknown types, wrong direction, bad sealed bodies, unknown ops', async () => {
+    const t = await server();
+    const r = await raw(t);
+    const good = encodeWireMessage({ t: 'req', sid: 7, body: new Uint8Array(60) });
+    r.ws.send(Buffer.from([0xff, 0x00, 0x13]));
+    r.ws.send(good.subarray(0, good.byteLength - 4));
+    r.ws.send('{"t":"req"}');
+    r.ws.send(Buffer.from(encodeCbor({ t: 'hello', sid: 1 })));
+    r.ws.send(encodeWireMessage({ t: 'end', sid: 3 }));
+    r.ws.send(good); // 60 zero bytes: not a sealed request
+    r.ws.send(encodeWireMessage({ t: 'req', sid: 8, body: new Uint8Array(3) }));
+    await until(() => r.got.length === 7);
+    expect(r.got).toEqual([
+      { t: 'err', code: 'MALFORMED' },
+      { t: 'err', code: 'MALFORMED' },
+      { t: 'err', code: 'MALFORMED' },
+      { t: 'err', code: 'MALFORMED' },
+      { t: 'err', code: 'PROTOCOL_VIOLATION' },
+      { t: 'err', sid: 7, code: expect.stringMatching(/^(UNSUPPORTED_SUITE|UNKNOWN_KEY_ID|MALFORMED|DECRYPT_FAILED)$/) as unknown as 'MALFORMED' },
+      { t: 'err', sid: 8, code: 'MALFORMED' },
+    ]);
+
+    // an operation the protocol does not know, sealed correctly: coded error inside the sealed response
+    const c = await client(t);
+    const sealed = sealChunkedRequest(
+      sealTargetFromKeyConfig(c.keyConfig),
+      encodeCbor({ v: 1, op: 'mine-bitcoin', model: 'fake-cls', input: 'x', stream: false, ts: Date.now(), id: new Uint8Array(16).fill(4) }),
+    );
+    const tr = await WsClientTransport.connect(t.wsUrl);
+    open.push(tr);
+    const ex = tr.exchange(sealed.bytes);
+    const chunks = [];
+    for await (const piece of ex.pieces) chunks.push(...sealed.response.openFrame(piece));
+    expect(chunks.map((ch) => ch.final)).toEqual([false, true]);
+    const { decodeResponseChunk } = await import('../../src/protocol/messages.js');
+    expect(decodeResponseChunk(chunks[0]?.plaintext ?? new Uint8Array(0))).toMatchObject({ t: 'error', code: 'UNKNOWN_OPERATION' });
+
+    // the same connection and other clients keep working
+    r.ws.send(encodeWireMessage({ t: 'evidence-req' }));
+    await until(() => r.got.length === 8);
+    expect(r.got[7]?.t).toBe('evidence');
+    expect(await c.classify('fine', { model: 'fake-cls' })).toEqual(fakeClassify('fine'));
+  });
+});
+
+describe('key rotation', () => {
+  it('previous key works in its grace period; a retired key id gets KEY_STALE and the client refetches transparently', async () => {
+    const t = await server();
+    const c = await client(t);
+    const firstKeyId = c.keyConfig.keyId;
+    t.server.keys.rotate();
+    expect(await c.classify('grace', { model: 'fake-cls' })).toEqual(fakeClassify('grace'));
+    expect(c.keyConfig.keyId).toBe(firstKeyId);
+    t.server.keys.rotate();
+    const staleBefore = t.server.stats.errors.get('KEY_STALE') ?? 0;
+    expect(await c.classify('stale', { model: 'fake-cls' })).toEqual(fakeClassify('stale'));
+    expect(t.server.stats.errors.get('KEY_STALE')).toBe(staleBefore + 1);
+    expect(c.keyConfig.keyId).toBe((firstKeyId + 2) % 256);
+    // over HTTP too
+    const h = await client(t, t.httpUrl);
+    t.server.keys.rotate();
+    t.server.keys.rotate();
+    expect(await h.classify('http stale', { model: 'fake-cls' })).toEqual(fakeClassify('http stale'));
+  });
+});
