@@ -42,7 +42,6 @@ export const scenario: Scenario = {
     await off.start();
     try {
       const texts = Array.from({ length: TEXTS }, (_, i) => syntheticText(TEXT_BYTES, i + 1));
-      const signal = new AbortController().signal;
       const armFor = (name: string, engine: OnnxEngine): Arm => {
         let i = 0;
         return {
@@ -50,7 +49,7 @@ export const scenario: Scenario = {
           measure: (ms) =>
             closedLoop(CONCURRENCY, ms, async () => {
               const input = texts[i++ % TEXTS] ?? '';
-              await drain(engine, { op: 'classify', model: model.name, input, params: {}, stream: false }, signal);
+              await drain(engine, { op: 'classify', model: model.name, input, params: {}, stream: false }, new AbortController().signal);
             }),
         };
       };

@@ -53,7 +53,6 @@ export const scenario: Scenario = {
         plain.push(await PlainClient.connect(plainUrl));
       }
       const model = stack.info.model;
-      const signal = new AbortController().signal;
       ctx.progress.plan(concurrencies.length * sizes.length * ctx.timing.rounds * 3);
       for (const size of sizes) {
         const texts = Array.from({ length: VARIANTS }, (_, i) => syntheticText(size, i + 11));
@@ -86,7 +85,7 @@ export const scenario: Scenario = {
               name: 'in-process',
               measure: (ms) =>
                 closedLoop(c, ms, async () => {
-                  await drain(local, { op: 'classify', model, input: text(), params: {}, stream: false }, signal);
+                  await drain(local, { op: 'classify', model, input: text(), params: {}, stream: false }, new AbortController().signal);
                 }),
             },
           ];

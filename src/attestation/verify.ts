@@ -35,11 +35,18 @@ export { verifyNitroDocument } from './nitro/verify.js';
 /** Tolerance for a key config's notBefore against the client's clock. */
 export const KEY_CONFIG_CLOCK_SKEW_SECONDS = 30;
 
-/** Roots the caller trusts, per platform. Simulated evidence is accepted only with an explicit root. */
+/**
+ * Roots the caller trusts, per platform. Simulated evidence is accepted only with explicit
+ * trust: a root given here, or the root SHA-256 pinned in the policy's 'simulated' section.
+ */
 export interface TrustedRoots {
-  /** Default: the bundled AWS Nitro Enclaves Root G1. */
+  /** Default: the bundled AWS Nitro Enclaves Root G1 (never replaced by any policy pin). */
   readonly nitro?: readonly CertificateInput[];
-  /** No default: simulated evidence is rejected (ROOT_UNTRUSTED) unless a root is given. */
+  /**
+   * No default. Without a root here, the policy's `platforms.simulated.rootSha256` is the
+   * explicit trust: the evidence's presented root (cabundle[0]) is the anchor only when its
+   * DER SHA-256 equals that pin (constant-time). With neither, ROOT_UNTRUSTED.
+   */
   readonly simulated?: readonly CertificateInput[];
 }
 
@@ -112,11 +119,15 @@ async function verifyPlatform(
     case 'simulated': {
       const section = bundle.platform === 'nitro' ? policy.nitro : policy.simulated;
       if (section === undefined) return failWith(bundle.platform, preSteps, 'policy', 'POLICY_MISMATCH', 'unreachable: no policy section');
-      const roots = bundle.platform === 'nitro' ? options.trustedRoots?.nitro : options.trustedRoots?.simulated;
-      if (bundle.platform === 'simulated' && (roots === undefined || roots.length === 0)) {
-        return failWith('simulated', preSteps, 'certificate-chain', 'ROOT_UNTRUSTED', 'simulated evidence needs an explicitly trusted simulated root');
-      }
+      const given = bundle.platform === 'nitro' ? options.trustedRoots?.nitro : options.trustedRoots?.simulated;
+      // An empty simulated list means "no root given"; nitro's list is passed on as it is.
+      const roots = bundle.platform === 'simulated' && given?.length === 0 ? undefined : given;
       const rootSha256 = bundle.platform === 'simulated' ? policy.simulated?.rootSha256 : undefined;
+      // Simulated: a given root, or the policy's pinned root digest, is the explicit trust
+      // (the pinned-root case is resolved against cabundle[0] by verifyNitroDocumentDetailed).
+      if (bundle.platform === 'simulated' && roots === undefined && rootSha256 === undefined) {
+        return failWith('simulated', preSteps, 'certificate-chain', 'ROOT_UNTRUSTED', 'simulated evidence needs an explicitly trusted simulated root or a rootSha256 pin in the policy');
+      }
       const maxAgeMs = section.maxAgeSeconds === undefined ? options.nitro?.maxAgeMs : section.maxAgeSeconds * 1000;
       const result = verifyNitroDocumentDetailed(bundle.evidence, {
         ...options.nitro,

@@ -8,7 +8,7 @@
  * closed). Each request is then sealed to the attested HPKE key (chunked OHTTP); its
  * response is opened chunk by chunk, must end with the authenticated final chunk
  * (STREAM_TRUNCATED otherwise), and that chunk's receipt must verify under the attested
- * Ed25519 receipt key.
+ * Ed25519 receipt key (RECEIPT_INVALID otherwise).
  *
  * Errors are CloisterError with a stable code. `detail.origin === 'server'` marks a code
  * the server reported (a plaintext transport error, or an error inside the sealed response).
@@ -249,7 +249,7 @@ export class CloisterClient {
         }
         if (msg.t !== 'end') throw new CloisterError('PROTOCOL_VIOLATION', 'final chunk is not an end message');
         const ok = verifyReceipt(keyConfig.receiptPublicKey, receipt.message(), msg.receipt);
-        if (!ok) throw new CloisterError('PROTOCOL_VIOLATION', 'receipt signature does not verify');
+        if (!ok) throw new CloisterError('RECEIPT_INVALID', 'receipt signature does not verify');
         complete = true;
         if (msg.data !== undefined) {
           started.value = true;

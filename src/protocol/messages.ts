@@ -8,7 +8,7 @@ import { CloisterError, isErrorCode } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
 import { concatBytes, copyBytes, utf8 } from '../crypto/bytes.js';
 import { decodeCbor, encodeCbor, toPlain } from './cbor.js';
-import type { CborInput, CborKey, CborValue } from './cbor.js';
+import type { CborDecodeOptions, CborInput, CborKey, CborValue } from './cbor.js';
 
 export const MESSAGE_VERSION = 1;
 export const OPERATIONS = ['classify', 'embed', 'token-classify', 'generate', 'chat', 'completion', 'embeddings', 'models'] as const;
@@ -63,6 +63,11 @@ function resolve(l: Partial<MessageLimits> | undefined): MessageLimits {
   return { ...DEFAULT_MESSAGE_LIMITS, ...l };
 }
 
+/** Strict deterministic decoding (RFC 8949 section 4.2.1); floats allowed for JSON-like content. */
+function cborOptions(l: MessageLimits, maxBytes: number): CborDecodeOptions {
+  return { maxDepth: l.maxDepth, maxItems: l.maxItems, maxBytes, allowFloats: true };
+}
+
 function strictMap(v: CborValue, field: string, required: readonly string[], optional: readonly string[]): Map<CborKey, CborValue> {
   if (!(v instanceof Map)) throw bad(field, 'must be a map');
   for (const k of v.keys()) {
@@ -84,7 +89,7 @@ export function decodeSealedRequest(bytes: Uint8Array, limits?: Partial<MessageL
   if (bytes.byteLength > l.maxRequestBytes) {
     throw new CloisterError('LIMIT_EXCEEDED', 'request too large', { detail: { limit: 'maxRequestBytes', value: l.maxRequestBytes } });
   }
-  const m = strictMap(decodeCbor(bytes, { maxDepth: l.maxDepth, maxItems: l.maxItems }), 'request', ['v', 'op', 'model', 'input', 'stream', 'ts', 'id'], ['params']);
+  const m = strictMap(decodeCbor(bytes, cborOptions(l, l.maxRequestBytes)), 'request', ['v', 'op', 'model', 'input', 'stream', 'ts', 'id'], ['params']);
   if (m.get('v') !== MESSAGE_VERSION) throw bad('v', 'unsupported version');
   const op = m.get('op');
   if (typeof op !== 'string') throw bad('op', 'must be text');
@@ -133,7 +138,7 @@ export function encodeResponseChunk(c: ResponseChunk): Uint8Array {
 export function decodeResponseChunk(bytes: Uint8Array, limits?: Partial<MessageLimits>): ResponseChunk {
   const l = resolve(limits);
   if (bytes.byteLength > l.maxChunkBytes) throw new CloisterError('LIMIT_EXCEEDED', 'response chunk too large', { detail: { limit: 'maxChunkBytes' } });
-  const root = decodeCbor(bytes, { maxDepth: l.maxDepth, maxItems: l.maxItems });
+  const root = decodeCbor(bytes, cborOptions(l, l.maxChunkBytes));
   if (!(root instanceof Map)) throw bad('chunk', 'must be a map');
   const t = root.get('t');
   if (t === 'data') {

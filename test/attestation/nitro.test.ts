@@ -9,7 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { AWS_NITRO_ROOT_G1_PEM, AWS_NITRO_ROOT_G1_SHA256_HEX, awsNitroRootDer } from '../../src/attestation/nitro/aws-root.js';
-import { decodeCbor } from '../../src/attestation/nitro/cbor.js';
+import { decodeCbor } from '../../src/protocol/cbor.js';
 import { decodeCoseSign1, sigStructure } from '../../src/attestation/nitro/cose.js';
 import { parseNitroDocument } from '../../src/attestation/nitro/document.js';
 import { verifyNitroDocument } from '../../src/attestation/nitro/verify.js';

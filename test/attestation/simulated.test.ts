@@ -127,9 +127,12 @@ describe('simulated attester + verifyEvidence', () => {
     ]);
   });
 
-  it('is rejected without an explicitly trusted root', async () => {
+  it('is rejected without an explicitly trusted root (and no root pin in the policy)', async () => {
     const bundle = await attest();
-    await expectCode(verifyEvidence(bundle, { ...options, trustedRoots: {} }), 'ROOT_UNTRUSTED', 'certificate-chain');
+    const unpinned = policyFromJson({ version: 1, platforms: { simulated: { pcrs: sim.policySection().pcrs } } });
+    await expectCode(verifyEvidence(bundle, { ...options, policy: unpinned, trustedRoots: {} }), 'ROOT_UNTRUSTED', 'certificate-chain');
+    await expectCode(verifyEvidence(bundle, { policy: unpinned, at: options.at ?? new Date(T0), nonce }), 'ROOT_UNTRUSTED', 'certificate-chain');
+    await expectCode(verifyEvidence(bundle, { ...options, policy: unpinned, trustedRoots: { simulated: [] } }), 'ROOT_UNTRUSTED', 'certificate-chain');
     // The AWS root given as "simulated" trust does not help either.
     const other = await createSimulatedAttester({ clock: () => T0 });
     await expectCode(verifyEvidence(bundle, { ...options, trustedRoots: { simulated: [other.rootPem] } }), 'ROOT_UNTRUSTED', 'certificate-chain');
@@ -150,6 +153,43 @@ describe('simulated attester + verifyEvidence', () => {
     const bundle = await other.attest({ keyConfig: kc, hpkePublicKey: new Uint8Array(32).fill(0x11), nonce });
     // Trusted by the caller, but the policy pins this run's root.
     await expectCode(verifyEvidence(bundle, { ...options, trustedRoots: { simulated: [other.rootPem] } }), 'ROOT_UNTRUSTED', 'certificate-chain');
+  });
+
+  describe('the policy root pin counts as explicit trust (no trustedRoots.simulated)', () => {
+    const noRoots = (): VerifyEvidenceOptions => ({ policy, at: options.at ?? new Date(T0), nonce });
+
+    it('accepts the presented root when its DER SHA-256 equals the pin', async () => {
+      const result = await verifyEvidence(await attest(), noRoots());
+      expect(result.simulated).toBe(true);
+      expect(result.claims.details['rootSha256']).toBe(sim.rootSha256Hex);
+      expect(result.report.steps.find((s) => s.step === 'certificate-chain')?.ok).toBe(true);
+      // An empty root list means "none given": the pin still decides.
+      expect((await verifyEvidence(await attest(), { ...noRoots(), trustedRoots: { simulated: [] } })).simulated).toBe(true);
+      // The document-level API takes the pin as the trust too.
+      expect(verifyNitroDocument((await attest()).evidence, { platform: 'simulated', rootSha256: Buffer.from(sim.rootSha256Hex, 'hex'), at: new Date(T0) }).ok).toBe(true);
+    });
+
+    it('rejects a document whose chain ends in another root (ROOT_UNTRUSTED)', async () => {
+      const other = await createSimulatedAttester({
+        clock: () => T0,
+        measurements: { codeDigest: new Uint8Array(32).fill(1), configDigest: new Uint8Array(32).fill(0x33), modelDigests: [modelDigest] },
+      });
+      const forged = await other.attest({ keyConfig: kc, hpkePublicKey: new Uint8Array(32).fill(0x11), nonce });
+      await expectCode(verifyEvidence(forged, noRoots()), 'ROOT_UNTRUSTED', 'certificate-chain');
+      const report = verifyNitroDocument(forged.evidence, { platform: 'simulated', rootSha256: Buffer.from(sim.rootSha256Hex, 'hex'), at: new Date(T0) });
+      expect(report.steps.find((s) => !s.ok)).toMatchObject({ step: 'certificate-chain', code: 'ROOT_UNTRUSTED' });
+    });
+
+    it('never replaces the AWS root for platform nitro', async () => {
+      const bundle = await attest();
+      const pin = Buffer.from(sim.rootSha256Hex, 'hex');
+      // Relabelled as nitro, with a policy that also pins this simulated root: still the AWS root only.
+      const both = policyFromJson({ version: 1, platforms: { nitro: { pcrs: sim.policySection().pcrs }, simulated: sim.policySection() } });
+      await expectCode(verifyEvidence({ ...bundle, platform: 'nitro' }, { policy: both, at: new Date(T0 + 1000), nonce }), 'ROOT_UNTRUSTED', 'certificate-chain');
+      const report = verifyNitroDocument(bundle.evidence, { platform: 'nitro', rootSha256: pin, at: new Date(T0) });
+      expect(report.ok).toBe(false);
+      expect(report.steps.find((s) => !s.ok)).toMatchObject({ step: 'certificate-chain', code: 'ROOT_UNTRUSTED' });
+    });
   });
 
   it('rejects another key config (binding)', async () => {

@@ -3,6 +3,7 @@
  * Host / Content-Type / API key checks, SSE framing, truncation and cancel.
  */
 import { request as httpRequest } from 'node:http';
+import { connect as netConnect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CloisterError } from '../../src/errors.js';
 import { parseListen, startGateway } from '../../src/client/gateway/index.js';
@@ -266,6 +267,19 @@ describe('gateway guards', () => {
     const g = await gw(fake);
     expect((await raw(g, 'POST', '/v1/chat/completions', chatBody(), { host: 'evil.example:80' })).status).toBe(421);
     expect((await raw(g, 'POST', '/v1/chat/completions', chatBody(), { host: `localhost:${g.port}` })).status).toBe(200);
+  });
+
+  it('bounds concurrent connections (maxConnections)', async () => {
+    const g = await gw(fake, { maxConnections: 1 });
+    const holder = netConnect(g.port, '127.0.0.1');
+    await new Promise<void>((resolve) => holder.once('connect', () => resolve()));
+    // Wait until the server has counted the held connection: the next one must be refused.
+    let refused = false;
+    for (let i = 0; i < 50 && !refused; i++) {
+      refused = await raw(g, 'GET', '/v1/models').then(() => false, () => true);
+    }
+    expect(refused).toBe(true);
+    holder.destroy();
   });
 
   it('requires the API key when one is set', async () => {

@@ -27,41 +27,8 @@ function codeOf(fn: () => unknown): string {
   }
   return 'no-throw';
 }
-const h = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s, 'hex'));
 
-describe('CBOR codec', () => {
-  it('encodes deterministically (RFC 8949 4.2.1 / Appendix A examples)', () => {
-    expect(toHex(encodeCbor(0))).toBe('00');
-    expect(toHex(encodeCbor(23))).toBe('17');
-    expect(toHex(encodeCbor(24))).toBe('1818');
-    expect(toHex(encodeCbor(1000))).toBe('1903e8');
-    expect(toHex(encodeCbor(1000000))).toBe('1a000f4240');
-    expect(toHex(encodeCbor(1000000000000))).toBe('1b000000e8d4a51000');
-    expect(toHex(encodeCbor(-1000))).toBe('3903e7');
-    expect(toHex(encodeCbor(1.1))).toBe('fb3ff199999999999a');
-    expect(toHex(encodeCbor('IETF'))).toBe('6449455446');
-    expect(toHex(encodeCbor([1, [2, 3]]))).toBe('8201820203');
-    // Keys sorted bytewise by encoding: shorter text first, ints before text.
-    expect(toHex(encodeCbor({ bb: 1, a: 2 }))).toBe('a261610262626201');
-    expect(toHex(encodeCbor(new Map<number | string, number>([['a', 1], [10, 2], [1, 3]])))).toBe('a301030a02616101');
-  });
-
-  it('decodes strictly', () => {
-    expect(decodeCbor(h('1903e8'))).toBe(1000);
-    expect(codeOf(() => decodeCbor(h('1817')))).toBe('MALFORMED'); // non-shortest
-    expect(codeOf(() => decodeCbor(h('190017')))).toBe('MALFORMED');
-    expect(codeOf(() => decodeCbor(h('9f01ff')))).toBe('MALFORMED'); // indefinite
-    expect(codeOf(() => decodeCbor(h('c11a514b67b0')))).toBe('MALFORMED'); // tag
-    expect(codeOf(() => decodeCbor(h('0000')))).toBe('MALFORMED'); // trailing
-    expect(codeOf(() => decodeCbor(h('62c328')))).toBe('MALFORMED'); // bad UTF-8
-    expect(codeOf(() => decodeCbor(h('a2616101616102')))).toBe('MALFORMED'); // duplicate key
-    expect(codeOf(() => decodeCbor(h('9a7fffffff')))).toBe('MALFORMED'); // huge array length, no bytes
-    expect(codeOf(() => decodeCbor(h('1bffffffffffffffff')))).toBe('MALFORMED'); // > 2^53
-    expect(codeOf(() => decodeCbor(h('f7')))).toBe('MALFORMED'); // undefined
-    expect(codeOf(() => decodeCbor(h('818181818100'), { maxDepth: 3, maxItems: 100 }))).toBe('LIMIT_EXCEEDED');
-    expect(codeOf(() => decodeCbor(h('83010203'), { maxDepth: 3, maxItems: 3 }))).toBe('LIMIT_EXCEEDED');
-  });
-});
+// The codec's own tests (every rule, limits, cbor-x cross-check): test/protocol/cbor.test.ts.
 
 function sampleKeyConfig(): KeyConfig {
   return {

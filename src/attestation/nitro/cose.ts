@@ -9,8 +9,8 @@
 import { createSign, verify as cryptoVerify } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { CloisterError } from '../../errors.js';
-import { decodeCbor, encodeCbor, isCborMap, isCborTagged } from './cbor.js';
-import type { CborDecodeOptions, CborValue } from './cbor.js';
+import { decodeCbor, encodeCbor, isCborMap, isCborTagged } from '../../protocol/cbor.js';
+import type { CborDecodeOptions, CborValue } from '../../protocol/cbor.js';
 
 /** COSE algorithm identifier for ECDSA w/ SHA-384 (RFC 9053 section 2.1). */
 export const COSE_ALG_ES384 = -35;
@@ -28,10 +28,34 @@ export interface CoseSign1 {
   readonly signature: Uint8Array;
 }
 
-/** Decode the envelope. Throws CloisterError(EVIDENCE_MALFORMED). */
+/**
+ * How NSM output is read: whatever well-formed heads and key order the NSM's serializer
+ * chose (newer NSM documents use an indefinite-length payload map, RFC 8949 section
+ * 3.2.2), but still no indefinite strings, floats, undefined, duplicate keys or trailing
+ * bytes. The signature covers the exact bytes, so nothing here is ever re-encoded.
+ */
+export const NITRO_CBOR_OPTIONS = Object.freeze({
+  requireCanonical: false,
+  requireShortestHeads: false,
+  allowIndefinite: true,
+} as const satisfies CborDecodeOptions);
+
+/** decodeCbor for evidence: a malformed encoding is EVIDENCE_MALFORMED (limits stay LIMIT_EXCEEDED). */
+export function decodeEvidenceCbor(bytes: Uint8Array, options: CborDecodeOptions): CborValue {
+  try {
+    return decodeCbor(bytes, { ...NITRO_CBOR_OPTIONS, ...options });
+  } catch (err) {
+    if (err instanceof CloisterError && err.code === 'MALFORMED') {
+      throw new CloisterError('EVIDENCE_MALFORMED', err.message, { cause: err, ...(err.detail === undefined ? {} : { detail: err.detail }) });
+    }
+    throw err;
+  }
+}
+
+/** Decode the envelope. Throws CloisterError(EVIDENCE_MALFORMED | LIMIT_EXCEEDED). */
 export function decodeCoseSign1(bytes: Uint8Array, options: CborDecodeOptions = {}): CoseSign1 {
   // The envelope is shallow: tag -> array -> header map.
-  let top: CborValue = decodeCbor(bytes, { maxDepth: 3, maxItems: 64, ...options });
+  let top: CborValue = decodeEvidenceCbor(bytes, { maxDepth: 3, maxItems: 64, allowTags: true, ...options });
   let tagged = false;
   if (isCborTagged(top)) {
     if (top.tag !== COSE_SIGN1_TAG) throw new CloisterError('EVIDENCE_MALFORMED', `unexpected CBOR tag ${top.tag}`);
@@ -60,7 +84,7 @@ export function decodeCoseSign1(bytes: Uint8Array, options: CborDecodeOptions = 
  * Throws CloisterError(EVIDENCE_MALFORMED).
  */
 export function checkEs384Header(cose: CoseSign1): void {
-  const header = decodeCbor(cose.protectedBytes, { maxDepth: 2, maxItems: 16 });
+  const header = decodeEvidenceCbor(cose.protectedBytes, { maxDepth: 2, maxItems: 16 });
   if (!isCborMap(header) || header.size !== 1 || header.get(1) !== COSE_ALG_ES384) {
     throw new CloisterError('EVIDENCE_MALFORMED', 'protected header must be exactly { 1: -35 } (alg ES384)');
   }

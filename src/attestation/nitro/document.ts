@@ -12,8 +12,9 @@
  * does, after the signature and chain checks.
  */
 import { CloisterError } from '../../errors.js';
-import { decodeCbor, isCborMap } from './cbor.js';
-import type { CborKey, CborValue } from './cbor.js';
+import { isCborMap } from '../../protocol/cbor.js';
+import type { CborKey, CborValue } from '../../protocol/cbor.js';
+import { decodeEvidenceCbor } from './cose.js';
 
 export interface NitroDocumentLimits {
   /** Longest module_id. Default 256. */
@@ -96,7 +97,7 @@ function optionalBytes(map: ReadonlyMap<CborKey, CborValue>, name: string, max: 
 export function parseNitroDocument(payload: Uint8Array, limits: NitroDocumentLimits = {}): NitroDocument {
   const l = { ...NITRO_DOCUMENT_DEFAULTS, ...limits };
   // Depth: map -> pcrs map / cabundle array -> leaf values.
-  const root = decodeCbor(payload, { maxDepth: 3, maxItems: 16 + 2 * l.maxPcrs + l.maxCabundleLength + 8 });
+  const root = decodeEvidenceCbor(payload, { maxDepth: 3, maxItems: 16 + 2 * l.maxPcrs + l.maxCabundleLength + 8 });
   if (!isCborMap(root)) throw bad('payload is not a map');
   for (const k of root.keys()) {
     if (typeof k !== 'string' || !KNOWN_KEYS.has(k)) throw bad(`unknown key ${typeof k === 'string' ? JSON.stringify(k) : k}`);

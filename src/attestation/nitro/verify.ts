@@ -6,8 +6,9 @@
  *
  * Each stage runs only if every earlier one passed, and each records a VerificationStep.
  * The same code verifies simulated documents (same format, a locally generated root that
- * the caller must pass explicitly as trusted).
+ * the caller must pass explicitly as trusted, or pin by its DER SHA-256).
  */
+import { createHash } from 'node:crypto';
 import { CloisterError } from '../../errors.js';
 import type { ErrorCode } from '../../errors.js';
 import { timingSafeEqualBytes } from '../../crypto/ct.js';
@@ -43,9 +44,18 @@ export interface NitroBindingExpectation {
 export interface VerifyNitroOptions extends NitroDocumentLimits {
   /** Label for the report: 'simulated' marks the result as simulated. Default 'nitro'. */
   readonly platform?: 'nitro' | 'simulated';
-  /** Roots to accept. Default: the bundled AWS Nitro Enclaves Root G1 (platform 'nitro' only). */
+  /**
+   * Roots to accept. Default for platform 'nitro': the bundled AWS Nitro Enclaves Root G1,
+   * always (a pin never replaces it). Default for 'simulated': none, unless `rootSha256` is
+   * given (see there).
+   */
   readonly trustedRoots?: readonly CertificateInput[];
-  /** An additional pin: the chain's root must have this DER SHA-256. */
+  /**
+   * A pin: the chain's root must have this DER SHA-256. With trustedRoots, an additional
+   * check. For platform 'simulated' without trustedRoots, the pin IS the explicit trust: the
+   * root the document presents (cabundle[0]) is accepted as the anchor only when its DER
+   * SHA-256 equals the pin (compared in constant time), else ROOT_UNTRUSTED.
+   */
   readonly rootSha256?: Uint8Array;
   /** Verification time for certificate validity and freshness. Default: now. */
   readonly at?: Date;
@@ -137,12 +147,20 @@ export function verifyNitroDocumentDetailed(bytes: Uint8Array, options: VerifyNi
     if (!Number.isSafeInteger(v) || v < 0) throw new CloisterError('INVALID_ARGUMENT', `${name} must be a non-negative integer`);
   }
   let trustedRoots = options.trustedRoots;
+  // Simulated only: no root given, but a pinned root digest (the development policy's
+  // rootSha256). The presented root becomes the anchor once it matches the pin, in the
+  // certificate-chain stage below. Never for 'nitro': its anchor is always the AWS root.
+  let anchorIsPinnedPresentedRoot = false;
   if (trustedRoots === undefined) {
-    // The AWS root is the default for real Nitro only; a simulated document needs an explicit root.
-    if (platform !== 'nitro') throw new CloisterError('INVALID_ARGUMENT', 'simulated documents require an explicitly trusted root');
-    trustedRoots = [awsNitroRootDer()];
+    if (platform === 'nitro') {
+      trustedRoots = [awsNitroRootDer()];
+    } else if (options.rootSha256 !== undefined) {
+      anchorIsPinnedPresentedRoot = true;
+    } else {
+      throw new CloisterError('INVALID_ARGUMENT', 'simulated documents require an explicitly trusted root or a pinned root SHA-256');
+    }
   }
-  if (trustedRoots.length === 0) throw new CloisterError('INVALID_ARGUMENT', 'no trusted root given');
+  if (trustedRoots?.length === 0) throw new CloisterError('INVALID_ARGUMENT', 'no trusted root given');
 
   const steps: VerificationStep[] = [];
   // Set once the cryptographic stages passed.
@@ -193,11 +211,21 @@ export function verifyNitroDocumentDetailed(bytes: Uint8Array, options: VerifyNi
   const chained = stage('certificate-chain', () => {
     const [presentedRoot, ...intermediates] = d.cabundle;
     if (presentedRoot === undefined) throw new StepFailure('CERT_CHAIN_INVALID', 'empty cabundle');
+    let anchors = trustedRoots;
+    if (anchorIsPinnedPresentedRoot) {
+      const pin = options.rootSha256 ?? new Uint8Array(0);
+      const presentedSha256 = new Uint8Array(createHash('sha256').update(presentedRoot).digest());
+      if (!timingSafeEqualBytes(presentedSha256, pin)) {
+        throw new StepFailure('ROOT_UNTRUSTED', 'the presented root does not have the pinned SHA-256');
+      }
+      anchors = [presentedRoot];
+    }
+    if (anchors === undefined) throw new StepFailure('ROOT_UNTRUSTED', 'no trusted root');
     const result = verifyCertificateChain({
       leaf: d.certificate,
       intermediates,
       presentedRoot,
-      trustedRoots,
+      trustedRoots: anchors,
       at,
       maxChainLength: (options.maxCabundleLength ?? NITRO_DOCUMENT_DEFAULTS.maxCabundleLength) + 1,
       maxCertificateBytes: options.maxCertificateBytes ?? NITRO_DOCUMENT_DEFAULTS.maxCertificateBytes,

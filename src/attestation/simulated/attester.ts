@@ -18,8 +18,8 @@ import { CloisterError } from '../../errors.js';
 import type { AttestationRequest, Attester, EvidenceBundle } from '../types.js';
 import { nitroBindingFor } from '../binding.js';
 import { toHex } from '../hex.js';
-import { encodeCbor } from '../nitro/cbor.js';
-import type { CborKey, CborValue } from '../nitro/cbor.js';
+import { encodeCbor } from '../../protocol/cbor.js';
+import type { CborKey, CborValue } from '../../protocol/cbor.js';
 import { signEs384 } from '../nitro/cose.js';
 import { NITRO_PCR_BYTES } from '../nitro/document.js';
 import { KeyUsageFlags } from '../x509/certificate.js';
@@ -192,6 +192,7 @@ export async function createSimulatedAttester(options: SimulatedAttesterOptions 
             ['user_data', binding.userData],
             ['nonce', binding.nonce],
           ]),
+          { sortKeys: false },
         );
         return {
           platform: 'simulated',

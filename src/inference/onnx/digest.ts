@@ -74,9 +74,24 @@ export async function modelDigest(dir: string, options: ModelDigestOptions = {})
   });
   if (!rootStat.isDirectory()) throw new CloisterError('CONFIG_INVALID', 'model path is not a directory');
 
-  const files = await listFiles(dir, maxFiles);
+  return digestFileSet(MODEL_DIGEST_LABEL, await listFiles(dir, maxFiles));
+}
+
+/**
+ * The construction above over an explicit file list, under another domain label (the
+ * server code digest uses it too, see src/server/code-digest.ts). `rel` is the path that is
+ * hashed, `abs` where to read it; entries are hashed in ascending byte order of `rel`
+ * whatever order they come in, and duplicate paths are an error.
+ */
+export async function digestFileSet(label: string, entries: readonly { readonly rel: string; readonly abs: string }[]): Promise<Uint8Array> {
+  const files = entries
+    .map((e) => ({ rel: e.rel, relBytes: Buffer.from(e.rel, 'utf8'), abs: e.abs }))
+    .sort((a, b) => Buffer.compare(a.relBytes, b.relBytes));
+  for (let i = 1; i < files.length; i++) {
+    if (files[i]?.rel === files[i - 1]?.rel) throw new CloisterError('INVALID_ARGUMENT', 'duplicate path in a file set digest');
+  }
   const hash = createHash('sha256');
-  hash.update(Buffer.from(MODEL_DIGEST_LABEL, 'ascii'));
+  hash.update(Buffer.from(label, 'utf8'));
   hash.update(Buffer.of(0));
   for (const f of files) {
     const header = Buffer.alloc(4);
@@ -96,7 +111,7 @@ export async function modelDigest(dir: string, options: ModelDigestOptions = {})
       hash.update(b);
     }
     if (read !== st.size) {
-      throw new CloisterError('CONFIG_INVALID', 'model file changed while it was being hashed', { detail: { path: f.rel } });
+      throw new CloisterError('CONFIG_INVALID', 'a file changed while it was being hashed', { detail: { path: f.rel } });
     }
   }
   return new Uint8Array(hash.digest());

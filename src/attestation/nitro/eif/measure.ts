@@ -17,8 +17,8 @@ import { createHash, X509Certificate } from 'node:crypto';
 import type { Hash } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { CloisterError } from '../../../errors.js';
-import { decodeCbor } from '../nsm/cbor.js';
-import type { CborValue } from '../nsm/cbor.js';
+import { decodeCbor } from '../../../protocol/cbor.js';
+import type { CborValue } from '../../../protocol/cbor.js';
 import { Crc32 } from './crc32.js';
 import {
   EIF_HDR_ARCH_ARM64,
@@ -128,7 +128,7 @@ function parseSignatureCertificate(data: Uint8Array): Uint8Array {
   // so accept that and a byte string.
   let value: CborValue;
   try {
-    value = decodeCbor(data, { maxDepth: 4, maxItems: data.byteLength + 16 });
+    value = decodeCbor(data, { maxDepth: 4, maxItems: data.byteLength + 16, requireCanonical: false });
   } catch (cause) {
     throw new CloisterError('MALFORMED', 'EIF: undecodable signature section', { cause });
   }

@@ -10,8 +10,8 @@
 import { createHash } from 'node:crypto';
 import { CloisterError } from '../../../errors.js';
 import type { AttestationRequest, Attester, EvidenceBundle } from '../../types.js';
-import { decodeCbor } from './cbor.js';
-import type { CborValue } from './cbor.js';
+import { decodeCbor } from '../../../protocol/cbor.js';
+import type { CborValue } from '../../../protocol/cbor.js';
 import { decodeNsmResponse, encodeAttestationRequest, encodeDescribePcrRequest, encodeGetRandomRequest } from './protocol.js';
 import type { NsmResponse } from './protocol.js';
 import type { NsmTransport } from './device.js';
@@ -79,12 +79,12 @@ function checkDocumentBinds(document: Uint8Array, publicKey: Uint8Array, userDat
   let payload: Uint8Array;
   let fields: CborValue;
   try {
-    const cose = decodeCbor(body, { maxDepth: 4, maxItems: 64, allowIndefinite: true });
+    const cose = decodeCbor(body, { maxDepth: 4, maxItems: 64, requireCanonical: false, allowIndefinite: true });
     if (!Array.isArray(cose) || cose.length !== 4 || !(cose[2] instanceof Uint8Array)) {
       throw new CloisterError('EVIDENCE_MALFORMED', 'not a COSE_Sign1 array');
     }
     payload = cose[2];
-    fields = decodeCbor(payload, { maxDepth: 4, maxItems: 4096, allowIndefinite: true });
+    fields = decodeCbor(payload, { maxDepth: 4, maxItems: 4096, requireCanonical: false, allowIndefinite: true });
   } catch (cause) {
     throw new CloisterError('ATTESTER_FAILED', 'NSM returned an undecodable attestation document', { cause });
   }

@@ -11,8 +11,8 @@
  * Responses are parsed strictly: exactly the expected variant, exactly its fields, no extras.
  */
 import { CloisterError } from '../../../errors.js';
-import { decodeCbor, encodeCbor } from './cbor.js';
-import type { CborMap, CborValue } from './cbor.js';
+import { decodeCbor, encodeCbor } from '../../../protocol/cbor.js';
+import type { CborMap, CborValue } from '../../../protocol/cbor.js';
 
 /** Bounds on Attestation request fields (the NSM accepts up to 1024 bytes each). */
 export const NSM_ATTESTATION_FIELD_MAX = 1024;
@@ -59,7 +59,8 @@ export function encodeAttestationRequest(request: NsmAttestationRequest): Uint8A
     ['nonce', optionalBytes('nonce', request.nonce)],
     ['public_key', optionalBytes('publicKey', request.publicKey)],
   ]);
-  return encodeCbor(new Map([['Attestation', fields]]));
+  // serde_cbor writes struct fields in declaration order, not sorted (RFC 8949 4.2.1 does not apply).
+  return encodeCbor(new Map([['Attestation', fields]]), { sortKeys: false });
 }
 
 /** `Request::DescribePCR { index: u16 }`. */
@@ -67,7 +68,7 @@ export function encodeDescribePcrRequest(index: number): Uint8Array {
   if (!Number.isInteger(index) || index < 0 || index > 0xffff) {
     throw new CloisterError('INVALID_ARGUMENT', 'PCR index must be a u16');
   }
-  return encodeCbor(new Map([['DescribePCR', new Map([['index', index]])]]));
+  return encodeCbor(new Map([['DescribePCR', new Map([['index', index]])]]), { sortKeys: false });
 }
 
 /** `Request::GetRandom` (a unit variant: the bare string). */
@@ -95,7 +96,8 @@ function bytesField(map: CborMap, variant: string, name: string): Uint8Array {
 
 /** Parses an NSM response (the bytes NSM_IOCTL_RAW returned). */
 export function decodeNsmResponse(bytes: Uint8Array): NsmResponse {
-  const value = decodeCbor(bytes, { maxDepth: 4, maxItems: 64 });
+  // serde_cbor output: shortest heads, definite lengths, struct fields in declaration order.
+  const value = decodeCbor(bytes, { maxDepth: 4, maxItems: 64, requireCanonical: false });
   if (!(value instanceof Map) || value.size !== 1) throw bad('expected a one-entry map (externally tagged enum)');
   const [[variant, body]] = [...value.entries()] as [[string | number, CborValue]];
   switch (variant) {
