@@ -12,3 +12,5 @@ export { createOpenAIClient, SealedStream } from './openai/index.js';
 export type { OpenAIClient, OpenAIClientOptions, SealedRequester } from './openai/index.js';
 export { startGateway } from './gateway/index.js';
 export type { Gateway, GatewayOptions } from './gateway/index.js';
+export { parsePolicy } from '../attestation/policy.js';
+export type { Policy } from '../attestation/policy.js';

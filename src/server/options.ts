@@ -21,8 +21,21 @@ export interface ServerLimits {
   readonly evidenceRequestsPerMinute: number;
   /** The same, per connection. */
   readonly evidenceRequestsPerMinutePerConnection: number;
-  /** Concurrent WebSocket connections (HTTP 503 on upgrade beyond). */
+  /**
+   * Concurrent client connections, HTTP and WebSocket together (a WebSocket is an upgraded
+   * HTTP connection, counted once), from accept to close; an idle HTTP keep-alive connection
+   * counts until the server's keep-alive timeout closes it. A connection accepted beyond the
+   * limit is answered 503 OVERLOADED on its first request or upgrade, then closed. Sockets
+   * waiting for that answer are bounded too: beyond 2 x maxConnections sockets in all, new
+   * ones are closed at accept without an answer, so idle sockets cannot exhaust descriptors.
+   */
   readonly maxConnections: number;
+  /**
+   * Malformed frames (undecodable, text, or a message only the server may send) one
+   * WebSocket connection may send. Each is answered with a coded error; one more closes the
+   * connection with 1008 (policy violation, RFC 6455 section 7.4.1), reason LIMIT_EXCEEDED.
+   */
+  readonly maxBadFramesPerConnection: number;
   /** Backpressure high-water mark: bytes queued to a peer before the server stops pulling engine output and reading its frames. */
   readonly highWaterMarkBytes: number;
   /** Replay window: accepted clock skew either side, and how long request ids are remembered. */
@@ -41,6 +54,7 @@ export const DEFAULT_LIMITS: ServerLimits = Object.freeze({
   evidenceRequestsPerMinute: 600,
   evidenceRequestsPerMinutePerConnection: 60,
   maxConnections: 1024,
+  maxBadFramesPerConnection: 16,
   highWaterMarkBytes: 1024 * 1024,
   replayWindowMs: 60_000,
   maxReplayEntries: 100_000,

@@ -1,61 +1,169 @@
 /**
- * Chooses the attester for `cloister serve --platform`. `auto` probes the TEE device nodes
- * and falls back to the SIMULATED platform (with a loud warning from the caller) when none
- * is present. Real platforms fail closed: asking for one that is not here is an error.
+ * Chooses the attester for `cloister serve --platform`, through the shared start-up
+ * detection of src/attestation/tsm (`detectPlatform`, `createTeeAttester`) and the
+ * `NitroAttester`; this module adds only the policy of what to do with the result:
+ *
+ * - `auto`: the TEE that detection finds is used. With none, the SIMULATED platform
+ *   (`fellBack`: the caller prints a loud warning). A detection warning (configfs-tsm present
+ *   but unprobeable: permissions, no provider) with no TEE found is PLATFORM_UNAVAILABLE, never
+ *   a silent downgrade: a confidential VM must not end up serving simulated evidence because
+ *   of a permission problem. `--platform simulated` says so explicitly when that is wanted.
+ * - `simulated`: nothing is probed.
+ * - `nitro`, `sev-snp`, `tdx`: detection must find exactly that platform, else
+ *   PLATFORM_UNAVAILABLE naming what it found (fail closed).
+ *
+ * On the simulated platform the measurements are real inputs: PCR0 the server code digest
+ * (./code-digest.ts), PCR1 the effective config digest, PCR2 the served model digests.
  */
-import { existsSync } from 'node:fs';
 import { CloisterError } from '../errors.js';
+import { PLATFORMS } from '../attestation/types.js';
 import type { Attester, Platform } from '../attestation/types.js';
 import type { SimulatedMeasurementInputs } from '../attestation/simulated/index.js';
+import { createTeeAttester, detectPlatform } from '../attestation/tsm/detect.js';
+import type { CreateTeeAttesterOptions, DetectedPlatform, DetectPlatformOptions } from '../attestation/tsm/detect.js';
+import type { NsmTransport } from '../attestation/nitro/nsm/device.js';
+import type { Engine } from '../inference/types.js';
+import { codeDigest } from './code-digest.js';
+import type { CodeDigestOptions } from './code-digest.js';
+import type { ServerLimits } from './options.js';
+import { serverConfigDigest } from './server.js';
 
 export type PlatformChoice = Platform | 'auto';
+export const PLATFORM_CHOICES: readonly PlatformChoice[] = ['auto', ...PLATFORMS];
 
-/** Device nodes that reveal each TEE (Linux). */
-const PROBES: readonly { platform: Platform; paths: readonly string[] }[] = [
-  { platform: 'nitro', paths: ['/dev/nsm'] },
-  { platform: 'sev-snp', paths: ['/dev/sev-guest'] },
-  { platform: 'tdx', paths: ['/dev/tdx_guest'] },
-];
+export function isPlatformChoice(value: string): value is PlatformChoice {
+  return (PLATFORM_CHOICES as readonly string[]).includes(value);
+}
 
-/** The TEE this machine offers, or undefined. Never touches vsock or the network. */
-export function probePlatform(exists: (path: string) => boolean = existsSync): Platform | undefined {
-  for (const p of PROBES) if (p.paths.some((path) => exists(path))) return p.platform;
-  return undefined;
+export interface PlatformSelection {
+  readonly choice: PlatformChoice;
+  readonly platform: Platform;
+  /** What detection found; absent for an explicit 'simulated' (nothing was probed). */
+  readonly detected?: DetectedPlatform;
+  /** True when `auto` found no TEE and fell back to simulated. */
+  readonly fellBack: boolean;
+  /** Detection's warning, for the caller to print (only ever set alongside a real TEE). */
+  readonly warning?: string;
+}
+
+export interface PlatformOptions {
+  /** Where to look (tests point these at fake trees). Default: the real /sys and /dev. */
+  readonly detect?: DetectPlatformOptions;
+  readonly tee?: CreateTeeAttesterOptions;
+  /** Opens the NSM (tests). Default: `openNsmDevice` on the detected device path. */
+  readonly openNsm?: (path: string | undefined) => NsmTransport | Promise<NsmTransport>;
+}
+
+function describeDetected(d: DetectedPlatform): string {
+  if (d.simulated) return 'no TEE';
+  return `${d.platform} (${d.source}${d.path === undefined ? '' : ` at ${d.path}`})`;
+}
+
+/** Decides the platform, before any attester exists (the config digest names it). */
+export async function selectPlatform(choice: PlatformChoice, options: PlatformOptions = {}): Promise<PlatformSelection> {
+  if (!isPlatformChoice(choice)) throw new CloisterError('INVALID_ARGUMENT', '--platform must be auto, simulated, nitro, sev-snp or tdx');
+  if (choice === 'simulated') return { choice, platform: 'simulated', fellBack: false };
+  const detected = await detectPlatform(options.detect);
+  const warning = detected.warning === undefined ? {} : { warning: detected.warning };
+  if (choice === 'auto') {
+    if (!detected.simulated) return { choice, platform: detected.platform, detected, fellBack: false, ...warning };
+    if (detected.warning !== undefined) {
+      throw new CloisterError(
+        'PLATFORM_UNAVAILABLE',
+        `${detected.warning}; refusing to fall back to the SIMULATED platform. Fix the TEE interface, or pass --platform simulated to run simulated on purpose`,
+        { detail: { requested: choice } },
+      );
+    }
+    return { choice, platform: 'simulated', detected, fellBack: true };
+  }
+  if (detected.simulated || detected.platform !== choice) {
+    const extra = detected.warning === undefined ? '' : ` (${detected.warning})`;
+    throw new CloisterError('PLATFORM_UNAVAILABLE', `--platform ${choice} was requested, but this machine offers ${describeDetected(detected)}${extra}`, {
+      detail: { requested: choice, found: detected.platform },
+    });
+  }
+  return { choice, platform: detected.platform, detected, fellBack: false, ...warning };
 }
 
 export interface PlatformAttester {
   readonly attester: Attester;
+  readonly selection: PlatformSelection;
   /** Present for the simulated platform: the run's root and the policy section matching it. */
   readonly simulated?: {
     readonly rootPem: string;
     readonly rootSha256Hex: string;
     readonly pcrs: Readonly<Record<string, string>>;
   };
-  /** True when `auto` found no TEE and fell back to simulated. */
-  readonly fellBack: boolean;
 }
 
-export async function createPlatformAttester(choice: PlatformChoice, measurements: SimulatedMeasurementInputs): Promise<PlatformAttester> {
-  const detected = choice === 'auto' ? probePlatform() : choice;
-  const platform: Platform = detected ?? 'simulated';
-  switch (platform) {
+/** The attester for a selection. Simulated: measured from `measurements`. */
+export async function createPlatformAttester(
+  selection: PlatformSelection,
+  measurements: SimulatedMeasurementInputs,
+  options: PlatformOptions = {},
+): Promise<PlatformAttester> {
+  switch (selection.platform) {
     case 'simulated': {
       const { createSimulatedAttester } = await import('../attestation/simulated/index.js');
       const sim = await createSimulatedAttester({ measurements });
       const section = sim.policySection();
-      return {
-        attester: sim,
-        simulated: { rootPem: sim.rootPem, rootSha256Hex: sim.rootSha256Hex, pcrs: section.pcrs },
-        fellBack: choice === 'auto',
-      };
+      return { attester: sim, selection, simulated: { rootPem: sim.rootPem, rootSha256Hex: sim.rootSha256Hex, pcrs: section.pcrs } };
     }
     case 'nitro': {
       const { NitroAttester } = await import('../attestation/nitro/nsm/attester.js');
-      const { openNsmDevice } = await import('../attestation/nitro/nsm/device.js');
-      return { attester: new NitroAttester({ transport: openNsmDevice() }), fellBack: false };
+      const path = selection.detected?.path;
+      const open =
+        options.openNsm ??
+        (async (p: string | undefined): Promise<NsmTransport> => {
+          const { openNsmDevice } = await import('../attestation/nitro/nsm/device.js');
+          return openNsmDevice(p === undefined ? {} : { path: p });
+        });
+      return { attester: new NitroAttester({ transport: await open(path) }), selection };
     }
     case 'sev-snp':
-    case 'tdx':
-      throw new CloisterError('PLATFORM_UNAVAILABLE', `the ${platform} attester is not available in this build`);
+    case 'tdx': {
+      const detected = selection.detected;
+      if (detected === undefined || detected.platform !== selection.platform) {
+        throw new CloisterError('PLATFORM_UNAVAILABLE', `no detected ${selection.platform} interface to attest with`);
+      }
+      const attester = createTeeAttester(detected, options.tee);
+      if (attester?.platform !== selection.platform) {
+        throw new CloisterError('PLATFORM_UNAVAILABLE', `no ${selection.platform} attester for ${describeDetected(detected)}`);
+      }
+      return { attester, selection };
+    }
   }
+}
+
+export interface ServePlatformInput {
+  /** From `selectPlatform`, taken before the engines start so a missing TEE fails fast. */
+  readonly selection: PlatformSelection;
+  /** Started engines: their models are measured (simulated PCR2) and configured. */
+  readonly engines: readonly Engine[];
+  readonly keyRotationIntervalMs?: number;
+  readonly limits?: Partial<ServerLimits>;
+  /** Where the code digest is taken (simulated PCR0). Default: this package. */
+  readonly code?: CodeDigestOptions;
+  readonly options?: PlatformOptions;
+}
+
+/**
+ * `cloister serve`'s attester step after `selectPlatform`: (simulated only) measure code,
+ * config and models, then create the attester.
+ */
+export async function preparePlatform(input: ServePlatformInput): Promise<PlatformAttester> {
+  const { selection } = input;
+  if (selection.platform !== 'simulated') return createPlatformAttester(selection, {}, input.options);
+  const configDigest = serverConfigDigest({
+    engines: input.engines,
+    platform: selection.platform,
+    ...(input.limits === undefined ? {} : { limits: input.limits }),
+    ...(input.keyRotationIntervalMs === undefined ? {} : { keyRotationIntervalMs: input.keyRotationIntervalMs }),
+  });
+  const models = input.engines.flatMap((e) => [...e.models()]).sort((a, b) => (a.name < b.name ? -1 : 1));
+  return createPlatformAttester(
+    selection,
+    { codeDigest: await codeDigest(input.code), configDigest, modelDigests: models.map((m) => m.digest) },
+    input.options,
+  );
 }

@@ -88,6 +88,9 @@ export class CloisterServer {
   private readonly http: HttpServer;
   private readonly wss: WebSocketServer;
   private readonly sockets = new Map<Socket, number>();
+  /** Sockets accepted while at maxConnections: answered 503 OVERLOADED, then closed. */
+  private readonly excess = new WeakSet<Socket>();
+  private admitted = 0;
   private nextConn = 1;
   private address: ServerAddress | undefined;
 
@@ -131,10 +134,32 @@ export class CloisterServer {
     this.ctx = { limits: this.limits, keys: this.keys, evidence, logger, stats: this.stats, handlerDeps };
 
     const httpTransport = new HttpTransport(this.ctx, (s) => this.sockets.get(s) ?? 0);
-    this.http = createServer({ requestTimeout: this.limits.requestTimeoutMs + 5000 }, (req, res) => httpTransport.handle(req, res));
+    this.http = createServer({ requestTimeout: this.limits.requestTimeoutMs + 5000 }, (req, res) => {
+      if (this.excess.has(req.socket)) httpTransport.refuse(req, res, 'OVERLOADED');
+      else httpTransport.handle(req, res);
+    });
+    // maxConnections counts every client connection, HTTP and WebSocket (ServerLimits docs).
+    // Sockets past twice the limit are closed by node at accept, without an answer.
+    this.http.maxConnections = 2 * this.limits.maxConnections;
     this.http.on('connection', (socket: Socket) => {
-      this.sockets.set(socket, this.nextConn++);
-      socket.on('close', () => this.sockets.delete(socket));
+      const conn = this.nextConn++;
+      this.sockets.set(socket, conn);
+      if (this.admitted >= this.limits.maxConnections) {
+        this.excess.add(socket);
+        this.stats.connectionsRejected++;
+        this.stats.count('OVERLOADED');
+        logger.log('warn', 'conn.rejected', { conn, code: 'OVERLOADED', connections: this.admitted });
+        socket.on('close', () => this.sockets.delete(socket));
+        return;
+      }
+      this.admitted++;
+      this.stats.connectionsOpen = this.admitted;
+      this.stats.connectionsTotal++;
+      socket.on('close', () => {
+        this.sockets.delete(socket);
+        this.admitted--;
+        this.stats.connectionsOpen = this.admitted;
+      });
     });
     this.wss = new WebSocketServer({
       noServer: true,
@@ -149,15 +174,11 @@ export class CloisterServer {
         socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
         return;
       }
-      if (this.stats.connectionsOpen >= this.limits.maxConnections) {
-        this.stats.connectionsRejected++;
-        this.stats.count('OVERLOADED');
-        logger.log('warn', 'conn.rejected', { conn, code: 'OVERLOADED', connections: this.stats.connectionsOpen });
+      if (this.excess.has(socket)) {
+        // Counted and logged at accept (the 'connection' handler).
         socket.end('HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
         return;
       }
-      this.stats.connectionsOpen++;
-      this.stats.connectionsTotal++;
       this.wss.handleUpgrade(req, socket, head, (ws) => {
         logger.log('info', 'conn.open', { conn, connections: this.stats.connectionsOpen });
         new WsSession(this.ctx, ws, conn);

@@ -2,9 +2,12 @@
 import type { ErrorCode } from '../errors.js';
 
 export class ServerStats {
+  /** Admitted client connections now open, HTTP and WebSocket alike (see ServerLimits.maxConnections). */
   connectionsOpen = 0;
   connectionsTotal = 0;
+  /** Connections accepted over maxConnections (answered 503 OVERLOADED, then closed). */
   connectionsRejected = 0;
+  /** Frames rejected as malformed or wrong-direction, or by ws itself (e.g. over maxFrameBytes). */
   framesRejected = 0;
   evidenceServed = 0;
   /** Sealed request bodies that reached the server (before any check). */

@@ -59,11 +59,30 @@ describe.skipIf(!haveDist)('cloister serve / policy / infer / attest (child proc
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('prints the URLs, the SIMULATED warning, the root and policy paths', () => {
+  it('prints the URLs, the SIMULATED warning, the root and policy paths, and a try line without --root', () => {
     expect(wsUrl).toMatch(/^ws:\/\/127\.0\.0\.1:\d+\/$/);
     expect(serverOut).toContain('SIMULATED');
     expect(serverOut).toContain(join(dir, 'state', 'simulated-root.pem'));
     expect(serverOut).toContain(join(dir, 'state', 'policy.json'));
+    const tryLine = /npx cloister infer (.*)/.exec(serverOut)?.[1] ?? '';
+    expect(tryLine).toContain(`--url ${httpUrl} --policy ${join(dir, 'state', 'policy.json')} --text `);
+    expect(tryLine).not.toContain('--root');
+  });
+
+  it('the printed try line works as printed: infer with the policy alone (its root pin is the trust)', async () => {
+    const policy = join(dir, 'state', 'policy.json');
+    const r = await runCli(['infer', '--url', httpUrl, '--policy', policy, '--text', 'chest pain radiating to the left arm']);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^\S+\t\d\.\d{4}\n$/);
+    expect(r.err).toContain('SIMULATED');
+  });
+
+  it('serve --platform sev-snp on a machine without it: PLATFORM_UNAVAILABLE, nothing listens', async () => {
+    const r = await runCli(['serve', '--model', join(dir, 'models', 'nowhere'), '--listen', '127.0.0.1:0', '--platform', 'sev-snp', '--state-dir', join(dir, 'state2')]);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain('PLATFORM_UNAVAILABLE');
+    expect(r.err).toContain('--platform sev-snp was requested');
+    expect(r.out).not.toContain('websocket:');
   });
 
   it('infer over ws and http with the written policy; policy and attest commands; no canary in server output', async () => {
@@ -81,10 +100,17 @@ describe.skipIf(!haveDist)('cloister serve / policy / infer / attest (child proc
     const emb = await runCli(['infer', '--url', httpUrl, '--policy', policy, '--root', root, '--text', CANARY, '--op', 'embed', '--json']);
     expect(emb.code).toBe(0);
 
-    // without the root: refused, nothing sent
-    const noRoot = await runCli(['infer', '--url', wsUrl, '--policy', policy, '--text', CANARY]);
-    expect(noRoot.code).toBe(1);
-    expect(noRoot.err).toContain('ROOT_UNTRUSTED');
+    // without the root, the policy's root pin is the trust
+    const noRoot = await runCli(['infer', '--url', wsUrl, '--policy', policy, '--text', text]);
+    expect(noRoot.code).toBe(0);
+    expect(noRoot.out).toBe(ws.out);
+    // with neither a root nor a pin: refused, nothing sent
+    const unpinned = JSON.parse(await readFile(policy, 'utf8')) as { platforms: { simulated: Record<string, unknown> } };
+    delete unpinned.platforms.simulated['rootSha256'];
+    await writeFile(join(dir, 'unpinned.json'), JSON.stringify(unpinned));
+    const refusedRoot = await runCli(['infer', '--url', wsUrl, '--policy', join(dir, 'unpinned.json'), '--text', CANARY]);
+    expect(refusedRoot.code).toBe(1);
+    expect(refusedRoot.err).toContain('ROOT_UNTRUSTED');
 
     // `cloister policy` reproduces the policy serve wrote
     const pol = await runCli(['policy', '--url', httpUrl]);

@@ -52,8 +52,28 @@ describe('sealed channel end to end (fake engine)', () => {
     expect(await codeOf(connect(t.wsUrl, { policy: policyFromJson(bad), trustedRoots: t.trustedRoots }))).toBe('POLICY_MISMATCH');
     const badModel = { ...t.policyJson, models: { 'fake-cls': '00'.repeat(32) } };
     expect(await codeOf(connect(t.httpUrl, { policy: policyFromJson(badModel), trustedRoots: t.trustedRoots }))).toBe('POLICY_MISMATCH');
-    expect(await codeOf(connect(t.wsUrl, { policy: t.policy }))).toBe('ROOT_UNTRUSTED');
+    // no root given and no root pin in the policy: nothing trusts the simulated root
+    const unpinned = structuredClone(t.policyJson) as { platforms: { simulated: Record<string, unknown> } };
+    delete unpinned.platforms.simulated['rootSha256'];
+    expect(await codeOf(connect(t.wsUrl, { policy: policyFromJson(unpinned) }))).toBe('ROOT_UNTRUSTED');
+    // a pin naming another root: refused, with or without a given root
+    const otherPin = structuredClone(t.policyJson) as { platforms: { simulated: Record<string, unknown> } };
+    otherPin.platforms.simulated['rootSha256'] = 'cd'.repeat(32);
+    expect(await codeOf(connect(t.wsUrl, { policy: policyFromJson(otherPin) }))).toBe('ROOT_UNTRUSTED');
+    expect(await codeOf(connect(t.httpUrl, { policy: policyFromJson(otherPin), trustedRoots: t.trustedRoots }))).toBe('ROOT_UNTRUSTED');
     expect(t.server.stats.sealedRequestsReceived).toBe(before);
+  });
+
+  it("the development policy's root pin is explicit trust: no trustedRoots needed", async () => {
+    for (const url of [t.wsUrl, t.httpUrl]) {
+      const c = await connect(url, { policy: t.policy });
+      try {
+        expect(c.simulated).toBe(true);
+        expect(await c.classify('pinned', { model: 'fake-cls' })).toEqual(fakeClassify('pinned'));
+      } finally {
+        await c.close();
+      }
+    }
   });
 
   it('32 concurrent clients, several requests each, all correct', async () => {

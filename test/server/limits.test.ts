@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { createConnection } from 'node:net';
 import { WebSocket } from 'ws';
 import { connect } from '../../src/client/client.js';
 import type { CloisterClient } from '../../src/client/client.js';
@@ -146,6 +147,84 @@ describe('server limits, each hit', () => {
     await raw(t);
     await raw(t);
     expect(await codeOf(WsClientTransport.connect(t.wsUrl))).toBe('OVERLOADED');
+  });
+
+  it('maxConnections counts HTTP connections too: a keep-alive HTTP socket holds a slot', async () => {
+    const t = await server({ maxConnections: 1 });
+    // One HTTP connection, kept alive after its request.
+    const sock = createConnection({ host: '127.0.0.1', port: t.urls.port ?? 0 });
+    open.push({ close: async () => void sock.destroy() });
+    let reply = '';
+    sock.on('data', (d: Buffer) => (reply += d.toString('latin1')));
+    sock.write('GET /v1/evidence HTTP/1.1\r\nhost: x\r\nconnection: keep-alive\r\n\r\n');
+    await until(() => reply.startsWith('HTTP/1.1 200'));
+    // Now a second connection, HTTP or WebSocket, is over the limit: 503 OVERLOADED.
+    const res = await fetch(`${t.httpUrl}/v1/evidence`);
+    expect(res.status).toBe(503);
+    expect(decodeWireMessage(new Uint8Array(await res.arrayBuffer()))).toEqual({ t: 'err', code: 'OVERLOADED' });
+    expect(await codeOf(WsClientTransport.connect(t.wsUrl))).toBe('OVERLOADED');
+    expect(t.server.stats.connectionsRejected).toBeGreaterThanOrEqual(2);
+    expect(t.server.stats.connectionsOpen).toBe(1);
+    // Closing the HTTP connection frees its slot.
+    sock.destroy();
+    await until(() => t.server.stats.connectionsOpen === 0);
+    const c = await client(t);
+    expect(await c.classify('slot free', { model: 'fake-cls' })).toEqual(fakeClassify('slot free'));
+  });
+
+  it('maxConnections: sockets waiting for their 503 are bounded at twice the limit, then dropped at accept', async () => {
+    const t = await server({ maxConnections: 1 });
+    const port = t.urls.port ?? 0;
+    const idle = (): Promise<{ closed: Promise<void> }> =>
+      new Promise((resolve, reject) => {
+        const s = createConnection({ host: '127.0.0.1', port });
+        open.push({ close: async () => void s.destroy() });
+        const closed = new Promise<void>((r) => s.on('close', () => r()));
+        s.on('error', () => undefined);
+        s.once('connect', () => resolve({ closed }));
+        s.once('error', reject);
+      });
+    await idle(); // admitted
+    await idle(); // accepted over the limit: waits for its first request
+    await until(() => t.server.stats.connectionsRejected === 1);
+    const third = await idle(); // beyond 2 x maxConnections: closed at once, unanswered
+    await third.closed;
+    expect(t.server.stats.connectionsOpen).toBe(1);
+    expect(t.server.stats.connectionsRejected).toBe(1); // the third never reached the server's handler
+  });
+
+  it('maxBadFramesPerConnection: one malformed frame too many closes that connection with 1008; others are served', async () => {
+    const t = await server({ maxBadFramesPerConnection: 3 });
+    const r = await raw(t);
+    r.ws.send(Buffer.from([0xff]));
+    r.ws.send('text');
+    r.ws.send(encodeWireMessage({ t: 'end', sid: 1 })); // server-to-client only
+    await until(() => r.got.length === 3);
+    expect(r.got).toEqual([
+      { t: 'err', code: 'MALFORMED' },
+      { t: 'err', code: 'MALFORMED' },
+      { t: 'err', code: 'PROTOCOL_VIOLATION' },
+    ]);
+    r.ws.send(Buffer.from([0xfe]));
+    expect(await r.closed).toBe(1008);
+    expect(r.got[3]).toEqual({ t: 'err', code: 'LIMIT_EXCEEDED' });
+    expect(t.server.stats.errors.get('LIMIT_EXCEEDED')).toBe(1);
+    // another connection is unaffected, and the closed one freed its slot
+    await until(() => t.server.stats.connectionsOpen === 0);
+    const c = await client(t);
+    expect(await c.classify('still serving', { model: 'fake-cls' })).toEqual(fakeClassify('still serving'));
+  });
+
+  it('maxBadFramesPerConnection: well-formed traffic never counts', async () => {
+    const t = await server({ maxBadFramesPerConnection: 1 });
+    const r = await raw(t);
+    for (let i = 0; i < 5; i++) r.ws.send(encodeWireMessage({ t: 'evidence-req' }));
+    await until(() => r.got.length === 5);
+    expect(r.got.every((m) => m.t === 'evidence')).toBe(true);
+    r.ws.send(Buffer.from([0xff]));
+    await until(() => r.got.length === 6);
+    expect(r.got[5]).toEqual({ t: 'err', code: 'MALFORMED' });
+    expect(r.ws.readyState).toBe(WebSocket.OPEN);
   });
 
   it('maxReplayEntries: OVERLOADED once the replay window is full', async () => {

@@ -14,7 +14,10 @@ export async function readText(path: string, what: string): Promise<string> {
   }
 }
 
-/** `--root pem`: trusted for the simulated platform only (real platforms use the bundled vendor roots). */
+/**
+ * `--root pem`: trusted for the simulated platform only (real platforms use the bundled vendor
+ * roots). Optional when the policy pins the simulated root's SHA-256.
+ */
 export async function rootsFrom(path: string | undefined): Promise<TrustedRoots | undefined> {
   if (path === undefined) return undefined;
   return { simulated: [await readText(path, 'root certificate')] };

@@ -17,7 +17,9 @@ const USAGE = `usage: cloister infer --url URL --policy policy.json [--root root
   --url     ws://host:port/ or http://host:port, as printed by 'cloister serve'
   --policy  the policy the server must satisfy (from the image build; for the simulated
             platform, the development policy 'cloister serve' wrote)
-  --root    a simulated platform's root certificate (never needed for real TEEs)`;
+  --root    a simulated platform's root certificate: optional, since the development policy
+            that 'cloister serve' writes pins that root's SHA-256 (platforms.simulated.rootSha256),
+            which the client trusts as explicitly as a given root; never used for real TEEs`;
 
 export async function run(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { values: ['url', 'policy', 'root', 'text', 'file', 'model', 'op'], flags: ['json'] });

@@ -6,20 +6,22 @@
  *                  [--platform auto|simulated|nitro|sev-snp|tdx] [--state-dir dir]
  *                  [--key-rotation-minutes n] [--log-level debug|info|warn|error]
  *
- * On the simulated platform it writes the run's root certificate and a development policy
- * matching this server into the state dir, and says loudly that nothing is attested.
+ * Platform selection is src/server/platform.ts (shared TEE detection; auto falls back to
+ * SIMULATED only when no TEE interface is there at all). On the simulated platform PCR0
+ * measures this package's code (dist/*.js + package-lock.json, src/server/code-digest.ts),
+ * and serve writes the run's root certificate and a development policy matching this server
+ * (which pins that root's SHA-256, so clients need no --root) into the state dir, and says
+ * loudly that nothing is attested.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import { CloisterError } from '../../errors.js';
-import { PLATFORMS } from '../../attestation/types.js';
 import type { OnnxModelConfig } from '../../inference/onnx/engine.js';
 import { developmentPolicy } from '../../client/dev-policy.js';
 import { createLogger } from '../../server/log.js';
 import type { LogLevel } from '../../server/log.js';
-import { createPlatformAttester } from '../../server/platform.js';
-import type { PlatformChoice } from '../../server/platform.js';
-import { CloisterServer, serverConfigDigest } from '../../server/server.js';
+import { isPlatformChoice, preparePlatform, selectPlatform } from '../../server/platform.js';
+import { CloisterServer } from '../../server/server.js';
 import type { ListenTarget } from '../../server/server.js';
 import { one, parseArgs } from './args.js';
 import type { Engine } from '../../inference/types.js';
@@ -74,7 +76,7 @@ export async function run(argv: string[]): Promise<number> {
   const upstream = upstreamFromArgs((name) => one(args, name));
   if (models.length === 0 && upstream === undefined) throw new CloisterError('INVALID_ARGUMENT', `give at least one --model, --embedder or --upstream\n\n${USAGE}`);
   const platformArg = one(args, 'platform') ?? 'auto';
-  if (platformArg !== 'auto' && !(PLATFORMS as readonly string[]).includes(platformArg)) {
+  if (!isPlatformChoice(platformArg)) {
     throw new CloisterError('INVALID_ARGUMENT', '--platform must be auto, simulated, nitro, sev-snp or tdx');
   }
   const target = listenArg(one(args, 'listen'), one(args, 'socket'));
@@ -84,6 +86,8 @@ export async function run(argv: string[]): Promise<number> {
   if (rotationMinutes !== undefined && !(Number.isInteger(rotationMinutes) && rotationMinutes >= 1)) {
     throw new CloisterError('INVALID_ARGUMENT', '--key-rotation-minutes must be a positive integer');
   }
+  // Fails closed (PLATFORM_UNAVAILABLE) when the requested TEE is not here, before any model loads.
+  const selection = await selectPlatform(platformArg);
   const level = (one(args, 'log-level') ?? 'info') as LogLevel;
   if (!['debug', 'info', 'warn', 'error'].includes(level)) throw new CloisterError('INVALID_ARGUMENT', 'bad --log-level');
   const logger = createLogger({ minLevel: level });
@@ -97,22 +101,14 @@ export async function run(argv: string[]): Promise<number> {
   if (upstream !== undefined) engines.push(upstream);
   for (const e of engines) await e.start();
 
-  const choice = platformArg as PlatformChoice;
-  const probeChoice = choice;
   const keyRotationIntervalMs = rotationMinutes === undefined ? undefined : rotationMinutes * 60_000;
-  // The platform is known before the attester exists except for 'auto'; resolve it first so
-  // the config digest (measured into the simulated PCR1) names the right one.
-  const { probePlatform } = await import('../../server/platform.js');
-  const platform = probeChoice === 'auto' ? (probePlatform() ?? 'simulated') : probeChoice;
-  const configDigest = serverConfigDigest({
-    engines,
-    platform,
-    ...(keyRotationIntervalMs === undefined ? {} : { keyRotationIntervalMs }),
-  });
-  const pa = await createPlatformAttester(platform, {
-    configDigest,
-    modelDigests: engines.flatMap((e) => [...e.models()]).sort((a, b) => (a.name < b.name ? -1 : 1)).map((m) => m.digest),
-  });
+  const pa = await preparePlatform({ selection, engines, ...(keyRotationIntervalMs === undefined ? {} : { keyRotationIntervalMs }) }).catch(
+    async (err: unknown) => {
+      for (const e of engines) await e.close().catch(() => undefined);
+      throw err;
+    },
+  );
+  const platform = pa.selection.platform;
 
   const server = new CloisterServer({
     engines,
@@ -134,20 +130,22 @@ export async function run(argv: string[]): Promise<number> {
       BAR,
       'WARNING: platform is SIMULATED. No TEE protects this server: evidence is signed by a',
       'locally generated root, keys live in an ordinary process. For development only.',
-      ...(pa.fellBack ? ['(no TEE device was found: --platform auto fell back to simulated)'] : []),
+      ...(pa.selection.fellBack ? ['(no TEE device was found: --platform auto fell back to simulated)'] : []),
       BAR,
       `simulated root:      ${rootPath}`,
       `development policy:  ${policyPath}`,
     );
   }
+  if (pa.selection.warning !== undefined) lines.push(`warning:    ${pa.selection.warning}`);
   lines.push(`platform:   ${platform}`);
   lines.push(`websocket:  ${address.wsUrl}`);
   if (address.httpUrl !== undefined) lines.push(`http:       ${address.httpUrl}  (GET /v1/evidence, POST /v1/sealed)`);
   lines.push(`models:     ${server.router.models().map((m) => `${m.name} (${m.task})`).join(', ')}`);
   const url = address.httpUrl ?? address.wsUrl;
-  const root = pa.simulated === undefined ? '' : ` --root ${resolve(stateDir, 'simulated-root.pem')}`;
+  // The development policy pins the simulated root's SHA-256: that pin is the client's
+  // explicit trust, so no --root is needed (src/attestation/verify.ts TrustedRoots).
   const policyArg = pa.simulated === undefined ? 'policy.json' : resolve(stateDir, 'policy.json');
-  lines.push('', 'try:', `  cloister infer --url ${url} --policy ${policyArg}${root} --text "chest pain radiating to the left arm"`);
+  lines.push('', 'try:', `  npx cloister infer --url ${url} --policy ${policyArg} --text "chest pain radiating to the left arm"`);
   console.log(lines.join('\n'));
 
   await new Promise<void>((done) => {

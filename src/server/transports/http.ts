@@ -62,6 +62,13 @@ export class HttpTransport {
     private readonly connOf: (socket: Socket) => number,
   ) {}
 
+  /** Answers a request with a coded error and closes its connection (used past maxConnections). */
+  refuse(req: IncomingMessage, res: ServerResponse, code: ErrorCode): void {
+    res.setHeader('connection', 'close');
+    sendError(res, code);
+    req.resume();
+  }
+
   handle(req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url ?? '/', 'http://localhost');
     if (url.pathname === EVIDENCE_PATH) {

@@ -21,6 +21,9 @@ export class WsSession {
   private queuedBytes = 0;
   private drainWaiters: (() => void)[] = [];
   private closed = false;
+  /** Set once this side started closing (bad-frame limit): later frames are ignored. */
+  private closing = false;
+  private badFrames = 0;
   private paused = false;
   private idleTimer: NodeJS.Timeout | undefined;
   private readonly evidenceLimiter: SlidingWindowLimiter;
@@ -85,18 +88,37 @@ export class WsSession {
     void this.send(sid === undefined ? { t: 'err', code: wireCodeOf(code) } : { t: 'err', sid, code: wireCodeOf(code) });
   }
 
+  /**
+   * A frame that is not a valid client message: a coded error, and past
+   * `maxBadFramesPerConnection` of them the connection is closed with 1008 (policy
+   * violation, RFC 6455 section 7.4.1), so a peer cannot keep the server decoding garbage.
+   */
+  private badFrame(code: ErrorCode, bytesIn: number): void {
+    const { stats, logger, limits } = this.ctx;
+    stats.framesRejected++;
+    stats.count(code);
+    logger.log('info', 'frame.rejected', { conn: this.conn, code, bytesIn });
+    this.badFrames++;
+    if (this.badFrames <= limits.maxBadFramesPerConnection) {
+      this.sendError(code);
+      return;
+    }
+    this.closing = true;
+    stats.count('LIMIT_EXCEEDED');
+    logger.log('warn', 'conn.rejected', { conn: this.conn, code: 'LIMIT_EXCEEDED' });
+    this.sendError('LIMIT_EXCEEDED');
+    this.ws.close(1008, 'LIMIT_EXCEEDED');
+  }
+
   private onMessage(data: unknown, isBinary: boolean): void {
+    if (this.closing) return;
     this.armIdle();
     let msg: WireMessage;
     try {
       if (!isBinary || !(data instanceof Buffer)) throw asCloisterError(new Error('text frame'), 'MALFORMED');
       msg = decodeWireMessage(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     } catch (err) {
-      const code = asCloisterError(err, 'MALFORMED').code;
-      this.ctx.stats.framesRejected++;
-      this.ctx.stats.count(code);
-      this.ctx.logger.log('info', 'frame.rejected', { conn: this.conn, code, bytesIn: data instanceof Buffer ? data.byteLength : 0 });
-      this.sendError(code);
+      this.badFrame(asCloisterError(err, 'MALFORMED').code, data instanceof Buffer ? data.byteLength : 0);
       return;
     }
     switch (msg.t) {
@@ -111,9 +133,7 @@ export class WsSession {
         return;
       default:
         // Server-to-client messages are not valid from a client.
-        this.ctx.stats.framesRejected++;
-        this.ctx.stats.count('PROTOCOL_VIOLATION');
-        this.sendError('PROTOCOL_VIOLATION');
+        this.badFrame('PROTOCOL_VIOLATION', data instanceof Buffer ? data.byteLength : 0);
     }
   }
 
@@ -171,7 +191,7 @@ export class WsSession {
     if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
     for (const abort of this.streams.values()) abort.abort();
     this.drained();
-    this.ctx.stats.connectionsOpen--;
+    // connectionsOpen is kept by the server per socket (HTTP and WebSocket alike).
     this.ctx.logger.log('info', 'conn.close', { conn: this.conn, closeCode });
   }
 }

@@ -1,0 +1,22 @@
+/** Attestation: one verification entry point for every platform, policies, and attesters. */
+export { verifyEvidence, verifyNitroDocument, EvidenceVerificationError } from './verify.js';
+export type { TrustedRoots, VerifyEvidenceOptions, VerifiedEvidence } from './verify.js';
+export { parsePolicy, policyFromJson, POLICY_VERSION } from './policy.js';
+export type { Policy, NitroPolicy, SimulatedPolicy, PlatformPolicies } from './policy.js';
+export { reportDataFor, nitroBindingFor, checkReportDataBinding, REPORT_DATA_LABEL } from './binding.js';
+export { PLATFORMS } from './types.js';
+export type {
+  AttestationRequest,
+  Attester,
+  EvidenceBundle,
+  Platform,
+  VerificationReport,
+  VerificationStep,
+  VerifiedClaims,
+} from './types.js';
+export { createSimulatedAttester } from './simulated/index.js';
+export type { SimulatedAttester, SimulatedAttesterOptions } from './simulated/index.js';
+export { detectPlatform, createTeeAttester } from './tsm/index.js';
+export type { DetectedPlatform, DetectPlatformOptions } from './tsm/index.js';
+export { verifySevSnpEvidence } from './sev-snp/index.js';
+export { verifyTdxEvidence } from './tdx/index.js';
