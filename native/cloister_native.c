@@ -18,6 +18,7 @@
 #include <node_api.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,13 +120,15 @@ static napi_value throw_coded(napi_env env, const char *code, const char *messag
   return NULL;
 }
 
-static int get_fd(napi_env env, napi_value v, int32_t *fd) {
+/* An integral JS number in [min, max]: its int32 and double readings must agree, so
+ * fractions, NaN, infinities and out-of-range values are all refused. */
+static int get_int_in_range(napi_env env, napi_value v, int32_t min, int32_t max, int32_t *out) {
   napi_valuetype t;
   if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) return 0;
-  if (napi_get_value_int32(env, v, fd) != napi_ok) return 0;
+  if (napi_get_value_int32(env, v, out) != napi_ok) return 0;
   double d;
-  if (napi_get_value_double(env, v, &d) != napi_ok || d != (double)*fd) return 0;
-  return *fd >= 0;
+  if (napi_get_value_double(env, v, &d) != napi_ok || d != (double)*out) return 0;
+  return *out >= min && *out <= max;
 }
 
 /* Borrow a Uint8Array's bytes (never retained past the call). */
@@ -142,6 +145,33 @@ static int get_u8(napi_env env, napi_value v, uint8_t **data, size_t *len) {
   return 1;
 }
 
+/*
+ * The argument prologue every entry point shares: exactly `want` arguments, the first a file
+ * descriptor (a non-negative integer), the second a Uint8Array (of exactly `u8_len` bytes
+ * unless 0). Throws a TypeError with code INVALID_ARGUMENT and returns 0 otherwise.
+ */
+static int get_fd_and_bytes(napi_env env, napi_callback_info info, const char *fn, const char *u8_what, size_t u8_len,
+                            size_t want, napi_value *argv, int32_t *fd, uint8_t **data, size_t *len) {
+  char msg[128];
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
+    napi_throw_error(env, "INTERNAL", "Node-API call failed");
+    return 0;
+  }
+  if (argc != want || !get_int_in_range(env, argv[0], 0, INT32_MAX, fd)) {
+    snprintf(msg, sizeof msg, "%s: fd must be a non-negative integer", fn);
+    napi_throw_type_error(env, "INVALID_ARGUMENT", msg);
+    return 0;
+  }
+  if (!get_u8(env, argv[1], data, len) || (u8_len != 0 && *len != u8_len)) {
+    if (u8_len == 0) snprintf(msg, sizeof msg, "%s: %s must be a Uint8Array", fn, u8_what);
+    else snprintf(msg, sizeof msg, "%s: %s must be a %zu-byte Uint8Array", fn, u8_what, u8_len);
+    napi_throw_type_error(env, "INVALID_ARGUMENT", msg);
+    return 0;
+  }
+  return 1;
+}
+
 /* Copy bytes into a fresh JS Uint8Array. */
 static napi_value make_u8(napi_env env, const uint8_t *src, size_t len) {
   void *dst = NULL;
@@ -152,23 +182,27 @@ static napi_value make_u8(napi_env env, const uint8_t *src, size_t len) {
   return arr;
 }
 
+#ifdef __linux__
+/* One ioctl, retried while a signal interrupts it (EINTR). Returns its result; on failure
+ * *err holds the errno the caller reports. */
+static int ioctl_retrying(int fd, unsigned long request, void *arg, int *err) {
+  int rc;
+  do {
+    rc = ioctl(fd, request, arg);
+  } while (rc < 0 && errno == EINTR);
+  *err = errno;
+  return rc;
+}
+#endif
+
 /* ---- nsmRaw(fd, request) ------------------------------------------------------------------ */
 
 static napi_value nsm_raw(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t fd;
   uint8_t *req;
   size_t req_len;
-  if (argc != 2 || !get_fd(env, argv[0], &fd)) {
-    napi_throw_type_error(env, "INVALID_ARGUMENT", "nsmRaw: fd must be a non-negative integer");
-    return NULL;
-  }
-  if (!get_u8(env, argv[1], &req, &req_len)) {
-    napi_throw_type_error(env, "INVALID_ARGUMENT", "nsmRaw: request must be a Uint8Array");
-    return NULL;
-  }
+  if (!get_fd_and_bytes(env, info, "nsmRaw", "request", 0, 2, argv, &fd, &req, &req_len)) return NULL;
   if (req_len == 0 || req_len > NSM_REQUEST_MAX_SIZE) {
     napi_throw_range_error(env, "LIMIT_EXCEEDED", "nsmRaw: request must be 1..4096 bytes");
     return NULL;
@@ -185,11 +219,8 @@ static napi_value nsm_raw(napi_env env, napi_callback_info info) {
   raw.request.len = (uint64_t)req_len;
   raw.response.addr = (uint64_t)(uintptr_t)resp;
   raw.response.len = NSM_RESPONSE_MAX_SIZE;
-  int rc;
-  do {
-    rc = ioctl(fd, CLOISTER_NSM_IOCTL_RAW, &raw);
-  } while (rc < 0 && errno == EINTR);
-  int saved = errno;
+  int saved = 0;
+  int rc = ioctl_retrying(fd, CLOISTER_NSM_IOCTL_RAW, &raw, &saved);
   if (rc < 0) {
     free(resp);
     return throw_coded(env, saved == EMSGSIZE ? "LIMIT_EXCEEDED" : "ATTESTER_FAILED",
@@ -215,30 +246,17 @@ static napi_value nsm_raw(napi_env env, napi_callback_info info) {
 /* ---- snpGetExtReport(fd, reportData, vmpl, certsBufferLength) ----------------------------- */
 
 static napi_value snp_get_ext_report(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
   napi_value argv[4];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t fd;
   uint8_t *rd;
   size_t rd_len;
-  if (argc != 4 || !get_fd(env, argv[0], &fd)) {
-    napi_throw_type_error(env, "INVALID_ARGUMENT", "snpGetExtReport: fd must be a non-negative integer");
-    return NULL;
-  }
-  if (!get_u8(env, argv[1], &rd, &rd_len) || rd_len != 64) {
-    napi_throw_type_error(env, "INVALID_ARGUMENT", "snpGetExtReport: reportData must be a 64-byte Uint8Array");
-    return NULL;
-  }
+  if (!get_fd_and_bytes(env, info, "snpGetExtReport", "reportData", 64, 4, argv, &fd, &rd, &rd_len)) return NULL;
   int32_t vmpl, certs_len;
-  double d;
-  if (napi_get_value_int32(env, argv[2], &vmpl) != napi_ok || napi_get_value_double(env, argv[2], &d) != napi_ok ||
-      d != (double)vmpl || vmpl < 0 || vmpl > 3) {
+  if (!get_int_in_range(env, argv[2], 0, 3, &vmpl)) {
     napi_throw_range_error(env, "INVALID_ARGUMENT", "snpGetExtReport: vmpl must be an integer 0..3");
     return NULL;
   }
-  if (napi_get_value_int32(env, argv[3], &certs_len) != napi_ok || napi_get_value_double(env, argv[3], &d) != napi_ok ||
-      d != (double)certs_len || certs_len < 0 || (uint32_t)certs_len > SNP_CERTS_MAX_LEN ||
-      ((uint32_t)certs_len % SNP_PAGE_SIZE) != 0) {
+  if (!get_int_in_range(env, argv[3], 0, (int32_t)SNP_CERTS_MAX_LEN, &certs_len) || ((uint32_t)certs_len % SNP_PAGE_SIZE) != 0) {
     napi_throw_range_error(env, "INVALID_ARGUMENT",
                            "snpGetExtReport: certsBufferLength must be a multiple of 4096 in 0..1048576");
     return NULL;
@@ -263,11 +281,8 @@ static napi_value snp_get_ext_report(napi_env env, napi_callback_info info) {
   io.msg_version = 1; /* must be non-zero (sev-guest.h) */
   io.req_data = (uint64_t)(uintptr_t)&req;
   io.resp_data = (uint64_t)(uintptr_t)resp;
-  int rc;
-  do {
-    rc = ioctl(fd, CLOISTER_SNP_GET_EXT_REPORT, &io);
-  } while (rc < 0 && errno == EINTR);
-  int saved = errno;
+  int saved = 0;
+  int rc = ioctl_retrying(fd, CLOISTER_SNP_GET_EXT_REPORT, &io, &saved);
   if (rc < 0) {
     free(certs);
     if (io.u.err.vmm_error == SNP_GUEST_VMM_ERR_INVALID_LEN) {

@@ -20,13 +20,14 @@ export function hkdfExpand(prk: Uint8Array, info: Uint8Array, length: number): U
     throw new CloisterError('INVALID_ARGUMENT', 'HKDF-Expand length out of range', { detail: { length } });
   }
   const out = new Uint8Array(length);
-  let prev: Uint8Array = new Uint8Array(0);
+  let prev: Uint8Array | undefined;
   let off = 0;
   for (let i = 1; off < length; i++) {
+    // T(i) = HMAC(PRK, T(i-1) || info || i), T(0) empty.
     const h = createHmac('sha256', prk);
-    h.update(prev);
+    if (prev !== undefined) h.update(prev);
     h.update(info);
-    h.update(Uint8Array.of(i));
+    h.update(COUNTER[i] ?? Uint8Array.of(i));
     prev = h.digest();
     const take = Math.min(prev.byteLength, length - off);
     out.set(prev.subarray(0, take), off);
@@ -36,3 +37,5 @@ export function hkdfExpand(prk: Uint8Array, info: Uint8Array, length: number): U
 }
 
 const ZERO_SALT = new Uint8Array(HKDF_SHA256_NH);
+// The one-byte counters 1..255 (index 0 unused), so no allocation per block.
+const COUNTER: readonly Uint8Array[] = Array.from({ length: 256 }, (_, i) => Uint8Array.of(i));

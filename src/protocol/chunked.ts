@@ -15,11 +15,11 @@
  * - byte streams (HTTP bodies): `push(bytes)` any split, then `finish()` at end of stream;
  * - message transports (one framed chunk per message): `openFrame(frame)`.
  */
-import { randomBytes } from 'node:crypto';
 import { CloisterError } from '../errors.js';
 import { aeadOpen, aeadSeal } from '../crypto/aead.js';
 import { assertBytes, concatBytes, copyBytes, utf8 } from '../crypto/bytes.js';
 import { MAX_SEQUENCE, xorNonce } from '../crypto/hpke/context.js';
+import { randomBytesPooled } from '../crypto/random.js';
 import type { HpkeRecipientContext, HpkeSenderContext } from '../crypto/hpke/context.js';
 import { setupBaseRecipient, setupBaseSender } from '../crypto/hpke/setup.js';
 import type { SetupSenderOptions } from '../crypto/hpke/setup.js';
@@ -301,7 +301,7 @@ export class ChunkedResponseSealer {
   start(): Uint8Array {
     if (this.#key !== undefined || this.#done) throw new CloisterError('PROTOCOL_VIOLATION', 'response already started');
     const nr = Math.max(this.#p.nn, this.#p.nk);
-    const responseNonce = this.#fixedNonce ?? new Uint8Array(randomBytes(nr));
+    const responseNonce = this.#fixedNonce ?? randomBytesPooled(nr);
     assertBytes(responseNonce, 'responseNonce', nr);
     const { key, nonce } = deriveResponseKeys(this.#p, this.#context, CHUNKED_RESPONSE_LABEL, this.#enc, responseNonce);
     this.#key = key;

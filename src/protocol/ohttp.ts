@@ -13,7 +13,7 @@ import { setupBaseRecipient, setupBaseSender } from '../crypto/hpke/setup.js';
 import type { SetupSenderOptions } from '../crypto/hpke/setup.js';
 import { KEM_DHKEM_X25519_HKDF_SHA256, suiteFromIds, suiteParams } from '../crypto/hpke/suite.js';
 import type { HpkeSuite, SuiteParams } from '../crypto/hpke/suite.js';
-import { randomBytes } from 'node:crypto';
+import { randomBytesPooled } from '../crypto/random.js';
 
 /** Where a client seals to: the OHTTP key id, the recipient's X25519 key, the suite. */
 export interface SealTarget {
@@ -144,7 +144,7 @@ export class OhttpResponseSealer {
     assertBytes(plaintext, 'plaintext');
     if (this.#used) throw new CloisterError('PROTOCOL_VIOLATION', 'response already sealed');
     const nr = Math.max(this.#p.nn, this.#p.nk);
-    const responseNonce = options?.responseNonce === undefined ? new Uint8Array(randomBytes(nr)) : copyBytes(options.responseNonce);
+    const responseNonce = options?.responseNonce === undefined ? randomBytesPooled(nr) : copyBytes(options.responseNonce);
     assertBytes(responseNonce, 'responseNonce', nr);
     this.#used = true;
     const { key, nonce } = deriveResponseKeys(this.#p, this.#context, OHTTP_RESPONSE_LABEL, this.#enc, responseNonce);

@@ -4,24 +4,14 @@
  */
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { CloisterError } from '../../src/errors.js';
 import { CborTagged, encodeCbor } from '../../src/protocol/cbor.js';
 import type { CborKey, CborValue } from '../../src/protocol/cbor.js';
 import { checkEs384Header, decodeCoseSign1, decodeEvidenceCbor } from '../../src/attestation/nitro/cose.js';
 import { parseNitroDocument } from '../../src/attestation/nitro/document.js';
 import { verifyNitroDocument } from '../../src/attestation/nitro/verify.js';
 import { createSimulatedAttester } from '../../src/attestation/simulated/attester.js';
-
-function code(fn: () => unknown): string | undefined {
-  try {
-    fn();
-    return undefined;
-  } catch (e) {
-    return e instanceof CloisterError ? e.code : 'NOT_A_CLOISTER_ERROR';
-  }
-}
-
-const hex = (h: string): Uint8Array => new Uint8Array(Buffer.from(h.replace(/\s+/g, ''), 'hex'));
+import { hex } from '../helpers/bytes.js';
+import { codeOf as code, NO_THROW } from '../helpers/errors.js';
 
 describe('CBOR in evidence (the codec itself: test/protocol/cbor.test.ts)', () => {
   it('reads NSM output leniently where the NSM may differ: indefinite maps, any key order, long heads', () => {
@@ -66,8 +56,8 @@ describe('COSE_Sign1 envelope', () => {
   });
 
   it('requires exactly alg ES384 and a 96-byte signature', () => {
-    const check = (p: Uint8Array, s: Uint8Array): string | undefined => code(() => checkEs384Header(decodeCoseSign1(env([p, new Map(), hex('a0'), s]))));
-    expect(check(prot, sig)).toBeUndefined();
+    const check = (p: Uint8Array, s: Uint8Array): string => code(() => checkEs384Header(decodeCoseSign1(env([p, new Map(), hex('a0'), s]))));
+    expect(check(prot, sig)).toBe(NO_THROW);
     expect(check(encodeCbor(new Map([[1, -7]])), sig)).toBe('EVIDENCE_MALFORMED'); // ES256
     expect(check(encodeCbor(new Map<CborKey, CborValue>([[1, -35], [4, hex('00')]])), sig)).toBe('EVIDENCE_MALFORMED');
     expect(check(encodeCbor(new Map()), sig)).toBe('EVIDENCE_MALFORMED');

@@ -4,9 +4,7 @@
  * a wrong time, a wrong root and a wrong PCR policy are rejected.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { AWS_NITRO_ROOT_G1_PEM, AWS_NITRO_ROOT_G1_SHA256_HEX, awsNitroRootDer } from '../../src/attestation/nitro/aws-root.js';
 import { decodeCbor } from '../../src/protocol/cbor.js';
@@ -15,11 +13,10 @@ import { parseNitroDocument } from '../../src/attestation/nitro/document.js';
 import { verifyNitroDocument } from '../../src/attestation/nitro/verify.js';
 import type { VerificationReport } from '../../src/attestation/types.js';
 import { createSimulatedAttester } from '../../src/attestation/simulated/attester.js';
+import { hex } from '../helpers/bytes.js';
+import { describeWithVectors, hasVectors, readVector, readVectorJson, readVectorText, vectorPath } from '../helpers/vectors.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const vectorDir = path.resolve(repoRoot, '..', 'shared', 'vectors', 'nitro');
-const haveVectors = existsSync(vectorDir);
-if (!haveVectors) console.warn(`[nitro.test] ${vectorDir} is absent: real Nitro vector tests are skipped`);
+const haveVectors = hasVectors('nitro');
 
 interface Sidecar {
   readonly file: string;
@@ -32,12 +29,12 @@ interface Sidecar {
 
 function loadVectors(): { name: string; bytes: Uint8Array; meta: Sidecar }[] {
   if (!haveVectors) return [];
-  return readdirSync(vectorDir)
+  return readdirSync(vectorPath('nitro'))
     .filter((f) => f.endsWith('.cbor'))
     .sort()
     .map((f) => {
-      const meta = JSON.parse(readFileSync(path.join(vectorDir, f.replace(/\.cbor$/, '.json')), 'utf8')) as Sidecar;
-      return { name: f, bytes: new Uint8Array(readFileSync(path.join(vectorDir, f))), meta };
+      const meta = readVectorJson<Sidecar>(`nitro/${f.replace(/\.cbor$/, '.json')}`);
+      return { name: f, bytes: readVector(`nitro/${f}`), meta };
     });
 }
 
@@ -49,19 +46,19 @@ function failedStep(report: VerificationReport): { step: string; code: string | 
 }
 
 function pcrMap(meta: Sidecar, indices: readonly number[]): Map<number, Uint8Array> {
-  return new Map(indices.map((i) => [i, new Uint8Array(Buffer.from(meta.pcrs_decoded[String(i)] ?? '', 'hex'))]));
+  return new Map(indices.map((i) => [i, hex(meta.pcrs_decoded[String(i)] ?? '')]));
 }
 
 describe('AWS Nitro root constant', () => {
   it('has the published DER SHA-256 and matches the vector file', () => {
     expect(createHash('sha256').update(awsNitroRootDer()).digest('hex')).toBe(AWS_NITRO_ROOT_G1_SHA256_HEX);
     if (haveVectors) {
-      expect(readFileSync(path.join(vectorDir, 'aws_nitro_root_g1.pem'), 'utf8').trim()).toBe(AWS_NITRO_ROOT_G1_PEM);
+      expect(readVectorText('nitro/aws_nitro_root_g1.pem').trim()).toBe(AWS_NITRO_ROOT_G1_PEM);
     }
   });
 });
 
-describe.skipIf(!haveVectors)('real Nitro documents', () => {
+describeWithVectors('nitro', 'real Nitro documents', () => {
   it('finds the five captured documents', () => {
     expect(vectors.length).toBe(5);
   });

@@ -1,19 +1,10 @@
 /** The client policy file parser: strict, fail-closed, one rule per negative case. */
 import { describe, expect, it } from 'vitest';
-import { CloisterError } from '../../src/errors.js';
 import { DEFAULT_MAX_POLICY_BYTES, parsePolicy, policyFromJson } from '../../src/attestation/policy.js';
+import { codeOf as code } from '../helpers/errors.js';
 
 const PCR = 'ab'.repeat(48);
 const nitro = { pcrs: { '0': PCR, '1': PCR, '2': PCR, '8': PCR } };
-
-function code(fn: () => unknown): string | undefined {
-  try {
-    fn();
-    return undefined;
-  } catch (e) {
-    return e instanceof CloisterError ? e.code : 'NOT_A_CLOISTER_ERROR';
-  }
-}
 
 describe('policy parser', () => {
   it('parses a full nitro + simulated policy', () => {

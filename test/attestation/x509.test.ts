@@ -4,9 +4,6 @@
  */
 import { generateKeyPairSync } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { KeyUsageFlags, parseCertificate, pemToDerList } from '../../src/attestation/x509/certificate.js';
 import { verifyCertificateChain } from '../../src/attestation/x509/chain.js';
@@ -15,11 +12,7 @@ import { derToPem, issueCertificate } from '../../src/attestation/x509/build.js'
 import { decodeCoseSign1 } from '../../src/attestation/nitro/cose.js';
 import { parseNitroDocument } from '../../src/attestation/nitro/document.js';
 import { awsNitroRootDer } from '../../src/attestation/nitro/aws-root.js';
-
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const vectors = path.resolve(repoRoot, '..', 'shared', 'vectors');
-const haveVectors = existsSync(vectors);
-if (!haveVectors) console.warn(`[x509.test] ${vectors} is absent: real-chain tests are skipped`);
+import { describeWithVectors, readVector, readVectorJson, readVectorText } from '../helpers/vectors.js';
 
 const T0 = Date.UTC(2025, 5, 1);
 const DAY = 24 * 3600 * 1000;
@@ -193,17 +186,17 @@ describe('generated chains', () => {
   });
 });
 
-describe.skipIf(!haveVectors)('real chains', () => {
+describeWithVectors(['sev-snp', 'nitro'], 'real chains', () => {
   it('AMD Milan ARK -> ASK -> VCEK (RSA-PSS SHA-384) verifies and is pinned', () => {
-    const ark = readFileSync(path.join(vectors, 'sev-snp', 'amd_milan_ark.pem'), 'utf8');
-    const ask = readFileSync(path.join(vectors, 'sev-snp', 'amd_milan_ask.pem'), 'utf8');
-    const vcek = new Uint8Array(readFileSync(path.join(vectors, 'sev-snp', 'snp_virtee_milan_vcek.der')));
+    const ark = readVectorText('sev-snp/amd_milan_ark.pem');
+    const ask = readVectorText('sev-snp/amd_milan_ask.pem');
+    const vcek = readVector('sev-snp/snp_virtee_milan_vcek.der');
     const when = new Date('2024-01-01T00:00:00Z');
     const r = verifyCertificateChain({ leaf: vcek, intermediates: [ask], presentedRoot: ark, trustedRoots: [ark], at: when });
     expect(r.ok, JSON.stringify(r)).toBe(true);
     expect(verifyCertificateChain({ leaf: vcek, intermediates: [ask], trustedRoots: [ark], at: when }).ok).toBe(true);
     // Another product's ARK is not this chain's root.
-    const genoa = readFileSync(path.join(vectors, 'sev-snp', 'amd_genoa_ark.pem'), 'utf8');
+    const genoa = readVectorText('sev-snp/amd_genoa_ark.pem');
     expectFail(verifyCertificateChain({ leaf: vcek, intermediates: [ask], trustedRoots: [genoa], at: when }), 'ROOT_UNTRUSTED');
     expectFail(verifyCertificateChain({ leaf: vcek, intermediates: [ask], trustedRoots: [ark], at: new Date('2031-01-01T00:00:00Z') }), 'CERT_EXPIRED');
     // A flipped bit in the VCEK's signature.
@@ -213,8 +206,8 @@ describe.skipIf(!haveVectors)('real chains', () => {
   });
 
   it('AWS Nitro chain: a flipped bit in any certificate is rejected (sampled over every certificate)', () => {
-    const meta = JSON.parse(readFileSync(path.join(vectors, 'nitro', 'nitro_base_nov2024.json'), 'utf8')) as { timestamp_ms: number };
-    const doc = parseNitroDocument(decodeCoseSign1(new Uint8Array(readFileSync(path.join(vectors, 'nitro', 'nitro_base_nov2024.cbor')))).payload);
+    const meta = readVectorJson<{ timestamp_ms: number }>('nitro/nitro_base_nov2024.json');
+    const doc = parseNitroDocument(decodeCoseSign1(readVector('nitro/nitro_base_nov2024.cbor')).payload);
     const when = new Date(meta.timestamp_ms);
     const [root, ...intermediates] = doc.cabundle;
     if (root === undefined) throw new Error('no root');

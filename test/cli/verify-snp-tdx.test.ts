@@ -2,18 +2,15 @@
  * `cloister verify --platform sev-snp|tdx` on the real vectors in ../shared/vectors
  * (skipped with a note when absent).
  */
-import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { run, type CliIo } from '../../src/cli/commands/verify.js';
+import { describeWithVectors, vectorPath } from '../helpers/vectors.js';
 
-const vectors = resolve(import.meta.dirname, '..', '..', '..', 'shared', 'vectors');
-const present = existsSync(join(vectors, 'sev-snp')) && existsSync(join(vectors, 'tdx'));
-if (!present) console.warn(`[cli sev-snp/tdx] ${vectors} is absent: CLI vector tests skipped`);
-const snp = (f: string) => join(vectors, 'sev-snp', f);
-const tdx = (f: string) => join(vectors, 'tdx', f);
+const snp = (f: string): string => vectorPath(`sev-snp/${f}`);
+const tdx = (f: string): string => vectorPath(`tdx/${f}`);
 
 function capture(): CliIo & { stdout: string[]; stderr: string[] } {
   const stdout: string[] = [];
@@ -35,7 +32,7 @@ async function policyFile(name: string, body: unknown): Promise<string> {
   return p;
 }
 
-describe.skipIf(!present)('cloister verify --platform sev-snp / tdx', () => {
+describeWithVectors(['sev-snp', 'tdx'], 'cloister verify --platform sev-snp / tdx', () => {
   it('sev-snp: prints the verified claims as JSON and exits 0', async () => {
     const io = capture();
     const code = await run([snp('snp_virtee_milan_report.bin'), '--platform', 'sev-snp', '--vcek', snp('snp_virtee_milan_vcek.der'), '--at', '2024-06-01T00:00:00Z', '--json'], io);

@@ -2,20 +2,15 @@
  * `cloister verify`: the command's run(argv) with captured output, against the real Nitro
  * vectors and a simulated document.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { run } from '../../src/cli/commands/verify.js';
 import { createSimulatedAttester } from '../../src/attestation/simulated/attester.js';
+import { describeWithVectors, readVectorJson, vectorPath } from '../helpers/vectors.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const vectorDir = path.resolve(repoRoot, '..', 'shared', 'vectors', 'nitro');
-const haveVectors = existsSync(vectorDir);
-if (!haveVectors) console.warn(`[cli/verify.test] ${vectorDir} is absent: vector-based CLI tests are skipped`);
-
-const base = path.join(vectorDir, 'nitro_base_nov2024.cbor');
+const base = vectorPath('nitro/nitro_base_nov2024.cbor');
 const baseAt = '2024-11-30T16:22:48Z';
 const basePcr0 = 'ec74bfbe7f7445a6c7610e152935e028276f638042b74797b119648e13f7a3675796b721034c320f140ea001b41aeae2';
 
@@ -58,7 +53,7 @@ describe('cloister verify: usage', () => {
   });
 });
 
-describe.skipIf(!haveVectors)('cloister verify: real Nitro document', () => {
+describeWithVectors('nitro', 'cloister verify: real Nitro document', () => {
   it('verifies at the document time and prints the PCRs as JSON', async () => {
     const r = await cli([base, '--platform', 'nitro', '--at', baseAt, '--json']);
     expect(r.code).toBe(0);
@@ -107,7 +102,7 @@ describe.skipIf(!haveVectors)('cloister verify: real Nitro document', () => {
   });
 
   it('applies a policy: matching PCRs pass, a different PCR fails with POLICY_MISMATCH', async () => {
-    const meta = JSON.parse(readFileSync(path.join(vectorDir, 'nitro_base_nov2024.json'), 'utf8')) as { pcrs_decoded: Record<string, string> };
+    const meta = readVectorJson<{ pcrs_decoded: Record<string, string> }>('nitro/nitro_base_nov2024.json');
     const pcrs = { '0': meta.pcrs_decoded['0'], '1': meta.pcrs_decoded['1'], '2': meta.pcrs_decoded['2'] };
     const good = writeJson('good-policy.json', { version: 1, platforms: { nitro: { pcrs } } });
     expect((await cli([base, '--platform', 'nitro', '--at', baseAt, '--policy', good])).code).toBe(0);

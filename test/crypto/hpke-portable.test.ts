@@ -1,34 +1,20 @@
 import { describe, expect, it } from 'vitest';
-import { CloisterError } from '../../src/errors.js';
 import {
   AEAD_AES_128_GCM,
-  AEAD_CHACHA20_POLY1305,
   generateX25519KeyPair,
   HpkeRecipientKey,
-  KDF_HKDF_SHA256,
-  KEM_DHKEM_X25519_HKDF_SHA256,
   portableSetupBaseRecipient,
   portableSetupBaseSender,
   setupBaseRecipient,
   setupBaseSender,
 } from '../../src/crypto/index.js';
 import type { HpkeSuite } from '../../src/crypto/index.js';
-import { toHex } from './vectors.js';
+import { toHex } from '../helpers/bytes.js';
+import { codeOfAsync } from '../helpers/errors.js';
+import { AES, CHACHA } from './suites.js';
 
-const suites: HpkeSuite[] = [
-  { kemId: KEM_DHKEM_X25519_HKDF_SHA256, kdfId: KDF_HKDF_SHA256, aeadId: AEAD_AES_128_GCM },
-  { kemId: KEM_DHKEM_X25519_HKDF_SHA256, kdfId: KDF_HKDF_SHA256, aeadId: AEAD_CHACHA20_POLY1305 },
-];
+const suites: readonly HpkeSuite[] = [AES, CHACHA];
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
-
-async function codeOfAsync(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (err) {
-    return err instanceof CloisterError ? err.code : `non-cloister:${String(err)}`;
-  }
-  return 'no-throw';
-}
 
 describe('cross-implementation: node:crypto <-> hpke library', () => {
   for (const suite of suites) {

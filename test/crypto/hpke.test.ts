@@ -1,42 +1,27 @@
 import { describe, expect, it } from 'vitest';
-import { CloisterError } from '../../src/errors.js';
 import {
-  AEAD_AES_128_GCM,
-  AEAD_CHACHA20_POLY1305,
   generateX25519KeyPair,
   HpkeRecipientKey,
-  KDF_HKDF_SHA256,
-  KEM_DHKEM_X25519_HKDF_SHA256,
   setupBaseRecipient,
   setupBaseSender,
   suiteFromIds,
   timingSafeEqualBytes,
 } from '../../src/crypto/index.js';
-import type { HpkeSuite } from '../../src/crypto/index.js';
 import { HpkeRecipientContext, HpkeSenderContext, MAX_SEQUENCE, xorNonce } from '../../src/crypto/hpke/context.js';
 import { deriveX25519PrivateKey } from '../../src/crypto/hpke/kem.js';
 import { setupBaseSenderDetailed } from '../../src/crypto/hpke/setup.js';
 import { suiteParams } from '../../src/crypto/hpke/suite.js';
-import { hex, parseRfc9180, readVectorText, toHex, vectorExists } from './vectors.js';
+import { hex, toHex } from '../helpers/bytes.js';
+import { codeOf } from '../helpers/errors.js';
+import { describeWithVectors, hasVectors, readVectorText } from '../helpers/vectors.js';
+import { parseRfc9180 } from './rfc9180.js';
+import { AES, CHACHA } from './suites.js';
 
 const RFC9180 = 'hpke/rfc9180-A1-A2.txt';
-const haveVectors = vectorExists(RFC9180);
 
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof CloisterError) return err.code;
-    return `non-cloister:${String(err)}`;
-  }
-  return 'no-throw';
-}
 
-const AES: HpkeSuite = { kemId: KEM_DHKEM_X25519_HKDF_SHA256, kdfId: KDF_HKDF_SHA256, aeadId: AEAD_AES_128_GCM };
-const CHACHA: HpkeSuite = { kemId: KEM_DHKEM_X25519_HKDF_SHA256, kdfId: KDF_HKDF_SHA256, aeadId: AEAD_CHACHA20_POLY1305 };
-
-describe.skipIf(!haveVectors)('RFC 9180 Appendix A.1 / A.2 vectors', () => {
-  const vectors = haveVectors ? parseRfc9180(readVectorText(RFC9180)) : [];
+describeWithVectors(RFC9180, 'RFC 9180 Appendix A.1 / A.2 vectors', () => {
+  const vectors = hasVectors(RFC9180) ? parseRfc9180(readVectorText(RFC9180)) : [];
 
   it('parses all four modes of both suites', () => {
     expect(vectors).toHaveLength(8);

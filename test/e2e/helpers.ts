@@ -135,11 +135,5 @@ export async function until(cond: () => boolean, tries = 500, stepMs = 10): Prom
   throw new Error('condition not reached');
 }
 
-export async function codeOf(p: Promise<unknown> | (() => Promise<unknown>)): Promise<string> {
-  try {
-    await (typeof p === 'function' ? p() : p);
-  } catch (err) {
-    return err instanceof CloisterError ? err.code : `not-a-cloister-error: ${String(err)}`;
-  }
-  return 'no-error';
-}
+/** The awaited CloisterError code (test/helpers/errors.ts codeOfAsync), for the e2e suites. */
+export { codeOfAsync as codeOf } from '../helpers/errors.js';

@@ -23,6 +23,7 @@ let url: string;
 let policyFile: string;
 let wrongPolicyFile: string;
 let rootFile: string;
+let unpinnedPolicyFile: string;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'cloister-gw-cli-'));
@@ -38,6 +39,10 @@ beforeAll(async () => {
   const wrong = developmentPolicy({ pcrs: { 0: 'ab'.repeat(48), 1: 'ab'.repeat(48), 2: 'ab'.repeat(48) }, rootSha256Hex: attester.rootSha256Hex, models: engine.models() });
   wrongPolicyFile = join(dir, 'wrong.json');
   writeFileSync(wrongPolicyFile, JSON.stringify(wrong));
+  const unpinned = structuredClone(policy) as { platforms: { simulated?: { rootSha256?: string } } };
+  delete unpinned.platforms.simulated?.rootSha256;
+  unpinnedPolicyFile = join(dir, 'unpinned.json');
+  writeFileSync(unpinnedPolicyFile, JSON.stringify(unpinned));
   rootFile = join(dir, 'root.pem');
   writeFileSync(rootFile, attester.rootPem);
 });
@@ -70,8 +75,8 @@ describe('cloister gateway', () => {
 
   it('fails closed: a policy that does not match means nothing listens', async () => {
     await expect(startFromArgs(['--url', url, '--policy', wrongPolicyFile, '--root', rootFile, '--listen', '127.0.0.1:0'])).rejects.toMatchObject({ code: 'POLICY_MISMATCH' });
-    // Without the simulated root the evidence is not trusted at all.
-    await expect(startFromArgs(['--url', url, '--policy', policyFile, '--listen', '127.0.0.1:0'])).rejects.toHaveProperty('code');
+    // Neither a trusted simulated root nor a root pin in the policy: the evidence is not trusted at all.
+    await expect(startFromArgs(['--url', url, '--policy', unpinnedPolicyFile, '--listen', '127.0.0.1:0'])).rejects.toMatchObject({ code: 'ROOT_UNTRUSTED' });
   });
 
   it('rejects bad arguments before contacting the server', async () => {

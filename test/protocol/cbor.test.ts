@@ -4,10 +4,9 @@
  * output; Nitro documents: indefinite maps, tags, any heads), every limit hit, buffer
  * hygiene, and a seeded property cross-check against an independent implementation (cbor-x).
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { Decoder, Encoder, Tag } from 'cbor-x';
 import { describe, expect, it } from 'vitest';
-import { CloisterError } from '../../src/errors.js';
 import {
   CborTagged,
   DEFAULT_CBOR_DECODE_OPTIONS,
@@ -19,20 +18,10 @@ import {
   toPlain,
 } from '../../src/protocol/cbor.js';
 import type { CborDecodeOptions, CborInput, CborKey, CborValue } from '../../src/protocol/cbor.js';
-import { vectorExists, vectorPath } from '../crypto/vectors.js';
-import { mulberry32 as prng } from '../fixtures/standin-engine/index.js'; // seeded: any failure reproduces
-
-const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
-const toHex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
-
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    return err instanceof CloisterError ? err.code : `non-cloister:${String(err)}`;
-  }
-  return 'no-throw';
-}
+import { hex, toHex } from '../helpers/bytes.js';
+import { codeOf } from '../helpers/errors.js';
+import { mulberry32 as prng } from '../helpers/random.js'; // seeded: any failure reproduces
+import { describeWithVectors, readVector, vectorPath } from '../helpers/vectors.js';
 
 /** The option sets the callers use (see the call sites). */
 const SERDE: CborDecodeOptions = { requireCanonical: false };
@@ -347,12 +336,12 @@ describe('decoder modes of the other callers', () => {
   });
 
   const nitroDir = 'nitro';
-  describe.skipIf(!vectorExists(nitroDir))('real Nitro documents (../shared/vectors/nitro)', () => {
+  describeWithVectors(nitroDir, 'real Nitro documents (../shared/vectors/nitro)', () => {
     it('decode in Nitro mode, and every one also meets the shortest-head rule', () => {
       const files = readdirSync(vectorPath(nitroDir)).filter((f) => f.endsWith('.cbor'));
       expect(files.length).toBeGreaterThan(0);
       for (const f of files) {
-        const bytes = new Uint8Array(readFileSync(vectorPath(`${nitroDir}/${f}`)));
+        const bytes = readVector(`${nitroDir}/${f}`);
         const envelope = decodeCbor(bytes, { ...NITRO, requireShortestHeads: true });
         const arr = isCborTagged(envelope) ? envelope.value : envelope;
         expect(Array.isArray(arr), f).toBe(true);

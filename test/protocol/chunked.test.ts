@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { CloisterError } from '../../src/errors.js';
 import { generateX25519KeyPair, HpkeRecipientKey, suiteFromIds } from '../../src/crypto/index.js';
@@ -14,16 +13,10 @@ import {
 import type { ChunkedResponseOpener, OpenedChunk } from '../../src/protocol/index.js';
 import { requestInfo } from '../../src/protocol/ohttp.js';
 import { encodeVarint } from '../../src/protocol/varint.js';
-import { hex, toHex, vectorExists, vectorPath } from '../crypto/vectors.js';
+import { hex, toHex } from '../helpers/bytes.js';
+import { codeOf } from '../helpers/errors.js';
+import { describeWithVectors, hasVectors, readVectorJson } from '../helpers/vectors.js';
 
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    return err instanceof CloisterError ? err.code : `non-cloister:${String(err)}`;
-  }
-  return 'no-throw';
-}
 const cat = (...p: Uint8Array[]): Uint8Array => Uint8Array.from(Buffer.concat(p));
 const pts = (cs: OpenedChunk[]): string[] => cs.map((c) => `${c.final ? 'F' : ''}${toHex(c.plaintext)}`);
 
@@ -55,8 +48,8 @@ interface CV {
   encapsulatedResponse: string;
 }
 
-describe.skipIf(!vectorExists(CHUNKED))('draft-ietf-ohai-chunked-ohttp-08 Appendix A (shared vectors)', () => {
-  const file = vectorExists(CHUNKED) ? (JSON.parse(readFileSync(vectorPath(CHUNKED), 'utf8')) as { vectors: CV[] }) : { vectors: [] };
+describeWithVectors(CHUNKED, 'draft-ietf-ohai-chunked-ohttp-08 Appendix A (shared vectors)', () => {
+  const file = hasVectors(CHUNKED) ? readVectorJson<{ vectors: CV[] }>(CHUNKED) : { vectors: [] };
   for (const v of file.vectors) {
     const suite = suiteFromIds(v.kemId, v.kdfId, v.aeadId);
     const key = HpkeRecipientKey.fromPrivateKey(hex(v.skR));

@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { CloisterError } from '../../src/errors.js';
 import { generateX25519KeyPair } from '../../src/crypto/index.js';
 import {
   decodeKeyConfig,
@@ -17,16 +16,8 @@ import {
 } from '../../src/protocol/index.js';
 import type { KeyConfig, SealedRequest } from '../../src/protocol/index.js';
 import { decodeCbor, encodeCbor } from '../../src/protocol/cbor.js';
-import { toHex } from '../crypto/vectors.js';
-
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    return err instanceof CloisterError ? err.code : `non-cloister:${String(err)}`;
-  }
-  return 'no-throw';
-}
+import { toHex } from '../helpers/bytes.js';
+import { codeOf } from '../helpers/errors.js';
 
 // The codec's own tests (every rule, limits, cbor-x cross-check): test/protocol/cbor.test.ts.
 

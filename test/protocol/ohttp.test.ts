@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { CloisterError } from '../../src/errors.js';
 import { HpkeRecipientKey, generateX25519KeyPair, suiteFromIds } from '../../src/crypto/index.js';
@@ -8,16 +7,9 @@ import {
   encapsulateRequest,
   encodeOhttpKeyConfig,
 } from '../../src/protocol/index.js';
-import { hex, toHex, vectorExists, vectorPath } from '../crypto/vectors.js';
-
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    return err instanceof CloisterError ? err.code : `non-cloister:${String(err)}`;
-  }
-  return 'no-throw';
-}
+import { hex, toHex } from '../helpers/bytes.js';
+import { codeOf } from '../helpers/errors.js';
+import { describeWithVectors, hasVectors, readVectorJson } from '../helpers/vectors.js';
 
 /**
  * RFC 9458 Appendix A, as published in the RFC text (the encapsulated request/response and
@@ -74,7 +66,7 @@ describe('RFC 9458 Appendix A (published values)', () => {
 });
 
 const JSON_9458 = 'ohttp/rfc9458.json';
-describe.skipIf(!vectorExists(JSON_9458))('shared ohttp/rfc9458.json', () => {
+describeWithVectors(JSON_9458, 'shared ohttp/rfc9458.json', () => {
   interface V {
     keyConfig: string;
     privateKey: string;
@@ -88,7 +80,7 @@ describe.skipIf(!vectorExists(JSON_9458))('shared ohttp/rfc9458.json', () => {
     clientEphemeralPrivate: string;
     responseNonce: string;
   }
-  const file = vectorExists(JSON_9458) ? (JSON.parse(readFileSync(vectorPath(JSON_9458), 'utf8')) as { vectors: V[] }) : { vectors: [] };
+  const file = hasVectors(JSON_9458) ? readVectorJson<{ vectors: V[] }>(JSON_9458) : { vectors: [] };
 
   for (const v of file.vectors) {
     it('key config byte for byte; request/response round-trip with its ephemeral key', () => {

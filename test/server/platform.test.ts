@@ -27,7 +27,7 @@ import { createPlatformAttester, preparePlatform, selectPlatform } from '../../s
 import type { PlatformOptions } from '../../src/server/platform.js';
 import { CloisterServer } from '../../src/server/server.js';
 import type { ServerAddress } from '../../src/server/server.js';
-import { FakeConfigfs, fakeSnpReport, testSigningKey } from '../attestation/tsm/fake-configfs.js';
+import { FakeConfigfs, fakeSnpReport, fakeTdxQuote, testSigningKey } from '../attestation/tsm/fake-configfs.js';
 import { codeOf, fakeClassify, FakeEngine } from '../e2e/helpers.js';
 
 let base: string;
@@ -44,37 +44,6 @@ afterEach(async () => {
   for (const c of cleanup.splice(0).reverse()) await c().catch(() => undefined);
   await rm(base, { recursive: true, force: true });
 });
-
-/** A structurally valid TDX v4 quote carrying `reportData` (unsigned: the attester only parses). */
-function fakeTdxQuote(reportData: Uint8Array): Uint8Array {
-  const header = new Uint8Array(48);
-  const hv = new DataView(header.buffer);
-  hv.setUint16(0, 4, true);
-  hv.setUint16(2, 2, true);
-  hv.setUint32(4, 0x81, true);
-  header.set(Buffer.from('939a7233f79c4ca9940a0db3957f0607', 'hex'), 12);
-  const body = new Uint8Array(584);
-  body.set(new Uint8Array(48).fill(0x7d), 136); // MRTD
-  body.set(reportData, 584 - 64);
-  const certBody = new TextEncoder().encode('-----BEGIN CERTIFICATE-----\n');
-  const inner = new Uint8Array(384 + 64 + 2 + 2 + 4 + certBody.byteLength);
-  const iv = new DataView(inner.buffer);
-  iv.setUint16(384 + 64, 0, true);
-  iv.setUint16(384 + 64 + 2, 5, true);
-  iv.setUint32(384 + 64 + 4, certBody.byteLength, true);
-  inner.set(certBody, 384 + 64 + 8);
-  const sig = new Uint8Array(128 + 6 + inner.byteLength);
-  const sv = new DataView(sig.buffer);
-  sv.setUint16(128, 6, true);
-  sv.setUint32(130, inner.byteLength, true);
-  sig.set(inner, 134);
-  const out = new Uint8Array(48 + 584 + 4 + sig.byteLength);
-  out.set(header, 0);
-  out.set(body, 48);
-  new DataView(out.buffer).setUint32(48 + 584, sig.byteLength, true);
-  out.set(sig, 48 + 584 + 4);
-  return out;
-}
 
 function fakeOptions(fs: FakeConfigfs | undefined): PlatformOptions {
   return {
@@ -212,7 +181,7 @@ describe('preparePlatform + server: evidence from the selected TEE reaches the c
 
   it('tdx from a fake configfs-tsm: the quote binds the key config and nonce; the client fails closed without Intel collateral', async () => {
     await mkdir(configfsRoot, { recursive: true });
-    const fake = new FakeConfigfs(configfsRoot, { provider: 'tdx_guest', outblob: fakeTdxQuote });
+    const fake = new FakeConfigfs(configfsRoot, { provider: 'tdx_guest', outblob: (inb) => fakeTdxQuote(inb, { mrTd: new Uint8Array(48).fill(0x7d) }) });
     const pa = await preparePlatform({ selection: await selectPlatform('tdx', fakeOptions(fake)), engines: [new FakeEngine()], options: fakeOptions(fake) });
     expect(pa.attester.platform).toBe('tdx');
     const { urls } = await serve(pa.attester);

@@ -3,16 +3,8 @@ import { ReplayWindow } from '../../src/server/replay.js';
 import { SlidingWindowLimiter } from '../../src/server/rate-limit.js';
 import { createLogger, newServerRequestId } from '../../src/server/log.js';
 import type { LogFields, ServerRequestId } from '../../src/server/log.js';
-import { CloisterError } from '../../src/errors.js';
+import { codeOf as code } from '../helpers/errors.js';
 
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    return err instanceof CloisterError ? err.code : 'not-a-cloister-error';
-  }
-  return 'no-error';
-}
 const id = (n: number): Uint8Array => new Uint8Array(16).fill(n);
 
 describe('ReplayWindow', () => {

@@ -1,18 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { decodeWireMessage, encodeWireMessage, MAX_STREAM_ID } from '../../src/protocol/wire.js';
 import type { WireMessage } from '../../src/protocol/wire.js';
-import { CloisterError } from '../../src/errors.js';
-
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    return err instanceof CloisterError ? err.code : 'not-a-cloister-error';
-  }
-  return 'no-error';
-}
-
-const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
+import { hex } from '../helpers/bytes.js';
+import { codeOf as code } from '../helpers/errors.js';
 
 describe('wire messages', () => {
   const samples: WireMessage[] = [

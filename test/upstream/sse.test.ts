@@ -1,23 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { CloisterError } from '../../src/errors.js';
 import { SseParser } from '../../src/inference/upstream/sse.js';
 import type { SseEvent } from '../../src/inference/upstream/sse.js';
-import { mulberry32 } from '../fixtures/standin-engine/index.js';
+import { codeOf } from '../helpers/errors.js';
+import { mulberry32 } from '../helpers/random.js';
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 
 function parseAll(chunks: readonly Uint8Array[], maxEventBytes?: number): SseEvent[] {
   const p = new SseParser(maxEventBytes === undefined ? {} : { maxEventBytes });
   return chunks.flatMap((c) => p.push(c));
-}
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    return err instanceof CloisterError ? err.code : 'not-a-cloister-error';
-  }
-  return undefined;
 }
 
 describe('SseParser', () => {

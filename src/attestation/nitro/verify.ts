@@ -10,9 +10,9 @@
  */
 import { createHash } from 'node:crypto';
 import { CloisterError } from '../../errors.js';
-import type { ErrorCode } from '../../errors.js';
 import { timingSafeEqualBytes } from '../../crypto/ct.js';
-import type { VerificationReport, VerificationStep, VerifiedClaims } from '../types.js';
+import { StepRunner } from '../report.js';
+import type { VerificationReport, VerifiedClaims } from '../types.js';
 import { isAllZero, toHex } from '../hex.js';
 import { verifyCertificateChain } from '../x509/chain.js';
 import type { CertificateInput } from '../x509/certificate.js';
@@ -81,21 +81,6 @@ export interface NitroVerification {
   readonly document?: NitroDocument;
 }
 
-class StepFailure extends Error {
-  constructor(
-    readonly code: ErrorCode,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-function describe(err: unknown): { code: ErrorCode; message: string } {
-  if (err instanceof StepFailure) return { code: err.code, message: err.message };
-  if (err instanceof CloisterError) return { code: err.code, message: err.message };
-  return { code: 'INTERNAL', message: err instanceof Error ? err.message : 'unexpected failure' };
-}
-
 function claimsOf(doc: NitroDocument, platform: 'nitro' | 'simulated', chain: readonly { subject: string; sha256Hex: string }[]): VerifiedClaims {
   const measurements: Record<string, string> = {};
   for (const i of [...doc.pcrs.keys()].sort((a, b) => a - b)) {
@@ -162,38 +147,22 @@ export function verifyNitroDocumentDetailed(bytes: Uint8Array, options: VerifyNi
   }
   if (trustedRoots?.length === 0) throw new CloisterError('INVALID_ARGUMENT', 'no trusted root given');
 
-  const steps: VerificationStep[] = [];
-  // Set once the cryptographic stages passed.
-  const verified: { claims?: VerifiedClaims; document?: NitroDocument } = {};
-
+  const run = new StepRunner(platform);
+  // The parsed document goes out with the report once the cryptographic stages passed.
+  const verified: { document?: NitroDocument } = {};
   const finish = (): NitroVerification => {
-    const ok = steps.every((s) => s.ok);
-    const { claims, document } = verified;
-    const report: VerificationReport =
-      claims === undefined
-        ? { ok, platform, simulated: platform === 'simulated', steps }
-        : { ok, platform, simulated: platform === 'simulated', steps, claims };
-    return document === undefined ? { report } : { report, document };
+    const report = run.finish();
+    return verified.document === undefined ? { report } : { report, document: verified.document };
   };
   /** Run one stage; false when it failed (and the pipeline stops). */
-  const stage = (step: string, fn: () => string | undefined): boolean => {
-    try {
-      const detail = fn();
-      steps.push(detail === undefined ? { step, ok: true } : { step, ok: true, detail });
-      return true;
-    } catch (err) {
-      const { code, message } = describe(err);
-      steps.push({ step, ok: false, code, detail: message });
-      return false;
-    }
-  };
+  const stage = (step: string, fn: () => string | undefined): boolean => run.run(step, 'INTERNAL', fn);
 
   // 1. decode: the COSE_Sign1 envelope and the attestation document inside it.
   let cose: CoseSign1 | undefined;
   let doc: NitroDocument | undefined;
   const decoded = stage('decode', () => {
     if (bytes.byteLength > maxDocumentBytes) {
-      throw new StepFailure('LIMIT_EXCEEDED', `document of ${bytes.byteLength} bytes exceeds maxDocumentBytes ${maxDocumentBytes}`);
+      throw new CloisterError('LIMIT_EXCEEDED', `document of ${bytes.byteLength} bytes exceeds maxDocumentBytes ${maxDocumentBytes}`);
     }
     cose = decodeCoseSign1(bytes);
     doc = parseNitroDocument(cose.payload, options);
@@ -210,17 +179,17 @@ export function verifyNitroDocumentDetailed(bytes: Uint8Array, options: VerifyNi
   let chainResult: ReturnType<typeof verifyCertificateChain> | undefined;
   const chained = stage('certificate-chain', () => {
     const [presentedRoot, ...intermediates] = d.cabundle;
-    if (presentedRoot === undefined) throw new StepFailure('CERT_CHAIN_INVALID', 'empty cabundle');
+    if (presentedRoot === undefined) throw new CloisterError('CERT_CHAIN_INVALID', 'empty cabundle');
     let anchors = trustedRoots;
     if (anchorIsPinnedPresentedRoot) {
       const pin = options.rootSha256 ?? new Uint8Array(0);
       const presentedSha256 = new Uint8Array(createHash('sha256').update(presentedRoot).digest());
       if (!timingSafeEqualBytes(presentedSha256, pin)) {
-        throw new StepFailure('ROOT_UNTRUSTED', 'the presented root does not have the pinned SHA-256');
+        throw new CloisterError('ROOT_UNTRUSTED', 'the presented root does not have the pinned SHA-256');
       }
       anchors = [presentedRoot];
     }
-    if (anchors === undefined) throw new StepFailure('ROOT_UNTRUSTED', 'no trusted root');
+    if (anchors === undefined) throw new CloisterError('ROOT_UNTRUSTED', 'no trusted root');
     const result = verifyCertificateChain({
       leaf: d.certificate,
       intermediates,
@@ -230,10 +199,10 @@ export function verifyNitroDocumentDetailed(bytes: Uint8Array, options: VerifyNi
       maxChainLength: (options.maxCabundleLength ?? NITRO_DOCUMENT_DEFAULTS.maxCabundleLength) + 1,
       maxCertificateBytes: options.maxCertificateBytes ?? NITRO_DOCUMENT_DEFAULTS.maxCertificateBytes,
     });
-    if (!result.ok) throw new StepFailure(result.code, result.message);
+    if (!result.ok) throw new CloisterError(result.code, result.message);
     const root = result.certificates[0];
     if (options.rootSha256 !== undefined && (root === undefined || !timingSafeEqualBytes(result.path[0]?.sha256 ?? new Uint8Array(0), options.rootSha256))) {
-      throw new StepFailure('ROOT_UNTRUSTED', 'the chain root does not have the pinned SHA-256');
+      throw new CloisterError('ROOT_UNTRUSTED', 'the chain root does not have the pinned SHA-256');
     }
     chainResult = result;
     return `${result.path.length} certificates to root ${root?.sha256Hex ?? '?'}`;
@@ -245,7 +214,7 @@ export function verifyNitroDocumentDetailed(bytes: Uint8Array, options: VerifyNi
   if (
     !stage('signature', () => {
       if (!verifyEs384(c, chain.leafPublicKey)) {
-        throw new StepFailure('EVIDENCE_SIGNATURE_INVALID', 'COSE_Sign1 ES384 signature does not verify with the leaf key');
+        throw new CloisterError('EVIDENCE_SIGNATURE_INVALID', 'COSE_Sign1 ES384 signature does not verify with the leaf key');
       }
       return undefined;
     })
@@ -253,17 +222,17 @@ export function verifyNitroDocumentDetailed(bytes: Uint8Array, options: VerifyNi
     return finish();
   }
   verified.document = d;
-  verified.claims = claimsOf(d, platform, chain.certificates);
+  run.setClaims(claimsOf(d, platform, chain.certificates));
 
   // 5. freshness: the NSM timestamp against the verification time, and inside the leaf's validity.
   if (
     !stage('freshness', () => {
       const age = at.getTime() - d.timestamp;
-      if (age > maxAgeMs) throw new StepFailure('EVIDENCE_STALE', `document is ${age} ms old; maxAgeMs is ${maxAgeMs}`);
-      if (-age > skewMs) throw new StepFailure('EVIDENCE_STALE', `document timestamp is ${-age} ms in the future; maxClockSkewMs is ${skewMs}`);
+      if (age > maxAgeMs) throw new CloisterError('EVIDENCE_STALE', `document is ${age} ms old; maxAgeMs is ${maxAgeMs}`);
+      if (-age > skewMs) throw new CloisterError('EVIDENCE_STALE', `document timestamp is ${-age} ms in the future; maxClockSkewMs is ${skewMs}`);
       const leaf = chain.certificates[chain.certificates.length - 1];
       if (leaf !== undefined && (d.timestamp < leaf.notBefore.getTime() - skewMs || d.timestamp > leaf.notAfter.getTime())) {
-        throw new StepFailure('EVIDENCE_STALE', 'document timestamp is outside its signing certificate validity');
+        throw new CloisterError('EVIDENCE_STALE', 'document timestamp is outside its signing certificate validity');
       }
       return `age ${age} ms`;
     })
@@ -278,7 +247,7 @@ export function verifyNitroDocumentDetailed(bytes: Uint8Array, options: VerifyNi
       if (expected === undefined || expected.size === 0) return 'not checked: no PCR policy given';
       for (const i of DEBUG_ZERO_PCRS) {
         const v = d.pcrs.get(i);
-        if (v !== undefined && isAllZero(v)) throw new StepFailure('DEBUG_MODE', `PCR${i} is all zero: the enclave runs in debug mode`);
+        if (v !== undefined && isAllZero(v)) throw new CloisterError('DEBUG_MODE', `PCR${i} is all zero: the enclave runs in debug mode`);
       }
       // Compare every named PCR before deciding, so timing does not reveal which one differs.
       const mismatched: number[] = [];
@@ -287,7 +256,7 @@ export function verifyNitroDocumentDetailed(bytes: Uint8Array, options: VerifyNi
         if (got === undefined || !timingSafeEqualBytes(got, want)) mismatched.push(i);
       }
       if (mismatched.length > 0) {
-        throw new StepFailure('POLICY_MISMATCH', `PCR ${mismatched.map((i) => `PCR${i}`).join(', ')} do not match the policy`);
+        throw new CloisterError('POLICY_MISMATCH', `PCR ${mismatched.map((i) => `PCR${i}`).join(', ')} do not match the policy`);
       }
       return `${expected.size} PCRs match`;
     })
@@ -312,7 +281,7 @@ export function verifyNitroDocumentDetailed(bytes: Uint8Array, options: VerifyNi
       checked.push(name);
       if (!optionalEqual(actual, expected)) wrong.push(name);
     }
-    if (wrong.length > 0) throw new StepFailure('BINDING_MISMATCH', `${wrong.join(', ')} do not bind the expected key config / nonce`);
+    if (wrong.length > 0) throw new CloisterError('BINDING_MISMATCH', `${wrong.join(', ')} do not bind the expected key config / nonce`);
     if (checked.length === 0) return 'not checked: no binding expected';
     return `${checked.join(', ')} match`;
   });

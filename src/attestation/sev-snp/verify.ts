@@ -15,11 +15,10 @@
  * passed, even when policy or binding then fail (so the CLI can print what it saw).
  */
 import { timingSafeEqualBytes } from '../../crypto/ct.js';
-import { CloisterError, asCloisterError } from '../../errors.js';
-import type { ErrorCode } from '../../errors.js';
-import { reportDataFor } from '../binding.js';
+import { CloisterError } from '../../errors.js';
 import { isAllZero, toHex } from '../hex.js';
-import type { EvidenceBundle, VerificationReport, VerificationStep, VerifiedClaims } from '../types.js';
+import { checkReportData, POLICY_SKIPPED, StepRunner } from '../report.js';
+import type { EvidenceBundle, VerificationReport, VerifiedClaims } from '../types.js';
 import { parseCertTable, SNP_CERT_GUIDS, type CertTableLimits } from './cert-table.js';
 import { parseAmdEndorsementKey, verifyAmdChain, type AmdEndorsementKey } from './certs.js';
 import type { KdsClient } from './kds.js';
@@ -152,106 +151,83 @@ function claimsOf(report: SnpReport, product: SnpProduct, ek: AmdEndorsementKey,
 
 /** Verify SEV-SNP evidence. Never throws for bad evidence: failures are steps with codes. */
 export async function verifySevSnpEvidence(bundle: EvidenceBundle, options: SevSnpVerifyOptions): Promise<VerificationReport> {
-  const steps: VerificationStep[] = [];
-  const fail = (step: string, err: unknown, fallback: ErrorCode): VerificationReport => {
-    const e = asCloisterError(err, fallback);
-    steps.push({ step, ok: false, code: e.code, detail: e.message });
-    return { ok: false, platform: 'sev-snp', simulated: false, steps };
-  };
-  if (bundle.platform !== 'sev-snp') {
-    return fail('decode', new CloisterError('EVIDENCE_MALFORMED', 'bundle is not SEV-SNP evidence'), 'EVIDENCE_MALFORMED');
-  }
+  const run = new StepRunner('sev-snp');
   const at = options.at ?? new Date();
 
-  let report: SnpReport;
-  try {
-    report = parseSnpReport(bundle.evidence);
-  } catch (err) {
-    return fail('decode', err, 'EVIDENCE_MALFORMED');
-  }
-  steps.push({ step: 'decode', ok: true, detail: `report v${report.version}, signed by ${report.signingKey.toUpperCase()}` });
+  let report: SnpReport | undefined;
+  const decoded = run.run('decode', 'EVIDENCE_MALFORMED', () => {
+    if (bundle.platform !== 'sev-snp') throw new CloisterError('EVIDENCE_MALFORMED', 'bundle is not SEV-SNP evidence');
+    const r = parseSnpReport(bundle.evidence);
+    report = r;
+    return `report v${r.version}, signed by ${r.signingKey.toUpperCase()}`;
+  });
+  if (!decoded || report === undefined) return run.finish();
+  const rep = report;
 
-  let certs: Certs;
-  let ek: AmdEndorsementKey;
-  try {
-    certs = certsFromBundle(bundle.certificates, report, options.certTableLimits);
+  let certs: Certs = {};
+  let ek: AmdEndorsementKey | undefined;
+  const endorsed = await run.runAsync('endorsement-key', 'CERT_CHAIN_INVALID', async () => {
+    certs = certsFromBundle(bundle.certificates, rep, options.certTableLimits);
     let der = certs.ek ?? options.vcek;
     let source = certs.ek !== undefined ? 'evidence' : 'caller';
-    if (der === undefined && options.kds !== undefined && report.signingKey === 'vcek') {
-      const product = productFromCpuid(report);
+    if (der === undefined && options.kds !== undefined && rep.signingKey === 'vcek') {
+      const product = productFromCpuid(rep);
       if (product === undefined) throw new CloisterError('NOT_FOUND', 'no VCEK, and the report does not name its product for a KDS fetch');
-      der = await options.kds.fetchVcek({ product, chipId: report.chipId, reportedTcb: decodeTcb(report.reportedTcb, product) });
+      der = await options.kds.fetchVcek({ product, chipId: rep.chipId, reportedTcb: decodeTcb(rep.reportedTcb, product) });
       source = 'AMD KDS';
     }
     if (der === undefined) throw new CloisterError('CERT_CHAIN_INVALID', 'no VCEK/VLEK: none in the evidence and none given');
-    ek = parseAmdEndorsementKey(der);
-    if (ek.kind !== report.signingKey) throw new CloisterError('CERT_CHAIN_INVALID', 'certificate kind does not match the report SIGNING_KEY');
-    steps.push({ step: 'endorsement-key', ok: true, detail: `${ek.kind.toUpperCase()} from ${source}` });
-  } catch (err) {
-    return fail('endorsement-key', err, 'CERT_CHAIN_INVALID');
-  }
+    const key = parseAmdEndorsementKey(der);
+    if (key.kind !== rep.signingKey) throw new CloisterError('CERT_CHAIN_INVALID', 'certificate kind does not match the report SIGNING_KEY');
+    ek = key;
+    return `${key.kind.toUpperCase()} from ${source}`;
+  });
+  if (!endorsed || ek === undefined) return run.finish();
+  const key = ek;
+  const presented = certs;
 
-  let product: SnpProduct;
-  try {
-    const chain = verifyAmdChain(ek, {
+  let product: SnpProduct | undefined;
+  const chained = run.run('chain', 'CERT_CHAIN_INVALID', () => {
+    const chain = verifyAmdChain(key, {
       at,
       ...(options.policy === 'none' ? {} : { products: options.policy.products }),
       ...(options.roots === undefined ? {} : { roots: options.roots }),
-      ...(certs.ark === undefined ? {} : { presentedArk: certs.ark }),
-      ...(certs.ask === undefined ? {} : { presentedAsk: certs.ask }),
+      ...(presented.ark === undefined ? {} : { presentedArk: presented.ark }),
+      ...(presented.ask === undefined ? {} : { presentedAsk: presented.ask }),
     });
-    product = chain.product;
-    const named = productFromCpuid(report);
-    if (named !== undefined && named !== product) {
+    const named = productFromCpuid(rep);
+    if (named !== undefined && named !== chain.product) {
       throw new CloisterError('CERT_CHAIN_INVALID', 'report CPUID names another product than the certificate chain');
     }
-    steps.push({ step: 'chain', ok: true, detail: `ARK-${product} -> ${ek.kind === 'vcek' ? 'ASK' : 'ASVK'} -> ${ek.kind.toUpperCase()}` });
-  } catch (err) {
-    return fail('chain', err, 'CERT_CHAIN_INVALID');
-  }
+    product = chain.product;
+    return `ARK-${chain.product} -> ${key.kind === 'vcek' ? 'ASK' : 'ASVK'} -> ${key.kind.toUpperCase()}`;
+  });
+  if (!chained || product === undefined) return run.finish();
+  const prod = product;
 
-  if (!verifySnpReportSignature(report, ek.publicKey)) {
-    return fail('signature', new CloisterError('EVIDENCE_SIGNATURE_INVALID', 'report signature does not verify with the endorsement key'), 'EVIDENCE_SIGNATURE_INVALID');
-  }
-  steps.push({ step: 'signature', ok: true });
-
-  let tcb: SnpTcbParts;
-  try {
-    tcb = checkSnpTcbAndChipId(report, ek, product);
-    steps.push(report.maskChipKey ? { step: 'tcb', ok: true, detail: 'chip_id masked by the host' } : { step: 'tcb', ok: true });
-  } catch (err) {
-    return fail('tcb', err, 'TCB_MISMATCH');
-  }
-  const claims = claimsOf(report, product, ek, tcb);
-
-  let ok = true;
-  try {
-    if (options.policy === 'none') {
-      steps.push({ step: 'policy', ok: true, detail: 'skipped: no policy given (inspection only)' });
-    } else {
-      checkSevSnpPolicy(report, tcb, options.policy);
-      steps.push({ step: 'policy', ok: true });
+  const signed = run.run('signature', 'EVIDENCE_SIGNATURE_INVALID', () => {
+    if (!verifySnpReportSignature(rep, key.publicKey)) {
+      throw new CloisterError('EVIDENCE_SIGNATURE_INVALID', 'report signature does not verify with the endorsement key');
     }
-  } catch (err) {
-    const e = asCloisterError(err, 'POLICY_MISMATCH');
-    steps.push({ step: 'policy', ok: false, code: e.code, detail: e.message });
-    ok = false;
-  }
+    return undefined;
+  });
+  if (!signed) return run.finish();
 
-  if (options.skipBinding === true) {
-    steps.push({ step: 'binding', ok: true, detail: 'skipped: no key config to bind (raw evidence inspection)' });
-  } else {
-    try {
-      const expected = options.expectedReportData ?? reportDataFor(bundle.keyConfig, options.nonce);
-      if (expected.byteLength !== 64 || !timingSafeEqualBytes(expected, report.reportData)) {
-        throw new CloisterError('BINDING_MISMATCH', 'report_data does not bind the key config and nonce');
-      }
-      steps.push({ step: 'binding', ok: true });
-    } catch (err) {
-      const e = asCloisterError(err, 'BINDING_MISMATCH');
-      steps.push({ step: 'binding', ok: false, code: e.code, detail: e.message });
-      ok = false;
-    }
-  }
-  return { ok, platform: 'sev-snp', simulated: false, steps, claims };
+  let tcb: SnpTcbParts | undefined;
+  const tcbOk = run.run('tcb', 'TCB_MISMATCH', () => {
+    tcb = checkSnpTcbAndChipId(rep, key, prod);
+    return rep.maskChipKey ? 'chip_id masked by the host' : undefined;
+  });
+  if (!tcbOk || tcb === undefined) return run.finish();
+  const reportedTcb = tcb;
+  run.setClaims(claimsOf(rep, prod, key, reportedTcb));
+
+  // Policy and binding both run, so that every reason for rejection is reported.
+  run.run('policy', 'POLICY_MISMATCH', () => {
+    if (options.policy === 'none') return POLICY_SKIPPED;
+    checkSevSnpPolicy(rep, reportedTcb, options.policy);
+    return undefined;
+  });
+  run.run('binding', 'BINDING_MISMATCH', () => checkReportData(rep.reportData, bundle.keyConfig, options));
+  return run.finish();
 }

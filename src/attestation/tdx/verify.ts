@@ -17,11 +17,11 @@ import { X509Certificate } from 'node:crypto';
 import { QuoteVerifier } from '@phala/dcap-qvl';
 import type { Collateral } from '@phala/dcap-qvl';
 import { timingSafeEqualBytes } from '../../crypto/ct.js';
-import { CloisterError, asCloisterError } from '../../errors.js';
+import { CloisterError } from '../../errors.js';
 import type { ErrorCode } from '../../errors.js';
-import { reportDataFor } from '../binding.js';
 import { toHex } from '../hex.js';
-import type { EvidenceBundle, VerificationReport, VerificationStep, VerifiedClaims } from '../types.js';
+import { checkReportData, POLICY_SKIPPED, StepRunner } from '../report.js';
+import type { EvidenceBundle, VerificationReport, VerifiedClaims } from '../types.js';
 import { parseTdxCollateral, type PcsCollateralFetcher } from './collateral.js';
 import { checkTdxPolicy, tcbStatusAccepted, type TdxPolicy } from './policy.js';
 import { parseTdxQuote, TD_ATTRIBUTE, tdAttributeSet, type TdxQuote } from './quote.js';
@@ -103,53 +103,49 @@ function claimsOf(q: TdxQuote, status: string, advisoryIds: readonly string[]): 
 
 /** Verify TDX evidence. Never throws for bad evidence: failures are steps with codes. */
 export async function verifyTdxEvidence(bundle: EvidenceBundle, options: TdxVerifyOptions): Promise<VerificationReport> {
-  const steps: VerificationStep[] = [];
-  const fail = (step: string, err: unknown, fallback: ErrorCode): VerificationReport => {
-    const e = asCloisterError(err, fallback);
-    steps.push({ step, ok: false, code: e.code, detail: e.message });
-    return { ok: false, platform: 'tdx', simulated: false, steps };
-  };
-  if (bundle.platform !== 'tdx') return fail('decode', new CloisterError('EVIDENCE_MALFORMED', 'bundle is not TDX evidence'), 'EVIDENCE_MALFORMED');
+  const run = new StepRunner('tdx');
   const at = options.at ?? new Date();
   const nowSecs = Math.floor(at.getTime() / 1000);
-  if (!Number.isFinite(nowSecs)) return fail('decode', new CloisterError('INVALID_ARGUMENT', 'bad verification time'), 'INVALID_ARGUMENT');
 
   // One snapshot of the attacker-supplied bytes, read by both parsers.
   const evidence = new Uint8Array(bundle.evidence);
-  let quote: TdxQuote;
-  try {
-    quote = parseTdxQuote(evidence, {
+  let quote: TdxQuote | undefined;
+  const decoded = run.run('decode', 'EVIDENCE_MALFORMED', () => {
+    if (bundle.platform !== 'tdx') throw new CloisterError('EVIDENCE_MALFORMED', 'bundle is not TDX evidence');
+    if (!Number.isFinite(nowSecs)) throw new CloisterError('INVALID_ARGUMENT', 'bad verification time');
+    const q = parseTdxQuote(evidence, {
       ...(options.maxQuoteBytes === undefined ? {} : { maxQuoteBytes: options.maxQuoteBytes }),
       ...(options.maxZeroPadding === undefined ? {} : { maxZeroPadding: options.maxZeroPadding }),
     });
-  } catch (err) {
-    return fail('decode', err, 'EVIDENCE_MALFORMED');
-  }
-  steps.push({ step: 'decode', ok: true, detail: `quote v${quote.version}, TD report ${quote.bodyType === 3 ? '1.5' : '1.0'}` });
+    quote = q;
+    return `quote v${q.version}, TD report ${q.bodyType === 3 ? '1.5' : '1.0'}`;
+  });
+  if (!decoded || quote === undefined) return run.finish();
+  const q = quote;
 
-  let collateral: Collateral;
-  try {
-    let source: string;
+  let collateral: Collateral | undefined;
+  const collected = await run.runAsync('collateral', 'EVIDENCE_MALFORMED', async () => {
     if (bundle.collateral !== undefined && bundle.collateral.byteLength > 0) {
       collateral = parseTdxCollateral(bundle.collateral, options.maxCollateralBytes);
-      source = 'evidence';
-    } else if (options.collateral !== undefined) {
-      collateral = parseTdxCollateral(options.collateral, options.maxCollateralBytes);
-      source = 'caller';
-    } else if (options.pcs !== undefined) {
-      collateral = await options.pcs.fetch(evidence, quote.certificationData);
-      source = 'Intel PCS';
-    } else {
-      throw new CloisterError('NOT_FOUND', 'no TDX collateral: none in the evidence and none given');
+      return 'from evidence';
     }
-    steps.push({ step: 'collateral', ok: true, detail: `from ${source}` });
-  } catch (err) {
-    return fail('collateral', err, 'EVIDENCE_MALFORMED');
-  }
+    if (options.collateral !== undefined) {
+      collateral = parseTdxCollateral(options.collateral, options.maxCollateralBytes);
+      return 'from caller';
+    }
+    if (options.pcs !== undefined) {
+      collateral = await options.pcs.fetch(evidence, q.certificationData);
+      return 'from Intel PCS';
+    }
+    throw new CloisterError('NOT_FOUND', 'no TDX collateral: none in the evidence and none given');
+  });
+  if (!collected || collateral === undefined) return run.finish();
+  const coll = collateral;
 
-  let status: string;
-  let advisoryIds: string[];
-  try {
+  let verdict: { status: string; advisoryIds: string[] } | undefined;
+  // A TCB verdict from dcap-qvl comes after every signature passed: still no claims, as the
+  // platform state is unknown; the code says why.
+  const quoted = run.run('quote', 'CERT_CHAIN_INVALID', () => {
     const root = new X509Certificate(options.rootCaPem ?? INTEL_SGX_ROOT_CA_PEM);
     if (options.rootCaPem === undefined && root.fingerprint256 !== INTEL_SGX_ROOT_CA_FINGERPRINT256) {
       throw new CloisterError('ROOT_UNTRUSTED', 'pinned Intel root does not match its fingerprint');
@@ -157,66 +153,36 @@ export async function verifyTdxEvidence(bundle: EvidenceBundle, options: TdxVeri
     const verifier = QuoteVerifier.newWithRootCa(Buffer.from(root.raw));
     let verified;
     try {
-      verified = verifier.verify(Buffer.from(evidence), collateral, nowSecs);
+      verified = verifier.verify(Buffer.from(evidence), coll, nowSecs);
     } catch (err) {
       const message = err instanceof Error ? err.message : 'quote verification failed';
       throw new CloisterError(codeForQvlError(message), `TDX quote verification: ${message}`, { cause: err });
     }
-    status = verified.status;
-    advisoryIds = [...verified.advisory_ids];
     // dcap-qvl verified the bytes it parsed itself; make sure both parsers read the same TD.
     const td = verified.report.asTd10();
-    if (td === null || !timingSafeEqualBytes(td.mrTd, quote.report.mrTd) || !timingSafeEqualBytes(td.reportData, quote.report.reportData)) {
+    if (td === null || !timingSafeEqualBytes(td.mrTd, q.report.mrTd) || !timingSafeEqualBytes(td.reportData, q.report.reportData)) {
       throw new CloisterError('EVIDENCE_MALFORMED', 'quote parsers disagree about the TD report');
     }
-    steps.push({ step: 'quote', ok: true, detail: 'Intel chain, QE report and quote signature verified' });
-  } catch (err) {
-    // A TCB verdict from dcap-qvl comes after every signature passed: still no claims, as
-    // the platform state is unknown; the code says why.
-    return fail('quote', err, 'CERT_CHAIN_INVALID');
-  }
-  const claims = claimsOf(quote, status, advisoryIds);
+    verdict = { status: verified.status, advisoryIds: [...verified.advisory_ids] };
+    return 'Intel chain, QE report and quote signature verified';
+  });
+  if (!quoted || verdict === undefined) return run.finish();
+  const { status, advisoryIds } = verdict;
+  run.setClaims(claimsOf(q, status, advisoryIds));
 
-  let ok = true;
-  if (options.policy === 'none' ? status === 'UpToDate' : tcbStatusAccepted(status, options.policy)) {
-    steps.push({ step: 'tcb-status', ok: true, detail: advisoryIds.length > 0 ? `${status}; advisories ${advisoryIds.join(', ')}` : status });
-  } else {
-    steps.push({
-      step: 'tcb-status',
-      ok: false,
-      code: 'TCB_STATUS_REJECTED',
-      detail: `TCB status ${status} is not accepted by the policy${advisoryIds.length > 0 ? `; advisories ${advisoryIds.join(', ')}` : ''}`,
-    });
-    ok = false;
-  }
-
-  try {
-    if (options.policy === 'none') {
-      steps.push({ step: 'policy', ok: true, detail: 'skipped: no policy given (inspection only)' });
-    } else {
-      checkTdxPolicy(quote.report, options.policy);
-      steps.push({ step: 'policy', ok: true });
+  // TCB status, policy and binding all run, so that every reason for rejection is reported.
+  run.run('tcb-status', 'TCB_STATUS_REJECTED', () => {
+    const advisories = advisoryIds.length > 0 ? `; advisories ${advisoryIds.join(', ')}` : '';
+    if (!(options.policy === 'none' ? status === 'UpToDate' : tcbStatusAccepted(status, options.policy))) {
+      throw new CloisterError('TCB_STATUS_REJECTED', `TCB status ${status} is not accepted by the policy${advisories}`);
     }
-  } catch (err) {
-    const e = asCloisterError(err, 'POLICY_MISMATCH');
-    steps.push({ step: 'policy', ok: false, code: e.code, detail: e.message });
-    ok = false;
-  }
-
-  if (options.skipBinding === true) {
-    steps.push({ step: 'binding', ok: true, detail: 'skipped: no key config to bind (raw evidence inspection)' });
-  } else {
-    try {
-      const expected = options.expectedReportData ?? reportDataFor(bundle.keyConfig, options.nonce);
-      if (expected.byteLength !== 64 || !timingSafeEqualBytes(expected, quote.report.reportData)) {
-        throw new CloisterError('BINDING_MISMATCH', 'report_data does not bind the key config and nonce');
-      }
-      steps.push({ step: 'binding', ok: true });
-    } catch (err) {
-      const e = asCloisterError(err, 'BINDING_MISMATCH');
-      steps.push({ step: 'binding', ok: false, code: e.code, detail: e.message });
-      ok = false;
-    }
-  }
-  return { ok, platform: 'tdx', simulated: false, steps, claims };
+    return `${status}${advisories}`;
+  });
+  run.run('policy', 'POLICY_MISMATCH', () => {
+    if (options.policy === 'none') return POLICY_SKIPPED;
+    checkTdxPolicy(q.report, options.policy);
+    return undefined;
+  });
+  run.run('binding', 'BINDING_MISMATCH', () => checkReportData(q.report.reportData, bundle.keyConfig, options));
+  return run.finish();
 }

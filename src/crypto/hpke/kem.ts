@@ -142,11 +142,33 @@ export interface EncapResult {
   readonly enc: Uint8Array;
 }
 
+// A client seals every request to the same few server keys: importing pkR costs about as
+// much as the DH, so the KeyObjects are cached by value. Public keys only; bounded.
+const RECIPIENT_KEY_CACHE_MAX = 16;
+const recipientKeyCache = new Map<string, KeyObject>();
+
+function recipientPublicKeyObject(pkRm: Uint8Array): KeyObject {
+  assertBytes(pkRm, 'X25519 public key', X25519_LEN);
+  const x = Buffer.from(pkRm.buffer, pkRm.byteOffset, pkRm.byteLength).toString('base64url');
+  let key = recipientKeyCache.get(x);
+  if (key === undefined) {
+    key = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x }, format: 'jwk' });
+    if (recipientKeyCache.size >= RECIPIENT_KEY_CACHE_MAX) recipientKeyCache.clear();
+    recipientKeyCache.set(x, key);
+  }
+  return key;
+}
+
+/** A fresh ephemeral pair; enc comes from the generated public KeyObject (no re-derivation). */
+function generateEphemeral(): { skE: KeyObject; enc: Uint8Array } {
+  const { privateKey, publicKey } = generateKeyPairSync('x25519');
+  return { skE: privateKey, enc: rawPublicKey(publicKey) };
+}
+
 /** Encap(pkR) (section 4.1); `ephemeral` pins skE for test vectors. */
 export function encap(pkRm: Uint8Array, ephemeral?: KeyObject): EncapResult {
-  const pkR = publicKeyObject(pkRm);
-  const skE = ephemeral ?? generateKeyPairSync('x25519').privateKey;
-  const enc = rawPublicKey(createPublicKey(skE));
+  const pkR = recipientPublicKeyObject(pkRm);
+  const { skE, enc } = ephemeral === undefined ? generateEphemeral() : { skE: ephemeral, enc: rawPublicKey(createPublicKey(ephemeral)) };
   const sharedSecret = extractAndExpand(dh(skE, pkR), concatBytes(enc, pkRm));
   return { sharedSecret, enc };
 }

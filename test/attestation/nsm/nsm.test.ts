@@ -1,6 +1,4 @@
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { Encoder } from 'cbor-x';
 import { describe, expect, it } from 'vitest';
 import { decodeCbor } from '../../../src/protocol/cbor.js';
@@ -16,22 +14,12 @@ import {
 import { NitroAttester, NsmClient } from '../../../src/attestation/nitro/nsm/attester.js';
 import { openNsmDevice } from '../../../src/attestation/nitro/nsm/device.js';
 import type { NsmTransport } from '../../../src/attestation/nitro/nsm/device.js';
-import { CloisterError } from '../../../src/errors.js';
+import { hex, toHex } from '../../helpers/bytes.js';
+import { codeOf } from '../../helpers/errors.js';
+import { describeWithVectors, readVector } from '../../helpers/vectors.js';
 
-const hex = (h: string): Uint8Array => Uint8Array.from(Buffer.from(h.replace(/\s+/g, ''), 'hex'));
-const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const tstr = (s: string): string => (0x60 + s.length).toString(16) + Buffer.from(s).toString('hex');
 const cborx = new Encoder({ useRecords: false, mapsAsObjects: true, variableMapSize: true, tagUint8Array: false });
-
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(CloisterError);
-    return (err as CloisterError).code;
-  }
-  throw new Error('expected a CloisterError');
-}
 
 describe('NSM request encoding (serde externally tagged enum, as nsm-api serde_cbor)', () => {
   it('GetRandom is the bare text string', () => {
@@ -212,14 +200,12 @@ describe('NitroAttester', () => {
   });
 });
 
-const vectorDir = new URL('../../../../shared/vectors/nitro', import.meta.url).pathname;
-const haveVectors = existsSync(resolve(vectorDir, 'nitro_blocky_sept2024.cbor'));
-if (!haveVectors) console.log('note: ../shared/vectors/nitro absent; skipping the real-document binding check');
+const BLOCKY = 'nitro/nitro_blocky_sept2024.cbor';
 
-describe.skipIf(!haveVectors)('NitroAttester with a real NSM document', () => {
+describeWithVectors(BLOCKY, 'NitroAttester with a real NSM document', () => {
   it('rejects a genuine document that does not bind our key config', async () => {
-    const doc = readFileSync(resolve(vectorDir, 'nitro_blocky_sept2024.cbor'));
-    const t: NsmTransport = { raw: () => cborx.encode({ Attestation: { document: new Uint8Array(doc) } }), close() {} };
+    const doc = readVector(BLOCKY);
+    const t: NsmTransport = { raw: () => cborx.encode({ Attestation: { document: doc } }), close() {} };
     await expect(
       new NitroAttester({ transport: t }).attest({ keyConfig: Uint8Array.of(1), hpkePublicKey: new Uint8Array(32) }),
     ).rejects.toMatchObject({ code: 'ATTESTER_FAILED', message: expect.stringMatching(/binding/) as unknown });

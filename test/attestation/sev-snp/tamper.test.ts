@@ -3,8 +3,6 @@
  * should catch it. Uses the virtee Milan vector (skipped when ../shared/vectors is absent);
  * the TCB / chip_id comparison is also exercised directly on parsed values.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   checkSnpTcbAndChipId,
@@ -15,12 +13,9 @@ import {
   type SnpReport,
 } from '../../../src/attestation/sev-snp/index.js';
 import type { VerificationReport } from '../../../src/attestation/types.js';
+import { describeWithVectors, readVector } from '../../helpers/vectors.js';
 
-const dir = resolve(import.meta.dirname, '..', '..', '..', '..', 'shared', 'vectors', 'sev-snp');
-const present = existsSync(dir);
-if (!present) console.warn(`[sev-snp tamper] ${dir} is absent: tamper tests on real evidence skipped`);
-
-const read = (f: string): Uint8Array => new Uint8Array(readFileSync(resolve(dir, f)));
+const read = (f: string): Uint8Array => readVector(`sev-snp/${f}`);
 const AT = new Date('2024-06-01T00:00:00Z');
 
 function firstFailure(r: VerificationReport): { step: string; code?: string } | undefined {
@@ -46,7 +41,7 @@ function flip(b: Uint8Array, offset: number, mask = 0x01): Uint8Array {
   return c;
 }
 
-describe.skipIf(!present)('SEV-SNP tampering (virtee Milan report)', () => {
+describeWithVectors('sev-snp', 'SEV-SNP tampering (virtee Milan report)', () => {
   it('the untouched report verifies', async () => {
     const r = await verifyBytes(read('snp_virtee_milan_report.bin'));
     expect(r.ok).toBe(true);

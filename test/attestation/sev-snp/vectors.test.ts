@@ -2,8 +2,6 @@
  * Real SEV-SNP evidence from ../shared/vectors/sev-snp (see its README and sidecars).
  * Skipped, with a note, when the shared folder is absent (a fresh clone).
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   AMD_PRODUCT_ROOTS,
@@ -15,16 +13,14 @@ import {
   verifyAmdChain,
   verifySevSnpEvidence,
   type SevSnpPolicy,
+  type SnpReport,
 } from '../../../src/attestation/sev-snp/index.js';
 import type { EvidenceBundle, VerificationReport } from '../../../src/attestation/types.js';
+import { hex } from '../../helpers/bytes.js';
+import { describeWithVectors, readVector, readVectorJson } from '../../helpers/vectors.js';
 
-const dir = resolve(import.meta.dirname, '..', '..', '..', '..', 'shared', 'vectors', 'sev-snp');
-const present = existsSync(dir);
-if (!present) console.warn(`[sev-snp vectors] ${dir} is absent: real-evidence tests skipped`);
-
-const read = (f: string): Uint8Array => new Uint8Array(readFileSync(resolve(dir, f)));
-const sidecar = (f: string): Record<string, unknown> => JSON.parse(readFileSync(resolve(dir, f), 'utf8')) as Record<string, unknown>;
-const hex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'hex'));
+const read = (f: string): Uint8Array => readVector(`sev-snp/${f}`);
+const sidecar = (f: string): Record<string, unknown> => readVectorJson<Record<string, unknown>>(`sev-snp/${f}`);
 
 interface Vec {
   name: string;
@@ -49,6 +45,18 @@ function bundle(report: Uint8Array, certificates?: Uint8Array): EvidenceBundle {
   return { platform: 'sev-snp', evidence: report, keyConfig: new Uint8Array([0xa1, 0x01, 0x01]), ...(certificates ? { certificates } : {}) };
 }
 
+/** Parse `v`'s report and verify it against the default policy for its sidecar measurement. */
+async function verifyWithDefaultPolicy(v: Vec): Promise<{ r: SnpReport; res: VerificationReport }> {
+  const r = parseSnpReport(read(v.report));
+  const res = await verifySevSnpEvidence(bundle(read(v.report)), {
+    policy: sevSnpPolicy({ measurements: [measurementOf(v.json)] }),
+    vcek: read(v.vcek),
+    at: v.at,
+    expectedReportData: r.reportData,
+  });
+  return { r, res };
+}
+
 function step(r: VerificationReport, name: string): { ok: boolean; code?: string } | undefined {
   return r.steps.find((s) => s.step === name);
 }
@@ -57,7 +65,7 @@ function failing(r: VerificationReport): string | undefined {
   return r.steps.find((s) => !s.ok)?.code;
 }
 
-describe.skipIf(!present)('SEV-SNP real vectors', () => {
+describeWithVectors('sev-snp', 'SEV-SNP real vectors', () => {
   for (const v of VECS) {
     describe(v.name, () => {
       const report = () => read(v.report);
@@ -164,14 +172,8 @@ describe.skipIf(!present)('SEV-SNP real vectors', () => {
   it('the debug-policy report verifies cryptographically but fails the default policy with DEBUG_MODE', async () => {
     const v = VECS[2];
     if (!v) throw new Error('missing vector');
-    const r = parseSnpReport(read(v.report));
+    const { r, res } = await verifyWithDefaultPolicy(v);
     expect(r.policy).toBe(0xb0000n);
-    const res = await verifySevSnpEvidence(bundle(read(v.report)), {
-      policy: sevSnpPolicy({ measurements: [measurementOf(v.json)] }),
-      vcek: read(v.vcek),
-      at: v.at,
-      expectedReportData: r.reportData,
-    });
     expect(step(res, 'signature')?.ok).toBe(true);
     expect(step(res, 'tcb')?.ok).toBe(true);
     expect(step(res, 'policy')).toMatchObject({ ok: false, code: 'DEBUG_MODE' });
@@ -181,14 +183,8 @@ describe.skipIf(!present)('SEV-SNP real vectors', () => {
 
   it('production-policy reports pass the default (no-debug) policy', async () => {
     for (const v of VECS.slice(0, 2)) {
-      const r = parseSnpReport(read(v.report));
+      const { r, res } = await verifyWithDefaultPolicy(v);
       expect(r.policy).toBe(0x30000n);
-      const res = await verifySevSnpEvidence(bundle(read(v.report)), {
-        policy: sevSnpPolicy({ measurements: [measurementOf(v.json)] }),
-        vcek: read(v.vcek),
-        at: v.at,
-        expectedReportData: r.reportData,
-      });
       expect(res.ok).toBe(true);
     }
   });

@@ -2,10 +2,8 @@
  * Real TDX quotes and collateral from ../shared/vectors/tdx, each verified at the sidecar's
  * time. Skipped, with a note, when the shared folder is absent.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { X509Certificate } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import {
   INTEL_SGX_ROOT_CA_FINGERPRINT256,
   INTEL_SGX_ROOT_CA_PEM,
@@ -15,14 +13,11 @@ import {
   type TdxPolicy,
 } from '../../../src/attestation/tdx/index.js';
 import type { EvidenceBundle, VerificationReport } from '../../../src/attestation/types.js';
+import { hex } from '../../helpers/bytes.js';
+import { describeWithVectors, readVector, readVectorJson } from '../../helpers/vectors.js';
 
-const dir = resolve(import.meta.dirname, '..', '..', '..', '..', 'shared', 'vectors', 'tdx');
-const present = existsSync(dir);
-if (!present) console.warn(`[tdx vectors] ${dir} is absent: real-evidence tests skipped`);
-
-const read = (f: string): Uint8Array => new Uint8Array(readFileSync(resolve(dir, f)));
-const sidecar = (f: string): Record<string, unknown> => JSON.parse(readFileSync(resolve(dir, f), 'utf8')) as Record<string, unknown>;
-const hex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'hex'));
+const read = (f: string): Uint8Array => readVector(`tdx/${f}`);
+const sidecar = (f: string): Record<string, unknown> => readVectorJson<Record<string, unknown>>(`tdx/${f}`);
 const step = (r: VerificationReport, name: string) => r.steps.find((s) => s.step === name);
 
 function bundle(quote: Uint8Array, collateral?: Uint8Array): EvidenceBundle {
@@ -35,9 +30,9 @@ function policyFor(quote: Uint8Array, extra: Partial<TdxPolicy> = {}): TdxPolicy
 
 const OUTDATED_NOW = new Date(1774003334 * 1000);
 
-describe.skipIf(!present)('TDX real vectors', () => {
+describeWithVectors('tdx', 'TDX real vectors', () => {
   it('the bundled Intel root equals the shared root PEM', () => {
-    const shared = new X509Certificate(readFileSync(resolve(dir, 'intel_sgx_root_ca.pem')));
+    const shared = new X509Certificate(read('intel_sgx_root_ca.pem'));
     expect(new X509Certificate(INTEL_SGX_ROOT_CA_PEM).fingerprint256).toBe(shared.fingerprint256);
     expect(shared.fingerprint256).toBe(INTEL_SGX_ROOT_CA_FINGERPRINT256);
   });
@@ -205,7 +200,7 @@ describe.skipIf(!present)('TDX real vectors', () => {
 
   it('rejects collateral from the evidence with unknown keys or a bad shape', async () => {
     const quote = read('tdx_phala_v4_quote.bin');
-    const c = JSON.parse(readFileSync(resolve(dir, 'tdx_phala_v4_collateral.json'), 'utf8')) as Record<string, unknown>;
+    const c = sidecar('tdx_phala_v4_collateral.json');
     c['extra'] = 1;
     const res = await verifyTdxEvidence(bundle(quote, new TextEncoder().encode(JSON.stringify(c))), {
       policy: policyFor(quote),

@@ -15,7 +15,7 @@ import {
   TdxConfigfsAttester,
   type SevGuestDevice,
 } from '../../../src/attestation/tsm/index.js';
-import { FakeConfigfs, fakeSnpReport, testSigningKey } from './fake-configfs.js';
+import { FakeConfigfs, fakeSnpReport, fakeTdxQuote, testSigningKey } from './fake-configfs.js';
 
 let root: string;
 let base: string;
@@ -30,36 +30,6 @@ afterEach(async () => {
 
 const KEY_CONFIG = new Uint8Array([0xa1, 0x01, 0x01, 0x02]);
 const NONCE = new Uint8Array(32).fill(7);
-
-/** A structurally valid TDX v4 quote carrying `reportData` (unsigned: the attester only parses). */
-function fakeTdxQuote(reportData: Uint8Array): Uint8Array {
-  const header = new Uint8Array(48);
-  const hv = new DataView(header.buffer);
-  hv.setUint16(0, 4, true);
-  hv.setUint16(2, 2, true);
-  hv.setUint32(4, 0x81, true);
-  header.set(Buffer.from('939a7233f79c4ca9940a0db3957f0607', 'hex'), 12);
-  const body = new Uint8Array(584);
-  body.set(reportData, 584 - 64);
-  const certBody = new TextEncoder().encode('-----BEGIN CERTIFICATE-----\n');
-  const inner = new Uint8Array(384 + 64 + 2 + 2 + 4 + certBody.byteLength);
-  const iv = new DataView(inner.buffer);
-  iv.setUint16(384 + 64, 0, true);
-  iv.setUint16(384 + 64 + 2, 5, true);
-  iv.setUint32(384 + 64 + 4, certBody.byteLength, true);
-  inner.set(certBody, 384 + 64 + 8);
-  const sig = new Uint8Array(128 + 6 + inner.byteLength);
-  const sv = new DataView(sig.buffer);
-  sv.setUint16(128, 6, true);
-  sv.setUint32(130, inner.byteLength, true);
-  sig.set(inner, 134);
-  const out = new Uint8Array(48 + 584 + 4 + sig.byteLength);
-  out.set(header, 0);
-  out.set(body, 48);
-  new DataView(out.buffer).setUint32(48 + 584, sig.byteLength, true);
-  out.set(sig, 48 + 584 + 4);
-  return out;
-}
 
 describe('configfs-tsm against a fake kernel tree', () => {
   it('SEV-SNP attester: writes exactly 64 bytes, returns the signed report and auxblob, removes its entry', async () => {

@@ -110,3 +110,34 @@ export function fakeSnpReport(reportData: Uint8Array, key: KeyObject, fields: { 
   }
   return r;
 }
+
+/** A structurally valid TDX v4 quote carrying `reportData` (unsigned: the attester only parses). */
+export function fakeTdxQuote(reportData: Uint8Array, fields: { mrTd?: Uint8Array } = {}): Uint8Array {
+  const header = new Uint8Array(48);
+  const hv = new DataView(header.buffer);
+  hv.setUint16(0, 4, true);
+  hv.setUint16(2, 2, true);
+  hv.setUint32(4, 0x81, true);
+  header.set(Buffer.from('939a7233f79c4ca9940a0db3957f0607', 'hex'), 12);
+  const body = new Uint8Array(584);
+  if (fields.mrTd !== undefined) body.set(fields.mrTd, 136); // MRTD: offset 136 of the TD quote body
+  body.set(reportData, 584 - 64);
+  const certBody = new TextEncoder().encode('-----BEGIN CERTIFICATE-----\n');
+  const inner = new Uint8Array(384 + 64 + 2 + 2 + 4 + certBody.byteLength);
+  const iv = new DataView(inner.buffer);
+  iv.setUint16(384 + 64, 0, true);
+  iv.setUint16(384 + 64 + 2, 5, true);
+  iv.setUint32(384 + 64 + 4, certBody.byteLength, true);
+  inner.set(certBody, 384 + 64 + 8);
+  const sig = new Uint8Array(128 + 6 + inner.byteLength);
+  const sv = new DataView(sig.buffer);
+  sv.setUint16(128, 6, true);
+  sv.setUint32(130, inner.byteLength, true);
+  sig.set(inner, 134);
+  const out = new Uint8Array(48 + 584 + 4 + sig.byteLength);
+  out.set(header, 0);
+  out.set(body, 48);
+  new DataView(out.buffer).setUint32(48 + 584, sig.byteLength, true);
+  out.set(sig, 48 + 584 + 4);
+  return out;
+}

@@ -1,27 +1,7 @@
 /**
- * Test-only helpers to locate ../shared/vectors (relative to the repo root) and parse the
- * RFC 9180 Appendix A text. Not a test file itself.
+ * Test-only parser for the RFC 9180 Appendix A test-vector text (../shared/vectors/hpke).
+ * Not a test file itself; locating vectors is test/helpers/vectors.ts.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const vectorsDir = path.resolve(repoRoot, '..', 'shared', 'vectors');
-
-export function vectorPath(rel: string): string {
-  return path.join(vectorsDir, rel);
-}
-
-export function vectorExists(rel: string): boolean {
-  const ok = existsSync(vectorPath(rel));
-  if (!ok) console.warn(`[vectors] ${vectorPath(rel)} is absent: skipping its tests (a fresh clone has no ../shared)`);
-  return ok;
-}
-
-export const hex = (h: string): Uint8Array => Uint8Array.from(Buffer.from(h, 'hex'));
-export const toHex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
-
 export type Rec = Map<string, string>;
 
 export interface Rfc9180Vector {
@@ -97,8 +77,4 @@ export function parseRfc9180(text: string): Rfc9180Vector[] {
   }
   flush();
   return out;
-}
-
-export function readVectorText(rel: string): string {
-  return readFileSync(vectorPath(rel), 'utf8');
 }
