@@ -16,6 +16,7 @@
  * evidence, then retry the request once.
  */
 import { randomBytes } from 'node:crypto';
+import { randomBytesPooled } from '../crypto/random.js';
 import { CloisterError, isErrorCode } from '../errors.js';
 import type { EvidenceBundle, Platform, VerificationReport } from '../attestation/types.js';
 import { verifyEvidence } from '../attestation/verify.js';
@@ -218,7 +219,7 @@ export class CloisterClient {
       ...(req.params === undefined ? {} : { params: req.params }),
       stream: req.stream ?? false,
       ts: now(),
-      id: new Uint8Array(randomBytes(16)),
+      id: randomBytesPooled(16),
     });
     const sealed = sealChunkedRequest(sealTargetFromKeyConfig(keyConfig, aeadId), plaintext);
     const receipt = new ReceiptHasher(plaintext);
@@ -240,6 +241,11 @@ export class CloisterClient {
             if (serverError !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'data after an error chunk');
             started.value = true;
             yield msg.data;
+          } else if (msg.t === 'items') {
+            // Results the server had at the same moment, sealed together: one by one, in order.
+            if (serverError !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'data after an error chunk');
+            started.value = true;
+            yield* msg.items;
           } else if (msg.t === 'error') {
             serverError = new CloisterError(isErrorCode(msg.code) ? msg.code : 'INTERNAL', undefined, { detail: { origin: 'server' } });
           } else {

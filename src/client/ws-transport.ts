@@ -117,6 +117,11 @@ export class WsClientTransport implements ClientTransport {
           this.paused = true;
           this.ws.pause();
         }
+        if (msg.fin === true) {
+          // This frame ends the sealed stream (PROTOCOL.md section 5): no `end` frame follows.
+          s.ended = true;
+          this.streams.delete(msg.sid);
+        }
         s.notify();
         return;
       }
@@ -171,7 +176,8 @@ export class WsClientTransport implements ClientTransport {
   exchange(sealed: Uint8Array, signal?: AbortSignal): SealedExchange {
     const sid = this.nextSid;
     this.nextSid = this.nextSid >= MAX_STREAM_ID ? 1 : this.nextSid + 1;
-    return { mode: 'frames', pieces: this.pieces(sid, sealed, signal) };
+    // `res` frames carry arbitrary splits of the sealed byte stream (several chunks per frame).
+    return { mode: 'stream', pieces: this.pieces(sid, sealed, signal) };
   }
 
   private async *pieces(sid: number, sealed: Uint8Array, signal: AbortSignal | undefined): AsyncGenerator<Uint8Array> {

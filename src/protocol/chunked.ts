@@ -59,13 +59,20 @@ export interface OpenedChunk {
 }
 
 function resolveLimits(l: Partial<ChunkedLimits> | undefined): ChunkedLimits {
+  // Fast path (per request on the server): the frozen defaults, or limits already resolved.
+  if (l === undefined || l === DEFAULT_CHUNKED_LIMITS || resolved.has(l)) return l === undefined ? DEFAULT_CHUNKED_LIMITS : (l as ChunkedLimits);
   const out = { ...DEFAULT_CHUNKED_LIMITS, ...l };
   for (const [k, v] of Object.entries(out)) {
     if (!Number.isSafeInteger(v) || v <= 0) throw new CloisterError('CONFIG_INVALID', `limit ${k} must be a positive integer`);
   }
   if (out.maxChunkLength < AEAD_TAG) throw new CloisterError('CONFIG_INVALID', 'maxChunkLength below the AEAD tag length');
-  return out;
+  const frozen = Object.freeze(out);
+  resolved.add(frozen);
+  return frozen;
 }
+
+/** Limits objects that `resolveLimits` produced (validated and frozen). */
+const resolved = new WeakSet<object>();
 
 /**
  * The most bytes a valid sealed request can occupy under `limits`: a server may refuse a

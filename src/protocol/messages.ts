@@ -119,6 +119,12 @@ export function decodeSealedRequest(bytes: Uint8Array, limits?: Partial<MessageL
 
 export type ResponseChunk =
   | { readonly t: 'data'; readonly data: CborInput }
+  /**
+   * Several engine results that were available at the same moment (e.g. the tokens of one
+   * upstream read), in order, in one sealed chunk: the client hands them out one by one,
+   * exactly as if each had come in its own `data` chunk.
+   */
+  | { readonly t: 'items'; readonly items: readonly CborInput[] }
   | { readonly t: 'error'; readonly code: ErrorCode; readonly message: string }
   | { readonly t: 'end'; readonly data?: CborInput; readonly receipt: Uint8Array };
 
@@ -126,6 +132,9 @@ export function encodeResponseChunk(c: ResponseChunk): Uint8Array {
   switch (c.t) {
     case 'data':
       return encodeCbor({ t: 'data', data: c.data });
+    case 'items':
+      if (!Array.isArray(c.items) || c.items.length === 0) throw new CloisterError('INVALID_ARGUMENT', 'items must be a non-empty array');
+      return encodeCbor({ t: 'items', items: c.items });
     case 'error':
       if (!isErrorCode(c.code)) throw new CloisterError('INVALID_ARGUMENT', 'unknown error code');
       return encodeCbor({ t: 'error', code: c.code, message: c.message });
@@ -144,6 +153,12 @@ export function decodeResponseChunk(bytes: Uint8Array, limits?: Partial<MessageL
   if (t === 'data') {
     const m = strictMap(root, 'chunk', ['t', 'data'], []);
     return { t: 'data', data: toPlain(m.get('data') ?? null) };
+  }
+  if (t === 'items') {
+    const m = strictMap(root, 'chunk', ['t', 'items'], []);
+    const items = toPlain(m.get('items') ?? null);
+    if (!Array.isArray(items) || items.length === 0) throw bad('items', 'must be a non-empty array');
+    return { t: 'items', items: items as CborInput[] };
   }
   if (t === 'error') {
     const m = strictMap(root, 'chunk', ['t', 'code', 'message'], []);
@@ -221,12 +236,27 @@ export function signReceipt(privateKey: KeyObject, message: Uint8Array): Uint8Ar
   return new Uint8Array(sign(null, message, privateKey));
 }
 
+// A client verifies every receipt against the same few server keys, and the DER import
+// costs more than the verification: KeyObjects are cached by value (public keys, bounded).
+const RECEIPT_KEY_CACHE_MAX = 16;
+const receiptKeyCache = new Map<string, KeyObject>();
+
+function receiptPublicKeyObject(publicKey: Uint8Array): KeyObject {
+  const k = Buffer.from(publicKey.buffer, publicKey.byteOffset, publicKey.byteLength).toString('base64');
+  let key = receiptKeyCache.get(k);
+  if (key === undefined) {
+    key = createPublicKey({ key: Buffer.concat([ED25519_SPKI_PREFIX, publicKey]), format: 'der', type: 'spki' });
+    if (receiptKeyCache.size >= RECEIPT_KEY_CACHE_MAX) receiptKeyCache.clear();
+    receiptKeyCache.set(k, key);
+  }
+  return key;
+}
+
 /** False on any mismatch or malformed input; never throws on attacker data. */
 export function verifyReceipt(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
   if (publicKey.byteLength !== 32 || signature.byteLength !== RECEIPT_SIGNATURE_LENGTH) return false;
   try {
-    const key = createPublicKey({ key: Buffer.concat([ED25519_SPKI_PREFIX, publicKey]), format: 'der', type: 'spki' });
-    return verify(null, message, key, signature);
+    return verify(null, message, receiptPublicKeyObject(publicKey), signature);
   } catch {
     return false;
   }

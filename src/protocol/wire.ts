@@ -23,7 +23,11 @@ export type WireMessage =
   | { readonly t: 'evidence-req'; readonly nonce?: Uint8Array }
   | { readonly t: 'evidence'; readonly bundle: EvidenceBundle }
   | { readonly t: 'req'; readonly sid: number; readonly body: Uint8Array }
-  | { readonly t: 'res'; readonly sid: number; readonly body: Uint8Array }
+  /**
+   * `body`: the next bytes of the sealed response stream (any split; PROTOCOL.md section 5).
+   * `fin`: this frame ends the stream (the final chunk runs to the end of this body).
+   */
+  | { readonly t: 'res'; readonly sid: number; readonly body: Uint8Array; readonly fin?: true }
   | { readonly t: 'end'; readonly sid: number }
   | { readonly t: 'cancel'; readonly sid: number }
   | { readonly t: 'err'; readonly sid?: number; readonly code: ErrorCode };
@@ -206,7 +210,7 @@ const SCHEMAS: Readonly<Record<WireType, Readonly<Record<string, Field>>>> = {
   'evidence-req': { nonce: { kind: 'bytes', optional: true } },
   evidence: { bundle: { kind: 'map' } },
   req: { sid: { kind: 'uint' }, body: { kind: 'bytes' } },
-  res: { sid: { kind: 'uint' }, body: { kind: 'bytes' } },
+  res: { sid: { kind: 'uint' }, body: { kind: 'bytes' }, fin: { kind: 'uint', optional: true } },
   end: { sid: { kind: 'uint' } },
   cancel: { sid: { kind: 'uint' } },
   err: { sid: { kind: 'uint', optional: true }, code: { kind: 'text' } },
@@ -306,11 +310,18 @@ export function decodeWireMessage(frame: Uint8Array): WireMessage {
       if (b === undefined || typeof b !== 'object' || b instanceof Uint8Array) throw malformed('bad bundle');
       return { t, bundle: bundleOf(b) };
     }
-    case 'req':
-    case 'res': {
+    case 'req': {
       const body = getBytes(top, 'body');
       if (body === undefined) throw malformed('missing body');
       return { t, sid: sidOf(top), body };
+    }
+    case 'res': {
+      const body = getBytes(top, 'body');
+      if (body === undefined) throw malformed('missing body');
+      if (!top.entries.has('fin')) return { t, sid: sidOf(top), body };
+      // Strict: the only encoding of the flag is fin = 1 (absent means "not the end").
+      if (getUint(top, 'fin') !== 1) throw malformed('fin must be 1');
+      return { t, sid: sidOf(top), body, fin: true };
     }
     case 'end':
     case 'cancel':
@@ -350,9 +361,13 @@ export function encodeWireMessage(msg: WireMessage): Uint8Array {
       break;
     }
     case 'req':
+      entries.set('sid', checkSid(msg.sid));
+      entries.set('body', msg.body);
+      break;
     case 'res':
       entries.set('sid', checkSid(msg.sid));
       entries.set('body', msg.body);
+      if (msg.fin === true) entries.set('fin', 1);
       break;
     case 'end':
     case 'cancel':

@@ -47,6 +47,17 @@ export interface HandlerDeps {
   readonly stats: ServerStats;
   readonly requestTimeoutMs: number;
   readonly maxRequestBytes: number;
+  /** Most engine results that go into one sealed `items` chunk. Default DEFAULT_MAX_ITEMS_PER_CHUNK. */
+  readonly maxItemsPerChunk?: number;
+}
+
+/** Most engine results sealed together in one `items` chunk (`HandlerDeps.maxItemsPerChunk`). */
+export const DEFAULT_MAX_ITEMS_PER_CHUNK = 64;
+
+const TURN_END: unique symbol = Symbol('turn end');
+/** Resolves at the end of the current event-loop turn (after its microtasks and I/O callbacks). */
+function turnEnd(): Promise<typeof TURN_END> {
+  return new Promise((resolve) => setImmediate(() => resolve(TURN_END)));
 }
 
 class Aborted extends Error {}
@@ -126,12 +137,32 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
     const engine = deps.router.route(req.op, req.model);
     const results = engine.run({ op: req.op, model: req.model, input: req.input, params: req.params ?? {}, stream: req.stream }, { signal });
     const iterator = results[Symbol.asyncIterator]();
+    const maxItems = deps.maxItemsPerChunk ?? DEFAULT_MAX_ITEMS_PER_CHUNK;
     try {
-      for (;;) {
-        const step = await raceAbort(iterator.next(), signal);
+      let next = iterator.next();
+      let done = false;
+      while (!done) {
+        const step = await raceAbort(next, signal);
         if (step.done === true) break;
+        const items: unknown[] = [step.value];
+        // Results the engine already has - those that resolve before this event-loop turn
+        // ends, e.g. every token parsed from one upstream read - are sealed together in one
+        // `items` chunk (PROTOCOL.md section 4): no added latency, one AEAD, one frame.
+        const turn = turnEnd();
+        for (;;) {
+          next = iterator.next();
+          if (items.length >= maxItems) break;
+          const more = await raceAbort(Promise.race([next, turn]), signal);
+          if (more === TURN_END) break;
+          if (more.done === true) {
+            done = true;
+            break;
+          }
+          items.push(more.value);
+        }
         // Engines yield plain JSON-like values; encodeCbor rejects anything else (ENGINE_FAILED).
-        await sealData(encodeResponseChunk({ t: 'data', data: step.value as CborInput }), signal);
+        const chunk = items.length === 1 ? { t: 'data' as const, data: items[0] as CborInput } : { t: 'items' as const, items: items as CborInput[] };
+        await sealData(encodeResponseChunk(chunk), signal);
       }
     } finally {
       // Stop the engine's generator (it also sees `signal`); never wait on a stuck engine.

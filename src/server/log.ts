@@ -5,7 +5,8 @@
  * finite number or an error code. The same checks run at runtime, so a caller that bypasses
  * the types (plain JS, casts) still cannot smuggle a string into a line.
  */
-import { randomBytes } from 'node:crypto';
+import { toHex } from '../crypto/bytes.js';
+import { randomBytesPooled } from '../crypto/random.js';
 import { isErrorCode } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
 
@@ -38,7 +39,8 @@ export type ServerRequestId = string & { readonly [requestIdBrand]: true };
 
 /** Mints a fresh server-side request id (8 random bytes, hex). */
 export function newServerRequestId(): ServerRequestId {
-  return randomBytes(8).toString('hex') as ServerRequestId;
+  // Pooled: a randomBytes call per request costs more than the id is worth (src/crypto/random.ts).
+  return toHex(randomBytesPooled(8)) as ServerRequestId;
 }
 
 export interface LogFields {

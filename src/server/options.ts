@@ -42,6 +42,11 @@ export interface ServerLimits {
   readonly replayWindowMs: number;
   /** Replay window: most request ids remembered (OVERLOADED beyond). */
   readonly maxReplayEntries: number;
+  /**
+   * Most engine results sealed together in one response chunk. Results an engine has at the
+   * same moment (e.g. the tokens of one upstream read) share one chunk and one frame.
+   */
+  readonly maxItemsPerChunk: number;
 }
 
 export const DEFAULT_LIMITS: ServerLimits = Object.freeze({
@@ -58,6 +63,7 @@ export const DEFAULT_LIMITS: ServerLimits = Object.freeze({
   highWaterMarkBytes: 1024 * 1024,
   replayWindowMs: 60_000,
   maxReplayEntries: 100_000,
+  maxItemsPerChunk: 64,
 });
 
 export function resolveLimits(partial: Partial<ServerLimits> = {}): ServerLimits {

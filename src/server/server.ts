@@ -130,6 +130,7 @@ export class CloisterServer {
       stats: this.stats,
       requestTimeoutMs: this.limits.requestTimeoutMs,
       maxRequestBytes: this.limits.maxRequestBytes,
+      maxItemsPerChunk: this.limits.maxItemsPerChunk,
     };
     this.ctx = { limits: this.limits, keys: this.keys, evidence, logger, stats: this.stats, handlerDeps };
 

@@ -59,6 +59,15 @@ describeWithVectors(['sev-snp', 'tdx'], 'cloister verify --platform sev-snp / td
     expect(io.stdout.join('\n')).toMatch(/MEASUREMENT/);
   });
 
+  it('sev-snp: without a policy the debug report is still refused (DEBUG_MODE), the production one is not', async () => {
+    const io = capture();
+    const code = await run([snp('snp_gosevguest_milan_report.bin'), '--platform', 'sev-snp', '--vcek', snp('snp_gosevguest_milan_vcek.der'), '--at', '2024-06-01T00:00:00Z'], io);
+    expect(code).toBe(1);
+    expect(io.stderr.join('\n')).toMatch(/DEBUG_MODE at step policy/);
+    const ok = capture();
+    expect(await run([snp('snp_virtee_milan_report.bin'), '--platform', 'sev-snp', '--vcek', snp('snp_virtee_milan_vcek.der'), '--at', '2024-06-01T00:00:00Z'], ok)).toBe(0);
+  });
+
   it('sev-snp: a wrong --report-data fails the binding with BINDING_MISMATCH', async () => {
     const io = capture();
     const code = await run(

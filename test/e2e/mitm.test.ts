@@ -1,19 +1,20 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../../src/client/client.js';
 import type { EvidenceBundle } from '../../src/attestation/types.js';
-import type { WireMessage } from '../../src/protocol/wire.js';
 import { WsClientTransport } from '../../src/client/ws-transport.js';
 import { codeOf, fakeClassify, startTestServer } from './helpers.js';
 import type { TestServer } from './helpers.js';
 import { flip, startRelay } from './relay.js';
-import type { Relay } from './relay.js';
+import type { Relay, Tamper } from './relay.js';
 
 describe('a man in the middle is detected, never yields a wrong result', () => {
   let a: TestServer;
   let b: TestServer;
   let relay: Relay;
   beforeAll(async () => {
-    a = await startTestServer();
+    // One result per sealed chunk, so a stream has several chunks to reorder (the fake engine
+    // yields all results at once, which would otherwise share one chunk).
+    a = await startTestServer({ limits: { maxItemsPerChunk: 1 } });
     b = await startTestServer();
     relay = await startRelay(a.wsUrl);
   });
@@ -32,6 +33,18 @@ describe('a man in the middle is detected, never yields a wrong result', () => {
     await c.close();
   });
 
+  it('a one-shot answer travels as one res frame with fin (nonce, chunks, final chunk together), no end frame', async () => {
+    const down: string[] = [];
+    relay.tamper = (m, dir) => {
+      if (dir === 'down' && m.t !== 'evidence') down.push(m.t === 'res' ? `res${m.fin === true ? '+fin' : ''}` : m.t);
+      return [m];
+    };
+    const c = await client();
+    expect(await c.classify('one frame', { model: 'fake-cls' })).toEqual(fakeClassify('one frame'));
+    expect(down).toEqual(['res+fin']);
+    await c.close();
+  });
+
   it('a flipped byte in the sealed request: DECRYPT_FAILED (opaque)', async () => {
     const c = await client();
     relay.tamper = (m) => (m.t === 'req' ? [{ ...m, body: flip(m.body, m.body.byteLength - 3) }] : [m]);
@@ -42,42 +55,61 @@ describe('a man in the middle is detected, never yields a wrong result', () => {
     await c.close();
   });
 
+  // The server sends a response as `res` frames carrying splits of the sealed byte stream
+  // (often one frame: nonce, chunks and final chunk together), the last one with `fin`. The
+  // relay collects a whole response and forwards a rewritten stream in one frame.
+  const wholeResponse = (rewrite: (stream: Uint8Array) => Uint8Array): Tamper => {
+    const held = new Map<number, Uint8Array[]>();
+    return (m) => {
+      if (m.t !== 'res') return [m];
+      const parts = held.get(m.sid) ?? [];
+      parts.push(m.body);
+      held.set(m.sid, parts);
+      if (m.fin !== true) return [];
+      held.delete(m.sid);
+      return [{ t: 'res', sid: m.sid, body: rewrite(Buffer.concat(parts)), fin: true }];
+    };
+  };
+  /** Response nonce (16 bytes, AES-128-GCM), framed non-final chunks, framed final chunk. */
+  const splitResponse = (stream: Uint8Array): { nonce: Uint8Array; chunks: Uint8Array[]; final: Uint8Array } => {
+    const chunks: Uint8Array[] = [];
+    let off = 16;
+    for (;;) {
+      const first = stream[off] ?? 0;
+      const size = 1 << (first >> 6); // QUIC varint (RFC 9000 section 16)
+      let len = first & 0x3f;
+      for (let i = 1; i < size; i++) len = len * 256 + (stream[off + i] ?? 0);
+      if (len === 0) return { nonce: stream.subarray(0, 16), chunks, final: stream.subarray(off) };
+      chunks.push(stream.subarray(off, off + size + len));
+      off += size + len;
+    }
+  };
+
   it('a flipped byte in a response chunk: HPKE_OPEN_FAILED', async () => {
     const c = await client();
-    let n = 0;
-    relay.tamper = (m) => (m.t === 'res' && n++ === 1 ? [{ ...m, body: flip(m.body, m.body.byteLength - 1) }] : [m]);
+    relay.tamper = wholeResponse((s) => flip(s, s.byteLength - 1));
     expect(await codeOf(c.classify('x', { model: 'fake-cls' }))).toBe('HPKE_OPEN_FAILED');
     await c.close();
   });
 
   it('a dropped final chunk: STREAM_TRUNCATED', async () => {
     const c = await client();
-    const seenRes = new Map<number, number>();
-    relay.tamper = (m) => {
-      if (m.t !== 'res') return [m];
-      const k = seenRes.get(m.sid) ?? 0;
-      seenRes.set(m.sid, k + 1);
-      // first res frame is the response nonce; a framed final chunk starts with varint 0
-      return k > 0 && m.body[0] === 0 ? [] : [m];
-    };
+    relay.tamper = wholeResponse((s) => {
+      const { nonce, chunks } = splitResponse(s);
+      return Buffer.concat([nonce, ...chunks]);
+    });
     expect(await codeOf(c.classify('x', { model: 'fake-cls' }))).toBe('STREAM_TRUNCATED');
     await c.close();
   });
 
   it('reordered chunks: HPKE_OPEN_FAILED', async () => {
     const c = await client();
-    let held: WireMessage | undefined;
-    let n = 0;
-    relay.tamper = (m) => {
-      if (m.t !== 'res') return [m];
-      n++;
-      if (n === 2) {
-        held = m;
-        return [];
-      }
-      if (n === 3 && held !== undefined) return [m, held];
-      return [m];
-    };
+    relay.tamper = wholeResponse((s) => {
+      const { nonce, chunks, final } = splitResponse(s);
+      const [c0, c1, ...rest] = chunks;
+      if (c0 === undefined || c1 === undefined) throw new Error('expected at least two chunks');
+      return Buffer.concat([nonce, c1, c0, ...rest, final]);
+    });
     const got: unknown[] = [];
     const code = await codeOf(async () => {
       for await (const x of c.request({ op: 'generate', model: 'fake-gen', input: 'y', params: { n: 4 }, stream: true })) got.push(x);

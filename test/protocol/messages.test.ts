@@ -143,6 +143,7 @@ describe('inner messages', () => {
     const receipt = new Uint8Array(64).fill(2);
     for (const c of [
       { t: 'data', data: { token: 'he' } } as const,
+      { t: 'items', items: [{ token: 'he' }, { token: 'llo' }, null] } as const,
       { t: 'error', code: 'ENGINE_FAILED', message: 'engine failed' } as const,
       { t: 'end', receipt } as const,
       { t: 'end', data: [0.5, 1], receipt } as const,
@@ -151,6 +152,12 @@ describe('inner messages', () => {
     }
     expect(codeOf(() => decodeResponseChunk(encodeCbor({ t: 'what' })))).toBe('MALFORMED');
     expect(codeOf(() => decodeResponseChunk(encodeCbor({ t: 'data', data: 1, x: 2 })))).toBe('MALFORMED');
+    // items: a non-empty array, nothing else
+    expect(codeOf(() => decodeResponseChunk(encodeCbor({ t: 'items', items: [] })))).toBe('MALFORMED');
+    expect(codeOf(() => decodeResponseChunk(encodeCbor({ t: 'items', items: { a: 1 } })))).toBe('MALFORMED');
+    expect(codeOf(() => decodeResponseChunk(encodeCbor({ t: 'items' })))).toBe('MALFORMED');
+    expect(codeOf(() => decodeResponseChunk(encodeCbor({ t: 'items', items: [1], data: 2 })))).toBe('MALFORMED');
+    expect(codeOf(() => encodeResponseChunk({ t: 'items', items: [] }))).toBe('INVALID_ARGUMENT');
     expect(codeOf(() => decodeResponseChunk(encodeCbor({ t: 'error', code: 'NOPE', message: '' })))).toBe('MALFORMED');
     expect(codeOf(() => decodeResponseChunk(encodeCbor({ t: 'end', receipt: new Uint8Array(63) })))).toBe('MALFORMED');
     expect(codeOf(() => decodeResponseChunk(encodeCbor({ t: 'data', data: 'x'.repeat(100) }), { maxChunkBytes: 50 }))).toBe('LIMIT_EXCEEDED');

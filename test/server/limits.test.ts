@@ -235,6 +235,41 @@ describe('server limits, each hit', () => {
     expect(await codeOf(c.classify('c', { model: 'fake-cls' }))).toBe('OVERLOADED');
   });
 
+  it('maxItemsPerChunk: results available together share a sealed chunk, at most this many; the client sees each in order', async () => {
+    const sealedChunks = async (t: TestServer, n: number): Promise<unknown[][]> => {
+      const c = await client(t);
+      const sealed = sealChunkedRequest(
+        sealTargetFromKeyConfig(c.keyConfig),
+        encodeCbor({ v: 1, op: 'generate', model: 'fake-gen', input: 'x', params: { n, size: 2 }, stream: true, ts: Date.now(), id: new Uint8Array(16).fill(n) }),
+      );
+      const tr = await WsClientTransport.connect(t.wsUrl);
+      open.push(tr);
+      const opened = [];
+      for await (const piece of tr.exchange(sealed.bytes).pieces) opened.push(...sealed.response.push(piece));
+      opened.push(...sealed.response.finish());
+      const { decodeResponseChunk } = await import('../../src/protocol/messages.js');
+      const groups: unknown[][] = [];
+      for (const ch of opened.slice(0, -1)) {
+        const m = decodeResponseChunk(ch.plaintext);
+        if (m.t === 'data') groups.push([m.data]);
+        else if (m.t === 'items') groups.push([...m.items]);
+        else throw new Error(`unexpected ${m.t}`);
+      }
+      // and through the SDK, one result per yielded value, in order
+      const got: unknown[] = [];
+      for await (const x of c.request({ op: 'generate', model: 'fake-gen', input: 'x', params: { n, size: 2 }, stream: true })) got.push(x);
+      expect(got).toEqual(Array.from({ length: n }, (_, i) => ({ i, text: String(i % 10).repeat(2) })));
+      return groups;
+    };
+    // The fake engine yields all its results at once: one chunk by default (64 >= 10)...
+    const all = await sealedChunks(await server(), 10);
+    expect(all.map((g) => g.length)).toEqual([10]);
+    // ...and at most maxItemsPerChunk per chunk when lower.
+    const capped = await sealedChunks(await server({ maxItemsPerChunk: 3 }), 10);
+    expect(capped.map((g) => g.length)).toEqual([3, 3, 3, 1]);
+    expect(capped.flat()).toEqual(all.flat());
+  });
+
   it('highWaterMarkBytes: a client that stops reading stops the engine; all chunks arrive afterwards', async () => {
     const t = await server({ highWaterMarkBytes: 64 * 1024 });
     const c = await client(t);
@@ -288,7 +323,10 @@ describe('hostile frames: coded errors, and the server keeps serving', () => {
     open.push(tr);
     const ex = tr.exchange(sealed.bytes);
     const chunks = [];
-    for await (const piece of ex.pieces) chunks.push(...sealed.response.openFrame(piece));
+    // `res` frames carry splits of the sealed byte stream; the last one has `fin`.
+    expect(ex.mode).toBe('stream');
+    for await (const piece of ex.pieces) chunks.push(...sealed.response.push(piece));
+    chunks.push(...sealed.response.finish());
     expect(chunks.map((ch) => ch.final)).toEqual([false, true]);
     const { decodeResponseChunk } = await import('../../src/protocol/messages.js');
     expect(decodeResponseChunk(chunks[0]?.plaintext ?? new Uint8Array(0))).toMatchObject({ t: 'error', code: 'UNKNOWN_OPERATION' });

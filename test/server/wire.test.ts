@@ -12,6 +12,7 @@ describe('wire messages', () => {
     { t: 'evidence', bundle: { platform: 'sev-snp', evidence: Uint8Array.of(1), keyConfig: Uint8Array.of(3), certificates: Uint8Array.of(9) } },
     { t: 'req', sid: 0, body: new Uint8Array(300).fill(1) },
     { t: 'res', sid: MAX_STREAM_ID, body: new Uint8Array(0) },
+    { t: 'res', sid: 5, body: Uint8Array.of(1, 2, 3), fin: true },
     { t: 'end', sid: 23 },
     { t: 'cancel', sid: 24 },
     { t: 'err', code: 'DECRYPT_FAILED' },
@@ -65,6 +66,14 @@ describe('wire messages', () => {
     expect(code(() => decodeWireMessage(enc([['t', 'evidence-req'], ['nonce', new Uint8Array(65)]])))).toBe('MALFORMED');
     // duplicate key
     expect(code(() => decodeWireMessage(enc([['t', 'end'], ['sid', 1], ['sid', 2]])))).toBe('MALFORMED');
+    // `fin` on a res frame: present means 1, exactly; only on res
+    expect(decodeWireMessage(enc([['t', 'res'], ['sid', 1], ['body', Uint8Array.of(9)], ['fin', 1]]))).toEqual({ t: 'res', sid: 1, body: Uint8Array.of(9), fin: true });
+    expect(decodeWireMessage(enc([['t', 'res'], ['sid', 1], ['body', Uint8Array.of(9)]]))).toEqual({ t: 'res', sid: 1, body: Uint8Array.of(9) });
+    expect(code(() => decodeWireMessage(enc([['t', 'res'], ['sid', 1], ['body', Uint8Array.of(9)], ['fin', 0]])))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(enc([['t', 'res'], ['sid', 1], ['body', Uint8Array.of(9)], ['fin', 2]])))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(enc([['t', 'res'], ['sid', 1], ['body', Uint8Array.of(9)], ['fin', true]])))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(enc([['t', 'res'], ['sid', 1], ['body', Uint8Array.of(9)], ['fin', 'y']])))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(enc([['t', 'req'], ['sid', 1], ['body', Uint8Array.of(9)], ['fin', 1]])))).toBe('MALFORMED');
   });
 
   it('rejects non-shortest heads, indefinite lengths, tags, floats, negative ints and deep nesting', () => {

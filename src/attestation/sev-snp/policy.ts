@@ -179,15 +179,27 @@ function mismatch(message: string, field: string): CloisterError {
  * CloisterError (DEBUG_MODE, TCB_MISMATCH or POLICY_MISMATCH; POLICY_INVALID for an empty
  * policy).
  */
+/**
+ * The guest-policy properties that no default accepts: a debuggable guest (bit 19) and a
+ * migration agent (bit 18). Also enforced when a report is only inspected without a policy.
+ */
+export function checkSevSnpGuestPolicyDefaults(
+  report: SnpReport,
+  allow: { readonly allowDebug: boolean; readonly allowMigrateMa: boolean } = { allowDebug: false, allowMigrateMa: false },
+): void {
+  const p = report.policy;
+  if (snpPolicyHas(p, SNP_POLICY_BIT.DEBUG) && !allow.allowDebug) {
+    throw new CloisterError('DEBUG_MODE', 'SEV-SNP guest policy allows debugging (bit 19)', { detail: { policy: `0x${p.toString(16)}` } });
+  }
+  if (snpPolicyHas(p, SNP_POLICY_BIT.MIGRATE_MA) && !allow.allowMigrateMa) {
+    throw mismatch('SEV-SNP guest policy allows a migration agent (bit 18)', 'policy.MIGRATE_MA');
+  }
+}
+
 export function checkSevSnpPolicy(report: SnpReport, reportedTcb: SnpTcbParts, policy: SevSnpPolicy): void {
   if (policy.measurements.length === 0) throw invalid('names no measurement');
   const p = report.policy;
-  if (snpPolicyHas(p, SNP_POLICY_BIT.DEBUG) && !policy.allowDebug) {
-    throw new CloisterError('DEBUG_MODE', 'SEV-SNP guest policy allows debugging (bit 19)', { detail: { policy: `0x${p.toString(16)}` } });
-  }
-  if (snpPolicyHas(p, SNP_POLICY_BIT.MIGRATE_MA) && !policy.allowMigrateMa) {
-    throw mismatch('SEV-SNP guest policy allows a migration agent (bit 18)', 'policy.MIGRATE_MA');
-  }
+  checkSevSnpGuestPolicyDefaults(report, policy);
   if (snpPolicyHas(p, SNP_POLICY_BIT.SMT) && !policy.allowSmt) throw mismatch('SEV-SNP guest policy allows SMT', 'policy.SMT');
   if (!snpPolicyHas(p, SNP_POLICY_BIT.SINGLE_SOCKET) && policy.requireSingleSocket) {
     throw mismatch('SEV-SNP guest policy does not require a single socket', 'policy.SINGLE_SOCKET');

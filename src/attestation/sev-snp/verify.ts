@@ -22,7 +22,7 @@ import type { EvidenceBundle, VerificationReport, VerifiedClaims } from '../type
 import { parseCertTable, SNP_CERT_GUIDS, type CertTableLimits } from './cert-table.js';
 import { parseAmdEndorsementKey, verifyAmdChain, type AmdEndorsementKey } from './certs.js';
 import type { KdsClient } from './kds.js';
-import { checkSevSnpPolicy, describeSnpGuestPolicy, type SevSnpPolicy } from './policy.js';
+import { checkSevSnpGuestPolicyDefaults, checkSevSnpPolicy, describeSnpGuestPolicy, type SevSnpPolicy } from './policy.js';
 import { parseSnpReport, productFromCpuid, type SnpReport } from './report.js';
 import type { AmdProductRoots } from './roots.js';
 import { verifySnpReportSignature } from './signature.js';
@@ -224,7 +224,11 @@ export async function verifySevSnpEvidence(bundle: EvidenceBundle, options: SevS
 
   // Policy and binding both run, so that every reason for rejection is reported.
   run.run('policy', 'POLICY_MISMATCH', () => {
-    if (options.policy === 'none') return POLICY_SKIPPED;
+    if (options.policy === 'none') {
+      // Inspection without a policy still refuses what no policy accepts by default.
+      checkSevSnpGuestPolicyDefaults(rep);
+      return `${POLICY_SKIPPED}; debug and migration agent refused`;
+    }
     checkSevSnpPolicy(rep, reportedTcb, options.policy);
     return undefined;
   });

@@ -97,11 +97,16 @@ function oneOf(value: Uint8Array, allowed: readonly Uint8Array[]): boolean {
 }
 
 /** Check the TD report against the policy; throws DEBUG_MODE, POLICY_MISMATCH or POLICY_INVALID. */
-export function checkTdxPolicy(report: TdReport, policy: TdxPolicy): void {
-  if (policy.mrTd.length === 0) throw invalid('names no MRTD');
-  if (tdAttributeSet(report.tdAttributes, TD_ATTRIBUTE.DEBUG) && !policy.allowDebug) {
+/** A debuggable TD (TUD.DEBUG) is refused unless a policy allows it, also when only inspecting. */
+export function checkTdxAttributeDefaults(report: TdReport, allowDebug = false): void {
+  if (tdAttributeSet(report.tdAttributes, TD_ATTRIBUTE.DEBUG) && !allowDebug) {
     throw new CloisterError('DEBUG_MODE', 'TD attributes have TUD.DEBUG set');
   }
+}
+
+export function checkTdxPolicy(report: TdReport, policy: TdxPolicy): void {
+  if (policy.mrTd.length === 0) throw invalid('names no MRTD');
+  checkTdxAttributeDefaults(report, policy.allowDebug);
   const checks: [string, Uint8Array, readonly Uint8Array[] | undefined][] = [
     ['MRTD', report.mrTd, policy.mrTd],
     ['RTMR0', report.rtmrs[0], policy.rtmr0],

@@ -23,7 +23,7 @@ import { toHex } from '../hex.js';
 import { checkReportData, POLICY_SKIPPED, StepRunner } from '../report.js';
 import type { EvidenceBundle, VerificationReport, VerifiedClaims } from '../types.js';
 import { parseTdxCollateral, type PcsCollateralFetcher } from './collateral.js';
-import { checkTdxPolicy, tcbStatusAccepted, type TdxPolicy } from './policy.js';
+import { checkTdxAttributeDefaults, checkTdxPolicy, tcbStatusAccepted, type TdxPolicy } from './policy.js';
 import { parseTdxQuote, TD_ATTRIBUTE, tdAttributeSet, type TdxQuote } from './quote.js';
 import { INTEL_SGX_ROOT_CA_FINGERPRINT256, INTEL_SGX_ROOT_CA_PEM } from './roots.js';
 
@@ -179,7 +179,11 @@ export async function verifyTdxEvidence(bundle: EvidenceBundle, options: TdxVeri
     return `${status}${advisories}`;
   });
   run.run('policy', 'POLICY_MISMATCH', () => {
-    if (options.policy === 'none') return POLICY_SKIPPED;
+    if (options.policy === 'none') {
+      // Inspection without a policy still refuses a debuggable TD.
+      checkTdxAttributeDefaults(q.report);
+      return `${POLICY_SKIPPED}; debug refused`;
+    }
     checkTdxPolicy(q.report, options.policy);
     return undefined;
   });

@@ -4,8 +4,7 @@
  * X25519 keys are turned into KeyObjects once (`HpkeRecipientKey` caches them) because
  * KeyObject creation costs about as much as the Diffie-Hellman itself.
  */
-import { createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync } from 'node:crypto';
-import type { KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, KeyObject } from 'node:crypto';
 import { CloisterError } from '../../errors.js';
 import { assertBytes, concatBytes, copyBytes, i2osp, utf8 } from '../bytes.js';
 import { timingSafeEqualBytes } from '../ct.js';
@@ -49,16 +48,13 @@ export function rawPublicKey(key: KeyObject): Uint8Array {
   return raw;
 }
 
-function rawPrivateKey(key: KeyObject): Uint8Array {
-  const der = key.export({ format: 'der', type: 'pkcs8' });
-  const out = copyBytes(der.subarray(der.byteLength - X25519_LEN));
-  der.fill(0);
-  return out;
-}
-
 export function generateX25519KeyPair(): { privateKey: Uint8Array; publicKey: Uint8Array } {
-  const { privateKey, publicKey } = generateKeyPairSync('x25519');
-  return { privateKey: rawPrivateKey(privateKey), publicKey: rawPublicKey(publicKey) };
+  // Both halves encoded inside the key generation job (see generateX25519Encoded).
+  const { privateKey, publicKey } = generateX25519Encoded('x25519', {
+    publicKeyEncoding: { type: 'spki', format: 'jwk' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'jwk' },
+  });
+  return { privateKey: jwkMember(privateKey, 'd'), publicKey: jwkMember(publicKey, 'x') };
 }
 
 /**
@@ -80,8 +76,9 @@ export class HpkeRecipientKey {
   }
 
   static generate(): HpkeRecipientKey {
-    const { privateKey } = generateKeyPairSync('x25519');
-    return new HpkeRecipientKey(privateKey, rawPublicKey(createPublicKey(privateKey)));
+    // Not createPublicKey(privateKey).export(): see generateX25519Encoded (Node 20 deadlock).
+    const { privateKey, publicKey } = generateX25519();
+    return new HpkeRecipientKey(privateKey, publicKey);
   }
 
   /** Raw 32-byte public key (a copy on every read, so callers cannot alter ours). */
@@ -159,10 +156,43 @@ function recipientPublicKeyObject(pkRm: Uint8Array): KeyObject {
   return key;
 }
 
-/** A fresh ephemeral pair; enc comes from the generated public KeyObject (no re-derivation). */
+/**
+ * generateKeyPairSync with only the public half encoded (JWK) and the private half left a
+ * KeyObject, which Node supports but @types/node does not declare.
+ *
+ * Why not `createPublicKey(privateKey).export({ format: 'jwk' })` on a freshly generated key:
+ * in Node 20 that export holds the key's mutex while allocating the string; a GC at that
+ * moment finalizes the (now unreferenced) KeyGenJob, whose destructor takes the same mutex,
+ * and the thread deadlocks (seen after a few thousand client requests; reproduced in a plain
+ * loop). Encoding inside the job runs while the job is still alive, so it cannot deadlock;
+ * it is also the fastest way to get the raw public key.
+ */
+const generateX25519Encoded = generateKeyPairSync as unknown as (
+  type: 'x25519',
+  options: {
+    readonly publicKeyEncoding: { readonly type: 'spki'; readonly format: 'jwk' };
+    readonly privateKeyEncoding?: { readonly type: 'pkcs8'; readonly format: 'jwk' };
+  },
+) => { readonly privateKey: unknown; readonly publicKey: unknown };
+
+function jwkMember(jwk: unknown, name: 'x' | 'd'): Uint8Array {
+  const v: unknown = typeof jwk === 'object' && jwk !== null ? (jwk as Record<string, unknown>)[name] : undefined;
+  if (typeof v !== 'string') throw new CloisterError('INTERNAL', `X25519 JWK without ${name}`);
+  const raw = new Uint8Array(Buffer.from(v, 'base64url'));
+  if (raw.byteLength !== X25519_LEN) throw new CloisterError('INTERNAL', 'X25519 key of the wrong length');
+  return raw;
+}
+
+function generateX25519(): { privateKey: KeyObject; publicKey: Uint8Array } {
+  const { privateKey, publicKey } = generateX25519Encoded('x25519', { publicKeyEncoding: { type: 'spki', format: 'jwk' } });
+  if (!(privateKey instanceof KeyObject)) throw new CloisterError('INTERNAL', 'X25519 private key is not a KeyObject');
+  return { privateKey, publicKey: jwkMember(publicKey, 'x') };
+}
+
+/** A fresh ephemeral pair (skE, enc = SerializePublicKey(pkE)). */
 function generateEphemeral(): { skE: KeyObject; enc: Uint8Array } {
-  const { privateKey, publicKey } = generateKeyPairSync('x25519');
-  return { skE: privateKey, enc: rawPublicKey(publicKey) };
+  const { privateKey, publicKey } = generateX25519();
+  return { skE: privateKey, enc: publicKey };
 }
 
 /** Encap(pkR) (section 4.1); `ephemeral` pins skE for test vectors. */

@@ -10,6 +10,7 @@
 import type { WebSocket } from 'ws';
 import { asCloisterError, wireCodeOf } from '../../errors.js';
 import type { ErrorCode } from '../../errors.js';
+import { concatBytes } from '../../crypto/bytes.js';
 import { decodeWireMessage, encodeWireMessage } from '../../protocol/wire.js';
 import type { WireMessage } from '../../protocol/wire.js';
 import type { ServerContext } from '../context.js';
@@ -64,6 +65,11 @@ export class WsSession {
       this.queuedBytes -= frame.byteLength;
       if (this.queuedBytes <= this.ctx.limits.highWaterMarkBytes) this.drained();
     });
+    return this.pressure();
+  }
+
+  /** Resolves at once below the high-water mark, else once the socket drained (backpressure). */
+  private pressure(): Promise<void> {
     if (this.queuedBytes <= this.ctx.limits.highWaterMarkBytes) return Promise.resolve();
     this.ctx.stats.backpressureWaits++;
     if (!this.paused) {
@@ -169,10 +175,45 @@ export class WsSession {
     const abort = new AbortController();
     this.streams.set(sid, abort);
     stats.inFlight++;
+    // Response bytes written in the same event-loop turn (the response nonce, the chunks an
+    // engine produced together, the final chunk) leave in ONE `res` frame: the sealed
+    // stream is self-delimiting, so the client's parser takes any split, and the frame that
+    // carries the end of the final chunk has `fin` (no separate `end` frame). Nothing waits
+    // for more data: the frame goes out at the end of the turn that wrote it.
+    let pending: Uint8Array[] = [];
+    let pendingBytes = 0;
+    let scheduled = false;
+    const flush = (fin: boolean): void => {
+      scheduled = false;
+      const body = pending.length === 1 && pending[0] !== undefined ? pending[0] : concatBytes(...pending);
+      const n = pendingBytes;
+      pending = [];
+      pendingBytes = 0;
+      this.queuedBytes -= n;
+      if (abort.signal.aborted) {
+        // A cancelled stream's unsent bytes are dropped; release any writer waiting on them.
+        if (n > 0 && this.queuedBytes <= this.ctx.limits.highWaterMarkBytes) this.drained();
+        return;
+      }
+      if (n === 0 && !fin) return;
+      void this.send(fin ? { t: 'res', sid, body, fin: true } : { t: 'res', sid, body });
+    };
     const out = {
-      write: (bytes: Uint8Array) => (abort.signal.aborted ? Promise.resolve() : this.send({ t: 'res', sid, body: bytes })),
+      write: (bytes: Uint8Array): Promise<void> => {
+        if (abort.signal.aborted || this.closed) return Promise.resolve();
+        pending.push(bytes);
+        pendingBytes += bytes.byteLength;
+        // Counted as queued from now on, so backpressure sees bytes not yet framed.
+        this.queuedBytes += bytes.byteLength;
+        if (!scheduled) {
+          scheduled = true;
+          setImmediate(() => flush(false));
+        }
+        return this.pressure();
+      },
       end: () => {
-        if (!abort.signal.aborted) void this.send({ t: 'end', sid });
+        if (abort.signal.aborted) return;
+        flush(true);
       },
       fail: (code: ErrorCode) => this.sendError(code, sid),
     };
