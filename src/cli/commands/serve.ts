@@ -4,7 +4,7 @@
  *   cloister serve --model [name=]dir [--model ...] [--embedder [name=]dir]
  *                  [--listen host:port | --socket path]
  *                  [--platform auto|simulated|nitro|sev-snp|tdx] [--state-dir dir]
- *                  [--key-rotation-minutes n] [--log-level debug|info|warn|error]
+ *                  [--key-rotation-minutes n] [--request-timeout-s n] [--log-level debug|info|warn|error]
  *
  * Platform selection is src/server/platform.ts (shared TEE detection; auto falls back to
  * SIMULATED only when no TEE interface is there at all). On the simulated platform PCR0
@@ -32,7 +32,7 @@ export const summary = 'run the Cloister server (sealed, attested inference)';
 const USAGE = `usage: cloister serve --model [name=]dir [--model ...] [--embedder [name=]dir]
                       [--listen host:port | --socket path]
                       [--platform auto|simulated|nitro|sev-snp|tdx] [--state-dir dir]
-                      [--key-rotation-minutes n] [--log-level debug|info|warn|error]
+                      [--key-rotation-minutes n] [--request-timeout-s n] [--log-level debug|info|warn|error]
 
   --model      a Hugging Face-layout ONNX model directory (task from its config.json)
   --embedder   a feature-extraction model directory
@@ -40,6 +40,7 @@ const USAGE = `usage: cloister serve --model [name=]dir [--model ...] [--embedde
   --socket     Unix socket path instead of TCP (e.g. bridged to vsock in an enclave)
   --platform   TEE to attest with (default auto: detect, else SIMULATED with a warning)
   --state-dir  where the simulated root and development policy are written (default .cloister)
+  --request-timeout-s  deadline of one request, streaming included (default 60; raise it for long generations)
 
 ${UPSTREAM_SERVE_USAGE}`;
 
@@ -65,7 +66,7 @@ const BAR = '='.repeat(78);
 
 export async function run(argv: string[]): Promise<number> {
   const args = parseArgs(argv, {
-    values: ['model', 'embedder', 'listen', 'socket', 'platform', 'state-dir', 'key-rotation-minutes', 'log-level', ...UPSTREAM_SERVE_FLAGS],
+    values: ['model', 'embedder', 'listen', 'socket', 'platform', 'state-dir', 'key-rotation-minutes', 'request-timeout-s', 'log-level', ...UPSTREAM_SERVE_FLAGS],
     multi: ['model', 'embedder'],
   });
   if (args.flags.has('help')) {
@@ -86,6 +87,12 @@ export async function run(argv: string[]): Promise<number> {
   if (rotationMinutes !== undefined && !(Number.isInteger(rotationMinutes) && rotationMinutes >= 1)) {
     throw new CloisterError('INVALID_ARGUMENT', '--key-rotation-minutes must be a positive integer');
   }
+  const timeoutText = one(args, 'request-timeout-s');
+  const timeoutSeconds = timeoutText === undefined ? undefined : Number(timeoutText);
+  if (timeoutSeconds !== undefined && !(Number.isInteger(timeoutSeconds) && timeoutSeconds >= 1 && timeoutSeconds <= 86_400)) {
+    throw new CloisterError('INVALID_ARGUMENT', '--request-timeout-s must be an integer from 1 to 86400');
+  }
+  const limits = timeoutSeconds === undefined ? undefined : { requestTimeoutMs: timeoutSeconds * 1000 };
   // Fails closed (PLATFORM_UNAVAILABLE) when the requested TEE is not here, before any model loads.
   const selection = await selectPlatform(platformArg);
   const level = (one(args, 'log-level') ?? 'info') as LogLevel;
@@ -102,7 +109,12 @@ export async function run(argv: string[]): Promise<number> {
   for (const e of engines) await e.start();
 
   const keyRotationIntervalMs = rotationMinutes === undefined ? undefined : rotationMinutes * 60_000;
-  const pa = await preparePlatform({ selection, engines, ...(keyRotationIntervalMs === undefined ? {} : { keyRotationIntervalMs }) }).catch(
+  const pa = await preparePlatform({
+    selection,
+    engines,
+    ...(keyRotationIntervalMs === undefined ? {} : { keyRotationIntervalMs }),
+    ...(limits === undefined ? {} : { limits }),
+  }).catch(
     async (err: unknown) => {
       for (const e of engines) await e.close().catch(() => undefined);
       throw err;
@@ -115,6 +127,7 @@ export async function run(argv: string[]): Promise<number> {
     attester: pa.attester,
     logger,
     ...(keyRotationIntervalMs === undefined ? {} : { keyRotationIntervalMs }),
+    ...(limits === undefined ? {} : { limits }),
   });
   const address = await server.listen(target);
 
