@@ -1,6 +1,6 @@
 /**
- * The one CBOR (RFC 8949) codec in Cloister: the protocol's key config and inner messages,
- * the Nitro COSE_Sign1 attestation document, the NSM driver messages and the EIF signature
+ * The one CBOR (RFC 8949) codec in Cloister: the protocol's key config, inner messages and
+ * transport frames (wire.ts), the Nitro COSE_Sign1 attestation document, the NSM driver messages and the EIF signature
  * section all go through it. Written here rather than borrowed so that every acceptance
  * rule is visible, is a named option, and fails closed.
  *
@@ -129,9 +129,25 @@ function compareBytes(a: Uint8Array, b: Uint8Array): number {
 // ---------------------------------------------------------------------------------------
 // Encoder
 
+/** Bytes of a head whose argument is `n` (shortest form, section 4.2.1). */
+function headSize(n: number): number {
+  return n < 24 ? 1 : n < 0x100 ? 2 : n < 0x1_0000 ? 3 : n < 0x1_0000_0000 ? 5 : 9;
+}
+
+/** Strings up to this many UTF-16 units are written by a plain loop when they are ASCII. */
+const SHORT_TEXT = 64;
+
 class Writer {
-  #buf = new Uint8Array(256);
+  #buf: Uint8Array;
   #len = 0;
+
+  constructor(capacity = 256) {
+    this.#buf = new Uint8Array(capacity);
+  }
+
+  get capacity(): number {
+    return this.#buf.byteLength;
+  }
 
   #ensure(n: number): void {
     if (this.#len + n <= this.#buf.byteLength) return;
@@ -196,23 +212,85 @@ class Writer {
     this.#len += 8;
   }
 
+  /** A text string (major type 3) encoded straight into the buffer, no intermediate copy. */
+  text(s: string): void {
+    const n = s.length;
+    if (n <= SHORT_TEXT) {
+      // Room for the widest head too: head() must not grow (and so move) the buffer after
+      // the string bytes were written past #len.
+      this.#ensure(n + 9);
+      const start = this.#len;
+      const b = this.#buf;
+      const at = start + (n < 24 ? 1 : 2);
+      let ascii = true;
+      for (let i = 0; i < n; i++) {
+        const c = s.charCodeAt(i);
+        if (c >= 0x80) {
+          ascii = false;
+          break;
+        }
+        b[at + i] = c;
+      }
+      if (ascii) {
+        this.head(3, n);
+        this.#len = start + headSize(n) + n;
+        return;
+      }
+    }
+    // UTF-8 takes at most 3 bytes per UTF-16 unit: reserve the head for that bound, encode,
+    // then move the bytes left if the actual length has a shorter head.
+    const max = n * 3;
+    const reserved = headSize(max);
+    this.#ensure(max + 9);
+    const start = this.#len;
+    const { written } = te.encodeInto(s, this.#buf.subarray(start + reserved, start + reserved + max));
+    const size = headSize(written);
+    if (size !== reserved) this.#buf.copyWithin(start + size, start + reserved, start + reserved + written);
+    this.head(3, written);
+    this.#len = start + size + written;
+  }
+
   result(): Uint8Array {
     return this.#buf.slice(0, this.#len);
   }
+
+  /** Forget the content; the bytes written are zeroed (encoded messages may be plaintext). */
+  reset(): void {
+    this.#buf.fill(0, 0, this.#len);
+    this.#len = 0;
+  }
 }
 
+// Map keys repeat across messages ("t", "data", "choices", ...): the encodings of short text
+// keys are kept, bounded (cleared when full, so hostile key churn costs only the cache).
+const KEY_CACHE_MAX = 512;
+const KEY_CACHE_MAX_LENGTH = 32;
+const keyCache = new Map<string, Uint8Array>();
+
+// One scratch writer for the outermost encodeCbor call; a nested call (a getter that encodes)
+// gets its own. Grown as needed, dropped back when it grew past SCRATCH_KEEP_BYTES.
+const SCRATCH_KEEP_BYTES = 64 * 1024;
+let scratch: Writer | undefined = new Writer(4096);
+
 function encodeKey(k: unknown): Uint8Array {
-  const w = new Writer();
   if (typeof k === 'string') {
-    const b = te.encode(k);
-    w.head(3, b.byteLength);
-    w.bytes(b);
-  } else if (typeof k === 'number' && Number.isSafeInteger(k) && k >= 0) {
-    w.head(0, k);
-  } else {
-    throw new CloisterError('INVALID_ARGUMENT', 'CBOR map keys must be text or unsigned integers');
+    const cached = keyCache.get(k);
+    if (cached !== undefined) return cached;
+    const w = new Writer(k.length + 9);
+    w.text(k);
+    const out = w.result();
+    if (k.length <= KEY_CACHE_MAX_LENGTH) {
+      if (keyCache.size >= KEY_CACHE_MAX) keyCache.clear();
+      keyCache.set(k, out);
+    }
+    return out;
   }
-  return w.result();
+  if (typeof k === 'number' && Number.isSafeInteger(k) && k >= 0) {
+    const w = new Writer(9);
+    w.head(0, k);
+    return w.result();
+  }
+  throw new CloisterError('INVALID_ARGUMENT', 'CBOR map keys must be text or unsigned integers');
 }
 
 function isPlainObject(v: object): v is { readonly [k: string]: CborInput | undefined } {
@@ -234,11 +312,7 @@ function encodeInto(w: Writer, v: CborInput, depth: number, o: Required<CborEnco
     if (v >= U64_LIMIT || v < -U64_LIMIT) throw new CloisterError('INVALID_ARGUMENT', 'CBOR integer beyond 64 bits');
     return v >= 0n ? w.head(0, v) : w.head(1, -1n - v);
   }
-  if (typeof v === 'string') {
-    const b = te.encode(v);
-    w.head(3, b.byteLength);
-    return w.bytes(b);
-  }
+  if (typeof v === 'string') return w.text(v);
   if (v instanceof Uint8Array) {
     w.head(2, v.byteLength);
     return w.bytes(v);
@@ -285,9 +359,19 @@ export function encodeCbor(v: CborInput, options: CborEncodeOptions = {}): Uint8
     sortKeys: options.sortKeys ?? DEFAULT_CBOR_ENCODE_OPTIONS.sortKeys,
     maxDepth: limit(options.maxDepth, DEFAULT_CBOR_ENCODE_OPTIONS.maxDepth, 'maxDepth'),
   };
-  const w = new Writer();
-  encodeInto(w, v, 0, o);
-  return w.result();
+  const w = scratch ?? new Writer();
+  scratch = undefined;
+  try {
+    encodeInto(w, v, 0, o);
+    return w.result();
+  } finally {
+    if (w.capacity <= SCRATCH_KEEP_BYTES) {
+      w.reset();
+      scratch = w;
+    } else {
+      scratch = new Writer(4096);
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -432,6 +516,17 @@ class Reader {
         this.#pos += n;
         // new Uint8Array(view) copies; Buffer#slice would return a view into the input.
         if (major === 2) return new Uint8Array(raw);
+        if (n <= SHORT_TEXT) {
+          // Short ASCII (every byte below 0x80 is valid UTF-8 on its own) without TextDecoder.
+          let ascii = '';
+          let i = 0;
+          for (; i < n; i++) {
+            const c = raw[i] ?? 0x80;
+            if (c >= 0x80) break;
+            ascii += String.fromCharCode(c);
+          }
+          if (i === n) return ascii;
+        }
         try {
           return td.decode(raw);
         } catch {
@@ -553,8 +648,10 @@ export function toPlain(v: CborValue): CborInput {
     const o: Record<string, CborInput> = {};
     for (const [k, x] of v) {
       if (typeof k !== 'string') throw new CloisterError('MALFORMED', 'expected text map keys');
-      // defineProperty, not assignment: a "__proto__" key becomes an own data property.
-      Object.defineProperty(o, k, { value: toPlain(x), enumerable: true, writable: true, configurable: true });
+      // A name the prototype has ("__proto__", "toString", ...) is defined, not assigned: it
+      // becomes an own data property. Other names take the (much faster) assignment.
+      if (k in o) Object.defineProperty(o, k, { value: toPlain(x), enumerable: true, writable: true, configurable: true });
+      else o[k] = toPlain(x);
     }
     return o;
   }

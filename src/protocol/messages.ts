@@ -2,8 +2,7 @@
  * Inner messages (docs/PROTOCOL.md section 4): the CBOR plaintext inside a sealed request
  * and inside each response chunk, and the Ed25519 receipt over an exchange.
  */
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto';
-import type { KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, KeyObject, sign, verify } from 'node:crypto';
 import { CloisterError, isErrorCode } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
 import { concatBytes, copyBytes, utf8 } from '../crypto/bytes.js';
@@ -221,10 +220,23 @@ export interface ReceiptKeyPair {
 }
 
 export function generateReceiptKeyPair(): ReceiptKeyPair {
-  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
-  const spki = publicKey.export({ format: 'der', type: 'spki' });
-  return { privateKey, publicKey: copyBytes(spki.subarray(spki.byteLength - 32)) };
+  // The public half is encoded inside the key generation job, never exported from the fresh
+  // KeyObject afterwards: in Node 20 that export can deadlock against the job's destructor
+  // when a GC lands in it (see generateX25519Encoded in src/crypto/hpke/kem.ts).
+  const { privateKey, publicKey } = generateEd25519Encoded('ed25519', { publicKeyEncoding: { type: 'spki', format: 'der' } });
+  if (!(privateKey instanceof KeyObject)) throw new CloisterError('INTERNAL', 'Ed25519 private key is not a KeyObject');
+  if (!(publicKey instanceof Uint8Array) || publicKey.byteLength !== ED25519_SPKI_PREFIX.byteLength + 32
+    || !ED25519_SPKI_PREFIX.equals(publicKey.subarray(0, ED25519_SPKI_PREFIX.byteLength))) {
+    throw new CloisterError('INTERNAL', 'Ed25519 public key of an unexpected form');
+  }
+  return { privateKey, publicKey: copyBytes(publicKey.subarray(ED25519_SPKI_PREFIX.byteLength)) };
 }
+
+/** generateKeyPairSync with only the public half encoded, which @types/node does not declare. */
+const generateEd25519Encoded = generateKeyPairSync as unknown as (
+  type: 'ed25519',
+  options: { readonly publicKeyEncoding: { readonly type: 'spki'; readonly format: 'der' } },
+) => { readonly privateKey: unknown; readonly publicKey: unknown };
 
 /** Ed25519 private key from its raw 32-byte seed. */
 export function receiptPrivateKeyFromSeed(seed: Uint8Array): KeyObject {

@@ -28,6 +28,11 @@ export interface ResponseOut {
   write(bytes: Uint8Array): Promise<void>;
   /** Marks the end of the sealed response stream (after the final chunk). */
   end(): void;
+  /**
+   * Sends what was written so far without waiting for more (a transport that batches writes
+   * into frames); optional, a transport that writes at once has nothing to do.
+   */
+  flush?(): void;
   /** Reports a failure before the request could be opened: a plaintext, coded error. */
   fail(code: ErrorCode): void;
 }
@@ -141,6 +146,7 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
     try {
       let next = iterator.next();
       let done = false;
+      let firstChunk = true;
       while (!done) {
         const step = await raceAbort(next, signal);
         if (step.done === true) break;
@@ -148,10 +154,13 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
         // Results the engine already has - those that resolve before this event-loop turn
         // ends, e.g. every token parsed from one upstream read - are sealed together in one
         // `items` chunk (PROTOCOL.md section 4): no added latency, one AEAD, one frame.
+        // The first chunk of a stream carries only the first result (time to first token:
+        // not sealed after up to maxItems - 1 more); later chunks group what is ready.
+        const limit = firstChunk && req.stream ? 1 : maxItems;
         const turn = turnEnd();
         for (;;) {
           next = iterator.next();
-          if (items.length >= maxItems) break;
+          if (items.length >= limit) break;
           const more = await raceAbort(Promise.race([next, turn]), signal);
           if (more === TURN_END) break;
           if (more.done === true) {
@@ -163,6 +172,10 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
         // Engines yield plain JSON-like values; encodeCbor rejects anything else (ENGINE_FAILED).
         const chunk = items.length === 1 ? { t: 'data' as const, data: items[0] as CborInput } : { t: 'items' as const, items: items as CborInput[] };
         await sealData(encodeResponseChunk(chunk), signal);
+        // Time to first token: the first chunk of a stream leaves now, not with the rest of
+        // what this turn produces (an engine may have many more results ready).
+        if (firstChunk && req.stream) out.flush?.();
+        firstChunk = false;
       }
     } finally {
       // Stop the engine's generator (it also sees `signal`); never wait on a stuck engine.

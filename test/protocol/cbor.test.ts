@@ -471,3 +471,89 @@ describe('cross-check with cbor-x', () => {
     expect(decodeCbor(five, { requireCanonical: false, requireShortestHeads: false })).toBe(5);
   });
 });
+
+describe('encoder fast paths (text written in place, cached keys, scratch buffer)', () => {
+  const cborxDecoder = new Decoder({ useRecords: false, mapsAsObjects: false });
+  const refText = (s: string): string => {
+    const b = Buffer.from(s, 'utf8');
+    const n = b.byteLength;
+    const head = n < 24 ? [0x60 + n] : n < 0x100 ? [0x78, n] : n < 0x10000 ? [0x79, n >> 8, n & 0xff] : [0x7a, n >>> 24, (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff];
+    return Buffer.from(head).toString('hex') + b.toString('hex');
+  };
+
+  it('text of every head size, ASCII and not, matches the reference encoding', () => {
+    const samples: string[] = [''];
+    for (const n of [1, 7, 8, 22, 23, 24, 25, 63, 64, 65, 85, 86, 255, 256, 21_845, 21_846, 65_535, 65_536, 70_000]) {
+      samples.push('a'.repeat(n), 'é'.repeat(n), 'x'.repeat(Math.max(0, n - 1)) + '€', '😀'.repeat(Math.ceil(n / 2)));
+    }
+    samples.push('\ud800', 'a\udfffb'); // lone surrogates: U+FFFD, as TextEncoder writes them
+    for (const s of samples) {
+      expect(toHex(encodeCbor(s)), `length ${s.length}`).toBe(refText(s));
+      expect(decodeCbor(encodeCbor(s))).toBe(Buffer.from(s, 'utf8').toString('utf8'));
+    }
+  });
+
+  it('strings written while the buffer grows keep every byte', () => {
+    // Many strings of mixed sizes in one value: the writer grows in the middle of them.
+    const r = prng(0x7e47);
+    for (let round = 0; round < 20; round++) {
+      const arr: string[] = [];
+      for (let i = 0; i < 60; i++) {
+        const n = Math.floor(r() * 90);
+        arr.push(Array.from({ length: n }, () => String.fromCharCode(r() < 0.9 ? 0x20 + Math.floor(r() * 90) : 0xe0 + Math.floor(r() * 400))).join(''));
+      }
+      const bytes = encodeCbor(arr);
+      expect(cborxDecoder.decode(bytes)).toEqual(arr);
+      expect(decodeCbor(bytes)).toEqual(arr);
+    }
+  });
+
+  it('results never share the scratch buffer; a nested encode (a getter) is correct too', () => {
+    const first = encodeCbor({ a: 'one', b: new Uint8Array(100).fill(1) });
+    const copy = Uint8Array.from(first);
+    const second = encodeCbor({ a: 'two', b: new Uint8Array(100).fill(2) });
+    expect(first).toEqual(copy);
+    expect(first.buffer).not.toBe(second.buffer);
+    let inner: Uint8Array | undefined;
+    const withGetter = {
+      get x(): number {
+        inner = encodeCbor({ y: 'inner' });
+        return 1;
+      },
+      z: 'outer',
+    };
+    const outer = encodeCbor(withGetter);
+    expect(toPlain(decodeCbor(outer))).toEqual({ x: 1, z: 'outer' });
+    expect(inner === undefined ? undefined : toPlain(decodeCbor(inner))).toEqual({ y: 'inner' });
+    // A large value (scratch grows past what is kept), then small ones again.
+    const big = new Uint8Array(200_000).fill(9);
+    expect(decodeCbor(encodeCbor({ big }))).toEqual(new Map([['big', big]]));
+    expect(toHex(encodeCbor({ t: 'end' }))).toBe('a16174' + '63656e64');
+  });
+
+  it('a failed encode leaves the encoder usable', () => {
+    expect(codeOf(() => encodeCbor({ a: 'x', b: Number.NaN }))).toBe('INVALID_ARGUMENT');
+    expect(toHex(encodeCbor({ a: 'x' }))).toBe('a16161' + '6178');
+  });
+
+  it('many distinct keys (past the key cache bound) still encode correctly and in order', () => {
+    const obj: Record<string, number> = {};
+    for (let i = 0; i < 2000; i++) obj[`k${i}`] = i;
+    obj['é-key'] = -1;
+    obj['x'.repeat(40)] = -2; // longer than cached keys
+    for (let pass = 0; pass < 2; pass++) {
+      const bytes = encodeCbor(obj);
+      const back = decodeCbor(bytes);
+      expect(toPlain(back)).toEqual(obj);
+    }
+  });
+
+  it('toPlain keeps prototype names as own data properties', () => {
+    const plain = toPlain(decodeCbor(encodeCbor(new Map<CborKey, CborInput>([['__proto__', { p: 1 }], ['toString', 'x'], ['constructor', 2], ['a', 'é']])))) as Record<string, unknown>;
+    expect(Object.getPrototypeOf(plain)).toBe(Object.prototype);
+    expect(Object.keys(plain).sort()).toEqual(['__proto__', 'a', 'constructor', 'toString']);
+    expect(Object.getOwnPropertyDescriptor(plain, '__proto__')?.value).toEqual({ p: 1 });
+    expect(plain['toString']).toBe('x');
+    expect(plain['a']).toBe('é');
+  });
+});

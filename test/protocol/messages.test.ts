@@ -1,3 +1,4 @@
+import { createPublicKey } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { generateX25519KeyPair } from '../../src/crypto/index.js';
 import {
@@ -161,6 +162,21 @@ describe('inner messages', () => {
     expect(codeOf(() => decodeResponseChunk(encodeCbor({ t: 'error', code: 'NOPE', message: '' })))).toBe('MALFORMED');
     expect(codeOf(() => decodeResponseChunk(encodeCbor({ t: 'end', receipt: new Uint8Array(63) })))).toBe('MALFORMED');
     expect(codeOf(() => decodeResponseChunk(encodeCbor({ t: 'data', data: 'x'.repeat(100) }), { maxChunkBytes: 50 }))).toBe('LIMIT_EXCEEDED');
+  });
+
+  it('generateReceiptKeyPair: the raw public key is the private key\'s, 32 bytes, fresh each time', () => {
+    const kp = generateReceiptKeyPair();
+    expect(kp.publicKey.byteLength).toBe(32);
+    const x = createPublicKey(kp.privateKey).export({ format: 'jwk' }).x;
+    expect(Buffer.from(kp.publicKey).toString('base64url')).toBe(x);
+    expect(generateReceiptKeyPair().publicKey).not.toEqual(kp.publicKey);
+    // Many generations with garbage in between: the loop that used to hang on the export path.
+    let last = kp.publicKey;
+    for (let i = 0; i < 2000; i++) {
+      last = generateReceiptKeyPair().publicKey;
+      if (i % 100 === 0) void new Array(10_000).fill({ i });
+    }
+    expect(last.byteLength).toBe(32);
   });
 
   it('receipts sign and verify over request and chunks; any change fails', () => {

@@ -261,12 +261,13 @@ describe('server limits, each hit', () => {
       expect(got).toEqual(Array.from({ length: n }, (_, i) => ({ i, text: String(i % 10).repeat(2) })));
       return groups;
     };
-    // The fake engine yields all its results at once: one chunk by default (64 >= 10)...
+    // The fake engine yields all its results at once. The first chunk of a stream carries
+    // the first result alone (time to first token); the rest share one chunk (64 >= 9)...
     const all = await sealedChunks(await server(), 10);
-    expect(all.map((g) => g.length)).toEqual([10]);
+    expect(all.map((g) => g.length)).toEqual([1, 9]);
     // ...and at most maxItemsPerChunk per chunk when lower.
     const capped = await sealedChunks(await server({ maxItemsPerChunk: 3 }), 10);
-    expect(capped.map((g) => g.length)).toEqual([3, 3, 3, 1]);
+    expect(capped.map((g) => g.length)).toEqual([1, 3, 3, 3]);
     expect(capped.flat()).toEqual(all.flat());
   });
 

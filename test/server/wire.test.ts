@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeWireMessage, encodeWireMessage, MAX_STREAM_ID } from '../../src/protocol/wire.js';
+import { decodeWireMessage, encodeWireMessage, MAX_STREAM_ID, WIRE_DECODE_OPTIONS } from '../../src/protocol/wire.js';
 import type { WireMessage } from '../../src/protocol/wire.js';
 import { hex } from '../helpers/bytes.js';
 import { codeOf as code } from '../helpers/errors.js';
@@ -90,6 +90,38 @@ describe('wire messages', () => {
     expect(code(() => decodeWireMessage(hex('a1 6174 62 c328')))).toBe('MALFORMED');
     // a top-level non-map
     expect(code(() => decodeWireMessage(hex('01')))).toBe('MALFORMED');
+  });
+
+  it('rejects null, arrays, integer keys, negative values in any field and too many items', () => {
+    // {"t":"end","sid": null} / [] / [1]
+    expect(code(() => decodeWireMessage(hex('a2 6174 63656e64 63736964 f6')))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(hex('a2 6174 63656e64 63736964 80')))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(hex('a2 6174 63656e64 63736964 81 01')))).toBe('MALFORMED');
+    // an integer map key, a negative integer under an unknown key, an undefined value
+    expect(code(() => decodeWireMessage(hex('a3 6174 63656e64 63736964 01 01 01')))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(hex('a3 6174 63656e64 63736964 01 6178 20')))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(hex('a2 6174 63656e64 63736964 f7')))).toBe('MALFORMED');
+    // a top-level array, a byte string length with a 64-bit head, a nested map in a top field
+    expect(code(() => decodeWireMessage(hex('82 6174 01')))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(hex('a3 6174 63726571 63736964 01 64626f6479 5b 0000000000000001 00')))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(hex('a2 6174 63656e64 63736964 a0')))).toBe('MALFORMED');
+    // past WIRE_DECODE_OPTIONS.maxItems: a bundle with 30 entries (the limit is hit before the schema)
+    const parts: number[] = [0xa2, 0x61, 0x74, 0x68, ...Buffer.from('evidence'), 0x66, ...Buffer.from('bundle'), 0xb8, 30];
+    for (let i = 0; i < 30; i++) parts.push(0x62, 0x6b, 0x41 + i, 0x01);
+    let caught: unknown;
+    try {
+      decodeWireMessage(Uint8Array.from(parts));
+    } catch (err) {
+      caught = err;
+    }
+    expect(code(() => {
+      throw caught;
+    })).toBe('MALFORMED');
+    // The codec's limit fired (not the schema): its LIMIT_EXCEEDED is the cause.
+    expect(code(() => {
+      throw (caught as Error).cause;
+    })).toBe('LIMIT_EXCEEDED');
+    expect(WIRE_DECODE_OPTIONS.maxItems).toBeLessThan(61);
   });
 
   it('rejects a bad evidence bundle', () => {

@@ -405,6 +405,41 @@ describe('UpstreamEngine cancel, retries and concurrency', () => {
     await standin.waitForEarlyClose(1);
   });
 
+  it('reuses one keep-alive connection for sequential requests', async () => {
+    const e = await started();
+    const before = standin.connections;
+    for (let i = 0; i < 3; i++) expect(contentOf(await run(e, chat(true)))).toBe(ANSWER);
+    expect(await run(e, chat(false))).toBeDefined();
+    // The start-up probe's pooled socket may serve them all; at most one new connection.
+    expect(standin.connections - before).toBeLessThanOrEqual(1);
+  });
+
+  it('keepAliveTimeoutMs: 0 opens one connection per request', async () => {
+    const e = await started({ keepAliveTimeoutMs: 0 });
+    const before = standin.connections;
+    for (let i = 0; i < 3; i++) expect(contentOf(await run(e, chat(true)))).toBe(ANSWER);
+    expect(standin.connections - before).toBe(3);
+    expect(() => engine({ keepAliveTimeoutMs: -1 })).toThrow(CloisterError);
+  });
+
+  it('a cancelled stream\'s connection is never reused', async () => {
+    const e = await started();
+    standin.reset({ tokenDelayMs: 20, tokens: Array.from({ length: 500 }, (_, i) => `t${i} `) });
+    const ac = new AbortController();
+    const err = await failure((async () => {
+      for await (const c of e.run(chat(true), { signal: ac.signal })) {
+        void c;
+        ac.abort();
+      }
+    })());
+    expect(err.code).toBe('CANCELLED');
+    await standin.waitForEarlyClose(1);
+    standin.reset();
+    const before = standin.connections;
+    expect(contentOf(await run(e, chat(true)))).toBe(ANSWER);
+    expect(standin.connections - before).toBe(1);
+  });
+
   it('close() aborts requests in flight', async () => {
     const e = await started();
     standin.reset({ hangAfterEvents: 1 });

@@ -11,8 +11,7 @@
  * bytes) over meaningful inputs: PCR0 the server code digest, PCR1 the effective config
  * digest, PCR2 each served model digest in order. PCR3..15 stay zero, as on Nitro.
  */
-import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
-import type { KeyObject } from 'node:crypto';
+import { createHash, createPublicKey, generateKeyPairSync, KeyObject, randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { CloisterError } from '../../errors.js';
 import type { AttestationRequest, Attester, EvidenceBundle } from '../types.js';
@@ -82,9 +81,26 @@ export function simulatedPcrs(inputs: SimulatedMeasurementInputs = {}): Map<numb
   return pcrs;
 }
 
+/**
+ * A P-384 pair whose public KeyObject is imported from the SPKI DER that the generation job
+ * itself encoded. Exporting the freshly generated public KeyObject instead (as issuing a
+ * certificate does) can deadlock in Node 20 when a GC finalizes the key generation job
+ * during the export (see generateX25519Encoded in src/crypto/hpke/kem.ts); an imported key
+ * has no job behind it.
+ */
 function ecKeyPair(): { publicKey: KeyObject; privateKey: KeyObject } {
-  return generateKeyPairSync('ec', { namedCurve: 'P-384' });
+  const { privateKey, publicKey } = generateEcEncoded('ec', { namedCurve: 'P-384', publicKeyEncoding: { type: 'spki', format: 'der' } });
+  if (!(privateKey instanceof KeyObject) || !(publicKey instanceof Uint8Array)) {
+    throw new CloisterError('ATTESTER_FAILED', 'simulated attester key generation returned an unexpected form');
+  }
+  return { privateKey, publicKey: createPublicKey({ key: Buffer.from(publicKey), format: 'der', type: 'spki' }) };
 }
+
+/** generateKeyPairSync with only the public half encoded, which @types/node does not declare. */
+const generateEcEncoded = generateKeyPairSync as unknown as (
+  type: 'ec',
+  options: { readonly namedCurve: 'P-384'; readonly publicKeyEncoding: { readonly type: 'spki'; readonly format: 'der' } },
+) => { readonly privateKey: unknown; readonly publicKey: unknown };
 
 /** Seconds resolution: X.509 UTCTime cannot carry milliseconds. */
 function seconds(ms: number): Date {

@@ -12,7 +12,7 @@
  * No error message carries request or response content.
  */
 import { request as httpRequest } from 'node:http';
-import type { ClientRequest, IncomingMessage } from 'node:http';
+import type { Agent, ClientRequest, IncomingMessage } from 'node:http';
 import { CloisterError } from '../../errors.js';
 
 export interface UpstreamTarget {
@@ -64,8 +64,18 @@ export class UpstreamExchange {
     this.contentType = typeof ct === 'string' ? ct.toLowerCase() : '';
   }
 
-  /** Send the request and wait for the response head. */
-  static open(target: UpstreamTarget, limits: ExchangeLimits, request: ExchangeRequest): Promise<UpstreamExchange> {
+  /**
+   * Send the request and wait for the response head. With `agent` (a keep-alive pool owned
+   * by the engine) the connection is reused after a complete response; without it each
+   * exchange has its own connection (`connection: close`). Either way, an exchange that
+   * ends early (cancel, timeout, limit, error) destroys its socket, so the engine sees the
+   * close and a half-read response is never reused.
+   */
+  static open(target: UpstreamTarget, limits: ExchangeLimits, request: ExchangeRequest, agent?: Agent): Promise<UpstreamExchange> {
+    return UpstreamExchange.#open(target, limits, request, agent, false);
+  }
+
+  static #open(target: UpstreamTarget, limits: ExchangeLimits, request: ExchangeRequest, agent: Agent | undefined, retried: boolean): Promise<UpstreamExchange> {
     return new Promise<UpstreamExchange>((resolve, reject) => {
       if (request.signal.aborted) {
         reject(cancelled());
@@ -75,11 +85,9 @@ export class UpstreamExchange {
       const headers: Record<string, string | number> = {
         host: target.hostHeader,
         accept: request.accept,
-        // One connection per exchange: a pooled keep-alive socket that the engine closed
-        // while idle would fail a non-idempotent request for no reason, and loopback
-        // connection set-up is cheap next to inference.
-        connection: 'close',
       };
+      // Without a pool: one connection per exchange.
+      if (agent === undefined) headers['connection'] = 'close';
       if (request.body !== undefined) {
         headers['content-type'] = 'application/json';
         headers['content-length'] = request.body.length;
@@ -88,7 +96,7 @@ export class UpstreamExchange {
         method: request.method,
         path: target.basePath + request.path,
         headers,
-        agent: false,
+        agent: agent ?? false,
         ...(target.socketPath === undefined
           ? { hostname: target.hostname, port: target.port }
           : { socketPath: target.socketPath }),
@@ -117,6 +125,18 @@ export class UpstreamExchange {
       });
       req.on('error', (err: NodeJS.ErrnoException) => {
         if (settled) return;
+        // A pooled socket the engine closed while it sat idle (a race with keepAliveTimeoutMs)
+        // fails at once with ECONNRESET / EPIPE, before any response byte. Node documents
+        // `reusedSocket` for exactly this retry. RFC 9112 section 9.3.1 asks for care with
+        // non-idempotent requests: an OpenAI call has no side effect beyond compute, so one
+        // retry (which may open a new connection) is the lesser harm than a spurious error.
+        if (agent !== undefined && !retried && req.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE') && !request.signal.aborted) {
+          settled = true;
+          state.dispose();
+          req.destroy();
+          resolve(UpstreamExchange.#open(target, limits, request, agent, true));
+          return;
+        }
         fail(new CloisterError('ENGINE_UNAVAILABLE', `upstream engine is not reachable (${err.code ?? 'connection error'})`, {
           cause: err,
           ...(err.code === undefined ? {} : { detail: { errno: err.code } }),

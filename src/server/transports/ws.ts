@@ -175,14 +175,20 @@ export class WsSession {
     const abort = new AbortController();
     this.streams.set(sid, abort);
     stats.inFlight++;
-    // Response bytes written in the same event-loop turn (the response nonce, the chunks an
-    // engine produced together, the final chunk) leave in ONE `res` frame: the sealed
-    // stream is self-delimiting, so the client's parser takes any split, and the frame that
-    // carries the end of the final chunk has `fin` (no separate `end` frame). Nothing waits
-    // for more data: the frame goes out at the end of the turn that wrote it.
+    // Response bytes written in the same event-loop turn (the chunks an engine produced
+    // together, the final chunk) leave in ONE `res` frame: the sealed stream is
+    // self-delimiting, so the client's parser takes any split, and the frame that carries
+    // the end of the final chunk has `fin` (no separate `end` frame). Nothing waits for more
+    // data: the flush is a process.nextTick, which runs once the promise continuations of
+    // the current turn are done but before any I/O or timer (setImmediate would wait for
+    // the rest of the poll phase).
+    // The first write (the response nonce, useless to the client on its own) is held until
+    // the next one, so even an engine that answers in a later turn costs one frame. The
+    // handler's `flush` sends the first chunk of a stream at once (time to first token).
     let pending: Uint8Array[] = [];
     let pendingBytes = 0;
     let scheduled = false;
+    let writes = 0;
     const flush = (fin: boolean): void => {
       scheduled = false;
       const body = pending.length === 1 && pending[0] !== undefined ? pending[0] : concatBytes(...pending);
@@ -205,11 +211,15 @@ export class WsSession {
         pendingBytes += bytes.byteLength;
         // Counted as queued from now on, so backpressure sees bytes not yet framed.
         this.queuedBytes += bytes.byteLength;
-        if (!scheduled) {
+        writes++;
+        if (writes > 1 && !scheduled) {
           scheduled = true;
-          setImmediate(() => flush(false));
+          process.nextTick(flush, false);
         }
         return this.pressure();
+      },
+      flush: () => {
+        if (pendingBytes > 0) flush(false);
       },
       end: () => {
         if (abort.signal.aborted) return;
@@ -220,6 +230,9 @@ export class WsSession {
     handleSealedRequest(this.ctx.handlerDeps, body, out, { conn: this.conn, sid, signal: abort.signal })
       .catch(() => undefined)
       .finally(() => {
+        // Bytes still held (a response nonce with nothing after it: cancelled, or the handler
+        // stopped) leave or, when cancelled, are dropped: queuedBytes must not keep them.
+        if (pendingBytes > 0) flush(false);
         stats.inFlight--;
         if (this.streams.get(sid) === abort) this.streams.delete(sid);
         this.armIdle();
