@@ -96,7 +96,6 @@ function oneOf(value: Uint8Array, allowed: readonly Uint8Array[]): boolean {
   return match;
 }
 
-/** Check the TD report against the policy; throws DEBUG_MODE, POLICY_MISMATCH or POLICY_INVALID. */
 /** A debuggable TD (TUD.DEBUG) is refused unless a policy allows it, also when only inspecting. */
 export function checkTdxAttributeDefaults(report: TdReport, allowDebug = false): void {
   if (tdAttributeSet(report.tdAttributes, TD_ATTRIBUTE.DEBUG) && !allowDebug) {
@@ -104,6 +103,7 @@ export function checkTdxAttributeDefaults(report: TdReport, allowDebug = false):
   }
 }
 
+/** Check the TD report against the policy; throws DEBUG_MODE, POLICY_MISMATCH or POLICY_INVALID. */
 export function checkTdxPolicy(report: TdReport, policy: TdxPolicy): void {
   if (policy.mrTd.length === 0) throw invalid('names no MRTD');
   checkTdxAttributeDefaults(report, policy.allowDebug);
