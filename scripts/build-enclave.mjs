@@ -2,7 +2,7 @@
 /**
  * Build the Cloister enclave image and its client policy.
  *
- *   node scripts/build-enclave.mjs [--model-dir models/demo] [--model-name demo]
+ *   node scripts/build-enclave.mjs [--model-dir models/demo/classifier] [--model-name classifier]
  *        [--tag cloister-enclave:latest] [--out build/enclave] [--engine docker|podman]
  *        [--node-image node:20-bookworm-slim@sha256:...] [--debian-snapshot 20250601T000000Z]
  *        [--signing-certificate cert.pem --private-key key.pem] [--source-date-epoch N]
@@ -59,7 +59,7 @@ export async function buildEnclave(argv, { env = process.env, log = (s) => conso
   const { values } = parseArgs({
     args: argv,
     options: {
-      'model-dir': { type: 'string', default: 'models/demo' },
+      'model-dir': { type: 'string', default: 'models/demo/classifier' },
       'model-name': { type: 'string' },
       tag: { type: 'string', default: 'cloister-enclave:latest' },
       out: { type: 'string', default: 'build/enclave' },
@@ -100,6 +100,7 @@ export async function buildEnclave(argv, { env = process.env, log = (s) => conso
     throw new ToolError(`model directory ${modelDir} must be inside the repository (the docker build context)`);
   }
   const modelName = values['model-name'] ?? basename(modelAbs);
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(modelName)) throw new ToolError(`model name ${JSON.stringify(modelName)} must be 1-64 of A-Z a-z 0-9 . _ -`);
   const epoch = values['source-date-epoch'] ?? env.SOURCE_DATE_EPOCH ?? (await gitEpoch(env));
   if (epoch === undefined || !/^\d+$/.test(epoch)) throw new ToolError('no SOURCE_DATE_EPOCH: pass --source-date-epoch or build from a git checkout');
   const outDir = resolve(repoRoot, values.out);
@@ -117,6 +118,7 @@ export async function buildEnclave(argv, { env = process.env, log = (s) => conso
     '--no-cache',
     '--build-arg', `NODE_IMAGE=${nodeImage}`,
     '--build-arg', `MODEL_DIR=${modelRel}`,
+    '--build-arg', `MODEL_NAME=${modelName}`,
     '--build-arg', `SOURCE_DATE_EPOCH=${epoch}`,
     ...(values['debian-snapshot'] ? ['--build-arg', `DEBIAN_SNAPSHOT=${values['debian-snapshot']}`] : []),
     repoRoot,

@@ -47,17 +47,20 @@ describe('Dockerfile.enclave lint', () => {
     expect(Array.isArray(json)).toBe(true);
     expect(instr('ENTRYPOINT')).toHaveLength(0);
     expect(json[0]).toBe('/opt/cloister/enclave/entrypoint.sh');
-    expect(json.slice(1, 4)).toEqual(['node', '/opt/cloister/dist/cli/main.js', 'serve']);
-    expect(json).toContain('--socket');
-    expect(json).toContain('--model');
-    expect(json[json.indexOf('--platform') + 1]).toBe('nitro');
+    expect(json.slice(1, 3)).toEqual(['/bin/sh', '-c']);
+    const line = json[3] ?? '';
+    expect(json).toHaveLength(4);
+    expect(line).toMatch(/^exec node \/opt\/cloister\/dist\/cli\/main\.js serve /);
+    expect(line).toContain('--socket "$CLOISTER_SOCKET"');
+    expect(line).toContain('--model "$CLOISTER_MODEL"');
+    expect(line).toMatch(/--platform nitro$/);
   });
 
-  it('the server socket in CMD matches the entrypoint environment', () => {
-    const cmd = JSON.parse(instr('CMD')[0]?.slice(4) ?? '[]') as string[];
-    const sock = cmd[cmd.indexOf('--socket') + 1];
-    expect(text).toContain(`CLOISTER_SOCKET=${sock}`);
+  it('the server socket and model in CMD come from the image environment', () => {
+    expect(text).toMatch(/CLOISTER_SOCKET=\/run\/cloister\/cloister\.sock/);
     expect(text).toMatch(/CLOISTER_VSOCK_PORT=\d+/);
+    expect(text).toContain('CLOISTER_MODEL=/opt/cloister/models/${MODEL_NAME}');
+    expect(text).toMatch(/COPY \$\{MODEL_DIR\} \.\/models\/\$\{MODEL_NAME\}/);
   });
 
   it('runs as a non-root USER, set after the last FROM', () => {
@@ -92,10 +95,10 @@ describe('Dockerfile.enclave lint', () => {
 
   it('takes SOURCE_DATE_EPOCH, MODEL_DIR and a fixed Debian snapshot as build arguments', () => {
     expect(args.has('SOURCE_DATE_EPOCH')).toBe(true);
-    expect(args.get('MODEL_DIR')).toBe('models/demo');
+    expect(args.get('MODEL_DIR')).toBe('models/demo/classifier');
+    expect(args.get('MODEL_NAME')).toBe('classifier');
     expect(args.get('DEBIAN_SNAPSHOT')).toMatch(/^\d{8}T\d{6}Z$/);
     expect(text).toMatch(/snapshot\.debian\.org\/archive\/debian\/\$\{DEBIAN_SNAPSHOT\}/);
-    expect(text).toMatch(/COPY \$\{MODEL_DIR\} \.\/model/);
   });
 
   it('.dockerignore keeps secrets and local state out of the context', () => {

@@ -125,6 +125,7 @@ describe('scripts/build-enclave.mjs (stand-in docker and nitro-cli)', () => {
     expect(build?.slice(0, 7)).toEqual(['docker', 'build', '--file', join(repoRoot, 'Dockerfile.enclave'), '--tag', 'cloister:test', '--no-cache']);
     expect(build).toContain(`NODE_IMAGE=${PINNED}`);
     expect(build).toContain(`MODEL_DIR=build/test-model-${process.pid}`);
+    expect(build).toContain('MODEL_NAME=demo');
     expect(build).toContain('SOURCE_DATE_EPOCH=1700000000');
     expect(build?.at(-1)).toBe(repoRoot);
     expect(inspect).toEqual(['docker', 'image', 'inspect', '--format', '{{.Id}}', 'cloister:test']);
