@@ -626,13 +626,6 @@ export function decodeCbor(bytes: Uint8Array, options: CborDecodeOptions = {}): 
   return v;
 }
 
-/** Decode one data item at the start of `bytes`; returns it and the number of bytes it used. */
-export function decodeCborPrefix(bytes: Uint8Array, options: CborDecodeOptions = {}): { readonly value: CborValue; readonly length: number } {
-  const r = reader(bytes, options);
-  const value = r.top();
-  return { value, length: r.offset };
-}
-
 export function isCborMap(v: CborValue | undefined): v is CborMap {
   return v instanceof Map;
 }

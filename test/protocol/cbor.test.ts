@@ -11,7 +11,6 @@ import {
   CborTagged,
   DEFAULT_CBOR_DECODE_OPTIONS,
   decodeCbor,
-  decodeCborPrefix,
   encodeCbor,
   isCborMap,
   isCborTagged,
@@ -227,11 +226,6 @@ describe('decoder: strict by default (protocol key config and messages)', () => 
     pool.fill(0);
     expect(toHex(out)).toBe('abcd');
     expect(out.buffer).not.toBe(pool.buffer);
-  });
-
-  it('decodeCborPrefix reads one item and reports its length', () => {
-    expect(decodeCborPrefix(hex('1903e8 ff ff'))).toEqual({ value: 1000, length: 3 });
-    expect(codeOf(() => decodeCborPrefix(hex('19 03')))).toBe('MALFORMED');
   });
 });
 
