@@ -119,6 +119,9 @@ async function verifyPlatform(
     case 'simulated': {
       const section = bundle.platform === 'nitro' ? policy.nitro : policy.simulated;
       if (section === undefined) return failWith(bundle.platform, preSteps, 'policy', 'POLICY_MISMATCH', 'unreachable: no policy section');
+      // parsePolicy refuses an empty PCR map, but a Policy built in code could carry one: a
+      // client check must never pass on measurements nobody named (fail closed).
+      if (section.pcrs.size === 0) return failWith(bundle.platform, preSteps, 'policy', 'POLICY_INVALID', 'the policy names no PCR');
       const given = bundle.platform === 'nitro' ? options.trustedRoots?.nitro : options.trustedRoots?.simulated;
       // An empty simulated list means "no root given"; nitro's list is passed on as it is.
       const roots = bundle.platform === 'simulated' && given?.length === 0 ? undefined : given;

@@ -225,6 +225,14 @@ describe('simulated attester + verifyEvidence', () => {
     await expectCode(verifyEvidence(await attest(), { ...options, policy: wrong }), 'POLICY_MISMATCH', 'policy');
   });
 
+  it('fails closed on a Policy object built in code that names no PCR', async () => {
+    const base = policyFromJson({ version: 1, platforms: { simulated: sim.policySection() } });
+    const simulatedSection = base.platforms.simulated;
+    if (simulatedSection === undefined) throw new Error('test setup: no simulated section');
+    const empty = { ...base, platforms: { simulated: { ...simulatedSection, pcrs: new Map<number, Uint8Array>() } } };
+    await expectCode(verifyEvidence(await attest(), { ...options, policy: empty }), 'POLICY_INVALID', 'policy');
+  });
+
   it('rejects stale evidence and uses the policy maxAgeSeconds', async () => {
     const bundle = await attest();
     await expectCode(verifyEvidence(bundle, { ...options, at: new Date(T0 + 6 * 60 * 1000) }), 'EVIDENCE_STALE', 'freshness');

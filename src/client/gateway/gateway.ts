@@ -233,8 +233,9 @@ async function readJsonObject(req: IncomingMessage, max: number): Promise<Record
   let value: unknown;
   try {
     value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(Buffer.concat(parts, total)));
-  } catch (cause) {
-    throw new CloisterError('INVALID_ARGUMENT', 'request body is not valid JSON', { cause });
+  } catch {
+    // No cause: the parser's message quotes part of the application's request (content).
+    throw new CloisterError('INVALID_ARGUMENT', 'request body is not valid JSON');
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new CloisterError('INVALID_ARGUMENT', 'request body must be a JSON object');

@@ -505,8 +505,9 @@ function parseObject(bytes: Uint8Array, what: string): Record<string, unknown> {
   let value: unknown;
   try {
     value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
-  } catch (cause) {
-    throw new CloisterError('ENGINE_FAILED', `upstream ${what} is not valid JSON`, { cause });
+  } catch {
+    // No cause: the parser's message quotes part of the engine's output (content).
+    throw new CloisterError('ENGINE_FAILED', `upstream ${what} is not valid JSON`);
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new CloisterError('ENGINE_FAILED', `upstream ${what} is not a JSON object`);
