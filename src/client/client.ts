@@ -13,7 +13,14 @@
  * Errors are CloisterError with a stable code. `detail.origin === 'server'` marks a code
  * the server reported (a plaintext transport error, or an error inside the sealed response).
  * KEY_STALE / UNKNOWN_KEY_ID from the server make the client re-fetch and re-verify
- * evidence, then retry the request once.
+ * evidence, then retry the request once, and only when the freshly attested key differs from
+ * the one the request was sealed to. Such an error arrives as a plaintext, unauthenticated
+ * frame the host can forge after forwarding the request and dropping its answer: resending
+ * to the same key would let the host run one request twice. The retry also carries the same
+ * request id, so the server's replay window refuses it if the first copy did run.
+ *
+ * When the policy pins models, only those models are used: their digests are the only ones
+ * verifyEvidence checked (POLICY_MISMATCH for any other, before anything is sealed).
  */
 import { randomBytes } from 'node:crypto';
 import { randomBytesPooled } from '../crypto/random.js';
@@ -25,6 +32,7 @@ import { parsePolicy } from '../attestation/policy.js';
 import type { Policy } from '../attestation/policy.js';
 import { sealTargetFromKeyConfig } from '../protocol/key-config.js';
 import type { KeyConfig } from '../protocol/key-config.js';
+import { timingSafeEqualBytes } from '../crypto/ct.js';
 import { sealChunkedRequest } from '../protocol/chunked.js';
 import type { ChunkedResponseOpener, OpenedChunk } from '../protocol/chunked.js';
 import { ReceiptHasher, decodeResponseChunk, encodeSealedRequest, verifyReceipt } from '../protocol/messages.js';
@@ -87,6 +95,17 @@ interface Attested {
   readonly report: VerificationReport;
 }
 
+/** Per-attempt state: whether results reached the caller, and the key the request was sealed to. */
+interface Attempt {
+  started: boolean;
+  sealedTo: KeyConfig | undefined;
+}
+
+/** Whether two key configs name the same HPKE key (same id and same public key). */
+function sameHpkeKey(a: KeyConfig, b: KeyConfig): boolean {
+  return a.keyId === b.keyId && timingSafeEqualBytes(a.hpkePublicKey, b.hpkePublicKey);
+}
+
 function isClassOutput(v: unknown): v is LabelScore[] {
   return Array.isArray(v) && v.every((e) => typeof e === 'object' && e !== null && typeof (e as LabelScore).label === 'string' && typeof (e as LabelScore).score === 'number');
 }
@@ -136,9 +155,14 @@ export class CloisterClient {
     return this.attested.report;
   }
 
-  /** Models listed in the attested key config. */
+  /** Models listed in the attested key config that the policy lets us use (all of them when it pins none). */
   models(): readonly { name: string; task: string }[] {
-    return this.attested.keyConfig.models.map((m) => ({ name: m.name, task: m.task }));
+    return this.attested.keyConfig.models.filter((m) => this.isPinned(m.name)).map((m) => ({ name: m.name, task: m.task }));
+  }
+
+  /** A policy without `models` accepts any model of the attested server; one with `models` only those it pins. */
+  private isPinned(model: string): boolean {
+    return this.policy.models === undefined || this.policy.models.has(model);
   }
 
   /** Re-fetches and re-verifies evidence (one at a time). */
@@ -150,9 +174,11 @@ export class CloisterClient {
   }
 
   private defaultModel(task: string, op: string): string {
-    const m = this.attested.keyConfig.models.find((x) => x.task === task);
-    if (m === undefined) throw new CloisterError('UNKNOWN_MODEL', `the server lists no ${task} model for ${op}`);
-    return m.name;
+    const forTask = this.attested.keyConfig.models.filter((x) => x.task === task);
+    const m = forTask.find((x) => this.isPinned(x.name));
+    if (m !== undefined) return m.name;
+    if (forTask.length > 0) throw new CloisterError('POLICY_MISMATCH', `the policy pins none of the server's ${task} models for ${op}`);
+    throw new CloisterError('UNKNOWN_MODEL', `the server lists no ${task} model for ${op}`);
   }
 
   /** Classifies one text; labels sorted by score, highest first. */
@@ -189,26 +215,45 @@ export class CloisterClient {
   /**
    * Sends one sealed request and yields the engine's result chunks as they are opened. The
    * iterator throws the request's error code (server codes carry detail.origin 'server').
-   * A KEY_STALE answer (sent before any data) triggers one transparent refresh and retry.
+   * A KEY_STALE / UNKNOWN_KEY_ID answer (sent before any data) triggers one refresh, and a
+   * retry only when the refreshed, verified key config holds a different HPKE key than the
+   * one the request was sealed to; otherwise that error is thrown and nothing is resent.
+   * A model the attested key config serves but the policy does not pin is refused with
+   * POLICY_MISMATCH before anything is sent; a name the key config does not list at all goes
+   * to the server, which answers UNKNOWN_MODEL (no unchecked digest is involved).
    */
   async *request(req: RequestOptions): AsyncGenerator<unknown> {
+    // One id for the request and its retry: should the host have delivered the first copy
+    // after all, the server's replay window (DESIGN.md "Requests and responses") refuses the second.
+    const id = randomBytesPooled(16);
     for (let attempt = 0; ; attempt++) {
-      const started = { value: false };
+      const state: Attempt = { started: false, sealedTo: undefined };
       try {
-        yield* this.requestOnce(req, started);
+        yield* this.requestOnce(req, id, state);
         return;
       } catch (err) {
         const stale = err instanceof CloisterError && (err.code === 'KEY_STALE' || err.code === 'UNKNOWN_KEY_ID') && err.detail?.['origin'] === 'server';
-        if (!stale || started.value || attempt > 0) throw err;
+        if (!stale || state.started || attempt > 0 || state.sealedTo === undefined) throw err;
         await this.refresh();
+        // The error frame is unauthenticated: only a key that really changed justifies resending.
+        if (sameHpkeKey(state.sealedTo, this.attested.keyConfig)) {
+          throw new CloisterError(err.code, 'the server reported a stale key, but the freshly attested key is the one the request used; not resending', {
+            cause: err,
+            detail: { origin: 'server' },
+          });
+        }
       }
     }
   }
 
-  private async *requestOnce(req: RequestOptions, started: { value: boolean }): AsyncGenerator<unknown> {
+  private async *requestOnce(req: RequestOptions, id: Uint8Array, state: Attempt): AsyncGenerator<unknown> {
     const now = this.options.now ?? Date.now;
     if (this.attested.keyConfig.expiresAt * 1000 <= now()) await this.refresh();
     const { keyConfig } = this.attested;
+    // verifyEvidence checked the digests of pinned models only: an unpinned served model is unverified.
+    if (!this.isPinned(req.model) && keyConfig.models.some((m) => m.name === req.model)) {
+      throw new CloisterError('POLICY_MISMATCH', 'the policy does not pin this model');
+    }
     const aeadId = (this.options.aead ?? 'aes-128-gcm') === 'aes-128-gcm' ? AEAD_AES_128_GCM : AEAD_CHACHA20_POLY1305;
     if (!keyConfig.aeadIds.includes(aeadId)) throw new CloisterError('UNSUPPORTED_SUITE', 'the server does not offer this AEAD');
     const plaintext = encodeSealedRequest({
@@ -219,9 +264,10 @@ export class CloisterClient {
       ...(req.params === undefined ? {} : { params: req.params }),
       stream: req.stream ?? false,
       ts: now(),
-      id: randomBytesPooled(16),
+      id,
     });
     const sealed = sealChunkedRequest(sealTargetFromKeyConfig(keyConfig, aeadId), plaintext);
+    state.sealedTo = keyConfig;
     const receipt = new ReceiptHasher(plaintext);
     plaintext.fill(0);
 
@@ -239,12 +285,12 @@ export class CloisterClient {
           receipt.update(chunk.plaintext);
           if (msg.t === 'data') {
             if (serverError !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'data after an error chunk');
-            started.value = true;
+            state.started = true;
             yield msg.data;
           } else if (msg.t === 'items') {
             // Results the server had at the same moment, sealed together: one by one, in order.
             if (serverError !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'data after an error chunk');
-            started.value = true;
+            state.started = true;
             yield* msg.items;
           } else if (msg.t === 'error') {
             serverError = new CloisterError(isErrorCode(msg.code) ? msg.code : 'INTERNAL', undefined, { detail: { origin: 'server' } });
@@ -258,7 +304,7 @@ export class CloisterClient {
         if (!ok) throw new CloisterError('RECEIPT_INVALID', 'receipt signature does not verify');
         complete = true;
         if (msg.data !== undefined) {
-          started.value = true;
+          state.started = true;
           yield msg.data;
         }
       }

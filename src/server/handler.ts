@@ -10,12 +10,12 @@
  *    is slow: backpressure), and the final chunk carries the Ed25519 receipt over
  *    SHA-256(request plaintext) || SHA-256(response chunk plaintexts before the final one).
  */
-import { ERROR_CODES, asCloisterError, wireCodeOf } from '../errors.js';
+import { CloisterError, ERROR_CODES, asCloisterError, wireCodeOf } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
 import { openChunkedRequest } from '../protocol/chunked.js';
 import { ReceiptHasher, decodeSealedRequest, encodeResponseChunk } from '../protocol/messages.js';
 import type { CborInput } from '../protocol/cbor.js';
-import type { KeyManager } from './keys.js';
+import type { KeyGeneration, KeyManager } from './keys.js';
 import type { ReplayWindow } from './replay.js';
 import type { EngineRouter } from './router.js';
 import type { Logger } from './log.js';
@@ -54,10 +54,18 @@ export interface HandlerDeps {
   readonly maxRequestBytes: number;
   /** Most engine results that go into one sealed `items` chunk. Default DEFAULT_MAX_ITEMS_PER_CHUNK. */
   readonly maxItemsPerChunk?: number;
+  /**
+   * How long writing the sealed error report (after a deadline or an engine error) may wait
+   * for the peer. Default DEFAULT_REPORT_GRACE_MS. A peer that never reads cannot hold the
+   * request (and its in-flight slot) past the deadline plus this grace.
+   */
+  readonly reportGraceMs?: number;
 }
 
 /** Most engine results sealed together in one `items` chunk (`HandlerDeps.maxItemsPerChunk`). */
 export const DEFAULT_MAX_ITEMS_PER_CHUNK = 64;
+/** Time the error report may take to write (`HandlerDeps.reportGraceMs`, ServerLimits.reportGraceMs). */
+export const DEFAULT_REPORT_GRACE_MS = 5_000;
 
 const TURN_END: unique symbol = Symbol('turn end');
 /** Resolves at the end of the current event-loop turn (after its microtasks and I/O callbacks). */
@@ -93,10 +101,20 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
   deps.stats.sealedRequestsReceived++;
 
   let opened: ReturnType<typeof openChunkedRequest>;
+  // The generation that opened the request also signs its receipt: looked up once, here. A
+  // second lookup could throw KEY_STALE (grace ended in between) after the request was opened,
+  // outside any error path, and the client would get no answer.
+  let generation: KeyGeneration | undefined;
   try {
-    opened = openChunkedRequest((keyId, suite) => deps.keys.lookup(keyId, suite).recipient, body, {
-      maxMessageBytes: deps.maxRequestBytes,
-    });
+    opened = openChunkedRequest(
+      (keyId, suite) => {
+        generation = deps.keys.lookup(keyId, suite);
+        return generation.recipient;
+      },
+      body,
+      { maxMessageBytes: deps.maxRequestBytes },
+    );
+    if (generation === undefined) throw new CloisterError('INTERNAL', 'request opened without a key lookup');
   } catch (err) {
     const code = asCloisterError(err, 'DECRYPT_FAILED').code;
     deps.stats.count(code);
@@ -105,7 +123,7 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
     return;
   }
   deps.stats.requestsOpened++;
-  const generation = deps.keys.lookup(opened.keyId, opened.suite);
+  const signer = generation;
   const sealer = opened.response;
   const receipt = new ReceiptHasher(opened.plaintext);
   let bytesOut = 0;
@@ -115,8 +133,9 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
   const timer = setTimeout(() => timeout.abort(), deps.requestTimeoutMs);
   const signal = AbortSignal.any([ctx.signal, timeout.signal]);
 
-  // Engine output stops at the deadline or on cancel; the error report after a deadline
-  // is still written (only a client cancel or disconnect stops it).
+  // Engine output stops at the deadline or on cancel; the error report after a deadline is
+  // still written, until a client cancel or disconnect, or reportGraceMs: a peer that does
+  // not read must not keep the request open.
   const write = async (bytes: Uint8Array, until: AbortSignal): Promise<void> => {
     bytesOut += bytes.byteLength;
     await raceAbort(out.write(bytes), until);
@@ -127,13 +146,14 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
     await write(sealer.sealChunk(plaintext), until);
   };
   const sealEnd = async (until: AbortSignal): Promise<void> => {
-    const signature = generation.signReceipt(receipt.message());
+    const signature = signer.signReceipt(receipt.message());
     await write(sealer.sealFinal(encodeResponseChunk({ t: 'end', receipt: signature })), until);
     out.end();
   };
   let responseStarted = false;
 
   let code: ErrorCode | undefined;
+  let reportTimer: NodeJS.Timeout | undefined;
   try {
     await write(sealer.start(), signal);
     responseStarted = true;
@@ -187,21 +207,27 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
       code = 'CANCELLED';
     } else {
       code = timeout.signal.aborted ? 'TIMEOUT' : err instanceof Aborted ? 'CANCELLED' : asCloisterError(err, 'ENGINE_FAILED').code;
+      const grace = new AbortController();
+      reportTimer = setTimeout(() => grace.abort(), deps.reportGraceMs ?? DEFAULT_REPORT_GRACE_MS);
+      const report = AbortSignal.any([ctx.signal, grace.signal]);
       try {
         // The message is the generic text of the code: an engine error message could echo input.
         const wire = wireCodeOf(code);
         if (!responseStarted) {
-          await write(sealer.start(), ctx.signal);
+          await write(sealer.start(), report);
           responseStarted = true;
         }
-        await sealData(encodeResponseChunk({ t: 'error', code: wire, message: ERROR_CODES[wire] }), ctx.signal);
-        await sealEnd(ctx.signal);
+        await sealData(encodeResponseChunk({ t: 'error', code: wire, message: ERROR_CODES[wire] }), report);
+        await sealEnd(report);
       } catch {
+        // Not written within the grace (or the client went away): the transport closes the
+        // response; the outcome stays `code` unless the client cancelled.
         code = ctx.signal.aborted ? 'CANCELLED' : code;
       }
     }
   } finally {
     clearTimeout(timer);
+    if (reportTimer !== undefined) clearTimeout(reportTimer);
   }
 
   const durationMs = Math.round(performance.now() - started);

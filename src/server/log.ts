@@ -19,6 +19,7 @@ export const LOG_EVENTS = [
   'conn.rejected',
   'conn.idle-timeout',
   'conn.backpressure',
+  'conn.stalled',
   'frame.rejected',
   'evidence.served',
   'evidence.rejected',

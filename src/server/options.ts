@@ -47,6 +47,19 @@ export interface ServerLimits {
    * same moment (e.g. the tokens of one upstream read) share one chunk and one frame.
    */
   readonly maxItemsPerChunk: number;
+  /**
+   * After a request's deadline (or an engine error), how long writing its sealed error report
+   * may wait for the peer. A request ends by requestTimeoutMs + reportGraceMs whatever the
+   * peer does, so a client that never reads cannot hold in-flight slots; over HTTP a response
+   * not fully sent by then has its socket destroyed.
+   */
+  readonly reportGraceMs: number;
+  /**
+   * A WebSocket connection with bytes queued to the peer and none of them written for this
+   * long (the peer stopped reading) is closed (1008, reason TIMEOUT) and its socket destroyed,
+   * which aborts its requests and frees their slots.
+   */
+  readonly sendStallTimeoutMs: number;
 }
 
 export const DEFAULT_LIMITS: ServerLimits = Object.freeze({
@@ -64,6 +77,8 @@ export const DEFAULT_LIMITS: ServerLimits = Object.freeze({
   replayWindowMs: 60_000,
   maxReplayEntries: 100_000,
   maxItemsPerChunk: 64,
+  reportGraceMs: 5_000,
+  sendStallTimeoutMs: 30_000,
 });
 
 export function resolveLimits(partial: Partial<ServerLimits> = {}): ServerLimits {

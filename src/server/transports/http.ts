@@ -194,11 +194,26 @@ export class HttpTransport {
         },
         fail: (code: ErrorCode) => sendError(res, code),
       };
+      // The whole response must reach the socket by the deadline plus the report grace
+      // (ServerLimits.reportGraceMs); the handler itself ends by then whatever the peer does.
+      const cutoffAt = performance.now() + limits.requestTimeoutMs + limits.reportGraceMs;
       handleSealedRequest(this.ctx.handlerDeps, body, out, { conn, signal: abort.signal })
         .catch(() => undefined)
         .finally(() => {
           finish();
-          if (!res.writableEnded) res.destroy();
+          if (!res.writableEnded) {
+            res.destroy();
+            return;
+          }
+          if (res.writableFinished) return;
+          // Ended but still buffered: a peer that stopped reading keeps neither the socket
+          // nor its buffers past the cutoff.
+          const cutoff = setTimeout(() => {
+            if (!res.writableFinished) res.destroy();
+          }, Math.max(0, cutoffAt - performance.now()));
+          cutoff.unref();
+          res.once('close', () => clearTimeout(cutoff));
+          res.once('finish', () => clearTimeout(cutoff));
         });
     });
   }

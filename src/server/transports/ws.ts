@@ -6,6 +6,11 @@
  * While more than `highWaterMarkBytes` are queued, request handlers stop pulling their
  * engine's output (their `write` waits) and the connection stops reading new frames
  * (`ws.pause()`), so a client that does not read cannot make the server buffer without bound.
+ *
+ * Stall: a peer that stops reading altogether would leave those writers waiting, and its
+ * requests holding in-flight slots. When bytes are queued and none were written for
+ * `sendStallTimeoutMs`, the connection is closed (1008, reason TIMEOUT) and its socket
+ * destroyed at once: the close frame cannot get past the unread bytes anyway.
  */
 import type { WebSocket } from 'ws';
 import { asCloisterError, wireCodeOf } from '../../errors.js';
@@ -27,6 +32,9 @@ export class WsSession {
   private badFrames = 0;
   private paused = false;
   private idleTimer: NodeJS.Timeout | undefined;
+  private stallTimer: NodeJS.Timeout | undefined;
+  /** performance.now() when the queue last became non-empty or the socket last took bytes. */
+  private lastProgress = 0;
   private readonly evidenceLimiter: SlidingWindowLimiter;
 
   constructor(
@@ -57,12 +65,42 @@ export class WsSession {
     this.idleTimer.unref();
   }
 
+  /** Counts bytes as queued to the peer and watches that they leave (sendStallTimeoutMs). */
+  private enqueue(n: number): void {
+    if (this.queuedBytes <= 0) this.lastProgress = performance.now();
+    this.queuedBytes += n;
+    if (this.stallTimer === undefined && !this.closed) this.armStall(this.ctx.limits.sendStallTimeoutMs);
+  }
+
+  /** One timer per connection, re-armed lazily: no timer work per frame. */
+  private armStall(delayMs: number): void {
+    this.stallTimer = setTimeout(() => {
+      this.stallTimer = undefined;
+      if (this.closed || this.queuedBytes <= 0) return;
+      const limit = this.ctx.limits.sendStallTimeoutMs;
+      const idle = performance.now() - this.lastProgress;
+      if (idle < limit) {
+        this.armStall(limit - idle);
+        return;
+      }
+      this.closing = true;
+      this.ctx.stats.count('TIMEOUT');
+      this.ctx.logger.log('warn', 'conn.stalled', { conn: this.conn, code: 'TIMEOUT', bytesOut: this.queuedBytes, inFlight: this.streams.size });
+      this.ws.close(1008, 'TIMEOUT');
+      this.ws.terminate();
+      // Abort its requests now, not when ws reports the close: their slots are free at once.
+      this.onClose(1008);
+    }, delayMs);
+    this.stallTimer.unref();
+  }
+
   private send(msg: WireMessage): Promise<void> {
     if (this.closed) return Promise.resolve();
     const frame = encodeWireMessage(msg);
-    this.queuedBytes += frame.byteLength;
+    this.enqueue(frame.byteLength);
     this.ws.send(frame, { binary: true }, () => {
       this.queuedBytes -= frame.byteLength;
+      this.lastProgress = performance.now();
       if (this.queuedBytes <= this.ctx.limits.highWaterMarkBytes) this.drained();
     });
     return this.pressure();
@@ -210,7 +248,7 @@ export class WsSession {
         pending.push(bytes);
         pendingBytes += bytes.byteLength;
         // Counted as queued from now on, so backpressure sees bytes not yet framed.
-        this.queuedBytes += bytes.byteLength;
+        this.enqueue(bytes.byteLength);
         writes++;
         if (writes > 1 && !scheduled) {
           scheduled = true;
@@ -243,6 +281,7 @@ export class WsSession {
     if (this.closed) return;
     this.closed = true;
     if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
+    if (this.stallTimer !== undefined) clearTimeout(this.stallTimer);
     for (const abort of this.streams.values()) abort.abort();
     this.drained();
     // connectionsOpen is kept by the server per socket (HTTP and WebSocket alike).
