@@ -89,6 +89,17 @@ export class EvidenceVerificationError extends CloisterError {
   }
 }
 
+/**
+ * The key-config binding is always checked on this path. The option types already leave out
+ * the inspection-only switches; this also strips them from objects an untyped caller passes.
+ */
+function bindingEnforced<T extends object>(options: T | undefined): T {
+  const copy: Record<string, unknown> = { ...(options ?? {}) };
+  delete copy['skipBinding'];
+  delete copy['expectedReportData'];
+  return copy as T;
+}
+
 function failWith(platform: Platform, steps: readonly VerificationStep[], step: string, code: ErrorCode, message: string, claims?: VerifiedClaims): never {
   const all = [...steps, { step, ok: false, code, detail: message }];
   const report: VerificationReport =
@@ -149,7 +160,7 @@ async function verifyPlatform(
       if (section === undefined) return failWith('sev-snp', preSteps, 'policy', 'POLICY_MISMATCH', 'unreachable: no policy section');
       return verifySevSnpEvidence(
         { platform: 'sev-snp', evidence: bundle.evidence, keyConfig: keyConfigBytes, ...(bundle.certificates === undefined ? {} : { certificates: bundle.certificates }) },
-        { ...options.sevSnp, policy: section, at, ...(options.nonce === undefined ? {} : { nonce: options.nonce }) },
+        { ...bindingEnforced(options.sevSnp), policy: section, at, ...(options.nonce === undefined ? {} : { nonce: options.nonce }) },
       );
     }
     case 'tdx': {
@@ -157,7 +168,7 @@ async function verifyPlatform(
       if (section === undefined) return failWith('tdx', preSteps, 'policy', 'POLICY_MISMATCH', 'unreachable: no policy section');
       return verifyTdxEvidence(
         { platform: 'tdx', evidence: bundle.evidence, keyConfig: keyConfigBytes, ...(bundle.collateral === undefined ? {} : { collateral: bundle.collateral }) },
-        { ...options.tdx, policy: section, at, ...(options.nonce === undefined ? {} : { nonce: options.nonce }) },
+        { ...bindingEnforced(options.tdx), policy: section, at, ...(options.nonce === undefined ? {} : { nonce: options.nonce }) },
       );
     }
   }

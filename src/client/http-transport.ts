@@ -2,6 +2,7 @@
  * HTTP client transport over `fetch`: `GET /v1/evidence?nonce=hex`, `POST /v1/sealed`
  * with the sealed request as the body and the chunked sealed response streamed back.
  */
+import { concatBytes } from '../crypto/bytes.js';
 import { CloisterError, isErrorCode } from '../errors.js';
 import type { EvidenceBundle } from '../attestation/types.js';
 import { decodeWireMessage } from '../protocol/wire.js';
@@ -27,13 +28,7 @@ async function readBounded(res: Response, max: number): Promise<Uint8Array> {
     }
     parts.push(value);
   }
-  const out = new Uint8Array(size);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.byteLength;
-  }
-  return out;
+  return concatBytes(...parts);
 }
 
 /** Turns a non-200 answer into the server's coded error (or PROTOCOL_VIOLATION). */

@@ -10,7 +10,7 @@ const OPERATIONS: ReadonlySet<string> = new Set<Operation>([
   'classify', 'embed', 'token-classify', 'generate', 'chat', 'completion', 'embeddings', 'models',
 ]);
 
-export function isOperation(op: unknown): op is Operation {
+function isOperation(op: unknown): op is Operation {
   return typeof op === 'string' && OPERATIONS.has(op);
 }
 

@@ -49,7 +49,7 @@ function guidText(b: Uint8Array): string {
 }
 
 /** Encode a GUID string into its 16 table bytes. */
-export function guidBytes(guid: string): Uint8Array {
+function guidBytes(guid: string): Uint8Array {
   if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(guid)) {
     throw new CloisterError('INVALID_ARGUMENT', 'not a lower-case GUID');
   }

@@ -34,7 +34,7 @@ export function privateKeyObject(raw: Uint8Array): KeyObject {
  * JWK import/export is used on this hot path: in Node 20 it is several times faster than
  * going through SPKI DER.
  */
-export function publicKeyObject(raw: Uint8Array): KeyObject {
+function publicKeyObject(raw: Uint8Array): KeyObject {
   assertBytes(raw, 'X25519 public key', X25519_LEN);
   const x = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('base64url');
   return createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x }, format: 'jwk' });

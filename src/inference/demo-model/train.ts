@@ -146,7 +146,7 @@ export function predictProbabilities(w: ClassifierWeights, ids: readonly number[
   return [...z];
 }
 
-export function argmax(values: readonly number[]): number {
+function argmax(values: readonly number[]): number {
   let best = 0;
   for (let i = 1; i < values.length; i++) if ((values[i] ?? -Infinity) > (values[best] ?? -Infinity)) best = i;
   return best;

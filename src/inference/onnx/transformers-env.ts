@@ -25,7 +25,7 @@ function refuseNetwork(): Promise<never> {
   return Promise.reject(new Error('network access is disabled in Cloister'));
 }
 
-export function lockDownEnv(mod: TransformersModule, localModelPath: string): void {
+function lockDownEnv(mod: TransformersModule, localModelPath: string): void {
   const { env } = mod;
   env.allowRemoteModels = false;
   env.allowLocalModels = true;

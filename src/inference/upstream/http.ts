@@ -13,6 +13,7 @@
  */
 import { request as httpRequest } from 'node:http';
 import type { Agent, ClientRequest, IncomingMessage } from 'node:http';
+import { concatBytes } from '../../crypto/bytes.js';
 import { CloisterError } from '../../errors.js';
 
 export interface UpstreamTarget {
@@ -199,18 +200,8 @@ export class UpstreamExchange {
   /** The whole body (bounded by maxResponseBytes). */
   async readAll(): Promise<Uint8Array> {
     const parts: Uint8Array[] = [];
-    let total = 0;
-    for await (const c of this.chunks()) {
-      parts.push(c);
-      total += c.length;
-    }
-    const out = new Uint8Array(total);
-    let off = 0;
-    for (const p of parts) {
-      out.set(p, off);
-      off += p.length;
-    }
-    return out;
+    for await (const c of this.chunks()) parts.push(c);
+    return concatBytes(...parts);
   }
 
   /** Release the connection; an unfinished response is aborted (the engine sees the close). */

@@ -8,6 +8,7 @@
  * of a CRLF pair. Buffering is bounded: the bytes of one event (its lines, comments
  * included, plus a pending partial line) may not exceed `maxEventBytes`.
  */
+import { concatBytes } from '../../crypto/bytes.js';
 import { CloisterError } from '../../errors.js';
 
 export interface SseEvent {
@@ -89,7 +90,7 @@ export class SseParser {
       // Copy: the caller may reuse its buffer (public API never aliases caller bytes).
       this.#pending.push(rest.slice());
       this.#pendingBytes += rest.length;
-      if (this.#pending.length > MAX_PENDING_PARTS) this.#pending = [concat(this.#pending, this.#pendingBytes)];
+      if (this.#pending.length > MAX_PENDING_PARTS) this.#pending = [concatBytes(...this.#pending)];
     }
     return events;
   }
@@ -116,7 +117,7 @@ export class SseParser {
     let bytes = tail;
     if (this.#pending.length > 0) {
       this.#pending.push(tail);
-      bytes = concat(this.#pending, this.#pendingBytes + tail.length);
+      bytes = concatBytes(...this.#pending);
       this.#pending = [];
       this.#pendingBytes = 0;
     }
@@ -178,14 +179,4 @@ export class SseParser {
     // An event without data lines is not dispatched (dispatch step 2).
     return hadData ? event : undefined;
   }
-}
-
-function concat(parts: readonly Uint8Array[], total: number): Uint8Array {
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
 }
