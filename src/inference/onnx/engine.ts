@@ -5,10 +5,15 @@
  * - Each model is measured (see ./digest.ts) before and after loading; a change in between
  *   fails the start, so the digest published in the key config is what was loaded.
  * - Requests wait in a bounded queue (`maxQueueDepth` across all models; OVERLOADED when
- *   full). One pipeline call per model runs at a time; with batching on, the requests that
+ *   full). One model call per model runs at a time; with batching on, the requests that
  *   arrived while it ran are merged into the next call (up to `maxBatchSize` texts) and the
  *   results split back per request. Batching never changes results: each text is tokenized
- *   and pooled independently (padding is masked), a test compares both modes.
+ *   alone, padded to the longest text in the batch with the padding masked, and
+ *   post-processed from its own output rows only (test/inference/onnx-batching.test.ts).
+ * - transformers.js loads the model and tokenizer (`pipeline`), but the engine drives them
+ *   itself (runner.ts): the pipeline's per-call work (an ONNX Runtime TopK session per text,
+ *   a BigInt per token, the regex-per-character tokenizer) capped batching at 1.4x. Plain
+ *   ASCII texts take a checked fast WordPiece path (wordpiece.ts); results are the pipeline's.
  * - An aborted signal removes a queued request (CANCELLED); a request whose batch is already
  *   running is answered CANCELLED at once and its share of the result dropped.
  * - Errors never carry request content: pipeline failures become ENGINE_FAILED with only the
@@ -19,7 +24,10 @@ import { dirname, join, resolve } from 'node:path';
 
 import { CloisterError } from '../../errors.js';
 import type { Engine, EngineRequest, ModelInfo, Operation, RunOptions } from '../types.js';
+import { buildBatchInputs } from './batch-inputs.js';
 import { DEFAULT_MAX_MODEL_FILES, modelDigest } from './digest.js';
+import { type LabelScore, meanPoolNormalized, rankLabels, tokenEntities } from './postprocess.js';
+import { modelRunner, type ModelRunner } from './runner.js';
 import { loadTransformers } from './transformers-env.js';
 
 export type OnnxTask = 'text-classification' | 'feature-extraction' | 'token-classification';
@@ -37,9 +45,9 @@ export interface OnnxEngineOptions {
   readonly models: readonly OnnxModelConfig[];
   /** Requests waiting (not yet running) across all models; OVERLOADED beyond. Default 256. */
   readonly maxQueueDepth?: number;
-  /** Most texts in one pipeline call when batching. Default 32. */
+  /** Most texts in one model call when batching. Default 32. */
   readonly maxBatchSize?: number;
-  /** Merge concurrent requests into one pipeline call. Default true. */
+  /** Merge concurrent requests into one model call. Default true. */
   readonly batching?: boolean;
   /** Most texts in one request (LIMIT_EXCEEDED beyond). Default 64. */
   readonly maxInputsPerRequest?: number;
@@ -53,11 +61,11 @@ export interface OnnxEngineOptions {
 
 /** Counters for benchmarks and tests; no content. */
 export interface OnnxEngineStats {
-  /** Pipeline calls made for requests (the start-up checks are not counted). */
+  /** Model calls made for requests (the start-up checks are not counted; name kept from the pipeline days). */
   readonly pipelineCalls: number;
   /** Requests answered through those calls. */
   readonly requests: number;
-  /** Most texts in one pipeline call so far. */
+  /** Most texts in one model call so far. */
   readonly largestBatch: number;
 }
 
@@ -69,17 +77,7 @@ export const ONNX_ENGINE_DEFAULTS = {
   maxInputChars: 16_384,
 } as const;
 
-export interface ClassLabelScore {
-  readonly label: string;
-  readonly score: number;
-}
-
-export interface TokenEntity {
-  readonly entity: string;
-  readonly score: number;
-  readonly index: number;
-  readonly word: string;
-}
+export type { LabelScore as ClassLabelScore, TokenEntity } from './postprocess.js';
 
 const OPERATION_OF: Readonly<Record<OnnxTask, Operation>> = {
   'text-classification': 'classify',
@@ -87,15 +85,11 @@ const OPERATION_OF: Readonly<Record<OnnxTask, Operation>> = {
   'token-classification': 'token-classify',
 };
 
-type PipelineFn = ((texts: string[], options: Record<string, unknown>) => Promise<unknown>) & {
-  dispose?: () => Promise<void>;
-};
-
 interface LoadedModel {
   readonly info: ModelInfo;
   readonly task: OnnxTask;
   readonly labels: readonly string[];
-  readonly pipe: PipelineFn;
+  readonly runner: ModelRunner;
   readonly queue: Job[];
   running: boolean;
 }
@@ -160,6 +154,39 @@ function engineFailed(model: string, op: string, cause: unknown): CloisterError 
   // No `cause`: library errors may quote tokens or inputs; keep only the error's class name.
   const errorName = cause instanceof Error ? cause.name : typeof cause;
   return new CloisterError('ENGINE_FAILED', 'the ONNX pipeline failed', { detail: { model, op, errorName } });
+}
+
+async function disposePipeline(pipe: unknown): Promise<void> {
+  if ((typeof pipe === 'object' || typeof pipe === 'function') && pipe !== null) {
+    const dispose: unknown = Reflect.get(pipe, 'dispose');
+    if (typeof dispose === 'function') await Promise.resolve(dispose.call(pipe)).catch(() => undefined);
+  }
+}
+
+/** tokenizer.json and tokenizer_config.json (absent: {}), read between the two digests. */
+async function readTokenizerFiles(dir: string): Promise<{ tokenizerJson: unknown; tokenizerConfig: unknown }> {
+  const tokenizerJson: unknown = JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8'));
+  const configText = await readFile(join(dir, 'tokenizer_config.json'), 'utf8').catch(() => '{}');
+  const tokenizerConfig: unknown = JSON.parse(configText);
+  return { tokenizerJson, tokenizerConfig };
+}
+
+/** The float32 data of a model output of the expected dims (-1: any positive size). */
+function floatOutput(tensor: unknown, dims: readonly number[], what: string): Float32Array {
+  if (!isRecord(tensor)) throw new TypeError(`${what} output is missing`);
+  const got = tensor['dims'];
+  const data = tensor['data'];
+  if (!Array.isArray(got) || got.length !== dims.length || !(data instanceof Float32Array)) {
+    throw new TypeError(`${what} output has the wrong shape`);
+  }
+  let size = 1;
+  dims.forEach((d, k) => {
+    const g: unknown = got[k];
+    if (typeof g !== 'number' || !Number.isInteger(g) || g < 1 || (d !== -1 && g !== d)) throw new TypeError(`${what} output has the wrong shape`);
+    size *= g;
+  });
+  if (data.length !== size) throw new TypeError(`${what} output has the wrong size`);
+  return data;
 }
 
 function cancelled(): CloisterError {
@@ -265,11 +292,12 @@ export class OnnxEngine implements Engine {
 
     const before = await modelDigest(dir, { maxFiles: this.#maxModelFiles });
     const mod = await loadTransformers(dirname(dir));
-    let pipe: PipelineFn;
+    let runner: ModelRunner;
+    let created: unknown;
     try {
       const sessionOptions: Record<string, unknown> = {};
       if (this.#intraOpNumThreads !== undefined) sessionOptions['intraOpNumThreads'] = this.#intraOpNumThreads;
-      const created: unknown = await mod.pipeline(task, dir, {
+      created = await mod.pipeline(task, dir, {
         local_files_only: true,
         device: 'cpu',
         dtype: 'fp32',
@@ -277,20 +305,21 @@ export class OnnxEngine implements Engine {
         model_file_name: 'model',
         session_options: sessionOptions,
       });
-      pipe = created as PipelineFn;
+      runner = modelRunner(created, mod, await readTokenizerFiles(dir));
     } catch (cause) {
+      await disposePipeline(created);
       throw new CloisterError('CONFIG_INVALID', 'the model could not be loaded', { cause, detail: { model: cfg.name, task } });
     }
     const after = await modelDigest(dir, { maxFiles: this.#maxModelFiles });
     if (!sameBytes(before, after)) {
-      await pipe.dispose?.();
+      await runner.dispose();
       throw new CloisterError('CONFIG_INVALID', 'model files changed while loading', { detail: { model: cfg.name } });
     }
     const model: LoadedModel = {
       info: { name: cfg.name, task, operations: [OPERATION_OF[task]], digest: after },
       task,
       labels,
-      pipe,
+      runner,
       queue: [],
       running: false,
     };
@@ -304,7 +333,7 @@ export class OnnxEngine implements Engine {
     try {
       out = await this.#infer(model, ['start-up check']);
     } catch (cause) {
-      await model.pipe.dispose?.();
+      await model.runner.dispose();
       throw new CloisterError('ENGINE_UNAVAILABLE', 'model failed its start-up check', { cause, detail: { model: model.info.name } });
     }
     const first = out[0];
@@ -315,7 +344,7 @@ export class OnnxEngine implements Engine {
           ? Array.isArray(first) && first.length > 0
           : Array.isArray(first);
     if (!ok) {
-      await model.pipe.dispose?.();
+      await model.runner.dispose();
       throw new CloisterError('ENGINE_UNAVAILABLE', 'model output has an unexpected shape', { detail: { model: model.info.name } });
     }
   }
@@ -342,7 +371,7 @@ export class OnnxEngine implements Engine {
     if (signal.aborted) throw cancelled();
 
     const results = await this.#enqueue(model, texts, signal);
-    const shaped = model.task === 'text-classification' ? results.map((r) => (r as ClassLabelScore[]).slice(0, topK)) : results;
+    const shaped = model.task === 'text-classification' ? results.map((r) => (r as LabelScore[]).slice(0, topK)) : results;
     return single ? shaped[0] : shaped;
   }
 
@@ -465,60 +494,49 @@ export class OnnxEngine implements Engine {
     }
   }
 
-  /** One pipeline call over `texts`; one result per text, validated before it is returned. */
+  /**
+   * One model call over `texts`; one result per text, validated before it is returned.
+   * Each text is tokenized alone, padded to the longest in the batch with its padding
+   * masked, and post-processed from its own rows only (postprocess.ts).
+   */
   async #infer(model: LoadedModel, texts: string[]): Promise<unknown[]> {
-    let results: unknown[];
+    const runner = model.runner;
+    const encoded = runner.encode(texts);
+    const needsTypes = runner.inputNames.has('token_type_ids');
+    const batch = buildBatchInputs(encoded.ids, needsTypes ? encoded.typeIds : undefined, {
+      padId: runner.padId,
+      side: runner.paddingSide,
+      withTokenTypes: needsTypes,
+    });
+    const feeds: Record<string, BigInt64Array> = { input_ids: batch.inputIds };
+    if (runner.inputNames.has('attention_mask')) feeds['attention_mask'] = batch.attentionMask;
+    if (batch.tokenTypeIds !== undefined) feeds['token_type_ids'] = batch.tokenTypeIds;
+    const out = await runner.run(feeds, batch.rows, batch.seq);
+    const rows = texts.length;
     switch (model.task) {
       case 'text-classification': {
-        // All labels, sorted, for every text: requests with different topK share the call.
-        const topK = model.labels.length;
-        const raw = await model.pipe(texts, { top_k: topK });
-        if (!Array.isArray(raw)) throw new TypeError('classification output is not an array');
-        // transformers.js flattens the per-text lists when top_k is 1.
-        results = topK === 1 ? raw.map((r: unknown) => [r]) : raw;
-        for (const r of results) {
-          if (!Array.isArray(r) || r.length !== topK) throw new TypeError('classification output has the wrong length');
-          for (const e of r) {
-            if (!isRecord(e) || typeof e['label'] !== 'string' || typeof e['score'] !== 'number' || !Number.isFinite(e['score'])) {
-              throw new TypeError('classification output is malformed');
-            }
-          }
-        }
-        results = results.map((r) => (r as { label: string; score: number }[]).map((e) => ({ label: e.label, score: e.score })));
-        break;
+        const n = model.labels.length;
+        const logits = floatOutput(out['logits'], [rows, n], 'classification');
+        const scratch = new Float32Array(n);
+        return texts.map((_, i) => rankLabels(logits, i, model.labels, scratch));
       }
       case 'feature-extraction': {
-        const raw = await model.pipe(texts, { pooling: 'mean', normalize: true });
-        const tensor = raw as { dims?: unknown; data?: unknown };
-        const dims = tensor.dims;
-        const data = tensor.data;
-        if (!Array.isArray(dims) || dims.length !== 2 || dims[0] !== texts.length || !(data instanceof Float32Array)) {
-          throw new TypeError('embedding output has the wrong shape');
-        }
-        const width = Number(dims[1]);
-        if (!Number.isInteger(width) || width < 1 || data.length !== texts.length * width) {
-          throw new TypeError('embedding output has the wrong size');
-        }
-        results = texts.map((_, i) => Array.from(data.subarray(i * width, (i + 1) * width)));
-        break;
+        // The feature-extraction pipeline pools the first of these outputs the model has.
+        const hidden = out['last_hidden_state'] ?? out['logits'] ?? out['token_embeddings'];
+        const data = floatOutput(hidden, [rows, batch.seq, -1], 'embedding');
+        const dim = data.length / (rows * batch.seq);
+        return texts.map((_, i) => meanPoolNormalized(data, i, batch.seq, dim, batch.starts[i] ?? 0, encoded.ids[i]?.length ?? 0));
       }
       case 'token-classification': {
-        const raw = await model.pipe(texts, {});
-        if (!Array.isArray(raw) || raw.length !== texts.length) throw new TypeError('token output has the wrong length');
-        results = raw.map((r: unknown) => {
-          if (!Array.isArray(r)) throw new TypeError('token output is malformed');
-          return r.map((e: unknown): TokenEntity => {
-            if (!isRecord(e) || typeof e['entity'] !== 'string' || typeof e['score'] !== 'number' || typeof e['index'] !== 'number' || typeof e['word'] !== 'string') {
-              throw new TypeError('token output is malformed');
-            }
-            return { entity: e['entity'], score: e['score'], index: e['index'], word: e['word'] };
-          });
-        });
-        break;
+        const n = model.labels.length;
+        const logits = floatOutput(out['logits'], [rows, batch.seq, n], 'token');
+        const scratch = new Float32Array(n);
+        const decode = (id: number): string => runner.decodeToken(id);
+        return texts.map((_, i) =>
+          tokenEntities(logits, i, batch.seq, model.labels, encoded.ids[i] ?? [], batch.starts[i] ?? 0, decode, scratch),
+        );
       }
     }
-    if (results.length !== texts.length) throw new TypeError('pipeline returned the wrong number of results');
-    return results;
   }
 
   async close(): Promise<void> {
@@ -537,6 +555,6 @@ export class OnnxEngine implements Engine {
   async #disposeAll(): Promise<void> {
     const models = [...this.#models.values()];
     this.#models.clear();
-    await Promise.allSettled(models.map((m) => m.pipe.dispose?.()));
+    await Promise.allSettled(models.map((m) => m.runner.dispose()));
   }
 }
