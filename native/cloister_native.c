@@ -17,6 +17,8 @@
 #endif
 #include <node_api.h>
 
+#include "crypto.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -344,6 +346,7 @@ static napi_value init(napi_env env, napi_value exports) {
   CHECK(env, napi_create_uint32(env, SNP_CERTS_MAX_LEN, &v));
   CHECK(env, napi_set_named_property(env, limits, "snpCertsMax", v));
   CHECK(env, napi_set_named_property(env, exports, "limits", limits));
+  CHECK(env, cloister_crypto_register(env, exports));
   return exports;
 }
 

@@ -1,13 +1,16 @@
 #!/usr/bin/env node
 /**
- * Builds the optional native addon (native/cloister_native.c -> build/Release/cloister_native.node).
+ * Builds the optional native addon (native/cloister_native.c + native/crypto.c ->
+ * build/Release/cloister_native.node).
  *
  * Runs as the package's `install` script, so `npm ci` builds the addon when a C compiler and
  * the Node headers are present. Without `--required` a failed build is reported clearly and
  * the install goes on: the addon is needed only inside a Nitro Enclave (NSM) or an SEV-SNP
  * guest, and the TypeScript loader (src/native/index.ts) answers PLATFORM_UNAVAILABLE when
- * it is missing. The enclave image build passes `--required`, so an image never ships
- * without it.
+ * it is missing. Everywhere else it is a speed-up: the HPKE crypto fast path (native/crypto.c,
+ * on the OpenSSL 3 inside Node, headers from <prefix>/include/node/openssl) roughly doubles
+ * request open + response seal; without it src/crypto/backend.ts stays on node:crypto. The
+ * enclave image build passes `--required`, so an image never ships without it.
  *
  * Offline-friendly: when the running Node's own headers are installed next to it
  * (<prefix>/include/node/node_api.h), node-gyp is pointed at them instead of downloading.
@@ -40,7 +43,8 @@ function findNodeGyp() {
 function fail(reason) {
   const msg =
     `cloister: native addon not built (${reason}).\n` +
-    '  It is needed only inside a Nitro Enclave (/dev/nsm) or an SEV-SNP guest (/dev/sev-guest).\n' +
+    '  It is needed only inside a Nitro Enclave (/dev/nsm) or an SEV-SNP guest (/dev/sev-guest);\n' +
+    '  elsewhere it only speeds up HPKE (node:crypto is used without it).\n' +
     '  To build it: install a C compiler, make and python3, then run `node scripts/build-native.mjs --required`.';
   if (required) {
     console.error(msg);

@@ -4,10 +4,16 @@
  *
  * `aeadOpen` verifies the tag (in `final()`) before any plaintext leaves this module; on
  * failure the partially decrypted bytes are zeroed.
+ *
+ * With the native backend (./backend.ts) both run as one call into OpenSSL
+ * (native/crypto.c), which holds the same guarantees: the tag is verified before the
+ * plaintext is returned, and a failed open zeroes what it decrypted.
  */
 import { createCipheriv, createDecipheriv } from 'node:crypto';
 import type { CipherGCMTypes, CipherChaCha20Poly1305Types } from 'node:crypto';
 import { CloisterError } from '../errors.js';
+import { NATIVE_AEAD_AES_128_GCM, NATIVE_AEAD_AES_256_GCM, NATIVE_AEAD_CHACHA20_POLY1305, nativeErrorCode } from '../native/crypto.js';
+import { activeNative } from './backend.js';
 
 export const AEAD_TAG_LENGTH = 16;
 
@@ -20,6 +26,15 @@ export function aeadSeal(
   aad: Uint8Array,
   plaintext: Uint8Array,
 ): Uint8Array {
+  const n = activeNative();
+  const alg = NATIVE_ALG[cipher];
+  if (n !== undefined && alg !== undefined) {
+    try {
+      return n.aeadSeal(alg, key, nonce, aad, plaintext);
+    } catch (cause) {
+      throw nativeAeadError(cause);
+    }
+  }
   const c = createCipheriv(cipher as 'aes-128-gcm', key, nonce, { authTagLength: AEAD_TAG_LENGTH });
   if (aad.byteLength > 0) c.setAAD(aad, { plaintextLength: plaintext.byteLength });
   const body = c.update(plaintext);
@@ -45,6 +60,15 @@ export function aeadOpen(
       detail: { length: ciphertext.byteLength },
     });
   }
+  const n = activeNative();
+  const alg = NATIVE_ALG[cipher];
+  if (n !== undefined && alg !== undefined) {
+    try {
+      return n.aeadOpen(alg, key, nonce, aad, ciphertext);
+    } catch (cause) {
+      throw nativeAeadError(cause);
+    }
+  }
   const ctLen = ciphertext.byteLength - AEAD_TAG_LENGTH;
   const d = createDecipheriv(cipher as 'aes-128-gcm', key, nonce, { authTagLength: AEAD_TAG_LENGTH });
   d.setAuthTag(ciphertext.subarray(ctLen));
@@ -61,4 +85,22 @@ export function aeadOpen(
     throw new CloisterError('HPKE_OPEN_FAILED', undefined, { cause });
   }
   return out;
+}
+
+/** Ciphers the native backend implements; others (AES-192-GCM) stay on node:crypto. */
+const NATIVE_ALG: Partial<Record<AeadCipherName, number>> = {
+  'aes-128-gcm': NATIVE_AEAD_AES_128_GCM,
+  'aes-256-gcm': NATIVE_AEAD_AES_256_GCM,
+  'chacha20-poly1305': NATIVE_AEAD_CHACHA20_POLY1305,
+};
+
+function nativeAeadError(cause: unknown): CloisterError {
+  switch (nativeErrorCode(cause)) {
+    case 'AEAD_OPEN_FAILED':
+      return new CloisterError('HPKE_OPEN_FAILED', undefined, { cause });
+    case 'INVALID_ARGUMENT':
+      return new CloisterError('INVALID_ARGUMENT', cause instanceof Error ? cause.message : 'bad AEAD argument', { cause });
+    default:
+      return new CloisterError('INTERNAL', 'native AEAD failed', { cause });
+  }
 }

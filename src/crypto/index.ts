@@ -1,4 +1,6 @@
 export { timingSafeEqualBytes } from './ct.js';
+export { cryptoBackend, cryptoBackendInfo } from './backend.js';
+export type { CryptoBackendName } from './backend.js';
 export {
   KEM_DHKEM_X25519_HKDF_SHA256,
   KDF_HKDF_SHA256,

@@ -3,14 +3,15 @@
  * scripts/build-native.mjs into build/Release/cloister_native.node).
  *
  * The addon issues the two ioctls Node cannot: NSM_IOCTL_RAW on /dev/nsm (Nitro) and
- * SNP_GET_EXT_REPORT on /dev/sev-guest (SEV-SNP). Device files are opened by the caller with
+ * SNP_GET_EXT_REPORT on /dev/sev-guest (SEV-SNP). It also carries the HPKE crypto fast path
+ * (native/crypto.c, wrapped by src/native/crypto.ts). Device files are opened by the caller with
  * `fs.openSync`; these wrappers only validate arguments, call the addon and map its errors
  * into the one CloisterError taxonomy. A missing addon is PLATFORM_UNAVAILABLE, never a crash
  * at import time.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CloisterError } from '../errors.js';
 
@@ -50,12 +51,17 @@ export interface SnpExtReportOptions {
 }
 
 let cached: { addon: NativeAddon | undefined; reason: string } | undefined;
+let loaded: { module: unknown; reason: string } | undefined;
 
 function candidatePaths(): string[] {
   // src/native/index.ts and dist/native/index.js both sit two levels below the package root.
   const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
   const explicit = process.env['CLOISTER_NATIVE_ADDON'];
+  // The benchmark build (build/bench/src/native/index.js) sits two levels further down.
   const paths = [join(root, 'build', 'Release', 'cloister_native.node')];
+  if (basename(root) === 'bench' && basename(dirname(root)) === 'build') {
+    paths.push(join(root, '..', '..', 'build', 'Release', 'cloister_native.node'));
+  }
   if (explicit !== undefined && explicit !== '') paths.unshift(resolve(explicit));
   return paths;
 }
@@ -66,26 +72,35 @@ function isAddon(value: unknown): value is NativeAddon {
   return typeof v['nsmRaw'] === 'function' && typeof v['snpGetExtReport'] === 'function';
 }
 
-/** The addon, or undefined when it was not built (the reason is kept for `requireNative`). */
-export function loadNative(): NativeAddon | undefined {
-  if (cached !== undefined) return cached.addon;
+/**
+ * The addon module as loaded (unchecked), or why it could not be; loaded once. Shared by the
+ * ioctl wrappers here and the crypto functions (src/native/crypto.ts).
+ */
+export function loadAddonModule(): { readonly module?: unknown; readonly reason: string } {
+  if (loaded !== undefined) return loaded;
   const require = createRequire(import.meta.url);
   let reason = 'build/Release/cloister_native.node not found (run `node scripts/build-native.mjs --required`)';
   for (const path of candidatePaths()) {
     if (!existsSync(path)) continue;
     try {
-      const mod: unknown = require(path);
-      if (isAddon(mod)) {
-        cached = { addon: mod, reason: '' };
-        return mod;
-      }
-      reason = `${path} does not export nsmRaw/snpGetExtReport`;
+      loaded = { module: require(path) as unknown, reason: '' };
+      return loaded;
     } catch (err) {
       reason = `${path} failed to load: ${err instanceof Error ? err.message : String(err)}`;
     }
   }
-  cached = { addon: undefined, reason };
-  return undefined;
+  loaded = { module: undefined, reason };
+  return loaded;
+}
+
+/** The addon, or undefined when it was not built (the reason is kept for `requireNative`). */
+export function loadNative(): NativeAddon | undefined {
+  if (cached !== undefined) return cached.addon;
+  const { module, reason } = loadAddonModule();
+  if (module === undefined) cached = { addon: undefined, reason };
+  else if (isAddon(module)) cached = { addon: module, reason: '' };
+  else cached = { addon: undefined, reason: 'the native addon does not export nsmRaw/snpGetExtReport' };
+  return cached.addon;
 }
 
 /** The addon, or PLATFORM_UNAVAILABLE naming why it is missing. */

@@ -1,6 +1,6 @@
 import { closeSync, openSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { loadNative, nsmRaw, requireNative, snpGetExtReport } from '../../src/native/index.js';
+import { loadAddonModule, loadNative, nsmRaw, requireNative, snpGetExtReport } from '../../src/native/index.js';
 import type { NativeAddon } from '../../src/native/index.js';
 
 function code(fn: () => unknown): string {
@@ -61,6 +61,13 @@ const addon = loadNative();
 if (addon === undefined) console.log('note: native addon not built (node scripts/build-native.mjs); skipping the real-addon checks');
 
 describe.skipIf(addon === undefined)('the built addon (no TEE device: a non-device fd)', () => {
+  it('also exports the crypto fast path (tested in test/crypto/native-crypto.test.ts)', () => {
+    const m = loadAddonModule().module as Record<string, unknown>;
+    for (const f of ['nsmRaw', 'snpGetExtReport', 'x25519Derive', 'x25519Ephemeral', 'hkdfExpandS', 'aeadOpenS']) {
+      expect(typeof m[f]).toBe('function');
+    }
+  });
+
   it('issues the ioctls and maps ENOTTY to ATTESTER_FAILED', () => {
     const fd = openSync('/dev/null', 'r');
     try {

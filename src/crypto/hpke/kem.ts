@@ -3,12 +3,19 @@
  *
  * X25519 keys are turned into KeyObjects once (`HpkeRecipientKey` caches them) because
  * KeyObject creation costs about as much as the Diffie-Hellman itself.
+ *
+ * With the native backend (../backend.ts) the DH runs in one call into OpenSSL on a raw
+ * 32-byte peer key (no KeyObject per request), and the sender's ephemeral key is generated
+ * and used inside that call, so skE never reaches JavaScript.
  */
 import { createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, KeyObject } from 'node:crypto';
 import { CloisterError } from '../../errors.js';
 import { assertBytes, concatBytes, copyBytes, i2osp, utf8 } from '../bytes.js';
 import { timingSafeEqualBytes } from '../ct.js';
-import { hkdfExpand, hkdfExtract } from '../hkdf.js';
+import { hkdfExpandParts, hkdfExtractParts } from '../hkdf.js';
+import { activeNative } from '../backend.js';
+import { nativeErrorCode } from '../../native/crypto.js';
+import type { NativeCrypto, NativeX25519Key } from '../../native/crypto.js';
 import { KEM_DHKEM_X25519_HKDF_SHA256 } from './suite.js';
 
 const X25519_LEN = 32;
@@ -59,26 +66,41 @@ export function generateX25519KeyPair(): { privateKey: Uint8Array; publicKey: Ui
 
 /**
  * A recipient's X25519 private key with its KeyObjects cached. The raw private key is not
- * kept as a JS byte array; it lives in the KeyObject only.
+ * kept as a JS byte array; it lives in the KeyObject only, and, when the native backend is
+ * available, also in an OpenSSL key handle (so either backend can use the key).
  */
 export class HpkeRecipientKey {
   readonly #privateKey: KeyObject;
+  readonly #native: NativeX25519Key | undefined;
   readonly #publicKey: Uint8Array;
 
-  private constructor(privateKey: KeyObject, publicKey: Uint8Array) {
+  private constructor(privateKey: KeyObject, publicKey: Uint8Array, native: NativeX25519Key | undefined) {
     this.#privateKey = privateKey;
     this.#publicKey = publicKey;
+    this.#native = native;
   }
 
   static fromPrivateKey(raw: Uint8Array): HpkeRecipientKey {
     const sk = privateKeyObject(raw);
-    return new HpkeRecipientKey(sk, rawPublicKey(createPublicKey(sk)));
+    const n = activeNative();
+    const native = n === undefined ? undefined : nativeCall(() => n.x25519PrivateKey(raw));
+    return new HpkeRecipientKey(sk, rawPublicKey(createPublicKey(sk)), native);
   }
 
   static generate(): HpkeRecipientKey {
-    // Not createPublicKey(privateKey).export(): see generateX25519Encoded (Node 20 deadlock).
-    const { privateKey, publicKey } = generateX25519();
-    return new HpkeRecipientKey(privateKey, publicKey);
+    const n = activeNative();
+    if (n === undefined) {
+      // Not createPublicKey(privateKey).export(): see generateX25519Encoded (Node 20 deadlock).
+      const { privateKey, publicKey } = generateX25519();
+      return new HpkeRecipientKey(privateKey, publicKey, undefined);
+    }
+    // Both backends need the key: take the raw scalar once, import it twice, then wipe it.
+    const pair = generateX25519KeyPair();
+    try {
+      return new HpkeRecipientKey(privateKeyObject(pair.privateKey), pair.publicKey, nativeCall(() => n.x25519PrivateKey(pair.privateKey)));
+    } finally {
+      pair.privateKey.fill(0);
+    }
   }
 
   /** Raw 32-byte public key (a copy on every read, so callers cannot alter ours). */
@@ -91,6 +113,11 @@ export class HpkeRecipientKey {
     return this.#privateKey;
   }
 
+  /** Internal: the OpenSSL key handle, when the native backend was available at creation. */
+  nativeKey(): NativeX25519Key | undefined {
+    return this.#native;
+  }
+
   /** Internal: pkRm without a copy, for the KEM context. */
   publicKeyView(): Uint8Array {
     return this.#publicKey;
@@ -98,11 +125,27 @@ export class HpkeRecipientKey {
 }
 
 function labeledExtractKem(salt: Uint8Array, label: Uint8Array, ikm: Uint8Array): Uint8Array {
-  return hkdfExtract(salt, concatBytes(HPKE_V1, KEM_SUITE_ID, label, ikm));
+  return hkdfExtractParts(salt, [HPKE_V1, KEM_SUITE_ID, label, ikm]);
 }
 
 function labeledExpandKem(prk: Uint8Array, label: Uint8Array, info: Uint8Array, length: number): Uint8Array {
-  return hkdfExpand(prk, concatBytes(i2osp(length, 2), HPKE_V1, KEM_SUITE_ID, label, info), length);
+  return hkdfExpandParts(prk, [i2osp(length, 2), HPKE_V1, KEM_SUITE_ID, label, info], length);
+}
+
+/** A native call with its errors in our taxonomy: a failed or all-zero DH is HPKE_DECAP_FAILED. */
+function nativeCall<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (cause) {
+    switch (nativeErrorCode(cause)) {
+      case 'DH_FAILED':
+        throw new CloisterError('HPKE_DECAP_FAILED', 'X25519 failed or produced the all-zero value (small-order point)', { cause });
+      case 'INVALID_ARGUMENT':
+        throw new CloisterError('INVALID_ARGUMENT', cause instanceof Error ? cause.message : 'bad X25519 argument', { cause });
+      default:
+        throw new CloisterError('INTERNAL', 'native X25519 failed', { cause });
+    }
+  }
 }
 
 /** DH with the all-zero output check of RFC 9180 section 7.1.4. */
@@ -195,16 +238,45 @@ function generateEphemeral(): { skE: KeyObject; enc: Uint8Array } {
   return { skE: privateKey, enc: publicKey };
 }
 
-/** Encap(pkR) (section 4.1); `ephemeral` pins skE for test vectors. */
-export function encap(pkRm: Uint8Array, ephemeral?: KeyObject): EncapResult {
+/** Encap(pkR) (section 4.1); `ephemeralRaw` pins the raw skE for test vectors. */
+export function encap(pkRm: Uint8Array, ephemeralRaw?: Uint8Array): EncapResult {
+  const n = activeNative();
+  if (n !== undefined) return encapNative(n, pkRm, ephemeralRaw);
   const pkR = recipientPublicKeyObject(pkRm);
-  const { skE, enc } = ephemeral === undefined ? generateEphemeral() : { skE: ephemeral, enc: rawPublicKey(createPublicKey(ephemeral)) };
+  const { skE, enc } =
+    ephemeralRaw === undefined ? generateEphemeral() : (() => {
+      const sk = privateKeyObject(ephemeralRaw);
+      return { skE: sk, enc: rawPublicKey(createPublicKey(sk)) };
+    })();
   const sharedSecret = extractAndExpand(dh(skE, pkR), concatBytes(enc, pkRm));
   return { sharedSecret, enc };
 }
 
+function encapNative(n: NativeCrypto, pkRm: Uint8Array, ephemeralRaw: Uint8Array | undefined): EncapResult {
+  assertBytes(pkRm, 'X25519 public key', X25519_LEN);
+  let enc: Uint8Array;
+  let dhOut: Uint8Array;
+  if (ephemeralRaw === undefined) {
+    const both = nativeCall(() => n.x25519Ephemeral(pkRm));
+    enc = both.slice(0, X25519_LEN);
+    dhOut = both.subarray(X25519_LEN);
+  } else {
+    assertBytes(ephemeralRaw, 'X25519 private key', X25519_LEN);
+    const skE = nativeCall(() => n.x25519PrivateKey(ephemeralRaw));
+    enc = nativeCall(() => n.x25519PublicKey(skE));
+    dhOut = nativeCall(() => n.x25519Derive(skE, pkRm));
+  }
+  return { sharedSecret: extractAndExpand(dhOut, concatBytes(enc, pkRm)), enc };
+}
+
 /** Decap(enc, skR) (section 4.1). `enc` must be exactly Nenc bytes, checked by the caller. */
 export function decap(enc: Uint8Array, key: HpkeRecipientKey): Uint8Array {
+  const n = activeNative();
+  const handle = key.nativeKey();
+  if (n !== undefined && handle !== undefined) {
+    assertBytes(enc, 'X25519 public key', X25519_LEN);
+    return extractAndExpand(nativeCall(() => n.x25519Derive(handle, enc)), concatBytes(enc, key.publicKeyView()));
+  }
   const pkE = publicKeyObject(enc);
   return extractAndExpand(dh(key.keyObject(), pkE), concatBytes(enc, key.publicKeyView()));
 }

@@ -2,7 +2,7 @@
  * KeySchedule for base mode (RFC 9180 section 5.1): mode 0x00, empty psk and psk_id.
  */
 import { concatBytes, copyBytes, i2osp, utf8 } from '../bytes.js';
-import { hkdfExpand, hkdfExtract } from '../hkdf.js';
+import { hkdfExpand, hkdfExpandParts, hkdfExtractParts } from '../hkdf.js';
 import type { SuiteParams } from './suite.js';
 
 const HPKE_V1 = utf8('HPKE-v1');
@@ -16,11 +16,11 @@ const LABEL_BASE_NONCE = utf8('base_nonce');
 const LABEL_EXP = utf8('exp');
 
 export function labeledExtract(p: SuiteParams, salt: Uint8Array, label: Uint8Array, ikm: Uint8Array): Uint8Array {
-  return hkdfExtract(salt, concatBytes(HPKE_V1, p.suiteId, label, ikm));
+  return hkdfExtractParts(salt, [HPKE_V1, p.suiteId, label, ikm]);
 }
 
 export function labeledExpand(p: SuiteParams, prk: Uint8Array, label: Uint8Array, info: Uint8Array, length: number): Uint8Array {
-  return hkdfExpand(prk, concatBytes(i2osp(length, 2), HPKE_V1, p.suiteId, label, info), length);
+  return hkdfExpandParts(prk, [i2osp(length, 2), HPKE_V1, p.suiteId, label, info], length);
 }
 
 export interface KeyScheduleOutput {

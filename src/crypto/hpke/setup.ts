@@ -1,11 +1,10 @@
 /**
  * SetupBaseS / SetupBaseR (RFC 9180 section 5.1.1).
  */
-import type { KeyObject } from 'node:crypto';
 import { CloisterError } from '../../errors.js';
 import { assertBytes } from '../bytes.js';
 import { HpkeRecipientContext, HpkeSenderContext } from './context.js';
-import { decap, deriveX25519PrivateKey, encap, privateKeyObject } from './kem.js';
+import { decap, deriveX25519PrivateKey, encap } from './kem.js';
 import type { HpkeRecipientKey } from './kem.js';
 import { keyScheduleBase } from './key-schedule.js';
 import type { KeyScheduleOutput } from './key-schedule.js';
@@ -24,16 +23,20 @@ export interface SenderSetup {
   readonly context: HpkeSenderContext;
 }
 
-function ephemeralFrom(options: SetupSenderOptions | undefined): KeyObject | undefined {
+/** The pinned raw skE, if any (validated by the KEM). */
+function ephemeralFrom(options: SetupSenderOptions | undefined): Uint8Array | undefined {
   if (options === undefined) return undefined;
   if (options.ikmE !== undefined && options.ephemeralPrivateKey !== undefined) {
     throw new CloisterError('INVALID_ARGUMENT', 'give ikmE or ephemeralPrivateKey, not both');
   }
   if (options.ikmE !== undefined) {
     assertBytes(options.ikmE, 'ikmE');
-    return privateKeyObject(deriveX25519PrivateKey(options.ikmE));
+    return deriveX25519PrivateKey(options.ikmE);
   }
-  if (options.ephemeralPrivateKey !== undefined) return privateKeyObject(options.ephemeralPrivateKey);
+  if (options.ephemeralPrivateKey !== undefined) {
+    assertBytes(options.ephemeralPrivateKey, 'X25519 private key', 32);
+    return options.ephemeralPrivateKey;
+  }
   return undefined;
 }
 
