@@ -30,6 +30,11 @@ export interface StackOptions {
   readonly kind: 'onnx' | 'upstream';
   /** Tokens per streamed answer (upstream). */
   readonly tokens?: number;
+  /**
+   * A token engine already running elsewhere (its own process, as vLLM is in a deployment),
+   * for `kind: 'upstream'`; without it the token engine runs in the server's process.
+   */
+  readonly engine?: { readonly baseUrl: string; readonly model: string };
 }
 
 export interface StackInfo {
@@ -74,9 +79,10 @@ export async function createLocalStack(options: StackOptions): Promise<LocalStac
     onnx = new OnnxEngine({ models: [{ name: model, dir: dirs.classifierDir }], maxInputChars: BENCH_MAX_INPUT_CHARS });
     engine = onnx;
   } else {
-    tokenEngine = await startTokenEngine({ tokens: options.tokens ?? 256 });
-    model = tokenEngine.model;
-    engine = new UpstreamEngine({ baseUrl: tokenEngine.baseUrl, model, maxConcurrency: 64 });
+    if (options.engine === undefined) tokenEngine = await startTokenEngine({ tokens: options.tokens ?? 256 });
+    const upstream = options.engine ?? { baseUrl: tokenEngine?.baseUrl ?? '', model: tokenEngine?.model ?? '' };
+    model = upstream.model;
+    engine = new UpstreamEngine({ baseUrl: upstream.baseUrl, model, maxConcurrency: 64 });
   }
   await engine.start();
   const attester = await createSimulatedAttester();
@@ -92,7 +98,7 @@ export async function createLocalStack(options: StackOptions): Promise<LocalStac
     policy,
     rootDerHex: Buffer.from(attester.rootDer).toString('hex'),
     model,
-    ...(tokenEngine === undefined ? {} : { upstreamBaseUrl: tokenEngine.baseUrl, upstreamModel: tokenEngine.model }),
+    ...(options.kind === 'upstream' ? { upstreamBaseUrl: options.engine?.baseUrl ?? tokenEngine?.baseUrl ?? '', upstreamModel: model } : {}),
   };
   return {
     info,
@@ -115,7 +121,11 @@ export interface Stack {
   close(): Promise<void>;
 }
 
-type ChildReply = { readonly type: 'ready'; readonly info: StackInfo } | { readonly type: 'rss'; readonly rss: number } | { readonly type: 'error'; readonly message: string };
+type ChildReply =
+  | { readonly type: 'ready'; readonly info: StackInfo }
+  | { readonly type: 'engine-ready'; readonly baseUrl: string; readonly model: string }
+  | { readonly type: 'rss'; readonly rss: number }
+  | { readonly type: 'error'; readonly message: string };
 
 function childEntry(): string | undefined {
   const self = fileURLToPath(import.meta.url);
@@ -159,10 +169,28 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       close: () => local.close(),
     };
   }
+  // The token engine stands in for vLLM, which is a separate process in a deployment: it gets
+  // its own process here too, so its writes do not take turns on the server's event loop.
+  let engineChild: ChildProcess | undefined;
+  let serverOptions = options;
+  if (options.kind === 'upstream' && options.engine === undefined) {
+    engineChild = fork(entry, [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    const engineReady = nextReply(engineChild, 'engine-ready');
+    engineChild.send({ type: 'engine', tokens: options.tokens ?? 256 });
+    const e = await engineReady;
+    if (e.type !== 'engine-ready') throw new Error('unexpected reply');
+    serverOptions = { ...options, engine: { baseUrl: e.baseUrl, model: e.model } };
+  }
   const child = fork(entry, [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
   const ready = nextReply(child, 'ready');
-  child.send({ type: 'start', options });
-  const reply = await ready;
+  child.send({ type: 'start', options: serverOptions });
+  let reply: ChildReply;
+  try {
+    reply = await ready;
+  } catch (err) {
+    if (engineChild !== undefined) await stopChild(engineChild);
+    throw err;
+  }
   if (reply.type !== 'ready') throw new Error('unexpected reply');
   return {
     info: reply.info,
@@ -174,11 +202,16 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       return m.type === 'rss' ? m.rss : Number.NaN;
     },
     async close() {
-      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-      child.send({ type: 'close' });
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(timer);
+      await stopChild(child);
+      if (engineChild !== undefined) await stopChild(engineChild);
     },
   };
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.send({ type: 'close' });
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(timer);
 }

@@ -2,8 +2,8 @@
  * bench:stream - token streaming from a stand-in OpenAI-compatible engine that emits tokens
  * as fast as the socket takes them (bench/lib/token-engine.ts), three arms interleaved:
  * - direct:   an SSE client straight to the engine (what an app would do without Cloister);
- * - cloister: the SDK's sealed stream (each SSE event a sealed chunk) through the server's
- *             upstream engine;
+ * - cloister: the SDK's sealed stream through the server's upstream engine (the events of one
+ *             upstream read relayed as their JSON text in one sealed `json` chunk);
  * - gateway:  the same SSE client against the local OpenAI-compatible gateway, which seals
  *             and forwards through the SDK.
  * Tokens/s over all streams and TTFT (request sent to first content token) per stream.
@@ -110,7 +110,9 @@ export const scenario: Scenario = {
         out.targets.push(target(`cloister tokens/s at c=${c}`, armOf(cmp, 'cloister').throughput.median, 'min', 50_000, '/s'));
         if (c === 1) out.targets.push(target('TTFT added at c=1 (cloister p50 - direct p50)', ttft('cloister') - ttft('direct'), 'max', 1, ' ms'));
       }
-      out.notes.push(stack.isolated ? 'server and token engine run in their own process; SDK, gateway and load generator in this one' : 'server runs in the load generator process (smoke/vitest mode): numbers are not representative');
+      out.notes.push(stack.isolated
+        ? 'token engine (the stand-in for vLLM) and server each run in their own process; SDK, gateway and load generator in this one'
+        : 'server and token engine run in the load generator process (smoke/vitest mode): numbers are not representative');
     } finally {
       await gateway?.close();
       await client?.close();

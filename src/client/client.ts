@@ -42,6 +42,7 @@ import type { Operation } from '../inference/types.js';
 import { HttpClientTransport } from './http-transport.js';
 import type { ClientTransport, TransportLimits } from './transport.js';
 import { WsClientTransport } from './ws-transport.js';
+import { startDeadline } from '../util/deadline.js';
 
 export interface ConnectOptions {
   /** The policy (parsed, or the JSON text of a policy file). Required: there is no default trust. */
@@ -229,7 +230,11 @@ export class CloisterClient {
     for (let attempt = 0; ; attempt++) {
       const state: Attempt = { started: false, sealedTo: undefined };
       try {
-        yield* this.requestOnce(req, id, state);
+        // requestOnce yields the results of each opened piece together: one async step per
+        // piece, not per result (a stream's results pass one async generator, not two).
+        for await (const results of this.requestOnce(req, id, state)) {
+          for (const result of results) yield result;
+        }
         return;
       } catch (err) {
         const stale = err instanceof CloisterError && (err.code === 'KEY_STALE' || err.code === 'UNKNOWN_KEY_ID') && err.detail?.['origin'] === 'server';
@@ -246,7 +251,7 @@ export class CloisterClient {
     }
   }
 
-  private async *requestOnce(req: RequestOptions, id: Uint8Array, state: Attempt): AsyncGenerator<unknown> {
+  private async *requestOnce(req: RequestOptions, id: Uint8Array, state: Attempt): AsyncGenerator<readonly unknown[]> {
     const now = this.options.now ?? Date.now;
     if (this.attested.keyConfig.expiresAt * 1000 <= now()) await this.refresh();
     const { keyConfig } = this.attested;
@@ -271,14 +276,16 @@ export class CloisterClient {
     const receipt = new ReceiptHasher(plaintext);
     plaintext.fill(0);
 
-    const timeout = AbortSignal.timeout(this.options.requestTimeoutMs ?? DEFAULT_CLIENT_REQUEST_TIMEOUT_MS);
-    const signal = req.signal === undefined ? timeout : AbortSignal.any([req.signal, timeout]);
+    const deadline = startDeadline(this.options.requestTimeoutMs ?? DEFAULT_CLIENT_REQUEST_TIMEOUT_MS, req.signal);
+    const signal = deadline.signal;
     const exchange = this.transport.exchange(sealed.bytes, signal);
     const opener: ChunkedResponseOpener = sealed.response;
     let serverError: CloisterError | undefined;
     let complete = false;
 
-    const handle = function* (chunks: OpenedChunk[]): Generator<unknown> {
+    /** The results carried by `chunks`, in order (empty when they carry none). */
+    const handle = (chunks: OpenedChunk[]): unknown[] => {
+      const results: unknown[] = [];
       for (const chunk of chunks) {
         const msg = decodeResponseChunk(chunk.plaintext);
         if (!chunk.final) {
@@ -286,12 +293,18 @@ export class CloisterClient {
           if (msg.t === 'data') {
             if (serverError !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'data after an error chunk');
             state.started = true;
-            yield msg.data;
+            results.push(msg.data);
           } else if (msg.t === 'items') {
             // Results the server had at the same moment, sealed together: one by one, in order.
             if (serverError !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'data after an error chunk');
             state.started = true;
-            yield* msg.items;
+            for (const item of msg.items) results.push(item);
+          } else if (msg.t === 'json') {
+            // Results relayed as JSON text (an upstream engine's events): the caller gets the
+            // parsed values, exactly as from an `items` chunk.
+            if (serverError !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'data after an error chunk');
+            state.started = true;
+            for (const text of msg.items) results.push(parseJsonResult(text));
           } else if (msg.t === 'error') {
             serverError = new CloisterError(isErrorCode(msg.code) ? msg.code : 'INTERNAL', undefined, { detail: { origin: 'server' } });
           } else {
@@ -305,29 +318,43 @@ export class CloisterClient {
         complete = true;
         if (msg.data !== undefined) {
           state.started = true;
-          yield msg.data;
+          results.push(msg.data);
         }
       }
+      return results;
     };
 
     try {
       for await (const piece of exchange.pieces) {
         if (complete) throw new CloisterError('PROTOCOL_VIOLATION', 'data after the final chunk');
-        yield* handle(exchange.mode === 'frames' ? opener.openFrame(piece) : opener.push(piece));
+        const results = handle(exchange.mode === 'frames' ? opener.openFrame(piece) : opener.push(piece));
+        if (results.length > 0) yield results;
       }
       if (!complete) {
         if (exchange.mode === 'frames') throw new CloisterError('STREAM_TRUNCATED');
-        yield* handle(opener.finish());
+        const results = handle(opener.finish());
+        if (results.length > 0) yield results;
       }
     } catch (err) {
-      if (timeout.aborted && !(req.signal?.aborted ?? false)) throw new CloisterError('TIMEOUT', 'no complete response before the deadline', { cause: err });
+      if (deadline.timedOut && !(req.signal?.aborted ?? false)) throw new CloisterError('TIMEOUT', 'no complete response before the deadline', { cause: err });
       throw err;
+    } finally {
+      deadline.dispose();
     }
     if (serverError !== undefined) throw serverError;
   }
 
   async close(): Promise<void> {
     await this.transport.close();
+  }
+}
+
+/** One `json` chunk item: JSON text that must parse (MALFORMED otherwise, without the text). */
+function parseJsonResult(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new CloisterError('MALFORMED', 'json chunk item is not valid JSON', { detail: { field: 'items' } });
   }
 }
 

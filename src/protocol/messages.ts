@@ -124,6 +124,12 @@ export type ResponseChunk =
    * exactly as if each had come in its own `data` chunk.
    */
   | { readonly t: 'items'; readonly items: readonly CborInput[] }
+  /**
+   * Several engine results, each the JSON text of one value (PROTOCOL.md section 4, `json`
+   * chunks): an engine that receives JSON (the upstream engine's SSE events) relays that
+   * text instead of a CBOR re-encoding; the client parses each text (MALFORMED if it is not JSON).
+   */
+  | { readonly t: 'json'; readonly items: readonly string[] }
   | { readonly t: 'error'; readonly code: ErrorCode; readonly message: string }
   | { readonly t: 'end'; readonly data?: CborInput; readonly receipt: Uint8Array };
 
@@ -134,6 +140,11 @@ export function encodeResponseChunk(c: ResponseChunk): Uint8Array {
     case 'items':
       if (!Array.isArray(c.items) || c.items.length === 0) throw new CloisterError('INVALID_ARGUMENT', 'items must be a non-empty array');
       return encodeCbor({ t: 'items', items: c.items });
+    case 'json':
+      if (!Array.isArray(c.items) || c.items.length === 0 || !c.items.every((x) => typeof x === 'string')) {
+        throw new CloisterError('INVALID_ARGUMENT', 'json items must be a non-empty array of text');
+      }
+      return encodeCbor({ t: 'json', items: c.items });
     case 'error':
       if (!isErrorCode(c.code)) throw new CloisterError('INVALID_ARGUMENT', 'unknown error code');
       return encodeCbor({ t: 'error', code: c.code, message: c.message });
@@ -159,6 +170,13 @@ export function decodeResponseChunk(bytes: Uint8Array, limits?: Partial<MessageL
     if (!Array.isArray(items) || items.length === 0) throw bad('items', 'must be a non-empty array');
     return { t: 'items', items: items as CborInput[] };
   }
+  if (t === 'json') {
+    const m = strictMap(root, 'chunk', ['t', 'items'], []);
+    const items = m.get('items');
+    if (!Array.isArray(items) || items.length === 0) throw bad('items', 'must be a non-empty array');
+    for (const x of items) if (typeof x !== 'string') throw bad('items', 'must be text (JSON)');
+    return { t: 'json', items: items as string[] };
+  }
   if (t === 'error') {
     const m = strictMap(root, 'chunk', ['t', 'code', 'message'], []);
     const code = m.get('code');
@@ -175,6 +193,39 @@ export function decodeResponseChunk(bytes: Uint8Array, limits?: Partial<MessageL
     return { t: 'end', ...(data === undefined ? {} : { data: toPlain(data) }), receipt };
   }
   throw bad('t', 'unknown chunk type');
+}
+
+/**
+ * Results an engine already holds as JSON text (each text meant to be one JSON value), e.g.
+ * the SSE events of one read from an OpenAI-compatible engine. The server relays them as a
+ * `json` chunk (`encodeResultsChunk`) rather than parsing and re-encoding them as CBOR; the
+ * client parses every text and fails the stream (MALFORMED) on one that is not JSON.
+ */
+export class JsonResults {
+  readonly texts: readonly string[];
+  /** Total length of the texts (UTF-16 code units); the handler bounds a chunk by it. */
+  readonly chars: number;
+  constructor(texts: readonly string[]) {
+    if (texts.length === 0) throw new CloisterError('INVALID_ARGUMENT', 'JsonResults needs at least one text');
+    this.texts = texts;
+    let chars = 0;
+    for (const t of texts) chars += t.length;
+    this.chars = chars;
+  }
+}
+
+/**
+ * The chunk plaintext for results an engine produced together (handler.ts): one `json` chunk
+ * when every result is JsonResults, else a `data` chunk (one result) or an `items` chunk.
+ */
+export function encodeResultsChunk(results: readonly unknown[]): Uint8Array {
+  if (results.length > 0 && results.every((r) => r instanceof JsonResults)) {
+    const texts = results.length === 1 ? (results[0] as JsonResults).texts : (results as JsonResults[]).flatMap((r) => r.texts);
+    return encodeResponseChunk({ t: 'json', items: texts });
+  }
+  // A JsonResults among plain results (an engine that mixes both) goes as its parsed values.
+  const items = results.flatMap((r) => (r instanceof JsonResults ? r.texts.map((x) => JSON.parse(x) as CborInput) : [r as CborInput]));
+  return encodeResponseChunk(items.length === 1 ? { t: 'data', data: items[0] as CborInput } : { t: 'items', items });
 }
 
 // --- Receipts ------------------------------------------------------------------------------

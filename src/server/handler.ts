@@ -13,14 +13,15 @@
 import { CloisterError, ERROR_CODES, asCloisterError, wireCodeOf } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
 import { openChunkedRequest } from '../protocol/chunked.js';
-import { ReceiptHasher, decodeSealedRequest, encodeResponseChunk } from '../protocol/messages.js';
-import type { CborInput } from '../protocol/cbor.js';
+import { JsonResults, ReceiptHasher, decodeSealedRequest, encodeResponseChunk, encodeResultsChunk } from '../protocol/messages.js';
 import type { KeyGeneration, KeyManager } from './keys.js';
 import type { ReplayWindow } from './replay.js';
 import type { EngineRouter } from './router.js';
 import type { Logger } from './log.js';
 import { newServerRequestId } from './log.js';
 import type { ServerStats } from './stats.js';
+import { startDeadline } from '../util/deadline.js';
+import type { Deadline } from '../util/deadline.js';
 
 /** Where the sealed response stream goes. */
 export interface ResponseOut {
@@ -52,6 +53,8 @@ export interface HandlerDeps {
   readonly stats: ServerStats;
   readonly requestTimeoutMs: number;
   readonly maxRequestBytes: number;
+  /** Most relayed JSON text gathered into one sealed `json` chunk. Default DEFAULT_MAX_CHUNK_TEXT_CHARS. */
+  readonly maxChunkTextChars?: number;
   /** Most engine results that go into one sealed `items` chunk. Default DEFAULT_MAX_ITEMS_PER_CHUNK. */
   readonly maxItemsPerChunk?: number;
   /**
@@ -64,6 +67,12 @@ export interface HandlerDeps {
 
 /** Most engine results sealed together in one `items` chunk (`HandlerDeps.maxItemsPerChunk`). */
 export const DEFAULT_MAX_ITEMS_PER_CHUNK = 64;
+/**
+ * Most relayed JSON text (UTF-16 code units) gathered into one `json` chunk
+ * (`HandlerDeps.maxChunkTextChars`): 1 Mi units is at most 3 MiB of UTF-8, so with one more
+ * engine batch (64 Ki units) a chunk stays under the client's 4 MiB chunk limit.
+ */
+export const DEFAULT_MAX_CHUNK_TEXT_CHARS = 1 << 20;
 /** Time the error report may take to write (`HandlerDeps.reportGraceMs`, ServerLimits.reportGraceMs). */
 export const DEFAULT_REPORT_GRACE_MS = 5_000;
 
@@ -129,9 +138,8 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
   let bytesOut = 0;
   let chunks = 0;
 
-  const timeout = new AbortController();
-  const timer = setTimeout(() => timeout.abort(), deps.requestTimeoutMs);
-  const signal = AbortSignal.any([ctx.signal, timeout.signal]);
+  const deadline = startDeadline(deps.requestTimeoutMs, ctx.signal);
+  const signal = deadline.signal;
 
   // Engine output stops at the deadline or on cancel; the error report after a deadline is
   // still written, until a client cancel or disconnect, or reportGraceMs: a peer that does
@@ -153,7 +161,7 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
   let responseStarted = false;
 
   let code: ErrorCode | undefined;
-  let reportTimer: NodeJS.Timeout | undefined;
+  let reportDeadline: Deadline | undefined;
   try {
     await write(sealer.start(), signal);
     responseStarted = true;
@@ -163,6 +171,8 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
     const results = engine.run({ op: req.op, model: req.model, input: req.input, params: req.params ?? {}, stream: req.stream }, { signal });
     const iterator = results[Symbol.asyncIterator]();
     const maxItems = deps.maxItemsPerChunk ?? DEFAULT_MAX_ITEMS_PER_CHUNK;
+    const maxTextChars = deps.maxChunkTextChars ?? DEFAULT_MAX_CHUNK_TEXT_CHARS;
+    const textChars = (v: unknown): number => (v instanceof JsonResults ? v.chars : 0);
     try {
       let next = iterator.next();
       let done = false;
@@ -171,6 +181,7 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
         const step = await raceAbort(next, signal);
         if (step.done === true) break;
         const items: unknown[] = [step.value];
+        let chars = textChars(step.value);
         // Results the engine already has - those that resolve before this event-loop turn
         // ends, e.g. every token parsed from one upstream read - are sealed together in one
         // `items` chunk (PROTOCOL.md section 4): no added latency, one AEAD, one frame.
@@ -180,7 +191,7 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
         const turn = turnEnd();
         for (;;) {
           next = iterator.next();
-          if (items.length >= limit) break;
+          if (items.length >= limit || chars >= maxTextChars) break;
           const more = await raceAbort(Promise.race([next, turn]), signal);
           if (more === TURN_END) break;
           if (more.done === true) {
@@ -188,10 +199,11 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
             break;
           }
           items.push(more.value);
+          chars += textChars(more.value);
         }
-        // Engines yield plain JSON-like values; encodeCbor rejects anything else (ENGINE_FAILED).
-        const chunk = items.length === 1 ? { t: 'data' as const, data: items[0] as CborInput } : { t: 'items' as const, items: items as CborInput[] };
-        await sealData(encodeResponseChunk(chunk), signal);
+        // Engines yield plain JSON-like values (encodeCbor rejects anything else: ENGINE_FAILED)
+        // or JsonResults, relayed as JSON text in a `json` chunk (PROTOCOL.md section 4).
+        await sealData(encodeResultsChunk(items), signal);
         // Time to first token: the first chunk of a stream leaves now, not with the rest of
         // what this turn produces (an engine may have many more results ready).
         if (firstChunk && req.stream) out.flush?.();
@@ -206,10 +218,9 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
     if (ctx.signal.aborted) {
       code = 'CANCELLED';
     } else {
-      code = timeout.signal.aborted ? 'TIMEOUT' : err instanceof Aborted ? 'CANCELLED' : asCloisterError(err, 'ENGINE_FAILED').code;
-      const grace = new AbortController();
-      reportTimer = setTimeout(() => grace.abort(), deps.reportGraceMs ?? DEFAULT_REPORT_GRACE_MS);
-      const report = AbortSignal.any([ctx.signal, grace.signal]);
+      code = deadline.timedOut ? 'TIMEOUT' : err instanceof Aborted ? 'CANCELLED' : asCloisterError(err, 'ENGINE_FAILED').code;
+      reportDeadline = startDeadline(deps.reportGraceMs ?? DEFAULT_REPORT_GRACE_MS, ctx.signal);
+      const report = reportDeadline.signal;
       try {
         // The message is the generic text of the code: an engine error message could echo input.
         const wire = wireCodeOf(code);
@@ -226,8 +237,8 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
       }
     }
   } finally {
-    clearTimeout(timer);
-    if (reportTimer !== undefined) clearTimeout(reportTimer);
+    deadline.dispose();
+    reportDeadline?.dispose();
   }
 
   const durationMs = Math.round(performance.now() - started);

@@ -48,6 +48,11 @@ export interface ServerLimits {
    */
   readonly maxItemsPerChunk: number;
   /**
+   * Most relayed JSON text (an upstream engine's events, in UTF-16 code units) gathered into
+   * one response chunk; keeps every chunk under the client's chunk-size limit.
+   */
+  readonly maxChunkTextChars: number;
+  /**
    * After a request's deadline (or an engine error), how long writing its sealed error report
    * may wait for the peer. A request ends by requestTimeoutMs + reportGraceMs whatever the
    * peer does, so a client that never reads cannot hold in-flight slots; over HTTP a response
@@ -77,6 +82,7 @@ export const DEFAULT_LIMITS: ServerLimits = Object.freeze({
   replayWindowMs: 60_000,
   maxReplayEntries: 100_000,
   maxItemsPerChunk: 64,
+  maxChunkTextChars: 1 << 20,
   reportGraceMs: 5_000,
   sendStallTimeoutMs: 30_000,
 });

@@ -131,6 +131,7 @@ export class CloisterServer {
       requestTimeoutMs: this.limits.requestTimeoutMs,
       maxRequestBytes: this.limits.maxRequestBytes,
       maxItemsPerChunk: this.limits.maxItemsPerChunk,
+      maxChunkTextChars: this.limits.maxChunkTextChars,
       reportGraceMs: this.limits.reportGraceMs,
     };
     this.ctx = { limits: this.limits, keys: this.keys, evidence, logger, stats: this.stats, handlerDeps };

@@ -1,5 +1,6 @@
 /** Shared fixtures for the end-to-end tests: a fake engine, a simulated server, a policy. */
 import { CloisterError } from '../../src/errors.js';
+import { JsonResults } from '../../src/protocol/messages.js';
 import type { Engine, EngineRequest, ModelInfo, RunOptions } from '../../src/inference/types.js';
 import { createSimulatedAttester } from '../../src/attestation/simulated/index.js';
 import type { SimulatedAttester } from '../../src/attestation/simulated/index.js';
@@ -74,6 +75,14 @@ export class FakeEngine implements Engine {
       const p = request.params;
       const n = typeof p['n'] === 'number' ? p['n'] : 3;
       const size = typeof p['size'] === 'number' ? p['size'] : 8;
+      // input 'json': n relayed batches (as an upstream engine yields), each of two JSON texts.
+      if (request.input === 'json') {
+        for (let i = 0; i < n; i++) {
+          c.pulled++;
+          yield new JsonResults([JSON.stringify({ i, part: 0, text: 'a'.repeat(size) }), JSON.stringify({ i, part: 1 })]);
+        }
+        return;
+      }
       for (let i = 0; i < n; i++) {
         if (signal.aborted) {
           c.aborted++;

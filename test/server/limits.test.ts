@@ -118,6 +118,26 @@ describe('server limits, each hit', () => {
     await until(() => t.engine.controls.aborted === 1);
   });
 
+  it('client requestTimeoutMs: TIMEOUT on the client, the server engine sees the cancel', async () => {
+    const t = await server();
+    const c = await connect(t.wsUrl, { policy: t.policy, trustedRoots: t.trustedRoots, requestTimeoutMs: 150 });
+    open.push(c);
+    expect(await block(c)).toBe('TIMEOUT');
+    await until(() => t.engine.controls.aborted === 1);
+  });
+
+  it('a caller signal cancels a request before the client deadline', async () => {
+    const t = await server();
+    const c = await connect(t.wsUrl, { policy: t.policy, trustedRoots: t.trustedRoots, requestTimeoutMs: 60_000 });
+    open.push(c);
+    const ac = new AbortController();
+    const p = block(c, ac.signal);
+    await until(() => t.engine.controls.running === 1);
+    ac.abort();
+    expect(await p).toBe('CANCELLED');
+    await until(() => t.engine.controls.aborted === 1);
+  });
+
   it('idleTimeoutMs: an idle connection is closed', async () => {
     const t = await server({ idleTimeoutMs: 100 });
     const r = await raw(t);
@@ -269,6 +289,39 @@ describe('server limits, each hit', () => {
     const capped = await sealedChunks(await server({ maxItemsPerChunk: 3 }), 10);
     expect(capped.map((g) => g.length)).toEqual([1, 3, 3, 3]);
     expect(capped.flat()).toEqual(all.flat());
+  });
+
+  it('maxChunkTextChars: relayed JSON batches share a sealed json chunk up to this much text', async () => {
+    const jsonChunks = async (t: TestServer, n: number, size: number): Promise<number[]> => {
+      const c = await client(t);
+      const params = { n, size };
+      const sealed = sealChunkedRequest(
+        sealTargetFromKeyConfig(c.keyConfig),
+        encodeCbor({ v: 1, op: 'generate', model: 'fake-gen', input: 'json', params, stream: true, ts: Date.now(), id: new Uint8Array(16).fill(n) }),
+      );
+      const tr = await WsClientTransport.connect(t.wsUrl);
+      open.push(tr);
+      const opened = [];
+      for await (const piece of tr.exchange(sealed.bytes).pieces) opened.push(...sealed.response.push(piece));
+      opened.push(...sealed.response.finish());
+      const { decodeResponseChunk } = await import('../../src/protocol/messages.js');
+      const sizes: number[] = [];
+      for (const ch of opened.slice(0, -1)) {
+        const m = decodeResponseChunk(ch.plaintext);
+        if (m.t !== 'json') throw new Error(`unexpected ${m.t}`);
+        sizes.push(m.items.length);
+      }
+      // Through the SDK: every text parsed, in order.
+      const got: unknown[] = [];
+      for await (const x of c.request({ op: 'generate', model: 'fake-gen', input: 'json', params, stream: true })) got.push(x);
+      expect(got).toEqual(Array.from({ length: n }, (_, i) => [{ i, part: 0, text: 'a'.repeat(size) }, { i, part: 1 }]).flat());
+      return sizes;
+    };
+    // Each batch is two texts, 126 + 16 = 142 characters. The first chunk of a stream carries
+    // the first batch alone; by default the other nine share one chunk.
+    expect(await jsonChunks(await server(), 10, 100)).toEqual([2, 18]);
+    // Budget 300: a chunk takes batches until it holds 300 characters or more (142, 284, 426).
+    expect(await jsonChunks(await server({ maxChunkTextChars: 300 }), 10, 100)).toEqual([2, 6, 6, 6]);
   });
 
   it('highWaterMarkBytes: a client that stops reading stops the engine; all chunks arrive afterwards', async () => {

@@ -5,6 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CloisterError } from '../../src/errors.js';
 import type { EngineRequest } from '../../src/inference/types.js';
 import { UpstreamEngine } from '../../src/inference/upstream/index.js';
+import { JsonResults } from '../../src/protocol/messages.js';
 import type { UpstreamEngineOptions } from '../../src/inference/upstream/index.js';
 import { startStandin } from '../fixtures/standin-engine/index.js';
 import type { Standin } from '../fixtures/standin-engine/index.js';
@@ -45,9 +46,14 @@ function chat(stream: boolean, extra: Record<string, unknown> = {}): EngineReque
   };
 }
 
+/** An engine step as the client sees it: a JsonResults batch is its parsed texts, in order. */
+function results(step: unknown): unknown[] {
+  return step instanceof JsonResults ? step.texts.map((t) => JSON.parse(t) as unknown) : [step];
+}
+
 async function collect(it: AsyncIterable<unknown>): Promise<unknown[]> {
   const out: unknown[] = [];
-  for await (const c of it) out.push(c);
+  for await (const c of it) out.push(...results(c));
   return out;
 }
 
@@ -279,7 +285,7 @@ describe('UpstreamEngine failures', () => {
     standin.reset({ dieAfterEvents: 3 });
     const seen: unknown[] = [];
     const err = await failure((async () => {
-      for await (const c of e.run(chat(true), { signal: new AbortController().signal })) seen.push(c);
+      for await (const c of e.run(chat(true), { signal: new AbortController().signal })) seen.push(...results(c));
     })());
     expect(err.code).toBe('ENGINE_FAILED');
     // What was already relayed is a prefix of the answer, in order (a destroyed socket may
@@ -339,7 +345,7 @@ describe('UpstreamEngine failures', () => {
     standin.reset({ hangAfterEvents: 2 });
     const seen: unknown[] = [];
     const err = await failure((async () => {
-      for await (const c of e.run(chat(true), { signal: new AbortController().signal })) seen.push(c);
+      for await (const c of e.run(chat(true), { signal: new AbortController().signal })) seen.push(...results(c));
     })());
     expect(err.code).toBe('TIMEOUT');
     expect(err.detail?.['limit']).toBe('idleTimeoutMs');
@@ -375,7 +381,7 @@ describe('UpstreamEngine cancel, retries and concurrency', () => {
     const seen: unknown[] = [];
     const err = await failure((async () => {
       for await (const c of e.run(chat(true), { signal: ac.signal })) {
-        seen.push(c);
+        seen.push(...results(c));
         if (seen.length === 2) ac.abort();
       }
     })());

@@ -160,10 +160,22 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         'cache-control': 'no-cache',
         'x-accel-buffering': 'no',
       });
-      res.flushHeaders();
+      // The head leaves with the first event (one write, not two). Events opened from one
+      // sealed chunk arrive in the same turn: the socket is corked while they are written and
+      // uncorked on the next tick, so they leave in one write, not one syscall each.
+      let corked = false;
+      const uncork = (): void => {
+        corked = false;
+        res.uncork();
+      };
       let step = first;
       try {
         while (step.done !== true) {
+          if (!corked && step !== first) {
+            corked = true;
+            res.cork();
+            process.nextTick(uncork);
+          }
           if (!(await writeEvent(res, `data: ${JSON.stringify(step.value)}\n\n`))) return;
           step = await iterator.next();
         }

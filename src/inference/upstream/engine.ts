@@ -3,9 +3,10 @@
  * SGLang) on the same confidential VM, reached over loopback or a Unix socket
  * (DESIGN.md "Engines"). Cloister is its attested, encrypting front door: every sealed
  * request for op chat / completion / embeddings / models becomes one call to
- * /v1/chat/completions, /v1/completions, /v1/embeddings or /v1/models, and every SSE event
- * of a streamed answer is yielded as its own chunk the moment it arrives, so the server can
- * seal it without adding latency.
+ * /v1/chat/completions, /v1/completions, /v1/embeddings or /v1/models. The SSE events of a
+ * streamed answer are yielded the moment they arrive, all events of one read together as one
+ * JsonResults (their validated JSON text, relayed without re-encoding), so the server can
+ * seal them without adding latency.
  *
  * Fail closed: a stream that ends without `data: [DONE]` is an error (ENGINE_FAILED), never a
  * short answer; a start-up canary with a known answer keeps a misbehaving engine from ever
@@ -15,6 +16,7 @@
 import { createHash } from 'node:crypto';
 import { Agent } from 'node:http';
 import { CloisterError } from '../../errors.js';
+import { JsonResults } from '../../protocol/messages.js';
 import type { Engine, EngineRequest, ModelInfo, Operation, RunOptions } from '../types.js';
 import { ConcurrencyGate } from './gate.js';
 import { UpstreamExchange } from './http.js';
@@ -125,6 +127,11 @@ interface Resolved {
   readonly readyTimeoutMs: number;
   readonly readyPollMs: number;
 }
+
+/** Most stream events relayed as one JsonResults (one sealed chunk when read together). */
+export const MAX_BATCH_EVENTS = 64;
+/** A JsonResults is cut once its texts reach this many UTF-16 code units (bounds one sealed chunk). */
+export const MAX_BATCH_TEXT_CHARS = 64 * 1024;
 
 const PATHS: Readonly<Record<UpstreamOperation, string>> = {
   chat: '/chat/completions',
@@ -369,22 +376,57 @@ export class UpstreamEngine implements Engine {
         throw new CloisterError('ENGINE_FAILED', 'upstream engine answered a stream request without text/event-stream');
       }
       const parser = new SseParser({ maxEventBytes: this.#opts.maxEventBytes });
+      // The first event goes alone (time to first token: the server seals and sends it at
+      // once, without the rest of its read); later batches hold up to MAX_BATCH_EVENTS.
+      let batchEvents = 1;
       for await (const bytes of exchange.chunks()) {
+        // Every event of one read goes out as one JsonResults (one step for the server, one
+        // sealed `json` chunk): the events are checked here and their JSON text is relayed,
+        // never re-encoded. A batch is cut at MAX_BATCH_EVENTS / MAX_BATCH_TEXT_CHARS.
+        let texts: string[] = [];
+        let textChars = 0;
         for (const event of parser.push(bytes)) {
           if (event.event === 'error') {
             throw new CloisterError('ENGINE_FAILED', 'upstream engine reported an error mid-stream');
           }
-          if (event.data === '[DONE]') return;
-          const chunk = parseObject(new TextEncoder().encode(event.data), 'stream event');
-          this.#renameModel(chunk);
-          yield chunk;
+          if (event.data === '[DONE]') {
+            if (texts.length > 0) yield new JsonResults(texts);
+            return;
+          }
+          const text = this.#relayText(event.data);
+          texts.push(text);
+          textChars += text.length;
+          if (texts.length >= batchEvents || textChars >= MAX_BATCH_TEXT_CHARS) {
+            yield new JsonResults(texts);
+            texts = [];
+            textChars = 0;
+            batchEvents = MAX_BATCH_EVENTS;
+          }
         }
+        if (texts.length > 0) yield new JsonResults(texts);
       }
       // The body ended cleanly but without [DONE]: the engine stopped before finishing.
       throw new CloisterError('ENGINE_FAILED', 'upstream stream ended without [DONE]');
     } finally {
       exchange.close();
     }
+  }
+
+  /**
+   * The JSON text to relay for one stream event. The client parses every text it receives
+   * (MALFORMED when it is not JSON), so the server parses only when it must look inside:
+   * the fast path takes an event that is braced like a JSON object and whose text cannot
+   * hold an `error` member (no "error" and no \u escape, which could spell one), when no
+   * rename is configured. Everything else is parsed: it must be a JSON object without an
+   * `error` member (ENGINE_FAILED otherwise), and is re-serialised to rename `model`.
+   */
+  #relayText(data: string): string {
+    if (this.#opts.name === this.#opts.model && looksLikePlainObject(data)) return data;
+    const chunk = parseJson(data, 'stream event');
+    const model = chunk['model'];
+    if (typeof model !== 'string' || model === this.#opts.name) return data;
+    chunk['model'] = this.#opts.name;
+    return JSON.stringify(chunk);
   }
 
   /** Clients see the name they addressed, not the engine's internal model name or path. */
@@ -501,10 +543,42 @@ function isRetryable(err: unknown): boolean {
   return err.code === 'ENGINE_FAILED' && (status === 502 || status === 503 || status === 504);
 }
 
+const utf8Fatal = new TextDecoder('utf-8', { fatal: true });
+
+/** JSON whitespace (RFC 8259 section 2). */
+function isJsonSpace(c: number): boolean {
+  return c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
+}
+
+/**
+ * True when `text` starts with "{" and ends with "}" (JSON whitespace aside) and contains
+ * neither "error" nor a "\u" escape: if it is JSON at all, it is an object, and no member of
+ * it can be named "error". A text that fails this is not rejected, only parsed.
+ */
+export function looksLikePlainObject(text: string): boolean {
+  let a = 0;
+  let b = text.length - 1;
+  while (a <= b && isJsonSpace(text.charCodeAt(a))) a++;
+  while (b >= a && isJsonSpace(text.charCodeAt(b))) b--;
+  if (b <= a || text.charCodeAt(a) !== 0x7b || text.charCodeAt(b) !== 0x7d) return false;
+  return !text.includes('error') && !text.includes('\\u');
+}
+
 function parseObject(bytes: Uint8Array, what: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = utf8Fatal.decode(bytes);
+  } catch {
+    throw new CloisterError('ENGINE_FAILED', `upstream ${what} is not valid JSON`);
+  }
+  return parseJson(text, what);
+}
+
+/** JSON text (already valid UTF-8) that must be one JSON object, not an error report. */
+function parseJson(text: string, what: string): Record<string, unknown> {
   let value: unknown;
   try {
-    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+    value = JSON.parse(text);
   } catch {
     // No cause: the parser's message quotes part of the engine's output (content).
     throw new CloisterError('ENGINE_FAILED', `upstream ${what} is not valid JSON`);

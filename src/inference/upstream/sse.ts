@@ -43,7 +43,9 @@ export class SseParser {
   #atStreamStart = true;
   #eventBytes = 0;
   #eventType = '';
-  #data: string[] = [];
+  /** The first `data:` line; further lines go to #moreData (most events have one). */
+  #data = '';
+  #moreData: string[] | undefined;
   #hasData = false;
   #lastId: string | undefined;
 
@@ -114,6 +116,11 @@ export class SseParser {
   }
 
   #takeLine(tail: Uint8Array): string {
+    // An empty line (the end of every event) needs no decoding.
+    if (tail.length === 0 && this.#pending.length === 0) {
+      this.#atStreamStart = false;
+      return '';
+    }
     let bytes = tail;
     if (this.#pending.length > 0) {
       this.#pending.push(tail);
@@ -149,7 +156,8 @@ export class SseParser {
     }
     switch (field) {
       case 'data':
-        this.#data.push(value);
+        if (!this.#hasData) this.#data = value;
+        else (this.#moreData ??= []).push(value);
         this.#hasData = true;
         break;
       case 'event':
@@ -167,16 +175,15 @@ export class SseParser {
 
   #dispatch(): SseEvent | undefined {
     const hadData = this.#hasData;
-    const event: SseEvent = {
-      event: this.#eventType === '' ? 'message' : this.#eventType,
-      data: this.#data.join('\n'),
-      ...(this.#lastId === undefined ? {} : { id: this.#lastId }),
-    };
+    const data = this.#moreData === undefined ? this.#data : [this.#data, ...this.#moreData].join('\n');
+    const type = this.#eventType === '' ? 'message' : this.#eventType;
     this.#eventBytes = 0;
     this.#eventType = '';
-    this.#data = [];
+    this.#data = '';
+    this.#moreData = undefined;
     this.#hasData = false;
     // An event without data lines is not dispatched (dispatch step 2).
-    return hadData ? event : undefined;
+    if (!hadData) return undefined;
+    return this.#lastId === undefined ? { event: type, data } : { event: type, data, id: this.#lastId };
   }
 }
