@@ -40,7 +40,7 @@ import type { CborInput } from '../protocol/cbor.js';
 import { AEAD_AES_128_GCM, AEAD_CHACHA20_POLY1305 } from '../crypto/hpke/suite.js';
 import type { Operation } from '../inference/types.js';
 import { HttpClientTransport } from './http-transport.js';
-import type { ClientTransport, TransportLimits } from './transport.js';
+import type { ClientTransport, SealedExchange, TransportLimits } from './transport.js';
 import { WsClientTransport } from './ws-transport.js';
 import { startDeadline } from '../util/deadline.js';
 
@@ -276,9 +276,8 @@ export class CloisterClient {
     const receipt = new ReceiptHasher(plaintext);
     plaintext.fill(0);
 
-    const deadline = startDeadline(this.options.requestTimeoutMs ?? DEFAULT_CLIENT_REQUEST_TIMEOUT_MS, req.signal);
-    const signal = deadline.signal;
-    const exchange = this.transport.exchange(sealed.bytes, signal);
+    const deadline = this.startExchange(sealed.bytes, req.signal);
+    const exchange = deadline.exchange;
     const opener: ChunkedResponseOpener = sealed.response;
     let serverError: CloisterError | undefined;
     let complete = false;
@@ -344,9 +343,54 @@ export class CloisterClient {
     if (serverError !== undefined) throw serverError;
   }
 
+  /**
+   * Sends `sealed` under the request deadline. Over WebSocket without a caller's signal, the
+   * deadline's timer cancels the exchange directly; otherwise (a caller's signal, or HTTP,
+   * whose fetch needs one) a deadline signal joins the caller's and the deadline.
+   */
+  private startExchange(sealed: Uint8Array, signal: AbortSignal | undefined): ExchangeDeadline {
+    const ms = this.options.requestTimeoutMs ?? DEFAULT_CLIENT_REQUEST_TIMEOUT_MS;
+    if (signal === undefined && this.transport instanceof WsClientTransport) return timedExchange(this.transport, sealed, ms);
+    const deadline = startDeadline(ms, signal);
+    return {
+      exchange: this.transport.exchange(sealed, deadline.signal),
+      get timedOut() {
+        return deadline.timedOut;
+      },
+      dispose: () => deadline.dispose(),
+    };
+  }
+
   async close(): Promise<void> {
     await this.transport.close();
   }
+}
+
+/** One exchange and the deadline that bounds it. */
+interface ExchangeDeadline {
+  readonly exchange: SealedExchange;
+  /** True once the deadline itself fired (not a caller's signal). */
+  readonly timedOut: boolean;
+  dispose(): void;
+}
+
+/** A WebSocket exchange cancelled by a plain (unref'd) timer at the deadline. */
+function timedExchange(transport: WsClientTransport, sealed: Uint8Array, ms: number): ExchangeDeadline {
+  if (!Number.isFinite(ms) || ms <= 0) throw new RangeError('deadline must be a positive number of milliseconds');
+  const exchange = transport.cancellableExchange(sealed);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    exchange.cancel(new CloisterError('CANCELLED', 'request deadline passed'));
+  }, ms);
+  timer.unref();
+  return {
+    exchange,
+    get timedOut() {
+      return timedOut;
+    },
+    dispose: () => clearTimeout(timer),
+  };
 }
 
 /** One `json` chunk item: JSON text that must parse (MALFORMED otherwise, without the text). */

@@ -20,6 +20,13 @@ function serverError(code: ErrorCode): CloisterError {
   return new CloisterError(code, undefined, { detail: { origin: 'server' } });
 }
 
+/** A WebSocket exchange that the client's deadline stops directly (see cancellableExchange). */
+export interface CancellableExchange extends SealedExchange {
+  readonly mode: 'stream';
+  readonly pieces: AsyncGenerator<Uint8Array>;
+  cancel(reason: CloisterError): void;
+}
+
 class Stream {
   readonly pieces: Uint8Array[] = [];
   ended = false;
@@ -174,56 +181,78 @@ export class WsClientTransport implements ClientTransport {
   }
 
   exchange(sealed: Uint8Array, signal?: AbortSignal): SealedExchange {
-    const sid = this.nextSid;
-    this.nextSid = this.nextSid >= MAX_STREAM_ID ? 1 : this.nextSid + 1;
+    const ex = this.cancellableExchange(sealed);
     // `res` frames carry arbitrary splits of the sealed byte stream (several chunks per frame).
-    return { mode: 'stream', pieces: this.pieces(sid, sealed, signal) };
+    return { mode: ex.mode, pieces: signal === undefined ? ex.pieces : this.abortable(ex, signal) };
   }
 
-  private async *pieces(sid: number, sealed: Uint8Array, signal: AbortSignal | undefined): AsyncGenerator<Uint8Array> {
+  /**
+   * Internal (CloisterClient): an exchange stopped by `cancel(reason)` rather than by an
+   * AbortSignal. A client deadline without a caller's signal needs no AbortController (about
+   * 5-9 us each in Node 20, a visible share of a small request's CPU): its timer calls
+   * `cancel` directly. Cancelling tells the server (`cancel` frame) once the request was sent,
+   * and makes the iterator throw `reason`; before the first `next()` nothing is sent at all.
+   */
+  cancellableExchange(sealed: Uint8Array): CancellableExchange {
+    const sid = this.nextSid;
+    this.nextSid = this.nextSid >= MAX_STREAM_ID ? 1 : this.nextSid + 1;
     const s = new Stream();
-    {
-      if (this.failure !== undefined) throw this.failure;
-      if (signal?.aborted === true) throw new CloisterError('CANCELLED');
-      this.streams.set(sid, s);
-      const onAbort = (): void => {
-        if (this.streams.delete(sid)) {
-          try {
-            this.send({ t: 'cancel', sid });
-          } catch {
-            // connection already gone
-          }
+    const cancel = (reason: CloisterError): void => {
+      if (this.streams.get(sid) === s) {
+        this.streams.delete(sid);
+        try {
+          this.send({ t: 'cancel', sid });
+        } catch {
+          // connection already gone
         }
-        s.error ??= new CloisterError('CANCELLED');
-        s.notify();
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      try {
-        this.send({ t: 'req', sid, body: sealed });
-        for (;;) {
-          const piece = s.pieces.shift();
-          if (piece !== undefined) {
-            this.consumed(piece.byteLength);
-            yield piece;
-            continue;
-          }
-          if (s.error !== undefined) throw s.error;
-          if (s.ended) return;
-          await new Promise<void>((resolve) => {
-            s.wake = resolve;
-          });
+      }
+      s.error ??= reason;
+      s.notify();
+    };
+    return { mode: 'stream', pieces: this.pieces(sid, s, sealed), cancel };
+  }
+
+  /** `ex.pieces`, cancelled (CANCELLED) when `signal` aborts. */
+  private async *abortable(ex: CancellableExchange, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+    if (signal.aborted) throw new CloisterError('CANCELLED');
+    const onAbort = (): void => ex.cancel(new CloisterError('CANCELLED'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      yield* ex.pieces;
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  private async *pieces(sid: number, s: Stream, sealed: Uint8Array): AsyncGenerator<Uint8Array> {
+    if (this.failure !== undefined) throw this.failure;
+    // Cancelled before the first step: nothing was sent, nothing to tell the server.
+    if (s.error !== undefined) throw s.error;
+    this.streams.set(sid, s);
+    try {
+      this.send({ t: 'req', sid, body: sealed });
+      for (;;) {
+        const piece = s.pieces.shift();
+        if (piece !== undefined) {
+          this.consumed(piece.byteLength);
+          yield piece;
+          continue;
         }
-      } finally {
-        signal?.removeEventListener('abort', onAbort);
-        for (const p of s.pieces.splice(0)) this.consumed(p.byteLength);
-        if (this.streams.get(sid) === s) {
-          // The consumer stopped early (break / throw): tell the server to stop.
-          this.streams.delete(sid);
-          try {
-            this.send({ t: 'cancel', sid });
-          } catch {
-            // connection already gone
-          }
+        if (s.error !== undefined) throw s.error;
+        if (s.ended) return;
+        await new Promise<void>((resolve) => {
+          s.wake = resolve;
+        });
+      }
+    } finally {
+      for (const p of s.pieces.splice(0)) this.consumed(p.byteLength);
+      if (this.streams.get(sid) === s) {
+        // The consumer stopped early (break / throw): tell the server to stop.
+        this.streams.delete(sid);
+        try {
+          this.send({ t: 'cancel', sid });
+        } catch {
+          // connection already gone
         }
       }
     }

@@ -25,8 +25,12 @@ import type { Deadline } from '../util/deadline.js';
 
 /** Where the sealed response stream goes. */
 export interface ResponseOut {
-  /** Writes bytes of the sealed response stream; resolves when the peer can take more. */
-  write(bytes: Uint8Array): Promise<void>;
+  /**
+   * Writes bytes of the sealed response stream; resolves when the peer can take more. A
+   * transport that took the bytes and has room for more returns nothing: the handler then
+   * goes on without a promise and an abort listener per write.
+   */
+  write(bytes: Uint8Array): Promise<void> | undefined;
   /** Marks the end of the sealed response stream (after the final chunk). */
   end(): void;
   /**
@@ -77,9 +81,22 @@ export const DEFAULT_MAX_CHUNK_TEXT_CHARS = 1 << 20;
 export const DEFAULT_REPORT_GRACE_MS = 5_000;
 
 const TURN_END: unique symbol = Symbol('turn end');
-/** Resolves at the end of the current event-loop turn (after its microtasks and I/O callbacks). */
-function turnEnd(): Promise<typeof TURN_END> {
-  return new Promise((resolve) => setImmediate(() => resolve(TURN_END)));
+interface TurnEnd {
+  /** Resolves at the end of the current event-loop turn (after its microtasks and I/O callbacks). */
+  readonly promise: Promise<typeof TURN_END>;
+  /**
+   * Drops the pending immediate once the engine's output for this turn is gathered: a one-shot
+   * answer (one result, then done within the same turn) must not cost the event loop an
+   * extra check phase and a non-blocking poll per request.
+   */
+  cancel(): void;
+}
+function turnEnd(): TurnEnd {
+  let immediate: NodeJS.Immediate | undefined;
+  const promise = new Promise<typeof TURN_END>((resolve) => {
+    immediate = setImmediate(resolve, TURN_END);
+  });
+  return { promise, cancel: () => clearImmediate(immediate) };
 }
 
 class Aborted extends Error {}
@@ -146,7 +163,10 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
   // not read must not keep the request open.
   const write = async (bytes: Uint8Array, until: AbortSignal): Promise<void> => {
     bytesOut += bytes.byteLength;
-    await raceAbort(out.write(bytes), until);
+    // As raceAbort would: nothing more is written once `until` aborted.
+    if (until.aborted) throw new Aborted();
+    const wait = out.write(bytes);
+    if (wait !== undefined) await raceAbort(wait, until);
   };
   const sealData = async (plaintext: Uint8Array, until: AbortSignal): Promise<void> => {
     receipt.update(plaintext);
@@ -189,17 +209,21 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
         // not sealed after up to maxItems - 1 more); later chunks group what is ready.
         const limit = firstChunk && req.stream ? 1 : maxItems;
         const turn = turnEnd();
-        for (;;) {
-          next = iterator.next();
-          if (items.length >= limit || chars >= maxTextChars) break;
-          const more = await raceAbort(Promise.race([next, turn]), signal);
-          if (more === TURN_END) break;
-          if (more.done === true) {
-            done = true;
-            break;
+        try {
+          for (;;) {
+            next = iterator.next();
+            if (items.length >= limit || chars >= maxTextChars) break;
+            const more = await raceAbort(Promise.race([next, turn.promise]), signal);
+            if (more === TURN_END) break;
+            if (more.done === true) {
+              done = true;
+              break;
+            }
+            items.push(more.value);
+            chars += textChars(more.value);
           }
-          items.push(more.value);
-          chars += textChars(more.value);
+        } finally {
+          turn.cancel();
         }
         // Engines yield plain JSON-like values (encodeCbor rejects anything else: ENGINE_FAILED)
         // or JsonResults, relayed as JSON text in a `json` chunk (PROTOCOL.md section 4).

@@ -4,7 +4,7 @@
  * and the C layer refusing bad arguments with an error, never a crash. Native-only parts are
  * skipped, with a note, when the addon is not built.
  */
-import { createCipheriv, createHmac, hkdfSync, randomBytes } from 'node:crypto';
+import { createCipheriv, createHmac, createPrivateKey, createPublicKey, diffieHellman, hkdfSync, randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { aeadOpen, aeadSeal } from '../../src/crypto/aead.js';
 import type { AeadCipherName } from '../../src/crypto/aead.js';
@@ -283,6 +283,33 @@ describe.skipIf(native === undefined)('native crypto (built addon)', () => {
       expect(codeOf(() => on('native', () => setupBaseSender(AES, enc, utf8('i'))))).toBe('HPKE_DECAP_FAILED');
       expect(nativeCode(() => n.x25519Derive(n.x25519Generate(), enc))).toBe('DH_FAILED');
     }
+  });
+
+  it('one key handle derives with many peers (its cached exchange context), also after a refused peer', () => {
+    // The handle keeps one EVP_PKEY_CTX for all its derives and swaps the peer each time:
+    // every result must still be that peer's DH (checked against node:crypto), and a refused
+    // small-order peer must not leave the context unusable or answer with a previous secret.
+    const raw = rawAddon();
+    const skRaw = bytes(32);
+    const handle = n.x25519PrivateKey(skRaw);
+    const nodeKey = createPrivateKey({ key: Buffer.concat([Buffer.from('302e020100300506032b656e04220420', 'hex'), skRaw]), format: 'der', type: 'pkcs8' });
+    const nodeDh = (peer: Uint8Array): string =>
+      hexOf(diffieHellman({ privateKey: nodeKey, publicKey: createPublicKey({ key: Buffer.concat([Buffer.from('302a300506032b656e032100', 'hex'), peer]), format: 'der', type: 'spki' }) }));
+    const scratch = new Uint8Array(1280);
+    const seen = new Set<string>();
+    for (let i = 0; i < 12; i++) {
+      const peer = n.x25519PublicKey(n.x25519Generate());
+      const want = nodeDh(peer);
+      expect(hexOf(n.x25519Derive(handle, peer))).toBe(want);
+      // The scratch entry point shares the handle's context.
+      scratch.set(peer, 0);
+      raw['x25519DeriveS']?.(handle, scratch);
+      expect(hexOf(scratch.subarray(1024, 1056))).toBe(want);
+      seen.add(want);
+      const small = SMALL_ORDER[i % SMALL_ORDER.length];
+      if (small !== undefined) expect(nativeCode(() => n.x25519Derive(handle, Uint8Array.from(Buffer.from(small, 'hex'))))).toBe('DH_FAILED');
+    }
+    expect(seen.size).toBe(12);
   });
 
   it('tamper: flipping any byte of a sealed 1 KiB chunked request (enc, ciphertext, tag) fails the open', () => {

@@ -172,12 +172,12 @@ export class HttpTransport {
       const body = new Uint8Array(Buffer.concat(parts, size));
       parts.length = 0;
       const out = {
-        write: (bytes: Uint8Array): Promise<void> => {
-          if (abort.signal.aborted) return Promise.resolve();
+        write: (bytes: Uint8Array): Promise<void> | undefined => {
+          if (abort.signal.aborted) return undefined;
           if (!res.headersSent) {
             res.writeHead(200, { 'content-type': CHUNKED_RESPONSE_TYPE, 'cache-control': 'no-store' });
           }
-          if (res.write(bytes)) return Promise.resolve();
+          if (res.write(bytes)) return undefined;
           stats.backpressureWaits++;
           return new Promise<void>((resolve) => {
             const go = (): void => {

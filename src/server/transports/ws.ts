@@ -108,7 +108,12 @@ export class WsSession {
 
   /** Resolves at once below the high-water mark, else once the socket drained (backpressure). */
   private pressure(): Promise<void> {
-    if (this.queuedBytes <= this.ctx.limits.highWaterMarkBytes) return Promise.resolve();
+    return this.wait() ?? Promise.resolve();
+  }
+
+  /** Nothing below the high-water mark (the writer goes on), else a promise of the drain. */
+  private wait(): Promise<void> | undefined {
+    if (this.queuedBytes <= this.ctx.limits.highWaterMarkBytes) return undefined;
     this.ctx.stats.backpressureWaits++;
     if (!this.paused) {
       this.paused = true;
@@ -243,8 +248,8 @@ export class WsSession {
       void this.send(fin ? { t: 'res', sid, body, fin: true } : { t: 'res', sid, body });
     };
     const out = {
-      write: (bytes: Uint8Array): Promise<void> => {
-        if (abort.signal.aborted || this.closed) return Promise.resolve();
+      write: (bytes: Uint8Array): Promise<void> | undefined => {
+        if (abort.signal.aborted || this.closed) return undefined;
         pending.push(bytes);
         pendingBytes += bytes.byteLength;
         // Counted as queued from now on, so backpressure sees bytes not yet framed.
@@ -254,7 +259,7 @@ export class WsSession {
           scheduled = true;
           process.nextTick(flush, false);
         }
-        return this.pressure();
+        return this.wait();
       },
       flush: () => {
         if (pendingBytes > 0) flush(false);
