@@ -326,6 +326,12 @@ describe('UpstreamEngine failures', () => {
     expect((await failure(run(e, chat(true)))).code).toBe('ENGINE_FAILED');
   });
 
+  it('the media type of a stream is matched without regard to case, parameters allowed', async () => {
+    const e = await started();
+    standin.reset({ streamContentType: 'Text/Event-Stream; charset=utf-8' });
+    expect((await run(e, chat(true))).length).toBeGreaterThan(1);
+  });
+
   it('an engine that went away is ENGINE_UNAVAILABLE', async () => {
     const other = await startStandin();
     const e = await started({ baseUrl: other.baseUrl, maxRetries: 0 });
@@ -350,6 +356,41 @@ describe('UpstreamEngine failures', () => {
     expect(err.code).toBe('TIMEOUT');
     expect(err.detail?.['limit']).toBe('idleTimeoutMs');
     expect(seen.length).toBeLessThanOrEqual(2);
+    await standin.waitForEarlyClose(1);
+  });
+
+  it('a consumer slower than idleTimeoutMs is not a silent engine', async () => {
+    const e = await started({ idleTimeoutMs: 100 });
+    const seen: unknown[] = [];
+    let first = true;
+    for await (const c of e.run(chat(true), { signal: new AbortController().signal })) {
+      seen.push(...results(c));
+      if (first) {
+        first = false;
+        // Hold the first batch well past idleTimeoutMs: only time spent waiting on the engine counts.
+        await new Promise((r) => setTimeout(r, 300));
+      }
+    }
+    expect(seen.length).toBeGreaterThan(1);
+  });
+
+  it('a stream past requestTimeoutMs is TIMEOUT even when the idle limit is further away', async () => {
+    const e = await started({ requestTimeoutMs: 300, idleTimeoutMs: 60_000 });
+    standin.reset({ hangAfterEvents: 2 });
+    const err = await failure(run(e, chat(true)));
+    expect(err.code).toBe('TIMEOUT');
+    expect(err.detail?.['limit']).toBe('requestTimeoutMs');
+    await standin.waitForEarlyClose(1);
+  });
+
+  it('an expired connect phase does not fire once the connection is up (idle limit still enforced)', async () => {
+    // The connect limit is shorter than the idle limit and lapses mid-stream: the exchange must
+    // fail on the idle limit, not on a connect timeout that no longer applies.
+    const e = await started({ connectTimeoutMs: 50, idleTimeoutMs: 300 });
+    standin.reset({ hangAfterEvents: 2 });
+    const err = await failure(run(e, chat(true)));
+    expect(err.code).toBe('TIMEOUT');
+    expect(err.detail?.['limit']).toBe('idleTimeoutMs');
     await standin.waitForEarlyClose(1);
   });
 

