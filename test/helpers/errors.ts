@@ -30,3 +30,14 @@ export async function codeOfAsync(p: Promise<unknown> | (() => Promise<unknown>)
   }
   return NO_THROW;
 }
+
+/** The CloisterError a promise rejects with; any other rejection, or none, fails the test. */
+export async function rejectionOf(p: Promise<unknown>): Promise<CloisterError> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof CloisterError) return err;
+    throw err;
+  }
+  throw new Error('expected a rejection');
+}

@@ -9,6 +9,7 @@ import { JsonResults } from '../../src/protocol/messages.js';
 import type { UpstreamEngineOptions } from '../../src/inference/upstream/index.js';
 import { startStandin } from '../fixtures/standin-engine/index.js';
 import type { Standin } from '../fixtures/standin-engine/index.js';
+import { rejectionOf } from '../helpers/errors.js';
 
 let standin: Standin;
 const engines: UpstreamEngine[] = [];
@@ -57,15 +58,7 @@ async function collect(it: AsyncIterable<unknown>): Promise<unknown[]> {
   return out;
 }
 
-async function failure(p: Promise<unknown>): Promise<CloisterError> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof CloisterError) return err;
-    throw err;
-  }
-  throw new Error('expected a rejection');
-}
+const failure = rejectionOf;
 
 function run(e: UpstreamEngine, req: EngineRequest, signal = new AbortController().signal): Promise<unknown[]> {
   return collect(e.run(req, { signal }));

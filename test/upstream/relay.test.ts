@@ -20,6 +20,7 @@ import { MAX_BATCH_EVENTS, MAX_BATCH_TEXT_CHARS, looksLikePlainObject } from '..
 import { encodeCbor } from '../../src/protocol/cbor.js';
 import { JsonResults, decodeResponseChunk, encodeResponseChunk, encodeResultsChunk } from '../../src/protocol/messages.js';
 import { CloisterServer } from '../../src/server/server.js';
+import { rejectionOf } from '../helpers/errors.js';
 
 function codeOf(fn: () => unknown): string | undefined {
   try {
@@ -30,15 +31,7 @@ function codeOf(fn: () => unknown): string | undefined {
   return undefined;
 }
 
-async function failure(p: Promise<unknown>): Promise<CloisterError> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof CloisterError) return err;
-    throw err;
-  }
-  throw new Error('expected a rejection');
-}
+const failure = rejectionOf;
 
 describe('json response chunks', () => {
   it('round-trip as a list of JSON texts', () => {
