@@ -38,6 +38,7 @@
 
 #include <limits.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -176,6 +177,21 @@ static napi_value new_bytes(napi_env env, size_t len, uint8_t **dst) {
   if (napi_create_typedarray(env, napi_uint8_array, len, ab, 0, &arr) != napi_ok) return NULL;
   *dst = (uint8_t *)p;
   return arr;
+}
+
+/* A fresh Uint8Array holding a copy of the secret `src` (which is wiped either way), or NULL
+ * with a pending CRYPTO_FAILED exception naming `fn`. */
+static napi_value copy_out_secret(napi_env env, uint8_t *src, size_t len, const char *fn) {
+  uint8_t *dst;
+  napi_value out = new_bytes(env, len, &dst);
+  if (out != NULL) memcpy(dst, src, len);
+  OPENSSL_cleanse(src, len);
+  if (out == NULL) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s: allocation failed", fn);
+    throw_code(env, "CRYPTO_FAILED", msg, 0);
+  }
+  return out;
 }
 
 static key_handle *get_key(napi_env env, napi_value v) {
@@ -327,12 +343,7 @@ static napi_value x25519_derive(napi_env env, napi_callback_info info) {
   }
   uint8_t dh[X25519_LEN];
   if (!derive(get_state(env), sk, peer, dh)) return throw_code(env, "DH_FAILED", "X25519 failed or produced the all-zero value", 0);
-  uint8_t *dst;
-  napi_value out = new_bytes(env, X25519_LEN, &dst);
-  if (out != NULL) memcpy(dst, dh, X25519_LEN);
-  OPENSSL_cleanse(dh, sizeof dh);
-  if (out == NULL) return throw_code(env, "CRYPTO_FAILED", "x25519Derive: allocation failed", 0);
-  return out;
+  return copy_out_secret(env, dh, sizeof dh, "x25519Derive");
 }
 
 /* Sender side of Encap (RFC 9180 section 4.1): a fresh skE, enc = pkE, dh = DH(skE, pkR). */
@@ -358,12 +369,7 @@ static napi_value x25519_ephemeral(napi_env env, napi_callback_info info) {
     OPENSSL_cleanse(buf, sizeof buf);
     return throw_code(env, "DH_FAILED", "X25519 failed or produced the all-zero value", 0);
   }
-  uint8_t *dst;
-  napi_value out = new_bytes(env, sizeof buf, &dst);
-  if (out != NULL) memcpy(dst, buf, sizeof buf);
-  OPENSSL_cleanse(buf, sizeof buf);
-  if (out == NULL) return throw_code(env, "CRYPTO_FAILED", "x25519Ephemeral: allocation failed", 0);
-  return out;
+  return copy_out_secret(env, buf, sizeof buf, "x25519Ephemeral");
 }
 
 /* ---- HMAC-SHA256 / HKDF-SHA256 ----------------------------------------------------------- */

@@ -44,23 +44,13 @@ export interface NativeCrypto {
 }
 
 /** What native/crypto.c exports (see the comment at its top for the scratch variants). */
-interface RawNativeCrypto {
-  x25519PrivateKey(raw: Uint8Array): NativeX25519Key;
-  x25519Generate(): NativeX25519Key;
-  x25519PublicKey(key: NativeX25519Key): Uint8Array;
-  x25519Derive(key: NativeX25519Key, peer: Uint8Array): Uint8Array;
-  x25519Ephemeral(peer: Uint8Array): Uint8Array;
-  hkdfExtract(salt: Uint8Array, ikm: Uint8Array): Uint8Array;
-  hkdfExpand(prk: Uint8Array, info: Uint8Array, length: number): Uint8Array;
-  aeadSeal(alg: number, key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array;
-  aeadOpen(alg: number, key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array): Uint8Array;
+interface RawNativeCrypto extends Omit<NativeCrypto, 'hkdfExtractParts' | 'hkdfExpandParts'> {
   hkdfExtractS(scratch: Uint8Array, saltLen: number, ikmLen: number): void;
   hkdfExpandS(scratch: Uint8Array, prkLen: number, infoLen: number, length: number): void;
   x25519DeriveS(key: NativeX25519Key, scratch: Uint8Array): void;
   x25519EphemeralS(scratch: Uint8Array): void;
   aeadSealS(alg: number, scratch: Uint8Array, keyLen: number, nonceLen: number, aadLen: number, plaintext: Uint8Array): Uint8Array;
   aeadOpenS(alg: number, scratch: Uint8Array, keyLen: number, nonceLen: number, aadLen: number, ciphertext: Uint8Array): Uint8Array;
-  readonly opensslVersion: string;
   readonly scratchIn: number;
   readonly scratchOut: number;
 }

@@ -218,13 +218,22 @@ export class JsonResults {
  * The chunk plaintext for results an engine produced together (handler.ts): one `json` chunk
  * when every result is JsonResults, else a `data` chunk (one result) or an `items` chunk.
  */
+/** One relayed text as a value; never carries the text (content) in the error. */
+function parseRelayedJson(text: string): CborInput {
+  try {
+    return JSON.parse(text) as CborInput;
+  } catch {
+    throw new CloisterError('ENGINE_FAILED', 'relayed engine output is not valid JSON');
+  }
+}
+
 export function encodeResultsChunk(results: readonly unknown[]): Uint8Array {
   if (results.length > 0 && results.every((r) => r instanceof JsonResults)) {
     const texts = results.length === 1 ? (results[0] as JsonResults).texts : (results as JsonResults[]).flatMap((r) => r.texts);
     return encodeResponseChunk({ t: 'json', items: texts });
   }
   // A JsonResults among plain results (an engine that mixes both) goes as its parsed values.
-  const items = results.flatMap((r) => (r instanceof JsonResults ? r.texts.map((x) => JSON.parse(x) as CborInput) : [r as CborInput]));
+  const items = results.flatMap((r) => (r instanceof JsonResults ? r.texts.map(parseRelayedJson) : [r as CborInput]));
   return encodeResponseChunk(items.length === 1 ? { t: 'data', data: items[0] as CborInput } : { t: 'items', items });
 }
 

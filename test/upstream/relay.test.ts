@@ -57,6 +57,16 @@ describe('json response chunks', () => {
     expect(decodeResponseChunk(json)).toEqual({ t: 'json', items: ['{"a":1}', '{"b":2}', '{"c":3}'] });
     expect(decodeResponseChunk(encodeResultsChunk([{ a: 1 }]))).toEqual({ t: 'data', data: { a: 1 } });
     expect(decodeResponseChunk(encodeResultsChunk([{ a: 1 }, new JsonResults(['{"b":2}'])]))).toEqual({ t: 'items', items: [{ a: 1 }, { b: 2 }] });
+    // Mixed with a text that is not JSON: ENGINE_FAILED, and the error does not carry the text.
+    let err: unknown;
+    try {
+      encodeResultsChunk([{ a: 1 }, new JsonResults(['{"secret": patient'])]);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(CloisterError);
+    expect((err as CloisterError).code).toBe('ENGINE_FAILED');
+    expect(JSON.stringify(err) + String((err as Error).message) + String((err as Error).cause)).not.toContain('patient');
     expect(() => new JsonResults([])).toThrow(CloisterError);
   });
 });
