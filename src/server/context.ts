@@ -13,4 +13,6 @@ export interface ServerContext {
   readonly logger: Logger;
   readonly stats: ServerStats;
   readonly handlerDeps: HandlerDeps;
+  /** Set once the server drains (`CloisterServer.shutdown`): new sealed requests are refused OVERLOADED. */
+  readonly state: { draining: boolean };
 }

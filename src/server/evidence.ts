@@ -12,7 +12,8 @@ import { SlidingWindowLimiter } from './rate-limit.js';
 import { MAX_NONCE_BYTES } from '../protocol/wire.js';
 
 export class EvidenceService {
-  private cache: { generation: number; bundle: Promise<EvidenceBundle> } | undefined;
+  private cache: { generation: number; bundle: Promise<EvidenceBundle>; settled?: 'ok' | 'failed' } | undefined;
+  private lastWarmAt = -Infinity;
   private readonly global: SlidingWindowLimiter;
 
   constructor(
@@ -36,12 +37,18 @@ export class EvidenceService {
     if (nonce === undefined || nonce.byteLength === 0) {
       if (this.cache?.generation !== gen.generation) {
         const bundle = this.attest(gen.keyConfig, gen.hpkePublicKey, undefined);
-        const entry = { generation: gen.generation, bundle };
+        const entry: { generation: number; bundle: Promise<EvidenceBundle>; settled?: 'ok' | 'failed' } = { generation: gen.generation, bundle };
         this.cache = entry;
         // A failed attestation is not cached: the next request tries again.
-        bundle.catch(() => {
-          if (this.cache === entry) this.cache = undefined;
-        });
+        bundle.then(
+          () => {
+            entry.settled = 'ok';
+          },
+          () => {
+            entry.settled = 'failed';
+            if (this.cache === entry) this.cache = undefined;
+          },
+        );
       }
       return this.cache.bundle;
     }
@@ -49,6 +56,22 @@ export class EvidenceService {
     // Per connection first, so one noisy connection cannot drain the global budget.
     if (!limiter.tryTake() || !this.global.tryTake()) throw new CloisterError('RATE_LIMITED', 'too many evidence requests with a nonce');
     return this.attest(gen.keyConfig, gen.hpkePublicKey, nonce);
+  }
+
+  /**
+   * Whether evidence for the current key generation has been produced (`GET /readyz`). When it
+   * has not, starts producing it (the same cached, nonce-less evidence every client gets), at
+   * most once per `retryMs` after a failure, so probes cannot turn into an attestation each.
+   */
+  available(retryMs = 1000): boolean {
+    const gen = this.keys.current();
+    if (this.cache?.generation === gen.generation) return this.cache.settled === 'ok';
+    const t = this.now();
+    if (t - this.lastWarmAt >= retryMs) {
+      this.lastWarmAt = t;
+      this.get(undefined, this.global).catch(() => undefined);
+    }
+    return false;
   }
 
   private async attest(keyConfig: Uint8Array, hpkePublicKey: Uint8Array, nonce: Uint8Array | undefined): Promise<EvidenceBundle> {

@@ -19,6 +19,7 @@ import type { ReplayWindow } from './replay.js';
 import type { EngineRouter } from './router.js';
 import type { Logger } from './log.js';
 import { newServerRequestId } from './log.js';
+import { CODE_OK, OP_NONE } from './stats.js';
 import type { ServerStats } from './stats.js';
 import { startDeadline } from '../util/deadline.js';
 import type { Deadline } from '../util/deadline.js';
@@ -145,6 +146,7 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
     const code = asCloisterError(err, 'DECRYPT_FAILED').code;
     deps.stats.count(code);
     deps.logger.log('info', 'request.rejected', { ...base, code });
+    deps.stats.recordRequest(OP_NONE, code, (performance.now() - started) / 1000);
     out.fail(wireCodeOf(code));
     return;
   }
@@ -181,11 +183,14 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
   let responseStarted = false;
 
   let code: ErrorCode | undefined;
+  // The metrics label: an operation from the closed list once the request decoded, else OP_NONE.
+  let op: string = OP_NONE;
   let reportDeadline: Deadline | undefined;
   try {
     await write(sealer.start(), signal);
     responseStarted = true;
     const req = decodeSealedRequest(opened.plaintext, { maxRequestBytes: deps.maxRequestBytes });
+    op = req.op;
     deps.replay.check(req.id, req.ts);
     const engine = deps.router.route(req.op, req.model);
     const results = engine.run({ op: req.op, model: req.model, input: req.input, params: req.params ?? {}, stream: req.stream }, { signal });
@@ -265,7 +270,9 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
     reportDeadline?.dispose();
   }
 
-  const durationMs = Math.round(performance.now() - started);
+  const elapsedMs = performance.now() - started;
+  const durationMs = Math.round(elapsedMs);
+  deps.stats.recordRequest(op, code ?? CODE_OK, elapsedMs / 1000);
   if (code === undefined) {
     deps.stats.requestsCompleted++;
     deps.logger.log('info', 'request.done', { ...base, bytesOut, chunks, durationMs });

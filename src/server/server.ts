@@ -4,7 +4,8 @@
  */
 import { createHash } from 'node:crypto';
 import { createServer } from 'node:http';
-import type { Server as HttpServer } from 'node:http';
+import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer } from 'ws';
 import { CloisterError } from '../errors.js';
@@ -21,6 +22,8 @@ import { resolveLimits } from './options.js';
 import type { ServerLimits } from './options.js';
 import { ReplayWindow } from './replay.js';
 import { EngineRouter } from './router.js';
+import { renderMetrics } from './metrics.js';
+import type { OpsProvider, Readiness } from './ops.js';
 import { ServerStats } from './stats.js';
 import { HttpTransport } from './transports/http.js';
 import { WsSession } from './transports/ws.js';
@@ -39,12 +42,18 @@ export interface CloisterServerOptions {
   readonly keyGraceMs?: number;
   /** Clock, for tests. */
   readonly now?: () => number;
+  /**
+   * Terminate TLS on the listener (`cloister serve --tls-cert/--tls-key`): PEM certificate
+   * chain and private key. URLs become `https://` and `wss://`. The sealed channel does not
+   * need TLS for confidentiality; browsers, proxies and load balancers often expect it.
+   */
+  readonly tls?: { readonly cert: string | Uint8Array; readonly key: string | Uint8Array };
 }
 
 export interface ServerAddress {
-  /** `ws://host:port/` or `ws+unix:/path:/` */
+  /** `ws://host:port/` (`wss://` with TLS) or `ws+unix:/path:/` */
   readonly wsUrl: string;
-  /** `http://host:port` (absent for a Unix socket). */
+  /** `http://host:port` (`https://` with TLS; absent for a Unix socket). */
   readonly httpUrl?: string;
   readonly port?: number;
   readonly path?: string;
@@ -93,6 +102,12 @@ export class CloisterServer {
   private admitted = 0;
   private nextConn = 1;
   private address: ServerAddress | undefined;
+  private readonly sessions = new Set<WsSession>();
+  private readonly evidence: EvidenceService;
+  private readonly tls: boolean;
+  /** performance.now() and Unix ms when the server was created (uptime in /metrics). */
+  private readonly startedAt = performance.now();
+  private readonly startedAtUnixMs = Date.now();
 
   constructor(options: CloisterServerOptions) {
     this.limits = resolveLimits(options.limits);
@@ -134,17 +149,26 @@ export class CloisterServer {
       maxChunkTextChars: this.limits.maxChunkTextChars,
       reportGraceMs: this.limits.reportGraceMs,
     };
-    this.ctx = { limits: this.limits, keys: this.keys, evidence, logger, stats: this.stats, handlerDeps };
+    this.evidence = evidence;
+    this.ctx = { limits: this.limits, keys: this.keys, evidence, logger, stats: this.stats, handlerDeps, state: { draining: false } };
 
-    const httpTransport = new HttpTransport(this.ctx, (s) => this.sockets.get(s) ?? 0);
-    this.http = createServer({ requestTimeout: this.limits.requestTimeoutMs + 5000 }, (req, res) => {
+    const ops: OpsProvider = { readiness: () => this.readiness(), metrics: () => this.metrics() };
+    const httpTransport = new HttpTransport(this.ctx, (s) => this.sockets.get(s) ?? 0, ops);
+    const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
       if (this.excess.has(req.socket)) httpTransport.refuse(req, res, 'OVERLOADED');
       else httpTransport.handle(req, res);
-    });
+    };
+    const httpOptions = { requestTimeout: this.limits.requestTimeoutMs + 5000 };
+    this.tls = options.tls !== undefined;
+    this.http =
+      options.tls === undefined
+        ? createServer(httpOptions, onRequest)
+        : createTlsServer({ ...httpOptions, cert: Buffer.from(options.tls.cert), key: Buffer.from(options.tls.key) }, onRequest);
     // maxConnections counts every client connection, HTTP and WebSocket (ServerLimits docs).
     // Sockets past twice the limit are closed by node at accept, without an answer.
     this.http.maxConnections = 2 * this.limits.maxConnections;
-    this.http.on('connection', (socket: Socket) => {
+    // With TLS the requests arrive on the TLS socket, which exists once the handshake is done.
+    this.http.on(this.tls ? 'secureConnection' : 'connection', (socket: Socket) => {
       const conn = this.nextConn++;
       this.sockets.set(socket, conn);
       if (this.admitted >= this.limits.maxConnections) {
@@ -184,17 +208,27 @@ export class CloisterServer {
       }
       this.wss.handleUpgrade(req, socket, head, (ws) => {
         logger.log('info', 'conn.open', { conn, connections: this.stats.connectionsOpen });
-        new WsSession(this.ctx, ws, conn);
+        const session = new WsSession(this.ctx, ws, conn);
+        this.sessions.add(session);
+        ws.once('close', () => this.sessions.delete(session));
+        if (this.ctx.state.draining) session.drain();
       });
     });
   }
 
-  /** Starts listening; resolves with the URLs clients use. */
+  /**
+   * Starts listening; resolves with the URLs clients use. An address in use or not
+   * permitted fails with CONFIG_INVALID naming the address.
+   */
   async listen(target: ListenTarget): Promise<ServerAddress> {
+    const where = 'path' in target ? target.path : `${target.host.includes(':') ? `[${target.host}]` : target.host}:${target.port}`;
     await new Promise<void>((resolve, reject) => {
-      this.http.once('error', reject);
+      this.http.once('error', (err: NodeJS.ErrnoException) => {
+        const why = err.code === 'EADDRINUSE' ? 'address already in use' : err.code === 'EACCES' ? 'permission denied' : err.code === 'EADDRNOTAVAIL' ? 'address not available on this machine' : err.message;
+        reject(new CloisterError('CONFIG_INVALID', `cannot listen on ${where}: ${why}${err.code === undefined ? '' : ` (${err.code})`}`, { cause: err, detail: { address: where } }));
+      });
       const done = (): void => {
-        this.http.off('error', reject);
+        this.http.removeAllListeners('error');
         resolve();
       };
       if ('path' in target) this.http.listen(target.path, done);
@@ -205,10 +239,59 @@ export class CloisterServer {
     } else {
       const port = (this.http.address() as AddressInfo).port;
       const host = target.host.includes(':') ? `[${target.host}]` : target.host;
-      this.address = { wsUrl: `ws://${host}:${port}/`, httpUrl: `http://${host}:${port}`, port };
+      const s = this.tls ? 's' : '';
+      this.address = { wsUrl: `ws${s}://${host}:${port}/`, httpUrl: `http${s}://${host}:${port}`, port };
     }
     this.ctx.logger.log('info', 'server.listening', this.address.port === undefined ? {} : { port: this.address.port });
+    // Produce the first evidence now, so /readyz turns 200 without waiting for a client.
+    this.evidence.available();
     return this.address;
+  }
+
+  /** What `GET /readyz` reports (src/server/ops.ts). */
+  readiness(): Readiness {
+    const draining = this.ctx.state.draining;
+    // Engines: the server is constructed only after every engine's start() resolved.
+    const evidence = !draining && this.evidence.available();
+    return { ready: evidence && !draining, checks: { engines: true, evidence, draining } };
+  }
+
+  /** What `GET /metrics` answers: Prometheus text, numbers only (src/server/metrics.ts). */
+  metrics(): string {
+    const gen = this.keys.current();
+    return renderMetrics({
+      stats: this.stats,
+      keyGeneration: gen.generation,
+      keyId: gen.keyId,
+      uptimeSeconds: (performance.now() - this.startedAt) / 1000,
+      startTimeSeconds: Math.floor(this.startedAtUnixMs / 1000),
+      ready: this.readiness().ready,
+      maxInFlightTotal: this.limits.maxInFlightTotal,
+    });
+  }
+
+  /**
+   * Graceful stop (SIGTERM): stops accepting connections at once (the port is released),
+   * reports not ready, refuses new sealed requests (OVERLOADED), lets the requests in flight
+   * finish for up to `drainTimeoutMs`, closes WebSocket connections with 1001 as they become
+   * idle, then closes everything (`close`). Resolves with whether every request finished in time.
+   */
+  async shutdown(drainTimeoutMs: number): Promise<{ readonly drained: boolean }> {
+    this.ctx.state.draining = true;
+    const listenerClosed = new Promise<void>((resolve) => {
+      this.http.close(() => resolve());
+    });
+    this.http.closeIdleConnections();
+    for (const session of this.sessions) session.drain();
+    const deadline = performance.now() + Math.max(0, drainTimeoutMs);
+    // Bounded wait: requests end by their own deadline at the latest; the drain timeout caps it.
+    while (this.stats.inFlight > 0 && performance.now() < deadline) {
+      await new Promise<void>((resolve) => setTimeout(resolve, Math.min(25, Math.max(1, deadline - performance.now()))));
+    }
+    const drained = this.stats.inFlight === 0;
+    await this.close();
+    await listenerClosed;
+    return { drained };
   }
 
   get urls(): ServerAddress {
@@ -218,6 +301,7 @@ export class CloisterServer {
 
   /** Stops accepting, closes every connection, aborts every request. Does not close the engines. */
   async close(): Promise<void> {
+    this.ctx.state.draining = true;
     for (const socket of this.sockets.keys()) socket.destroy();
     await new Promise<void>((resolve) => {
       this.wss.close(() => resolve());

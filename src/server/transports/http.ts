@@ -4,6 +4,7 @@
  * - `POST /v1/sealed`: body = the sealed request (at most `maxRequestBytes`); response = the
  *   chunked sealed response, streamed as the engine produces it (status 200), or a CBOR
  *   {t:'err', code} with a 4xx/5xx status when the request could not be opened.
+ * - `GET /healthz`, `/readyz`, `/metrics`: operator endpoints in plain text / JSON (../ops.ts).
  * The end of the HTTP body is the end of the sealed stream: a body cut short lacks its
  * authenticated final chunk, which the client reports as STREAM_TRUNCATED.
  */
@@ -15,6 +16,9 @@ import { encodeWireMessage, MAX_NONCE_BYTES } from '../../protocol/wire.js';
 import type { ServerContext } from '../context.js';
 import { handleSealedRequest } from '../handler.js';
 import type { SlidingWindowLimiter } from '../rate-limit.js';
+import { OP_NONE } from '../stats.js';
+import { handleOps, OPS_PATHS } from '../ops.js';
+import type { OpsProvider } from '../ops.js';
 
 export const EVIDENCE_PATH = '/v1/evidence';
 export const SEALED_PATH = '/v1/sealed';
@@ -60,6 +64,7 @@ export class HttpTransport {
   constructor(
     private readonly ctx: ServerContext,
     private readonly connOf: (socket: Socket) => number,
+    private readonly ops?: OpsProvider,
   ) {}
 
   /** Answers a request with a coded error and closes its connection (used past maxConnections). */
@@ -79,6 +84,7 @@ export class HttpTransport {
       if (req.method !== 'POST') return sendError(res, 'PROTOCOL_VIOLATION');
       return this.sealed(req, res);
     }
+    if (this.ops !== undefined && OPS_PATHS.has(url.pathname)) return handleOps(this.ops, url.pathname, req, res);
     sendError(res, 'NOT_FOUND');
   }
 
@@ -119,15 +125,18 @@ export class HttpTransport {
     if (declared > limits.maxRequestBytes) {
       stats.sealedRequestsReceived++;
       stats.count('LIMIT_EXCEEDED');
+      stats.recordRequest(OP_NONE, 'LIMIT_EXCEEDED');
       logger.log('info', 'request.rejected', { conn, code: 'LIMIT_EXCEEDED', bytesIn: declared });
       res.setHeader('connection', 'close');
       sendError(res, 'LIMIT_EXCEEDED');
       req.resume();
       return;
     }
-    if (stats.inFlight >= limits.maxInFlightTotal) {
+    if (stats.inFlight >= limits.maxInFlightTotal || this.ctx.state.draining) {
       stats.sealedRequestsReceived++;
+      if (this.ctx.state.draining) res.setHeader('connection', 'close');
       stats.count('OVERLOADED');
+      stats.recordRequest(OP_NONE, 'OVERLOADED');
       logger.log('info', 'request.rejected', { conn, code: 'OVERLOADED', inFlight: stats.inFlight });
       sendError(res, 'OVERLOADED');
       req.resume();
@@ -154,6 +163,7 @@ export class HttpTransport {
         // Chunked uploads have no declared length: bound what we buffer as it arrives.
         stats.sealedRequestsReceived++;
         stats.count('LIMIT_EXCEEDED');
+        stats.recordRequest(OP_NONE, 'LIMIT_EXCEEDED');
         logger.log('info', 'request.rejected', { conn, code: 'LIMIT_EXCEEDED', bytesIn: size });
         finish();
         res.setHeader('connection', 'close');

@@ -21,6 +21,7 @@ import type { WireMessage } from '../../protocol/wire.js';
 import type { ServerContext } from '../context.js';
 import { handleSealedRequest } from '../handler.js';
 import type { SlidingWindowLimiter } from '../rate-limit.js';
+import { OP_NONE } from '../stats.js';
 
 export class WsSession {
   private readonly streams = new Map<number, AbortController>();
@@ -207,10 +208,11 @@ export class WsSession {
     let refuse: ErrorCode | undefined;
     if (this.streams.has(sid)) refuse = 'PROTOCOL_VIOLATION';
     else if (this.streams.size >= limits.maxInFlightPerConnection) refuse = 'LIMIT_EXCEEDED';
-    else if (stats.inFlight >= limits.maxInFlightTotal) refuse = 'OVERLOADED';
+    else if (stats.inFlight >= limits.maxInFlightTotal || this.ctx.state.draining) refuse = 'OVERLOADED';
     if (refuse !== undefined) {
       stats.sealedRequestsReceived++;
       stats.count(refuse);
+      stats.recordRequest(OP_NONE, refuse);
       this.ctx.logger.log('info', 'request.rejected', { conn: this.conn, sid, code: refuse, inFlight: stats.inFlight });
       this.sendError(refuse, sid);
       return;
@@ -278,8 +280,25 @@ export class WsSession {
         if (pendingBytes > 0) flush(false);
         stats.inFlight--;
         if (this.streams.get(sid) === abort) this.streams.delete(sid);
-        this.armIdle();
+        if (this.ctx.state.draining && this.streams.size === 0) this.drain();
+        else this.armIdle();
       });
+  }
+
+  /**
+   * The server is shutting down: once no request of this connection is in flight, close it
+   * with 1001 (going away, RFC 6455 section 7.4.1) so the client reconnects elsewhere. New
+   * requests meanwhile are refused OVERLOADED (onRequest).
+   */
+  drain(): void {
+    if (this.closed || this.closing || this.streams.size > 0) return;
+    this.closing = true;
+    this.ws.close(1001, 'shutting down');
+  }
+
+  /** Whether the connection is closed (the server forgets it then). */
+  get isClosed(): boolean {
+    return this.closed;
   }
 
   private onClose(closeCode: number): void {
