@@ -3,6 +3,10 @@
 // Builds the demo models first when they are missing (scripts/make-demo-model.mjs, which
 // uses the compiled library: `npm install` runs `npm run build` through `prepare`).
 // Extra arguments are passed to `cloister serve` (e.g. `npm start -- --listen 0.0.0.0:8443`).
+// Signals: package.json runs this script with `exec`, so npm's SIGTERM/SIGINT reach this
+// process (not a shell that would die and leave the server running); it forwards them to
+// the server, which stops accepting, drains the requests in flight (--drain-timeout-s) and
+// exits; this script then exits with the server's status.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -14,10 +18,15 @@ const demo = resolve(repoRoot, 'models', 'demo');
 const classifier = resolve(demo, 'classifier');
 const embedder = resolve(demo, 'embedder');
 
+let stopping = false;
+
 function run(args) {
   return new Promise((done) => {
     const child = spawn(process.execPath, args, { stdio: 'inherit', cwd: repoRoot });
-    const forward = (sig) => child.kill(sig);
+    const forward = (sig) => {
+      stopping = true;
+      child.kill(sig);
+    };
     process.on('SIGINT', forward);
     process.on('SIGTERM', forward);
     child.on('exit', (code, signal) => {
@@ -35,7 +44,7 @@ if (!existsSync(cli)) {
 if (!existsSync(resolve(classifier, 'onnx', 'model.onnx')) || !existsSync(resolve(embedder, 'onnx', 'model.onnx'))) {
   console.log('building the demo models (one-off, no network)...');
   const code = await run([resolve(repoRoot, 'scripts', 'make-demo-model.mjs'), demo]);
-  if (code !== 0) process.exit(code);
+  if (code !== 0 || stopping) process.exit(code);
 }
 const extra = process.argv.slice(2);
 const listen = extra.includes('--listen') || extra.includes('--socket') ? [] : ['--listen', '127.0.0.1:8443'];

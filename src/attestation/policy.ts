@@ -24,6 +24,7 @@
  * by their own modules); a new platform adds its parser there and its type to
  * PlatformPolicies.
  */
+import { describeJsonError } from '../util/json-error.js';
 import { CloisterError } from '../errors.js';
 import type { Platform } from './types.js';
 import { fromHex, isAllZero } from './hex.js';
@@ -194,16 +195,32 @@ export function policyFromJson(value: unknown): Policy {
   return models === undefined ? { version: 1, platforms, nonceRequired } : { version: 1, platforms, models, nonceRequired };
 }
 
-/** Parse policy file text (UTF-8 JSON). Throws CloisterError(POLICY_INVALID). */
-export function parsePolicy(text: string | Uint8Array, options: { readonly maxBytes?: number } = {}): Policy {
+/**
+ * Parse policy file text (UTF-8 JSON). Throws CloisterError(POLICY_INVALID); a JSON syntax
+ * error names its line and column, and `source` (the file path) when given.
+ */
+export function parsePolicy(text: string | Uint8Array, options: { readonly maxBytes?: number; readonly source?: string } = {}): Policy {
   const maxBytes = options.maxBytes ?? DEFAULT_MAX_POLICY_BYTES;
   const bytes = typeof text === 'string' ? Buffer.byteLength(text, 'utf8') : text.byteLength;
   if (bytes > maxBytes) throw invalid(`policy of ${bytes} bytes exceeds ${maxBytes}`);
+  const where = options.source === undefined ? 'policy' : `policy '${options.source}'`;
+  let decoded: string;
+  try {
+    decoded = typeof text === 'string' ? text : new TextDecoder('utf-8', { fatal: true }).decode(text);
+  } catch (cause) {
+    throw new CloisterError('POLICY_INVALID', `${where}: not valid UTF-8`, { cause });
+  }
   let json: unknown;
   try {
-    json = JSON.parse(typeof text === 'string' ? text : new TextDecoder('utf-8', { fatal: true }).decode(text));
+    json = JSON.parse(decoded);
   } catch (cause) {
-    throw new CloisterError('POLICY_INVALID', 'policy: not valid UTF-8 JSON', { cause });
+    throw new CloisterError('POLICY_INVALID', `${where}: ${describeJsonError(decoded)}`, { cause });
   }
-  return policyFromJson(json);
+  if (options.source === undefined) return policyFromJson(json);
+  try {
+    return policyFromJson(json);
+  } catch (err) {
+    if (err instanceof CloisterError) throw new CloisterError(err.code, `${where}: ${err.message}`, { cause: err, ...(err.detail === undefined ? {} : { detail: err.detail }) });
+    throw err;
+  }
 }

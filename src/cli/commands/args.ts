@@ -1,6 +1,17 @@
 /** A small strict argument parser shared by the commands in this folder. */
 import { CloisterError } from '../../errors.js';
 
+/**
+ * A usage error: a bad flag, a missing option, an invalid value from the command line or a
+ * CLOISTER_* environment variable. `cloister` exits 2 on it (1 is a runtime failure).
+ */
+export class UsageError extends CloisterError {
+  constructor(message: string) {
+    super('INVALID_ARGUMENT', message);
+    this.name = 'UsageError';
+  }
+}
+
 export interface ArgSpec {
   /** Options taking a value; a name listed in `multi` may repeat. */
   readonly values: readonly string[];
@@ -18,21 +29,21 @@ export function parseArgs(argv: readonly string[], spec: ArgSpec): ParsedArgs {
   const flags = new Set<string>();
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] ?? '';
-    if (!arg.startsWith('--')) throw new CloisterError('INVALID_ARGUMENT', `unexpected argument '${arg}'`);
+    if (!arg.startsWith('--')) throw new UsageError(`unexpected argument '${arg}'`);
     const eq = arg.indexOf('=');
     const name = arg.slice(2, eq === -1 ? undefined : eq);
     if (spec.flags?.includes(name) === true || name === 'help') {
-      if (eq !== -1) throw new CloisterError('INVALID_ARGUMENT', `--${name} takes no value`);
+      if (eq !== -1) throw new UsageError(`--${name} takes no value`);
       flags.add(name);
       continue;
     }
-    if (!spec.values.includes(name)) throw new CloisterError('INVALID_ARGUMENT', `unknown option --${name}`);
+    if (!spec.values.includes(name)) throw new UsageError(`unknown option --${name}`);
     let value: string | undefined;
     if (eq !== -1) value = arg.slice(eq + 1);
     else value = argv[++i];
-    if (value === undefined) throw new CloisterError('INVALID_ARGUMENT', `--${name} needs a value`);
+    if (value === undefined) throw new UsageError(`--${name} needs a value`);
     const list = values.get(name) ?? [];
-    if (list.length > 0 && spec.multi?.includes(name) !== true) throw new CloisterError('INVALID_ARGUMENT', `--${name} given twice`);
+    if (list.length > 0 && spec.multi?.includes(name) !== true) throw new UsageError(`--${name} given twice`);
     list.push(value);
     values.set(name, list);
   }
@@ -41,4 +52,38 @@ export function parseArgs(argv: readonly string[], spec: ArgSpec): ParsedArgs {
 
 export function one(args: ParsedArgs, name: string): string | undefined {
   return args.values.get(name)?.[0];
+}
+
+/** The environment variable for an option: `--state-dir` is CLOISTER_STATE_DIR. */
+export function envNameOf(option: string): string {
+  return `CLOISTER_${option.toUpperCase().replace(/-/g, '_')}`;
+}
+
+export interface EnvMerged extends ParsedArgs {
+  /** Options whose value came from the environment (not given as a flag). */
+  readonly fromEnv: ReadonlySet<string>;
+  /** Rewrites `--name` in a message to the environment variable it came from. */
+  label(message: string): string;
+}
+
+/**
+ * Adds CLOISTER_* environment variables for the value options not given as flags: flags
+ * override the environment. An option listed in `multi` takes a comma-separated list. An
+ * empty variable counts as unset.
+ */
+export function withEnv(args: ParsedArgs, spec: ArgSpec, env: Readonly<Record<string, string | undefined>>): EnvMerged {
+  const values = new Map(args.values);
+  const fromEnv = new Set<string>();
+  for (const name of spec.values) {
+    if (values.has(name)) continue;
+    const raw = env[envNameOf(name)];
+    if (raw === undefined || raw === '') continue;
+    const list = spec.multi?.includes(name) === true ? raw.split(',').map((v) => v.trim()).filter((v) => v !== '') : [raw];
+    if (list.length === 0) continue;
+    values.set(name, list);
+    fromEnv.add(name);
+  }
+  const label = (message: string): string =>
+    message.replace(/--([a-z][a-z0-9-]*)/g, (m, name: string) => (fromEnv.has(name) ? `${envNameOf(name)} (environment)` : m));
+  return { values, flags: args.flags, fromEnv, label };
 }

@@ -6,6 +6,7 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import { parsePolicy } from '../../attestation/policy.js';
 import { CloisterError } from '../../errors.js';
 import { connect } from '../../client/client.js';
 import type { CloisterClient } from '../../client/client.js';
@@ -85,7 +86,7 @@ export async function startFromArgs(argv: readonly string[], env: NodeJS.Process
       throw new CloisterError('CONFIG_INVALID', '--listen must be a loopback address; pass --allow-non-loopback to bind another interface');
     }
   }
-  const policy = await readLimited(values.policy, 'policy file');
+  const policy = parsePolicy(await readLimited(values.policy, 'policy file'), { source: values.policy });
   const roots: string[] = [];
   for (const path of values.root ?? []) roots.push(await readLimited(path, 'root file'));
 

@@ -4,6 +4,7 @@
  *   cloister infer --url URL --policy policy.json [--root root.pem]
  *                  (--text TEXT | --file PATH) [--model NAME] [--op classify|embed] [--json]
  */
+import { parsePolicy } from '../../attestation/policy.js';
 import { CloisterError } from '../../errors.js';
 import { connect } from '../../client/client.js';
 import { one, parseArgs } from './args.js';
@@ -39,7 +40,7 @@ export async function run(argv: string[]): Promise<number> {
   const model = one(args, 'model');
   const trustedRoots = await rootsFrom(one(args, 'root'));
 
-  const client = await connect(url, { policy: await readText(policyPath, 'policy'), ...(trustedRoots === undefined ? {} : { trustedRoots }) });
+  const client = await connect(url, { policy: parsePolicy(await readText(policyPath, 'policy'), { source: policyPath }), ...(trustedRoots === undefined ? {} : { trustedRoots }) });
   try {
     if (!args.flags.has('json') && client.simulated) console.error('note: the server runs on the SIMULATED platform (no TEE)');
     if (op === 'classify') {

@@ -13,7 +13,7 @@
  * (which pins that root's SHA-256, so clients need no --root) into the state dir, and says
  * loudly that nothing is attested.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import { CloisterError } from '../../errors.js';
 import type { OnnxModelConfig } from '../../inference/onnx/engine.js';
@@ -21,9 +21,10 @@ import { developmentPolicy } from '../../client/dev-policy.js';
 import { createLogger } from '../../server/log.js';
 import type { LogLevel } from '../../server/log.js';
 import { isPlatformChoice, preparePlatform, selectPlatform } from '../../server/platform.js';
+import type { PlatformChoice } from '../../server/platform.js';
 import { CloisterServer } from '../../server/server.js';
 import type { ListenTarget } from '../../server/server.js';
-import { one, parseArgs } from './args.js';
+import { one, parseArgs, UsageError, withEnv } from './args.js';
 import type { Engine } from '../../inference/types.js';
 import { UPSTREAM_SERVE_FLAGS, UPSTREAM_SERVE_USAGE, upstreamFromArgs } from '../../inference/upstream/index.js';
 
@@ -33,6 +34,7 @@ const USAGE = `usage: cloister serve --model [name=]dir [--model ...] [--embedde
                       [--listen host:port | --socket path]
                       [--platform auto|simulated|nitro|sev-snp|tdx] [--state-dir dir]
                       [--key-rotation-minutes n] [--request-timeout-s n] [--log-level debug|info|warn|error]
+                      [--tls-cert pem --tls-key pem] [--drain-timeout-s n]
 
   --model      a Hugging Face-layout ONNX model directory (task from its config.json)
   --embedder   a feature-extraction model directory
@@ -41,62 +43,143 @@ const USAGE = `usage: cloister serve --model [name=]dir [--model ...] [--embedde
   --platform   TEE to attest with (default auto: detect, else SIMULATED with a warning)
   --state-dir  where the simulated root and development policy are written (default .cloister)
   --request-timeout-s  deadline of one request, streaming included (default 60; raise it for long generations)
+  --key-rotation-minutes  how long one key generation is current (default 60)
+  --log-level  debug | info | warn | error (default info); JSON lines on stderr, never content
+  --tls-cert, --tls-key  PEM certificate chain and key: serve https:// and wss:// on --listen
+  --drain-timeout-s  on SIGTERM/SIGINT, how long requests in flight may finish (default 30; 0: stop at once)
 
-${UPSTREAM_SERVE_USAGE}`;
+${UPSTREAM_SERVE_USAGE}
+
+Every option can also be set as an environment variable: CLOISTER_ and the option name in
+upper case with '_' for '-' (--state-dir: CLOISTER_STATE_DIR; --model and --embedder take a
+comma-separated list). A flag overrides its variable. See docs/CONFIG.md.
+The same listener answers GET /healthz, /readyz and /metrics (docs/DEPLOY.md).`;
 
 function modelArg(arg: string, task?: OnnxModelConfig['task']): OnnxModelConfig {
   const eq = arg.indexOf('=');
   const dir = resolve(eq === -1 ? arg : arg.slice(eq + 1));
   const name = eq === -1 ? basename(dir) : arg.slice(0, eq);
-  if (name === '' || !/^[A-Za-z0-9._-]{1,64}$/.test(name)) throw new CloisterError('INVALID_ARGUMENT', `bad model name '${name}'`);
+  if (name === '' || !/^[A-Za-z0-9._-]{1,64}$/.test(name)) throw new UsageError(`bad model name '${name}'`);
   return task === undefined ? { name, dir } : { name, dir, task };
 }
 
 function listenArg(listen: string | undefined, socket: string | undefined): ListenTarget {
-  if (listen !== undefined && socket !== undefined) throw new CloisterError('INVALID_ARGUMENT', 'give --listen or --socket, not both');
+  if (listen !== undefined && socket !== undefined) throw new UsageError('give --listen or --socket, not both');
   if (socket !== undefined) return { path: resolve(socket) };
   const text = listen ?? '127.0.0.1:8443';
   const m = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(text);
   const port = Number(m?.[2]);
-  if (m === null || m[1] === undefined || !(port >= 0 && port <= 65535)) throw new CloisterError('INVALID_ARGUMENT', '--listen must be host:port');
+  if (m === null || m[1] === undefined || !(port >= 0 && port <= 65535)) throw new UsageError('--listen must be host:port');
   return { host: m[1].replace(/^\[|\]$/g, ''), port };
 }
 
 const BAR = '='.repeat(78);
 
-export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, {
-    values: ['model', 'embedder', 'listen', 'socket', 'platform', 'state-dir', 'key-rotation-minutes', 'request-timeout-s', 'log-level', ...UPSTREAM_SERVE_FLAGS],
-    multi: ['model', 'embedder'],
-  });
-  if (args.flags.has('help')) {
+/** Value options of `cloister serve`; each can also come from CLOISTER_<NAME> (args.ts envNameOf). */
+export const SERVE_OPTIONS: readonly string[] = [
+  'model', 'embedder', 'listen', 'socket', 'platform', 'state-dir', 'key-rotation-minutes', 'request-timeout-s', 'log-level',
+  'tls-cert', 'tls-key', 'drain-timeout-s', ...UPSTREAM_SERVE_FLAGS,
+];
+const SERVE_SPEC = { values: SERVE_OPTIONS, multi: ['model', 'embedder'] } as const;
+
+/** Default of --drain-timeout-s: how long SIGTERM waits for requests in flight. */
+export const DEFAULT_DRAIN_TIMEOUT_S = 30;
+
+export interface ServeConfig {
+  readonly models: readonly OnnxModelConfig[];
+  readonly upstream: Engine | undefined;
+  readonly platform: PlatformChoice;
+  readonly target: ListenTarget;
+  readonly stateDir: string;
+  readonly rotationMinutes: number | undefined;
+  readonly timeoutSeconds: number | undefined;
+  readonly level: LogLevel;
+  readonly tls: { readonly certPath: string; readonly keyPath: string } | undefined;
+  readonly drainTimeoutSeconds: number;
+}
+
+function positiveInt(text: string | undefined, name: string, max: number): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(n) || n < 1 || n > max) throw new UsageError(`--${name} must be an integer from 1 to ${max}`);
+  return n;
+}
+
+/**
+ * Flags, then CLOISTER_* environment variables (flags win). Every invalid value is a
+ * UsageError naming the flag or, when the value came from the environment, the variable.
+ */
+export function parseServeConfig(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): ServeConfig | 'help' {
+  const parsed = parseArgs(argv, SERVE_SPEC);
+  if (parsed.flags.has('help')) return 'help';
+  const args = withEnv(parsed, SERVE_SPEC, env);
+  try {
+    const models = [...(args.values.get('model') ?? []).map((m) => modelArg(m)), ...(args.values.get('embedder') ?? []).map((m) => modelArg(m, 'feature-extraction'))];
+    const upstream = upstreamFromArgs((name) => one(args, name));
+    if (models.length === 0 && upstream === undefined) throw new UsageError(`give at least one --model, --embedder or --upstream\n\n${USAGE}`);
+    const platform = one(args, 'platform') ?? 'auto';
+    if (!isPlatformChoice(platform)) throw new UsageError('--platform must be auto, simulated, nitro, sev-snp or tdx');
+    const target = listenArg(one(args, 'listen'), one(args, 'socket'));
+    const rotationText = one(args, 'key-rotation-minutes');
+    const rotationMinutes = rotationText === undefined ? undefined : Number(rotationText);
+    if (rotationMinutes !== undefined && !(/^\d+$/.test(rotationText ?? '') && Number.isSafeInteger(rotationMinutes) && rotationMinutes >= 1)) {
+      throw new UsageError('--key-rotation-minutes must be a positive integer');
+    }
+    const timeoutSeconds = positiveInt(one(args, 'request-timeout-s'), 'request-timeout-s', 86_400);
+    const level = one(args, 'log-level') ?? 'info';
+    if (!isLogLevel(level)) throw new UsageError('--log-level must be debug, info, warn or error');
+    const certPath = one(args, 'tls-cert');
+    const keyPath = one(args, 'tls-key');
+    if ((certPath === undefined) !== (keyPath === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
+    if (certPath !== undefined && 'path' in target) throw new UsageError('--tls-cert applies to --listen (TCP), not --socket');
+    const drainText = one(args, 'drain-timeout-s');
+    let drainTimeoutSeconds = DEFAULT_DRAIN_TIMEOUT_S;
+    if (drainText !== undefined) {
+      drainTimeoutSeconds = Number(drainText);
+      if (!/^\d+$/.test(drainText) || drainTimeoutSeconds > 3600) throw new UsageError('--drain-timeout-s must be an integer from 0 to 3600');
+    }
+    return {
+      models,
+      upstream,
+      platform,
+      target,
+      stateDir: resolve(one(args, 'state-dir') ?? '.cloister'),
+      rotationMinutes,
+      timeoutSeconds,
+      level,
+      tls: certPath === undefined || keyPath === undefined ? undefined : { certPath: resolve(certPath), keyPath: resolve(keyPath) },
+      drainTimeoutSeconds,
+    };
+  } catch (err) {
+    if (err instanceof CloisterError && (err.code === 'INVALID_ARGUMENT' || err.code === 'CONFIG_INVALID')) throw new UsageError(args.label(err.message));
+    throw err;
+  }
+}
+
+function isLogLevel(v: string): v is LogLevel {
+  return v === 'debug' || v === 'info' || v === 'warn' || v === 'error';
+}
+
+async function readPem(path: string, what: string): Promise<Buffer> {
+  try {
+    return await readFile(path);
+  } catch (cause) {
+    throw new CloisterError('NOT_FOUND', `cannot read ${what} '${path}'`, { cause });
+  }
+}
+
+export async function run(argv: string[], env: Readonly<Record<string, string | undefined>> = process.env): Promise<number> {
+  const config = parseServeConfig(argv, env);
+  if (config === 'help') {
     console.log(USAGE);
     return 0;
   }
-  const models = [...(args.values.get('model') ?? []).map((m) => modelArg(m)), ...(args.values.get('embedder') ?? []).map((m) => modelArg(m, 'feature-extraction'))];
-  const upstream = upstreamFromArgs((name) => one(args, name));
-  if (models.length === 0 && upstream === undefined) throw new CloisterError('INVALID_ARGUMENT', `give at least one --model, --embedder or --upstream\n\n${USAGE}`);
-  const platformArg = one(args, 'platform') ?? 'auto';
-  if (!isPlatformChoice(platformArg)) {
-    throw new CloisterError('INVALID_ARGUMENT', '--platform must be auto, simulated, nitro, sev-snp or tdx');
-  }
-  const target = listenArg(one(args, 'listen'), one(args, 'socket'));
-  const stateDir = resolve(one(args, 'state-dir') ?? '.cloister');
-  const rotationText = one(args, 'key-rotation-minutes');
-  const rotationMinutes = rotationText === undefined ? undefined : Number(rotationText);
-  if (rotationMinutes !== undefined && !(Number.isInteger(rotationMinutes) && rotationMinutes >= 1)) {
-    throw new CloisterError('INVALID_ARGUMENT', '--key-rotation-minutes must be a positive integer');
-  }
-  const timeoutText = one(args, 'request-timeout-s');
-  const timeoutSeconds = timeoutText === undefined ? undefined : Number(timeoutText);
-  if (timeoutSeconds !== undefined && !(Number.isInteger(timeoutSeconds) && timeoutSeconds >= 1 && timeoutSeconds <= 86_400)) {
-    throw new CloisterError('INVALID_ARGUMENT', '--request-timeout-s must be an integer from 1 to 86400');
-  }
+  const { models, upstream, stateDir, rotationMinutes, timeoutSeconds, level, target } = config;
+  const platformArg = config.platform;
   const limits = timeoutSeconds === undefined ? undefined : { requestTimeoutMs: timeoutSeconds * 1000 };
+  const tls = config.tls === undefined ? undefined : { cert: await readPem(config.tls.certPath, 'TLS certificate'), key: await readPem(config.tls.keyPath, 'TLS key') };
   // Fails closed (PLATFORM_UNAVAILABLE) when the requested TEE is not here, before any model loads.
   const selection = await selectPlatform(platformArg);
-  const level = (one(args, 'log-level') ?? 'info') as LogLevel;
-  if (!['debug', 'info', 'warn', 'error'].includes(level)) throw new CloisterError('INVALID_ARGUMENT', 'bad --log-level');
   const logger = createLogger({ minLevel: level });
 
   const engines: Engine[] = [];
@@ -128,8 +211,12 @@ export async function run(argv: string[]): Promise<number> {
     logger,
     ...(keyRotationIntervalMs === undefined ? {} : { keyRotationIntervalMs }),
     ...(limits === undefined ? {} : { limits }),
+    ...(tls === undefined ? {} : { tls }),
   });
-  const address = await server.listen(target);
+  const address = await server.listen(target).catch(async (err: unknown) => {
+    for (const e of engines) await e.close().catch(() => undefined);
+    throw err;
+  });
 
   const lines: string[] = [];
   if (pa.simulated !== undefined) {
@@ -152,7 +239,10 @@ export async function run(argv: string[]): Promise<number> {
   if (pa.selection.warning !== undefined) lines.push(`warning:    ${pa.selection.warning}`);
   lines.push(`platform:   ${platform}`);
   lines.push(`websocket:  ${address.wsUrl}`);
-  if (address.httpUrl !== undefined) lines.push(`http:       ${address.httpUrl}  (GET /v1/evidence, POST /v1/sealed)`);
+  if (address.httpUrl !== undefined) {
+    lines.push(`http:       ${address.httpUrl}  (GET /v1/evidence, POST /v1/sealed)`);
+    lines.push(`operator:   ${address.httpUrl}/healthz  /readyz  /metrics`);
+  }
   lines.push(`models:     ${server.router.models().map((m) => `${m.name} (${m.task})`).join(', ')}`);
   const url = address.httpUrl ?? address.wsUrl;
   // The development policy pins the simulated root's SHA-256: that pin is the client's
@@ -161,6 +251,8 @@ export async function run(argv: string[]): Promise<number> {
   lines.push('', 'try:', `  npx cloister infer --url ${url} --policy ${policyArg} --text "chest pain radiating to the left arm"`);
   console.log(lines.join('\n'));
 
+  // SIGTERM / SIGINT: stop accepting (the port is released at once), let the requests in
+  // flight finish within --drain-timeout-s, then close the engines. A second signal stops at once.
   await new Promise<void>((done) => {
     const stop = (): void => {
       process.off('SIGINT', stop);
@@ -170,7 +262,13 @@ export async function run(argv: string[]): Promise<number> {
     process.on('SIGINT', stop);
     process.on('SIGTERM', stop);
   });
-  await server.close();
+  const force = (): void => void server.close();
+  process.once('SIGINT', force);
+  process.once('SIGTERM', force);
+  const { drained } = await server.shutdown(config.drainTimeoutSeconds * 1000);
+  process.off('SIGINT', force);
+  process.off('SIGTERM', force);
   for (const e of engines) await e.close();
+  if (!drained) console.error(`cloister serve: stopped with requests still in flight after the drain timeout (${config.drainTimeoutSeconds} s)`);
   return 0;
 }

@@ -212,7 +212,7 @@ export async function run(argv: string[], io: CliIo = defaultIo): Promise<number
     const at = parseAt(values.at);
     const nonce = values.nonce === undefined ? undefined : fromHex(values.nonce.toLowerCase(), undefined, '--nonce', 'INVALID_ARGUMENT');
     const policy =
-      values.policy === undefined ? undefined : parsePolicy(await readLimited(values.policy, MAX_AUX_FILE_BYTES, 'policy file'));
+      values.policy === undefined ? undefined : parsePolicy(await readLimited(values.policy, MAX_AUX_FILE_BYTES, 'policy file'), { source: values.policy });
     const file = positionals[0] ?? '';
     const evidence = await readLimited(file, MAX_EVIDENCE_FILE_BYTES, 'evidence file');
 
