@@ -14,9 +14,15 @@
  *
  * Offline-friendly: when the running Node's own headers are installed next to it
  * (<prefix>/include/node/node_api.h), node-gyp is pointed at them instead of downloading.
+ *
+ * Quiet when it cannot build: the toolchain (a C compiler - $CC, cc, gcc or clang -, make
+ * and python3) is looked up on PATH first, and a missing piece is reported in one line
+ * without running node-gyp. A node-gyp failure is also one line (its output is shown only
+ * with --required, where the image build wants every detail). CLOISTER_SKIP_NATIVE=1 skips
+ * the build altogether.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { accessSync, constants, existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -40,12 +46,36 @@ function findNodeGyp() {
   }
 }
 
+/** The first executable called `name` on PATH (or `name` itself when it is a path), else undefined. */
+function which(name, path = process.env.PATH ?? '') {
+  const candidates = name.includes('/') ? [name] : path.split(':').filter((d) => d !== '').map((d) => join(d, name));
+  for (const c of candidates) {
+    try {
+      accessSync(c, constants.X_OK);
+      return c;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/** What node-gyp needs that is missing from PATH: [] when the toolchain looks complete. */
+function missingToolchain(env = process.env) {
+  const path = env.PATH ?? '';
+  const missing = [];
+  const cc = env.CC !== undefined && env.CC !== '' ? [env.CC.split(' ')[0] ?? ''] : ['cc', 'gcc', 'clang'];
+  if (!cc.some((c) => which(c, path) !== undefined)) missing.push('a C compiler (cc, gcc or clang)');
+  if (which('make', path) === undefined) missing.push('make');
+  if (which('python3', path) === undefined && which('python', path) === undefined) missing.push('python3');
+  return missing;
+}
+
 function fail(reason) {
+  // One line: an install without a compiler is normal outside a TEE image build.
   const msg =
-    `cloister: native addon not built (${reason}).\n` +
-    '  It is needed only inside a Nitro Enclave (/dev/nsm) or an SEV-SNP guest (/dev/sev-guest);\n' +
-    '  elsewhere it only speeds up HPKE (node:crypto is used without it).\n' +
-    '  To build it: install a C compiler, make and python3, then run `node scripts/build-native.mjs --required`.';
+    `cloister: native addon not built (${reason}); it is needed only in a Nitro Enclave or SEV-SNP guest, elsewhere HPKE uses node:crypto ` +
+    '(install a C compiler, make and python3 and run `node scripts/build-native.mjs --required` to build it; CLOISTER_SKIP_NATIVE=1 skips this step)';
   if (required) {
     console.error(msg);
     process.exit(1);
@@ -54,7 +84,13 @@ function fail(reason) {
   process.exit(0);
 }
 
-if (process.env.CLOISTER_SKIP_NATIVE === '1') fail('CLOISTER_SKIP_NATIVE=1');
+if (process.env.CLOISTER_SKIP_NATIVE === '1') {
+  if (required) fail('CLOISTER_SKIP_NATIVE=1');
+  console.log('cloister: native addon skipped (CLOISTER_SKIP_NATIVE=1)');
+  process.exit(0);
+}
+const missing = missingToolchain();
+if (missing.length > 0) fail(`missing ${missing.join(', ')}`);
 const nodeGyp = findNodeGyp();
 if (nodeGyp === undefined) fail('node-gyp not found');
 
@@ -62,8 +98,9 @@ const args = [nodeGyp, 'rebuild', '--release'];
 const prefix = resolve(dirname(process.execPath), '..');
 if (existsSync(join(prefix, 'include', 'node', 'node_api.h'))) args.push(`--nodedir=${prefix}`);
 
-const result = spawnSync(process.execPath, args, { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
+// Without --required node-gyp's output (dozens of `gyp ERR!` lines on a failure) is not shown.
+const result = spawnSync(process.execPath, args, { cwd: root, stdio: ['ignore', required ? 'inherit' : 'ignore', required ? 'inherit' : 'ignore'] });
 if (result.error) fail(`could not run node-gyp: ${result.error.message}`);
-if (result.status !== 0) fail(`node-gyp exited with status ${String(result.status)}`);
+if (result.status !== 0) fail(`node-gyp exited with status ${String(result.status)}${required ? '' : '; run with --required to see its output'}`);
 if (!existsSync(join(root, 'build', 'Release', 'cloister_native.node'))) fail('build produced no cloister_native.node');
 console.log('cloister: native addon built: build/Release/cloister_native.node');
