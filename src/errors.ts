@@ -31,6 +31,7 @@ export const ERROR_CODES = {
   UNKNOWN_MODEL: 'the sealed request names a model the server does not serve',
   PROTOCOL_VIOLATION: 'a peer sent a message that is not valid at this point of the protocol',
   RECEIPT_INVALID: 'the receipt in the final response chunk does not verify under the attested receipt key',
+  VERSION_UNSUPPORTED: 'the peer uses a protocol version this side does not support',
 
   // --- attestation ---------------------------------------------------------------------------
   EVIDENCE_MALFORMED: 'the attestation evidence could not be decoded',

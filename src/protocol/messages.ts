@@ -10,6 +10,19 @@ import { decodeCbor, encodeCbor, toPlain } from './cbor.js';
 import type { CborDecodeOptions, CborInput, CborKey, CborValue } from './cbor.js';
 
 export const MESSAGE_VERSION = 1;
+
+/**
+ * Capabilities (PROTOCOL.md section 4, "Versions and capabilities"): optional features of
+ * inner-message version 1 that a client declares in its sealed request (`caps`), so that a
+ * server sends them only to clients that understand them. `json`: the client decodes `json`
+ * response chunks. A server ignores capabilities it does not know.
+ */
+export const CAPABILITIES = ['json'] as const;
+export type Capability = (typeof CAPABILITIES)[number];
+/** Bounds on the `caps` field: entries, and the length of each (ASCII a-z, 0-9, '-'). */
+export const MAX_CAPS = 16;
+export const MAX_CAP_BYTES = 32;
+const CAP_RE = /^[a-z0-9-]{1,32}$/;
 export const OPERATIONS = ['classify', 'embed', 'token-classify', 'generate', 'chat', 'completion', 'embeddings', 'models'] as const;
 export type Operation = (typeof OPERATIONS)[number];
 
@@ -25,6 +38,12 @@ export interface SealedRequest {
   readonly ts: number;
   /** Random 16-byte request id (replay window). */
   readonly id: Uint8Array;
+  /**
+   * Capabilities the client declares (CAPABILITIES). Encoding: absent means this
+   * implementation's CAPABILITIES; an empty list omits the field (a client from before
+   * capabilities). Decoding: always present, empty when the field was absent.
+   */
+  readonly caps?: readonly string[];
 }
 
 export interface MessageLimits {
@@ -79,7 +98,12 @@ function strictMap(v: CborValue, field: string, required: readonly string[], opt
 export function encodeSealedRequest(r: SealedRequest): Uint8Array {
   if (r.id.byteLength !== REQUEST_ID_LENGTH) throw new CloisterError('INVALID_ARGUMENT', 'id must be 16 bytes');
   if (!(OPERATIONS as readonly string[]).includes(r.op)) throw new CloisterError('UNKNOWN_OPERATION');
-  return encodeCbor({ v: MESSAGE_VERSION, op: r.op, model: r.model, input: r.input, params: r.params, stream: r.stream, ts: r.ts, id: r.id });
+  const caps = [...new Set(r.caps ?? CAPABILITIES)].sort();
+  if (caps.length > MAX_CAPS || !caps.every((c) => CAP_RE.test(c))) throw new CloisterError('INVALID_ARGUMENT', 'caps: at most 16 names of a-z, 0-9 and -');
+  return encodeCbor({
+    v: MESSAGE_VERSION, op: r.op, model: r.model, input: r.input, params: r.params, stream: r.stream, ts: r.ts, id: r.id,
+    caps: caps.length === 0 ? undefined : caps,
+  });
 }
 
 /** Strict: unknown/missing keys, wrong types, over-limit sizes and trailing bytes fail. */
@@ -88,7 +112,15 @@ export function decodeSealedRequest(bytes: Uint8Array, limits?: Partial<MessageL
   if (bytes.byteLength > l.maxRequestBytes) {
     throw new CloisterError('LIMIT_EXCEEDED', 'request too large', { detail: { limit: 'maxRequestBytes', value: l.maxRequestBytes } });
   }
-  const m = strictMap(decodeCbor(bytes, cborOptions(l, l.maxRequestBytes)), 'request', ['v', 'op', 'model', 'input', 'stream', 'ts', 'id'], ['params']);
+  const root = decodeCbor(bytes, cborOptions(l, l.maxRequestBytes));
+  // The version first: a later version may have other fields (a clear VERSION_UNSUPPORTED, not MALFORMED).
+  const v = root instanceof Map ? root.get('v') : undefined;
+  if (typeof v === 'number' && v !== MESSAGE_VERSION) {
+    throw new CloisterError('VERSION_UNSUPPORTED', `inner message version ${v} is not supported (this server speaks ${MESSAGE_VERSION})`, {
+      detail: { field: 'v', supported: MESSAGE_VERSION },
+    });
+  }
+  const m = strictMap(root, 'request', ['v', 'op', 'model', 'input', 'stream', 'ts', 'id'], ['params', 'caps']);
   if (m.get('v') !== MESSAGE_VERSION) throw bad('v', 'unsupported version');
   const op = m.get('op');
   if (typeof op !== 'string') throw bad('op', 'must be text');
@@ -113,7 +145,17 @@ export function decodeSealedRequest(bytes: Uint8Array, limits?: Partial<MessageL
     if (!(paramsRaw instanceof Map)) throw bad('params', 'must be a map');
     params = toPlain(paramsRaw) as { readonly [k: string]: CborInput };
   }
-  return { v: MESSAGE_VERSION, op: op as Operation, model, input, ...(params === undefined ? {} : { params }), stream, ts, id };
+  const capsRaw = m.get('caps');
+  const caps: string[] = [];
+  if (capsRaw !== undefined) {
+    if (!Array.isArray(capsRaw) || capsRaw.length === 0 || capsRaw.length > MAX_CAPS) throw bad('caps', `must be an array of 1 to ${MAX_CAPS} names`);
+    for (const c of capsRaw) {
+      if (typeof c !== 'string' || !CAP_RE.test(c)) throw bad('caps', `each must be 1 to ${MAX_CAP_BYTES} of a-z, 0-9, -`);
+      if (caps.includes(c)) throw bad('caps', 'duplicate name');
+      caps.push(c);
+    }
+  }
+  return { v: MESSAGE_VERSION, op: op as Operation, model, input, ...(params === undefined ? {} : { params }), stream, ts, id, caps };
 }
 
 export type ResponseChunk =
@@ -227,12 +269,14 @@ function parseRelayedJson(text: string): CborInput {
   }
 }
 
-export function encodeResultsChunk(results: readonly unknown[]): Uint8Array {
-  if (results.length > 0 && results.every((r) => r instanceof JsonResults)) {
+export function encodeResultsChunk(results: readonly unknown[], options: { readonly json?: boolean } = {}): Uint8Array {
+  // `json` chunks only for a client that declared the capability (default: yes, for callers that checked).
+  if (options.json !== false && results.length > 0 && results.every((r) => r instanceof JsonResults)) {
     const texts = results.length === 1 ? (results[0] as JsonResults).texts : (results as JsonResults[]).flatMap((r) => r.texts);
     return encodeResponseChunk({ t: 'json', items: texts });
   }
-  // A JsonResults among plain results (an engine that mixes both) goes as its parsed values.
+  // A JsonResults among plain results (an engine that mixes both), or for a client without
+  // the `json` capability, goes as its parsed values.
   const items = results.flatMap((r) => (r instanceof JsonResults ? r.texts.map(parseRelayedJson) : [r as CborInput]));
   return encodeResponseChunk(items.length === 1 ? { t: 'data', data: items[0] as CborInput } : { t: 'items', items });
 }

@@ -193,6 +193,7 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
     op = req.op;
     deps.replay.check(req.id, req.ts);
     const engine = deps.router.route(req.op, req.model);
+    const json = req.caps?.includes('json') === true;
     const results = engine.run({ op: req.op, model: req.model, input: req.input, params: req.params ?? {}, stream: req.stream }, { signal });
     const iterator = results[Symbol.asyncIterator]();
     const maxItems = deps.maxItemsPerChunk ?? DEFAULT_MAX_ITEMS_PER_CHUNK;
@@ -232,7 +233,8 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
         }
         // Engines yield plain JSON-like values (encodeCbor rejects anything else: ENGINE_FAILED)
         // or JsonResults, relayed as JSON text in a `json` chunk (PROTOCOL.md section 4).
-        await sealData(encodeResultsChunk(items), signal);
+        // `json` chunks only for clients that declared them (PROTOCOL.md section 4, capabilities).
+        await sealData(encodeResultsChunk(items, { json }), signal);
         // Time to first token: the first chunk of a stream leaves now, not with the rest of
         // what this turn produces (an engine may have many more results ready).
         if (firstChunk && req.stream) out.flush?.();

@@ -108,11 +108,35 @@ function sampleRequest(): SealedRequest {
 describe('inner messages', () => {
   it('sealed request round-trips', () => {
     const r = sampleRequest();
-    expect(decodeSealedRequest(encodeSealedRequest(r))).toEqual(r);
+    // The encoder declares this implementation's capabilities unless told otherwise.
+    expect(decodeSealedRequest(encodeSealedRequest(r))).toEqual({ ...r, caps: ['json'] });
+    expect(decodeSealedRequest(encodeSealedRequest({ ...r, caps: [] }))).toEqual({ ...r, caps: [] });
     const noParams: { -readonly [K in keyof SealedRequest]?: SealedRequest[K] } = { ...r };
     delete noParams.params;
     const np = { ...(noParams as SealedRequest), input: ['a', 'b'] };
-    expect(decodeSealedRequest(encodeSealedRequest(np))).toEqual(np);
+    expect(decodeSealedRequest(encodeSealedRequest(np))).toEqual({ ...np, caps: ['json'] });
+  });
+
+  it('capabilities: optional, bounded, strict; unknown names are kept for the server to ignore', () => {
+    const r = sampleRequest();
+    const base = { v: 1, op: r.op, model: r.model, input: 'x', stream: false, ts: 5, id: r.id };
+    expect(decodeSealedRequest(encodeCbor(base)).caps).toEqual([]);
+    expect(decodeSealedRequest(encodeCbor({ ...base, caps: ['json', 'future-thing'] })).caps).toEqual(['json', 'future-thing']);
+    expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, caps: [] })))).toBe('MALFORMED');
+    expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, caps: 'json' })))).toBe('MALFORMED');
+    expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, caps: ['json', 'json'] })))).toBe('MALFORMED');
+    expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, caps: ['JSON'] })))).toBe('MALFORMED');
+    expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, caps: ['a'.repeat(33)] })))).toBe('MALFORMED');
+    expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, caps: Array.from({ length: 17 }, (_, i) => `c${i}`) })))).toBe('MALFORMED');
+    expect(codeOf(() => encodeSealedRequest({ ...r, caps: ['Bad Name'] }))).toBe('INVALID_ARGUMENT');
+    // The encoding is deterministic: sorted, without duplicates.
+    expect(decodeSealedRequest(encodeSealedRequest({ ...r, caps: ['z', 'json', 'z'] })).caps).toEqual(['json', 'z']);
+  });
+
+  it('a later inner-message version is VERSION_UNSUPPORTED (clear), not MALFORMED', () => {
+    const r = sampleRequest();
+    const base = { v: 2, op: r.op, model: r.model, input: 'x', stream: false, ts: 5, id: r.id, newField: true };
+    expect(codeOf(() => decodeSealedRequest(encodeCbor(base)))).toBe('VERSION_UNSUPPORTED');
   });
 
   it('sealed request decoder is strict and bounded', () => {
@@ -124,7 +148,8 @@ describe('inner messages', () => {
     delete noId.id;
     expect(codeOf(() => decodeSealedRequest(encodeCbor(noId)))).toBe('MALFORMED');
     expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, id: new Uint8Array(15) })))).toBe('MALFORMED');
-    expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, v: 2 })))).toBe('MALFORMED');
+    expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, v: 2 })))).toBe('VERSION_UNSUPPORTED');
+    expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, v: 'one' })))).toBe('MALFORMED');
     expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, op: 'rm -rf' })))).toBe('UNKNOWN_OPERATION');
     expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, stream: 1 })))).toBe('MALFORMED');
     expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, ts: -1 })))).toBe('MALFORMED');
