@@ -54,8 +54,8 @@ describe('capabilities', () => {
     expect(types(withJson)).toContain('json');
     expect(types(old)).not.toContain('json');
     expect(types(old).at(-1)).toBe('end');
-    const values = (cs: ResponseChunk[]) =>
-      cs.flatMap((c) => (c.t === 'json' ? c.items.map((x) => JSON.parse(x) as unknown) : c.t === 'items' ? c.items : c.t === 'data' ? [c.data] : []));
+    const values = (cs: ResponseChunk[]): unknown[] =>
+      cs.flatMap((c): unknown[] => (c.t === 'json' ? c.items.map((x) => JSON.parse(x) as unknown) : c.t === 'items' ? [...c.items] : c.t === 'data' ? [c.data] : []));
     expect(values(old)).toEqual(values(withJson));
     expect(values(old)).toHaveLength(4);
   });
