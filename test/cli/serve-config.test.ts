@@ -47,6 +47,9 @@ describe('cloister serve configuration: flags and CLOISTER_* variables', () => {
     expect(c.target).toEqual({ host: '127.0.0.1', port: 1 });
     expect(c.level).toBe('info');
     expect(c.drainTimeoutSeconds).toBe(30);
+    // --socket given as a flag hides CLOISTER_LISTEN (they exclude each other), and the reverse.
+    expect(config(['--socket', '/run/c.sock'], { CLOISTER_MODEL: 'a=/m', CLOISTER_LISTEN: '0.0.0.0:1' }).target).toEqual({ path: '/run/c.sock' });
+    expect(config(['--listen', '127.0.0.1:2'], { CLOISTER_MODEL: 'a=/m', CLOISTER_SOCKET: '/run/c.sock' }).target).toEqual({ host: '127.0.0.1', port: 2 });
   });
 
   it('an invalid variable names the variable; an invalid flag names the flag', () => {

@@ -71,11 +71,18 @@ export interface EnvMerged extends ParsedArgs {
  * override the environment. An option listed in `multi` takes a comma-separated list. An
  * empty variable counts as unset.
  */
-export function withEnv(args: ParsedArgs, spec: ArgSpec, env: Readonly<Record<string, string | undefined>>): EnvMerged {
+export function withEnv(
+  args: ParsedArgs,
+  spec: ArgSpec,
+  env: Readonly<Record<string, string | undefined>>,
+  /** Groups of options that exclude each other: a flag of the group hides the others' variables. */
+  exclusive: readonly (readonly string[])[] = [],
+): EnvMerged {
   const values = new Map(args.values);
   const fromEnv = new Set<string>();
   for (const name of spec.values) {
     if (values.has(name)) continue;
+    if (exclusive.some((g) => g.includes(name) && g.some((o) => args.values.has(o)))) continue;
     const raw = env[envNameOf(name)];
     if (raw === undefined || raw === '') continue;
     const list = spec.multi?.includes(name) === true ? raw.split(',').map((v) => v.trim()).filter((v) => v !== '') : [raw];

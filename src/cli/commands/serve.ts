@@ -112,7 +112,7 @@ function positiveInt(text: string | undefined, name: string, max: number): numbe
 export function parseServeConfig(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): ServeConfig | 'help' {
   const parsed = parseArgs(argv, SERVE_SPEC);
   if (parsed.flags.has('help')) return 'help';
-  const args = withEnv(parsed, SERVE_SPEC, env);
+  const args = withEnv(parsed, SERVE_SPEC, env, [['listen', 'socket']]);
   try {
     const models = [...(args.values.get('model') ?? []).map((m) => modelArg(m)), ...(args.values.get('embedder') ?? []).map((m) => modelArg(m, 'feature-extraction'))];
     const upstream = upstreamFromArgs((name) => one(args, name));
