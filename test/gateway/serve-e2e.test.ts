@@ -90,8 +90,8 @@ describe('cloister serve --upstream, through cloister gateway, with the openai p
     }
   });
 
-  it('rejects upstream flags without --upstream-model', async () => {
-    await expect(serve(['--upstream', standin.baseUrl, '--listen', '127.0.0.1:0'])).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
-    await expect(serve(['--canary-prompt', 'x', '--listen', '127.0.0.1:0'])).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+  it('rejects upstream flags without --upstream-model (a usage error: exit 2)', async () => {
+    await expect(serve(['--upstream', standin.baseUrl, '--listen', '127.0.0.1:0'])).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', name: 'UsageError' });
+    await expect(serve(['--canary-prompt', 'x', '--listen', '127.0.0.1:0'])).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', name: 'UsageError' });
   });
 });

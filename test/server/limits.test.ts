@@ -297,7 +297,7 @@ describe('server limits, each hit', () => {
       const params = { n, size };
       const sealed = sealChunkedRequest(
         sealTargetFromKeyConfig(c.keyConfig),
-        encodeCbor({ v: 1, op: 'generate', model: 'fake-gen', input: 'json', params, stream: true, ts: Date.now(), id: new Uint8Array(16).fill(n) }),
+        encodeCbor({ v: 1, op: 'generate', model: 'fake-gen', input: 'json', params, stream: true, ts: Date.now(), id: new Uint8Array(16).fill(n), caps: ['json'] }),
       );
       const tr = await WsClientTransport.connect(t.wsUrl);
       open.push(tr);
