@@ -39,7 +39,18 @@ function fakeBin(names: string[]): string {
 }
 
 describe('scripts/build-native.mjs', () => {
-  const script = resolve(repoRoot, 'scripts', 'build-native.mjs');
+  // A copy in a scratch package root: whatever node-gyp this might find builds there, never in
+  // the repository (a stray `node-gyp rebuild` here would delete build/Release).
+  const scratch = tempDir();
+  mkdirSync(join(scratch, 'scripts'));
+  const script = join(scratch, 'scripts', 'build-native.mjs');
+  copyFileSync(resolve(repoRoot, 'scripts', 'build-native.mjs'), script);
+  /** A stand-in node-gyp that fails like a broken build. */
+  const failingGyp = (bin: string): string => {
+    const gyp = join(bin, 'node-gyp.js');
+    writeFileSync(gyp, "for (let i = 0; i < 47; i++) console.error('gyp ERR! stack Error: boom'); process.exit(1);\n");
+    return gyp;
+  };
 
   it('without a C compiler: one line naming what is missing, install goes on (exit 0), node-gyp never runs', () => {
     const r = run(script, [], { PATH: fakeBin(['make', 'python3']) });
@@ -59,16 +70,14 @@ describe('scripts/build-native.mjs', () => {
 
   it('$CC counts as the compiler', () => {
     const bin = fakeBin(['make', 'python3', 'my-cc']);
-    const r = run(script, [], { PATH: bin, CC: 'my-cc -O2', npm_config_node_gyp: join(bin, 'nonexistent-node-gyp.js') });
+    const r = run(script, [], { PATH: bin, CC: 'my-cc -O2', npm_config_node_gyp: failingGyp(bin) });
     expect(r.err).not.toContain('missing a C compiler');
-    expect(r.err).toContain('node-gyp');
+    expect(r.err).toContain('node-gyp exited with status 1');
   });
 
   it('a node-gyp failure is one line too: its gyp ERR! output is not shown', () => {
     const bin = fakeBin(['cc', 'make', 'python3']);
-    const gyp = join(bin, 'node-gyp.js');
-    writeFileSync(gyp, "for (let i = 0; i < 47; i++) console.error('gyp ERR! stack Error: boom'); process.exit(1);\n");
-    const r = run(script, [], { PATH: bin, npm_config_node_gyp: gyp });
+    const r = run(script, [], { PATH: bin, npm_config_node_gyp: failingGyp(bin) });
     expect(r.code).toBe(0);
     expect(r.err.trimEnd().split('\n')).toHaveLength(1);
     expect(r.err).toContain('node-gyp exited with status 1; run with --required to see its output');
