@@ -95,6 +95,13 @@ describe.skipIf(!haveDist)('cloister serve / policy / infer / attest (child proc
     }
   });
 
+  it('serve on an address in use names the address (exit 1)', async () => {
+    const port = /:(\d+)$/.exec(httpUrl)?.[1] ?? '';
+    const r = await runCli(['serve', '--model', `classifier=${join(dir, 'models', 'classifier')}`, '--listen', `127.0.0.1:${port}`, '--platform', 'simulated', '--state-dir', join(dir, 'state2')]);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(`cannot listen on 127.0.0.1:${port}: address already in use (EADDRINUSE)`);
+  });
+
   it('infer over ws and http with the written policy; policy and attest commands; no canary in server output', async () => {
     const policy = join(dir, 'state', 'policy.json');
     const root = join(dir, 'state', 'simulated-root.pem');
