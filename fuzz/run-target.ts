@@ -23,7 +23,7 @@ export interface RunOptions {
 }
 
 /** Run one target; never throws for a property failure (it is the result). */
-export function runTarget(t: FuzzTarget, o: RunOptions): TargetResult {
+export async function runTarget(t: FuzzTarget, o: RunOptions): Promise<TargetResult> {
   const runs = o.runs ?? Math.max(1, Math.round(t.fullRuns * (o.scale ?? 1)));
   if (t.vectors.length > 0 && !hasVectors(...t.vectors)) {
     const detail = `vectors missing: ${t.vectors.join(', ')}`;
@@ -36,7 +36,7 @@ export function runTarget(t: FuzzTarget, o: RunOptions): TargetResult {
   } catch (err) {
     return { name: t.name, kind: t.kind, runs: 0, seconds: 0, outcome: 'failed', detail: `setup failed: ${String(err)}` };
   }
-  const details = fc.check(property, { numRuns: runs, seed: o.seed, ...(o.path === undefined ? {} : { path: o.path }), endOnFailure: false });
+  const details = await fc.check(property, { numRuns: runs, seed: o.seed, ...(o.path === undefined ? {} : { path: o.path }), endOnFailure: false });
   const seconds = (performance.now() - started) / 1000;
   if (!details.failed) return { name: t.name, kind: t.kind, runs: details.numRuns, seconds, outcome: 'passed' };
   const cause = details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);

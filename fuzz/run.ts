@@ -65,13 +65,13 @@ function parseArgs(argv: readonly string[]): { targets: FuzzTarget[]; options: R
   return json === undefined ? { targets, options } : { targets, options, json };
 }
 
-function main(): void {
+async function main(): Promise<void> {
   const { targets, options, json } = parseArgs(process.argv.slice(2));
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
   process.stdout.write(`fuzz: ${targets.length} targets, seed ${options.seed}, ${cpu} x${os.cpus().length}, Node ${process.version}\n`);
   const results: TargetResult[] = [];
   for (const t of targets) {
-    const r = runTarget(t, options);
+    const r = await runTarget(t, options);
     results.push(r);
     const rate = r.seconds > 0 ? Math.round(r.runs / r.seconds) : 0;
     process.stdout.write(`${r.outcome.padEnd(11)} ${r.name.padEnd(18)} ${r.kind.padEnd(12)} ${String(r.runs).padStart(9)} runs ${r.seconds.toFixed(1).padStart(7)} s ${String(rate).padStart(8)}/s\n`);
@@ -86,4 +86,4 @@ function main(): void {
   process.exitCode = failed > 0 ? 1 : 0;
 }
 
-main();
+await main();

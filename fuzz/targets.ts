@@ -40,6 +40,7 @@ import { decodeCoseSign1 } from '../src/attestation/nitro/cose.js';
 import { parseNitroDocument } from '../src/attestation/nitro/document.js';
 import { verifyNitroDocument } from '../src/attestation/nitro/verify.js';
 import { parseSnpReport } from '../src/attestation/sev-snp/report.js';
+import { sevSnpPolicy, verifySevSnpEvidence } from '../src/attestation/sev-snp/index.js';
 import { parseTdxQuote } from '../src/attestation/tdx/quote.js';
 import { loadNativeCrypto, NATIVE_AEAD_AES_128_GCM, NATIVE_AEAD_AES_256_GCM, NATIVE_AEAD_CHACHA20_POLY1305 } from '../src/native/crypto.js';
 import { readVector, readVectorJson } from '../test/helpers/vectors.js';
@@ -66,10 +67,10 @@ export interface FuzzTarget {
   property(): FuzzProperty;
 }
 
-/** A fast-check property with its input type erased, so targets can sit in one list. */
-export type FuzzProperty = fc.IProperty<[unknown]>;
+/** A fast-check property (sync, or async for verifiers that are) with its input type erased, so targets can sit in one list. */
+export type FuzzProperty = fc.IProperty<[unknown]> | fc.IAsyncProperty<[unknown]>;
 
-function erase<T extends unknown[]>(p: fc.IProperty<T>): FuzzProperty {
+function erase<T extends unknown[]>(p: fc.IProperty<T> | fc.IAsyncProperty<T>): FuzzProperty {
   return p as unknown as FuzzProperty;
 }
 
@@ -406,6 +407,29 @@ const nitroVerify: FuzzTarget = {
 
 const snpReport = plainDecoder('snp-report', 'SEV-SNP attestation report (real reports)', SNP_REPORTS, () => SNP_REPORTS.map(readVector), (b) => parseSnpReport(b));
 
+const snpVerify: FuzzTarget = {
+  name: 'snp-verify',
+  kind: 'verifier',
+  describe: 'SEV-SNP verifier (VCEK signature, TCB, policy, report data) on damaged real reports: none may verify',
+  // Each run checks a P-384 signature (about a millisecond), so a full run is smaller.
+  fullRuns: 20_000,
+  vectors: ['sev-snp/snp_virtee_milan_report.bin', 'sev-snp/snp_virtee_milan_vcek.der'],
+  property() {
+    const seed = readVector('sev-snp/snp_virtee_milan_report.bin');
+    const vcek = readVector('sev-snp/snp_virtee_milan_vcek.der');
+    const original = parseSnpReport(seed);
+    const options = { policy: sevSnpPolicy({ measurements: [original.measurement] }), vcek, at: new Date('2024-06-01T00:00:00Z'), expectedReportData: original.reportData };
+    return erase(
+      fc.asyncProperty(mutatedInputs([seed], { randomWeight: 0 }), async (m) => {
+        const report = await verifySevSnpEvidence({ platform: 'sev-snp', evidence: m.bytes, keyConfig: new Uint8Array([1]) }, options);
+        const internal = report.steps.find((s) => s.code === 'INTERNAL');
+        if (internal !== undefined) throw new FuzzFailure(`snp-verify: step ${internal.step} crashed (INTERNAL) on ${hex(m.bytes)}`);
+        if (report.ok && !m.unchanged) throw acceptedMutant('snp-verify', m);
+      }),
+    );
+  },
+};
+
 const tdxQuote = plainDecoder('tdx-quote', 'TDX DCAP quote v4/v5 (real quotes)', TDX_QUOTES, () => TDX_QUOTES.map(readVector), (b) => parseTdxQuote(b), 300_000);
 
 const NODE_CIPHER = { [NATIVE_AEAD_AES_128_GCM]: 'aes-128-gcm', [NATIVE_AEAD_AES_256_GCM]: 'aes-256-gcm', [NATIVE_AEAD_CHACHA20_POLY1305]: 'chacha20-poly1305' } as const;
@@ -497,6 +521,7 @@ export const TARGETS: readonly FuzzTarget[] = [
   nitroDocument,
   nitroVerify,
   snpReport,
+  snpVerify,
   tdxQuote,
   nativeAead,
 ];

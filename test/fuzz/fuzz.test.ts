@@ -15,8 +15,8 @@ const SCALE = 0.002;
 
 describe('fuzz targets, short seeded run', () => {
   for (const t of TARGETS) {
-    it(`${t.name} (${t.kind})`, () => {
-      const r = runTarget(t, { seed: SEED, scale: SCALE, requireVectors: process.env['CI'] === 'true' });
+    it(`${t.name} (${t.kind})`, async () => {
+      const r = await runTarget(t, { seed: SEED, scale: SCALE, requireVectors: process.env['CI'] === 'true' });
       if (r.outcome === 'unavailable') {
         console.warn(`[fuzz] ${t.name}: ${r.detail ?? 'unavailable'}`);
         return;
@@ -29,7 +29,7 @@ describe('fuzz targets, short seeded run', () => {
 });
 
 describe('the harness can fail', () => {
-  it('a decoder that crashes on some input is reported with a reproduction line', () => {
+  it('a decoder that crashes on some input is reported with a reproduction line', async () => {
     const crashing = {
       name: 'crashing',
       kind: 'decoder' as const,
@@ -41,15 +41,15 @@ describe('the harness can fail', () => {
           if (m.bytes.byteLength !== 4) throw new FuzzFailure(`length ${m.bytes.byteLength}`);
         }) as unknown as fc.IProperty<[unknown]>,
     };
-    const r = runTarget(crashing, { seed: 1, runs: 1000, requireVectors: false });
+    const r = await runTarget(crashing, { seed: 1, runs: 1000, requireVectors: false });
     expect(r.outcome).toBe('failed');
     expect(r.detail).toMatch(/--target crashing --seed 1 --path /);
   });
 
-  it('a target with missing vectors fails when vectors are required, and is unavailable otherwise', () => {
+  it('a target with missing vectors fails when vectors are required, and is unavailable otherwise', async () => {
     const t = { ...TARGETS[0], name: 'needs-vectors', vectors: ['nowhere/absent.bin'] } as (typeof TARGETS)[number];
-    expect(runTarget(t, { seed: 1, runs: 1, requireVectors: true }).outcome).toBe('failed');
-    expect(runTarget(t, { seed: 1, runs: 1, requireVectors: false }).outcome).toBe('unavailable');
+    expect((await runTarget(t, { seed: 1, runs: 1, requireVectors: true })).outcome).toBe('failed');
+    expect((await runTarget(t, { seed: 1, runs: 1, requireVectors: false })).outcome).toBe('unavailable');
   });
 
   it('mutations change bytes the way they say', () => {
