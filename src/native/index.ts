@@ -57,9 +57,10 @@ function candidatePaths(): string[] {
   // src/native/index.ts and dist/native/index.js both sit two levels below the package root.
   const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
   const explicit = process.env['CLOISTER_NATIVE_ADDON'];
-  // The benchmark build (build/bench/src/native/index.js) sits two levels further down.
+  // The benchmark and fuzz builds (build/bench/src/native/index.js, build/fuzz/...) sit two
+  // levels further down.
   const paths = [join(root, 'build', 'Release', 'cloister_native.node')];
-  if (basename(root) === 'bench' && basename(dirname(root)) === 'build') {
+  if ((basename(root) === 'bench' || basename(root) === 'fuzz') && basename(dirname(root)) === 'build') {
     paths.push(join(root, '..', '..', 'build', 'Release', 'cloister_native.node'));
   }
   if (explicit !== undefined && explicit !== '') paths.unshift(resolve(explicit));

@@ -8,7 +8,10 @@
  * and length heads, map keys sorted bytewise by their encodings. `sortKeys: false` keeps
  * Map insertion order instead, for peers that expect serde_cbor struct field order (NSM
  * requests, simulated NSM documents). Non-integer numbers are always float64 (no float is
- * part of any deterministic structure we hash; messages may carry e.g. a temperature).
+ * part of any deterministic structure we hash; messages may carry e.g. a temperature); with
+ * `allowFloats`, the strict decoder accepts only that form: float64 with a non-integral
+ * value (one encoding per value; float32 and integral floats only when `requireCanonical`
+ * is false).
  *
  * Decoding is strict by default: exactly one item and no trailing bytes, the section 4.2.1
  * deterministic form (shortest heads, definite lengths, sorted keys), no tags, no floats, no
@@ -591,6 +594,14 @@ class Reader {
           const f = size === 4 ? this.#v.getFloat32(this.#pos) : this.#v.getFloat64(this.#pos);
           this.#pos += size;
           if (!Number.isFinite(f)) throw malformed('non-finite float', start);
+          // One encoding per value (the deterministic profile of this codec, what encodeCbor
+          // writes): integers are integer items, never floats, and every other number is
+          // float64. Without this, `ts: 1.0e12` as a float would pass as the integer 10^12
+          // and one message would have two encodings.
+          if (this.#o.requireCanonical) {
+            if (size !== 8) throw malformed('float32 is not the deterministic form (float64 only)', start);
+            if (Number.isInteger(f)) throw malformed('integral float is not the deterministic form (an integer item, or bigint beyond 2^53 - 1)', start);
+          }
           return f;
         }
         throw malformed(`unsupported simple or float value 0x${ib.toString(16)}`, start);

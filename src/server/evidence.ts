@@ -1,9 +1,11 @@
 /**
  * Evidence service: asks the platform attester for evidence binding the current key config
  * (and the client's nonce, when it sent one). Evidence without a nonce is the same for every
- * client of a key generation, so it is produced once per generation and cached; evidence
- * with a nonce costs one attestation each, so those requests are rate-limited per
- * connection and over the whole server (`evidenceRequestsPerMinute*`).
+ * client of a key generation, so it is attested once and cached, and attested anew once it
+ * is `refreshMs` old (so what is served stays well inside a verifier's maximum age). Evidence
+ * with a nonce costs one attestation each, so those requests are rate-limited per connection,
+ * per source address and over the whole server (`evidenceRequestsPerMinute*`): a client
+ * that opens a new connection per request is still one source.
  */
 import { CloisterError } from '../errors.js';
 import type { Attester, EvidenceBundle } from '../attestation/types.js';
@@ -12,7 +14,9 @@ import { SlidingWindowLimiter } from './rate-limit.js';
 import { MAX_NONCE_BYTES } from '../protocol/wire.js';
 
 export class EvidenceService {
-  private cache: { generation: number; bundle: Promise<EvidenceBundle>; settled?: 'ok' | 'failed' } | undefined;
+  private cache: { generation: number; at: number; bundle: Promise<EvidenceBundle>; settled?: 'ok' | 'failed' } | undefined;
+  /** The key generation evidence was last produced for (a refresh in progress keeps the server ready). */
+  private readyGeneration = -1;
   private lastWarmAt = -Infinity;
   private readonly global: SlidingWindowLimiter;
 
@@ -22,27 +26,36 @@ export class EvidenceService {
     private readonly perConnectionPerMinute: number,
     globalPerMinute: number,
     private readonly now: () => number = Date.now,
+    /** Re-attest the cached no-nonce evidence once it is this old (ServerLimits.evidenceRefreshMs). */
+    private readonly refreshMs: number = 60_000,
   ) {
     this.global = new SlidingWindowLimiter(globalPerMinute, 60_000, now);
   }
 
   /** A limiter for one connection's nonce requests. */
   connectionLimiter(): SlidingWindowLimiter {
-    return new SlidingWindowLimiter(this.perConnectionPerMinute, 60_000, this.now);
+    return new SlidingWindowLimiter(this.perConnectionPerMinute, 60_000, this.now, 'per connection');
   }
 
-  /** Evidence for the current key generation. Throws RATE_LIMITED or ATTESTER_FAILED. */
-  async get(nonce: Uint8Array | undefined, limiter: SlidingWindowLimiter): Promise<EvidenceBundle> {
+  /**
+   * Evidence for the current key generation. `limiters` (the connection's, the source's)
+   * are each charged for a nonce request, before the server-wide budget. Throws
+   * RATE_LIMITED or ATTESTER_FAILED.
+   */
+  async get(nonce: Uint8Array | undefined, limiters: readonly SlidingWindowLimiter[]): Promise<EvidenceBundle> {
     const gen = this.keys.current();
     if (nonce === undefined || nonce.byteLength === 0) {
-      if (this.cache?.generation !== gen.generation) {
+      const now = this.now();
+      // One attestation in flight at a time: concurrent requests share the entry.
+      if (this.cache?.generation !== gen.generation || now - this.cache.at >= this.refreshMs) {
         const bundle = this.attest(gen.keyConfig, gen.hpkePublicKey, undefined);
-        const entry: { generation: number; bundle: Promise<EvidenceBundle>; settled?: 'ok' | 'failed' } = { generation: gen.generation, bundle };
+        const entry: { generation: number; at: number; bundle: Promise<EvidenceBundle>; settled?: 'ok' | 'failed' } = { generation: gen.generation, at: now, bundle };
         this.cache = entry;
         // A failed attestation is not cached: the next request tries again.
         bundle.then(
           () => {
             entry.settled = 'ok';
+            this.readyGeneration = Math.max(this.readyGeneration, entry.generation);
           },
           () => {
             entry.settled = 'failed';
@@ -53,8 +66,19 @@ export class EvidenceService {
       return this.cache.bundle;
     }
     if (nonce.byteLength > MAX_NONCE_BYTES) throw new CloisterError('INVALID_ARGUMENT', 'nonce too long');
-    // Per connection first, so one noisy connection cannot drain the global budget.
-    if (!limiter.tryTake() || !this.global.tryTake()) throw new CloisterError('RATE_LIMITED', 'too many evidence requests with a nonce');
+    // Per connection and per source first, so one noisy client cannot drain the global budget.
+    for (const l of limiters) {
+      if (!l.tryTake()) {
+        throw new CloisterError('RATE_LIMITED', `too many evidence requests with a nonce (${l.limit} per minute ${l.scope})`, {
+          detail: { limit: l.scope === 'per source' ? 'evidenceRequestsPerMinutePerSource' : 'evidenceRequestsPerMinutePerConnection', value: l.limit },
+        });
+      }
+    }
+    if (!this.global.tryTake()) {
+      throw new CloisterError('RATE_LIMITED', `too many evidence requests with a nonce (${this.global.limit} per minute for the whole server)`, {
+        detail: { limit: 'evidenceRequestsPerMinute', value: this.global.limit },
+      });
+    }
     return this.attest(gen.keyConfig, gen.hpkePublicKey, nonce);
   }
 
@@ -65,11 +89,12 @@ export class EvidenceService {
    */
   available(retryMs = 1000): boolean {
     const gen = this.keys.current();
-    if (this.cache?.generation === gen.generation) return this.cache.settled === 'ok';
+    if (this.readyGeneration === gen.generation) return true;
+    if (this.cache?.generation === gen.generation && this.cache.settled === undefined) return false;
     const t = this.now();
     if (t - this.lastWarmAt >= retryMs) {
       this.lastWarmAt = t;
-      this.get(undefined, this.global).catch(() => undefined);
+      this.get(undefined, []).catch(() => undefined);
     }
     return false;
   }

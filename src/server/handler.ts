@@ -5,7 +5,8 @@
  * 1. open the chunked OHTTP request with the named key generation; any failure here is a
  *    plaintext coded error (`fail`), crypto failures collapsed to DECRYPT_FAILED;
  * 2. from here on the client can read sealed data, so every error goes INSIDE the sealed
- *    response: decode the inner message, replay window, route, run the engine;
+ *    response: decode the inner message, replay timestamp, route, record the id in the
+ *    replay window, run the engine;
  * 3. each engine chunk is sealed and written as it arrives (the write waits while the peer
  *    is slow: backpressure), and the final chunk carries the Ed25519 receipt over
  *    SHA-256(request plaintext) || SHA-256(response chunk plaintexts before the final one).
@@ -191,8 +192,12 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
     responseStarted = true;
     const req = decodeSealedRequest(opened.plaintext, { maxRequestBytes: deps.maxRequestBytes });
     op = req.op;
-    deps.replay.check(req.id, req.ts);
+    // The timestamp first (cheap, records nothing), then routing; the id is recorded only
+    // for a request that will be served, so requests for models or operations that do not
+    // exist cannot fill the replay window.
+    deps.replay.checkTimestamp(req.ts);
     const engine = deps.router.route(req.op, req.model);
+    deps.replay.check(req.id, req.ts);
     const json = req.caps?.includes('json') === true;
     const results = engine.run({ op: req.op, model: req.model, input: req.input, params: req.params ?? {}, stream: req.stream }, { signal });
     const iterator = results[Symbol.asyncIterator]();

@@ -9,6 +9,8 @@ import { toHex } from '../crypto/bytes.js';
 import { randomBytesPooled } from '../crypto/random.js';
 import { isErrorCode } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
+import { DEFAULT_LIMITS } from './options.js';
+import type { ServerLimits } from './options.js';
 
 export const LOG_EVENTS = [
   'server.listening',
@@ -18,12 +20,14 @@ export const LOG_EVENTS = [
   'conn.close',
   'conn.rejected',
   'conn.idle-timeout',
+  'conn.head-timeout',
   'conn.backpressure',
   'conn.stalled',
   'frame.rejected',
   'evidence.served',
   'evidence.rejected',
   'request.rejected',
+  'request.body-timeout',
   'request.done',
   'request.failed',
   'request.cancelled',
@@ -60,6 +64,8 @@ export interface LogFields {
   readonly connections?: number;
   readonly port?: number;
   readonly closeCode?: number;
+  /** Which server limit refused something: a name from ServerLimits, never free text. */
+  readonly limit?: keyof ServerLimits;
 }
 
 const NUMERIC_FIELDS: ReadonlySet<string> = new Set([
@@ -68,6 +74,7 @@ const NUMERIC_FIELDS: ReadonlySet<string> = new Set([
 const REQUEST_ID = /^[0-9a-f]{16}$/;
 const LEVELS: ReadonlySet<string> = new Set(['debug', 'info', 'warn', 'error']);
 const EVENTS: ReadonlySet<string> = new Set(LOG_EVENTS);
+const LIMIT_NAMES: ReadonlySet<string> = new Set(Object.keys(DEFAULT_LIMITS));
 
 export type LogSink = (line: string) => void;
 
@@ -93,6 +100,7 @@ export function createLogger(options: { sink?: LogSink; minLevel?: LogLevel } = 
         if (NUMERIC_FIELDS.has(k) && typeof v === 'number' && Number.isFinite(v)) out[k] = v;
         else if (k === 'code' && isErrorCode(v)) out[k] = v;
         else if (k === 'requestId' && typeof v === 'string' && REQUEST_ID.test(v)) out[k] = v;
+        else if (k === 'limit' && typeof v === 'string' && LIMIT_NAMES.has(v)) out[k] = v;
         else dropped++;
       }
       if (dropped > 0) out['dropped'] = dropped;

@@ -22,6 +22,46 @@ export interface ServerLimits {
   /** The same, per connection. */
   readonly evidenceRequestsPerMinutePerConnection: number;
   /**
+   * The same, per source address (src/server/sources.ts), over all its connections: a client
+   * that opens a new connection per request gets no more than this, and one source cannot
+   * drain the server-wide budget.
+   */
+  readonly evidenceRequestsPerMinutePerSource: number;
+  /**
+   * Evidence without a nonce is attested once and served from a cache; it is attested anew
+   * when older than this, so cached evidence stays well inside a verifier's maximum age
+   * (the SDK's default is 5 minutes).
+   */
+  readonly evidenceRefreshMs: number;
+  /**
+   * A connection that has not sent a complete request head (or WebSocket upgrade) this long
+   * after it was accepted is destroyed; so is one whose request head takes longer (node's
+   * headersTimeout). Silent connections cannot hold connection slots.
+   */
+  readonly connectionHeadTimeoutMs: number;
+  /** An idle HTTP keep-alive connection is closed after this long (node's keepAliveTimeout). */
+  readonly keepAliveTimeoutMs: number;
+  /**
+   * Concurrent connections from one source address (src/server/sources.ts); one more is
+   * answered 503 OVERLOADED and closed. Not applied to Unix-socket peers (no address).
+   */
+  readonly maxConnectionsPerSource: number;
+  /**
+   * Sealed request bodies being received at once over HTTP, over the whole server. Bodies
+   * in progress are not counted in flight (maxInFlightTotal counts work, from the moment a
+   * body is complete); beyond this, a new upload is refused 503 OVERLOADED before it is read.
+   */
+  readonly maxUploadsInProgress: number;
+  /** The same, per source address (not applied to Unix-socket peers). */
+  readonly maxUploadsPerSource: number;
+  /**
+   * A sealed request body must arrive completely within this time after its head; a slower
+   * upload is answered 408 TIMEOUT and its connection closed.
+   */
+  readonly bodyTimeoutMs: number;
+  /** Most sources (client addresses) tracked for the per-source limits; beyond, new ones are limited together. */
+  readonly maxTrackedSources: number;
+  /**
    * Concurrent client connections, HTTP and WebSocket together (a WebSocket is an upgraded
    * HTTP connection, counted once), from accept to close; an idle HTTP keep-alive connection
    * counts until the server's keep-alive timeout closes it. A connection accepted beyond the
@@ -38,8 +78,18 @@ export interface ServerLimits {
   readonly maxBadFramesPerConnection: number;
   /** Backpressure high-water mark: bytes queued to a peer before the server stops pulling engine output and reading its frames. */
   readonly highWaterMarkBytes: number;
-  /** Replay window: accepted clock skew either side, and how long request ids are remembered. */
+  /**
+   * Replay window: how old a request's timestamp may be. Its id is remembered until the
+   * timestamp leaves this window (ts + replayWindowMs), after which the timestamp check
+   * refuses a replay.
+   */
   readonly replayWindowMs: number;
+  /**
+   * Replay window: how far in the future (client clock ahead of the server's) a request's
+   * timestamp may be. Ids live at most replayWindowMs + replayFutureSkewMs, so a client
+   * cannot make entries live longer by dating requests ahead.
+   */
+  readonly replayFutureSkewMs: number;
   /** Replay window: most request ids remembered (OVERLOADED beyond). */
   readonly maxReplayEntries: number;
   /**
@@ -76,10 +126,20 @@ export const DEFAULT_LIMITS: ServerLimits = Object.freeze({
   idleTimeoutMs: 120_000,
   evidenceRequestsPerMinute: 600,
   evidenceRequestsPerMinutePerConnection: 60,
+  evidenceRequestsPerMinutePerSource: 60,
+  evidenceRefreshMs: 60_000,
+  connectionHeadTimeoutMs: 10_000,
+  keepAliveTimeoutMs: 5_000,
+  maxConnectionsPerSource: 64,
+  maxUploadsInProgress: 64,
+  maxUploadsPerSource: 8,
+  bodyTimeoutMs: 10_000,
+  maxTrackedSources: 65_536,
   maxConnections: 1024,
   maxBadFramesPerConnection: 16,
   highWaterMarkBytes: 1024 * 1024,
   replayWindowMs: 60_000,
+  replayFutureSkewMs: 30_000,
   maxReplayEntries: 100_000,
   maxItemsPerChunk: 64,
   maxChunkTextChars: 1 << 20,

@@ -1,70 +1,109 @@
 /**
  * Replay window (DESIGN.md "Requests and responses"): a sealed request carries the client's
- * timestamp and a random 16-byte id. The server accepts a request only when the timestamp is
- * within +-windowMs of its clock and the id was not seen within the window. An id need only be
- * remembered until its timestamp leaves the window (after that the timestamp check rejects a
- * replay), so memory is bounded by `maxEntries`; when full, new requests are refused
- * (OVERLOADED) rather than evicting live ids, which would re-open the window to replays.
+ * timestamp and a random 16-byte id. The server accepts a request only when its timestamp
+ * is at most `windowMs` old and at most `futureSkewMs` ahead of the server's clock, and its
+ * id was not seen before. An id need only be remembered until its timestamp leaves the
+ * window (ts + windowMs): after that the timestamp check refuses a replay. So every id lives
+ * at most windowMs + futureSkewMs, whatever timestamp a client picks.
+ *
+ * Ids are kept in buckets by expiry time (`bucketMs` wide): a check looks into the few live
+ * buckets, and expired buckets are dropped whole, so no call sweeps the table. Memory is
+ * bounded by `maxEntries`; when full, new requests are refused (OVERLOADED) rather than
+ * evicting live ids, which would re-open the window to replays. The server records an id
+ * only for a request it is about to serve (after routing), so requests for models or
+ * operations that do not exist cannot fill the window.
  */
 import { CloisterError } from '../errors.js';
 
 export interface ReplayWindowOptions {
-  /** Accepted clock skew either side, and how long ids are remembered. Default 60 s. */
+  /** How old a timestamp may be, and how long after it ids are remembered. Default 60 s. */
   readonly windowMs?: number;
-  /** Most ids remembered at once. Default 100 000 (about 5 MB). */
+  /** How far ahead of the server's clock a timestamp may be. Default 30 s. */
+  readonly futureSkewMs?: number;
+  /** Most ids remembered at once. Default 100 000 (a few MB). */
   readonly maxEntries?: number;
   /** Clock, for tests. */
   readonly now?: () => number;
 }
 
 export const DEFAULT_REPLAY_WINDOW_MS = 60_000;
+export const DEFAULT_REPLAY_FUTURE_SKEW_MS = 30_000;
 export const DEFAULT_REPLAY_MAX_ENTRIES = 100_000;
+/** Buckets per window: a forgotten id outlives its expiry by at most windowMs / BUCKETS_PER_WINDOW. */
+const BUCKETS_PER_WINDOW = 8;
 
 export class ReplayWindow {
   readonly windowMs: number;
+  readonly futureSkewMs: number;
   readonly maxEntries: number;
   private readonly now: () => number;
-  /** id (hex) -> time after which it may be forgotten. Insertion order ~ expiry order. */
-  private readonly seen = new Map<string, number>();
+  private readonly bucketMs: number;
+  /** Bucket number (floor(expiry / bucketMs)) -> ids (hex) expiring in it. Ascending insertion is not assumed. */
+  private readonly buckets = new Map<number, Set<string>>();
+  private entries = 0;
 
   constructor(options: ReplayWindowOptions = {}) {
     this.windowMs = options.windowMs ?? DEFAULT_REPLAY_WINDOW_MS;
+    this.futureSkewMs = options.futureSkewMs ?? DEFAULT_REPLAY_FUTURE_SKEW_MS;
     this.maxEntries = options.maxEntries ?? DEFAULT_REPLAY_MAX_ENTRIES;
     this.now = options.now ?? Date.now;
-    if (!(this.windowMs > 0) || !Number.isInteger(this.maxEntries) || this.maxEntries < 1) {
+    if (!(this.windowMs > 0) || !(this.futureSkewMs >= 0) || !Number.isInteger(this.maxEntries) || this.maxEntries < 1) {
       throw new CloisterError('CONFIG_INVALID', 'replay window options out of range');
     }
+    this.bucketMs = Math.max(1, Math.ceil(this.windowMs / BUCKETS_PER_WINDOW));
   }
 
   get size(): number {
-    return this.seen.size;
+    return this.entries;
+  }
+
+  /** Refuses a timestamp outside the window (REPLAY) without recording anything. */
+  checkTimestamp(ts: number): void {
+    const now = this.now();
+    if (!Number.isSafeInteger(ts)) throw new CloisterError('REPLAY', 'request timestamp is not an integer');
+    if (ts < now - this.windowMs) {
+      throw new CloisterError('REPLAY', `request timestamp is ${now - ts} ms old; the replay window accepts ${this.windowMs} ms`, {
+        detail: { limit: 'replayWindowMs', value: this.windowMs },
+      });
+    }
+    if (ts > now + this.futureSkewMs) {
+      throw new CloisterError('REPLAY', `request timestamp is ${ts - now} ms ahead of the server clock; at most ${this.futureSkewMs} ms accepted`, {
+        detail: { limit: 'replayFutureSkewMs', value: this.futureSkewMs },
+      });
+    }
   }
 
   /** Records `id` at client time `ts` (Unix ms), or throws REPLAY / OVERLOADED. */
   check(id: Uint8Array, ts: number): void {
-    const now = this.now();
-    if (!Number.isSafeInteger(ts) || Math.abs(now - ts) > this.windowMs) {
-      throw new CloisterError('REPLAY', 'request timestamp outside the replay window');
-    }
+    this.checkTimestamp(ts);
     if (id.byteLength !== 16) throw new CloisterError('MALFORMED', 'request id must be 16 bytes');
+    const now = this.now();
     this.prune(now);
     const key = Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('hex');
-    if (this.seen.has(key)) throw new CloisterError('REPLAY', 'request id already seen');
-    if (this.seen.size >= this.maxEntries) {
-      throw new CloisterError('OVERLOADED', 'replay window is full', { detail: { maxEntries: this.maxEntries } });
+    for (const ids of this.buckets.values()) if (ids.has(key)) throw new CloisterError('REPLAY', 'request id already seen');
+    if (this.entries >= this.maxEntries) {
+      throw new CloisterError('OVERLOADED', `replay window is full (maxReplayEntries ${this.maxEntries})`, {
+        detail: { limit: 'maxReplayEntries', value: this.maxEntries },
+      });
     }
-    this.seen.set(key, ts + this.windowMs);
+    const slot = Math.floor((ts + this.windowMs) / this.bucketMs);
+    let ids = this.buckets.get(slot);
+    if (ids === undefined) {
+      ids = new Set();
+      this.buckets.set(slot, ids);
+    }
+    ids.add(key);
+    this.entries++;
   }
 
+  /** Drops every bucket whose ids all expired. At most (window + skew) / bucket + 1 buckets exist. */
   private prune(now: number): void {
-    // Entries are mostly in expiry order; stop at the first live one (bounded work per call),
-    // and do a full sweep only when the map is full.
-    for (const [k, exp] of this.seen) {
-      if (exp >= now) break;
-      this.seen.delete(k);
-    }
-    if (this.seen.size >= this.maxEntries) {
-      for (const [k, exp] of this.seen) if (exp < now) this.seen.delete(k);
+    const live = Math.floor(now / this.bucketMs);
+    for (const [slot, ids] of this.buckets) {
+      if (slot < live) {
+        this.entries -= ids.size;
+        this.buckets.delete(slot);
+      }
     }
   }
 }

@@ -21,6 +21,7 @@ import type { Logger } from './log.js';
 import { resolveLimits } from './options.js';
 import type { ServerLimits } from './options.js';
 import { ReplayWindow } from './replay.js';
+import { LOCAL_SOURCE, SourceTable, sourceOf } from './sources.js';
 import { EngineRouter } from './router.js';
 import { renderMetrics } from './metrics.js';
 import type { OpsProvider, Readiness } from './ops.js';
@@ -96,9 +97,11 @@ export class CloisterServer {
   private readonly ctx: ServerContext;
   private readonly http: HttpServer;
   private readonly wss: WebSocketServer;
-  private readonly sockets = new Map<Socket, number>();
-  /** Sockets accepted while at maxConnections: answered 503 OVERLOADED, then closed. */
+  private readonly sockets = new Map<Socket, { readonly conn: number; readonly source: string }>();
+  /** Sockets accepted while at maxConnections (or maxConnectionsPerSource): answered 503 OVERLOADED, then closed. */
   private readonly excess = new WeakSet<Socket>();
+  /** Accepted sockets that have not yet completed a request head or upgrade (connectionHeadTimeoutMs). */
+  private readonly awaitingHead = new Map<Socket, NodeJS.Timeout>();
   private admitted = 0;
   private nextConn = 1;
   private address: ServerAddress | undefined;
@@ -136,10 +139,17 @@ export class CloisterServer {
       this.limits.evidenceRequestsPerMinutePerConnection,
       this.limits.evidenceRequestsPerMinute,
       now,
+      this.limits.evidenceRefreshMs,
     );
+    const sources = new SourceTable(this.limits.evidenceRequestsPerMinutePerSource, this.limits.maxTrackedSources, now);
     const handlerDeps: HandlerDeps = {
       keys: this.keys,
-      replay: new ReplayWindow({ windowMs: this.limits.replayWindowMs, maxEntries: this.limits.maxReplayEntries, now }),
+      replay: new ReplayWindow({
+        windowMs: this.limits.replayWindowMs,
+        futureSkewMs: this.limits.replayFutureSkewMs,
+        maxEntries: this.limits.maxReplayEntries,
+        now,
+      }),
       router: this.router,
       logger,
       stats: this.stats,
@@ -150,41 +160,76 @@ export class CloisterServer {
       reportGraceMs: this.limits.reportGraceMs,
     };
     this.evidence = evidence;
-    this.ctx = { limits: this.limits, keys: this.keys, evidence, logger, stats: this.stats, handlerDeps, state: { draining: false } };
+    this.ctx = { limits: this.limits, keys: this.keys, evidence, sources, logger, stats: this.stats, handlerDeps, state: { draining: false } };
 
     const ops: OpsProvider = { readiness: () => this.readiness(), metrics: () => this.metrics() };
-    const httpTransport = new HttpTransport(this.ctx, (s) => this.sockets.get(s) ?? 0, ops);
+    const httpTransport = new HttpTransport(this.ctx, (s) => this.sockets.get(s) ?? { conn: 0, source: LOCAL_SOURCE }, ops);
     const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+      this.headArrived(req.socket);
       if (this.excess.has(req.socket)) httpTransport.refuse(req, res, 'OVERLOADED');
       else httpTransport.handle(req, res);
     };
-    const httpOptions = { requestTimeout: this.limits.requestTimeoutMs + 5000 };
+    const httpOptions = {
+      requestTimeout: this.limits.requestTimeoutMs + 5000,
+      // A request head must be complete this soon (a head trickled byte by byte holds a
+      // connection slot); node checks every connectionsCheckingInterval.
+      headersTimeout: Math.min(this.limits.connectionHeadTimeoutMs, this.limits.requestTimeoutMs + 5000),
+      keepAliveTimeout: this.limits.keepAliveTimeoutMs,
+      connectionsCheckingInterval: Math.min(1000, this.limits.connectionHeadTimeoutMs),
+    };
     this.tls = options.tls !== undefined;
     this.http =
       options.tls === undefined
         ? createServer(httpOptions, onRequest)
-        : createTlsServer({ ...httpOptions, cert: Buffer.from(options.tls.cert), key: Buffer.from(options.tls.key) }, onRequest);
+        : createTlsServer(
+            // A TLS handshake that never completes is a silent connection too.
+            { ...httpOptions, handshakeTimeout: this.limits.connectionHeadTimeoutMs, cert: Buffer.from(options.tls.cert), key: Buffer.from(options.tls.key) },
+            onRequest,
+          );
     // maxConnections counts every client connection, HTTP and WebSocket (ServerLimits docs).
     // Sockets past twice the limit are closed by node at accept, without an answer.
     this.http.maxConnections = 2 * this.limits.maxConnections;
     // With TLS the requests arrive on the TLS socket, which exists once the handshake is done.
     this.http.on(this.tls ? 'secureConnection' : 'connection', (socket: Socket) => {
       const conn = this.nextConn++;
-      this.sockets.set(socket, conn);
-      if (this.admitted >= this.limits.maxConnections) {
+      const source = sourceOf(socket.remoteAddress);
+      this.sockets.set(socket, { conn, source });
+      // A connection that never completes a request head is closed (node's headersTimeout
+      // only starts with the first byte of a head, so a silent socket needs its own timer).
+      const headTimer = setTimeout(() => {
+        this.awaitingHead.delete(socket);
+        this.stats.count('TIMEOUT');
+        logger.log('info', 'conn.head-timeout', { conn, code: 'TIMEOUT' });
+        socket.destroy();
+      }, this.limits.connectionHeadTimeoutMs);
+      headTimer.unref();
+      this.awaitingHead.set(socket, headTimer);
+      const perSource = source === LOCAL_SOURCE ? undefined : sources.entry(source);
+      const refuse = (limit: 'maxConnections' | 'maxConnectionsPerSource'): void => {
         this.excess.add(socket);
         this.stats.connectionsRejected++;
         this.stats.count('OVERLOADED');
-        logger.log('warn', 'conn.rejected', { conn, code: 'OVERLOADED', connections: this.admitted });
-        socket.on('close', () => this.sockets.delete(socket));
-        return;
-      }
+        logger.log('warn', 'conn.rejected', { conn, code: 'OVERLOADED', connections: this.admitted, limit });
+        socket.on('close', () => {
+          this.headArrived(socket);
+          this.sockets.delete(socket);
+          if (perSource !== undefined) sources.release(source);
+        });
+      };
+      if (this.admitted >= this.limits.maxConnections) return refuse('maxConnections');
+      if (perSource !== undefined && perSource.connections >= this.limits.maxConnectionsPerSource) return refuse('maxConnectionsPerSource');
       this.admitted++;
+      if (perSource !== undefined) perSource.connections++;
       this.stats.connectionsOpen = this.admitted;
       this.stats.connectionsTotal++;
       socket.on('close', () => {
+        this.headArrived(socket);
         this.sockets.delete(socket);
         this.admitted--;
+        if (perSource !== undefined) {
+          perSource.connections--;
+          sources.release(source);
+        }
         this.stats.connectionsOpen = this.admitted;
       });
     });
@@ -195,7 +240,8 @@ export class CloisterServer {
       clientTracking: false,
     });
     this.http.on('upgrade', (req, socket: Socket, head) => {
-      const conn = this.sockets.get(socket) ?? this.nextConn++;
+      this.headArrived(socket);
+      const conn = this.sockets.get(socket)?.conn ?? this.nextConn++;
       const path = new URL(req.url ?? '/', 'http://localhost').pathname;
       if (path !== '/' && path !== '/v1/ws') {
         socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
@@ -208,12 +254,20 @@ export class CloisterServer {
       }
       this.wss.handleUpgrade(req, socket, head, (ws) => {
         logger.log('info', 'conn.open', { conn, connections: this.stats.connectionsOpen });
-        const session = new WsSession(this.ctx, ws, conn);
+        const session = new WsSession(this.ctx, ws, conn, this.sockets.get(socket)?.source ?? LOCAL_SOURCE);
         this.sessions.add(session);
         ws.once('close', () => this.sessions.delete(session));
         if (this.ctx.state.draining) session.drain();
       });
     });
+  }
+
+  /** The socket sent a complete request head or upgrade: it is no longer a silent connection. */
+  private headArrived(socket: Socket): void {
+    const timer = this.awaitingHead.get(socket);
+    if (timer === undefined) return;
+    clearTimeout(timer);
+    this.awaitingHead.delete(socket);
   }
 
   /**

@@ -39,6 +39,8 @@ export class ServerStats {
   requestsFailed = 0;
   requestsCancelled = 0;
   inFlight = 0;
+  /** Sealed request bodies being received over HTTP (ServerLimits.maxUploadsInProgress). */
+  uploadsInProgress = 0;
   backpressureWaits = 0;
   readonly errors = new Map<ErrorCode, number>();
   /** Finished or refused sealed requests by `op\0code` (op from the closed operation list or OP_NONE). */

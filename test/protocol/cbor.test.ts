@@ -165,13 +165,37 @@ describe('decoder: strict by default (protocol key config and messages)', () => 
     for (const [name, bytes] of cases) expect(codeOf(() => decodeCbor(hex(bytes))), name).toBe('MALFORMED');
   });
 
-  it('allowFloats accepts finite float32 / float64 only', () => {
+  it('allowFloats (strict): finite, non-integral float64 only (one encoding per value)', () => {
     expect(decodeCbor(hex('fb3ff199999999999a'), MESSAGES)).toBe(1.1);
-    expect(decodeCbor(hex('fa47c35000'), MESSAGES)).toBe(100000);
     expect(decodeCbor(hex('82 fb3fe0000000000000 01'), MESSAGES)).toEqual([0.5, 1]);
-    for (const bad of ['f93c00', 'fb7ff8000000000000', 'fb7ff0000000000000', 'fbfff0000000000000', 'fa7fc00000']) {
+    for (const bad of [
+      'f93c00', // float16
+      'fa47c35000', // float32 100000
+      'fa3fc00000', // float32 1.5
+      'fb3ff0000000000000', // 1.0: the integer 1 has its own encoding
+      'fb4271000000000000', // 2^40 as float64 (a `ts` in disguise)
+      'fb7fe0000000000000', // 2^1023: integral, and encodeCbor refuses it as a number
+      'fb8000000000000000', // -0.0
+      'fb7ff8000000000000', // NaN
+      'fb7ff0000000000000', // +inf
+      'fbfff0000000000000', // -inf
+    ]) {
       expect(codeOf(() => decodeCbor(hex(bad), MESSAGES)), bad).toBe('MALFORMED');
     }
+  });
+
+  it('allowFloats with requireCanonical: false also takes float32 and integral floats', () => {
+    const relaxed: CborDecodeOptions = { allowFloats: true, requireCanonical: false };
+    expect(decodeCbor(hex('fa47c35000'), relaxed)).toBe(100000);
+    expect(decodeCbor(hex('fb3ff0000000000000'), relaxed)).toBe(1);
+    expect(codeOf(() => decodeCbor(hex('f93c00'), relaxed))).toBe('MALFORMED');
+  });
+
+  it('the strict decoder takes back every number the encoder writes, in the one form it writes', () => {
+    for (const v of [0, -1, 1.5, -0.25, 2 ** 53 - 1, -(2 ** 53 - 1), 1e-300, Number.MIN_VALUE, 123456.789]) {
+      expect(decodeCbor(encodeCbor(v), MESSAGES), String(v)).toBe(v);
+    }
+    expect(toHex(encodeCbor(-0))).toBe('00');
   });
 
   it('allowBigInt returns integers beyond 2^53 - 1 as bigint (up to 64 bits)', () => {

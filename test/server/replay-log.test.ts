@@ -10,26 +10,72 @@ const id = (n: number): Uint8Array => new Uint8Array(16).fill(n);
 describe('ReplayWindow', () => {
   it('rejects a repeated id and timestamps outside the window', () => {
     let now = 1_000_000;
-    const w = new ReplayWindow({ windowMs: 1000, now: () => now });
+    const w = new ReplayWindow({ windowMs: 1000, futureSkewMs: 1000, now: () => now });
     w.check(id(1), now);
     expect(code(() => w.check(id(1), now))).toBe('REPLAY');
     expect(code(() => w.check(id(2), now - 1001))).toBe('REPLAY');
     expect(code(() => w.check(id(2), now + 1001))).toBe('REPLAY');
     w.check(id(2), now + 1000);
-    // after the id's timestamp leaves the window it is forgotten, and the ts check rejects it
-    now += 2001;
-    expect(code(() => w.check(id(1), now - 2001))).toBe('REPLAY');
+    // after the id's timestamp leaves the window it is forgotten (within one bucket, 1/8 of
+    // the window), and the ts check rejects it
+    now += 2001 + 125;
+    expect(code(() => w.check(id(1), now - 2126))).toBe('REPLAY');
     w.check(id(3), now);
     expect(w.size).toBe(1);
   });
 
-  it('hits maxEntries: refuses (OVERLOADED) rather than evicting live ids', () => {
+  it('the future skew is its own, smaller limit, named in the error', () => {
+    const now = 1_000_000;
+    const w = new ReplayWindow({ windowMs: 60_000, futureSkewMs: 5_000, now: () => now });
+    w.check(id(1), now + 5_000);
+    w.check(id(2), now - 60_000);
+    let err: unknown;
+    try {
+      w.check(id(3), now + 5_001);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toMatchObject({ code: 'REPLAY', detail: { limit: 'replayFutureSkewMs', value: 5_000 } });
+    expect(String((err as Error).message)).toContain('5001 ms ahead');
+  });
+
+  it('an id lives at most window + future skew (+ one bucket), whatever timestamp the client picks', () => {
+    let now = 10_000_000;
+    const w = new ReplayWindow({ windowMs: 800, futureSkewMs: 400, now: () => now });
+    for (let i = 0; i < 50; i++) w.check(id(i), now + 400); // dated as far ahead as allowed
+    expect(w.size).toBe(50);
+    now += 800 + 400 + 100; // one bucket is 100 ms
+    w.check(id(200), now);
+    expect(w.size).toBe(1);
+  });
+
+  it('expired ids leave in whole buckets: a full window empties without a sweep of live ids', () => {
+    let now = 2_000_000;
+    const w = new ReplayWindow({ windowMs: 1000, futureSkewMs: 0, maxEntries: 5000, now: () => now });
+    for (let i = 0; i < 5000; i++) {
+      const b = new Uint8Array(16);
+      new DataView(b.buffer).setUint32(0, i);
+      w.check(b, now - (i % 1000));
+    }
+    expect(code(() => w.check(id(255), now))).toBe('OVERLOADED');
+    now += 1125;
+    w.check(id(255), now);
+    expect(w.size).toBe(1);
+  });
+
+  it('hits maxEntries: refuses (OVERLOADED, naming the limit) rather than evicting live ids', () => {
     let now = 5_000;
     const w = new ReplayWindow({ windowMs: 1000, maxEntries: 3, now: () => now });
     for (let i = 0; i < 3; i++) w.check(id(i), now);
-    expect(code(() => w.check(id(9), now))).toBe('OVERLOADED');
+    let err: unknown;
+    try {
+      w.check(id(9), now);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toMatchObject({ code: 'OVERLOADED', detail: { limit: 'maxReplayEntries', value: 3 } });
     expect(code(() => w.check(id(0), now))).toBe('REPLAY');
-    now += 1001;
+    now += 1001 + 125;
     w.check(id(9), now);
     expect(w.size).toBe(1);
   });

@@ -17,6 +17,7 @@ export const UPSTREAM_SERVE_FLAGS = [
   'upstream-ready-timeout-s',
   'upstream-max-concurrency',
   'upstream-request-timeout-s',
+  'upstream-allow-fields',
   'canary-prompt',
   'canary-expect',
   'canary-embeddings',
@@ -32,6 +33,7 @@ export const UPSTREAM_SERVE_USAGE = `upstream engine (vLLM, TensorRT-LLM trtllm-
   --upstream-ready-timeout-s n   wait up to n s for the engine to come up (default 0)
   --upstream-max-concurrency n   requests in flight at the engine (default 64)
   --upstream-request-timeout-s n whole-request deadline (default 600)
+  --upstream-allow-fields a,b    request fields to forward beyond the OpenAI allow-list (docs/UPSTREAM.md)
   --canary-prompt text           start-up canary prompt (chat, temperature 0) ...
   --canary-expect text|/re/flags ... and what its answer must contain; a wrong answer stops start-up
   --canary-embeddings a|b|c|min  embeddings canary: sim(a,b) >= min and sim(a,b) > sim(a,c)`;
@@ -77,6 +79,7 @@ export function upstreamFromArgs(get: (name: (typeof UPSTREAM_SERVE_FLAGS)[numbe
   const ready = intArg('upstream-ready-timeout-s', get('upstream-ready-timeout-s'));
   const concurrency = intArg('upstream-max-concurrency', get('upstream-max-concurrency'));
   const timeout = intArg('upstream-request-timeout-s', get('upstream-request-timeout-s'));
+  const allowFields = get('upstream-allow-fields')?.split(',').map((f) => f.trim()).filter((f) => f !== '');
   const embeddings = get('canary-embeddings');
   let canaryEmbeddings: UpstreamEngineOptions['canaryEmbeddings'];
   if (embeddings !== undefined) {
@@ -99,5 +102,6 @@ export function upstreamFromArgs(get: (name: (typeof UPSTREAM_SERVE_FLAGS)[numbe
     ...(timeout === undefined ? {} : { requestTimeoutMs: timeout * 1000 }),
     ...(prompt === undefined || expect === undefined ? {} : { canaryPrompt: prompt, canaryExpect: parseExpectation(expect) }),
     ...(canaryEmbeddings === undefined ? {} : { canaryEmbeddings }),
+    ...(allowFields === undefined ? {} : { allowFields }),
   });
 }

@@ -15,6 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import { Agent } from 'node:http';
+import { checkUpstreamBody } from './fields.js';
 import { CloisterError } from '../../errors.js';
 import { JsonResults } from '../../protocol/messages.js';
 import type { Engine, EngineRequest, ModelInfo, Operation, RunOptions } from '../types.js';
@@ -112,6 +113,12 @@ export interface UpstreamEngineOptions {
   readonly canaryMaxTokens?: number;
   /** Embeddings canary, for embedding models. */
   readonly canaryEmbeddings?: EmbeddingsCanary;
+  /**
+   * Request fields clients may send beyond the per-operation allow-list (./fields.ts), e.g.
+   * an engine's sampling extension such as "min_p". Default none. Each one is forwarded to
+   * the engine as sent: allow only fields that cannot make the engine fetch or read anything.
+   */
+  readonly allowFields?: readonly string[];
 }
 
 interface Resolved {
@@ -152,6 +159,7 @@ export class UpstreamEngine implements Engine {
   readonly #info: ModelInfo;
   readonly #canary: UpstreamEngineOptions;
   readonly #closing = new AbortController();
+  readonly #allowFields: ReadonlySet<string>;
   /** Keep-alive pool (at most maxConcurrency sockets); undefined when keepAliveTimeoutMs is 0. */
   readonly #agent: Agent | undefined;
   #started = false;
@@ -167,6 +175,10 @@ export class UpstreamEngine implements Engine {
       throw new CloisterError('CONFIG_INVALID', 'upstream operations must be a non-empty subset of chat, completion, embeddings, models');
     }
     this.#target = parseTarget(options);
+    for (const f of options.allowFields ?? []) {
+      if (typeof f !== 'string' || !/^[a-z][a-z0-9_]{0,63}$/.test(f)) throw new CloisterError('CONFIG_INVALID', `upstream allowFields: '${String(f)}' is not a field name`);
+    }
+    this.#allowFields = new Set(options.allowFields ?? []);
     this.#opts = {
       model: options.model,
       name: options.name ?? options.model,
@@ -303,6 +315,8 @@ export class UpstreamEngine implements Engine {
     if (typeof input !== 'object' || input === null || Array.isArray(input) || input instanceof Uint8Array) {
       throw new CloisterError('INVALID_ARGUMENT', 'upstream request input must be an OpenAI-shaped JSON object', { detail: { op } });
     }
+    // Only the fields the operation allows (./fields.ts): nothing that makes the TEE fetch URLs.
+    if (op !== 'models') checkUpstreamBody(op, { ...(input as Record<string, unknown>), ...request.params }, this.#allowFields);
     // params, when present, override body fields; model and stream are never the client's.
     const body: Record<string, unknown> = { ...(input as Record<string, unknown>), ...request.params, model: this.#opts.model };
     if (op === 'embeddings') delete body['stream'];

@@ -19,6 +19,13 @@ import type { SlidingWindowLimiter } from '../rate-limit.js';
 import { OP_NONE } from '../stats.js';
 import { handleOps, OPS_PATHS } from '../ops.js';
 import type { OpsProvider } from '../ops.js';
+import { LOCAL_SOURCE } from '../sources.js';
+
+/** What the server knows of a socket: its connection counter and its source address. */
+export interface SocketInfo {
+  readonly conn: number;
+  readonly source: string;
+}
 
 export const EVIDENCE_PATH = '/v1/evidence';
 export const SEALED_PATH = '/v1/sealed';
@@ -35,6 +42,8 @@ function statusOf(code: ErrorCode): number {
       return 413;
     case 'RATE_LIMITED':
       return 429;
+    case 'TIMEOUT':
+      return 408;
     case 'OVERLOADED':
     case 'ATTESTER_FAILED':
       return 503;
@@ -63,7 +72,7 @@ export class HttpTransport {
 
   constructor(
     private readonly ctx: ServerContext,
-    private readonly connOf: (socket: Socket) => number,
+    private readonly infoOf: (socket: Socket) => SocketInfo,
     private readonly ops?: OpsProvider,
   ) {}
 
@@ -89,7 +98,7 @@ export class HttpTransport {
   }
 
   private evidence(req: IncomingMessage, res: ServerResponse, url: URL): void {
-    const conn = this.connOf(req.socket);
+    const { conn, source } = this.infoOf(req.socket);
     const hex = url.searchParams.get('nonce');
     let nonce: Uint8Array | undefined;
     if (hex !== null && hex !== '') {
@@ -101,7 +110,10 @@ export class HttpTransport {
       limiter = this.ctx.evidence.connectionLimiter();
       this.limiters.set(req.socket, limiter);
     }
-    this.ctx.evidence.get(nonce, limiter).then(
+    // The connection's budget and its source's: a client that opens a new connection per
+    // request is still one source (not for Unix-socket peers, which have no address).
+    const limiters = source === LOCAL_SOURCE ? [limiter] : [limiter, this.ctx.sources.entry(source).evidence];
+    this.ctx.evidence.get(nonce, limiters).then(
       (bundle) => {
         this.ctx.stats.evidenceServed++;
         const body = encodeWireMessage({ t: 'evidence', bundle });
@@ -119,40 +131,76 @@ export class HttpTransport {
   }
 
   private sealed(req: IncomingMessage, res: ServerResponse): void {
-    const { limits, stats, logger } = this.ctx;
-    const conn = this.connOf(req.socket);
+    const { limits, stats, logger, sources } = this.ctx;
+    const { conn, source } = this.infoOf(req.socket);
+    const reject = (code: ErrorCode, fields: { readonly bytesIn?: number; readonly limit?: keyof typeof limits }, close: boolean): void => {
+      stats.sealedRequestsReceived++;
+      stats.count(code);
+      stats.recordRequest(OP_NONE, code);
+      logger.log('info', 'request.rejected', { conn, code, inFlight: stats.inFlight, ...fields });
+      if (close) res.setHeader('connection', 'close');
+      sendError(res, code);
+    };
     const declared = Number(req.headers['content-length'] ?? '0');
     if (declared > limits.maxRequestBytes) {
-      stats.sealedRequestsReceived++;
-      stats.count('LIMIT_EXCEEDED');
-      stats.recordRequest(OP_NONE, 'LIMIT_EXCEEDED');
-      logger.log('info', 'request.rejected', { conn, code: 'LIMIT_EXCEEDED', bytesIn: declared });
-      res.setHeader('connection', 'close');
-      sendError(res, 'LIMIT_EXCEEDED');
+      reject('LIMIT_EXCEEDED', { bytesIn: declared, limit: 'maxRequestBytes' }, true);
       req.resume();
       return;
     }
-    if (stats.inFlight >= limits.maxInFlightTotal || this.ctx.state.draining) {
-      stats.sealedRequestsReceived++;
-      if (this.ctx.state.draining) res.setHeader('connection', 'close');
-      stats.count('OVERLOADED');
-      stats.recordRequest(OP_NONE, 'OVERLOADED');
-      logger.log('info', 'request.rejected', { conn, code: 'OVERLOADED', inFlight: stats.inFlight });
-      sendError(res, 'OVERLOADED');
+    if (this.ctx.state.draining) {
+      reject('OVERLOADED', {}, true);
       req.resume();
       return;
     }
-    stats.inFlight++;
+    // Uploads in progress have their own small budget and a deadline (ServerLimits.
+    // maxUploadsInProgress, maxUploadsPerSource, bodyTimeoutMs): a body is work only once it
+    // is complete, so slow bodies cannot hold the in-flight slots that inference needs.
+    const perSource = source === LOCAL_SOURCE ? undefined : sources.entry(source);
+    if (stats.uploadsInProgress >= limits.maxUploadsInProgress || (perSource !== undefined && perSource.uploads >= limits.maxUploadsPerSource)) {
+      reject('OVERLOADED', { limit: stats.uploadsInProgress >= limits.maxUploadsInProgress ? 'maxUploadsInProgress' : 'maxUploadsPerSource' }, true);
+      if (perSource !== undefined) sources.release(source);
+      // The body is not read: the connection closes once the answer is out.
+      res.once('finish', () => req.socket.destroy());
+      return;
+    }
+    stats.uploadsInProgress++;
+    if (perSource !== undefined) perSource.uploads++;
+    let uploading = true;
+    const endUpload = (): void => {
+      if (!uploading) return;
+      uploading = false;
+      clearTimeout(bodyTimer);
+      stats.uploadsInProgress--;
+      if (perSource !== undefined) {
+        perSource.uploads--;
+        sources.release(source);
+      }
+    };
+    const bodyTimer = setTimeout(() => {
+      if (!uploading) return;
+      endUpload();
+      done = true;
+      parts.length = 0;
+      reject('TIMEOUT', { bytesIn: size, limit: 'bodyTimeoutMs' }, true);
+      logger.log('info', 'request.body-timeout', { conn, code: 'TIMEOUT', bytesIn: size, limit: 'bodyTimeoutMs' });
+      res.once('finish', () => req.socket.destroy());
+    }, limits.bodyTimeoutMs);
+    bodyTimer.unref();
+
     const abort = new AbortController();
     res.on('close', () => {
+      endUpload();
       if (!res.writableFinished) abort.abort();
     });
     const parts: Buffer[] = [];
     let size = 0;
+    /** No more of this request is processed (rejected, timed out, or handed to the handler and finished). */
     let done = false;
+    let counted = false;
     const finish = (): void => {
-      if (!done) {
-        done = true;
+      done = true;
+      if (counted) {
+        counted = false;
         stats.inFlight--;
       }
     };
@@ -161,26 +209,32 @@ export class HttpTransport {
       size += chunk.byteLength;
       if (size > limits.maxRequestBytes) {
         // Chunked uploads have no declared length: bound what we buffer as it arrives.
-        stats.sealedRequestsReceived++;
-        stats.count('LIMIT_EXCEEDED');
-        stats.recordRequest(OP_NONE, 'LIMIT_EXCEEDED');
-        logger.log('info', 'request.rejected', { conn, code: 'LIMIT_EXCEEDED', bytesIn: size });
+        endUpload();
         finish();
-        res.setHeader('connection', 'close');
-        sendError(res, 'LIMIT_EXCEEDED');
         parts.length = 0;
+        reject('LIMIT_EXCEEDED', { bytesIn: size, limit: 'maxRequestBytes' }, true);
         return;
       }
       parts.push(chunk);
     });
     req.on('error', () => {
+      endUpload();
       finish();
       abort.abort();
     });
     req.on('end', () => {
+      endUpload();
       if (done) return;
       const body = new Uint8Array(Buffer.concat(parts, size));
       parts.length = 0;
+      // The body is complete: now it is work, and counts against maxInFlightTotal.
+      if (stats.inFlight >= limits.maxInFlightTotal) {
+        done = true;
+        reject('OVERLOADED', { bytesIn: size, limit: 'maxInFlightTotal' }, false);
+        return;
+      }
+      stats.inFlight++;
+      counted = true;
       const out = {
         write: (bytes: Uint8Array): Promise<void> | undefined => {
           if (abort.signal.aborted) return undefined;

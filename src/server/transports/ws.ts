@@ -22,6 +22,14 @@ import type { ServerContext } from '../context.js';
 import { handleSealedRequest } from '../handler.js';
 import type { SlidingWindowLimiter } from '../rate-limit.js';
 import { OP_NONE } from '../stats.js';
+import { LOCAL_SOURCE } from '../sources.js';
+
+/**
+ * Pre-open failures of a sealed request that cost the server an X25519 (and AEAD) before
+ * failing: they count as bad frames. A stale or unknown key id fails before any public-key
+ * work and is what an honest client sees after a rotation, so it does not count.
+ */
+const COSTLY_REJECTIONS: ReadonlySet<ErrorCode> = new Set(['DECRYPT_FAILED', 'MALFORMED', 'LIMIT_EXCEEDED', 'PROTOCOL_VIOLATION']);
 
 export class WsSession {
   private readonly streams = new Map<number, AbortController>();
@@ -42,6 +50,8 @@ export class WsSession {
     private readonly ctx: ServerContext,
     private readonly ws: WebSocket,
     readonly conn: number,
+    /** The peer's source address (src/server/sources.ts), for the per-source evidence budget. */
+    private readonly source: string = LOCAL_SOURCE,
   ) {
     this.evidenceLimiter = ctx.evidence.connectionLimiter();
     ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
@@ -144,20 +154,24 @@ export class WsSession {
    * violation, RFC 6455 section 7.4.1), so a peer cannot keep the server decoding garbage.
    */
   private badFrame(code: ErrorCode, bytesIn: number): void {
-    const { stats, logger, limits } = this.ctx;
+    const { stats, logger } = this.ctx;
     stats.framesRejected++;
     stats.count(code);
     logger.log('info', 'frame.rejected', { conn: this.conn, code, bytesIn });
+    if (this.countBad()) this.sendError(code);
+  }
+
+  /** Counts one bad frame; past the limit, closes the connection and returns false. */
+  private countBad(): boolean {
+    const { stats, logger, limits } = this.ctx;
     this.badFrames++;
-    if (this.badFrames <= limits.maxBadFramesPerConnection) {
-      this.sendError(code);
-      return;
-    }
+    if (this.badFrames <= limits.maxBadFramesPerConnection) return true;
     this.closing = true;
     stats.count('LIMIT_EXCEEDED');
     logger.log('warn', 'conn.rejected', { conn: this.conn, code: 'LIMIT_EXCEEDED' });
     this.sendError('LIMIT_EXCEEDED');
     this.ws.close(1008, 'LIMIT_EXCEEDED');
+    return false;
   }
 
   private onMessage(data: unknown, isBinary: boolean): void {
@@ -188,7 +202,8 @@ export class WsSession {
   }
 
   private onEvidenceRequest(nonce: Uint8Array | undefined): void {
-    this.ctx.evidence.get(nonce, this.evidenceLimiter).then(
+    const limiters = this.source === LOCAL_SOURCE ? [this.evidenceLimiter] : [this.evidenceLimiter, this.ctx.sources.entry(this.source).evidence];
+    this.ctx.evidence.get(nonce, limiters).then(
       (bundle) => {
         this.ctx.stats.evidenceServed++;
         this.ctx.logger.log('debug', 'evidence.served', { conn: this.conn, bytesOut: bundle.evidence.byteLength });
@@ -270,7 +285,14 @@ export class WsSession {
         if (abort.signal.aborted) return;
         flush(true);
       },
-      fail: (code: ErrorCode) => this.sendError(code, sid),
+      fail: (code: ErrorCode) => {
+        this.sendError(code, sid);
+        // Junk sealed requests (each costs an X25519) count against maxBadFramesPerConnection.
+        if (COSTLY_REJECTIONS.has(code)) {
+          this.ctx.stats.framesRejected++;
+          this.countBad();
+        }
+      },
     };
     handleSealedRequest(this.ctx.handlerDeps, body, out, { conn: this.conn, sid, signal: abort.signal })
       .catch(() => undefined)
