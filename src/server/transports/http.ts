@@ -11,7 +11,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { asCloisterError, wireCodeOf } from '../../errors.js';
 import type { ErrorCode } from '../../errors.js';
-import { encodeWireMessage, MAX_NONCE_BYTES } from '../../protocol/wire.js';
+import { encodeWireMessage, LIMIT_HEADER, MAX_NONCE_BYTES } from '../../protocol/wire.js';
 import type { ServerContext } from '../context.js';
 import { handleSealedRequest } from '../handler.js';
 import type { SlidingWindowLimiter } from '../rate-limit.js';
@@ -121,6 +121,7 @@ export class HttpTransport {
       stats.count('LIMIT_EXCEEDED');
       logger.log('info', 'request.rejected', { conn, code: 'LIMIT_EXCEEDED', bytesIn: declared });
       res.setHeader('connection', 'close');
+      res.setHeader(LIMIT_HEADER, `maxRequestBytes=${limits.maxRequestBytes}`);
       sendError(res, 'LIMIT_EXCEEDED');
       req.resume();
       return;
@@ -157,6 +158,7 @@ export class HttpTransport {
         logger.log('info', 'request.rejected', { conn, code: 'LIMIT_EXCEEDED', bytesIn: size });
         finish();
         res.setHeader('connection', 'close');
+        res.setHeader(LIMIT_HEADER, `maxRequestBytes=${limits.maxRequestBytes}`);
         sendError(res, 'LIMIT_EXCEEDED');
         parts.length = 0;
         return;

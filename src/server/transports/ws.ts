@@ -22,6 +22,9 @@ import type { ServerContext } from '../context.js';
 import { handleSealedRequest } from '../handler.js';
 import type { SlidingWindowLimiter } from '../rate-limit.js';
 
+/** Largest sealed-stream piece in one `res` frame (see the flush in onRequest). */
+export const RESPONSE_FRAME_BODY_BYTES = 1024 * 1024;
+
 export class WsSession {
   private readonly streams = new Map<number, AbortController>();
   private queuedBytes = 0;
@@ -45,6 +48,11 @@ export class WsSession {
     this.evidenceLimiter = ctx.evidence.connectionLimiter();
     ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
     ws.on('close', (closeCode) => this.onClose(closeCode));
+    // A client's keepalive ping (ws answers it with a pong) is activity: a connection that
+    // pings outlives idleTimeoutMs, one that says nothing at all does not.
+    ws.on('ping', () => {
+      if (!this.closing) this.armIdle();
+    });
     ws.on('error', () => {
       // ws emits 'close' after 'error' (e.g. 1009 for a frame over maxPayload); count it here.
       ctx.stats.framesRejected++;
@@ -245,7 +253,15 @@ export class WsSession {
         return;
       }
       if (n === 0 && !fin) return;
-      void this.send(fin ? { t: 'res', sid, body, fin: true } : { t: 'res', sid, body });
+      // `res` frames carry arbitrary splits of the sealed stream: a big response chunk (up to
+      // MAX_RESPONSE_CHUNK_LENGTH) leaves in frames of at most RESPONSE_FRAME_BODY_BYTES,
+      // well under the client's message limit (4 MiB by default).
+      for (let off = 0; ; off += RESPONSE_FRAME_BODY_BYTES) {
+        const last = off + RESPONSE_FRAME_BODY_BYTES >= body.byteLength;
+        const part = off === 0 && last ? body : body.subarray(off, Math.min(off + RESPONSE_FRAME_BODY_BYTES, body.byteLength));
+        void this.send(fin && last ? { t: 'res', sid, body: part, fin: true } : { t: 'res', sid, body: part });
+        if (last) break;
+      }
     };
     const out = {
       write: (bytes: Uint8Array): Promise<void> | undefined => {
