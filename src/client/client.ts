@@ -152,6 +152,36 @@ function isClassOutput(v: unknown): v is LabelScore[] {
   return Array.isArray(v) && v.every((e) => typeof e === 'object' && e !== null && typeof (e as LabelScore).label === 'string' && typeof (e as LabelScore).score === 'number');
 }
 
+/**
+ * A text worth sending: a string, not empty (there is nothing to classify, and a model would
+ * still answer with a guess), and well-formed Unicode (a lone surrogate has no UTF-8 form: it
+ * would be sent as U+FFFD, a text the caller never wrote).
+ */
+export function checkText(text: unknown, what: string): asserts text is string {
+  if (typeof text !== 'string') throw new CloisterError('INVALID_ARGUMENT', `${what} must be a string`);
+  if (text.length === 0) throw new CloisterError('INVALID_ARGUMENT', `${what} is empty: there is no input to send`);
+  if (!(text as string & { isWellFormed(): boolean }).isWellFormed()) {
+    throw new CloisterError('INVALID_ARGUMENT', `${what} is not well-formed Unicode (a lone surrogate)`);
+  }
+}
+
+export interface TokenEntity {
+  readonly entity: string;
+  readonly score: number;
+  readonly index: number;
+  readonly word: string;
+}
+
+function isTokenEntities(v: unknown): v is TokenEntity[] {
+  return (
+    Array.isArray(v) &&
+    v.every((e) => {
+      const t = e as TokenEntity;
+      return typeof e === 'object' && e !== null && typeof t.entity === 'string' && typeof t.score === 'number' && typeof t.index === 'number' && typeof t.word === 'string';
+    })
+  );
+}
+
 function isEmbeddings(v: unknown): v is number[][] {
   return Array.isArray(v) && v.every((row) => Array.isArray(row) && row.every((x) => typeof x === 'number'));
 }
@@ -314,7 +344,7 @@ export class CloisterClient {
 
   /** Classifies one text; labels sorted by score, highest first. */
   async classify(text: string, options: ClassifyOptions = {}): Promise<LabelScore[]> {
-    if (typeof text !== 'string') throw new CloisterError('INVALID_ARGUMENT', 'text must be a string');
+    checkText(text, 'text');
     const model = options.model ?? this.defaultModel('text-classification', 'classify');
     const out = await this.collectOne({
       op: 'classify',
@@ -327,9 +357,23 @@ export class CloisterClient {
     return out;
   }
 
+  /**
+   * Tags the tokens of one text with a token-classification model (e.g. PHI detection): one
+   * entry per token the model did not label "O", in text order. The server bounds the text
+   * (maxInputChars, `serve --max-input-chars`, default 16 384 characters).
+   */
+  async classifyTokens(text: string, options: { model?: string; signal?: AbortSignal } = {}): Promise<TokenEntity[]> {
+    checkText(text, 'text');
+    const model = options.model ?? this.defaultModel('token-classification', 'token-classify');
+    const out = await this.collectOne({ op: 'token-classify', model, input: text, ...(options.signal === undefined ? {} : { signal: options.signal }) });
+    if (!isTokenEntities(out)) throw new CloisterError('PROTOCOL_VIOLATION', 'token-classification result has the wrong shape');
+    return out;
+  }
+
   /** One embedding per text. */
   async embed(texts: readonly string[], options: { model?: string; signal?: AbortSignal } = {}): Promise<number[][]> {
-    if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string')) throw new CloisterError('INVALID_ARGUMENT', 'texts must be strings');
+    if (!Array.isArray(texts) || texts.length === 0) throw new CloisterError('INVALID_ARGUMENT', 'texts must be a non-empty array of strings');
+    texts.forEach((t, i) => checkText(t, `texts[${i}]`));
     const model = options.model ?? this.defaultModel('feature-extraction', 'embed');
     const out = await this.collectOne({ op: 'embed', model, input: [...texts], ...(options.signal === undefined ? {} : { signal: options.signal }) });
     if (!isEmbeddings(out) || out.length !== texts.length) throw new CloisterError('PROTOCOL_VIOLATION', 'embedding result has the wrong shape');

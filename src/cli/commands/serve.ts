@@ -4,7 +4,8 @@
  *   cloister serve --model [name=]dir [--model ...] [--embedder [name=]dir]
  *                  [--listen host:port | --socket path]
  *                  [--platform auto|simulated|nitro|sev-snp|tdx] [--state-dir dir]
- *                  [--key-rotation-minutes n] [--request-timeout-s n] [--log-level debug|info|warn|error]
+ *                  [--key-rotation-minutes n] [--request-timeout-s n] [--max-input-chars n]
+ *                  [--log-level debug|info|warn|error]
  *
  * Platform selection is src/server/platform.ts (shared TEE detection; auto falls back to
  * SIMULATED only when no TEE interface is there at all). On the simulated platform PCR0
@@ -32,7 +33,8 @@ export const summary = 'run the Cloister server (sealed, attested inference)';
 const USAGE = `usage: cloister serve --model [name=]dir [--model ...] [--embedder [name=]dir]
                       [--listen host:port | --socket path]
                       [--platform auto|simulated|nitro|sev-snp|tdx] [--state-dir dir]
-                      [--key-rotation-minutes n] [--request-timeout-s n] [--log-level debug|info|warn|error]
+                      [--key-rotation-minutes n] [--request-timeout-s n] [--max-input-chars n]
+                      [--log-level debug|info|warn|error]
 
   --model      a Hugging Face-layout ONNX model directory (task from its config.json)
   --embedder   a feature-extraction model directory
@@ -41,6 +43,8 @@ const USAGE = `usage: cloister serve --model [name=]dir [--model ...] [--embedde
   --platform   TEE to attest with (default auto: detect, else SIMULATED with a warning)
   --state-dir  where the simulated root and development policy are written (default .cloister)
   --request-timeout-s  deadline of one request, streaming included (default 60; raise it for long generations)
+  --max-input-chars n  longest input text an ONNX model accepts, in UTF-16 code units
+                       (default 16384); longer texts get LIMIT_EXCEEDED naming this limit
 
 ${UPSTREAM_SERVE_USAGE}`;
 
@@ -66,7 +70,7 @@ const BAR = '='.repeat(78);
 
 export async function run(argv: string[]): Promise<number> {
   const args = parseArgs(argv, {
-    values: ['model', 'embedder', 'listen', 'socket', 'platform', 'state-dir', 'key-rotation-minutes', 'request-timeout-s', 'log-level', ...UPSTREAM_SERVE_FLAGS],
+    values: ['model', 'embedder', 'listen', 'socket', 'platform', 'state-dir', 'key-rotation-minutes', 'request-timeout-s', 'max-input-chars', 'log-level', ...UPSTREAM_SERVE_FLAGS],
     multi: ['model', 'embedder'],
   });
   if (args.flags.has('help')) {
@@ -93,6 +97,11 @@ export async function run(argv: string[]): Promise<number> {
     throw new CloisterError('INVALID_ARGUMENT', '--request-timeout-s must be an integer from 1 to 86400');
   }
   const limits = timeoutSeconds === undefined ? undefined : { requestTimeoutMs: timeoutSeconds * 1000 };
+  const maxCharsText = one(args, 'max-input-chars');
+  const maxInputChars = maxCharsText === undefined ? undefined : Number(maxCharsText);
+  if (maxInputChars !== undefined && !(/^\d{1,9}$/.test(maxCharsText ?? '') && maxInputChars >= 1)) {
+    throw new CloisterError('INVALID_ARGUMENT', '--max-input-chars must be a positive integer');
+  }
   // Fails closed (PLATFORM_UNAVAILABLE) when the requested TEE is not here, before any model loads.
   const selection = await selectPlatform(platformArg);
   const level = (one(args, 'log-level') ?? 'info') as LogLevel;
@@ -102,7 +111,7 @@ export async function run(argv: string[]): Promise<number> {
   const engines: Engine[] = [];
   if (models.length > 0) {
     const { OnnxEngine } = await import('../../inference/onnx/engine.js');
-    engines.push(new OnnxEngine({ models }));
+    engines.push(new OnnxEngine({ models, ...(maxInputChars === undefined ? {} : { maxInputChars }) }));
   }
   // The upstream start() waits for the engine and runs the canary: nothing listens before it passes.
   if (upstream !== undefined) engines.push(upstream);
