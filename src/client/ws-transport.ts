@@ -7,7 +7,7 @@ import { WebSocket } from 'ws';
 import { CloisterError, isErrorCode } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
 import type { EvidenceBundle } from '../attestation/types.js';
-import { decodeWireMessage, encodeWireMessage, MAX_FRAME_BYTES_HEADER, MAX_STREAM_ID } from '../protocol/wire.js';
+import { decodeWireMessage, encodeWireMessage, MAX_FRAME_BYTES_HEADER, MAX_IN_FLIGHT_HEADER, MAX_STREAM_ID } from '../protocol/wire.js';
 import type { WireMessage } from '../protocol/wire.js';
 import {
   DEFAULT_CLIENT_HIGH_WATER_MARK,
@@ -62,6 +62,8 @@ export class WsClientTransport implements ClientTransport {
     readonly target: string,
     /** The server's largest accepted message, from its upgrade answer (absent from older servers). */
     readonly serverMaxFrameBytes: number | undefined,
+    /** The server's maxInFlightPerConnection, from its upgrade answer (absent from older servers). */
+    readonly serverMaxInFlight: number | undefined = undefined,
   ) {
     this.hwm = limits.highWaterMarkBytes ?? DEFAULT_CLIENT_HIGH_WATER_MARK;
     ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
@@ -120,9 +122,11 @@ export class WsClientTransport implements ClientTransport {
     }
     ws.binaryType = 'nodebuffer';
     let serverMax: number | undefined;
+    let serverInFlight: number | undefined;
+    const count = (v: unknown): number | undefined => (typeof v === 'string' && /^[1-9]\d{0,15}$/.test(v) ? Number(v) : undefined);
     ws.once('upgrade', (res) => {
-      const v = res.headers[MAX_FRAME_BYTES_HEADER];
-      if (typeof v === 'string' && /^[1-9]\d{0,15}$/.test(v)) serverMax = Number(v);
+      serverMax = count(res.headers[MAX_FRAME_BYTES_HEADER]);
+      serverInFlight = count(res.headers[MAX_IN_FLIGHT_HEADER]);
     });
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void => {
@@ -150,7 +154,7 @@ export class WsClientTransport implements ClientTransport {
         );
       });
     });
-    return new WsClientTransport(ws, limits, target, serverMax);
+    return new WsClientTransport(ws, limits, target, serverMax, serverInFlight);
   }
 
   /** The error that ended this connection, once it ended (the client then reconnects). */
@@ -237,7 +241,7 @@ export class WsClientTransport implements ClientTransport {
         }
         const s = this.streams.get(msg.sid);
         if (s === undefined) return;
-        s.error = serverError(code);
+        s.error = code === 'LIMIT_EXCEEDED' ? this.requestLimitError() : serverError(code);
         this.streams.delete(msg.sid);
         s.notify();
         return;
@@ -246,6 +250,17 @@ export class WsClientTransport implements ClientTransport {
         this.fail(new CloisterError('PROTOCOL_VIOLATION', 'unexpected message from server'));
         this.ws.terminate();
     }
+  }
+
+  /** A request refused with LIMIT_EXCEEDED (the plaintext error frame names no limit): which one, when we can tell. */
+  private requestLimitError(): CloisterError {
+    const inFlight = this.streams.size;
+    const max = this.serverMaxInFlight;
+    const message =
+      max !== undefined && inFlight > max
+        ? `${this.target} refused the request: ${inFlight} requests in flight on this connection exceed its maxInFlightPerConnection (${max})`
+        : `${this.target} refused the request: a configured limit was hit (the sealed request over its maxRequestBytes, or ${max === undefined ? 'its maxInFlightPerConnection' : `its maxInFlightPerConnection (${max})`})`;
+    return new CloisterError('LIMIT_EXCEEDED', message, { detail: { origin: 'server', target: this.target } });
   }
 
   private consumed(n: number): void {

@@ -283,3 +283,6 @@ export const MAX_FRAME_BYTES_HEADER = 'x-cloister-max-frame-bytes';
  * `maxRequestBytes=1048576`): the error message carries only a code, the header names the limit.
  */
 export const LIMIT_HEADER = 'x-cloister-limit';
+
+/** Header of the WebSocket upgrade answer naming the server's maxInFlightPerConnection (advisory, for error messages). */
+export const MAX_IN_FLIGHT_HEADER = 'x-cloister-max-in-flight';

@@ -24,7 +24,7 @@ import { EngineRouter } from './router.js';
 import { ServerStats } from './stats.js';
 import { HttpTransport } from './transports/http.js';
 import { WsSession } from './transports/ws.js';
-import { MAX_FRAME_BYTES_HEADER } from '../protocol/wire.js';
+import { MAX_FRAME_BYTES_HEADER, MAX_IN_FLIGHT_HEADER } from '../protocol/wire.js';
 
 export type ListenTarget = { readonly host: string; readonly port: number } | { readonly path: string };
 
@@ -174,7 +174,7 @@ export class CloisterServer {
     // Clients learn the largest message this server accepts, and refuse a bigger request by
     // name (LIMIT_EXCEEDED) instead of sending it into a 1009 close of the whole connection.
     this.wss.on('headers', (headers: string[]) => {
-      headers.push(`${MAX_FRAME_BYTES_HEADER}: ${this.limits.maxFrameBytes}`);
+      headers.push(`${MAX_FRAME_BYTES_HEADER}: ${this.limits.maxFrameBytes}`, `${MAX_IN_FLIGHT_HEADER}: ${this.limits.maxInFlightPerConnection}`);
     });
     this.http.on('upgrade', (req, socket: Socket, head) => {
       const conn = this.sockets.get(socket) ?? this.nextConn++;

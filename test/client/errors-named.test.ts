@@ -16,7 +16,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { connect } from '../../src/client/client.js';
 import { reasonOf } from '../../src/client/connection-error.js';
 import { MAX_RESPONSE_CHUNK_LENGTH } from '../../src/protocol/chunked.js';
-import { startTestServer } from '../e2e/helpers.js';
+import { WsClientTransport } from '../../src/client/ws-transport.js';
+import { sealChunkedRequest } from '../../src/protocol/chunked.js';
+import { sealTargetFromKeyConfig } from '../../src/protocol/key-config.js';
+import { decodeResponseChunk, encodeSealedRequest } from '../../src/protocol/messages.js';
+import { codeOf, startTestServer, until } from '../e2e/helpers.js';
 import type { TestServer } from '../e2e/helpers.js';
 
 const open: { close(): Promise<void> }[] = [];
@@ -69,6 +73,24 @@ describe('LIMIT_EXCEEDED names the limit and its value', () => {
     expect(e.message).toContain("the server's maxFrameBytes (1048576 bytes)");
     expect(t.server.stats.framesRejected).toBe(before);
     expect(await c.classify('still connected')).toHaveLength(2);
+  });
+
+  it('WebSocket: a request over the server maxInFlightPerConnection names it and its value', async () => {
+    const t = await server({ maxInFlightPerConnection: 2 });
+    const c = await connect(t.wsUrl, { policy: t.policy, trustedRoots: t.trustedRoots });
+    open.push(c);
+    const controller = new AbortController();
+    const blocked = [0, 1].map(() =>
+      codeOf(async () => {
+        for await (const r of c.request({ op: 'generate', model: 'fake-gen', input: 'block', signal: controller.signal })) void r;
+      }),
+    );
+    await until(() => t.engine.controls.running === 2);
+    const e = await failure(c.classify('one too many'));
+    controller.abort();
+    expect(await Promise.all(blocked)).toEqual(['CANCELLED', 'CANCELLED']);
+    expect(e.code).toBe('LIMIT_EXCEEDED');
+    expect(e.message).toContain('maxInFlightPerConnection (2)');
   });
 
   it('HTTP: a body over the server maxRequestBytes names it and its value', async () => {
@@ -131,6 +153,28 @@ describe('one CONNECTION_FAILED for every way of not reaching the server, naming
   it('reason words for DNS and reset errors (no DNS lookups from tests)', () => {
     expect(reasonOf(Object.assign(new Error('getaddrinfo ENOTFOUND nosuch'), { code: 'ENOTFOUND' }))).toMatch(/DNS lookup failed/);
     expect(reasonOf(new TypeError('fetch failed', { cause: Object.assign(new Error('x'), { code: 'ECONNRESET' }) }))).toMatch(/connection reset/);
+  });
+});
+
+describe('input the server refuses', () => {
+  it('invalid UTF-8 inside a sealed request is refused by the server (MALFORMED), never classified', async () => {
+    const t = await server();
+    const c = await connect(t.wsUrl, { policy: t.policy, trustedRoots: t.trustedRoots });
+    open.push(c);
+    const tr = await WsClientTransport.connect(t.wsUrl);
+    open.push(tr);
+    const pt = encodeSealedRequest({ v: 1, op: 'classify', model: 'fake-cls', input: 'ZZZZ', stream: false, ts: Date.now(), id: new Uint8Array(16).fill(9) });
+    const at = Buffer.from(pt).indexOf('ZZZZ');
+    expect(at).toBeGreaterThan(0);
+    pt[at + 1] = 0xff; // not UTF-8
+    const sealed = sealChunkedRequest(sealTargetFromKeyConfig(c.keyConfig), pt);
+    const opened: unknown[] = [];
+    for await (const piece of tr.exchange(sealed.bytes).pieces) {
+      for (const chunk of sealed.response.push(piece)) opened.push(decodeResponseChunk(chunk.plaintext));
+    }
+    expect(opened[0]).toMatchObject({ t: 'error', code: 'MALFORMED' });
+    expect(t.engine.controls.running).toBe(0);
+    expect(t.server.stats.requestsCompleted).toBe(0);
   });
 });
 
