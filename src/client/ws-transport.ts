@@ -7,7 +7,7 @@ import { WebSocket } from 'ws';
 import { CloisterError, isErrorCode } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
 import type { EvidenceBundle } from '../attestation/types.js';
-import { decodeWireMessage, encodeWireMessage, MAX_FRAME_BYTES_HEADER, MAX_IN_FLIGHT_HEADER, MAX_STREAM_ID } from '../protocol/wire.js';
+import { decodeWireMessage, encodeWireMessage, IDLE_CLOSE_REASON, MAX_FRAME_BYTES_HEADER, MAX_IN_FLIGHT_HEADER, MAX_STREAM_ID } from '../protocol/wire.js';
 import type { WireMessage } from '../protocol/wire.js';
 import {
   DEFAULT_CLIENT_HIGH_WATER_MARK,
@@ -70,7 +70,7 @@ export class WsClientTransport implements ClientTransport {
     ws.on('pong', () => {
       this.alive = true;
     });
-    ws.on('close', (code: number) => this.fail(this.closedError(code)));
+    ws.on('close', (code: number, reason: Buffer) => this.fail(this.closedError(code), code === 1000 && reason.toString('utf8') === IDLE_CLOSE_REASON));
     ws.on('error', (err) => this.fail(connectionFailed(target, 'connection to', err)));
     const interval = limits.keepAliveIntervalMs ?? DEFAULT_KEEPALIVE_INTERVAL_MS;
     if (!Number.isSafeInteger(interval) || interval < 0) throw new CloisterError('CONFIG_INVALID', 'keepAliveIntervalMs must be a non-negative integer');
@@ -103,7 +103,8 @@ export class WsClientTransport implements ClientTransport {
         detail: { target: this.target, limit: 'maxFrameBytes' },
       });
     }
-    return new CloisterError('CONNECTION_FAILED', `connection to ${this.target} closed (WebSocket close ${code})`, { detail: { target: this.target, closeCode: code } });
+    const idle = code === 1000 ? ' for idleness' : '';
+    return new CloisterError('CONNECTION_FAILED', `connection to ${this.target} closed${idle} (WebSocket close ${code})`, { detail: { target: this.target, closeCode: code } });
   }
 
   static async connect(url: string, limits: TransportLimits = {}): Promise<WsClientTransport> {
@@ -173,7 +174,11 @@ export class WsClientTransport implements ClientTransport {
     this.ws.send(encodeWireMessage(msg), { binary: true });
   }
 
-  private fail(err: CloisterError): void {
+  /**
+   * Ends the connection with `err`. `idleClose`: the server closed for idleness (1000 'idle'),
+   * after which it reads no frame, so a request without any answer yet was never run.
+   */
+  private fail(err: CloisterError, idleClose = false): void {
     if (this.failure !== undefined) return;
     this.failure = err;
     if (this.keepAlive !== undefined) clearInterval(this.keepAlive);
@@ -181,9 +186,12 @@ export class WsClientTransport implements ClientTransport {
     for (const s of this.streams.values()) {
       // A request written to the socket may have reached the server: it fails once, and is
       // never resent (the engine may have run it). A response that had started is truncated.
+      // Only the server's idle close proves that an unanswered request was not run.
       s.error ??= s.started
         ? new CloisterError('STREAM_TRUNCATED', `${err.message}, mid-response; the request is not resent`, { cause: err, detail: { target: this.target } })
-        : new CloisterError(err.code, `${err.message}, while the request was in flight; it is not resent`, { cause: err, detail: { target: this.target, sent: true } });
+        : idleClose
+          ? this.notSent(err)
+          : new CloisterError(err.code, `${err.message}, while the request was in flight; it is not resent`, { cause: err, detail: { target: this.target, sent: true } });
       s.notify();
     }
     this.streams.clear();
@@ -275,7 +283,7 @@ export class WsClientTransport implements ClientTransport {
 
   /** A request that provably never left this process (never written to the socket): safe to send again. */
   private notSent(err: CloisterError): CloisterError {
-    return new CloisterError(err.code, `${err.message}; the request was not sent`, { cause: err, detail: { target: this.target, sent: false } });
+    return new CloisterError(err.code, `${err.message}; the request was not run by the server`, { cause: err, detail: { target: this.target, sent: false } });
   }
 
   fetchEvidence(nonce: Uint8Array | undefined): Promise<EvidenceBundle> {

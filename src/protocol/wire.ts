@@ -286,3 +286,10 @@ export const LIMIT_HEADER = 'x-cloister-limit';
 
 /** Header of the WebSocket upgrade answer naming the server's maxInFlightPerConnection (advisory, for error messages). */
 export const MAX_IN_FLIGHT_HEADER = 'x-cloister-max-in-flight';
+
+/**
+ * Reason of the WebSocket close (code 1000) a server sends when it closes an idle connection.
+ * After deciding it the server reads no more frames, so a request the client sent meanwhile
+ * was never run: the client may send it again over a new connection.
+ */
+export const IDLE_CLOSE_REASON = 'idle';

@@ -55,11 +55,11 @@ class ChangedEngine extends FakeEngine {
 
 describe('WebSocket client across idle timeouts', () => {
   it('keepalive pings keep the connection past the server idle timeout', async () => {
-    const t = await server({ limits: { idleTimeoutMs: 300 } });
+    const t = await server({ limits: { idleTimeoutMs: 500 } });
     const { c, events } = await client(t, { transport: { keepAliveIntervalMs: 50 } });
     expect(await c.classify('chest pain')).toHaveLength(2);
     const total = t.server.stats.connectionsTotal;
-    await new Promise((r) => setTimeout(r, 1000)); // more than three idle timeouts
+    await new Promise((r) => setTimeout(r, 1600)); // more than three idle timeouts
     expect(events.filter((e) => e.type === 'disconnected')).toEqual([]);
     expect(await c.classify('chest pain again')).toHaveLength(2);
     expect(t.server.stats.connectionsTotal).toBe(total); // the same connection served both

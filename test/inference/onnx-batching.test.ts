@@ -23,15 +23,16 @@ let built: DemoModelsResult;
 let taggerDir: string;
 let notes: string[];
 
-/** Texts of very different lengths in one batch: short, long, truncated (> 128 tokens), empty,
- * non-ASCII and added-token text (both go to the library tokenizer), and words the tagger marks. */
+/** Texts of very different lengths in one batch: short, long, truncated (> 128 tokens), a
+ * single character, non-ASCII and added-token text (both go to the library tokenizer), and
+ * words the tagger marks. (An empty text is refused with INVALID_ARGUMENT: onnx-engine tests.) */
 function mixedTexts(): string[] {
   return [
     'rash',
     notes[0] ?? '',
     'The ECG was normal; repeat ECG in 2 weeks.',
     Array.from({ length: 40 }, (_, i) => notes[i % 20] ?? '').join(' '), // far past model_max_length
-    '',
+    'x',
     'Café au lait macules, naïve patient, ECG ok',
     'chest pain [SEP] ECG [MASK] follow up',
     `${'x'.repeat(150)} ecg`,

@@ -16,7 +16,7 @@ import type { WebSocket } from 'ws';
 import { asCloisterError, wireCodeOf } from '../../errors.js';
 import type { ErrorCode } from '../../errors.js';
 import { concatBytes } from '../../crypto/bytes.js';
-import { decodeWireMessage, encodeWireMessage } from '../../protocol/wire.js';
+import { decodeWireMessage, encodeWireMessage, IDLE_CLOSE_REASON } from '../../protocol/wire.js';
 import type { WireMessage } from '../../protocol/wire.js';
 import type { ServerContext } from '../context.js';
 import { handleSealedRequest } from '../handler.js';
@@ -68,7 +68,10 @@ export class WsSession {
         return;
       }
       this.ctx.logger.log('info', 'conn.idle-timeout', { conn: this.conn });
-      this.ws.close(1000, 'idle');
+      // From here no frame is read: a request that crossed the close on the wire is never
+      // run, so the client may send it again over a new connection (close 1000, reason 'idle').
+      this.closing = true;
+      this.ws.close(1000, IDLE_CLOSE_REASON);
     }, this.ctx.limits.idleTimeoutMs);
     this.idleTimer.unref();
   }
