@@ -73,6 +73,7 @@ export function reasonOf(err: unknown): string {
     return 'TLS handshake failed: is this a plain-TCP port? use ws:// or http:// for a server without TLS';
   }
   if (/Opening handshake has timed out/i.test(text)) return 'timed out (WebSocket handshake)';
+  if (err instanceof Error && err.name === 'TimeoutError') return 'timed out';
   if (/Invalid WebSocket frame|invalid status code|Unexpected server response/i.test(text)) return `not a WebSocket server (${text})`;
   if (code !== undefined) return `${code}`;
   return text === '' ? 'unknown error' : text;

@@ -104,7 +104,14 @@ export class HttpClientTransport implements ClientTransport {
     const q = nonce === undefined ? '' : `?nonce=${Buffer.from(nonce).toString('hex')}`;
     const res = await this.fetch(`/v1/evidence${q}`, { method: 'GET', signal: AbortSignal.timeout(this.connectTimeoutMs) });
     if (res.status !== 200) throw await errorOf(res, this.max, this.target, 'GET /v1/evidence');
-    const msg = decodeWireMessage(await readBounded(res, this.max));
+    let body: Uint8Array;
+    try {
+      body = await readBounded(res, this.max);
+    } catch (cause) {
+      if (cause instanceof CloisterError) throw cause;
+      throw connectionFailed(this.target, 'reading the answer to GET /v1/evidence from', cause);
+    }
+    const msg = decodeWireMessage(body);
     if (msg.t !== 'evidence') throw new CloisterError('PROTOCOL_VIOLATION', 'expected evidence');
     return msg.bundle;
   }

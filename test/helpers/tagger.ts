@@ -1,4 +1,4 @@
-/** Test-only: a token-classification model directory built from the demo classifier (not a test file itself). */
+/** Test-only: a token-classification model directory built from the demo classifier (not a test file itself; shared by the onnx and gateway tests). */
 import { cp, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { encodeOnnxModel, float32Raw, ONNX_FLOAT, ONNX_INT64 } from '../../src/inference/demo-model/onnx-proto.js';
