@@ -70,7 +70,10 @@ export class WsClientTransport implements ClientTransport {
     ws.on('pong', () => {
       this.alive = true;
     });
-    ws.on('close', (code: number, reason: Buffer) => this.fail(this.closedError(code), code === 1000 && reason.toString('utf8') === IDLE_CLOSE_REASON));
+    ws.on('close', (code: number, reason: Buffer) => {
+      const idle = code === 1000 && reason.toString('utf8') === IDLE_CLOSE_REASON;
+      this.fail(this.closedError(code, idle), idle);
+    });
     ws.on('error', (err) => this.fail(connectionFailed(target, 'connection to', err)));
     const interval = limits.keepAliveIntervalMs ?? DEFAULT_KEEPALIVE_INTERVAL_MS;
     if (!Number.isSafeInteger(interval) || interval < 0) throw new CloisterError('CONFIG_INVALID', 'keepAliveIntervalMs must be a non-negative integer');
@@ -97,14 +100,14 @@ export class WsClientTransport implements ClientTransport {
     }
   }
 
-  private closedError(code: number): CloisterError {
+  private closedError(code: number, idle = false): CloisterError {
     if (code === 1009) {
       return new CloisterError('LIMIT_EXCEEDED', `${this.target} closed the connection: a message exceeded its maxFrameBytes (WebSocket close 1009)`, {
         detail: { target: this.target, limit: 'maxFrameBytes' },
       });
     }
-    const idle = code === 1000 ? ' for idleness' : '';
-    return new CloisterError('CONNECTION_FAILED', `connection to ${this.target} closed${idle} (WebSocket close ${code})`, { detail: { target: this.target, closeCode: code } });
+    const why = idle ? ' by the server for idleness' : '';
+    return new CloisterError('CONNECTION_FAILED', `connection to ${this.target} closed${why} (WebSocket close ${code})`, { detail: { target: this.target, closeCode: code } });
   }
 
   static async connect(url: string, limits: TransportLimits = {}): Promise<WsClientTransport> {

@@ -62,9 +62,10 @@ function integerArg(name: string, text: string | undefined, min: number): number
   return Number(text);
 }
 
-/** A short, content-free summary of verified measurements: each register's first 16 hex digits. */
+/** A short, content-free summary of verified measurements: each non-zero register's first 16 hex digits. */
 function measurementSummary(m: Readonly<Record<string, string>>): string {
   const parts = Object.entries(m)
+    .filter(([, v]) => /[1-9a-f]/i.test(v))
     .slice(0, 6)
     .map(([k, v]) => `${k}=${v.slice(0, 16)}${v.length > 16 ? '..' : ''}`);
   return parts.length === 0 ? 'no measurements' : parts.join(' ');
