@@ -339,7 +339,8 @@ export class CloisterClient {
     const m = forTask.find((x) => this.isPinned(x.name));
     if (m !== undefined) return m.name;
     if (forTask.length > 0) throw new CloisterError('POLICY_MISMATCH', `the policy pins none of the server's ${task} models for ${op}`);
-    throw new CloisterError('UNKNOWN_MODEL', `the server lists no ${task} model for ${op}`);
+    const served = this.attested.keyConfig.models.map((x) => `${x.name} (${x.task})`).join(', ') || 'none';
+    throw new CloisterError('UNKNOWN_MODEL', `the server lists no ${task} model for ${op}; it serves ${served}`);
   }
 
   /** Classifies one text; labels sorted by score, highest first. */

@@ -305,7 +305,7 @@ async function readJsonObject(req: IncomingMessage, max: number): Promise<Record
 }
 
 function bodyTooLarge(max: number): CloisterError {
-  return new CloisterError('LIMIT_EXCEEDED', 'request body exceeds maxRequestBytes', { detail: { limit: 'maxRequestBytes', max } });
+  return new CloisterError('LIMIT_EXCEEDED', `request body exceeds the gateway's maxRequestBytes (${max} bytes; --max-request-bytes)`, { detail: { limit: 'maxRequestBytes', max } });
 }
 
 function hostHeaderIsLoopback(host: string | undefined): boolean {
