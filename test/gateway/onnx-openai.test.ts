@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { connect } from '../../src/client/client.js';
 import type { CloisterClient } from '../../src/client/client.js';
 import { startGateway } from '../../src/client/gateway/index.js';
+import { createOpenAIClient } from '../../src/client/openai/index.js';
 import type { Gateway } from '../../src/client/gateway/index.js';
 import { buildDemoModels } from '../../src/inference/demo-model/build.js';
 import { OnnxEngine } from '../../src/inference/onnx/engine.js';
@@ -102,6 +103,12 @@ describe('gateway /v1/embeddings on the ONNX feature-extraction model (openai pa
     const [want] = await direct(['x']);
     const got = Array.from({ length: bytes.length / 4 }, (_, i) => bytes.readFloatLE(i * 4));
     expect(got).toEqual(want?.map((v) => Math.fround(v)));
+  });
+
+  it('the in-process facade (createOpenAIClient) answers the same on the ONNX embedder', async () => {
+    const facade = createOpenAIClient(client);
+    const res = await facade.embeddings.create({ model: 'embedder', input: ['chest pain', 'headache'] });
+    expect(res.data.map((d) => d.embedding)).toEqual(await direct(['chest pain', 'headache']));
   });
 
   it('refuses token-id inputs, empty inputs and unknown encodings with 400', async () => {

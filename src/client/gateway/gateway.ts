@@ -31,6 +31,7 @@ import type { ErrorCode } from '../../errors.js';
 import { timingSafeEqualBytes } from '../../crypto/ct.js';
 import { isLoopbackHost } from '../../inference/upstream/target.js';
 import type { SealedRequester } from '../openai/types.js';
+import { embedWithOnnx, isOnnxEmbedder } from '../openai/onnx-embeddings.js';
 
 export interface GatewayOptions {
   /** The verified sealed client (the core SDK's `connect(...)` result). */
@@ -137,11 +138,14 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     if (typeof model !== 'string' || model === '') {
       return sendError(res, new CloisterError('INVALID_ARGUMENT', 'a model name is required'));
     }
-    const task = options.client.models?.().find((m) => m.name === model)?.task;
-    if (route.op === 'embeddings' && task === 'feature-extraction') {
+    if (route.op === 'embeddings' && isOnnxEmbedder(options.client, model)) {
       // An in-TEE ONNX feature-extraction model: its sealed op is `embed` (texts in, vectors
       // out); the gateway speaks OpenAI's /v1/embeddings shape on its side.
-      return embedWithOnnx(res, options.client, model, body);
+      const controller = new AbortController();
+      res.on('close', () => {
+        if (!res.writableFinished) controller.abort();
+      });
+      return sendJson(res, 200, await embedWithOnnx(options.client, model, body, controller.signal));
     }
     const input: Record<string, unknown> = { ...body, model };
     const stream = (route.op === 'chat' || route.op === 'completion') && body['stream'] === true;
@@ -220,47 +224,6 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         server.closeAllConnections();
       }),
   };
-}
-
-/**
- * POST /v1/embeddings on an ONNX feature-extraction model. `input`: a string or an array of
- * strings (token-id arrays need the model's own tokenizer ids: refused); `encoding_format`:
- * "float" (default) or "base64" (each vector as little-endian float32, base64-encoded, as
- * OpenAI defines it; the openai package asks for it by default). `usage` counts are 0: the
- * in-TEE engine does not report token counts.
- */
-async function embedWithOnnx(res: ServerResponse, client: SealedRequester, model: string, body: Record<string, unknown>): Promise<void> {
-  const raw = body['input'];
-  const texts = typeof raw === 'string' ? [raw] : Array.isArray(raw) && raw.every((t) => typeof t === 'string') ? (raw as string[]) : undefined;
-  if (texts === undefined) {
-    return sendError(res, new CloisterError('INVALID_ARGUMENT', `'input' must be a string or an array of strings for the ${model} (feature-extraction) model`));
-  }
-  if (texts.length === 0 || texts.some((t) => t === '')) return sendError(res, new CloisterError('INVALID_ARGUMENT', "'input' must not be empty, nor contain an empty string"));
-  const format = body['encoding_format'] ?? 'float';
-  if (format !== 'float' && format !== 'base64') return sendError(res, new CloisterError('INVALID_ARGUMENT', "'encoding_format' must be \"float\" or \"base64\""));
-  if (body['dimensions'] !== undefined) return sendError(res, new CloisterError('INVALID_ARGUMENT', `'dimensions' is not supported by the ${model} (feature-extraction) model`));
-  const controller = new AbortController();
-  res.on('close', () => {
-    if (!res.writableFinished) controller.abort();
-  });
-  const results: unknown[] = [];
-  for await (const r of client.request({ op: 'embed', model, input: texts, signal: controller.signal })) results.push(r);
-  const vectors = results[0];
-  if (results.length !== 1 || !Array.isArray(vectors) || vectors.length !== texts.length || !vectors.every((v) => Array.isArray(v) && v.every((x) => typeof x === 'number'))) {
-    throw new CloisterError('PROTOCOL_VIOLATION', 'embedding result has the wrong shape');
-  }
-  const data = (vectors as number[][]).map((v, index) => ({
-    object: 'embedding',
-    index,
-    embedding: format === 'float' ? v : float32LeBase64(v),
-  }));
-  return sendJson(res, 200, { object: 'list', data, model, usage: { prompt_tokens: 0, total_tokens: 0 } });
-}
-
-function float32LeBase64(v: readonly number[]): string {
-  const b = Buffer.alloc(v.length * 4);
-  v.forEach((x, i) => b.writeFloatLE(x, i * 4));
-  return b.toString('base64');
 }
 
 /** Write one SSE event; waits for drain (backpressure). False when the application is gone. */
