@@ -76,7 +76,6 @@ export class WsClientTransport implements ClientTransport {
     });
     ws.on('error', (err) => this.fail(connectionFailed(target, 'connection to', err)));
     const interval = limits.keepAliveIntervalMs ?? DEFAULT_KEEPALIVE_INTERVAL_MS;
-    if (!Number.isSafeInteger(interval) || interval < 0) throw new CloisterError('CONFIG_INVALID', 'keepAliveIntervalMs must be a non-negative integer');
     if (interval > 0) {
       this.keepAlive = setInterval(() => this.ping(interval), interval);
       this.keepAlive.unref();
@@ -112,6 +111,8 @@ export class WsClientTransport implements ClientTransport {
 
   static async connect(url: string, limits: TransportLimits = {}): Promise<WsClientTransport> {
     const target = targetOf(url);
+    const interval = limits.keepAliveIntervalMs ?? DEFAULT_KEEPALIVE_INTERVAL_MS;
+    if (!Number.isSafeInteger(interval) || interval < 0) throw new CloisterError('CONFIG_INVALID', 'keepAliveIntervalMs must be a non-negative integer');
     let ws: WebSocket;
     try {
       ws = new WebSocket(url, {
