@@ -25,6 +25,7 @@
 import { randomBytes } from 'node:crypto';
 import { randomBytesPooled } from '../crypto/random.js';
 import { CloisterError, isErrorCode } from '../errors.js';
+import type { ErrorCode } from '../errors.js';
 import type { EvidenceBundle, Platform, VerificationReport } from '../attestation/types.js';
 import { verifyEvidence } from '../attestation/verify.js';
 import type { TrustedRoots, VerifyEvidenceOptions } from '../attestation/verify.js';
@@ -43,6 +44,7 @@ import { HttpClientTransport } from './http-transport.js';
 import type { ClientTransport, SealedExchange, TransportLimits } from './transport.js';
 import { WsClientTransport } from './ws-transport.js';
 import { startDeadline } from '../util/deadline.js';
+import { targetOf } from './connection-error.js';
 
 export interface ConnectOptions {
   /** The policy (parsed, or the JSON text of a policy file). Required: there is no default trust. */
@@ -64,9 +66,48 @@ export interface ConnectOptions {
   readonly requestTimeoutMs?: number;
   /** Extra platform verifier inputs (SEV-SNP VCEK, Nitro document limits). */
   readonly verify?: Pick<VerifyEvidenceOptions, 'sevSnp' | 'nitro'>;
+  /**
+   * WebSocket only: how a lost connection (server idle timeout, restart, network blip) is
+   * healed. The next request reconnects with bounded exponential backoff, fetches FRESH
+   * evidence (a new random nonce) and verifies it against the same policy and roots before
+   * anything is sent; a server that no longer satisfies the policy is refused (its code, e.g.
+   * POLICY_MISMATCH, and nothing sent). `false`: no reconnect, every later request fails.
+   */
+  readonly reconnect?: ReconnectOptions | false;
+  /** Connection events (content-free: codes, counts, timing, key id, measurements), e.g. for a log. */
+  readonly onEvent?: (event: ClientEvent) => void;
   /** Clock, for tests. */
   readonly now?: () => number;
 }
+
+export interface ReconnectOptions {
+  /** Connection attempts per reconnect before the request fails with CONNECTION_FAILED. Default 5. */
+  readonly maxAttempts?: number;
+  /** Backoff before the second attempt; it doubles per attempt, with jitter (half of it random). Default 250 ms. */
+  readonly initialDelayMs?: number;
+  /** Largest backoff between two attempts. Default 5 000 ms. */
+  readonly maxDelayMs?: number;
+}
+
+export const DEFAULT_RECONNECT: Required<ReconnectOptions> = Object.freeze({ maxAttempts: 5, initialDelayMs: 250, maxDelayMs: 5_000 });
+
+/** What happened to the connection. No field carries request or response content. */
+export type ClientEvent =
+  | { readonly type: 'disconnected'; readonly target: string; readonly code: ErrorCode; readonly reason: string }
+  | { readonly type: 'reconnecting'; readonly target: string; readonly attempt: number; readonly delayMs: number }
+  | {
+      readonly type: 'reconnected';
+      readonly target: string;
+      readonly attempts: number;
+      readonly durationMs: number;
+      readonly platform: Platform;
+      readonly keyId: number;
+      /** Whether the verified HPKE key differs from the one in use before (a restarted server). */
+      readonly keyChanged: boolean;
+      /** The verified measurements (hex; not secret), e.g. { PCR0: ... }. */
+      readonly measurements: Readonly<Record<string, string>>;
+    }
+  | { readonly type: 'reconnect-failed'; readonly target: string; readonly attempts: number; readonly code: ErrorCode; readonly reason: string };
 
 export interface RequestOptions {
   readonly op: Operation;
@@ -111,6 +152,36 @@ function isClassOutput(v: unknown): v is LabelScore[] {
   return Array.isArray(v) && v.every((e) => typeof e === 'object' && e !== null && typeof (e as LabelScore).label === 'string' && typeof (e as LabelScore).score === 'number');
 }
 
+/**
+ * A text worth sending: a string, not empty (there is nothing to classify, and a model would
+ * still answer with a guess), and well-formed Unicode (a lone surrogate has no UTF-8 form: it
+ * would be sent as U+FFFD, a text the caller never wrote).
+ */
+export function checkText(text: unknown, what: string): asserts text is string {
+  if (typeof text !== 'string') throw new CloisterError('INVALID_ARGUMENT', `${what} must be a string`);
+  if (text.length === 0) throw new CloisterError('INVALID_ARGUMENT', `${what} is empty: there is no input to send`);
+  if (!(text as string & { isWellFormed(): boolean }).isWellFormed()) {
+    throw new CloisterError('INVALID_ARGUMENT', `${what} is not well-formed Unicode (a lone surrogate)`);
+  }
+}
+
+export interface TokenEntity {
+  readonly entity: string;
+  readonly score: number;
+  readonly index: number;
+  readonly word: string;
+}
+
+function isTokenEntities(v: unknown): v is TokenEntity[] {
+  return (
+    Array.isArray(v) &&
+    v.every((e) => {
+      const t = e as TokenEntity;
+      return typeof e === 'object' && e !== null && typeof t.entity === 'string' && typeof t.score === 'number' && typeof t.index === 'number' && typeof t.word === 'string';
+    })
+  );
+}
+
 function isEmbeddings(v: unknown): v is number[][] {
   return Array.isArray(v) && v.every((row) => Array.isArray(row) && row.every((x) => typeof x === 'number'));
 }
@@ -118,26 +189,114 @@ function isEmbeddings(v: unknown): v is number[][] {
 export class CloisterClient {
   private attested: Attested;
   private refreshing: Promise<Attested> | undefined;
+  private reconnecting: Promise<void> | undefined;
+  private closed = false;
+  private readonly reconnectOptions: Required<ReconnectOptions> | false;
 
   private constructor(
-    private readonly transport: ClientTransport,
+    private transport: ClientTransport,
+    private readonly url: string,
     private readonly options: ConnectOptions,
     private readonly policy: Policy,
     attested: Attested,
   ) {
     this.attested = attested;
+    this.reconnectOptions = options.reconnect === false ? false : reconnectOptionsOf(options.reconnect);
+    this.watch(transport);
   }
 
   /** Connects, fetches and verifies evidence. Rejects (and sends nothing sealed) when verification fails. */
   static async connect(url: string, options: ConnectOptions): Promise<CloisterClient> {
     const policy = typeof options.policy === 'string' ? parsePolicy(options.policy) : options.policy;
+    if (options.reconnect !== undefined && options.reconnect !== false) reconnectOptionsOf(options.reconnect);
     const transport = await openTransport(url, options.transport);
     try {
       const attested = await attest(transport, options, policy, options.nonce);
-      return new CloisterClient(transport, options, policy, attested);
+      return new CloisterClient(transport, url, options, policy, attested);
     } catch (err) {
       await transport.close().catch(() => undefined);
       throw err;
+    }
+  }
+
+  private emit(event: ClientEvent): void {
+    try {
+      this.options.onEvent?.(event);
+    } catch {
+      // a listener's failure is not the connection's
+    }
+  }
+
+  /** Reports the end of a WebSocket connection (not of one this client closed). */
+  private watch(transport: ClientTransport): void {
+    if (!(transport instanceof WsClientTransport)) return;
+    transport.onClose((err) => {
+      if (!this.closed && this.transport === transport) this.emit({ type: 'disconnected', target: transport.target, code: err.code, reason: err.message });
+    });
+  }
+
+  /**
+   * A usable connection: when the WebSocket was lost, reconnect and re-verify first (one
+   * reconnect at a time, shared by every request waiting for it). HTTP has no connection to keep.
+   */
+  private async connection(): Promise<void> {
+    if (this.closed) throw new CloisterError('CONNECTION_FAILED', 'the client was closed', { detail: { sent: false } });
+    const t = this.transport;
+    if (!(t instanceof WsClientTransport) || t.closedWith === undefined) return;
+    if (this.reconnectOptions === false) throw t.closedWith;
+    this.reconnecting ??= this.reconnect(this.reconnectOptions).finally(() => {
+      this.reconnecting = undefined;
+    });
+    await this.reconnecting;
+  }
+
+  private async reconnect(opts: Required<ReconnectOptions>): Promise<void> {
+    const target = targetOf(this.url);
+    const now = this.options.now ?? Date.now;
+    const started = now();
+    for (let attempt = 1; ; attempt++) {
+      if (attempt > 1) {
+        // Exponential backoff with jitter: half the step fixed, half random.
+        const step = Math.min(opts.maxDelayMs, opts.initialDelayMs * 2 ** (attempt - 2));
+        const delayMs = Math.round(step / 2 + Math.random() * (step / 2));
+        this.emit({ type: 'reconnecting', target, attempt, delayMs });
+        await new Promise((r) => setTimeout(r, delayMs));
+      }
+      if (this.closed) throw new CloisterError('CONNECTION_FAILED', 'the client was closed', { detail: { sent: false } });
+      let transport: WsClientTransport | undefined;
+      try {
+        transport = await WsClientTransport.connect(this.url, this.options.transport);
+        // Always fresh: a new random nonce, whatever requireFreshNonce says, against the same policy.
+        const attested = await attest(transport, this.options, this.policy, new Uint8Array(randomBytes(32)));
+        const before = this.attested.keyConfig;
+        this.transport = transport;
+        this.attested = attested;
+        this.watch(transport);
+        this.emit({
+          type: 'reconnected',
+          target,
+          attempts: attempt,
+          durationMs: Math.max(0, now() - started),
+          platform: attested.keyConfig.platform,
+          keyId: attested.keyConfig.keyId,
+          keyChanged: !sameHpkeKey(before, attested.keyConfig),
+          measurements: attested.report.claims?.measurements ?? {},
+        });
+        return;
+      } catch (err) {
+        await transport?.close().catch(() => undefined);
+        const e = err instanceof CloisterError ? err : new CloisterError('CONNECTION_FAILED', undefined, { cause: err });
+        // Only a failure to reach the server is worth another try; a verification failure is final (fail closed).
+        const retry = (e.code === 'CONNECTION_FAILED' || e.code === 'OVERLOADED') && attempt < opts.maxAttempts;
+        if (!retry) {
+          this.emit({ type: 'reconnect-failed', target, attempts: attempt, code: e.code, reason: e.message });
+          // Nothing was sent: the caller may try again later (the next request reconnects anew).
+          throw new CloisterError(e.code, `reconnecting to ${target} failed after ${attempt} attempt(s): ${e.message}`, {
+            cause: e,
+            detail: { target, attempts: attempt, sent: false, stage: 'reconnect' },
+          });
+        }
+      }
     }
   }
 
@@ -168,6 +327,7 @@ export class CloisterClient {
 
   /** Re-fetches and re-verifies evidence (one at a time). */
   async refresh(): Promise<void> {
+    await this.connection();
     this.refreshing ??= attest(this.transport, this.options, this.policy, undefined).finally(() => {
       this.refreshing = undefined;
     });
@@ -179,12 +339,13 @@ export class CloisterClient {
     const m = forTask.find((x) => this.isPinned(x.name));
     if (m !== undefined) return m.name;
     if (forTask.length > 0) throw new CloisterError('POLICY_MISMATCH', `the policy pins none of the server's ${task} models for ${op}`);
-    throw new CloisterError('UNKNOWN_MODEL', `the server lists no ${task} model for ${op}`);
+    const served = this.attested.keyConfig.models.map((x) => `${x.name} (${x.task})`).join(', ') || 'none';
+    throw new CloisterError('UNKNOWN_MODEL', `the server lists no ${task} model for ${op}; it serves ${served}`);
   }
 
   /** Classifies one text; labels sorted by score, highest first. */
   async classify(text: string, options: ClassifyOptions = {}): Promise<LabelScore[]> {
-    if (typeof text !== 'string') throw new CloisterError('INVALID_ARGUMENT', 'text must be a string');
+    checkText(text, 'text');
     const model = options.model ?? this.defaultModel('text-classification', 'classify');
     const out = await this.collectOne({
       op: 'classify',
@@ -197,9 +358,23 @@ export class CloisterClient {
     return out;
   }
 
+  /**
+   * Tags the tokens of one text with a token-classification model (e.g. PHI detection): one
+   * entry per token the model did not label "O", in text order. The server bounds the text
+   * (maxInputChars, `serve --max-input-chars`, default 16 384 characters).
+   */
+  async classifyTokens(text: string, options: { model?: string; signal?: AbortSignal } = {}): Promise<TokenEntity[]> {
+    checkText(text, 'text');
+    const model = options.model ?? this.defaultModel('token-classification', 'token-classify');
+    const out = await this.collectOne({ op: 'token-classify', model, input: text, ...(options.signal === undefined ? {} : { signal: options.signal }) });
+    if (!isTokenEntities(out)) throw new CloisterError('PROTOCOL_VIOLATION', 'token-classification result has the wrong shape');
+    return out;
+  }
+
   /** One embedding per text. */
   async embed(texts: readonly string[], options: { model?: string; signal?: AbortSignal } = {}): Promise<number[][]> {
-    if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string')) throw new CloisterError('INVALID_ARGUMENT', 'texts must be strings');
+    if (!Array.isArray(texts) || texts.length === 0) throw new CloisterError('INVALID_ARGUMENT', 'texts must be a non-empty array of strings');
+    texts.forEach((t, i) => checkText(t, `texts[${i}]`));
     const model = options.model ?? this.defaultModel('feature-extraction', 'embed');
     const out = await this.collectOne({ op: 'embed', model, input: [...texts], ...(options.signal === undefined ? {} : { signal: options.signal }) });
     if (!isEmbeddings(out) || out.length !== texts.length) throw new CloisterError('PROTOCOL_VIOLATION', 'embedding result has the wrong shape');
@@ -237,6 +412,10 @@ export class CloisterClient {
         }
         return;
       } catch (err) {
+        // Provably never written to the socket (the connection was already gone): send it
+        // once more over a new, re-verified connection (requestOnce reconnects first).
+        const unsent = err instanceof CloisterError && err.code === 'CONNECTION_FAILED' && err.detail?.['sent'] === false && err.detail['stage'] !== 'reconnect';
+        if (unsent && !state.started && attempt === 0 && !this.closed) continue;
         const stale = err instanceof CloisterError && (err.code === 'KEY_STALE' || err.code === 'UNKNOWN_KEY_ID') && err.detail?.['origin'] === 'server';
         if (!stale || state.started || attempt > 0 || state.sealedTo === undefined) throw err;
         await this.refresh();
@@ -253,6 +432,7 @@ export class CloisterClient {
 
   private async *requestOnce(req: RequestOptions, id: Uint8Array, state: Attempt): AsyncGenerator<readonly unknown[]> {
     const now = this.options.now ?? Date.now;
+    await this.connection();
     if (this.attested.keyConfig.expiresAt * 1000 <= now()) await this.refresh();
     const { keyConfig } = this.attested;
     // verifyEvidence checked the digests of pinned models only: an unpinned served model is unverified.
@@ -305,7 +485,10 @@ export class CloisterClient {
             state.started = true;
             for (const text of msg.items) results.push(parseJsonResult(text));
           } else if (msg.t === 'error') {
-            serverError = new CloisterError(isErrorCode(msg.code) ? msg.code : 'INTERNAL', undefined, { detail: { origin: 'server' } });
+            // The message is sealed by the attested server: the generic text of the code, or a
+            // content-free one naming a limit and its value, or what the server offers.
+            const text = msg.message.length > 0 && msg.message.length <= 2048 ? msg.message : undefined;
+            serverError = new CloisterError(isErrorCode(msg.code) ? msg.code : 'INTERNAL', text, { detail: { origin: 'server' } });
           } else {
             throw new CloisterError('PROTOCOL_VIOLATION', 'end message in a non-final chunk');
           }
@@ -362,8 +545,18 @@ export class CloisterClient {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    await this.reconnecting?.catch(() => undefined);
     await this.transport.close();
   }
+}
+
+function reconnectOptionsOf(o: ReconnectOptions | undefined): Required<ReconnectOptions> {
+  const out = { ...DEFAULT_RECONNECT, ...o };
+  for (const [k, v] of Object.entries(out)) {
+    if (!Number.isSafeInteger(v) || v < (k === 'maxAttempts' ? 1 : 0)) throw new CloisterError('CONFIG_INVALID', `reconnect.${k} must be a ${k === 'maxAttempts' ? 'positive' : 'non-negative'} integer`);
+  }
+  return out;
 }
 
 /** One exchange and the deadline that bounds it. */

@@ -5,15 +5,20 @@
 import { concatBytes } from '../crypto/bytes.js';
 import { CloisterError, isErrorCode } from '../errors.js';
 import type { EvidenceBundle } from '../attestation/types.js';
-import { decodeWireMessage } from '../protocol/wire.js';
-import { DEFAULT_CLIENT_MAX_MESSAGE_BYTES } from './transport.js';
+import { decodeWireMessage, LIMIT_HEADER } from '../protocol/wire.js';
+import { connectionFailed, notCloister, targetOf } from './connection-error.js';
+import { DEFAULT_CLIENT_MAX_MESSAGE_BYTES, DEFAULT_CONNECT_TIMEOUT_MS } from './transport.js';
 import type { ClientTransport, SealedExchange, TransportLimits } from './transport.js';
 
 const CHUNKED_RESPONSE_TYPE = 'message/ohttp-chunked-res';
 
+function tooLarge(max: number): CloisterError {
+  return new CloisterError('LIMIT_EXCEEDED', `the server's message exceeds the client's maxMessageBytes (${max} bytes)`, { detail: { limit: 'maxMessageBytes', max } });
+}
+
 async function readBounded(res: Response, max: number): Promise<Uint8Array> {
   const declared = Number(res.headers.get('content-length') ?? '0');
-  if (declared > max) throw new CloisterError('LIMIT_EXCEEDED', 'server message too large');
+  if (declared > max) throw tooLarge(max);
   if (res.body === null) return new Uint8Array(0);
   const parts: Uint8Array[] = [];
   let size = 0;
@@ -24,47 +29,89 @@ async function readBounded(res: Response, max: number): Promise<Uint8Array> {
     size += value.byteLength;
     if (size > max) {
       await reader.cancel();
-      throw new CloisterError('LIMIT_EXCEEDED', 'server message too large');
+      throw tooLarge(max);
     }
     parts.push(value);
   }
   return concatBytes(...parts);
 }
 
-/** Turns a non-200 answer into the server's coded error (or PROTOCOL_VIOLATION). */
-async function errorOf(res: Response, max: number): Promise<CloisterError> {
+/**
+ * Turns a non-200 answer into the server's coded error; an answer that is no Cloister error
+ * message (a 404 from some other web server) says so, naming the address and the request.
+ */
+async function errorOf(res: Response, max: number, target: string, request: string): Promise<CloisterError> {
   try {
     const msg = decodeWireMessage(await readBounded(res, max));
-    if (msg.t === 'err' && isErrorCode(msg.code)) return new CloisterError(msg.code, undefined, { detail: { origin: 'server', status: res.status } });
+    if (msg.t === 'err' && isErrorCode(msg.code)) {
+      if (msg.code === 'LIMIT_EXCEEDED') {
+        // The server names the limit it applied (a header: the plaintext error message carries only the code).
+        const limit = /^([A-Za-z]{1,64})=(\d{1,16})$/.exec(res.headers.get(LIMIT_HEADER) ?? '');
+        if (limit !== null) {
+          return new CloisterError('LIMIT_EXCEEDED', `${request} on ${target}: the server's ${limit[1]} (${limit[2]} bytes) was exceeded`, {
+            detail: { origin: 'server', status: res.status, limit: limit[1] ?? '', max: Number(limit[2]) },
+          });
+        }
+      }
+      return new CloisterError(msg.code, undefined, { detail: { origin: 'server', status: res.status } });
+    }
   } catch {
     // fall through
   }
-  return new CloisterError('PROTOCOL_VIOLATION', `unexpected HTTP ${res.status}`, { detail: { status: res.status } });
+  return notCloister(target, request, res.status);
 }
 
 export class HttpClientTransport implements ClientTransport {
   private readonly base: string;
   private readonly max: number;
+  private readonly connectTimeoutMs: number;
+  /** `host:port` of the server, for errors. */
+  readonly target: string;
 
   constructor(url: string, limits: TransportLimits = {}) {
     this.base = url.replace(/\/+$/, '');
     this.max = limits.maxMessageBytes ?? DEFAULT_CLIENT_MAX_MESSAGE_BYTES;
+    this.connectTimeoutMs = limits.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    this.target = targetOf(url);
   }
 
   private async fetch(path: string, init: RequestInit): Promise<Response> {
+    const method = init.method ?? 'GET';
     try {
-      return await fetch(`${this.base}${path}`, init);
+      // redirect: 'error': a 3xx from the network must not send the client elsewhere
+      // (a request to an address of the attacker's choosing).
+      return await fetch(`${this.base}${path}`, { ...init, redirect: 'error' });
     } catch (cause) {
-      if (init.signal?.aborted === true) throw new CloisterError('CANCELLED', undefined, { cause });
-      throw new CloisterError('CONNECTION_FAILED', 'HTTP request failed', { cause });
+      if (init.signal?.aborted === true) {
+        const reason: unknown = init.signal.reason;
+        if (!(reason instanceof Error && reason.name === 'TimeoutError')) throw new CloisterError('CANCELLED', undefined, { cause });
+        throw new CloisterError('CONNECTION_FAILED', `${method} ${path.split('?')[0] ?? path} on ${this.target} failed: timed out after ${this.connectTimeoutMs} ms (connectTimeoutMs)`, {
+          cause,
+          detail: { target: this.target },
+        });
+      }
+      if (cause instanceof TypeError && /redirect/i.test(messageOf(cause))) {
+        throw new CloisterError('CONNECTION_FAILED', `${method} ${path.split('?')[0] ?? path} on ${this.target} answered with a redirect, which the client does not follow`, {
+          cause,
+          detail: { target: this.target },
+        });
+      }
+      throw connectionFailed(this.target, `${method} ${path.split('?')[0] ?? path} on`, cause);
     }
   }
 
   async fetchEvidence(nonce: Uint8Array | undefined): Promise<EvidenceBundle> {
     const q = nonce === undefined ? '' : `?nonce=${Buffer.from(nonce).toString('hex')}`;
-    const res = await this.fetch(`/v1/evidence${q}`, { method: 'GET' });
-    if (res.status !== 200) throw await errorOf(res, this.max);
-    const msg = decodeWireMessage(await readBounded(res, this.max));
+    const res = await this.fetch(`/v1/evidence${q}`, { method: 'GET', signal: AbortSignal.timeout(this.connectTimeoutMs) });
+    if (res.status !== 200) throw await errorOf(res, this.max, this.target, 'GET /v1/evidence');
+    let body: Uint8Array;
+    try {
+      body = await readBounded(res, this.max);
+    } catch (cause) {
+      if (cause instanceof CloisterError) throw cause;
+      throw connectionFailed(this.target, 'reading the answer to GET /v1/evidence from', cause);
+    }
+    const msg = decodeWireMessage(body);
     if (msg.t !== 'evidence') throw new CloisterError('PROTOCOL_VIOLATION', 'expected evidence');
     return msg.bundle;
   }
@@ -81,7 +128,7 @@ export class HttpClientTransport implements ClientTransport {
         body: sealed,
         ...(signal === undefined ? {} : { signal }),
       });
-      if (res.status !== 200) throw await errorOf(res, this.max);
+      if (res.status !== 200) throw await errorOf(res, this.max, this.target, 'POST /v1/sealed');
       if (res.headers.get('content-type') !== CHUNKED_RESPONSE_TYPE || res.body === null) {
         throw new CloisterError('PROTOCOL_VIOLATION', 'unexpected response type');
       }
@@ -109,4 +156,9 @@ export class HttpClientTransport implements ClientTransport {
   async close(): Promise<void> {
     // fetch keeps no per-client connection state worth closing.
   }
+}
+
+function messageOf(err: Error): string {
+  const cause = err.cause;
+  return `${err.message} ${cause instanceof Error ? cause.message : ''}`;
 }

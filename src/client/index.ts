@@ -1,6 +1,6 @@
 /** The Cloister client SDK (package export `cloister/client`). */
-export { connect, CloisterClient, DEFAULT_CLIENT_REQUEST_TIMEOUT_MS } from './client.js';
-export type { ConnectOptions, RequestOptions, ClassifyOptions, LabelScore } from './client.js';
+export { connect, CloisterClient, DEFAULT_CLIENT_REQUEST_TIMEOUT_MS, DEFAULT_RECONNECT } from './client.js';
+export type { ConnectOptions, RequestOptions, ClassifyOptions, LabelScore, TokenEntity, ReconnectOptions, ClientEvent } from './client.js';
 export { developmentPolicy, developmentPolicyFromEvidence, DEV_POLICY_MAX_AGE_SECONDS } from './dev-policy.js';
 export type { DevelopmentPolicyInput } from './dev-policy.js';
 export { WsClientTransport } from './ws-transport.js';

@@ -30,8 +30,16 @@ export interface TransportLimits {
   readonly highWaterMarkBytes?: number;
   /** Connection handshake deadline. Default 10 s. */
   readonly connectTimeoutMs?: number;
+  /**
+   * WebSocket keepalive: a ping this often (0 turns it off). A connection whose previous ping
+   * got no pong by the next one is taken as dead and closed (the client then reconnects).
+   * The server counts pings as activity, so a pinging connection outlives its idle timeout
+   * (ServerLimits.idleTimeoutMs, default 120 s): keep this below that. Default 30 s.
+   */
+  readonly keepAliveIntervalMs?: number;
 }
 
 export const DEFAULT_CLIENT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_CLIENT_HIGH_WATER_MARK = 1024 * 1024;
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+export const DEFAULT_KEEPALIVE_INTERVAL_MS = 30_000;

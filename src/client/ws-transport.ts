@@ -7,13 +7,15 @@ import { WebSocket } from 'ws';
 import { CloisterError, isErrorCode } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
 import type { EvidenceBundle } from '../attestation/types.js';
-import { decodeWireMessage, encodeWireMessage, MAX_STREAM_ID } from '../protocol/wire.js';
+import { decodeWireMessage, encodeWireMessage, IDLE_CLOSE_REASON, MAX_FRAME_BYTES_HEADER, MAX_IN_FLIGHT_HEADER, MAX_STREAM_ID } from '../protocol/wire.js';
 import type { WireMessage } from '../protocol/wire.js';
 import {
   DEFAULT_CLIENT_HIGH_WATER_MARK,
   DEFAULT_CLIENT_MAX_MESSAGE_BYTES,
   DEFAULT_CONNECT_TIMEOUT_MS,
+  DEFAULT_KEEPALIVE_INTERVAL_MS,
 } from './transport.js';
+import { connectionFailed, notCloister, targetOf } from './connection-error.js';
 import type { ClientTransport, SealedExchange, TransportLimits } from './transport.js';
 
 function serverError(code: ErrorCode): CloisterError {
@@ -48,25 +50,93 @@ export class WsClientTransport implements ClientTransport {
   private paused = false;
   private failure: CloisterError | undefined;
   private readonly hwm: number;
+  private keepAlive: NodeJS.Timeout | undefined;
+  /** Whether the peer showed life (a pong or any frame) since the last keepalive ping. */
+  private alive = true;
+  private readonly closeListeners: ((err: CloisterError) => void)[] = [];
 
-  private constructor(private readonly ws: WebSocket, limits: TransportLimits) {
+  private constructor(
+    private readonly ws: WebSocket,
+    limits: TransportLimits,
+    /** `host:port` of the server, for errors. */
+    readonly target: string,
+    /** The server's largest accepted message, from its upgrade answer (absent from older servers). */
+    readonly serverMaxFrameBytes: number | undefined,
+    /** The server's maxInFlightPerConnection, from its upgrade answer (absent from older servers). */
+    readonly serverMaxInFlight: number | undefined = undefined,
+  ) {
     this.hwm = limits.highWaterMarkBytes ?? DEFAULT_CLIENT_HIGH_WATER_MARK;
     ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
-    ws.on('close', () => this.fail(new CloisterError('CONNECTION_FAILED', 'connection closed')));
-    ws.on('error', (err) => this.fail(new CloisterError('CONNECTION_FAILED', 'connection error', { cause: err })));
+    ws.on('pong', () => {
+      this.alive = true;
+    });
+    ws.on('close', (code: number, reason: Buffer) => {
+      const idle = code === 1000 && reason.toString('utf8') === IDLE_CLOSE_REASON;
+      this.fail(this.closedError(code, idle), idle);
+    });
+    ws.on('error', (err) => this.fail(connectionFailed(target, 'connection to', err)));
+    const interval = limits.keepAliveIntervalMs ?? DEFAULT_KEEPALIVE_INTERVAL_MS;
+    if (interval > 0) {
+      this.keepAlive = setInterval(() => this.ping(interval), interval);
+      this.keepAlive.unref();
+    }
+  }
+
+  /** Keepalive tick: a peer silent since the previous ping is dead (no pong); else ping again. */
+  private ping(interval: number): void {
+    if (this.failure !== undefined) return;
+    // While we do not read (a slow consumer paused the socket), pongs cannot arrive: not a sign of death.
+    if (!this.alive && !this.paused) {
+      this.fail(new CloisterError('CONNECTION_FAILED', `connection to ${this.target} lost: no pong within ${interval} ms (keepAliveIntervalMs)`, { detail: { target: this.target } }));
+      this.ws.terminate();
+      return;
+    }
+    this.alive = false;
+    try {
+      this.ws.ping();
+    } catch {
+      // not open: the close handler reports it
+    }
+  }
+
+  private closedError(code: number, idle = false): CloisterError {
+    if (code === 1009) {
+      return new CloisterError('LIMIT_EXCEEDED', `${this.target} closed the connection: a message exceeded its maxFrameBytes (WebSocket close 1009)`, {
+        detail: { target: this.target, limit: 'maxFrameBytes' },
+      });
+    }
+    const why = idle ? ' by the server for idleness' : '';
+    return new CloisterError('CONNECTION_FAILED', `connection to ${this.target} closed${why} (WebSocket close ${code})`, { detail: { target: this.target, closeCode: code } });
   }
 
   static async connect(url: string, limits: TransportLimits = {}): Promise<WsClientTransport> {
-    const ws = new WebSocket(url, {
-      maxPayload: limits.maxMessageBytes ?? DEFAULT_CLIENT_MAX_MESSAGE_BYTES,
-      handshakeTimeout: limits.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
-      perMessageDeflate: false,
-    });
+    const target = targetOf(url);
+    const interval = limits.keepAliveIntervalMs ?? DEFAULT_KEEPALIVE_INTERVAL_MS;
+    if (!Number.isSafeInteger(interval) || interval < 0) throw new CloisterError('CONFIG_INVALID', 'keepAliveIntervalMs must be a non-negative integer');
+    let ws: WebSocket;
+    try {
+      ws = new WebSocket(url, {
+        maxPayload: limits.maxMessageBytes ?? DEFAULT_CLIENT_MAX_MESSAGE_BYTES,
+        handshakeTimeout: limits.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+        perMessageDeflate: false,
+        // A redirect from the network is not followed: the client talks to the URL it was given.
+        followRedirects: false,
+      });
+    } catch (cause) {
+      throw new CloisterError('INVALID_ARGUMENT', `not a usable WebSocket URL for ${target}`, { cause });
+    }
     ws.binaryType = 'nodebuffer';
+    let serverMax: number | undefined;
+    let serverInFlight: number | undefined;
+    const count = (v: unknown): number | undefined => (typeof v === 'string' && /^[1-9]\d{0,15}$/.test(v) ? Number(v) : undefined);
+    ws.once('upgrade', (res) => {
+      serverMax = count(res.headers[MAX_FRAME_BYTES_HEADER]);
+      serverInFlight = count(res.headers[MAX_IN_FLIGHT_HEADER]);
+    });
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void => {
         ws.off('open', onOpen);
-        reject(new CloisterError('CONNECTION_FAILED', 'could not connect', { cause: err }));
+        reject(connectionFailed(target, 'WebSocket connection to', err));
       };
       const onOpen = (): void => {
         ws.off('error', onError);
@@ -76,10 +146,31 @@ export class WsClientTransport implements ClientTransport {
       ws.once('error', onError);
       ws.once('unexpected-response', (_req, res) => {
         ws.off('open', onOpen);
-        reject(new CloisterError(res.statusCode === 503 ? 'OVERLOADED' : 'CONNECTION_FAILED', `server answered HTTP ${res.statusCode ?? 0}`));
+        ws.off('error', onError);
+        // terminate() reports "closed before the connection was established": already answered here.
+        ws.on('error', () => undefined);
+        const status = res.statusCode ?? 0;
+        res.resume();
+        ws.terminate();
+        reject(
+          status === 503
+            ? new CloisterError('OVERLOADED', `${target} answered the WebSocket upgrade with HTTP 503 (overloaded)`, { detail: { target, status } })
+            : notCloister(target, 'the WebSocket upgrade', status),
+        );
       });
     });
-    return new WsClientTransport(ws, limits);
+    return new WsClientTransport(ws, limits, target, serverMax, serverInFlight);
+  }
+
+  /** The error that ended this connection, once it ended (the client then reconnects). */
+  get closedWith(): CloisterError | undefined {
+    return this.failure;
+  }
+
+  /** Calls `listener` once when the connection ends (at once when it already has). */
+  onClose(listener: (err: CloisterError) => void): void {
+    if (this.failure !== undefined) listener(this.failure);
+    else this.closeListeners.push(listener);
   }
 
   private send(msg: WireMessage): void {
@@ -87,19 +178,32 @@ export class WsClientTransport implements ClientTransport {
     this.ws.send(encodeWireMessage(msg), { binary: true });
   }
 
-  private fail(err: CloisterError): void {
+  /**
+   * Ends the connection with `err`. `idleClose`: the server closed for idleness (1000 'idle'),
+   * after which it reads no frame, so a request without any answer yet was never run.
+   */
+  private fail(err: CloisterError, idleClose = false): void {
     if (this.failure !== undefined) return;
     this.failure = err;
+    if (this.keepAlive !== undefined) clearInterval(this.keepAlive);
     for (const w of this.evidenceWaiters.splice(0)) w.reject(err);
     for (const s of this.streams.values()) {
-      // A response that had started and lost its connection is a truncated stream.
-      s.error ??= s.started ? new CloisterError('STREAM_TRUNCATED', 'connection closed mid-response', { cause: err }) : err;
+      // A request written to the socket may have reached the server: it fails once, and is
+      // never resent (the engine may have run it). A response that had started is truncated.
+      // Only the server's idle close proves that an unanswered request was not run.
+      s.error ??= s.started
+        ? new CloisterError('STREAM_TRUNCATED', `${err.message}, mid-response; the request is not resent`, { cause: err, detail: { target: this.target } })
+        : idleClose
+          ? this.notSent(err)
+          : new CloisterError(err.code, `${err.message}, while the request was in flight; it is not resent`, { cause: err, detail: { target: this.target, sent: true } });
       s.notify();
     }
     this.streams.clear();
+    for (const l of this.closeListeners.splice(0)) l(err);
   }
 
   private onMessage(data: unknown, isBinary: boolean): void {
+    this.alive = true;
     let msg: WireMessage;
     try {
       if (!isBinary || !(data instanceof Buffer)) throw new CloisterError('MALFORMED', 'text frame');
@@ -149,7 +253,7 @@ export class WsClientTransport implements ClientTransport {
         }
         const s = this.streams.get(msg.sid);
         if (s === undefined) return;
-        s.error = serverError(code);
+        s.error = code === 'LIMIT_EXCEEDED' ? this.requestLimitError() : serverError(code);
         this.streams.delete(msg.sid);
         s.notify();
         return;
@@ -160,12 +264,30 @@ export class WsClientTransport implements ClientTransport {
     }
   }
 
+  /** A request refused with LIMIT_EXCEEDED (the plaintext error frame names no limit): which one, when we can tell. */
+  private requestLimitError(): CloisterError {
+    const inFlight = this.streams.size;
+    const max = this.serverMaxInFlight;
+    const message =
+      max !== undefined && inFlight > max
+        ? `${this.target} refused the request: ${inFlight} requests in flight on this connection exceed its maxInFlightPerConnection (${max})`
+        : `${this.target} refused the request: a configured limit was hit (the sealed request over its maxRequestBytes, or ${max === undefined ? 'its maxInFlightPerConnection' : `its maxInFlightPerConnection (${max})`})`;
+    return new CloisterError('LIMIT_EXCEEDED', message, { detail: { origin: 'server', target: this.target } });
+  }
+
   private consumed(n: number): void {
     this.queued -= n;
     if (this.paused && this.queued <= this.hwm) {
       this.paused = false;
+      // Pongs could not be read while paused: do not count that against the peer.
+      this.alive = true;
       this.ws.resume();
     }
+  }
+
+  /** A request that provably never left this process (never written to the socket): safe to send again. */
+  private notSent(err: CloisterError): CloisterError {
+    return new CloisterError(err.code, `${err.message}; the request was not run by the server`, { cause: err, detail: { target: this.target, sent: false } });
   }
 
   fetchEvidence(nonce: Uint8Array | undefined): Promise<EvidenceBundle> {
@@ -225,12 +347,19 @@ export class WsClientTransport implements ClientTransport {
   }
 
   private async *pieces(sid: number, s: Stream, sealed: Uint8Array): AsyncGenerator<Uint8Array> {
-    if (this.failure !== undefined) throw this.failure;
+    if (this.failure !== undefined) throw this.notSent(this.failure);
     // Cancelled before the first step: nothing was sent, nothing to tell the server.
     if (s.error !== undefined) throw s.error;
+    const frame = encodeWireMessage({ t: 'req', sid, body: sealed });
+    if (this.serverMaxFrameBytes !== undefined && frame.byteLength > this.serverMaxFrameBytes) {
+      // Sent, it would make the server close the whole connection (1009): refused here, by name.
+      throw new CloisterError('LIMIT_EXCEEDED', `the sealed request (${frame.byteLength} bytes) exceeds the server's maxFrameBytes (${this.serverMaxFrameBytes} bytes)`, {
+        detail: { limit: 'maxFrameBytes', max: this.serverMaxFrameBytes, target: this.target, sent: false },
+      });
+    }
     this.streams.set(sid, s);
     try {
-      this.send({ t: 'req', sid, body: sealed });
+      this.ws.send(frame, { binary: true });
       for (;;) {
         const piece = s.pieces.shift();
         if (piece !== undefined) {
@@ -259,6 +388,7 @@ export class WsClientTransport implements ClientTransport {
   }
 
   async close(): Promise<void> {
+    if (this.keepAlive !== undefined) clearInterval(this.keepAlive);
     if (this.ws.readyState === WebSocket.CLOSED) return;
     await new Promise<void>((resolve) => {
       this.ws.once('close', () => resolve());

@@ -50,6 +50,13 @@ export const DEFAULT_CHUNKED_LIMITS: ChunkedLimits = Object.freeze({
   maxChunks: 4096,
 });
 
+/**
+ * Largest response chunk (ciphertext, tag included) a server seals and a client opens: one
+ * limit for both sides. The server refuses to seal a bigger result (LIMIT_EXCEEDED, sealed),
+ * so no answer it sends is one the client refuses.
+ */
+export const MAX_RESPONSE_CHUNK_LENGTH = 4 * 1024 * 1024;
+
 /** Plaintext size of the chunks `sealChunkedRequest` cuts a large request into. */
 export const DEFAULT_REQUEST_CHUNK_SIZE = 64 * 1024;
 
@@ -352,7 +359,7 @@ export class ChunkedResponseOpener extends ChunkReader {
   constructor(p: SuiteParams, context: HpkeSenderContext, enc: Uint8Array, limits?: Partial<ChunkedLimits>) {
     // A response is consumed chunk by chunk, so only the per-chunk bound matters; the
     // chunk count is bounded by the counter instead of maxChunks.
-    super({ ...resolveLimits(limits), maxChunks: MAX_SEQUENCE });
+    super({ ...resolveLimits({ maxChunkLength: MAX_RESPONSE_CHUNK_LENGTH, ...limits }), maxChunks: MAX_SEQUENCE });
     this.#p = p;
     this.#context = context;
     this.#enc = enc;

@@ -269,3 +269,27 @@ export function encodeWireMessage(msg: WireMessage): Uint8Array {
   // Deterministic (RFC 8949 section 4.2.1): keys sorted bytewise by their encodings.
   return encodeCbor(entries);
 }
+
+/**
+ * Header of the server's WebSocket upgrade answer naming its largest accepted message
+ * (ServerLimits.maxFrameBytes): the client refuses a bigger request with LIMIT_EXCEEDED before
+ * sending it, instead of having the server close the whole connection (1009). Advisory: an
+ * answer without it (an older server) leaves the client to map a 1009 close to LIMIT_EXCEEDED.
+ */
+export const MAX_FRAME_BYTES_HEADER = 'x-cloister-max-frame-bytes';
+
+/**
+ * Header of the server's plaintext LIMIT_EXCEEDED answer over HTTP, `name=value` (e.g.
+ * `maxRequestBytes=1048576`): the error message carries only a code, the header names the limit.
+ */
+export const LIMIT_HEADER = 'x-cloister-limit';
+
+/** Header of the WebSocket upgrade answer naming the server's maxInFlightPerConnection (advisory, for error messages). */
+export const MAX_IN_FLIGHT_HEADER = 'x-cloister-max-in-flight';
+
+/**
+ * Reason of the WebSocket close (code 1000) a server sends when it closes an idle connection.
+ * After deciding it the server reads no more frames, so a request the client sent meanwhile
+ * was never run: the client may send it again over a new connection.
+ */
+export const IDLE_CLOSE_REASON = 'idle';

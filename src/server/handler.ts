@@ -13,7 +13,7 @@
  */
 import { CloisterError, ERROR_CODES, asCloisterError, wireCodeOf } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
-import { openChunkedRequest } from '../protocol/chunked.js';
+import { MAX_RESPONSE_CHUNK_LENGTH, openChunkedRequest } from '../protocol/chunked.js';
 import { JsonResults, ReceiptHasher, decodeSealedRequest, encodeResponseChunk, encodeResultsChunk } from '../protocol/messages.js';
 import type { KeyGeneration, KeyManager } from './keys.js';
 import type { ReplayWindow } from './replay.js';
@@ -103,6 +103,14 @@ function turnEnd(): TurnEnd {
 
 class Aborted extends Error {}
 
+/**
+ * The message of an error raised as content-free (`detail.public === true`: it names limits,
+ * values, models, operations, never request data), for the sealed error chunk; else undefined.
+ */
+export function publicMessageOf(err: unknown): string | undefined {
+  return err instanceof CloisterError && err.detail?.['public'] === true ? err.message : undefined;
+}
+
 /** Awaits `p`, or throws Aborted as soon as `signal` aborts. */
 function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
   if (signal.aborted) return Promise.reject(new Aborted());
@@ -172,6 +180,12 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
     if (wait !== undefined) await raceAbort(wait, until);
   };
   const sealData = async (plaintext: Uint8Array, until: AbortSignal): Promise<void> => {
+    if (plaintext.byteLength + 16 > MAX_RESPONSE_CHUNK_LENGTH) {
+      // The client opens no bigger chunk (one limit for both sides): refuse, sealed, by name.
+      throw new CloisterError('LIMIT_EXCEEDED', `a result of ${plaintext.byteLength} bytes exceeds the response chunk limit (MAX_RESPONSE_CHUNK_LENGTH = ${MAX_RESPONSE_CHUNK_LENGTH} bytes)`, {
+        detail: { limit: 'MAX_RESPONSE_CHUNK_LENGTH', max: MAX_RESPONSE_CHUNK_LENGTH, public: true },
+      });
+    }
     receipt.update(plaintext);
     chunks++;
     await write(sealer.sealChunk(plaintext), until);
@@ -258,13 +272,16 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
       reportDeadline = startDeadline(deps.reportGraceMs ?? DEFAULT_REPORT_GRACE_MS, ctx.signal);
       const report = reportDeadline.signal;
       try {
-        // The message is the generic text of the code: an engine error message could echo input.
+        // The message is the generic text of the code (an engine error message could echo
+        // input), unless the error was raised as content-free (`detail.public`): limits and
+        // their values, the models and operations on offer.
         const wire = wireCodeOf(code);
+        const message = (err instanceof CloisterError && err.code === wire ? publicMessageOf(err) : undefined) ?? ERROR_CODES[wire];
         if (!responseStarted) {
           await write(sealer.start(), report);
           responseStarted = true;
         }
-        await sealData(encodeResponseChunk({ t: 'error', code: wire, message: ERROR_CODES[wire] }), report);
+        await sealData(encodeResponseChunk({ t: 'error', code: wire, message }), report);
         await sealEnd(report);
       } catch {
         // Not written within the grace (or the client went away): the transport closes the

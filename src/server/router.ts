@@ -33,12 +33,32 @@ export class EngineRouter {
     return [...this.byModel.values()].map((e) => e.info).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
-  /** The engine for (op, model), or UNKNOWN_OPERATION / UNKNOWN_MODEL. */
+  /**
+   * The engine for (op, model), or UNKNOWN_OPERATION / UNKNOWN_MODEL. Their messages list
+   * what the server offers (model names, tasks and operations are in the attested key config,
+   * not secret) and never echo the requested name (it came from inside the sealed request).
+   */
   route(op: unknown, model: unknown): Engine {
-    if (!isOperation(op)) throw new CloisterError('UNKNOWN_OPERATION');
+    if (!isOperation(op)) {
+      throw offered('UNKNOWN_OPERATION', `unknown operation; operations: ${[...OPERATIONS].join(', ')}`);
+    }
     const entry = typeof model === 'string' ? this.byModel.get(model) : undefined;
-    if (entry === undefined) throw new CloisterError('UNKNOWN_MODEL');
-    if (!entry.info.operations.includes(op)) throw new CloisterError('UNKNOWN_OPERATION', 'the model does not offer this operation');
+    if (entry === undefined) {
+      throw offered('UNKNOWN_MODEL', `the server serves no such model; models: ${this.models().map((m) => `${m.name} (${m.task})`).join(', ') || 'none'}`);
+    }
+    if (!entry.info.operations.includes(op)) {
+      const { name, task, operations } = entry.info;
+      const generative = op === 'chat' || op === 'completion' || op === 'generate';
+      const hint = generative ? `; ${op} needs a generative model or an --upstream engine` : '';
+      const others = this.models().filter((m) => m.operations.includes(op)).map((m) => m.name);
+      const alt = others.length > 0 ? `; models offering ${op}: ${others.join(', ')}` : '';
+      throw offered('UNKNOWN_OPERATION', `model '${name}' is ${task} and offers ${operations.join(', ')}${hint}${alt}`);
+    }
     return entry.engine;
   }
+}
+
+/** A routing error whose message lists only what the server offers (content-free: `public`). */
+function offered(code: 'UNKNOWN_MODEL' | 'UNKNOWN_OPERATION', message: string): CloisterError {
+  return new CloisterError(code, message, { detail: { public: true } });
 }

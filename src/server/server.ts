@@ -28,6 +28,7 @@ import type { OpsProvider, Readiness } from './ops.js';
 import { ServerStats } from './stats.js';
 import { HttpTransport } from './transports/http.js';
 import { WsSession } from './transports/ws.js';
+import { MAX_FRAME_BYTES_HEADER, MAX_IN_FLIGHT_HEADER } from '../protocol/wire.js';
 
 export type ListenTarget = { readonly host: string; readonly port: number } | { readonly path: string };
 
@@ -238,6 +239,11 @@ export class CloisterServer {
       maxPayload: this.limits.maxFrameBytes,
       perMessageDeflate: false, // compression would leak plaintext-size information and costs memory
       clientTracking: false,
+    });
+    // Clients learn the largest message this server accepts, and refuse a bigger request by
+    // name (LIMIT_EXCEEDED) instead of sending it into a 1009 close of the whole connection.
+    this.wss.on('headers', (headers: string[]) => {
+      headers.push(`${MAX_FRAME_BYTES_HEADER}: ${this.limits.maxFrameBytes}`, `${MAX_IN_FLIGHT_HEADER}: ${this.limits.maxInFlightPerConnection}`);
     });
     this.http.on('upgrade', (req, socket: Socket, head) => {
       this.headArrived(socket);

@@ -232,6 +232,7 @@ describe('gateway guards', () => {
     const res = await raw(g, 'POST', '/v1/chat/completions', big);
     expect(res.status).toBe(413);
     expect(JSON.parse(res.body)).toMatchObject({ error: { code: 'LIMIT_EXCEEDED' } });
+    expect((JSON.parse(res.body) as { error: { message: string } }).error.message).toContain('maxRequestBytes (100 bytes');
     const chunked = await new Promise<number>((resolve, reject) => {
       const req = httpRequest(`${g.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked' } }, (r) => {
         r.resume();

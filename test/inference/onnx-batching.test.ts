@@ -3,7 +3,7 @@
  * wordpiece.ts): a text's result must not depend on what it was batched with, and must be
  * what the transformers.js pipelines (the engine's previous implementation) return.
  */
-import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -11,11 +11,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { buildDemoModels, type DemoModelsResult } from '../../src/inference/demo-model/build.js';
 import { loadClinicalNotes } from '../../src/inference/demo-model/dataset.js';
-import { encodeOnnxModel, float32Raw, ONNX_FLOAT, ONNX_INT64 } from '../../src/inference/demo-model/onnx-proto.js';
 import { buildBatchInputs } from '../../src/inference/onnx/batch-inputs.js';
 import { type ClassLabelScore, OnnxEngine, type OnnxEngineOptions, type TokenEntity } from '../../src/inference/onnx/engine.js';
 import { loadTransformers } from '../../src/inference/onnx/transformers-env.js';
 import { fastWordPiece, PROBE_TEXTS } from '../../src/inference/onnx/wordpiece.js';
+import { makeTagger } from '../helpers/tagger.js';
 import type { EngineRequest } from '../../src/inference/types.js';
 
 let root: string;
@@ -23,15 +23,16 @@ let built: DemoModelsResult;
 let taggerDir: string;
 let notes: string[];
 
-/** Texts of very different lengths in one batch: short, long, truncated (> 128 tokens), empty,
- * non-ASCII and added-token text (both go to the library tokenizer), and words the tagger marks. */
+/** Texts of very different lengths in one batch: short, long, truncated (> 128 tokens), a
+ * single character, non-ASCII and added-token text (both go to the library tokenizer), and
+ * words the tagger marks. (An empty text is refused with INVALID_ARGUMENT: onnx-engine tests.) */
 function mixedTexts(): string[] {
   return [
     'rash',
     notes[0] ?? '',
     'The ECG was normal; repeat ECG in 2 weeks.',
     Array.from({ length: 40 }, (_, i) => notes[i % 20] ?? '').join(' '), // far past model_max_length
-    '',
+    'x',
     'Café au lait macules, naïve patient, ECG ok',
     'chest pain [SEP] ECG [MASK] follow up',
     `${'x'.repeat(150)} ecg`,
@@ -63,44 +64,11 @@ async function newEngine(options: Partial<OnnxEngineOptions> = {}): Promise<Onnx
   return e;
 }
 
-/** A token-classification model: every token "O" except "ecg" ("TEST"), scores from a lookup table. */
-async function makeTagger(dir: string): Promise<void> {
-  await cp(built.classifierDir, dir, { recursive: true });
-  const tok = JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8')) as { model: { vocab: Record<string, number> } };
-  const vocab = Object.entries(tok.model.vocab);
-  const size = Math.max(...vocab.map(([, id]) => id)) + 1;
-  const table = new Float32Array(size * 3);
-  for (const [t, id] of vocab) {
-    // Three labels with distinct, token-dependent scores so softmax values differ per token.
-    table[id * 3] = t === 'ecg' ? 0.5 : 4 + (id % 7) / 10;
-    table[id * 3 + 1] = t === 'ecg' ? 3 + (id % 5) / 10 : 0;
-    table[id * 3 + 2] = t.startsWith('##') ? 6 : 1;
-  }
-  const onnx = encodeOnnxModel(
-    {
-      name: 'tagger',
-      docString: '',
-      metadata: {},
-      nodes: [{ name: 'g', opType: 'Gather', inputs: ['table', 'input_ids'], outputs: ['logits'] }],
-      initializers: [{ name: 'table', dims: [size, 3], dataType: ONNX_FLOAT, raw: float32Raw(table) }],
-      inputs: [{ name: 'input_ids', elemType: ONNX_INT64, shape: ['b', 's'] }],
-      outputs: [{ name: 'logits', elemType: ONNX_FLOAT, shape: ['b', 's', 3] }],
-    },
-    'test',
-  );
-  await writeFile(join(dir, 'onnx', 'model.onnx'), onnx);
-  const config = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
-  config['architectures'] = ['BertForTokenClassification'];
-  config['id2label'] = { 0: 'O', 1: 'TEST', 2: 'SUBWORD' };
-  config['label2id'] = { O: 0, TEST: 1, SUBWORD: 2 };
-  await writeFile(join(dir, 'config.json'), JSON.stringify(config));
-}
-
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'cloister-onnx-batch-'));
   built = await buildDemoModels({ outDir: join(root, 'demo') });
   taggerDir = join(root, 'tagger');
-  await makeTagger(taggerDir);
+  await makeTagger(built.classifierDir, taggerDir);
   notes = (await loadClinicalNotes()).map((n) => n.text);
 });
 

@@ -284,6 +284,9 @@ describe('OnnxEngine with the demo models', () => {
       expect(await code(req('classify', 'demo-classifier', 'y'.repeat(51)))).toBe('LIMIT_EXCEEDED');
       expect(await code(req('classify', 'demo-classifier', []))).toBe('INVALID_ARGUMENT');
       expect(await code(req('classify', 'demo-classifier', [1]))).toBe('INVALID_ARGUMENT');
+      // An empty text has nothing to classify: refused, not answered with a guess.
+      expect(await code(req('classify', 'demo-classifier', ''))).toBe('INVALID_ARGUMENT');
+      expect(await code(req('embed', 'demo-embedder', ['x', '']))).toBe('INVALID_ARGUMENT');
       expect(await code(req('classify', 'demo-classifier', { text: 'x' }))).toBe('INVALID_ARGUMENT');
       expect(await code(req('classify', 'demo-classifier', 'x', { topK: 7 }))).toBe('INVALID_ARGUMENT');
       expect(await code(req('classify', 'demo-classifier', 'x', { topK: 0 }))).toBe('INVALID_ARGUMENT');

@@ -8,8 +8,9 @@ import { readFile, stat } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { parsePolicy } from '../../attestation/policy.js';
 import { CloisterError } from '../../errors.js';
-import { connect } from '../../client/client.js';
-import type { CloisterClient } from '../../client/client.js';
+import { connect, DEFAULT_RECONNECT } from '../../client/client.js';
+import type { ClientEvent, CloisterClient } from '../../client/client.js';
+import { DEFAULT_KEEPALIVE_INTERVAL_MS } from '../../client/transport.js';
 import { DEFAULT_GATEWAY_MAX_REQUEST_BYTES, parseListen, startGateway } from '../../client/gateway/index.js';
 import type { Gateway } from '../../client/gateway/index.js';
 import { isLoopbackHost } from '../../inference/upstream/target.js';
@@ -28,10 +29,16 @@ const HELP = `usage: cloister gateway --url <server> --policy <file> [options]
   --model <name>            send every request to this model, whatever the application names
   --api-key-env <VAR>       require "Authorization: Bearer $VAR" from applications
   --max-request-bytes N     largest request body (default ${DEFAULT_GATEWAY_MAX_REQUEST_BYTES})
+  --keepalive-ms N          WebSocket ping interval while connected, 0 = off (default ${DEFAULT_KEEPALIVE_INTERVAL_MS});
+                            keep it below the server's idle timeout (120 s by default)
+  --reconnect-attempts N    connection attempts when the server connection was lost, with
+                            exponential backoff (default ${DEFAULT_RECONNECT.maxAttempts}); every reconnect fetches fresh
+                            evidence and verifies it against --policy before anything is sent
 
 Applications use base URL http://<listen>/v1, e.g.
   new OpenAI({ baseURL: 'http://127.0.0.1:8080/v1', apiKey: 'unused' })
-The gateway never logs request or response content.`;
+The gateway never logs request or response content; it logs (to stderr) when the
+connection to the server is lost, each reconnect and what verification said.`;
 
 export interface GatewayHandle {
   readonly gateway: Gateway;
@@ -50,8 +57,44 @@ async function readLimited(path: string, what: string): Promise<string> {
   return readFile(path, 'utf8');
 }
 
-/** Parse the arguments, verify the server, start listening. */
-export async function startFromArgs(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<GatewayHandle> {
+function integerArg(name: string, text: string | undefined, min: number): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d{1,9}$/.test(text) || Number(text) < min) throw new CloisterError('CONFIG_INVALID', `--${name} must be an integer of at least ${min}`);
+  return Number(text);
+}
+
+/** A short, content-free summary of verified measurements: each non-zero register's first 16 hex digits. */
+function measurementSummary(m: Readonly<Record<string, string>>): string {
+  const parts = Object.entries(m)
+    .filter(([, v]) => /[1-9a-f]/i.test(v))
+    .slice(0, 6)
+    .map(([k, v]) => `${k}=${v.slice(0, 16)}${v.length > 16 ? '..' : ''}`);
+  return parts.length === 0 ? 'no measurements' : parts.join(' ');
+}
+
+/** One log line per connection event: codes, counts, timing, key id, measurements; never content. */
+export function describeEvent(e: ClientEvent): string {
+  switch (e.type) {
+    case 'disconnected':
+      return `connection to ${e.target} lost (${e.code}: ${e.reason}); the next request reconnects and re-verifies`;
+    case 'reconnecting':
+      return `reconnecting to ${e.target}: attempt ${e.attempt} in ${e.delayMs} ms`;
+    case 'reconnected':
+      return (
+        `reconnected to ${e.target} after ${e.attempts} attempt(s) in ${e.durationMs} ms; fresh evidence verified against the policy: ` +
+        `${e.platform}, key id ${e.keyId}${e.keyChanged ? ' (new key)' : ' (same key)'}, ${measurementSummary(e.measurements)}`
+      );
+    case 'reconnect-failed':
+      return `reconnect to ${e.target} refused after ${e.attempts} attempt(s): ${e.code}: ${e.reason}; nothing was sent`;
+  }
+}
+
+/** Parse the arguments, verify the server, start listening. `log` gets the connection events (default stderr). */
+export async function startFromArgs(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+  log: (line: string) => void = (line) => console.error(`cloister gateway: ${line}`),
+): Promise<GatewayHandle> {
   const { values } = parseArgs({
     args: [...argv],
     options: {
@@ -63,6 +106,8 @@ export async function startFromArgs(argv: readonly string[], env: NodeJS.Process
       model: { type: 'string' },
       'api-key-env': { type: 'string' },
       'max-request-bytes': { type: 'string' },
+      'keepalive-ms': { type: 'string' },
+      'reconnect-attempts': { type: 'string' },
     },
     strict: true,
     allowPositionals: false,
@@ -90,9 +135,24 @@ export async function startFromArgs(argv: readonly string[], env: NodeJS.Process
   const roots: string[] = [];
   for (const path of values.root ?? []) roots.push(await readLimited(path, 'root file'));
 
+  const keepAliveIntervalMs = integerArg('keepalive-ms', values['keepalive-ms'], 0);
+  const maxAttempts = integerArg('reconnect-attempts', values['reconnect-attempts'], 1);
+
   // Fail closed: nothing listens until the attestation verified.
-  const client = await connect(values.url, { policy, ...(roots.length === 0 ? {} : { trustedRoots: { simulated: roots } }) });
+  const client = await connect(values.url, {
+    policy,
+    ...(roots.length === 0 ? {} : { trustedRoots: { simulated: roots } }),
+    ...(keepAliveIntervalMs === undefined ? {} : { transport: { keepAliveIntervalMs } }),
+    ...(maxAttempts === undefined ? {} : { reconnect: { maxAttempts } }),
+    onEvent: (e) => log(describeEvent(e)),
+  });
   try {
+    if (values.model !== undefined && !client.keyConfig.models.some((m) => m.name === values.model)) {
+      throw new CloisterError(
+        'UNKNOWN_MODEL',
+        `--model ${values.model}: the verified server does not serve it; it serves ${client.keyConfig.models.map((m) => `${m.name} (${m.task})`).join(', ') || 'no models'}`,
+      );
+    }
     const gateway = await startGateway({
       client,
       host: listen.host,

@@ -2,25 +2,31 @@
  * `cloister infer`: verify a server against a policy, then send one sealed request.
  *
  *   cloister infer --url URL --policy policy.json [--root root.pem]
- *                  (--text TEXT | --file PATH) [--model NAME] [--op classify|embed] [--json]
+ *                  (--text TEXT | --file PATH) [--model NAME] [--op classify|embed|token-classify] [--json]
  */
 import { parsePolicy } from '../../attestation/policy.js';
 import { CloisterError } from '../../errors.js';
-import { connect } from '../../client/client.js';
+import { readFile } from 'node:fs/promises';
+import { checkText, connect } from '../../client/client.js';
 import { one, parseArgs } from './args.js';
 import { readText, requireUrl, rootsFrom } from './client-common.js';
 
-export const summary = 'verify a server, then classify or embed text through the sealed channel';
+export const summary = 'verify a server, then classify, embed or tag the tokens of text through the sealed channel';
 
 const USAGE = `usage: cloister infer --url URL --policy policy.json [--root root.pem]
-                      (--text TEXT | --file PATH) [--model NAME] [--op classify|embed] [--json]
+                      (--text TEXT | --file PATH) [--model NAME] [--op classify|embed|token-classify] [--json]
 
   --url     ws://host:port/ or http://host:port, as printed by 'cloister serve'
   --policy  the policy the server must satisfy (from the image build; for the simulated
             platform, the development policy 'cloister serve' wrote)
   --root    a simulated platform's root certificate: optional, since the development policy
             that 'cloister serve' writes pins that root's SHA-256 (platforms.simulated.rootSha256),
-            which the client trusts as explicitly as a given root; never used for real TEEs`;
+            which the client trusts as explicitly as a given root; never used for real TEEs
+  --text / --file  the input: not empty, valid UTF-8; at most the server's maxInputChars
+            (serve --max-input-chars, default 16384 characters)
+  --op      classify (text-classification model, default), embed (feature-extraction model)
+            or token-classify (token-classification model, e.g. PHI detection: one line per
+            tagged token, index, label, score, word)`;
 
 export async function run(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { values: ['url', 'policy', 'root', 'text', 'file', 'model', 'op'], flags: ['json'] });
@@ -34,9 +40,11 @@ export async function run(argv: string[]): Promise<number> {
   const textArg = one(args, 'text');
   const fileArg = one(args, 'file');
   if ((textArg === undefined) === (fileArg === undefined)) throw new CloisterError('INVALID_ARGUMENT', 'give exactly one of --text or --file');
-  const text = textArg ?? (await readText(fileArg ?? '', 'input file'));
+  const text = textArg ?? (await readUtf8(fileArg ?? ''));
+  if (text === '') throw new CloisterError('INVALID_ARGUMENT', `${textArg === undefined ? `--file ${fileArg ?? ''}` : '--text'} is empty: there is no input to send`);
+  checkText(text, textArg === undefined ? `--file ${fileArg ?? ''}` : '--text');
   const op = one(args, 'op') ?? 'classify';
-  if (op !== 'classify' && op !== 'embed') throw new CloisterError('INVALID_ARGUMENT', '--op must be classify or embed');
+  if (op !== 'classify' && op !== 'embed' && op !== 'token-classify') throw new CloisterError('INVALID_ARGUMENT', '--op must be classify, embed or token-classify');
   const model = one(args, 'model');
   const trustedRoots = await rootsFrom(one(args, 'root'));
 
@@ -51,6 +59,11 @@ export async function run(argv: string[]): Promise<number> {
         if (top === undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'empty classification');
         console.log(`${top.label}\t${top.score.toFixed(4)}`);
       }
+    } else if (op === 'token-classify') {
+      const result = await client.classifyTokens(text, model === undefined ? {} : { model });
+      if (args.flags.has('json')) console.log(JSON.stringify({ platform: client.platform, result }));
+      else if (result.length === 0) console.log('no tagged tokens');
+      else for (const e of result) console.log(`${e.index}\t${e.entity}\t${e.score.toFixed(4)}\t${e.word}`);
     } else {
       const [vector] = await client.embed([text], model === undefined ? {} : { model });
       if (vector === undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'empty embedding');
@@ -61,4 +74,19 @@ export async function run(argv: string[]): Promise<number> {
     await client.close();
   }
   return 0;
+}
+
+/** The input file as UTF-8, strictly: invalid bytes are refused, not replaced by U+FFFD. */
+async function readUtf8(path: string): Promise<string> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(path);
+  } catch (cause) {
+    throw new CloisterError('NOT_FOUND', `cannot read input file '${path}'`, { cause });
+  }
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new CloisterError('INVALID_ARGUMENT', `input file '${path}' is not valid UTF-8`);
+  }
 }

@@ -4,7 +4,8 @@
  *   cloister serve --model [name=]dir [--model ...] [--embedder [name=]dir]
  *                  [--listen host:port | --socket path]
  *                  [--platform auto|simulated|nitro|sev-snp|tdx] [--state-dir dir]
- *                  [--key-rotation-minutes n] [--request-timeout-s n] [--log-level debug|info|warn|error]
+ *                  [--key-rotation-minutes n] [--request-timeout-s n] [--max-input-chars n]
+ *                  [--log-level debug|info|warn|error]
  *
  * Platform selection is src/server/platform.ts (shared TEE detection; auto falls back to
  * SIMULATED only when no TEE interface is there at all). On the simulated platform PCR0
@@ -33,8 +34,8 @@ export const summary = 'run the Cloister server (sealed, attested inference)';
 const USAGE = `usage: cloister serve --model [name=]dir [--model ...] [--embedder [name=]dir]
                       [--listen host:port | --socket path]
                       [--platform auto|simulated|nitro|sev-snp|tdx] [--state-dir dir]
-                      [--key-rotation-minutes n] [--request-timeout-s n] [--log-level debug|info|warn|error]
-                      [--tls-cert pem --tls-key pem] [--drain-timeout-s n]
+                      [--key-rotation-minutes n] [--request-timeout-s n] [--max-input-chars n]
+                      [--log-level debug|info|warn|error] [--tls-cert pem --tls-key pem] [--drain-timeout-s n]
 
   --model      a Hugging Face-layout ONNX model directory (task from its config.json)
   --embedder   a feature-extraction model directory
@@ -47,6 +48,8 @@ const USAGE = `usage: cloister serve --model [name=]dir [--model ...] [--embedde
   --log-level  debug | info | warn | error (default info); JSON lines on stderr, never content
   --tls-cert, --tls-key  PEM certificate chain and key: serve https:// and wss:// on --listen
   --drain-timeout-s  on SIGTERM/SIGINT, how long requests in flight may finish (default 30; 0: stop at once)
+  --max-input-chars n  longest input text an ONNX model accepts, in UTF-16 code units
+                       (default 16384); longer texts get LIMIT_EXCEEDED naming this limit
 
 ${UPSTREAM_SERVE_USAGE}
 
@@ -78,7 +81,7 @@ const BAR = '='.repeat(78);
 /** Value options of `cloister serve`; each can also come from CLOISTER_<NAME> (args.ts envNameOf). */
 export const SERVE_OPTIONS: readonly string[] = [
   'model', 'embedder', 'listen', 'socket', 'platform', 'state-dir', 'key-rotation-minutes', 'request-timeout-s', 'log-level',
-  'tls-cert', 'tls-key', 'drain-timeout-s', ...UPSTREAM_SERVE_FLAGS,
+  'max-input-chars', 'tls-cert', 'tls-key', 'drain-timeout-s', ...UPSTREAM_SERVE_FLAGS,
 ];
 const SERVE_SPEC = { values: SERVE_OPTIONS, multi: ['model', 'embedder'] } as const;
 
@@ -93,6 +96,8 @@ export interface ServeConfig {
   readonly stateDir: string;
   readonly rotationMinutes: number | undefined;
   readonly timeoutSeconds: number | undefined;
+  /** --max-input-chars: longest ONNX input text (OnnxEngine maxInputChars). */
+  readonly maxInputChars: number | undefined;
   readonly level: LogLevel;
   readonly tls: { readonly certPath: string; readonly keyPath: string } | undefined;
   readonly drainTimeoutSeconds: number;
@@ -126,6 +131,7 @@ export function parseServeConfig(argv: readonly string[], env: Readonly<Record<s
       throw new UsageError('--key-rotation-minutes must be a positive integer');
     }
     const timeoutSeconds = positiveInt(one(args, 'request-timeout-s'), 'request-timeout-s', 86_400);
+    const maxInputChars = positiveInt(one(args, 'max-input-chars'), 'max-input-chars', 999_999_999);
     const level = one(args, 'log-level') ?? 'info';
     if (!isLogLevel(level)) throw new UsageError('--log-level must be debug, info, warn or error');
     const certPath = one(args, 'tls-cert');
@@ -146,6 +152,7 @@ export function parseServeConfig(argv: readonly string[], env: Readonly<Record<s
       stateDir: resolve(one(args, 'state-dir') ?? '.cloister'),
       rotationMinutes,
       timeoutSeconds,
+      maxInputChars,
       level,
       tls: certPath === undefined || keyPath === undefined ? undefined : { certPath: resolve(certPath), keyPath: resolve(keyPath) },
       drainTimeoutSeconds,
@@ -174,7 +181,7 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
     console.log(USAGE);
     return 0;
   }
-  const { models, upstream, stateDir, rotationMinutes, timeoutSeconds, level, target } = config;
+  const { models, upstream, stateDir, rotationMinutes, timeoutSeconds, maxInputChars, level, target } = config;
   const platformArg = config.platform;
   const limits = timeoutSeconds === undefined ? undefined : { requestTimeoutMs: timeoutSeconds * 1000 };
   const tls = config.tls === undefined ? undefined : { cert: await readPem(config.tls.certPath, 'TLS certificate'), key: await readPem(config.tls.keyPath, 'TLS key') };
@@ -185,7 +192,7 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
   const engines: Engine[] = [];
   if (models.length > 0) {
     const { OnnxEngine } = await import('../../inference/onnx/engine.js');
-    engines.push(new OnnxEngine({ models }));
+    engines.push(new OnnxEngine({ models, ...(maxInputChars === undefined ? {} : { maxInputChars }) }));
   }
   // The upstream start() waits for the engine and runs the canary: nothing listens before it passes.
   if (upstream !== undefined) engines.push(upstream);

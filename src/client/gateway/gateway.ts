@@ -6,7 +6,9 @@
  *
  *   POST /v1/chat/completions   -> sealed op 'chat'        (stream: true -> SSE)
  *   POST /v1/completions        -> sealed op 'completion'  (stream: true -> SSE)
- *   POST /v1/embeddings         -> sealed op 'embeddings'
+ *   POST /v1/embeddings         -> sealed op 'embeddings'; for an ONNX feature-extraction
+ *                                  model (task in the key config) sealed op 'embed', answered
+ *                                  in OpenAI's shape (encoding_format float or base64)
  *   GET  /v1/models             -> sealed op 'models' when a model is pinned, else the
  *                                  model list of the verified key config
  *
@@ -29,6 +31,7 @@ import type { ErrorCode } from '../../errors.js';
 import { timingSafeEqualBytes } from '../../crypto/ct.js';
 import { isLoopbackHost } from '../../inference/upstream/target.js';
 import type { SealedRequester } from '../openai/types.js';
+import { embedWithOnnx, isOnnxEmbedder } from '../openai/onnx-embeddings.js';
 
 export interface GatewayOptions {
   /** The verified sealed client (the core SDK's `connect(...)` result). */
@@ -134,6 +137,15 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     const model = options.model ?? body['model'];
     if (typeof model !== 'string' || model === '') {
       return sendError(res, new CloisterError('INVALID_ARGUMENT', 'a model name is required'));
+    }
+    if (route.op === 'embeddings' && isOnnxEmbedder(options.client, model)) {
+      // An in-TEE ONNX feature-extraction model: its sealed op is `embed` (texts in, vectors
+      // out); the gateway speaks OpenAI's /v1/embeddings shape on its side.
+      const controller = new AbortController();
+      res.on('close', () => {
+        if (!res.writableFinished) controller.abort();
+      });
+      return sendJson(res, 200, await embedWithOnnx(options.client, model, body, controller.signal));
     }
     const input: Record<string, unknown> = { ...body, model };
     const stream = (route.op === 'chat' || route.op === 'completion') && body['stream'] === true;
@@ -256,7 +268,7 @@ async function readJsonObject(req: IncomingMessage, max: number): Promise<Record
 }
 
 function bodyTooLarge(max: number): CloisterError {
-  return new CloisterError('LIMIT_EXCEEDED', 'request body exceeds maxRequestBytes', { detail: { limit: 'maxRequestBytes', max } });
+  return new CloisterError('LIMIT_EXCEEDED', `request body exceeds the gateway's maxRequestBytes (${max} bytes; --max-request-bytes)`, { detail: { limit: 'maxRequestBytes', max } });
 }
 
 function hostHeaderIsLoopback(host: string | undefined): boolean {

@@ -10,6 +10,7 @@
  * chunk. A truncated stream throws (STREAM_TRUNCATED from the core SDK), never ends quietly.
  */
 import { CloisterError } from '../../errors.js';
+import { embedWithOnnx, isOnnxEmbedder } from './onnx-embeddings.js';
 import type {
   ChatCompletion,
   ChatCompletionChunk,
@@ -129,7 +130,12 @@ export function createOpenAIClient(sealed: SealedRequester, options: OpenAIClien
     chat: { completions: { create: chatCreate as ChatCompletions['create'] } },
     completions: { create: completionCreate as Completions['create'] },
     embeddings: {
-      create: async (body, requestOptions) => (await call('embeddings', body, false, requestOptions)) as CreateEmbeddingResponse,
+      create: async (body, requestOptions) => {
+        // An ONNX feature-extraction model (task in the verified key config) answers through its `embed` operation.
+        const model = modelOf(body);
+        if (isOnnxEmbedder(sealed, model)) return embedWithOnnx(sealed, model, body, requestOptions?.signal);
+        return (await call('embeddings', body, false, requestOptions)) as CreateEmbeddingResponse;
+      },
     },
     models: {
       list: async (requestOptions) => (await call('models', {}, false, requestOptions)) as ModelList,

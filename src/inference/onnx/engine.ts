@@ -379,18 +379,22 @@ export class OnnxEngine implements Engine {
     const single = typeof input === 'string';
     const texts: unknown[] = single ? [input] : Array.isArray(input) ? input : [];
     if (!single && !Array.isArray(input)) throw new CloisterError('INVALID_ARGUMENT', 'input must be a string or an array of strings');
-    if (texts.length === 0) throw new CloisterError('INVALID_ARGUMENT', 'input must not be empty');
+    if (texts.length === 0) throw new CloisterError('INVALID_ARGUMENT', 'input must not be empty', { detail: { public: true } });
     if (texts.length > this.#maxInputs) {
-      throw new CloisterError('LIMIT_EXCEEDED', 'too many inputs in one request', {
-        detail: { limit: 'maxInputsPerRequest', max: this.#maxInputs },
+      throw new CloisterError('LIMIT_EXCEEDED', `${texts.length} inputs in one request exceed maxInputsPerRequest (${this.#maxInputs})`, {
+        detail: { limit: 'maxInputsPerRequest', max: this.#maxInputs, public: true },
       });
     }
     const out: string[] = [];
     for (const t of texts) {
       if (typeof t !== 'string') throw new CloisterError('INVALID_ARGUMENT', 'every input must be a string');
       if (t.length > this.#maxChars) {
-        throw new CloisterError('LIMIT_EXCEEDED', 'input text is too long', { detail: { limit: 'maxInputChars', max: this.#maxChars } });
+        throw new CloisterError('LIMIT_EXCEEDED', `an input text of ${t.length} characters exceeds maxInputChars (${this.#maxChars}; serve --max-input-chars)`, {
+          detail: { limit: 'maxInputChars', max: this.#maxChars, public: true },
+        });
       }
+      // An empty text has nothing to classify: refused, not answered with a guess.
+      if (t.length === 0) throw new CloisterError('INVALID_ARGUMENT', 'an input text is empty', { detail: { public: true } });
       out.push(t);
     }
     return { texts: out, single };

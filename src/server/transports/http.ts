@@ -12,7 +12,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { asCloisterError, wireCodeOf } from '../../errors.js';
 import type { ErrorCode } from '../../errors.js';
-import { encodeWireMessage, MAX_NONCE_BYTES } from '../../protocol/wire.js';
+import { encodeWireMessage, LIMIT_HEADER, MAX_NONCE_BYTES } from '../../protocol/wire.js';
 import type { ServerContext } from '../context.js';
 import { handleSealedRequest } from '../handler.js';
 import type { SlidingWindowLimiter } from '../rate-limit.js';
@@ -139,6 +139,8 @@ export class HttpTransport {
       stats.recordRequest(OP_NONE, code);
       logger.log('info', 'request.rejected', { conn, code, inFlight: stats.inFlight, ...fields });
       if (close) res.setHeader('connection', 'close');
+      // The limit that refused it, by name and value (not secret; the client's error names it).
+      if (fields.limit !== undefined && !res.headersSent) res.setHeader(LIMIT_HEADER, `${fields.limit}=${limits[fields.limit]}`);
       sendError(res, code);
     };
     const declared = Number(req.headers['content-length'] ?? '0');

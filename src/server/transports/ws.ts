@@ -16,7 +16,7 @@ import type { WebSocket } from 'ws';
 import { asCloisterError, wireCodeOf } from '../../errors.js';
 import type { ErrorCode } from '../../errors.js';
 import { concatBytes } from '../../crypto/bytes.js';
-import { decodeWireMessage, encodeWireMessage } from '../../protocol/wire.js';
+import { decodeWireMessage, encodeWireMessage, IDLE_CLOSE_REASON } from '../../protocol/wire.js';
 import type { WireMessage } from '../../protocol/wire.js';
 import type { ServerContext } from '../context.js';
 import { handleSealedRequest } from '../handler.js';
@@ -30,6 +30,9 @@ import { LOCAL_SOURCE } from '../sources.js';
  * work and is what an honest client sees after a rotation, so it does not count.
  */
 const COSTLY_REJECTIONS: ReadonlySet<ErrorCode> = new Set(['DECRYPT_FAILED', 'MALFORMED', 'LIMIT_EXCEEDED', 'PROTOCOL_VIOLATION']);
+
+/** Largest sealed-stream piece in one `res` frame (see the flush in onRequest). */
+export const RESPONSE_FRAME_BODY_BYTES = 1024 * 1024;
 
 export class WsSession {
   private readonly streams = new Map<number, AbortController>();
@@ -56,6 +59,11 @@ export class WsSession {
     this.evidenceLimiter = ctx.evidence.connectionLimiter();
     ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
     ws.on('close', (closeCode) => this.onClose(closeCode));
+    // A client's keepalive ping (ws answers it with a pong) is activity: a connection that
+    // pings outlives idleTimeoutMs, one that says nothing at all does not.
+    ws.on('ping', () => {
+      if (!this.closing) this.armIdle();
+    });
     ws.on('error', () => {
       // ws emits 'close' after 'error' (e.g. 1009 for a frame over maxPayload); count it here.
       ctx.stats.framesRejected++;
@@ -71,7 +79,10 @@ export class WsSession {
         return;
       }
       this.ctx.logger.log('info', 'conn.idle-timeout', { conn: this.conn });
-      this.ws.close(1000, 'idle');
+      // From here no frame is read: a request that crossed the close on the wire is never
+      // run, so the client may send it again over a new connection (close 1000, reason 'idle').
+      this.closing = true;
+      this.ws.close(1000, IDLE_CLOSE_REASON);
     }, this.ctx.limits.idleTimeoutMs);
     this.idleTimer.unref();
   }
@@ -262,7 +273,15 @@ export class WsSession {
         return;
       }
       if (n === 0 && !fin) return;
-      void this.send(fin ? { t: 'res', sid, body, fin: true } : { t: 'res', sid, body });
+      // `res` frames carry arbitrary splits of the sealed stream: a big response chunk (up to
+      // MAX_RESPONSE_CHUNK_LENGTH) leaves in frames of at most RESPONSE_FRAME_BODY_BYTES,
+      // well under the client's message limit (4 MiB by default).
+      for (let off = 0; ; off += RESPONSE_FRAME_BODY_BYTES) {
+        const last = off + RESPONSE_FRAME_BODY_BYTES >= body.byteLength;
+        const part = off === 0 && last ? body : body.subarray(off, Math.min(off + RESPONSE_FRAME_BODY_BYTES, body.byteLength));
+        void this.send(fin && last ? { t: 'res', sid, body: part, fin: true } : { t: 'res', sid, body: part });
+        if (last) break;
+      }
     };
     const out = {
       write: (bytes: Uint8Array): Promise<void> | undefined => {
