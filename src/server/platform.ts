@@ -52,6 +52,11 @@ export interface PlatformOptions {
   readonly tee?: CreateTeeAttesterOptions;
   /** Opens the NSM (tests). Default: `openNsmDevice` on the detected device path. */
   readonly openNsm?: (path: string | undefined) => NsmTransport | Promise<NsmTransport>;
+  /**
+   * Simulated only: keep the root in this directory across runs (simulated-root.pem and
+   * simulated-root.key), so development policies survive a restart. Default: a fresh root.
+   */
+  readonly simulatedStateDir?: string;
 }
 
 function describeDetected(d: DetectedPlatform): string {
@@ -105,7 +110,11 @@ export async function createPlatformAttester(
   switch (selection.platform) {
     case 'simulated': {
       const { createSimulatedAttester } = await import('../attestation/simulated/index.js');
-      const sim = await createSimulatedAttester({ measurements });
+      const { loadSimulatedRoot } = await import('../attestation/simulated/root-store.js');
+      const dir = options.simulatedStateDir;
+      const root = dir === undefined ? undefined : await loadSimulatedRoot(dir);
+      const sim = await createSimulatedAttester({ measurements, ...(root === undefined ? {} : { root }) });
+      if (dir !== undefined && root === undefined) await sim.storeRoot(dir);
       const section = sim.policySection();
       return { attester: sim, selection, simulated: { rootPem: sim.rootPem, rootSha256Hex: sim.rootSha256Hex, pcrs: section.pcrs } };
     }

@@ -23,6 +23,8 @@ import { signEs384 } from '../nitro/cose.js';
 import { NITRO_PCR_BYTES } from '../nitro/document.js';
 import { KeyUsageFlags } from '../x509/certificate.js';
 import { derToPem, issueCertificate } from '../x509/build.js';
+import { storeSimulatedRoot } from './root-store.js';
+import type { SimulatedRoot } from './root-store.js';
 
 export interface SimulatedMeasurementInputs {
   /** Digest of the server code (e.g. SHA-256 of the built bundle). Extended into PCR0. */
@@ -41,6 +43,11 @@ export interface SimulatedAttesterOptions {
   readonly caValidityMs?: number;
   /** Leaf lifetime; the leaf is re-issued when less than a quarter remains. Default 3 hours, as on Nitro. */
   readonly leafValidityMs?: number;
+  /**
+   * A root kept from an earlier run (./root-store.ts), so clients' pinned root still
+   * verifies after a restart. Default: a fresh root.
+   */
+  readonly root?: SimulatedRoot;
 }
 
 export interface SimulatedAttester extends Attester {
@@ -56,6 +63,8 @@ export interface SimulatedAttester extends Attester {
   policySection(): { pcrs: Record<string, string>; rootSha256: string };
   /** Write the root PEM (public, not secret) for a developer to hand to clients. */
   writeRootPem(path: string): Promise<void>;
+  /** Keep this root in `dir` for the next run (./root-store.ts). */
+  storeRoot(dir: string): Promise<void>;
 }
 
 const NSM_REPORTED_PCRS = 16;
@@ -119,17 +128,19 @@ export async function createSimulatedAttester(options: SimulatedAttesterOptions 
   const moduleId = `sim-${instance}-enc${toHex(new Uint8Array(randomBytes(8)))}`;
   const start = clock();
 
-  const root = ecKeyPair();
-  const rootCn = `simulated-root-${instance}.cloister`;
-  const rootDer = issueCertificate({
-    subjectCommonName: rootCn,
-    publicKey: root.publicKey,
-    signingKey: root.privateKey,
-    notBefore: seconds(start - BACKDATE_MS),
-    notAfter: seconds(start + caValidity),
-    ca: true,
-    keyUsage: KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign | KeyUsageFlags.digitalSignature,
-  });
+  const root = options.root === undefined ? ecKeyPair() : { privateKey: options.root.privateKey, publicKey: createPublicKey(options.root.privateKey) };
+  const rootCn = options.root?.commonName ?? `simulated-root-${instance}.cloister`;
+  const rootDer =
+    options.root?.certDer ??
+    issueCertificate({
+      subjectCommonName: rootCn,
+      publicKey: root.publicKey,
+      signingKey: root.privateKey,
+      notBefore: seconds(start - BACKDATE_MS),
+      notAfter: seconds(start + caValidity),
+      ca: true,
+      keyUsage: KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign | KeyUsageFlags.digitalSignature,
+    });
   const inter = ecKeyPair();
   const interCn = `simulated-intermediate-${instance}.cloister`;
   const interDer = issueCertificate({
@@ -188,6 +199,9 @@ export async function createSimulatedAttester(options: SimulatedAttesterOptions 
     },
     async writeRootPem(path: string): Promise<void> {
       await writeFile(path, rootPem, { mode: 0o644 });
+    },
+    async storeRoot(dir: string): Promise<void> {
+      await storeSimulatedRoot(dir, { privateKey: root.privateKey, certPem: rootPem });
     },
     async attest(request: AttestationRequest): Promise<EvidenceBundle> {
       try {

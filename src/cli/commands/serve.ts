@@ -204,6 +204,8 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
     engines,
     ...(keyRotationIntervalMs === undefined ? {} : { keyRotationIntervalMs }),
     ...(limits === undefined ? {} : { limits }),
+    // The simulated root is kept in the state directory: development policies survive restarts.
+    options: { simulatedStateDir: stateDir },
   }).catch(
     async (err: unknown) => {
       for (const e of engines) await e.close().catch(() => undefined);
@@ -230,7 +232,6 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
     await mkdir(stateDir, { recursive: true });
     const rootPath = resolve(stateDir, 'simulated-root.pem');
     const policyPath = resolve(stateDir, 'policy.json');
-    await writeFile(rootPath, pa.simulated.rootPem, { mode: 0o644 });
     const policy = developmentPolicy({ pcrs: pa.simulated.pcrs, rootSha256Hex: pa.simulated.rootSha256Hex, models: server.router.models() });
     await writeFile(policyPath, `${JSON.stringify(policy, null, 2)}\n`, { mode: 0o644 });
     lines.push(
