@@ -1,5 +1,5 @@
 /**
- * `cloister verify --platform sev-snp|tdx` on the real vectors in ../shared/vectors
+ * `cloister verify --platform sev-snp|tdx` on the real vectors in test/vectors
  * (skipped with a note when absent).
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';

@@ -1,6 +1,6 @@
 /**
- * Real TDX quotes and collateral from ../shared/vectors/tdx, each verified at the sidecar's
- * time. Skipped, with a note, when the shared folder is absent.
+ * Real TDX quotes and collateral from test/vectors/tdx, each verified at the sidecar's
+ * time (vendored: a fresh clone runs them).
  */
 import { X509Certificate } from 'node:crypto';
 import { expect, it } from 'vitest';
@@ -31,7 +31,7 @@ function policyFor(quote: Uint8Array, extra: Partial<TdxPolicy> = {}): TdxPolicy
 const OUTDATED_NOW = new Date(1774003334 * 1000);
 
 describeWithVectors('tdx', 'TDX real vectors', () => {
-  it('the bundled Intel root equals the shared root PEM', () => {
+  it('the bundled Intel root equals the vendored root PEM', () => {
     const shared = new X509Certificate(read('intel_sgx_root_ca.pem'));
     expect(new X509Certificate(INTEL_SGX_ROOT_CA_PEM).fingerprint256).toBe(shared.fingerprint256);
     expect(shared.fingerprint256).toBe(INTEL_SGX_ROOT_CA_FINGERPRINT256);
