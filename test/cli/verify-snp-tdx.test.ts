@@ -85,9 +85,9 @@ describeWithVectors(['sev-snp', 'tdx'], 'cloister verify --platform sev-snp / td
     expect(io.stderr.join('\n')).toMatch(/CERT_CHAIN_INVALID at step endorsement-key/);
   });
 
-  it('tdx: v4 quote with collateral at now_used prints MRTD, RTMRs, status and exits 0', async () => {
+  it('tdx: v4 quote with collateral an hour before now_used (the PCK CRL expires before it) prints MRTD, RTMRs, status and exits 0', async () => {
     const io = capture();
-    const code = await run([tdx('tdx_phala_v4_quote.bin'), '--platform', 'tdx', '--collateral', tdx('tdx_phala_v4_collateral.json'), '--at', '2025-07-19T10:16:02Z'], io);
+    const code = await run([tdx('tdx_phala_v4_quote.bin'), '--platform', 'tdx', '--collateral', tdx('tdx_phala_v4_collateral.json'), '--at', '2025-07-19T09:16:02Z'], io);
     expect(code).toBe(0);
     const text = io.stdout.join('\n');
     expect(text).toMatch(/MRTD\s+91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7/);
@@ -97,11 +97,11 @@ describeWithVectors(['sev-snp', 'tdx'], 'cloister verify --platform sev-snp / td
 
   it('tdx: the outdated quote fails with TCB_STATUS_REJECTED; nearai is OutOfDate unless the policy names it', async () => {
     const io = capture();
-    expect(await run([tdx('tdx_phala_outdated_quote.bin'), '--platform', 'tdx', '--collateral', tdx('tdx_phala_outdated_collateral.json'), '--at', '2026-03-20T10:42:14Z'], io)).toBe(1);
+    expect(await run([tdx('tdx_phala_outdated_quote.bin'), '--platform', 'tdx', '--collateral', tdx('tdx_phala_outdated_collateral.json'), '--at', '2026-03-20T09:42:14Z'], io)).toBe(1);
     expect(io.stderr.join('\n')).toMatch(/TCB_STATUS_REJECTED at step quote/);
 
     const io2 = capture();
-    const args = [tdx('tdx_nearai_quote.bin'), '--platform', 'tdx', '--collateral', tdx('tdx_phala_outdated_collateral.json'), '--at', '2026-03-20T10:42:14Z', '--json'];
+    const args = [tdx('tdx_nearai_quote.bin'), '--platform', 'tdx', '--collateral', tdx('tdx_phala_outdated_collateral.json'), '--at', '2026-03-20T09:42:14Z', '--json'];
     expect(await run(args, io2)).toBe(1);
     const out = JSON.parse(io2.stdout.join('\n')) as { claims: { details: { tcbStatus: string; advisoryIds: string[] } } };
     expect(out.claims.details.tcbStatus).toBe('OutOfDate');
