@@ -27,6 +27,7 @@ import type { SevSnpVerifyOptions } from './sev-snp/index.js';
 import { verifyTdxEvidence } from './tdx/index.js';
 import type { TdxVerifyOptions } from './tdx/index.js';
 import { PLATFORMS } from './types.js';
+import { toHex } from './hex.js';
 import type { EvidenceBundle, Platform, VerificationReport, VerificationStep, VerifiedClaims } from './types.js';
 import type { CertificateInput } from './x509/certificate.js';
 
@@ -195,7 +196,7 @@ export async function verifyEvidence(bundle: EvidenceBundle, options: VerifyEvid
   const steps: VerificationStep[] = [];
 
   if (options.policy.platforms[platform] === undefined) {
-    return failWith(platform, steps, 'policy', 'POLICY_MISMATCH', `the policy does not accept platform ${platform}`);
+    return failWith(platform, steps, 'policy', 'POLICY_MISMATCH', `the policy does not accept platform ${platform} (it names: ${Object.keys(options.policy.platforms).join(', ')})`);
   }
   if (options.policy.nonceRequired && (nonce === undefined || nonce.byteLength === 0)) {
     return failWith(platform, steps, 'binding', 'INVALID_ARGUMENT', 'the policy requires a nonce and none was given');
@@ -249,8 +250,12 @@ export function checkKeyConfigClaims(kc: KeyConfig, platform: Platform, at: Date
   if (now > kc.expiresAt) return { code: 'KEY_STALE', message: `key config expired at ${new Date(kc.expiresAt * 1000).toISOString()}; refetch it` };
   for (const [name, digest] of policy?.models ?? []) {
     const served = kc.models.find((m) => m.name === name);
-    if (served === undefined) return { code: 'POLICY_MISMATCH', message: `key config does not serve model ${name} named by the policy` };
-    if (!timingSafeEqualBytes(served.digest, digest)) return { code: 'POLICY_MISMATCH', message: `model ${name} digest differs from the policy` };
+    if (served === undefined) {
+      return { code: 'POLICY_MISMATCH', message: `key config does not serve model ${name} named by the policy (it serves: ${kc.models.map((m) => m.name).join(', ') || 'none'})` };
+    }
+    if (!timingSafeEqualBytes(served.digest, digest)) {
+      return { code: 'POLICY_MISMATCH', message: `model ${name} digest is ${toHex(served.digest)}; the policy expects ${toHex(digest)}` };
+    }
   }
   return null;
 }

@@ -192,7 +192,7 @@ export async function verifyTdxEvidence(bundle: EvidenceBundle, options: TdxVeri
   const quoted = run.run('quote', 'CERT_CHAIN_INVALID', () => {
     const root = new X509Certificate(options.rootCaPem ?? INTEL_SGX_ROOT_CA_PEM);
     if (options.rootCaPem === undefined && root.fingerprint256 !== INTEL_SGX_ROOT_CA_FINGERPRINT256) {
-      throw new CloisterError('ROOT_UNTRUSTED', 'pinned Intel root does not match its fingerprint');
+      throw new CloisterError('ROOT_UNTRUSTED', `pinned Intel root has SHA-256 ${root.fingerprint256}, not ${INTEL_SGX_ROOT_CA_FINGERPRINT256}`);
     }
     // dcap-qvl neither verifies the CRLs' signatures nor their validity (./crl.ts), nor looks
     // at the root certificate the quote presents: every byte of the evidence must count.
