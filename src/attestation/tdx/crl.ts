@@ -109,3 +109,15 @@ export function checkTdxCollateralCrls(collateral: Collateral, root: X509Certifi
   const pckNext = checkCrl(bytesOf(collateral.pck_crl, 'pck_crl'), signer, at, 'pck_crl');
   return rootNext.getTime() < pckNext.getTime() ? rootNext : pckNext;
 }
+
+/** A DER CRL's nextUpdate (no signature check: for scheduling refreshes only). */
+export function crlNextUpdate(der: Uint8Array, what: string): Date {
+  let next: Date | undefined;
+  try {
+    next = AsnConvert.parse(der, CertificateList).tbsCertList.nextUpdate?.getTime();
+  } catch (cause) {
+    throw new CloisterError('EVIDENCE_MALFORMED', `TDX collateral ${what}: is not a DER CRL`, { cause });
+  }
+  if (next === undefined) throw new CloisterError('EVIDENCE_MALFORMED', `TDX collateral ${what}: has no nextUpdate`);
+  return next;
+}

@@ -48,6 +48,11 @@ export interface TdxVerifyOptions {
   readonly collateral?: Uint8Array | Collateral;
   /** Optional PCS fetcher, consulted only when no collateral is available otherwise. */
   readonly pcs?: PcsCollateralFetcher;
+  /**
+   * Fetch collateral yourself: use `collateral` / `pcs` even when the evidence carries some
+   * (the evidence's collateral is then ignored). Default false.
+   */
+  readonly ignoreEvidenceCollateral?: boolean;
   /** Replace the pinned Intel root (tests only): PEM. */
   readonly rootCaPem?: string;
   readonly maxQuoteBytes?: number;
@@ -169,7 +174,7 @@ export async function verifyTdxEvidence(bundle: EvidenceBundle, options: TdxVeri
 
   let collateral: Collateral | undefined;
   const collected = await run.runAsync('collateral', 'EVIDENCE_MALFORMED', async () => {
-    if (bundle.collateral !== undefined && bundle.collateral.byteLength > 0) {
+    if (bundle.collateral !== undefined && bundle.collateral.byteLength > 0 && options.ignoreEvidenceCollateral !== true) {
       collateral = parseTdxCollateral(bundle.collateral, options.maxCollateralBytes);
       return 'from evidence';
     }

@@ -26,6 +26,7 @@ import type { ListenTarget } from '../../server/server.js';
 import { one, parseArgs } from './args.js';
 import type { Engine } from '../../inference/types.js';
 import { UPSTREAM_SERVE_FLAGS, UPSTREAM_SERVE_USAGE, upstreamFromArgs } from '../../inference/upstream/index.js';
+import { TDX_COLLATERAL_FLAGS, tdxCollateralFromArgs } from './tdx-collateral-args.js';
 
 export const summary = 'run the Cloister server (sealed, attested inference)';
 
@@ -41,6 +42,14 @@ const USAGE = `usage: cloister serve --model [name=]dir [--model ...] [--embedde
   --platform   TEE to attest with (default auto: detect, else SIMULATED with a warning)
   --state-dir  where the simulated root and development policy are written (default .cloister)
   --request-timeout-s  deadline of one request, streaming included (default 60; raise it for long generations)
+
+TDX collateral (attached to the evidence so clients can verify offline; docs/DEPLOY.md):
+  --tdx-collateral FILE|none          read it from FILE (re-read at each refresh), or attach none
+                                      (clients then fetch it: verify --pccs / SDK tdx.pcs)
+  --tdx-pccs-url URL                  else fetch from Intel PCS or this PCCS
+                                      (default https://api.trustedservices.intel.com)
+  --tdx-collateral-refresh-minutes N  refresh at least this often (default 60; also 24 h before it expires)
+  --tdx-pcs-timeout-s N               per PCS request (default 15)
 
 ${UPSTREAM_SERVE_USAGE}`;
 
@@ -66,7 +75,7 @@ const BAR = '='.repeat(78);
 
 export async function run(argv: string[]): Promise<number> {
   const args = parseArgs(argv, {
-    values: ['model', 'embedder', 'listen', 'socket', 'platform', 'state-dir', 'key-rotation-minutes', 'request-timeout-s', 'log-level', ...UPSTREAM_SERVE_FLAGS],
+    values: ['model', 'embedder', 'listen', 'socket', 'platform', 'state-dir', 'key-rotation-minutes', 'request-timeout-s', 'log-level', ...UPSTREAM_SERVE_FLAGS, ...TDX_COLLATERAL_FLAGS],
     multi: ['model', 'embedder'],
   });
   if (args.flags.has('help')) {
@@ -109,9 +118,11 @@ export async function run(argv: string[]): Promise<number> {
   for (const e of engines) await e.start();
 
   const keyRotationIntervalMs = rotationMinutes === undefined ? undefined : rotationMinutes * 60_000;
+  const tdxCollateral = selection.platform === 'tdx' ? tdxCollateralFromArgs((name) => one(args, name)) : undefined;
   const pa = await preparePlatform({
     selection,
     engines,
+    ...(tdxCollateral === undefined ? {} : { options: { tee: { tdx: { collateral: (quote: Uint8Array) => tdxCollateral.get(quote) } } } }),
     ...(keyRotationIntervalMs === undefined ? {} : { keyRotationIntervalMs }),
     ...(limits === undefined ? {} : { limits }),
   }).catch(
