@@ -135,6 +135,11 @@ describe('cloister verify on a simulated evidence file', () => {
     expect(wrongPlatform.err).toMatch(/holds simulated evidence, but --platform is nitro/);
   });
 
+  it('--root accepts DER as well as PEM', async () => {
+    const derRoot = writeTemp(new Uint8Array(Buffer.from(sim.rootPem.replace(/-----[A-Z ]+-----|\s/g, ''), 'base64')));
+    expect((await cli([filePath, '--root', derRoot, '--at', AT])).code).toBe(0);
+  });
+
   it('--json carries the key config', async () => {
     const r = await cli([filePath, '--root', rootPath, '--at', AT, '--json']);
     expect(r.code).toBe(0);

@@ -2,7 +2,7 @@
  * `cloister verify --platform sev-snp|tdx` on the real vectors in test/vectors
  * (skipped with a note when absent).
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -42,6 +42,28 @@ describeWithVectors(['sev-snp', 'tdx'], 'cloister verify --platform sev-snp / td
     expect(out.claims.measurements['MEASUREMENT']).toBe('7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d3e1a0dc39b2c60bd95b9c480cd81841f');
     expect(out.claims.details['reportedTcb']).toEqual({ bootloader: 3, tee: 0, snp: 8, microcode: 115 });
     expect(out.claims.details['policy']).toMatchObject({ debug: false, raw: '0x30000' });
+  });
+
+  it('--vcek accepts PEM as well as DER; a garbage file fails with an error naming the file', async () => {
+    const der = await readFile(snp('snp_virtee_milan_vcek.der'));
+    const pemPath = join(tmp, 'vcek.pem');
+    await writeFile(pemPath, `-----BEGIN CERTIFICATE-----\n${(der.toString('base64').match(/.{1,64}/g) ?? []).join('\n')}\n-----END CERTIFICATE-----\n`);
+    for (const vcek of [snp('snp_virtee_milan_vcek.der'), pemPath]) {
+      const io = capture();
+      expect(await run([snp('snp_virtee_milan_report.bin'), '--platform', 'sev-snp', '--vcek', vcek, '--at', '2024-06-01T00:00:00Z'], io), io.stderr.join('\n')).toBe(0);
+    }
+    for (const [name, bytes, why] of [
+      ['garbage.bin', Buffer.from('not a certificate at all'), /neither DER X\.509 nor PEM/],
+      ['truncated.der', der.subarray(0, 100), /DER length does not match the file size/],
+      ['bad.pem', Buffer.from('-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n'), /certificate 1 is not valid X\.509/],
+    ] as const) {
+      const p = join(tmp, name);
+      await writeFile(p, bytes);
+      const io = capture();
+      expect(await run([snp('snp_virtee_milan_report.bin'), '--platform', 'sev-snp', '--vcek', p, '--at', '2024-06-01T00:00:00Z'], io)).toBe(1);
+      expect(io.stderr.join('\n')).toContain(`VCEK file ${p}`);
+      expect(io.stderr.join('\n')).toMatch(why);
+    }
   });
 
   it('sev-snp: the debug report fails a policy file with DEBUG_MODE and exits 1', async () => {

@@ -12,6 +12,7 @@ import type { CloisterClient } from '../../client/client.js';
 import { DEFAULT_GATEWAY_MAX_REQUEST_BYTES, parseListen, startGateway } from '../../client/gateway/index.js';
 import type { Gateway } from '../../client/gateway/index.js';
 import { isLoopbackHost } from '../../inference/upstream/target.js';
+import { certificatesFromFile } from '../../attestation/x509/certificate.js';
 
 export const summary = 'local OpenAI-compatible gateway that verifies the server and seals every request';
 
@@ -86,8 +87,12 @@ export async function startFromArgs(argv: readonly string[], env: NodeJS.Process
     }
   }
   const policy = await readLimited(values.policy, 'policy file');
-  const roots: string[] = [];
-  for (const path of values.root ?? []) roots.push(await readLimited(path, 'root file'));
+  const roots: Uint8Array[] = [];
+  // PEM or DER, every certificate in each file.
+  for (const path of values.root ?? []) {
+    await readLimited(path, 'root file'); // exists, within the size bound
+    roots.push(...certificatesFromFile(new Uint8Array(await readFile(path)), path, 'root file'));
+  }
 
   // Fail closed: nothing listens until the attestation verified.
   const client = await connect(values.url, { policy, ...(roots.length === 0 ? {} : { trustedRoots: { simulated: roots } }) });
