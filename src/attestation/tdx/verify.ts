@@ -184,7 +184,7 @@ export async function verifyTdxEvidence(bundle: EvidenceBundle, options: TdxVeri
     }
     if (options.pcs !== undefined) {
       collateral = await options.pcs.fetch(evidence, q.certificationData);
-      return 'from Intel PCS';
+      return 'fetched from PCS / PCCS';
     }
     throw new CloisterError('NOT_FOUND', 'no TDX collateral: none in the evidence and none given');
   });

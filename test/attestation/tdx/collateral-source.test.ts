@@ -170,7 +170,19 @@ describeWithVectors('tdx', 'TDX collateral from a (stand-in) PCCS', () => {
     expect(fromEvidence.steps.find((s) => !s.ok)?.step).toBe('collateral');
     const own = await verifyTdxEvidence(bundle, { ...opts, ignoreEvidenceCollateral: true });
     expect(own.steps.filter((s) => !s.ok)).toEqual([]);
-    expect(own.steps.find((s) => s.step === 'collateral')?.detail).toBe('from Intel PCS');
+    expect(own.steps.find((s) => s.step === 'collateral')?.detail).toBe('fetched from PCS / PCCS');
+  });
+
+  it('cloister verify --pccs fetches the collateral itself', async () => {
+    const { run } = await import('../../../src/cli/commands/verify.js');
+    const qPath = path.join(work, 'quote.bin');
+    writeFileSync(qPath, quote());
+    const out: string[] = [];
+    const err: string[] = [];
+    const code = await run([qPath, '--platform', 'tdx', '--pccs', pccs.url, '--at', new Date(NOW).toISOString()], { out: (t) => out.push(t), err: (t) => err.push(t) });
+    expect(code, err.join('\n')).toBe(0);
+    expect(out.join('\n')).toMatch(/ok +collateral +fetched from PCS \/ PCCS/);
+    expect(pccs.requests.length).toBe(4);
   });
 
   it('serve flags: file and URL are alternatives; none attaches nothing', async () => {
