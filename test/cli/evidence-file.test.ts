@@ -140,6 +140,17 @@ describe('cloister verify on a simulated evidence file', () => {
     expect((await cli([filePath, '--root', derRoot, '--at', AT])).code).toBe(0);
   });
 
+  it('a policy that pins the simulated root replaces --root (as the development policy does)', async () => {
+    const pinned = writeTemp(JSON.stringify({ version: 1, platforms: { simulated: sim.policySection() } }));
+    expect(sim.policySection().rootSha256).toBe(sim.rootSha256Hex);
+    expect((await cli([filePath, '--policy', pinned, '--at', AT])).code).toBe(0);
+    const wrong = writeTemp(JSON.stringify({ version: 1, platforms: { simulated: { ...sim.policySection(), rootSha256: 'ab'.repeat(32) } } }));
+    const r = await cli([filePath, '--policy', wrong, '--at', AT]);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(`the presented root has SHA-256 ${sim.rootSha256Hex}; the pinned root SHA-256 is ${'ab'.repeat(32)}`);
+    expect((await cli([filePath, '--at', AT])).code).toBe(2);
+  });
+
   it('--json carries the key config', async () => {
     const r = await cli([filePath, '--root', rootPath, '--at', AT, '--json']);
     expect(r.code).toBe(0);

@@ -109,18 +109,18 @@ function nitroLike(platform: 'nitro' | 'simulated'): PlatformHandler {
   return {
     usage:
       platform === 'nitro'
-        ? '--platform nitro [--root <pem>]   (default root: the bundled AWS Nitro Enclaves Root G1)'
-        : '--platform simulated --root <pem> (the root the simulated server wrote; required)',
+        ? '--platform nitro [--root <pem|der>]   (default root: the bundled AWS Nitro Enclaves Root G1)'
+        : '--platform simulated --root <pem|der> (the root the simulated server wrote; or a --policy pinning its rootSha256)',
     async verify(ctx) {
       const roots = await readRoots(ctx.values.root);
-      if (platform === 'simulated' && roots === undefined) {
-        throw new UsageError('--platform simulated requires --root <pem>: simulated evidence is trusted only explicitly');
-      }
       const section = ctx.policy === undefined ? undefined : ctx.policy.platforms[platform];
       if (ctx.policy !== undefined && section === undefined) {
         throw new CloisterError('POLICY_MISMATCH', `the policy has no ${platform} section`);
       }
       const rootSha256 = platform === 'simulated' ? ctx.policy?.platforms.simulated?.rootSha256 : undefined;
+      if (platform === 'simulated' && roots === undefined && rootSha256 === undefined) {
+        throw new UsageError('--platform simulated requires --root <pem> (or a --policy that pins rootSha256): simulated evidence is trusted only explicitly');
+      }
       const options: VerifyNitroOptions = {
         platform,
         at: ctx.at,
