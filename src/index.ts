@@ -16,10 +16,13 @@ export {
   verifySevSnpEvidence,
   verifyTdxEvidence,
   PLATFORMS,
+  encodeEvidenceFile,
+  decodeEvidenceFile,
 } from './attestation/index.js';
 export type {
   Attester,
   EvidenceBundle,
+  EvidenceFile,
   Platform,
   Policy,
   VerificationReport,

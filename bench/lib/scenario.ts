@@ -12,7 +12,7 @@ export interface ScenarioContext {
   /** Smoke mode: a second or two per scenario, numbers are not meaningful. */
   readonly smoke: boolean;
   readonly progress: Progress;
-  /** Absolute path of the repository root (for models/ and ../shared/vectors). */
+  /** Absolute path of the repository root (for models/ and test/vectors). */
   readonly repoRoot: string;
   /** Default interleaving plan for this mode; scenarios may scale it. */
   readonly timing: Timing;

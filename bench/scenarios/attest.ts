@@ -2,7 +2,7 @@
  * bench:attest - what a client pays to verify evidence, per platform, and what the server
  * pays to produce it on the simulated platform.
  *
- * - Real evidence from ../shared/vectors (Nitro document, SEV-SNP report + VCEK, TDX quote +
+ * - Real evidence from test/vectors (Nitro document, SEV-SNP report + VCEK, TDX quote +
  *   collateral), verified at the fixed time from each sidecar. A platform whose vectors (or
  *   verifier) are absent is skipped with a note.
  * - Simulated evidence (always): documents from the simulated attester, verified by the same
@@ -59,7 +59,7 @@ export const scenario: Scenario = {
   title: 'evidence verification per platform (cold, warm) and simulated evidence generation',
   async run(ctx: ScenarioContext): Promise<ScenarioResult> {
     const out = new ResultBuilder();
-    const vectors = path.resolve(ctx.repoRoot, '..', 'shared', 'vectors');
+    const vectors = path.resolve(ctx.repoRoot, 'test', 'vectors');
     const platforms: Platform[] = [];
 
     // Simulated: always available.
@@ -97,7 +97,7 @@ export const scenario: Scenario = {
         tolerated: ['binding'],
         verify: () => Promise.resolve(verifyNitroDocument(doc, { at: new Date(ts + 60_000), pcrs })),
       });
-    } else out.notes.push('nitro: ../shared/vectors absent, real Nitro document skipped');
+    } else out.notes.push('nitro: test/vectors absent, real Nitro document skipped');
 
     const snpFile = path.join(vectors, 'sev-snp', 'snp_virtee_milan_report.bin');
     if (existsSync(snpFile)) {
@@ -116,7 +116,7 @@ export const scenario: Scenario = {
             { policy, at: new Date('2024-06-01T00:00:00Z'), skipBinding: true },
           ),
       });
-    } else out.notes.push('sev-snp: ../shared/vectors absent, real SEV-SNP report skipped');
+    } else out.notes.push('sev-snp: test/vectors absent, real SEV-SNP report skipped');
 
     const tdx = await loadTdx(vectors, out.notes);
     if (tdx !== undefined) platforms.push(tdx);
@@ -156,15 +156,15 @@ export const scenario: Scenario = {
   },
 };
 
-/** TDX: the Phala v4 quote with its collateral, verified at the sidecar's `now_used`. */
+/** TDX: the Phala v4 quote with its collateral, verified an hour before the sidecar's `now_used` (its PCK CRL expires just before that). */
 async function loadTdx(vectors: string, notes: string[]): Promise<Platform | undefined> {
   const quoteFile = path.join(vectors, 'tdx', 'tdx_phala_v4_quote.bin');
   if (!existsSync(quoteFile)) {
-    notes.push('tdx: ../shared/vectors absent, real TDX quote skipped');
+    notes.push('tdx: test/vectors absent, real TDX quote skipped');
     return undefined;
   }
   const side = readJson(path.join(vectors, 'tdx', 'tdx_phala_v4.json'));
-  const at = new Date(Number(side['now_used']) * 1000);
+  const at = new Date((Number(side['now_used']) - 3600) * 1000);
   const measured = side['measured'] as Record<string, unknown> | undefined;
   const mrTd = typeof measured?.['mr_td'] === 'string' ? measured['mr_td'] : '';
   if (mrTd.length !== 96) {

@@ -5,6 +5,8 @@ export { parsePolicy, policyFromJson, POLICY_VERSION } from './policy.js';
 export type { Policy, NitroPolicy, SimulatedPolicy, PlatformPolicies } from './policy.js';
 export { reportDataFor, nitroBindingFor, checkReportDataBinding, REPORT_DATA_LABEL } from './binding.js';
 export { PLATFORMS } from './types.js';
+export { encodeEvidenceFile, decodeEvidenceFile, looksLikeEvidenceFile, EVIDENCE_FILE_FORMAT, EVIDENCE_FILE_VERSION } from './evidence-file.js';
+export type { EvidenceFile } from './evidence-file.js';
 export type {
   AttestationRequest,
   Attester,

@@ -27,6 +27,7 @@ import type { SevSnpVerifyOptions } from './sev-snp/index.js';
 import { verifyTdxEvidence } from './tdx/index.js';
 import type { TdxVerifyOptions } from './tdx/index.js';
 import { PLATFORMS } from './types.js';
+import { toHex } from './hex.js';
 import type { EvidenceBundle, Platform, VerificationReport, VerificationStep, VerifiedClaims } from './types.js';
 import type { CertificateInput } from './x509/certificate.js';
 
@@ -195,7 +196,7 @@ export async function verifyEvidence(bundle: EvidenceBundle, options: VerifyEvid
   const steps: VerificationStep[] = [];
 
   if (options.policy.platforms[platform] === undefined) {
-    return failWith(platform, steps, 'policy', 'POLICY_MISMATCH', `the policy does not accept platform ${platform}`);
+    return failWith(platform, steps, 'policy', 'POLICY_MISMATCH', `the policy does not accept platform ${platform} (it names: ${Object.keys(options.policy.platforms).join(', ')})`);
   }
   if (options.policy.nonceRequired && (nonce === undefined || nonce.byteLength === 0)) {
     return failWith(platform, steps, 'binding', 'INVALID_ARGUMENT', 'the policy requires a nonce and none was given');
@@ -226,7 +227,7 @@ export async function verifyEvidence(bundle: EvidenceBundle, options: VerifyEvid
   }
 
   // The key config, now known to come from the TEE: its own claims must hold too.
-  const kcProblem = checkKeyConfig(keyConfig, platform, at, options.policy);
+  const kcProblem = checkKeyConfigClaims(keyConfig, platform, at, options.policy);
   if (kcProblem !== null) return failWith(platform, report.steps, 'key-config', kcProblem.code, kcProblem.message, claims);
   const finalReport: VerificationReport = {
     ...report,
@@ -235,17 +236,26 @@ export async function verifyEvidence(bundle: EvidenceBundle, options: VerifyEvid
   return { platform, simulated: platform === 'simulated', keyConfig, keyConfigBytes, claims, report: finalReport };
 }
 
-function checkKeyConfig(kc: KeyConfig, platform: Platform, at: Date, policy: Policy): { code: ErrorCode; message: string } | null {
+/**
+ * The key config's own claims, once the evidence binding it verified: its platform, its
+ * validity window at `at`, and the model digests the policy pins (when a policy is given).
+ * Null when they hold; else the code and message of the first that does not.
+ */
+export function checkKeyConfigClaims(kc: KeyConfig, platform: Platform, at: Date, policy?: Policy): { code: ErrorCode; message: string } | null {
   if (kc.platform !== platform) {
     return { code: 'BINDING_MISMATCH', message: `key config names platform ${kc.platform}, evidence is ${platform}` };
   }
   const now = at.getTime() / 1000;
-  if (now < kc.notBefore - KEY_CONFIG_CLOCK_SKEW_SECONDS) return { code: 'KEY_STALE', message: 'key config is not valid yet' };
-  if (now > kc.expiresAt) return { code: 'KEY_STALE', message: 'key config has expired; refetch it' };
-  for (const [name, digest] of policy.models ?? []) {
+  if (now < kc.notBefore - KEY_CONFIG_CLOCK_SKEW_SECONDS) return { code: 'KEY_STALE', message: `key config is not valid until ${new Date(kc.notBefore * 1000).toISOString()}` };
+  if (now > kc.expiresAt) return { code: 'KEY_STALE', message: `key config expired at ${new Date(kc.expiresAt * 1000).toISOString()}; refetch it` };
+  for (const [name, digest] of policy?.models ?? []) {
     const served = kc.models.find((m) => m.name === name);
-    if (served === undefined) return { code: 'POLICY_MISMATCH', message: `key config does not serve model ${name} named by the policy` };
-    if (!timingSafeEqualBytes(served.digest, digest)) return { code: 'POLICY_MISMATCH', message: `model ${name} digest differs from the policy` };
+    if (served === undefined) {
+      return { code: 'POLICY_MISMATCH', message: `key config does not serve model ${name} named by the policy (it serves: ${kc.models.map((m) => m.name).join(', ') || 'none'})` };
+    }
+    if (!timingSafeEqualBytes(served.digest, digest)) {
+      return { code: 'POLICY_MISMATCH', message: `model ${name} digest is ${toHex(served.digest)}; the policy expects ${toHex(digest)}` };
+    }
   }
   return null;
 }

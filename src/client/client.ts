@@ -28,6 +28,7 @@ import { CloisterError, isErrorCode } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
 import type { EvidenceBundle, Platform, VerificationReport } from '../attestation/types.js';
 import { verifyEvidence } from '../attestation/verify.js';
+import { encodeEvidenceFile } from '../attestation/evidence-file.js';
 import type { TrustedRoots, VerifyEvidenceOptions } from '../attestation/verify.js';
 import { parsePolicy } from '../attestation/policy.js';
 import type { Policy } from '../attestation/policy.js';
@@ -64,8 +65,12 @@ export interface ConnectOptions {
   readonly transport?: TransportLimits;
   /** Deadline for each request, from send to final chunk. Default 120 s. */
   readonly requestTimeoutMs?: number;
-  /** Extra platform verifier inputs (SEV-SNP VCEK, Nitro document limits). */
-  readonly verify?: Pick<VerifyEvidenceOptions, 'sevSnp' | 'nitro'>;
+  /**
+   * Extra platform verifier inputs: SEV-SNP VCEK, Nitro document limits, TDX collateral (a
+   * file's bytes, or `pcs: new PcsCollateralFetcher({ baseUrl })` to fetch it yourself, with
+   * `ignoreEvidenceCollateral: true` to prefer it over what the server attached).
+   */
+  readonly verify?: Pick<VerifyEvidenceOptions, 'sevSnp' | 'nitro' | 'tdx'>;
   /**
    * WebSocket only: how a lost connection (server idle timeout, restart, network blip) is
    * healed. The next request reconnects with bounded exponential backoff, fetches FRESH
@@ -135,6 +140,9 @@ export const DEFAULT_CLIENT_REQUEST_TIMEOUT_MS = 120_000;
 interface Attested {
   readonly keyConfig: KeyConfig;
   readonly report: VerificationReport;
+  /** The verified evidence as received, and the nonce it was requested with (for evidenceFile()). */
+  readonly bundle: EvidenceBundle;
+  readonly nonce: Uint8Array | undefined;
 }
 
 /** Per-attempt state: whether results reached the caller, and the key the request was sealed to. */
@@ -313,6 +321,14 @@ export class CloisterClient {
   /** The per-step verification report of the evidence in use. */
   get report(): VerificationReport {
     return this.attested.report;
+  }
+
+  /**
+   * The evidence in use as an evidence file (the format `cloister attest --out` writes): save
+   * it, and anyone can verify it later with `cloister verify FILE` (src/attestation/evidence-file.ts).
+   */
+  evidenceFile(): Uint8Array {
+    return encodeEvidenceFile(this.attested.bundle, this.attested.nonce);
   }
 
   /** Models listed in the attested key config that the policy lets us use (all of them when it pins none). */
@@ -629,7 +645,7 @@ async function attest(transport: ClientTransport, options: ConnectOptions, polic
     ...(useNonce === undefined ? {} : { nonce: useNonce }),
     at: new Date(now()),
   });
-  return { keyConfig: verified.keyConfig, report: verified.report };
+  return { keyConfig: verified.keyConfig, report: verified.report, bundle, nonce: useNonce };
 }
 
 /** Connects to a Cloister server and verifies it (see CloisterClient.connect). */

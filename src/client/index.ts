@@ -13,4 +13,7 @@ export type { OpenAIClient, OpenAIClientOptions, SealedRequester } from './opena
 export { startGateway } from './gateway/index.js';
 export type { Gateway, GatewayOptions } from './gateway/index.js';
 export { parsePolicy } from '../attestation/policy.js';
+export { decodeEvidenceFile, encodeEvidenceFile } from '../attestation/evidence-file.js';
+export type { EvidenceFile } from '../attestation/evidence-file.js';
+export { PcsCollateralFetcher } from '../attestation/tdx/collateral.js';
 export type { Policy } from '../attestation/policy.js';

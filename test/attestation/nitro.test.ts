@@ -1,5 +1,5 @@
 /**
- * Nitro attestation documents captured on real hardware (../shared/vectors/nitro): each
+ * Nitro attestation documents captured on real hardware (test/vectors/nitro): each
  * verifies at its own timestamp with the bundled AWS root, and every kind of tampering,
  * a wrong time, a wrong root and a wrong PCR policy are rejected.
  */

@@ -1,7 +1,7 @@
 /**
  * verifyEvidence (the client path) always checks the key-config binding for SEV-SNP, even when
  * an untyped caller smuggles the CLI's inspection-only switches into the platform options.
- * Uses the real Milan report from ../shared/vectors (skipped with a note when absent).
+ * Uses the real Milan report from test/vectors.
  */
 import { expect, it } from 'vitest';
 import { encodeKeyConfig } from '../../src/protocol/key-config.js';

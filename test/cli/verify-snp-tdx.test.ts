@@ -1,8 +1,8 @@
 /**
- * `cloister verify --platform sev-snp|tdx` on the real vectors in ../shared/vectors
+ * `cloister verify --platform sev-snp|tdx` on the real vectors in test/vectors
  * (skipped with a note when absent).
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -42,6 +42,28 @@ describeWithVectors(['sev-snp', 'tdx'], 'cloister verify --platform sev-snp / td
     expect(out.claims.measurements['MEASUREMENT']).toBe('7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d3e1a0dc39b2c60bd95b9c480cd81841f');
     expect(out.claims.details['reportedTcb']).toEqual({ bootloader: 3, tee: 0, snp: 8, microcode: 115 });
     expect(out.claims.details['policy']).toMatchObject({ debug: false, raw: '0x30000' });
+  });
+
+  it('--vcek accepts PEM as well as DER; a garbage file fails with an error naming the file', async () => {
+    const der = await readFile(snp('snp_virtee_milan_vcek.der'));
+    const pemPath = join(tmp, 'vcek.pem');
+    await writeFile(pemPath, `-----BEGIN CERTIFICATE-----\n${(der.toString('base64').match(/.{1,64}/g) ?? []).join('\n')}\n-----END CERTIFICATE-----\n`);
+    for (const vcek of [snp('snp_virtee_milan_vcek.der'), pemPath]) {
+      const io = capture();
+      expect(await run([snp('snp_virtee_milan_report.bin'), '--platform', 'sev-snp', '--vcek', vcek, '--at', '2024-06-01T00:00:00Z'], io), io.stderr.join('\n')).toBe(0);
+    }
+    for (const [name, bytes, why] of [
+      ['garbage.bin', Buffer.from('not a certificate at all'), /neither DER X\.509 nor PEM/],
+      ['truncated.der', der.subarray(0, 100), /DER length does not match the file size/],
+      ['bad.pem', Buffer.from('-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n'), /certificate 1 is not valid X\.509/],
+    ] as const) {
+      const p = join(tmp, name);
+      await writeFile(p, bytes);
+      const io = capture();
+      expect(await run([snp('snp_virtee_milan_report.bin'), '--platform', 'sev-snp', '--vcek', p, '--at', '2024-06-01T00:00:00Z'], io)).toBe(1);
+      expect(io.stderr.join('\n')).toContain(`VCEK file ${p}`);
+      expect(io.stderr.join('\n')).toMatch(why);
+    }
   });
 
   it('sev-snp: the debug report fails a policy file with DEBUG_MODE and exits 1', async () => {
@@ -85,9 +107,9 @@ describeWithVectors(['sev-snp', 'tdx'], 'cloister verify --platform sev-snp / td
     expect(io.stderr.join('\n')).toMatch(/CERT_CHAIN_INVALID at step endorsement-key/);
   });
 
-  it('tdx: v4 quote with collateral at now_used prints MRTD, RTMRs, status and exits 0', async () => {
+  it('tdx: v4 quote with collateral an hour before now_used (the PCK CRL expires before it) prints MRTD, RTMRs, status and exits 0', async () => {
     const io = capture();
-    const code = await run([tdx('tdx_phala_v4_quote.bin'), '--platform', 'tdx', '--collateral', tdx('tdx_phala_v4_collateral.json'), '--at', '2025-07-19T10:16:02Z'], io);
+    const code = await run([tdx('tdx_phala_v4_quote.bin'), '--platform', 'tdx', '--collateral', tdx('tdx_phala_v4_collateral.json'), '--at', '2025-07-19T09:16:02Z'], io);
     expect(code).toBe(0);
     const text = io.stdout.join('\n');
     expect(text).toMatch(/MRTD\s+91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7/);
@@ -97,11 +119,11 @@ describeWithVectors(['sev-snp', 'tdx'], 'cloister verify --platform sev-snp / td
 
   it('tdx: the outdated quote fails with TCB_STATUS_REJECTED; nearai is OutOfDate unless the policy names it', async () => {
     const io = capture();
-    expect(await run([tdx('tdx_phala_outdated_quote.bin'), '--platform', 'tdx', '--collateral', tdx('tdx_phala_outdated_collateral.json'), '--at', '2026-03-20T10:42:14Z'], io)).toBe(1);
+    expect(await run([tdx('tdx_phala_outdated_quote.bin'), '--platform', 'tdx', '--collateral', tdx('tdx_phala_outdated_collateral.json'), '--at', '2026-03-20T09:42:14Z'], io)).toBe(1);
     expect(io.stderr.join('\n')).toMatch(/TCB_STATUS_REJECTED at step quote/);
 
     const io2 = capture();
-    const args = [tdx('tdx_nearai_quote.bin'), '--platform', 'tdx', '--collateral', tdx('tdx_phala_outdated_collateral.json'), '--at', '2026-03-20T10:42:14Z', '--json'];
+    const args = [tdx('tdx_nearai_quote.bin'), '--platform', 'tdx', '--collateral', tdx('tdx_phala_outdated_collateral.json'), '--at', '2026-03-20T09:42:14Z', '--json'];
     expect(await run(args, io2)).toBe(1);
     const out = JSON.parse(io2.stdout.join('\n')) as { claims: { details: { tcbStatus: string; advisoryIds: string[] } } };
     expect(out.claims.details.tcbStatus).toBe('OutOfDate');

@@ -24,11 +24,13 @@ import { loadNativeCrypto, nativeCryptoSelfTest } from '../../src/native/crypto.
 import type { NativeCrypto } from '../../src/native/crypto.js';
 import { openChunkedRequest, sealChunkedRequest } from '../../src/protocol/index.js';
 import { codeOf } from '../helpers/errors.js';
+import { requirePresent } from '../helpers/ci.js';
 import { AES, CHACHA } from './suites.js';
 
 const load = loadNativeCrypto();
 const native = load.crypto;
-if (native === undefined) console.log(`note: native crypto unavailable (${load.reason}); skipping the native-only tests`);
+// Outside CI a missing addon skips the native checks; CI=true fails instead.
+const skipNative = requirePresent(native !== undefined, `native crypto (${load.reason ?? 'addon not built'})`);
 
 const bytes = (n: number): Uint8Array => new Uint8Array(randomBytes(n));
 const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s);
@@ -112,13 +114,13 @@ describe('backend selection', () => {
     useCryptoBackend();
   });
 
-  it.skipIf(native === undefined)('auto picks native when the addon passed its self-test', () => {
+  it.skipIf(skipNative)('auto picks native when the addon passed its self-test', () => {
     expect(resolveCryptoBackend('auto').name).toBe('native');
     expect(on('native', () => cryptoBackendInfo().detail)).toMatch(/^OpenSSL 3\./);
   });
 });
 
-describe.skipIf(native === undefined)('native crypto (built addon)', () => {
+describe.skipIf(skipNative)('native crypto (built addon)', () => {
   const n = native as NativeCrypto;
 
   it('passes the known-answer self-test, and the self-test catches a broken implementation', () => {

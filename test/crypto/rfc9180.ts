@@ -1,5 +1,5 @@
 /**
- * Test-only parser for the RFC 9180 Appendix A test-vector text (../shared/vectors/hpke).
+ * Test-only parser for the RFC 9180 Appendix A test-vector text (test/vectors/hpke).
  * Not a test file itself; locating vectors is test/helpers/vectors.ts.
  */
 export type Rec = Map<string, string>;

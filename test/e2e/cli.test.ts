@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeWireMessage } from '../../src/protocol/wire.js';
+import { decodeEvidenceFile } from '../../src/attestation/evidence-file.js';
 import { buildDemoModels } from '../../src/inference/demo-model/build.js';
 import { until } from './helpers.js';
 
@@ -137,8 +137,27 @@ describe.skipIf(!haveDist)('cloister serve / policy / infer / attest (child proc
     const out = join(dir, 'evidence.cbor');
     const att = await runCli(['attest', '--url', wsUrl, '--nonce', 'a1b2c3', '--out', out]);
     expect(att.code).toBe(0);
-    const msg = decodeWireMessage(new Uint8Array(await readFile(out)));
-    expect(msg.t === 'evidence' && msg.bundle.platform).toBe('simulated');
+    const saved = decodeEvidenceFile(new Uint8Array(await readFile(out)));
+    expect(saved.bundle.platform).toBe('simulated');
+    expect(saved.nonce).toEqual(Uint8Array.of(0xa1, 0xb2, 0xc3));
+    // the auditor's round trip: the saved file verifies offline, with its key config and nonce
+    const verified = await runCli(['verify', out, '--platform', 'simulated', '--root', root, '--policy', policy]);
+    expect(verified.err).not.toMatch(/FAIL/);
+    expect(verified.code).toBe(0);
+    expect(verified.out).toContain('key config (bound by the evidence above)');
+    expect(verified.out).toMatch(/model +classifier \(text-classification\)/);
+    const httpOut = join(dir, 'evidence-http.cbor');
+    expect((await runCli(['attest', '--url', httpUrl, '--out', httpOut])).code).toBe(0);
+    expect((await runCli(['verify', httpOut, '--platform', 'simulated', '--root', root])).code).toBe(0);
+    // one flipped byte (in the key config, and in the evidence): exit 1
+    const bytes = new Uint8Array(await readFile(out));
+    for (const at of [bytes.byteLength - 40, Math.floor(bytes.byteLength / 2)]) {
+      const bad = Uint8Array.from(bytes);
+      bad[at] = (bad[at] ?? 0) ^ 0x01;
+      const badPath = join(dir, `flipped-${at}.cbor`);
+      await writeFile(badPath, bad);
+      expect((await runCli(['verify', badPath, '--platform', 'simulated', '--root', root])).code).toBe(1);
+    }
 
     // a tampered policy: refused with POLICY_MISMATCH
     const bad = JSON.parse(await readFile(policy, 'utf8')) as { models: Record<string, string> };

@@ -1,12 +1,14 @@
 /**
- * Test-only access to the shared vectors in ../shared/vectors (next to the repo root, never
- * copied into it; see its README.md). A fresh clone has no ../shared: tests that need a
- * vector then skip, and say so once on the console. Not a test file itself.
+ * Test-only access to the public vectors vendored in test/vectors (see its README.md for each
+ * file's source, commit and license). A checkout that lacks a vector makes the tests that need
+ * it skip, with one console note; under CI=true a missing vector is a failure instead (a test
+ * named after the missing file fails), so CI can never pass by skipping. Not a test file itself.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe } from 'vitest';
+import { requirePresent } from './ci.js';
 
 /** The repository root: the nearest folder above this file with a package.json (this file also runs compiled, from build/fuzz). */
 export const REPO_ROOT = findRepoRoot(path.dirname(fileURLToPath(import.meta.url)));
@@ -17,25 +19,28 @@ function findRepoRoot(from: string): string {
     if (path.dirname(dir) === dir) throw new Error(`no package.json above ${from}`);
   }
 }
-export const VECTORS_DIR = path.resolve(REPO_ROOT, '..', 'shared', 'vectors');
+export const VECTORS_DIR = path.resolve(REPO_ROOT, 'test', 'vectors');
 
-/** Absolute path of a file or folder under ../shared/vectors. */
+/** Absolute path of a file or folder under test/vectors. */
 export function vectorPath(rel: string): string {
   return path.join(VECTORS_DIR, rel);
 }
 
-const warned = new Set<string>();
+const reported = new Set<string>();
 
-/** True when every named file or folder exists; warns once for each one that does not. */
+/**
+ * True when every named file or folder exists. For each one that does not: a console note
+ * (outside CI) or a failing test (CI=true), once per path.
+ */
 export function hasVectors(...rels: readonly string[]): boolean {
   let ok = true;
   for (const rel of rels.length === 0 ? ['.'] : rels) {
     const p = vectorPath(rel);
     if (existsSync(p)) continue;
     ok = false;
-    if (!warned.has(p)) {
-      warned.add(p);
-      console.warn(`[vectors] ${p} is absent: skipping the tests that need it (a fresh clone has no ../shared)`);
+    if (!reported.has(p)) {
+      reported.add(p);
+      requirePresent(false, `test vector ${p}`);
     }
   }
   return ok;
@@ -55,9 +60,9 @@ export function readVectorJson<T>(rel: string): T {
 }
 
 /**
- * `describe` that is skipped, with one console note, unless every named vector exists. The
- * body is still collected when skipped, so it must read vectors only inside its tests (or
- * behind `hasVectors`).
+ * `describe` that is skipped, with one console note, unless every named vector exists (under
+ * CI=true the absence is a failing test instead). The body is still collected when skipped, so
+ * it must read vectors only inside its tests (or behind `hasVectors`).
  */
 export function describeWithVectors(rels: string | readonly string[], name: string, fn: () => void): void {
   const present = typeof rels === 'string' ? hasVectors(rels) : hasVectors(...rels);

@@ -354,7 +354,7 @@ describe('decoder modes of the other callers', () => {
   });
 
   const nitroDir = 'nitro';
-  describeWithVectors(nitroDir, 'real Nitro documents (../shared/vectors/nitro)', () => {
+  describeWithVectors(nitroDir, 'real Nitro documents (test/vectors/nitro)', () => {
     it('decode in Nitro mode, and every one also meets the shortest-head rule', () => {
       const files = readdirSync(vectorPath(nitroDir)).filter((f) => f.endsWith('.cbor'));
       expect(files.length).toBeGreaterThan(0);

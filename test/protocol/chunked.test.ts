@@ -48,7 +48,7 @@ interface CV {
   encapsulatedResponse: string;
 }
 
-describeWithVectors(CHUNKED, 'draft-ietf-ohai-chunked-ohttp-08 Appendix A (shared vectors)', () => {
+describeWithVectors(CHUNKED, 'draft-ietf-ohai-chunked-ohttp-08 Appendix A (test/vectors)', () => {
   const file = hasVectors(CHUNKED) ? readVectorJson<{ vectors: CV[] }>(CHUNKED) : { vectors: [] };
   for (const v of file.vectors) {
     const suite = suiteFromIds(v.kemId, v.kdfId, v.aeadId);

@@ -66,7 +66,7 @@ describe('RFC 9458 Appendix A (published values)', () => {
 });
 
 const JSON_9458 = 'ohttp/rfc9458.json';
-describeWithVectors(JSON_9458, 'shared ohttp/rfc9458.json', () => {
+describeWithVectors(JSON_9458, 'test/vectors ohttp/rfc9458.json', () => {
   interface V {
     keyConfig: string;
     privateKey: string;

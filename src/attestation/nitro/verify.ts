@@ -185,7 +185,7 @@ export function verifyNitroDocumentDetailed(bytes: Uint8Array, options: VerifyNi
       const pin = options.rootSha256 ?? new Uint8Array(0);
       const presentedSha256 = new Uint8Array(createHash('sha256').update(presentedRoot).digest());
       if (!timingSafeEqualBytes(presentedSha256, pin)) {
-        throw new CloisterError('ROOT_UNTRUSTED', 'the presented root does not have the pinned SHA-256');
+        throw new CloisterError('ROOT_UNTRUSTED', `the presented root has SHA-256 ${toHex(presentedSha256)}; the pinned root SHA-256 is ${toHex(pin)}`);
       }
       anchors = [presentedRoot];
     }
@@ -202,7 +202,7 @@ export function verifyNitroDocumentDetailed(bytes: Uint8Array, options: VerifyNi
     if (!result.ok) throw new CloisterError(result.code, result.message);
     const root = result.certificates[0];
     if (options.rootSha256 !== undefined && (root === undefined || !timingSafeEqualBytes(result.path[0]?.sha256 ?? new Uint8Array(0), options.rootSha256))) {
-      throw new CloisterError('ROOT_UNTRUSTED', 'the chain root does not have the pinned SHA-256');
+      throw new CloisterError('ROOT_UNTRUSTED', `the chain root has SHA-256 ${result.path[0] === undefined ? '(none)' : toHex(result.path[0].sha256)}; the pinned root SHA-256 is ${toHex(options.rootSha256)}`);
     }
     chainResult = result;
     return `${result.path.length} certificates to root ${root?.sha256Hex ?? '?'}`;
@@ -256,7 +256,12 @@ export function verifyNitroDocumentDetailed(bytes: Uint8Array, options: VerifyNi
         if (got === undefined || !timingSafeEqualBytes(got, want)) mismatched.push(i);
       }
       if (mismatched.length > 0) {
-        throw new CloisterError('POLICY_MISMATCH', `PCR ${mismatched.map((i) => `PCR${i}`).join(', ')} do not match the policy`);
+        // Measurements are not secret: name each expected and actual value.
+        const what = mismatched.map((i) => {
+          const got = d.pcrs.get(i);
+          return `PCR${i} is ${got === undefined ? '(absent)' : toHex(got)}, the policy expects ${toHex(expected.get(i) ?? new Uint8Array(0))}`;
+        });
+        throw new CloisterError('POLICY_MISMATCH', `${what.join('; ')}`);
       }
       return `${expected.size} PCRs match`;
     })

@@ -213,7 +213,7 @@ export function verifyAmdChain(ek: AmdEndorsementKey, options: AmdChainOptions):
     if (options.presentedAsk !== undefined) {
       const p = new X509Certificate(Buffer.from(options.presentedAsk));
       if (p.fingerprint256 !== issuer.fingerprint256) {
-        throw new CloisterError('ROOT_UNTRUSTED', 'evidence carries an ASK/ASVK that is not the pinned one');
+        throw new CloisterError('ROOT_UNTRUSTED', `evidence carries an ${ek.kind === 'vcek' ? 'ASK' : 'ASVK'} with SHA-256 ${p.fingerprint256}; the pinned ${set.product} one is ${issuer.fingerprint256}`);
       }
     }
     for (const c of [ark, issuer, ek.certificate]) {
@@ -238,5 +238,6 @@ export function verifyAmdChain(ek: AmdEndorsementKey, options: AmdChainOptions):
       detail: { product: issuedByOtherProduct },
     });
   }
-  throw new CloisterError('ROOT_UNTRUSTED', 'endorsement key is not issued by any pinned AMD key');
+  const pinned = rootSets.map((s) => `${s.product} ${ek.kind === 'vcek' ? s.askFingerprint256 : s.asvkFingerprint256}`).join(', ');
+  throw new CloisterError('ROOT_UNTRUSTED', `endorsement key (issuer ${ek.certificate.issuer.replace(/\n/g, ', ')}) is not issued by any pinned AMD ${ek.kind === 'vcek' ? 'ASK' : 'ASVK'} (SHA-256: ${pinned})`);
 }

@@ -24,7 +24,7 @@
  */
 import { timingSafeEqualBytes } from '../../crypto/ct.js';
 import { CloisterError } from '../../errors.js';
-import { fromHex } from '../hex.js';
+import { fromHex, toHex } from '../hex.js';
 import { SNP_POLICY_BIT, snpPolicyHas, type SnpReport } from './report.js';
 import { SNP_PRODUCTS, tcbAtLeast, type SnpProduct, type SnpTcbParts } from './tcb.js';
 
@@ -174,6 +174,19 @@ function mismatch(message: string, field: string): CloisterError {
   return new CloisterError('POLICY_MISMATCH', message, { detail: { field } });
 }
 
+/** "one of a, b" for error messages: measurements are not secret, so both sides are named. */
+function listed(values: readonly Uint8Array[]): string {
+  const hex = values.map(toHex);
+  return hex.length === 1 ? (hex[0] ?? '') : `one of ${hex.join(', ')}`;
+}
+
+function tcbText(t: Partial<SnpTcbParts>): string {
+  return (['bootloader', 'tee', 'snp', 'microcode', 'fmc'] as const)
+    .filter((k) => t[k] !== undefined)
+    .map((k) => `${k} ${String(t[k])}`)
+    .join(', ');
+}
+
 /**
  * Check a cryptographically verified report against the policy. Throws the first failure as a
  * CloisterError (DEBUG_MODE, TCB_MISMATCH or POLICY_MISMATCH; POLICY_INVALID for an empty
@@ -200,26 +213,32 @@ export function checkSevSnpPolicy(report: SnpReport, reportedTcb: SnpTcbParts, p
   if (policy.measurements.length === 0) throw invalid('names no measurement');
   const p = report.policy;
   checkSevSnpGuestPolicyDefaults(report, policy);
-  if (snpPolicyHas(p, SNP_POLICY_BIT.SMT) && !policy.allowSmt) throw mismatch('SEV-SNP guest policy allows SMT', 'policy.SMT');
+  if (snpPolicyHas(p, SNP_POLICY_BIT.SMT) && !policy.allowSmt) throw mismatch('SEV-SNP guest policy allows SMT (bit 16); the policy has allowSmt false', 'policy.SMT');
   if (!snpPolicyHas(p, SNP_POLICY_BIT.SINGLE_SOCKET) && policy.requireSingleSocket) {
-    throw mismatch('SEV-SNP guest policy does not require a single socket', 'policy.SINGLE_SOCKET');
+    throw mismatch('SEV-SNP guest policy does not require a single socket (bit 20 clear); the policy has requireSingleSocket true', 'policy.SINGLE_SOCKET');
   }
-  if (!oneOf(report.measurement, policy.measurements)) throw mismatch('launch measurement is not in the policy', 'measurement');
-  if (!policy.vmpl.includes(report.vmpl)) throw mismatch('report VMPL is not accepted', 'vmpl');
+  if (!oneOf(report.measurement, policy.measurements)) {
+    throw mismatch(`launch measurement is ${toHex(report.measurement)}; the policy expects ${listed(policy.measurements)}`, 'measurement');
+  }
+  if (!policy.vmpl.includes(report.vmpl)) throw mismatch(`report VMPL is ${report.vmpl}; the policy accepts ${policy.vmpl.join(', ')}`, 'vmpl');
   if (report.signingKey === 'vlek' && !policy.allowVlek) throw mismatch('VLEK-signed reports are not accepted', 'signing_key');
-  if (policy.minGuestSvn !== undefined && report.guestSvn < policy.minGuestSvn) throw mismatch('guest SVN is below the minimum', 'guest_svn');
+  if (policy.minGuestSvn !== undefined && report.guestSvn < policy.minGuestSvn) {
+    throw mismatch(`guest SVN is ${report.guestSvn}; the policy minimum is ${policy.minGuestSvn}`, 'guest_svn');
+  }
   if (policy.minTcb !== undefined && !tcbAtLeast(reportedTcb, policy.minTcb)) {
-    throw new CloisterError('TCB_MISMATCH', 'reported TCB is below the policy minimum', { detail: { field: 'reported_tcb' } });
+    throw new CloisterError('TCB_MISMATCH', `reported TCB is ${tcbText(reportedTcb)}; the policy minimum is ${tcbText(policy.minTcb)}`, { detail: { field: 'reported_tcb' } });
   }
   if (policy.hostData !== undefined && !timingSafeEqualBytes(report.hostData, policy.hostData)) {
-    throw mismatch('host_data does not match the policy', 'host_data');
+    throw mismatch(`host_data is ${toHex(report.hostData)}; the policy expects ${toHex(policy.hostData)}`, 'host_data');
   }
   if (policy.idKeyDigests !== undefined && !oneOf(report.idKeyDigest, policy.idKeyDigests)) {
-    throw mismatch('ID key digest is not in the policy', 'id_key_digest');
+    throw mismatch(`ID key digest is ${toHex(report.idKeyDigest)}; the policy expects ${listed(policy.idKeyDigests)}`, 'id_key_digest');
   }
   if (policy.authorKeyDigests !== undefined) {
     if (!report.authorKeyEnabled) throw mismatch('policy requires an author key but the ID block has none', 'author_key_digest');
-    if (!oneOf(report.authorKeyDigest, policy.authorKeyDigests)) throw mismatch('author key digest is not in the policy', 'author_key_digest');
+    if (!oneOf(report.authorKeyDigest, policy.authorKeyDigests)) {
+      throw mismatch(`author key digest is ${toHex(report.authorKeyDigest)}; the policy expects ${listed(policy.authorKeyDigests)}`, 'author_key_digest');
+    }
   }
 }
 

@@ -4,11 +4,11 @@
  * Everything in it is signed by (chains to) the Intel SGX Root CA, so it may travel with the
  * evidence through the untrusted host; it is still parsed strictly and size-bounded.
  *
- * Optional fetcher: Intel PCS (or a PCCS) through dcap-qvl's `getCollateral`, with a timeout
- * and a cache. Never used offline or in tests.
+ * Optional fetcher for clients that fetch collateral themselves: Intel PCS (or a PCCS) through
+ * ./pcs.ts (timeouts, response size bounds), with a cache.
  */
 import type { Collateral } from '@phala/dcap-qvl';
-import { getCollateral, INTEL_PCS_URL } from '@phala/dcap-qvl';
+import { INTEL_PCS_URL } from '@phala/dcap-qvl';
 import { createHash } from 'node:crypto';
 import { CloisterError } from '../../errors.js';
 
@@ -72,13 +72,15 @@ export interface PcsCollateralFetcherOptions {
   readonly maxCacheEntries?: number;
   /** Injected clock, ms. */
   readonly now?: () => number;
-  /** Injected fetch of collateral for a quote (default: dcap-qvl getCollateral). */
+  /** Largest PCS response body. Default 1 MiB. */
+  readonly maxResponseBytes?: number;
+  /** Injected fetch of collateral for a quote (default: ./pcs.ts fetchTdxCollateral). */
   readonly fetchCollateral?: (baseUrl: string, quote: Uint8Array) => Promise<Collateral>;
 }
 
 /** Fetches collateral from Intel PCS with a timeout and a per-quote-platform cache. */
 export class PcsCollateralFetcher {
-  readonly #o: Required<Omit<PcsCollateralFetcherOptions, 'fetchCollateral'>> & {
+  readonly #o: Required<Omit<PcsCollateralFetcherOptions, 'fetchCollateral' | 'maxResponseBytes'>> & {
     fetchCollateral: (baseUrl: string, quote: Uint8Array) => Promise<Collateral>;
   };
   readonly #cache = new Map<string, { at: number; collateral: Collateral }>();
@@ -90,7 +92,13 @@ export class PcsCollateralFetcher {
       cacheTtlMs: options.cacheTtlMs ?? 3_600_000,
       maxCacheEntries: options.maxCacheEntries ?? 16,
       now: options.now ?? Date.now,
-      fetchCollateral: options.fetchCollateral ?? ((u, q) => getCollateral(u, Buffer.from(q))),
+      fetchCollateral:
+        options.fetchCollateral ??
+        (async (u, q) => {
+          const { fetchTdxCollateral } = await import('./pcs.js');
+          const timeoutMs = options.timeoutMs ?? 15_000;
+          return (await fetchTdxCollateral(q, { baseUrl: u, timeoutMs, ...(options.maxResponseBytes === undefined ? {} : { maxResponseBytes: options.maxResponseBytes }) })).collateral;
+        }),
     };
   }
 

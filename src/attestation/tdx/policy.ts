@@ -16,7 +16,7 @@
  */
 import { timingSafeEqualBytes } from '../../crypto/ct.js';
 import { CloisterError } from '../../errors.js';
-import { fromHex } from '../hex.js';
+import { fromHex, toHex } from '../hex.js';
 import { TD_ATTRIBUTE, tdAttributeSet, type TdReport } from './quote.js';
 
 export const TDX_TCB_STATUSES = [
@@ -120,7 +120,11 @@ export function checkTdxPolicy(report: TdReport, policy: TdxPolicy): void {
   ];
   for (const [name, value, allowed] of checks) {
     if (allowed !== undefined && !oneOf(value, allowed)) {
-      throw new CloisterError('POLICY_MISMATCH', `${name} is not in the policy`, { detail: { field: name } });
+      // Measurements are not secret: name the actual value and what the policy accepts.
+      const want = allowed.map(toHex);
+      throw new CloisterError('POLICY_MISMATCH', `${name} is ${toHex(value)}; the policy expects ${want.length === 1 ? (want[0] ?? '') : `one of ${want.join(', ')}`}`, {
+        detail: { field: name },
+      });
     }
   }
 }

@@ -6,7 +6,8 @@
  *
  * decode:     our own strict v4/v5 parser (lengths, trailing bytes, TEE type, QE vendor)
  * collateral: from the bundle, the caller, or an optional PCS fetcher
- * quote:      @phala/dcap-qvl against the pinned Intel SGX Root CA: PCK chain, TCB info and
+ * quote:      the CRLs' signatures and validity (crl.ts: dcap-qvl checks neither), then
+ *             @phala/dcap-qvl against the pinned Intel SGX Root CA: PCK chain, TCB info and
  *             QE identity signatures and validity, QE report, quote signature, TCB matching
  * tcb-status: our acceptance list (UpToDate by default; others only when the policy names
  *             them); advisory ids are always reported
@@ -23,9 +24,11 @@ import { toHex } from '../hex.js';
 import { checkReportData, POLICY_SKIPPED, StepRunner } from '../report.js';
 import type { EvidenceBundle, VerificationReport, VerifiedClaims } from '../types.js';
 import { parseTdxCollateral, type PcsCollateralFetcher } from './collateral.js';
+import { checkTdxCollateralCrls } from './crl.js';
 import { checkTdxAttributeDefaults, checkTdxPolicy, tcbStatusAccepted, type TdxPolicy } from './policy.js';
 import { parseTdxQuote, TD_ATTRIBUTE, tdAttributeSet, type TdxQuote } from './quote.js';
 import { INTEL_SGX_ROOT_CA_FINGERPRINT256, INTEL_SGX_ROOT_CA_PEM } from './roots.js';
+import { pemToDerList } from '../x509/certificate.js';
 
 export interface TdxVerifyOptions {
   /**
@@ -45,6 +48,11 @@ export interface TdxVerifyOptions {
   readonly collateral?: Uint8Array | Collateral;
   /** Optional PCS fetcher, consulted only when no collateral is available otherwise. */
   readonly pcs?: PcsCollateralFetcher;
+  /**
+   * Fetch collateral yourself: use `collateral` / `pcs` even when the evidence carries some
+   * (the evidence's collateral is then ignored). Default false.
+   */
+  readonly ignoreEvidenceCollateral?: boolean;
   /** Replace the pinned Intel root (tests only): PEM. */
   readonly rootCaPem?: string;
   readonly maxQuoteBytes?: number;
@@ -101,6 +109,47 @@ function claimsOf(q: TdxQuote, status: string, advisoryIds: readonly string[]): 
   };
 }
 
+const PCK_CERT_CHAIN = 5;
+
+function canonicalPem(der: Uint8Array): string {
+  const b64 = Buffer.from(der).toString('base64');
+  return `-----BEGIN CERTIFICATE-----\n${(b64.match(/.{1,64}/g) ?? []).join('\n')}\n-----END CERTIFICATE-----\n`;
+}
+
+/**
+ * The PCK chain inside the quote (certification data type 5): exactly three certificates in
+ * canonical PEM (64-column base64, one newline after each block; trailing NULs allowed, as
+ * the QE pads), the last byte-for-byte the pinned Intel SGX Root CA. dcap-qvl verifies the
+ * PCK leaf and intermediate against the pinned root and ignores the presented root: without
+ * this, its bytes (and the PEM layout) would not be covered by any check.
+ */
+function checkPresentedPckChain(q: TdxQuote, root: X509Certificate): void {
+  if (q.certificationDataType !== PCK_CERT_CHAIN) return; // other types fetch the PCK chain from a PCCS: dcap-qvl refuses them offline
+  const data = q.certificationData;
+  let end = data.byteLength;
+  while (end > 0 && data[end - 1] === 0) end--;
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(data.subarray(0, end));
+  } catch (cause) {
+    throw new CloisterError('EVIDENCE_MALFORMED', 'the quote PCK certificate chain is not text', { cause });
+  }
+  let ders: Uint8Array[];
+  try {
+    ders = pemToDerList(text);
+  } catch (cause) {
+    throw new CloisterError('EVIDENCE_MALFORMED', 'the quote PCK certificate chain is not PEM', { cause });
+  }
+  if (ders.map(canonicalPem).join('') !== text) throw new CloisterError('EVIDENCE_MALFORMED', 'the quote PCK certificate chain is not canonical PEM');
+  const presentedRoot = ders[2];
+  if (ders.length !== 3 || presentedRoot === undefined) {
+    throw new CloisterError('CERT_CHAIN_INVALID', `the quote PCK certificate chain has ${ders.length} certificates, not 3 (PCK, PCK CA, root)`);
+  }
+  if (!timingSafeEqualBytes(presentedRoot, new Uint8Array(root.raw))) {
+    throw new CloisterError('ROOT_UNTRUSTED', `the quote presents root ${new X509Certificate(presentedRoot).fingerprint256}, not the pinned Intel SGX Root CA ${root.fingerprint256}`);
+  }
+}
+
 /** Verify TDX evidence. Never throws for bad evidence: failures are steps with codes. */
 export async function verifyTdxEvidence(bundle: EvidenceBundle, options: TdxVerifyOptions): Promise<VerificationReport> {
   const run = new StepRunner('tdx');
@@ -125,7 +174,7 @@ export async function verifyTdxEvidence(bundle: EvidenceBundle, options: TdxVeri
 
   let collateral: Collateral | undefined;
   const collected = await run.runAsync('collateral', 'EVIDENCE_MALFORMED', async () => {
-    if (bundle.collateral !== undefined && bundle.collateral.byteLength > 0) {
+    if (bundle.collateral !== undefined && bundle.collateral.byteLength > 0 && options.ignoreEvidenceCollateral !== true) {
       collateral = parseTdxCollateral(bundle.collateral, options.maxCollateralBytes);
       return 'from evidence';
     }
@@ -135,7 +184,7 @@ export async function verifyTdxEvidence(bundle: EvidenceBundle, options: TdxVeri
     }
     if (options.pcs !== undefined) {
       collateral = await options.pcs.fetch(evidence, q.certificationData);
-      return 'from Intel PCS';
+      return 'fetched from PCS / PCCS';
     }
     throw new CloisterError('NOT_FOUND', 'no TDX collateral: none in the evidence and none given');
   });
@@ -148,8 +197,12 @@ export async function verifyTdxEvidence(bundle: EvidenceBundle, options: TdxVeri
   const quoted = run.run('quote', 'CERT_CHAIN_INVALID', () => {
     const root = new X509Certificate(options.rootCaPem ?? INTEL_SGX_ROOT_CA_PEM);
     if (options.rootCaPem === undefined && root.fingerprint256 !== INTEL_SGX_ROOT_CA_FINGERPRINT256) {
-      throw new CloisterError('ROOT_UNTRUSTED', 'pinned Intel root does not match its fingerprint');
+      throw new CloisterError('ROOT_UNTRUSTED', `pinned Intel root has SHA-256 ${root.fingerprint256}, not ${INTEL_SGX_ROOT_CA_FINGERPRINT256}`);
     }
+    // dcap-qvl neither verifies the CRLs' signatures nor their validity (./crl.ts), nor looks
+    // at the root certificate the quote presents: every byte of the evidence must count.
+    checkTdxCollateralCrls(coll, root, at);
+    checkPresentedPckChain(q, root);
     const verifier = QuoteVerifier.newWithRootCa(Buffer.from(root.raw));
     let verified;
     try {

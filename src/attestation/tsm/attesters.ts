@@ -74,11 +74,14 @@ export class SevSnpIoctlAttester implements Attester {
 }
 
 export interface TdxConfigfsAttesterOptions {
-  /** Collateral to attach (QuoteCollateralV3 JSON bytes), e.g. fetched once from a PCCS. */
-  readonly collateral?: () => Promise<Uint8Array | undefined>;
+  /**
+   * Collateral to attach (QuoteCollateralV3 JSON bytes) for this quote, e.g. from a
+   * TdxCollateralSource (a file, Intel PCS or a PCCS; cached and refreshed).
+   */
+  readonly collateral?: (quote: Uint8Array) => Promise<Uint8Array | undefined>;
 }
 
-/** TDX through configfs-tsm; collateral is fetched client-side unless configured here. */
+/** TDX through configfs-tsm; collateral attached when configured (else clients fetch it themselves). */
 export class TdxConfigfsAttester implements Attester {
   readonly platform = 'tdx' as const;
   readonly simulated = false;
@@ -98,7 +101,7 @@ export class TdxConfigfsAttester implements Attester {
       throw new CloisterError('ATTESTER_FAILED', 'the TDX quote from the kernel does not parse', { cause });
     }
     checkReportData(quote.report.reportData, reportData);
-    const collateral = this.options.collateral === undefined ? undefined : await this.options.collateral();
+    const collateral = this.options.collateral === undefined ? undefined : await this.options.collateral(new Uint8Array(r.outblob));
     return {
       platform: 'tdx',
       evidence: new Uint8Array(r.outblob),

@@ -81,6 +81,52 @@ export function pemToDerList(pem: string): Uint8Array[] {
   return out;
 }
 
+/**
+ * The certificates of a file given on the command line or in a config (`--vcek`, `--root`,
+ * ...): PEM text with one or more CERTIFICATE blocks, or one DER certificate (as AMD KDS
+ * serves a VCEK; snpguest and many guides save it as PEM). Each must parse as X.509; every
+ * error names the file. Throws CloisterError(MALFORMED).
+ */
+export function certificatesFromFile(bytes: Uint8Array, path: string, what = 'certificate file'): Uint8Array[] {
+  const fail = (why: string, cause?: unknown): CloisterError =>
+    new CloisterError('MALFORMED', `${what} ${path}: ${why}`, cause === undefined ? { detail: { path } } : { cause, detail: { path } });
+  let ders: Uint8Array[];
+  if (bytes[0] === 0x30) {
+    if (derSequenceLength(bytes) !== bytes.byteLength) throw fail('is neither PEM nor one DER X.509 certificate (DER length does not match the file size)');
+    ders = [Uint8Array.from(bytes)];
+  } else {
+    let text: string;
+    try {
+      text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    } catch (cause) {
+      throw fail('is neither PEM (not text) nor DER X.509 (does not start with a SEQUENCE)', cause);
+    }
+    try {
+      ders = pemToDerList(text);
+    } catch (cause) {
+      throw fail(`is neither DER X.509 nor PEM: ${cause instanceof Error ? cause.message : 'no certificate'}`, cause);
+    }
+  }
+  ders.forEach((der, i) => {
+    try {
+      parseCertificate(der, { maxBytes: Math.max(DEFAULT_MAX_CERTIFICATE_BYTES, der.byteLength) });
+    } catch (cause) {
+      throw fail(`certificate ${i + 1} is not valid X.509: ${cause instanceof Error ? cause.message : 'unknown'}`, cause);
+    }
+  });
+  return ders;
+}
+
+/** Exactly one certificate from a file (PEM or DER); see certificatesFromFile. */
+export function certificateFromFile(bytes: Uint8Array, path: string, what = 'certificate file'): Uint8Array {
+  const list = certificatesFromFile(bytes, path, what);
+  const first = list[0];
+  if (list.length !== 1 || first === undefined) {
+    throw new CloisterError('MALFORMED', `${what} ${path}: expected one certificate, found ${list.length}`, { detail: { path } });
+  }
+  return first;
+}
+
 function toDer(input: CertificateInput): Uint8Array {
   if (typeof input === 'string') {
     const list = pemToDerList(input);

@@ -101,6 +101,11 @@ function fail(code: Failure['code'], message: string, index?: number): Failure {
   return index === undefined ? { ok: false, code, message } : { ok: false, code, message, index };
 }
 
+/** A root as error messages name it: SHA-256 of its DER (the pin) and its subject. */
+function describeRoot(c: ParsedCertificate): string {
+  return `sha256 ${Buffer.from(c.sha256).toString('hex')} (${c.subject})`;
+}
+
 function sameAlgorithm(cert: ParsedCertificate): boolean {
   const outer = new Uint8Array(AsnConvert.serialize(cert.asn.signatureAlgorithm));
   const inner = new Uint8Array(AsnConvert.serialize(cert.asn.tbsCertificate.signature));
@@ -200,11 +205,15 @@ export function verifyCertificateChain(options: VerifyChainOptions): ChainResult
   if (presentedRoot !== undefined) {
     let match = false;
     for (const t of trusted) match = timingSafeEqualBytes(t.sha256, presentedRoot.sha256) || match;
-    if (!match) return fail('ROOT_UNTRUSTED', 'the presented root is not a trusted root', 0);
+    if (!match) {
+      return fail('ROOT_UNTRUSTED', `the presented root ${describeRoot(presentedRoot)} is not a trusted root; trusted: ${trusted.map(describeRoot).join(', ')}`, 0);
+    }
     root = presentedRoot;
   } else {
     root = trusted.find((t) => checkSignedBy(top, t) === null);
-    if (root === undefined) return fail('ROOT_UNTRUSTED', 'no trusted root issued the top certificate', 0);
+    if (root === undefined) {
+      return fail('ROOT_UNTRUSTED', `no trusted root issued the top certificate (issuer ${top.x509.issuer.replace(/\n/g, ', ')}); trusted: ${trusted.map(describeRoot).join(', ')}`, 0);
+    }
   }
 
   const path: ParsedCertificate[] = [root, ...intermediates, leaf];

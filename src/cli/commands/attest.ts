@@ -1,11 +1,13 @@
 /**
  * `cloister attest`: fetch a server's evidence bundle (optionally bound to a nonce) and
- * write it to a file as the CBOR wire message {t:'evidence', bundle}. Nothing is verified
- * here: hand the file to a verifier (or `cloister verify`, where available).
+ * write it to a file as an evidence file (src/attestation/evidence-file.ts, docs/PROTOCOL.md
+ * "Evidence file"): the evidence, the key config it binds, the nonce, and the SNP
+ * certificates or TDX collateral the server attached. Nothing is verified here: verify the
+ * file with `cloister verify FILE` now or later, offline.
  */
 import { writeFile } from 'node:fs/promises';
 import { CloisterError } from '../../errors.js';
-import { encodeWireMessage } from '../../protocol/wire.js';
+import { encodeEvidenceFile } from '../../attestation/evidence-file.js';
 import { one, parseArgs } from './args.js';
 import { hexArg, requireUrl, transportFor } from './client-common.js';
 
@@ -26,8 +28,21 @@ export async function run(argv: string[]): Promise<number> {
   const transport = await transportFor(url);
   try {
     const bundle = await transport.fetchEvidence(nonce);
-    await writeFile(out, encodeWireMessage({ t: 'evidence', bundle }));
-    console.log(`wrote ${bundle.platform} evidence (${bundle.evidence.byteLength} bytes, key config ${bundle.keyConfig.byteLength} bytes) to ${out}`);
+    const file = encodeEvidenceFile(bundle, nonce);
+    try {
+      await writeFile(out, file);
+    } catch (cause) {
+      throw new CloisterError('NOT_FOUND', `cannot write the evidence file ${out}`, { cause });
+    }
+    const extra = [
+      ...(bundle.certificates === undefined ? [] : [`certificates ${bundle.certificates.byteLength} bytes`]),
+      ...(bundle.collateral === undefined ? [] : [`collateral ${bundle.collateral.byteLength} bytes`]),
+      ...(nonce === undefined ? [] : ['nonce']),
+    ];
+    console.log(
+      `wrote ${bundle.platform} evidence (${bundle.evidence.byteLength} bytes, key config ${bundle.keyConfig.byteLength} bytes${extra.length === 0 ? '' : `, ${extra.join(', ')}`}) to ${out}`,
+    );
+    console.log(`verify it: cloister verify ${out}${bundle.platform === 'simulated' ? ' --root <simulated-root.pem>' : ''} [--policy policy.json]`);
   } finally {
     await transport.close();
   }

@@ -2,6 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import { CloisterError } from '../../errors.js';
 import type { TrustedRoots } from '../../attestation/verify.js';
+import { certificatesFromFile } from '../../attestation/x509/certificate.js';
 import type { ClientTransport } from '../../client/transport.js';
 import { HttpClientTransport } from '../../client/http-transport.js';
 import { WsClientTransport } from '../../client/ws-transport.js';
@@ -20,7 +21,14 @@ export async function readText(path: string, what: string): Promise<string> {
  */
 export async function rootsFrom(path: string | undefined): Promise<TrustedRoots | undefined> {
   if (path === undefined) return undefined;
-  return { simulated: [await readText(path, 'root certificate')] };
+  let bytes: Uint8Array;
+  try {
+    bytes = new Uint8Array(await readFile(path));
+  } catch (cause) {
+    throw new CloisterError('NOT_FOUND', `cannot read root certificate '${path}'`, { cause });
+  }
+  // PEM or DER, every certificate in the file.
+  return { simulated: certificatesFromFile(bytes, path, 'root certificate file') };
 }
 
 export function requireUrl(url: string | undefined): string {

@@ -14,6 +14,7 @@ import { DEFAULT_KEEPALIVE_INTERVAL_MS } from '../../client/transport.js';
 import { DEFAULT_GATEWAY_MAX_REQUEST_BYTES, parseListen, startGateway } from '../../client/gateway/index.js';
 import type { Gateway } from '../../client/gateway/index.js';
 import { isLoopbackHost } from '../../inference/upstream/target.js';
+import { certificatesFromFile } from '../../attestation/x509/certificate.js';
 
 export const summary = 'local OpenAI-compatible gateway that verifies the server and seals every request';
 
@@ -132,8 +133,12 @@ export async function startFromArgs(
     }
   }
   const policy = parsePolicy(await readLimited(values.policy, 'policy file'), { source: values.policy });
-  const roots: string[] = [];
-  for (const path of values.root ?? []) roots.push(await readLimited(path, 'root file'));
+  const roots: Uint8Array[] = [];
+  // PEM or DER, every certificate in each file.
+  for (const path of values.root ?? []) {
+    await readLimited(path, 'root file'); // exists, within the size bound
+    roots.push(...certificatesFromFile(new Uint8Array(await readFile(path)), path, 'root file'));
+  }
 
   const keepAliveIntervalMs = integerArg('keepalive-ms', values['keepalive-ms'], 0);
   const maxAttempts = integerArg('reconnect-attempts', values['reconnect-attempts'], 1);

@@ -28,6 +28,7 @@ import type { ListenTarget } from '../../server/server.js';
 import { one, parseArgs, UsageError, withEnv } from './args.js';
 import type { Engine } from '../../inference/types.js';
 import { UPSTREAM_SERVE_FLAGS, UPSTREAM_SERVE_USAGE, upstreamFromArgs } from '../../inference/upstream/index.js';
+import { TDX_COLLATERAL_FLAGS, tdxCollateralFromArgs } from './tdx-collateral-args.js';
 
 export const summary = 'run the Cloister server (sealed, attested inference)';
 
@@ -50,6 +51,14 @@ const USAGE = `usage: cloister serve --model [name=]dir [--model ...] [--embedde
   --drain-timeout-s  on SIGTERM/SIGINT, how long requests in flight may finish (default 30; 0: stop at once)
   --max-input-chars n  longest input text an ONNX model accepts, in UTF-16 code units
                        (default 16384); longer texts get LIMIT_EXCEEDED naming this limit
+
+TDX collateral (attached to the evidence so clients can verify offline; docs/DEPLOY.md):
+  --tdx-collateral FILE|none          read it from FILE (re-read at each refresh), or attach none
+                                      (clients then fetch it: verify --pccs / SDK tdx.pcs)
+  --tdx-pccs-url URL                  else fetch from Intel PCS or this PCCS
+                                      (default https://api.trustedservices.intel.com)
+  --tdx-collateral-refresh-minutes N  refresh at least this often (default 60; also 24 h before it expires)
+  --tdx-pcs-timeout-s N               per PCS request (default 15)
 
 ${UPSTREAM_SERVE_USAGE}
 
@@ -81,7 +90,7 @@ const BAR = '='.repeat(78);
 /** Value options of `cloister serve`; each can also come from CLOISTER_<NAME> (args.ts envNameOf). */
 export const SERVE_OPTIONS: readonly string[] = [
   'model', 'embedder', 'listen', 'socket', 'platform', 'state-dir', 'key-rotation-minutes', 'request-timeout-s', 'log-level',
-  'max-input-chars', 'tls-cert', 'tls-key', 'drain-timeout-s', ...UPSTREAM_SERVE_FLAGS,
+  'max-input-chars', 'tls-cert', 'tls-key', 'drain-timeout-s', ...UPSTREAM_SERVE_FLAGS, ...TDX_COLLATERAL_FLAGS,
 ];
 const SERVE_SPEC = { values: SERVE_OPTIONS, multi: ['model', 'embedder'] } as const;
 
@@ -101,6 +110,8 @@ export interface ServeConfig {
   readonly level: LogLevel;
   readonly tls: { readonly certPath: string; readonly keyPath: string } | undefined;
   readonly drainTimeoutSeconds: number;
+  /** The TDX collateral options (tdx-collateral-args.ts), read when the platform is TDX. */
+  readonly tdxArg: (name: string) => string | undefined;
 }
 
 function positiveInt(text: string | undefined, name: string, max: number): number | undefined {
@@ -156,6 +167,7 @@ export function parseServeConfig(argv: readonly string[], env: Readonly<Record<s
       level,
       tls: certPath === undefined || keyPath === undefined ? undefined : { certPath: resolve(certPath), keyPath: resolve(keyPath) },
       drainTimeoutSeconds,
+      tdxArg: (name: string) => one(args, name),
     };
   } catch (err) {
     if (err instanceof CloisterError && (err.code === 'INVALID_ARGUMENT' || err.code === 'CONFIG_INVALID')) throw new UsageError(args.label(err.message));
@@ -199,13 +211,17 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
   for (const e of engines) await e.start();
 
   const keyRotationIntervalMs = rotationMinutes === undefined ? undefined : rotationMinutes * 60_000;
+  const tdxCollateral = selection.platform === 'tdx' ? tdxCollateralFromArgs(config.tdxArg) : undefined;
   const pa = await preparePlatform({
     selection,
     engines,
     ...(keyRotationIntervalMs === undefined ? {} : { keyRotationIntervalMs }),
     ...(limits === undefined ? {} : { limits }),
-    // The simulated root is kept in the state directory: development policies survive restarts.
-    options: { simulatedStateDir: stateDir },
+    options: {
+      // The simulated root is kept in the state directory: development policies survive restarts.
+      simulatedStateDir: stateDir,
+      ...(tdxCollateral === undefined ? {} : { tee: { tdx: { collateral: (quote: Uint8Array) => tdxCollateral.get(quote) } } }),
+    },
   }).catch(
     async (err: unknown) => {
       for (const e of engines) await e.close().catch(() => undefined);

@@ -1,14 +1,17 @@
 /**
  * The SEV-SNP and TDX handlers of `cloister verify`:
  *
- *   cloister verify report.bin --platform sev-snp [--vcek vcek.der | --certs auxblob.bin]
+ *   cloister verify report.bin --platform sev-snp [--vcek vcek.{der,pem} | --certs auxblob.bin]
  *                              [--at ...] [--policy ...] [--report-data <hex> | --key-config <file> [--nonce <hex>]] [--json]
- *   cloister verify quote.bin  --platform tdx --collateral collateral.json
+ *   cloister verify quote.bin  --platform tdx (--collateral collateral.json | --pccs URL)
  *                              [--at ...] [--policy ...] [--report-data <hex> | --key-config <file> [--nonce <hex>]] [--json]
+ *   cloister verify ev.cbor    (an evidence file from `cloister attest --out`: key config, nonce,
+ *                              certificates and collateral come from the file)
  *
  * Binding: with --report-data the report must carry exactly those 64 bytes; with
  * --key-config it must carry SHA-512("cloister/attest/v1\0" || keyConfig || nonce); with
- * neither, the binding step reads "skipped" (inspection of raw evidence). Without --policy
+ * neither, the binding step reads "skipped" (inspection of raw evidence). An evidence file
+ * always binds the key config it carries (and its nonce). Without --policy
  * the policy step reads "skipped" too, and only the vendor chain, signature and TCB checks
  * decide the result.
  */
@@ -18,7 +21,9 @@ import { fromHex } from '../../attestation/hex.js';
 import type { Policy } from '../../attestation/policy.js';
 import { verifySevSnpEvidence } from '../../attestation/sev-snp/index.js';
 import { verifyTdxEvidence } from '../../attestation/tdx/index.js';
+import { PcsCollateralFetcher } from '../../attestation/tdx/collateral.js';
 import type { VerificationReport } from '../../attestation/types.js';
+import { certificateFromFile } from '../../attestation/x509/certificate.js';
 
 /** Largest --vcek / --certs / --collateral / --key-config file read. */
 export const MAX_SNP_TDX_AUX_FILE_BYTES = 1024 * 1024;
@@ -28,6 +33,7 @@ export const SNP_TDX_OPTIONS = {
   vcek: { type: 'string' },
   certs: { type: 'string' },
   collateral: { type: 'string' },
+  pccs: { type: 'string' },
   'report-data': { type: 'string' },
   'key-config': { type: 'string' },
 } as const;
@@ -36,6 +42,7 @@ export interface SnpTdxValues {
   readonly vcek?: string | undefined;
   readonly certs?: string | undefined;
   readonly collateral?: string | undefined;
+  readonly pccs?: string | undefined;
   readonly 'report-data'?: string | undefined;
   readonly 'key-config'?: string | undefined;
 }
@@ -47,6 +54,8 @@ export interface SnpTdxContext {
   readonly policy: Policy | undefined;
   readonly nonce: Uint8Array | undefined;
   readonly values: SnpTdxValues;
+  /** From an evidence file: the key config to bind, and what the server attached. */
+  readonly file?: { readonly keyConfigBytes: Uint8Array; readonly certificates?: Uint8Array; readonly collateral?: Uint8Array };
 }
 
 export interface SnpTdxHandler {
@@ -75,6 +84,12 @@ interface Binding {
 async function bindingFrom(ctx: SnpTdxContext): Promise<Binding> {
   const rd = ctx.values['report-data'];
   const kc = ctx.values['key-config'];
+  if (ctx.file !== undefined) {
+    if (rd !== undefined || kc !== undefined) {
+      throw new CloisterError('INVALID_ARGUMENT', '--report-data and --key-config do not apply to an evidence file: it carries the key config the evidence binds');
+    }
+    return { keyConfig: ctx.file.keyConfigBytes, options: ctx.nonce === undefined ? {} : { nonce: ctx.nonce } };
+  }
   if (rd !== undefined && kc !== undefined) {
     throw new CloisterError('INVALID_ARGUMENT', '--report-data and --key-config are alternatives; give one');
   }
@@ -97,36 +112,52 @@ function section<K extends 'sev-snp' | 'tdx'>(policy: Policy | undefined, key: K
 
 export const sevSnpHandler: SnpTdxHandler = {
   usage:
-    '--platform sev-snp [--vcek <der> | --certs <auxblob>] [--report-data <hex> | --key-config <file> [--nonce <hex>]]',
+    '--platform sev-snp [--vcek <der|pem> | --certs <auxblob>] [--report-data <hex> | --key-config <file> [--nonce <hex>]]',
   async verify(ctx) {
     const { vcek, certs } = ctx.values;
     const binding = await bindingFrom(ctx);
+    if (certs !== undefined && ctx.file?.certificates !== undefined) {
+      throw new CloisterError('INVALID_ARGUMENT', '--certs does not apply: the evidence file carries its certificate table');
+    }
+    const certificates = ctx.file?.certificates ?? (certs === undefined ? undefined : await readAux(certs, 'certificate table file'));
     return verifySevSnpEvidence(
       {
         platform: 'sev-snp',
         evidence: ctx.evidence,
         keyConfig: binding.keyConfig,
-        ...(certs === undefined ? {} : { certificates: await readAux(certs, 'certificate table file') }),
+        ...(certificates === undefined ? {} : { certificates }),
       },
       {
         policy: section(ctx.policy, 'sev-snp'),
         at: ctx.at,
         ...binding.options,
-        ...(vcek === undefined ? {} : { vcek: await readAux(vcek, 'VCEK file') }),
+        ...(vcek === undefined ? {} : { vcek: certificateFromFile(await readAux(vcek, 'VCEK file'), vcek, 'VCEK file') }),
       },
     );
   },
 };
 
 export const tdxHandler: SnpTdxHandler = {
-  usage: '--platform tdx --collateral <json> [--report-data <hex> | --key-config <file> [--nonce <hex>]]',
+  usage: '--platform tdx (--collateral <json> | --pccs <url>) [--report-data <hex> | --key-config <file> [--nonce <hex>]]',
   async verify(ctx) {
-    const path = ctx.values.collateral;
-    if (path === undefined) throw new CloisterError('INVALID_ARGUMENT', '--platform tdx needs --collateral <json> (this command works offline)');
+    const { collateral: path, pccs } = ctx.values;
+    if (path !== undefined && pccs !== undefined) throw new CloisterError('INVALID_ARGUMENT', '--collateral and --pccs are alternatives; give one');
+    if (path !== undefined && ctx.file?.collateral !== undefined) {
+      throw new CloisterError('INVALID_ARGUMENT', '--collateral does not apply: the evidence file carries collateral (verified against the Intel root)');
+    }
+    if (path === undefined && pccs === undefined && ctx.file?.collateral === undefined) {
+      throw new CloisterError('INVALID_ARGUMENT', '--platform tdx needs collateral: --collateral <json> (offline), --pccs <url> (Intel PCS or a PCCS), or an evidence file that carries it');
+    }
     const binding = await bindingFrom(ctx);
     return verifyTdxEvidence(
-      { platform: 'tdx', evidence: ctx.evidence, keyConfig: binding.keyConfig },
-      { policy: section(ctx.policy, 'tdx'), at: ctx.at, ...binding.options, collateral: await readAux(path, 'collateral file') },
+      { platform: 'tdx', evidence: ctx.evidence, keyConfig: binding.keyConfig, ...(ctx.file?.collateral === undefined ? {} : { collateral: ctx.file.collateral }) },
+      {
+        policy: section(ctx.policy, 'tdx'),
+        at: ctx.at,
+        ...binding.options,
+        ...(path === undefined ? {} : { collateral: await readAux(path, 'collateral file') }),
+        ...(pccs === undefined ? {} : { pcs: new PcsCollateralFetcher({ baseUrl: pccs }) }),
+      },
     );
   },
 };

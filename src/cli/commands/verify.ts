@@ -2,6 +2,13 @@
  * `cloister verify <file> --platform <p> [options]`: verify attestation evidence from a file
  * and print the verified claims.
  *
+ * The file is either raw evidence (a Nitro document, an SEV-SNP report, a TDX quote) or an
+ * evidence file as `cloister attest --out` writes it (src/attestation/evidence-file.ts): the
+ * evidence with the key config it binds, the nonce it was requested with, and the SNP
+ * certificates or TDX collateral the server attached. For an evidence file the binding of
+ * exactly that key config (and nonce) is always checked, then the key config's own claims,
+ * and its summary is printed.
+ *
  * Exit codes: 0 every step passed; 1 a verification step failed (its error code is
  * printed); 2 usage error. Each platform is one entry in PLATFORMS below: its extra
  * options go into OPTIONS and its handler turns the parsed arguments into a report.
@@ -10,19 +17,26 @@ import { readFile, stat } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import type { ParseArgsConfig } from 'node:util';
 import { CloisterError, isErrorCode } from '../../errors.js';
-import { fromHex } from '../../attestation/hex.js';
+import { fromHex, toHex } from '../../attestation/hex.js';
+import { decodeEvidenceFile, looksLikeEvidenceFile, MAX_EVIDENCE_FILE_BYTES as MAX_EVIDENCE_FILE_FORMAT_BYTES } from '../../attestation/evidence-file.js';
+import type { EvidenceFile } from '../../attestation/evidence-file.js';
+import { nitroBindingFor } from '../../attestation/binding.js';
+import { checkKeyConfigClaims } from '../../attestation/verify.js';
+import { timingSafeEqualBytes } from '../../crypto/ct.js';
+import { decodeKeyConfig } from '../../protocol/key-config.js';
+import type { KeyConfig } from '../../protocol/key-config.js';
 import { verifyNitroDocument } from '../../attestation/nitro/verify.js';
 import type { VerifyNitroOptions } from '../../attestation/nitro/verify.js';
 import { parsePolicy } from '../../attestation/policy.js';
 import type { Policy } from '../../attestation/policy.js';
 import type { VerificationReport } from '../../attestation/types.js';
-import { pemToDerList } from '../../attestation/x509/certificate.js';
+import { certificatesFromFile } from '../../attestation/x509/certificate.js';
 import { SNP_TDX_OPTIONS, sevSnpHandler, tdxHandler } from './verify-snp-tdx.js';
 
 export const summary = 'verify attestation evidence from a file and print the verified claims';
 
-/** Largest evidence file read (a Nitro document is < 16 KiB; SNP/TDX evidence is smaller still). */
-export const MAX_EVIDENCE_FILE_BYTES = 1024 * 1024;
+/** Largest evidence file read (a Nitro document is < 16 KiB; an evidence file with TDX collateral < 64 KiB). */
+export const MAX_EVIDENCE_FILE_BYTES = MAX_EVIDENCE_FILE_FORMAT_BYTES;
 const MAX_AUX_FILE_BYTES = 1024 * 1024;
 
 export interface CliIo {
@@ -53,8 +67,16 @@ interface VerifyContext {
   readonly evidence: Uint8Array;
   readonly at: Date;
   readonly policy: Policy | undefined;
+  /** The nonce the binding must carry: --nonce, else the evidence file's own. */
   readonly nonce: Uint8Array | undefined;
   readonly values: ParsedValues;
+  /** From an evidence file: the key config the evidence must bind, and what the server attached. */
+  readonly file?: {
+    readonly keyConfigBytes: Uint8Array;
+    readonly keyConfig: KeyConfig;
+    readonly certificates?: Uint8Array;
+    readonly collateral?: Uint8Array;
+  };
 }
 
 interface PlatformHandler {
@@ -78,10 +100,7 @@ async function readLimited(path: string, max: number, what: string): Promise<Uin
 async function readRoots(paths: readonly string[] | undefined): Promise<Uint8Array[] | undefined> {
   if (paths === undefined || paths.length === 0) return undefined;
   const roots: Uint8Array[] = [];
-  for (const p of paths) {
-    const text = new TextDecoder().decode(await readLimited(p, MAX_AUX_FILE_BYTES, 'root file'));
-    roots.push(...pemToDerList(text));
-  }
+  for (const p of paths) roots.push(...certificatesFromFile(await readLimited(p, MAX_AUX_FILE_BYTES, 'root file'), p, 'root file'));
   return roots;
 }
 
@@ -90,18 +109,18 @@ function nitroLike(platform: 'nitro' | 'simulated'): PlatformHandler {
   return {
     usage:
       platform === 'nitro'
-        ? '--platform nitro [--root <pem>]   (default root: the bundled AWS Nitro Enclaves Root G1)'
-        : '--platform simulated --root <pem> (the root the simulated server wrote; required)',
+        ? '--platform nitro [--root <pem|der>]   (default root: the bundled AWS Nitro Enclaves Root G1)'
+        : '--platform simulated --root <pem|der> (the root the simulated server wrote; or a --policy pinning its rootSha256)',
     async verify(ctx) {
       const roots = await readRoots(ctx.values.root);
-      if (platform === 'simulated' && roots === undefined) {
-        throw new UsageError('--platform simulated requires --root <pem>: simulated evidence is trusted only explicitly');
-      }
       const section = ctx.policy === undefined ? undefined : ctx.policy.platforms[platform];
       if (ctx.policy !== undefined && section === undefined) {
         throw new CloisterError('POLICY_MISMATCH', `the policy has no ${platform} section`);
       }
       const rootSha256 = platform === 'simulated' ? ctx.policy?.platforms.simulated?.rootSha256 : undefined;
+      if (platform === 'simulated' && roots === undefined && rootSha256 === undefined) {
+        throw new UsageError('--platform simulated requires --root <pem> (or a --policy that pins rootSha256): simulated evidence is trusted only explicitly');
+      }
       const options: VerifyNitroOptions = {
         platform,
         at: ctx.at,
@@ -109,7 +128,11 @@ function nitroLike(platform: 'nitro' | 'simulated'): PlatformHandler {
         ...(rootSha256 === undefined ? {} : { rootSha256 }),
         ...(section === undefined ? {} : { pcrs: section.pcrs }),
         ...(section?.maxAgeSeconds === undefined ? {} : { maxAgeMs: section.maxAgeSeconds * 1000 }),
-        ...(ctx.nonce === undefined ? {} : { binding: { nonce: ctx.nonce } }),
+        ...(ctx.file !== undefined
+          ? { binding: nitroBindingFor(ctx.file.keyConfigBytes, ctx.file.keyConfig.hpkePublicKey, ctx.nonce) }
+          : ctx.nonce === undefined
+            ? {}
+            : { binding: { nonce: ctx.nonce } }),
       };
       return verifyNitroDocument(ctx.evidence, options);
     },
@@ -128,20 +151,53 @@ function usage(): string {
   return [
     'usage: cloister verify <file> --platform <platform> [options]',
     '',
+    '<file> is raw evidence, or an evidence file written by `cloister attest --out` (its',
+    'platform, key config, nonce and SNP certificates / TDX collateral come from the file;',
+    '--platform, when given, must name the same platform).',
+    '',
     'platforms:',
     ...Object.entries(PLATFORMS).map(([, h]) => `  ${h.usage}`),
     '',
     'options:',
     '  --at <ISO time>     verify as of this instant (default: now)',
     '  --policy <json>     client policy file: PCRs / measurements must match',
-    '  --nonce <hex>       the evidence must carry exactly this nonce',
+    '  --nonce <hex>       the evidence must carry exactly this nonce (an evidence file: the nonce saved in it)',
     '  --json              print the full report as JSON',
     '',
     'exit status: 0 verified, 1 a verification step failed, 2 usage error',
   ].join('\n');
 }
 
-function reportToJson(report: VerificationReport): unknown {
+function keyConfigToJson(kc: KeyConfig): Record<string, unknown> {
+  return {
+    keyId: kc.keyId,
+    platform: kc.platform,
+    notBefore: new Date(kc.notBefore * 1000).toISOString(),
+    expiresAt: new Date(kc.expiresAt * 1000).toISOString(),
+    kemId: kc.kemId,
+    kdfId: kc.kdfId,
+    aeadIds: [...kc.aeadIds],
+    hpkePublicKey: toHex(kc.hpkePublicKey),
+    receiptPublicKey: toHex(kc.receiptPublicKey),
+    configDigest: toHex(kc.configDigest),
+    models: kc.models.map((m) => ({ name: m.name, task: m.task, digest: toHex(m.digest) })),
+    ...(kc.engine === undefined ? {} : { engine: { ...kc.engine } }),
+  };
+}
+
+function printKeyConfig(kc: KeyConfig, io: CliIo): void {
+  const hex4 = (n: number): string => `0x${n.toString(16).padStart(4, '0')}`;
+  io.out('key config (bound by the evidence above)');
+  io.out(`  key id      ${kc.keyId}   platform ${kc.platform}`);
+  io.out(`  valid       ${new Date(kc.notBefore * 1000).toISOString()} .. ${new Date(kc.expiresAt * 1000).toISOString()}`);
+  io.out(`  hpke        kem ${hex4(kc.kemId)} kdf ${hex4(kc.kdfId)} aead ${kc.aeadIds.map(hex4).join(',')}  key ${toHex(kc.hpkePublicKey)}`);
+  io.out(`  receipt key ${toHex(kc.receiptPublicKey)}`);
+  io.out(`  config      ${toHex(kc.configDigest)}`);
+  if (kc.engine !== undefined) io.out(`  engine      ${kc.engine.kind} ${kc.engine.model}${kc.engine.imageDigest === undefined ? '' : ` image ${kc.engine.imageDigest}`}`);
+  for (const m of kc.models) io.out(`  model       ${m.name} (${m.task}) sha256 ${toHex(m.digest)}`);
+}
+
+function reportToJson(report: VerificationReport, kc?: KeyConfig): unknown {
   const claims = report.claims;
   return {
     ok: report.ok,
@@ -157,6 +213,7 @@ function reportToJson(report: VerificationReport): unknown {
             details: claims.details,
           },
         }),
+    ...(kc === undefined ? {} : { keyConfig: keyConfigToJson(kc) }),
   };
 }
 
@@ -205,20 +262,69 @@ export async function run(argv: string[], io: CliIo = defaultIo): Promise<number
   const json = values.json === true;
   try {
     if (positionals.length !== 1) throw new UsageError('expected exactly one evidence file');
-    const platformName = values.platform;
-    if (platformName === undefined) throw new UsageError('--platform is required');
-    const handler = PLATFORMS[platformName];
-    if (handler === undefined) throw new UsageError(`unsupported platform '${platformName}' (supported: ${Object.keys(PLATFORMS).join(', ')})`);
+    if (values.platform !== undefined && PLATFORMS[values.platform] === undefined) {
+      throw new UsageError(`unsupported platform '${values.platform}' (supported: ${Object.keys(PLATFORMS).join(', ')})`);
+    }
     const at = parseAt(values.at);
-    const nonce = values.nonce === undefined ? undefined : fromHex(values.nonce.toLowerCase(), undefined, '--nonce', 'INVALID_ARGUMENT');
+    const givenNonce = values.nonce === undefined ? undefined : fromHex(values.nonce.toLowerCase(), undefined, '--nonce', 'INVALID_ARGUMENT');
     const policy =
       values.policy === undefined ? undefined : parsePolicy(await readLimited(values.policy, MAX_AUX_FILE_BYTES, 'policy file'), { source: values.policy });
     const file = positionals[0] ?? '';
-    const evidence = await readLimited(file, MAX_EVIDENCE_FILE_BYTES, 'evidence file');
+    let raw: Uint8Array;
+    try {
+      raw = await readLimited(file, MAX_EVIDENCE_FILE_BYTES, 'evidence file');
+    } catch (err) {
+      // Without --platform only an evidence file can say what it is: a usage error first.
+      if (values.platform === undefined && err instanceof CloisterError && err.code === 'NOT_FOUND') {
+        throw new UsageError(`--platform is required, unless FILE is an evidence file from \`cloister attest --out\` (${err.message})`);
+      }
+      throw err;
+    }
+    const saved: EvidenceFile | undefined = looksLikeEvidenceFile(raw) ? decodeEvidenceFile(raw) : undefined;
+    if (saved === undefined && values.platform === undefined) throw new UsageError('--platform is required for raw evidence');
+    const platformName = values.platform ?? saved?.bundle.platform ?? '';
+    if (saved !== undefined && saved.bundle.platform !== platformName) {
+      throw new CloisterError('POLICY_MISMATCH', `${file} holds ${saved.bundle.platform} evidence, but --platform is ${platformName}`);
+    }
+    const handler = PLATFORMS[platformName];
+    if (handler === undefined) throw new UsageError(`unsupported platform '${platformName}'`);
+    if (saved?.nonce !== undefined && givenNonce !== undefined && !timingSafeEqualBytes(saved.nonce, givenNonce)) {
+      throw new CloisterError('BINDING_MISMATCH', `${file} was saved with nonce ${toHex(saved.nonce)}, not the --nonce given`);
+    }
+    const nonce = givenNonce ?? saved?.nonce;
+    let fileCtx: VerifyContext['file'];
+    if (saved !== undefined) {
+      const b = saved.bundle;
+      let keyConfig: KeyConfig;
+      try {
+        keyConfig = decodeKeyConfig(b.keyConfig);
+      } catch (cause) {
+        throw new CloisterError('EVIDENCE_MALFORMED', `${file}: the key config does not decode: ${cause instanceof Error ? cause.message : 'unknown'}`, { cause });
+      }
+      fileCtx = {
+        keyConfigBytes: b.keyConfig,
+        keyConfig,
+        ...(b.certificates === undefined ? {} : { certificates: b.certificates }),
+        ...(b.collateral === undefined ? {} : { collateral: b.collateral }),
+      };
+    }
+    const evidence = saved === undefined ? raw : saved.bundle.evidence;
 
-    const report = await handler.verify({ evidence, at, policy, nonce, values });
-    if (json) io.out(JSON.stringify(reportToJson(report), null, 2));
-    else printHuman(report, io);
+    let report = await handler.verify({ evidence, at, policy, nonce, values, ...(fileCtx === undefined ? {} : { file: fileCtx }) });
+    if (fileCtx !== undefined && report.ok) {
+      // The evidence binds this key config: its own claims (platform, validity at --at, pinned models) must hold too.
+      const kc = fileCtx.keyConfig;
+      const problem = checkKeyConfigClaims(kc, report.platform, at, policy);
+      const step = problem === null
+        ? { step: 'key-config', ok: true, detail: `key ${kc.keyId} valid until ${new Date(kc.expiresAt * 1000).toISOString()}` }
+        : { step: 'key-config', ok: false, code: problem.code, detail: problem.message };
+      report = { ...report, ok: problem === null, steps: [...report.steps, step] };
+    }
+    if (json) io.out(JSON.stringify(reportToJson(report, fileCtx?.keyConfig), null, 2));
+    else {
+      printHuman(report, io);
+      if (fileCtx !== undefined && report.claims !== undefined) printKeyConfig(fileCtx.keyConfig, io);
+    }
     if (!report.ok) {
       const failed = report.steps.find((s) => !s.ok);
       io.err(`cloister verify: ${failed?.code ?? 'INTERNAL'} at step ${failed?.step ?? '?'}: ${failed?.detail ?? ''}`);

@@ -1,6 +1,6 @@
 /**
  * Tampering with each field class of a real SEV-SNP report is rejected, at the stage that
- * should catch it. Uses the virtee Milan vector (skipped when ../shared/vectors is absent);
+ * should catch it. Uses the virtee Milan vector (test/vectors);
  * the TCB / chip_id comparison is also exercised directly on parsed values.
  */
 import { describe, expect, it } from 'vitest';

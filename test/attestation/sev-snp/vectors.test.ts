@@ -1,6 +1,6 @@
 /**
- * Real SEV-SNP evidence from ../shared/vectors/sev-snp (see its README and sidecars).
- * Skipped, with a note, when the shared folder is absent (a fresh clone).
+ * Real SEV-SNP evidence from test/vectors/sev-snp (see its README and sidecars).
+ * Vendored into the project: a fresh clone runs them.
  */
 import { describe, expect, it } from 'vitest';
 import {

@@ -1,6 +1,6 @@
 /**
- * Real TDX quotes and collateral from ../shared/vectors/tdx, each verified at the sidecar's
- * time. Skipped, with a note, when the shared folder is absent.
+ * Real TDX quotes and collateral from test/vectors/tdx, each verified at the sidecar's
+ * time (vendored: a fresh clone runs them).
  */
 import { X509Certificate } from 'node:crypto';
 import { expect, it } from 'vitest';
@@ -28,10 +28,17 @@ function policyFor(quote: Uint8Array, extra: Partial<TdxPolicy> = {}): TdxPolicy
   return tdxPolicy({ mrTd: [parseTdxQuote(quote).report.mrTd], ...extra });
 }
 
-const OUTDATED_NOW = new Date(1774003334 * 1000);
+/**
+ * The sidecars' now_used lies a minute (outdated) or 15 minutes (v4) after the PCK CRL's
+ * nextUpdate: dcap-qvl does not check CRL validity, our verifier does (src/attestation/tdx/crl.ts).
+ * Verify an hour earlier, when every part of the collateral is valid.
+ */
+const BEFORE_CRL_EXPIRY_S = 3600;
+const OUTDATED_NOW = new Date((1774003334 - BEFORE_CRL_EXPIRY_S) * 1000);
+const verifyTime = (meta: Record<string, unknown>): Date => new Date((Number(meta['now_used']) - BEFORE_CRL_EXPIRY_S) * 1000);
 
 describeWithVectors('tdx', 'TDX real vectors', () => {
-  it('the bundled Intel root equals the shared root PEM', () => {
+  it('the bundled Intel root equals the vendored root PEM', () => {
     const shared = new X509Certificate(read('intel_sgx_root_ca.pem'));
     expect(new X509Certificate(INTEL_SGX_ROOT_CA_PEM).fingerprint256).toBe(shared.fingerprint256);
     expect(shared.fingerprint256).toBe(INTEL_SGX_ROOT_CA_FINGERPRINT256);
@@ -45,7 +52,7 @@ describeWithVectors('tdx', 'TDX real vectors', () => {
     expect(q.version).toBe(4);
     const res = await verifyTdxEvidence(bundle(quote, read('tdx_phala_v4_collateral.json')), {
       policy: policyFor(quote, { rtmr0: [hex(measured['rtmr0'] ?? '')] }),
-      at: new Date(Number(meta['now_used']) * 1000),
+      at: verifyTime(meta),
       expectedReportData: hex(measured['report_data'] ?? ''),
     });
     expect(res.steps.map((s) => [s.step, s.ok])).toEqual([
@@ -62,13 +69,34 @@ describeWithVectors('tdx', 'TDX real vectors', () => {
     expect(res.claims?.details['advisoryIds']).toEqual([]);
   });
 
+  it('the CRLs must verify and be current: dcap-qvl alone accepts a swapped, garbled or expired CRL', async () => {
+    const meta = sidecar('tdx_phala_v4.json');
+    const quote = read('tdx_phala_v4_quote.bin');
+    const coll = JSON.parse(new TextDecoder().decode(read('tdx_phala_v4_collateral.json'))) as Record<string, string>;
+    const run = async (c: Record<string, string>, at = verifyTime(meta)): Promise<{ code?: string; detail?: string }> => {
+      const res = await verifyTdxEvidence(bundle(quote, new TextEncoder().encode(JSON.stringify(c))), { policy: policyFor(quote), at, skipBinding: true });
+      const failed = res.steps.find((st) => !st.ok);
+      return failed === undefined ? {} : { ...(failed.code === undefined ? {} : { code: failed.code }), ...(failed.detail === undefined ? {} : { detail: failed.detail }) };
+    };
+    expect(await run(coll)).toEqual({});
+    // the root CA CRL in place of the PCK CRL: wrong issuer
+    expect(await run({ ...coll, pck_crl: coll['root_ca_crl'] ?? '' })).toMatchObject({ code: 'CERT_CHAIN_INVALID', detail: expect.stringMatching(/pck_crl: issuer is not/) });
+    // one byte of the PCK CRL's revocation list changed: signature
+    const pck = coll['pck_crl'] ?? '';
+    const mid = Math.floor(pck.length / 4) * 2;
+    const garbled = pck.slice(0, mid) + ((parseInt(pck.slice(mid, mid + 2), 16) ^ 1).toString(16).padStart(2, '0')) + pck.slice(mid + 2);
+    expect(await run({ ...coll, pck_crl: garbled })).toMatchObject({ code: expect.stringMatching(/CERT_CHAIN_INVALID|EVIDENCE_MALFORMED/) });
+    // at the sidecar's now_used the PCK CRL is 15 minutes past its nextUpdate
+    expect(await run(coll, new Date(Number(meta['now_used']) * 1000))).toMatchObject({ code: 'CERT_EXPIRED', detail: expect.stringMatching(/pck_crl: expired at 2025-07-19T10:00:35/) });
+  });
+
   it('phala v4 quote fails the default key-config binding and a foreign MRTD', async () => {
     const meta = sidecar('tdx_phala_v4.json');
     const quote = read('tdx_phala_v4_quote.bin');
     const res = await verifyTdxEvidence(bundle(quote), {
       policy: tdxPolicy({ mrTd: [new Uint8Array(48)] }),
       collateral: read('tdx_phala_v4_collateral.json'),
-      at: new Date(Number(meta['now_used']) * 1000),
+      at: verifyTime(meta),
     });
     expect(res.ok).toBe(false);
     expect(step(res, 'policy')).toMatchObject({ ok: false, code: 'POLICY_MISMATCH' });
@@ -127,7 +155,7 @@ describeWithVectors('tdx', 'TDX real vectors', () => {
     const res = await verifyTdxEvidence(bundle(quote), {
       policy: policyFor(quote),
       collateral: read('tdx_phala_outdated_collateral.json'),
-      at: new Date(Number(meta['now_used']) * 1000),
+      at: verifyTime(meta),
       expectedReportData: parseTdxQuote(quote).report.reportData,
     });
     expect(step(res, 'quote')?.ok).toBe(true);
@@ -169,7 +197,7 @@ describeWithVectors('tdx', 'TDX real vectors', () => {
     bad[mrTdOffset] = (bad[mrTdOffset] ?? 0) ^ 1; // first byte of MRTD
     const res = await verifyTdxEvidence(bundle(bad, read('tdx_phala_v4_collateral.json')), {
       policy,
-      at: new Date(Number(meta['now_used']) * 1000),
+      at: verifyTime(meta),
       skipBinding: true,
     });
     expect(step(res, 'quote')).toMatchObject({ ok: false, code: 'EVIDENCE_SIGNATURE_INVALID' });
@@ -204,11 +232,11 @@ describeWithVectors('tdx', 'TDX real vectors', () => {
     c['extra'] = 1;
     const res = await verifyTdxEvidence(bundle(quote, new TextEncoder().encode(JSON.stringify(c))), {
       policy: policyFor(quote),
-      at: new Date(1752920162 * 1000),
+      at: new Date((1752920162 - BEFORE_CRL_EXPIRY_S) * 1000),
       skipBinding: true,
     });
     expect(step(res, 'collateral')).toMatchObject({ ok: false, code: 'EVIDENCE_MALFORMED' });
-    const none = await verifyTdxEvidence(bundle(quote), { policy: policyFor(quote), at: new Date(1752920162 * 1000), skipBinding: true });
+    const none = await verifyTdxEvidence(bundle(quote), { policy: policyFor(quote), at: new Date((1752920162 - BEFORE_CRL_EXPIRY_S) * 1000), skipBinding: true });
     expect(step(none, 'collateral')).toMatchObject({ ok: false, code: 'NOT_FOUND' });
   });
 });

@@ -72,7 +72,7 @@ function sameBytes(a: CborValue | undefined, b: Uint8Array | null): boolean {
 
 /**
  * Reads the payload of the COSE_Sign1 document (RFC 9052 section 4.2; tagged 18 or untagged,
- * see ../shared/vectors/README.md) just far enough to check the three bound fields.
+ * see test/vectors/README.md) just far enough to check the three bound fields.
  */
 function checkDocumentBinds(document: Uint8Array, publicKey: Uint8Array, userData: Uint8Array, nonce: Uint8Array | null): void {
   const body = document[0] === 0xd2 ? document.subarray(1) : document;
