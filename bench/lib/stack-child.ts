@@ -18,14 +18,14 @@ function failed(err: unknown): void {
   send({ type: 'error', message: err instanceof Error ? `${err.name}: ${err.message}` : 'failed' });
 }
 
-process.on('message', (m: { type: string; options?: StackOptions; tokens?: number }) => {
+process.on('message', (m: { type: string; options?: StackOptions; tokens?: number; port?: number }) => {
   if (m.type === 'start' && m.options !== undefined) {
     createLocalStack(m.options).then((s) => {
       stack = s;
       send({ type: 'ready', info: s.info });
     }, failed);
   } else if (m.type === 'engine' && typeof m.tokens === 'number') {
-    startTokenEngine({ tokens: m.tokens }).then((e) => {
+    startTokenEngine({ tokens: m.tokens, ...(m.port === undefined ? {} : { port: m.port }) }).then((e) => {
       engine = e;
       send({ type: 'engine-ready', baseUrl: e.baseUrl, model: e.model });
     }, failed);

@@ -65,7 +65,7 @@ async function stream(res: ServerResponse, model: string, tokens: number): Promi
   res.end('data: [DONE]\n\n');
 }
 
-export async function startTokenEngine(options: { tokens: number; model?: string }): Promise<TokenEngine> {
+export async function startTokenEngine(options: { tokens: number; model?: string; port?: number }): Promise<TokenEngine> {
   const model = options.model ?? 'bench-llm';
   const server = createServer((req, res) => {
     const url = req.url ?? '/';
@@ -105,7 +105,10 @@ export async function startTokenEngine(options: { tokens: number; model?: string
     res.end();
   });
   server.keepAliveTimeout = 60_000;
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? 0, '127.0.0.1', resolve);
+  });
   const port = (server.address() as AddressInfo).port;
   return {
     baseUrl: `http://127.0.0.1:${port}/v1`,
