@@ -15,6 +15,7 @@ import {
   DEFAULT_CONNECT_TIMEOUT_MS,
 } from './transport.js';
 import type { ClientTransport, SealedExchange, TransportLimits } from './transport.js';
+import { checkUnixSocketPath, wsUnixSocketPath } from '../util/unix-socket.js';
 
 function serverError(code: ErrorCode): CloisterError {
   return new CloisterError(code, undefined, { detail: { origin: 'server' } });
@@ -57,6 +58,8 @@ export class WsClientTransport implements ClientTransport {
   }
 
   static async connect(url: string, limits: TransportLimits = {}): Promise<WsClientTransport> {
+    const socketPath = wsUnixSocketPath(url);
+    if (socketPath !== undefined) checkUnixSocketPath(socketPath, 'INVALID_ARGUMENT');
     const ws = new WebSocket(url, {
       maxPayload: limits.maxMessageBytes ?? DEFAULT_CLIENT_MAX_MESSAGE_BYTES,
       handshakeTimeout: limits.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,

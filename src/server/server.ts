@@ -24,6 +24,7 @@ import { EngineRouter } from './router.js';
 import { ServerStats } from './stats.js';
 import { HttpTransport } from './transports/http.js';
 import { WsSession } from './transports/ws.js';
+import { checkUnixSocketPath } from '../util/unix-socket.js';
 
 export type ListenTarget = { readonly host: string; readonly port: number } | { readonly path: string };
 
@@ -191,6 +192,7 @@ export class CloisterServer {
 
   /** Starts listening; resolves with the URLs clients use. */
   async listen(target: ListenTarget): Promise<ServerAddress> {
+    if ('path' in target) checkUnixSocketPath(target.path);
     await new Promise<void>((resolve, reject) => {
       this.http.once('error', reject);
       const done = (): void => {
