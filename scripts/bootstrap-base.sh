@@ -73,7 +73,8 @@ if [ ! -s "$archive" ]; then
     --customize-hook="mkdir -p \"\$1/usr/local/lib/node_modules\" && cp -a '$work/npm' \"\$1/usr/local/lib/node_modules/npm\"" \
     --customize-hook="ln -s ../lib/node_modules/npm/bin/npm-cli.js \"\$1/usr/local/bin/npm\" && ln -s ../lib/node_modules/npm/bin/npx-cli.js \"\$1/usr/local/bin/npx\"" \
     --customize-hook="chown -R 0:0 \"\$1/usr/local\"" \
-    --customize-hook="rm -rf \"\$1\"/var/cache/apt/*.bin \"\$1\"/var/lib/apt/lists/* \"\$1\"/var/log/* \"\$1\"/usr/share/doc/* \"\$1\"/usr/share/man/*" \
+    --customize-hook='chroot "$1" apt-get purge -y -qq perl perl-modules-5.36 libperl5.36 >/dev/null' \
+    --customize-hook="rm -rf \"\$1\"/var/cache/apt/*.bin \"\$1\"/var/lib/apt/lists/* \"\$1\"/var/log/* \"\$1\"/usr/share/man/*" \
     "$SUITE" "$work/rootfs.tar" "$mirror" >&2
   ctr="$(buildah from scratch)"
   buildah add --quiet "$ctr" "$work/rootfs.tar" / >/dev/null

@@ -8,7 +8,7 @@
  *        [--build-ca ca.pem (default: $NODE_EXTRA_CA_CERTS)] [--model-dir models/demo/classifier] [--model-name classifier]
  *        [--source-date-epoch N] [--out build/image]
  *        [--kernel bzImage --init init --nsm nsm.ko --cmdline cmdline]   (also build an EIF)
- *        [--check] [--keep]
+ *        [--check] [--keep] [--skip-build (use the image already tagged --tag)]
  *
  * 1. Builds Dockerfile.enclave with --no-cache and a fixed timestamp (buildah: `buildah bud
  *    --isolation chroot --timestamp $SOURCE_DATE_EPOCH`, as root; docker/podman: `build`).
@@ -162,6 +162,7 @@ export async function buildImage(argv, { env = process.env, log = (s) => console
       cmdline: { type: 'string' },
       check: { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
+      'skip-build': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -211,9 +212,11 @@ export async function buildImage(argv, { env = process.env, log = (s) => console
     engine === 'buildah'
       ? ['bud', '--isolation', 'chroot', '--timestamp', epoch, '--layers=false', ...common, repoRoot]
       : ['build', ...common, repoRoot];
-  log(`cloister: ${engine} ${buildArgs.join(' ')}`);
-  const built = await runTool(bin, buildArgs, { env: { ...env, SOURCE_DATE_EPOCH: epoch }, inherit: true });
-  if (built.code !== 0) throw new ToolError(`${engine} build failed (exit ${built.code})`);
+  if (!values['skip-build']) {
+    log(`cloister: ${engine} ${buildArgs.join(' ')}`);
+    const built = await runTool(bin, buildArgs, { env: { ...env, SOURCE_DATE_EPOCH: epoch }, inherit: true });
+    if (built.code !== 0) throw new ToolError(`${engine} build failed (exit ${built.code})`);
+  }
   const buildSeconds = Math.round((Date.now() - started) / 1000);
 
   // 2. What was built.
@@ -246,7 +249,7 @@ export async function buildImage(argv, { env = process.env, log = (s) => console
     const container = await buildah(bin, ['from', '--pull-never', values.tag], 'from');
     try {
       const rootfs = await buildah(bin, ['mount', container], 'mount');
-      const config = JSON.parse(await buildah(bin, ['inspect', '--type', 'container', '--format', '{{json .OCIv1.Config}}', container], 'inspect'));
+      const config = JSON.parse(await buildah(bin, ['inspect', '--type', 'container', container], 'inspect')).OCIv1?.config ?? {};
       const total = treeBytes(rootfs);
       const nodeModules = treeBytes(join(rootfs, 'opt', 'cloister', 'node_modules'));
       image.size = { rootfsBytes: total, nodeModulesBytes: nodeModules, nodeModulesShare: Number((nodeModules / total).toFixed(3)) };

@@ -40,11 +40,10 @@ function imageRootfs(image: string): { dir: string; cmd: string[]; env: string[]
   const container = buildah(['from', '--pull-never', image]);
   try {
     const dir = buildah(['mount', container]);
-    const config = JSON.parse(buildah(['inspect', '--type', 'container', '--format', '{{json .OCIv1.Config}}', container])) as {
-      Cmd?: string[] | null;
-      Entrypoint?: string[] | null;
-      Env?: string[] | null;
+    const inspected = JSON.parse(buildah(['inspect', '--type', 'container', container])) as {
+      OCIv1?: { config?: { Cmd?: string[] | null; Entrypoint?: string[] | null; Env?: string[] | null } };
     };
+    const config = inspected.OCIv1?.config ?? {};
     return { dir, cmd: config.Cmd ?? config.Entrypoint ?? [], env: config.Env ?? [], done: () => void buildah(['rm', container]) };
   } catch (err) {
     buildah(['rm', container]);
