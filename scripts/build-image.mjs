@@ -220,7 +220,18 @@ export async function buildImage(argv, { env = process.env, log = (s) => console
   const buildSeconds = Math.round((Date.now() - started) / 1000);
 
   // 2. What was built.
-  const image = { tag: values.tag, engine, base: nodeImage, sourceDateEpoch: Number(epoch), buildSeconds };
+  const snapshot = values['debian-snapshot'] ?? /^ARG DEBIAN_SNAPSHOT=(\S+)$/m.exec(readFileSync(join(repoRoot, 'Dockerfile.enclave'), 'utf8'))?.[1];
+  const version = (await runTool(bin, ['--version'], { env }).catch(() => ({ stdout: '' }))).stdout.trim();
+  const image = {
+    tag: values.tag,
+    engine,
+    engineVersion: version || null,
+    base: nodeImage,
+    // Where apt's packages came from: a plain mirror is only reproducible while it serves the same packages.
+    debian: values['debian-mirror'] ? { mirror: values['debian-mirror'] } : { snapshot: snapshot ?? null },
+    sourceDateEpoch: Number(epoch),
+    buildSeconds,
+  };
   if (engine === 'buildah') {
     const inspect = JSON.parse(await buildah(bin, ['inspect', '--type', 'image', values.tag], 'inspect'));
     image.id = `sha256:${inspect.FromImageID}`;

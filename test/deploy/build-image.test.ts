@@ -76,7 +76,7 @@ describe('scripts/build-image.mjs (stand-in buildah)', () => {
     expect(calls().at(-1)).toEqual(['rm', 'ctr-1']);
 
     const m = JSON.parse(readFileSync(join(out, 'measurements.json'), 'utf8')) as Record<string, Record<string, unknown>>;
-    expect(m['image']).toMatchObject({ id: `sha256:${'ef'.repeat(32)}`, base: PINNED, sourceDateEpoch: 1700000000, layers: [`sha256:${'01'.repeat(32)}`, `sha256:${'02'.repeat(32)}`] });
+    expect(m['image']).toMatchObject({ id: `sha256:${'ef'.repeat(32)}`, base: PINNED, debian: { mirror: 'http://deb.debian.org/debian' }, sourceDateEpoch: 1700000000, layers: [`sha256:${'01'.repeat(32)}`, `sha256:${'02'.repeat(32)}`] });
     expect(m['image']?.['size']).toEqual({ rootfsBytes: 1000, nodeModulesBytes: 300, nodeModulesShare: 0.3 });
     expect(m['source']?.['lockFileSha256']).toMatch(/^[0-9a-f]{64}$/);
     const measured = measureEifFile(join(out, 'cloister.eif')).measurements;
