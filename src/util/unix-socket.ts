@@ -24,14 +24,17 @@ export function checkUnixSocketPath(path: string, code: ErrorCode = 'CONFIG_INVA
   return path;
 }
 
-/** The socket path of a `ws+unix:/path/to.sock:/request-path` URL (as the ws package reads it). */
+/** The socket path of a `ws+unix:/path/to.sock:/request-path` URL, read exactly as the ws package does. */
 export function wsUnixSocketPath(url: string): string | undefined {
   if (!url.startsWith('ws+unix:')) return undefined;
-  let pathname: string;
+  let parsed: URL;
   try {
-    pathname = decodeURIComponent(new URL(url).pathname);
+    parsed = new URL(url);
   } catch {
     return undefined;
   }
-  return pathname.split(':')[0];
+  // ws: path = pathname + search; the socket path is what precedes the first ':'.
+  const path = parsed.pathname + parsed.search;
+  const colon = path.indexOf(':');
+  return colon === -1 ? path : path.slice(0, colon);
 }
