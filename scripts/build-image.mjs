@@ -33,12 +33,13 @@ import { pathToFileURL } from 'node:url';
 import { ToolError, dockerfileDefaultNodeImage, isPinnedImage, repoRoot, requireTool, runTool, which } from './enclave-common.mjs';
 
 async function loadDist(withEif) {
-  const need = { digest: join(repoRoot, 'dist', 'inference', 'onnx', 'digest.js') };
+  const need = { digest: join(repoRoot, 'dist', 'inference', 'onnx', 'digest.js'), code: join(repoRoot, 'dist', 'server', 'code-digest.js') };
   if (withEif) need.build = join(repoRoot, 'dist', 'attestation', 'nitro', 'eif', 'build.js');
   for (const p of Object.values(need)) if (!existsSync(p)) throw new ToolError(`${relative(repoRoot, p)} is missing: run \`npm run build\` first`);
   const d = await import(pathToFileURL(need.digest).href);
+  const c = await import(pathToFileURL(need.code).href);
   const b = need.build === undefined ? {} : await import(pathToFileURL(need.build).href);
-  return { modelDigest: d.modelDigest, buildEifFromRootfs: b.buildEifFromRootfs };
+  return { modelDigest: d.modelDigest, codeDigest: c.codeDigest, buildEifFromRootfs: b.buildEifFromRootfs };
 }
 
 const sha256 = (bytes) => createHash('sha256').update(bytes).digest('hex');
@@ -194,7 +195,7 @@ export async function buildImage(argv, { env = process.env, log = (s) => console
   const buildCa = values['build-ca'] ?? (env.NODE_EXTRA_CA_CERTS || undefined);
   if (buildCa !== undefined && !existsSync(buildCa)) throw new ToolError(`build CA file ${buildCa} does not exist`);
   if (buildCa !== undefined) log(`cloister: build-time CA ${buildCa} (build secret build_ca; not in the image)`);
-  const { modelDigest, buildEifFromRootfs } = await loadDist(eifParts.length === 4);
+  const { modelDigest, codeDigest, buildEifFromRootfs } = await loadDist(eifParts.length === 4);
   const outDir = resolve(repoRoot, values.out);
   mkdirSync(outDir, { recursive: true });
 
@@ -264,6 +265,16 @@ export async function buildImage(argv, { env = process.env, log = (s) => console
       const total = treeBytes(rootfs);
       const nodeModules = treeBytes(join(rootfs, 'opt', 'cloister', 'node_modules'));
       image.size = { rootfsBytes: total, nodeModulesBytes: nodeModules, nodeModulesShare: Number((nodeModules / total).toFixed(3)) };
+      // The code digest (dist/*.js + package-lock.json, src/server/code-digest.ts) of the image's
+      // /opt/cloister: with --check it must equal this checkout's, i.e. the image runs this commit's code.
+      image.codeDigest = Buffer.from(await codeDigest({ packageRoot: join(rootfs, 'opt', 'cloister') })).toString('hex');
+      if (values.check) {
+        const local = Buffer.from(await codeDigest({ packageRoot: repoRoot })).toString('hex');
+        if (local !== image.codeDigest) {
+          throw new ToolError(`the image's code digest ${image.codeDigest} differs from this checkout's ${local}: the image does not run this checkout's dist/ (run \`npm run build\` and rebuild)`);
+        }
+        log(`cloister: the image runs this checkout's code (code digest ${local})`);
+      }
       log(`cloister: image root filesystem ${mb(total)}, of which node_modules ${mb(nodeModules)} (${((100 * nodeModules) / total).toFixed(0)} %)`);
       if (eifParts.length === 4) {
         const eifPath = join(outDir, 'cloister.eif');

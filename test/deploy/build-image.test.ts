@@ -27,7 +27,10 @@ const record = join(work, 'argv.jsonl');
 const bin = join(work, 'bin');
 mkdirSync(join(rootfs, 'opt', 'cloister', 'node_modules', 'x'), { recursive: true });
 writeFileSync(join(rootfs, 'opt', 'cloister', 'node_modules', 'x', 'index.js'), 'x'.repeat(300));
-writeFileSync(join(rootfs, 'opt', 'cloister', 'main.js'), 'y'.repeat(700));
+writeFileSync(join(rootfs, 'opt', 'cloister', 'main.js'), 'y'.repeat(600));
+mkdirSync(join(rootfs, 'opt', 'cloister', 'dist'));
+writeFileSync(join(rootfs, 'opt', 'cloister', 'dist', 'index.js'), 'z'.repeat(98));
+writeFileSync(join(rootfs, 'opt', 'cloister', 'package-lock.json'), '{}');
 mkdirSync(modelDir, { recursive: true });
 writeFileSync(join(modelDir, 'config.json'), '{"model_type":"bert"}');
 mkdirSync(bin);
@@ -78,6 +81,8 @@ describe('scripts/build-image.mjs (stand-in buildah)', () => {
     const m = JSON.parse(readFileSync(join(out, 'measurements.json'), 'utf8')) as Record<string, Record<string, unknown>>;
     expect(m['image']).toMatchObject({ id: `sha256:${'ef'.repeat(32)}`, base: PINNED, debian: { mirror: 'http://deb.debian.org/debian' }, sourceDateEpoch: 1700000000, layers: [`sha256:${'01'.repeat(32)}`, `sha256:${'02'.repeat(32)}`] });
     expect(m['image']?.['size']).toEqual({ rootfsBytes: 1000, nodeModulesBytes: 300, nodeModulesShare: 0.3 });
+    // The code digest of the image's /opt/cloister (dist/*.js + package-lock.json).
+    expect(m['image']?.['codeDigest']).toMatch(/^[0-9a-f]{64}$/);
     expect(m['source']?.['lockFileSha256']).toMatch(/^[0-9a-f]{64}$/);
     const measured = measureEifFile(join(out, 'cloister.eif')).measurements;
     expect(m['measurements']).toEqual({ hashAlgorithm: 'SHA384', PCR0: measured.pcr0, PCR1: measured.pcr1, PCR2: measured.pcr2 });
