@@ -5,6 +5,7 @@
  *   node scripts/build-enclave.mjs [--model-dir models/demo/classifier] [--model-name classifier]
  *        [--tag cloister-enclave:latest] [--out build/enclave] [--engine docker|podman]
  *        [--node-image node:20-bookworm-slim@sha256:...] [--debian-snapshot 20250601T000000Z]
+ *        [--debian-mirror http://deb.debian.org/debian] [--build-ca proxy-ca.pem]
  *        [--signing-certificate cert.pem --private-key key.pem] [--source-date-epoch N]
  *
  * Steps: docker (or podman) build of Dockerfile.enclave -> nitro-cli build-enclave -> parse
@@ -66,6 +67,8 @@ export async function buildEnclave(argv, { env = process.env, log = (s) => conso
       engine: { type: 'string' },
       'node-image': { type: 'string' },
       'debian-snapshot': { type: 'string' },
+      'debian-mirror': { type: 'string' },
+      'build-ca': { type: 'string' },
       'signing-certificate': { type: 'string' },
       'private-key': { type: 'string' },
       'source-date-epoch': { type: 'string' },
@@ -121,6 +124,9 @@ export async function buildEnclave(argv, { env = process.env, log = (s) => conso
     '--build-arg', `MODEL_NAME=${modelName}`,
     '--build-arg', `SOURCE_DATE_EPOCH=${epoch}`,
     ...(values['debian-snapshot'] ? ['--build-arg', `DEBIAN_SNAPSHOT=${values['debian-snapshot']}`] : []),
+    ...(values['debian-mirror'] ? ['--build-arg', `DEBIAN_MIRROR=${values['debian-mirror']}`] : []),
+    // A TLS-inspecting proxy's CA for npm: a build secret, never a layer (Dockerfile.enclave).
+    ...(values['build-ca'] ? ['--secret', `id=build_ca,src=${resolve(values['build-ca'])}`] : []),
     repoRoot,
   ];
   log(`cloister: ${engine} build ${values.tag}`);

@@ -17,6 +17,7 @@ import {
 } from './transport.js';
 import { connectionFailed, notCloister, targetOf } from './connection-error.js';
 import type { ClientTransport, SealedExchange, TransportLimits } from './transport.js';
+import { checkUnixSocketPath, wsUnixSocketPath } from '../util/unix-socket.js';
 
 function serverError(code: ErrorCode): CloisterError {
   return new CloisterError(code, undefined, { detail: { origin: 'server' } });
@@ -111,6 +112,8 @@ export class WsClientTransport implements ClientTransport {
 
   static async connect(url: string, limits: TransportLimits = {}): Promise<WsClientTransport> {
     const target = targetOf(url);
+    const socketPath = wsUnixSocketPath(url);
+    if (socketPath !== undefined) checkUnixSocketPath(socketPath, 'INVALID_ARGUMENT');
     const interval = limits.keepAliveIntervalMs ?? DEFAULT_KEEPALIVE_INTERVAL_MS;
     if (!Number.isSafeInteger(interval) || interval < 0) throw new CloisterError('CONFIG_INVALID', 'keepAliveIntervalMs must be a non-negative integer');
     let ws: WebSocket;

@@ -14,6 +14,7 @@ import { createConnection } from 'node:net';
 import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { CloisterError } from '../errors.js';
+import { checkUnixSocketPath } from '../util/unix-socket.js';
 
 export interface UpstreamConnector {
   /** Human-readable, content-free description for logs, e.g. "vsock:16:5000". */
@@ -25,6 +26,7 @@ export interface UpstreamConnector {
 /** Connects to a Unix domain socket (tests, or a socat bridge the operator runs). */
 export function unixConnector(path: string): UpstreamConnector {
   if (typeof path !== 'string' || path === '') throw new CloisterError('CONFIG_INVALID', 'unix socket path is empty');
+  checkUnixSocketPath(path);
   return {
     description: `unix:${path}`,
     connect(signal: AbortSignal): Promise<Duplex> {

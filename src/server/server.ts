@@ -29,6 +29,7 @@ import { ServerStats } from './stats.js';
 import { HttpTransport } from './transports/http.js';
 import { WsSession } from './transports/ws.js';
 import { MAX_FRAME_BYTES_HEADER, MAX_IN_FLIGHT_HEADER } from '../protocol/wire.js';
+import { checkUnixSocketPath } from '../util/unix-socket.js';
 
 export type ListenTarget = { readonly host: string; readonly port: number } | { readonly path: string };
 
@@ -282,6 +283,7 @@ export class CloisterServer {
    */
   async listen(target: ListenTarget): Promise<ServerAddress> {
     const where = 'path' in target ? target.path : `${target.host.includes(':') ? `[${target.host}]` : target.host}:${target.port}`;
+    if ('path' in target) checkUnixSocketPath(target.path);
     await new Promise<void>((resolve, reject) => {
       this.http.once('error', (err: NodeJS.ErrnoException) => {
         const why = err.code === 'EADDRINUSE' ? 'address already in use' : err.code === 'EACCES' ? 'permission denied' : err.code === 'EADDRNOTAVAIL' ? 'address not available on this machine' : err.message;

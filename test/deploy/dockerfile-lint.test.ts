@@ -53,7 +53,11 @@ describe('Dockerfile.enclave lint', () => {
     expect(line).toMatch(/^exec node \/opt\/cloister\/dist\/cli\/main\.js serve /);
     expect(line).toContain('--socket "$CLOISTER_SOCKET"');
     expect(line).toContain('--model "$CLOISTER_MODEL"');
-    expect(line).toMatch(/--platform nitro$/);
+    expect(line).toContain('--state-dir "$CLOISTER_STATE_DIR"');
+    expect(line).toMatch(/--platform "\$CLOISTER_PLATFORM"$/);
+    // An enclave image attests with the NSM unless the operator says otherwise.
+    expect(text).toMatch(/CLOISTER_PLATFORM=nitro\b/);
+    expect(text).toMatch(/CLOISTER_STATE_DIR=\/run\/cloister\b/);
   });
 
   it('the server socket and model in CMD come from the image environment', () => {
@@ -99,6 +103,37 @@ describe('Dockerfile.enclave lint', () => {
     expect(args.get('MODEL_NAME')).toBe('classifier');
     expect(args.get('DEBIAN_SNAPSHOT')).toMatch(/^\d{8}T\d{6}Z$/);
     expect(text).toMatch(/snapshot\.debian\.org\/archive\/debian\/\$\{DEBIAN_SNAPSHOT\}/);
+  });
+
+  it('the Debian source is a build argument, snapshot.debian.org by default', () => {
+    expect(args.has('DEBIAN_MIRROR')).toBe(true);
+    expect(args.get('DEBIAN_MIRROR')).toBeUndefined(); // empty: the snapshot
+    const sources = lines.filter((l) => l.includes('/etc/apt/sources.list'));
+    expect(sources.length).toBe(2);
+    for (const l of sources) expect(l).toContain('${DEBIAN_MIRROR:-http://snapshot.debian.org/archive/debian/${DEBIAN_SNAPSHOT}}');
+  });
+
+  it('node-gyp uses the base image headers, and the build CA is a secret mount only', () => {
+    expect(text).toMatch(/^ENV npm_config_nodedir=\/usr\/local$/m);
+    const npmRuns = instr('RUN').filter((l) => /npm[^ ]* ci /.test(l) || l.includes('npm ci '));
+    expect(npmRuns).toHaveLength(2);
+    for (const l of npmRuns) {
+      expect(l).toMatch(/^RUN --mount=type=secret,id=build_ca /);
+      // npm 10.8 can exit 0 with an incomplete tree: npm ls must check it.
+      expect(l).toMatch(/npm ci [^&]*&& npm ls /);
+    }
+    for (const l of [...instr('ENV'), ...instr('ARG'), ...instr('COPY')]) expect(l).not.toMatch(/NODE_EXTRA_CA_CERTS|build_ca|\.crt\b/);
+  });
+
+  it('the runtime stage keeps only this platform\'s binaries and no build tools', () => {
+    const lastFrom = lines.map((l) => l.toUpperCase().startsWith('FROM ')).lastIndexOf(true);
+    const runtime = lines.slice(lastFrom).join('\n');
+    expect(runtime).not.toMatch(/\b(python3|g\+\+|make|build-essential|node-gyp)\b/);
+    expect(runtime).toContain('rm -rf node_modules/onnxruntime-web');
+    expect(runtime).toMatch(/find node_modules\/onnxruntime-node\/bin .*! -path "\*\/linux"/);
+    expect(runtime).toMatch(/rm -rf \/usr\/local\/include \/usr\/local\/lib\/node_modules/);
+    // apt's binary caches differ from build to build: deleted in the same RUN.
+    expect(runtime).toContain('/var/cache/apt/*.bin');
   });
 
   it('.dockerignore keeps secrets and local state out of the context', () => {

@@ -5,6 +5,7 @@
 import { CloisterError } from '../../errors.js';
 import { UPSTREAM_KINDS, UpstreamEngine } from './engine.js';
 import type { UpstreamEngineOptions, UpstreamKind } from './engine.js';
+import { checkUnixSocketPath } from '../../util/unix-socket.js';
 
 /** Value-taking flags (each at most once). */
 export const UPSTREAM_SERVE_FLAGS = [
@@ -75,6 +76,7 @@ export function upstreamFromArgs(get: (name: (typeof UPSTREAM_SERVE_FLAGS)[numbe
   if ((prompt === undefined) !== (expect === undefined)) throw new CloisterError('CONFIG_INVALID', '--canary-prompt and --canary-expect go together');
   const name = get('upstream-name');
   const socketPath = get('upstream-socket');
+  if (socketPath !== undefined) checkUnixSocketPath(socketPath);
   const imageDigest = get('upstream-image-digest');
   const ready = intArg('upstream-ready-timeout-s', get('upstream-ready-timeout-s'));
   const concurrency = intArg('upstream-max-concurrency', get('upstream-max-concurrency'));
