@@ -498,11 +498,15 @@ async function main(): Promise<void> {
       });
     }, 2000);
     // Faults and attacks on a schedule, each awaited before its next round.
+    // Sleeps that end early once the clients are done.
+    const pause = async (ms: number): Promise<void> => {
+      for (const end = Date.now() + ms; !stopping && Date.now() < end; ) await sleep(Math.min(500, end - Date.now()));
+    };
     const schedule = async (firstMs: number, everyMs: number, fn: () => Promise<void>): Promise<void> => {
-      await sleep(firstMs);
+      await pause(firstMs);
       while (!stopping && Date.now() < until - 5000) {
         await fn().catch((err: unknown) => log(`fault step failed: ${String(err)}`));
-        await sleep(everyMs);
+        await pause(everyMs);
       }
     };
     const background = [

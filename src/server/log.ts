@@ -21,6 +21,7 @@ export const LOG_EVENTS = [
   'conn.rejected',
   'conn.idle-timeout',
   'conn.head-timeout',
+  'conn.evicted',
   'conn.backpressure',
   'conn.stalled',
   'frame.rejected',

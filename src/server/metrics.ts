@@ -92,8 +92,12 @@ export function renderMetrics(m: MetricsInput): string {
   out.sample('cloister_connections_open', s.connectionsOpen);
   out.family('cloister_connections_total', 'counter', 'Client connections admitted since start.');
   out.sample('cloister_connections_total', s.connectionsTotal);
-  out.family('cloister_connections_rejected_total', 'counter', 'Connections refused over maxConnections.');
+  out.family('cloister_connections_rejected_total', 'counter', 'Connections refused over maxConnections or maxConnectionsPerSource.');
   out.sample('cloister_connections_rejected_total', s.connectionsRejected);
+  out.family('cloister_connections_evicted_total', 'counter', 'Connections without a request head closed to make room at maxConnections or maxConnectionsPerSource.');
+  out.sample('cloister_connections_evicted_total', s.connectionsEvicted);
+  out.family('cloister_uploads_in_progress', 'gauge', 'Sealed request bodies being received over HTTP.');
+  out.sample('cloister_uploads_in_progress', s.uploadsInProgress);
   out.family('cloister_frames_rejected_total', 'counter', 'WebSocket frames rejected as malformed or over a limit.');
   out.sample('cloister_frames_rejected_total', s.framesRejected);
   out.family('cloister_evidence_served_total', 'counter', 'Evidence bundles served.');

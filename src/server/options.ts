@@ -42,8 +42,10 @@ export interface ServerLimits {
   /** An idle HTTP keep-alive connection is closed after this long (node's keepAliveTimeout). */
   readonly keepAliveTimeoutMs: number;
   /**
-   * Concurrent connections from one source address (src/server/sources.ts); one more is
-   * answered 503 OVERLOADED and closed. Not applied to Unix-socket peers (no address).
+   * Concurrent connections from one source address (src/server/sources.ts). At the limit, the
+   * source's oldest connection that has not sent a request head yet is closed to make room;
+   * when every one of them has, the new connection is answered 503 OVERLOADED and closed. Not
+   * applied to Unix-socket peers (no address). (maxConnections makes room the same way.)
    */
   readonly maxConnectionsPerSource: number;
   /**

@@ -218,8 +218,30 @@ export class CloisterServer {
           if (perSource !== undefined) sources.release(source);
         });
       };
-      if (this.admitted >= this.limits.maxConnections) return refuse('maxConnections');
-      if (perSource !== undefined && perSource.connections >= this.limits.maxConnectionsPerSource) return refuse('maxConnectionsPerSource');
+      // At a limit, an admitted connection that has not sent a request head yet gives way to
+      // the new one: the oldest such connection of the same source, or at maxConnections of
+      // any source. Silent connections then cannot keep out a client that speaks at once.
+      const evictable = (sameSource: boolean): Socket | undefined => {
+        for (const s of this.awaitingHead.keys()) {
+          if (s === socket || this.excess.has(s)) continue;
+          if (!sameSource || this.sockets.get(s)?.source === source) return s;
+        }
+        return undefined;
+      };
+      const makeRoom = (limit: 'maxConnections' | 'maxConnectionsPerSource'): boolean => {
+        const victim = evictable(limit === 'maxConnectionsPerSource');
+        if (victim === undefined) return false;
+        this.headArrived(victim);
+        this.stats.connectionsEvicted++;
+        logger.log('info', 'conn.evicted', { conn: this.sockets.get(victim)?.conn ?? 0, code: 'OVERLOADED', limit });
+        // Its close handler gives its slot back (admitted, per source) when it has closed.
+        victim.destroy();
+        return true;
+      };
+      if (this.admitted >= this.limits.maxConnections && !makeRoom('maxConnections')) return refuse('maxConnections');
+      if (perSource !== undefined && perSource.connections >= this.limits.maxConnectionsPerSource && !makeRoom('maxConnectionsPerSource')) {
+        return refuse('maxConnectionsPerSource');
+      }
       this.admitted++;
       if (perSource !== undefined) perSource.connections++;
       this.stats.connectionsOpen = this.admitted;

@@ -28,6 +28,8 @@ export class ServerStats {
   connectionsTotal = 0;
   /** Connections accepted over maxConnections (answered 503 OVERLOADED, then closed). */
   connectionsRejected = 0;
+  /** Admitted connections without a request head closed to make room for a new one (at maxConnections or maxConnectionsPerSource). */
+  connectionsEvicted = 0;
   /** Frames rejected as malformed or wrong-direction, or by ws itself (e.g. over maxFrameBytes). */
   framesRejected = 0;
   evidenceServed = 0;

@@ -103,15 +103,37 @@ describe('silent and slow connections', () => {
     expect(s.closed()).toBe(false);
   });
 
-  it('maxConnectionsPerSource: one address cannot take every connection slot', async () => {
-    const t = await server({ maxConnectionsPerSource: 3, connectionHeadTimeoutMs: 60_000 });
-    const held = await Promise.all([1, 2, 3].map(() => rawSocket(t)));
-    await until(() => t.server.stats.connectionsOpen === 3);
+  it('maxConnectionsPerSource: one address cannot hold more; connections that spoke are never evicted', async () => {
+    const t = await server({ maxConnectionsPerSource: 3, connectionHeadTimeoutMs: 60_000, keepAliveTimeoutMs: 60_000 });
+    // Three keep-alive connections that each completed a request: not evictable.
+    const held = await Promise.all([1, 2, 3].map(() => rawSocket(t, 'GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n')));
+    await until(() => held.every((h) => h.data().includes('200 OK')));
     expect(await getStatus(`${t.httpUrl}/v1/evidence`)).toBe(503);
     expect(t.server.stats.connectionsRejected).toBe(1);
+    expect(held.some((h) => h.closed())).toBe(false);
     held[0]?.socket.destroy();
     await until(() => t.server.stats.connectionsOpen === 2);
     expect(await getStatus(`${t.httpUrl}/v1/evidence`)).toBe(200);
+  });
+
+  it('silent connections give way: at maxConnectionsPerSource the oldest silent one is closed for a client that speaks', async () => {
+    const t = await server({ maxConnectionsPerSource: 4, connectionHeadTimeoutMs: 60_000 });
+    const silent: Awaited<ReturnType<typeof rawSocket>>[] = [];
+    for (let i = 0; i < 20; i++) silent.push(await rawSocket(t));
+    await until(() => t.server.stats.connectionsEvicted === 16);
+    await until(() => silent.slice(0, 16).every((s) => s.closed()));
+    expect(silent.slice(16).some((s) => s.closed())).toBe(false);
+    expect(await classifyOnce(t, 'ws')).toBeTruthy();
+    expect(await classifyOnce(t, 'http')).toBeTruthy();
+    expect(t.server.stats.connectionsRejected).toBe(0);
+  });
+
+  it('at maxConnections a silent connection of any source gives way too', async () => {
+    const t = await server({ maxConnections: 3, maxConnectionsPerSource: 64, connectionHeadTimeoutMs: 60_000 });
+    for (let i = 0; i < 3; i++) await rawSocket(t);
+    await until(() => t.server.stats.connectionsOpen === 3);
+    expect(await getStatus(`${t.httpUrl}/v1/evidence`)).toBe(200);
+    expect(t.server.stats.connectionsEvicted).toBe(1);
   });
 });
 
