@@ -59,6 +59,15 @@ export interface ConnectOptions {
    * `nonce`, the server's cached evidence is accepted, fresh by its age bound only.
    */
   readonly requireFreshNonce?: boolean;
+  /**
+   * When the server refuses a nonce request with RATE_LIMITED (its budget of fresh
+   * attestations is spent, e.g. by a burst from other clients behind the same address),
+   * accept its cached evidence instead, only where that evidence carries its own time
+   * (Nitro, simulated: fresh within the verifier's maximum age, 5 minutes by default) and
+   * neither the policy (`nonceRequired`) nor a caller-supplied `nonce` demands one. Default
+   * true; false fails with RATE_LIMITED.
+   */
+  readonly nonceFallback?: boolean;
   /** AEAD for requests. Default AES-128-GCM. */
   readonly aead?: 'aes-128-gcm' | 'chacha20-poly1305';
   /** Transport limits (message size, flow control, connect deadline). */
@@ -636,16 +645,29 @@ async function attest(transport: ClientTransport, options: ConnectOptions, polic
   if (useNonce !== undefined && (useNonce.byteLength < 1 || useNonce.byteLength > 64)) {
     throw new CloisterError('INVALID_ARGUMENT', 'nonce must be 1..64 bytes');
   }
-  const bundle: EvidenceBundle = await transport.fetchEvidence(useNonce);
+  let bundle: EvidenceBundle;
+  let boundNonce = useNonce;
+  try {
+    bundle = await transport.fetchEvidence(useNonce);
+  } catch (err) {
+    const mayFallBack = err instanceof CloisterError && err.code === 'RATE_LIMITED' && useNonce !== undefined && options.nonce === undefined
+      && options.nonceFallback !== false && !policy.nonceRequired;
+    if (!mayFallBack) throw err;
+    const cached = await transport.fetchEvidence(undefined);
+    // Only evidence that carries its own time can stand in for a nonce (its age is then bounded).
+    if (cached.platform !== 'nitro' && cached.platform !== 'simulated') throw err;
+    bundle = cached;
+    boundNonce = undefined;
+  }
   const now = options.now ?? Date.now;
   const verified = await verifyEvidence(bundle, {
     ...options.verify,
     policy,
     ...(options.trustedRoots === undefined ? {} : { trustedRoots: options.trustedRoots }),
-    ...(useNonce === undefined ? {} : { nonce: useNonce }),
+    ...(boundNonce === undefined ? {} : { nonce: boundNonce }),
     at: new Date(now()),
   });
-  return { keyConfig: verified.keyConfig, report: verified.report, bundle, nonce: useNonce };
+  return { keyConfig: verified.keyConfig, report: verified.report, bundle, nonce: boundNonce };
 }
 
 /** Connects to a Cloister server and verifies it (see CloisterClient.connect). */

@@ -15,7 +15,8 @@ import { decodeKeyConfig, sealTargetFromKeyConfig } from '../../src/protocol/key
 import { encodeCbor } from '../../src/protocol/cbor.js';
 import { decodeWireMessage, encodeWireMessage } from '../../src/protocol/wire.js';
 import type { ServerLimits } from '../../src/server/options.js';
-import { startTestServer, until } from '../e2e/helpers.js';
+import { policyFromJson } from '../../src/attestation/policy.js';
+import { codeOf, startTestServer, until } from '../e2e/helpers.js';
 import type { TestServer } from '../e2e/helpers.js';
 
 const open: { close(): Promise<void> | void }[] = [];
@@ -187,6 +188,21 @@ describe('evidence budget', () => {
     expect(statuses).toEqual([200, 200, 200, 429, 429]);
     // Evidence without a nonce is cached and never rate-limited.
     expect(await getStatus(`${t.httpUrl}/v1/evidence`)).toBe(200);
+  });
+
+  it('a client whose address spent its nonce budget falls back to the cached, timestamped evidence (unless told not to)', async () => {
+    const t = await server({ evidenceRequestsPerMinutePerSource: 2 });
+    for (let i = 0; i < 2; i++) expect(await getStatus(`${t.httpUrl}/v1/evidence?nonce=${nonce(i)}`)).toBe(200);
+    expect(await getStatus(`${t.httpUrl}/v1/evidence?nonce=${nonce(9)}`)).toBe(429);
+    for (const url of [t.wsUrl, t.httpUrl]) {
+      const c = await connect(url, { policy: t.policy, trustedRoots: t.trustedRoots });
+      expect(await c.classify('x', { model: 'fake-cls' })).toBeTruthy();
+      await c.close();
+      expect(await codeOf(connect(url, { policy: t.policy, trustedRoots: t.trustedRoots, nonceFallback: false }))).toBe('RATE_LIMITED');
+      expect(await codeOf(connect(url, { policy: t.policy, trustedRoots: t.trustedRoots, nonce: Buffer.alloc(8, 1) }))).toBe('RATE_LIMITED');
+      const strict = policyFromJson({ ...t.policyJson, nonceRequired: true });
+      expect(await codeOf(connect(url, { policy: strict, trustedRoots: t.trustedRoots }))).toBe('RATE_LIMITED');
+    }
   });
 
   it('the per-source budget covers WebSocket connections too', async () => {
