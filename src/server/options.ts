@@ -57,6 +57,12 @@ export interface ServerLimits {
   /** The same, per source address (not applied to Unix-socket peers). */
   readonly maxUploadsPerSource: number;
   /**
+   * At maxUploadsInProgress or maxUploadsPerSource, the oldest upload (of the same source, or
+   * of any at the global cap) that has been in progress this long is cut (408 TIMEOUT) to make
+   * room for the new one; only when none is that old is the new upload refused.
+   */
+  readonly uploadEvictAfterMs: number;
+  /**
    * A sealed request body must arrive completely within this time after its head; a slower
    * upload is answered 408 TIMEOUT and its connection closed.
    */
@@ -135,6 +141,7 @@ export const DEFAULT_LIMITS: ServerLimits = Object.freeze({
   maxConnectionsPerSource: 64,
   maxUploadsInProgress: 64,
   maxUploadsPerSource: 8,
+  uploadEvictAfterMs: 1_000,
   bodyTimeoutMs: 10_000,
   maxTrackedSources: 65_536,
   maxConnections: 1024,

@@ -168,6 +168,16 @@ describe('slow request bodies', () => {
     expect(await slowPost(t, 1000).status).toBe(503);
   });
 
+  it('uploadEvictAfterMs: at the per-source cap the oldest slow upload is cut (408) for a client whose body arrives at once', async () => {
+    const t = await server({ maxUploadsPerSource: 2, uploadEvictAfterMs: 200, bodyTimeoutMs: 30_000 });
+    const slow = [slowPost(t, 1000), slowPost(t, 1000)];
+    await until(() => t.server.stats.uploadsInProgress === 2);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await classifyOnce(t, 'http')).toBeTruthy();
+    expect(await slow[0]?.status).toBe(408);
+    expect(t.server.stats.uploadsInProgress).toBe(1);
+  });
+
   it('bodyTimeoutMs: a body that does not arrive in time is answered 408 and its connection closed', async () => {
     const t = await server({ bodyTimeoutMs: 300 });
     const p = slowPost(t, 1000);

@@ -67,8 +67,18 @@ function sendError(res: ServerResponse, code: ErrorCode): void {
   res.end(body);
 }
 
+/** An upload in progress, oldest first in HttpTransport.uploads. */
+interface Upload {
+  readonly source: string;
+  readonly startedAt: number;
+  /** Ends the upload with 408 TIMEOUT and closes its connection. */
+  readonly cut: (limit: 'maxUploadsInProgress' | 'maxUploadsPerSource') => void;
+}
+
 export class HttpTransport {
   private readonly limiters = new WeakMap<Socket, SlidingWindowLimiter>();
+  /** Uploads in progress in the order they started (ServerLimits.uploadEvictAfterMs). */
+  private readonly uploads = new Set<Upload>();
 
   constructor(
     private readonly ctx: ServerContext,
@@ -158,19 +168,51 @@ export class HttpTransport {
     // maxUploadsInProgress, maxUploadsPerSource, bodyTimeoutMs): a body is work only once it
     // is complete, so slow bodies cannot hold the in-flight slots that inference needs.
     const perSource = source === LOCAL_SOURCE ? undefined : sources.entry(source);
-    if (stats.uploadsInProgress >= limits.maxUploadsInProgress || (perSource !== undefined && perSource.uploads >= limits.maxUploadsPerSource)) {
-      reject('OVERLOADED', { limit: stats.uploadsInProgress >= limits.maxUploadsInProgress ? 'maxUploadsInProgress' : 'maxUploadsPerSource' }, true);
-      if (perSource !== undefined) sources.release(source);
-      // The body is not read: the connection closes once the answer is out.
-      res.once('finish', () => req.socket.destroy());
-      return;
+    // At a cap, the oldest upload (of this source, or of any at the global cap) that has run
+    // for uploadEvictAfterMs gives way: a body that has taken that long is a slow one, and an
+    // honest client's body arrives in a moment. Slow bodies then cannot keep out one that is not.
+    const makeRoom = (limit: 'maxUploadsInProgress' | 'maxUploadsPerSource'): boolean => {
+      const now = performance.now();
+      for (const u of this.uploads) {
+        if (now - u.startedAt < limits.uploadEvictAfterMs) break;
+        if (limit === 'maxUploadsInProgress' || u.source === source) {
+          u.cut(limit);
+          return true;
+        }
+      }
+      return false;
+    };
+    for (const limit of ['maxUploadsInProgress', 'maxUploadsPerSource'] as const) {
+      const full = limit === 'maxUploadsInProgress' ? stats.uploadsInProgress >= limits.maxUploadsInProgress : perSource !== undefined && perSource.uploads >= limits.maxUploadsPerSource;
+      if (full && !makeRoom(limit)) {
+        reject('OVERLOADED', { limit }, true);
+        if (perSource !== undefined) sources.release(source);
+        // The body is not read: the connection closes once the answer is out.
+        res.once('finish', () => req.socket.destroy());
+        return;
+      }
     }
     stats.uploadsInProgress++;
     if (perSource !== undefined) perSource.uploads++;
     let uploading = true;
+    const upload: Upload = {
+      source,
+      startedAt: performance.now(),
+      cut: (limit) => {
+        if (!uploading) return;
+        endUpload();
+        done = true;
+        parts.length = 0;
+        reject('TIMEOUT', { bytesIn: size, limit }, true);
+        logger.log('info', 'request.body-timeout', { conn, code: 'TIMEOUT', bytesIn: size, limit });
+        res.once('finish', () => req.socket.destroy());
+      },
+    };
+    this.uploads.add(upload);
     const endUpload = (): void => {
       if (!uploading) return;
       uploading = false;
+      this.uploads.delete(upload);
       clearTimeout(bodyTimer);
       stats.uploadsInProgress--;
       if (perSource !== undefined) {
