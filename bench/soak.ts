@@ -26,17 +26,17 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
-import { createConnection, createServer } from 'node:net';
+import { createConnection } from 'node:net';
 import type { Socket } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { WebSocket } from 'ws';
 import { CloisterError } from '../src/errors.js';
 import { connect } from '../src/client/client.js';
 import type { CloisterClient } from '../src/client/client.js';
 import { parsePolicy } from '../src/attestation/policy.js';
 import { ensureDemoModels } from './lib/demo.js';
+import { freePort, repoRoot, sleep } from './lib/procs.js';
 
 interface Options {
   readonly durationS: number;
@@ -90,22 +90,6 @@ function parseOptions(argv: readonly string[]): Options {
   return { durationS, clients, attacks, warmupS, ...(json === undefined ? {} : { json }) };
 }
 
-function repoRoot(): string {
-  for (let dir = path.dirname(fileURLToPath(import.meta.url)); ; dir = path.dirname(dir)) {
-    if (existsSync(path.join(dir, 'package.json')) && existsSync(path.join(dir, 'src'))) return dir;
-    if (path.dirname(dir) === dir) throw new Error('repository root not found');
-  }
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Waits until `line` appears on the child's stdout or stderr (bounded). */
 function waitForOutput(child: ChildProcess, pattern: RegExp, timeoutMs: number, what: string): Promise<void> {

@@ -6,6 +6,7 @@
  * failing case to a small list of operations, which the runner prints with the seed.
  */
 import fc from 'fast-check';
+import { concatBytes } from '../src/crypto/bytes.js';
 
 export type Mutation =
   | { readonly op: 'flip'; readonly at: number; readonly bit: number }
@@ -60,37 +61,25 @@ export function applyMutation(input: Uint8Array, m: Mutation, seeds: readonly Ui
     }
     case 'insert': {
       const i = scale(m.at, n + 1);
-      return concat(input.subarray(0, i), m.bytes, input.subarray(i));
+      return concatBytes(input.subarray(0, i), m.bytes, input.subarray(i));
     }
     case 'delete': {
       const i = scale(m.at, n);
-      return concat(input.subarray(0, i), input.subarray(Math.min(n, i + m.length)));
+      return concatBytes(input.subarray(0, i), input.subarray(Math.min(n, i + m.length)));
     }
     case 'truncate':
       return input.slice(0, scale(m.at, n));
     case 'duplicate': {
       const i = scale(m.at, n);
       const piece = input.subarray(i, Math.min(n, i + m.length));
-      return concat(input.subarray(0, i), piece, input.subarray(i));
+      return concatBytes(input.subarray(0, i), piece, input.subarray(i));
     }
     case 'splice': {
       const other = seeds.length === 0 ? input : (seeds[m.other % seeds.length] ?? input);
       const i = scale(m.at, n);
-      return concat(input.subarray(0, i), other.subarray(scale(m.from, other.byteLength)));
+      return concatBytes(input.subarray(0, i), other.subarray(scale(m.from, other.byteLength)));
     }
   }
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  let total = 0;
-  for (const p of parts) total += p.byteLength;
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.byteLength;
-  }
-  return out;
 }
 
 export interface MutatedInput {
