@@ -21,6 +21,7 @@ import { sealChunkedRequest } from '../../src/protocol/chunked.js';
 import { decodeKeyConfig, sealTargetFromKeyConfig } from '../../src/protocol/key-config.js';
 import { encodeSealedRequest } from '../../src/protocol/messages.js';
 import { createLogger } from '../../src/server/log.js';
+import { serverConfigDigest } from '../../src/server/server.js';
 import { FakeEngine, startTestServer } from './helpers.js';
 import type { TestServer } from './helpers.js';
 
@@ -203,5 +204,14 @@ describe('streamed chunks, and a server with padding off (fake engine)', () => {
   it('padResponses: false (server) or pad: false (client): unpadded, answers still verify', async () => {
     expect(new Set(await downSizes(false, true, [1, 40, 150])).size).toBe(3);
     expect(new Set(await downSizes(true, false, [1, 40, 150])).size).toBe(3);
+  });
+});
+
+describe('padding in the attested configuration', () => {
+  it('padResponses: false changes the config digest (key config key 9); the default digest is as before', () => {
+    const engines = [new FakeEngine()];
+    const base = serverConfigDigest({ engines, platform: 'simulated' });
+    expect(serverConfigDigest({ engines, platform: 'simulated', padResponses: true })).toEqual(base);
+    expect(serverConfigDigest({ engines, platform: 'simulated', padResponses: false })).not.toEqual(base);
   });
 });
