@@ -30,6 +30,7 @@ import {
   encodeResponseChunk,
   encodeSealedRequest,
   openChunkedRequest,
+  padChunkPlaintext,
   sealChunkedRequest,
 } from '../src/protocol/index.js';
 import type { KeyConfig, ResponseChunk, SealedRequest } from '../src/protocol/index.js';
@@ -261,9 +262,41 @@ function replacer(_k: string, v: unknown): unknown {
   return v instanceof Uint8Array ? `bytes:${hex(v)}` : v;
 }
 
-const sealedRequestMessage = canonicalDecoder('sealed-request', 'inner sealed request message (after decryption)', () => sampleRequests().map(encodeSealedRequest), (b) => decodeSealedRequest(b), encodeSealedRequest);
+/**
+ * A decoded inner message with the length of its zero `pad` field (PROTOCOL.md section 4,
+ * "Padding"), which the decoders check and drop: re-encoding puts the same pad back, so an
+ * accepted padded mutant must still be the one canonical encoding.
+ */
+interface Padded<T> {
+  readonly value: T;
+  readonly pad: number | undefined;
+}
+function padOf(bytes: Uint8Array): number | undefined {
+  const m = decodeCbor(bytes, { allowFloats: true });
+  const pad = m instanceof Map ? m.get('pad') : undefined;
+  return pad instanceof Uint8Array ? pad.byteLength : undefined;
+}
+function withPad(encoded: Uint8Array, pad: number | undefined): Uint8Array {
+  if (pad === undefined) return encoded;
+  const m = decodeCbor(encoded, { allowFloats: true }) as Map<string, CborInput>;
+  return encodeCbor(new Map([...m, ['pad', new Uint8Array(pad)]]));
+}
 
-const responseChunkMessage = canonicalDecoder('response-chunk', 'inner response chunk message (after decryption)', () => sampleChunks().map(encodeResponseChunk), (b) => decodeResponseChunk(b), encodeResponseChunk);
+const sealedRequestMessage = canonicalDecoder<Padded<SealedRequest>>(
+  'sealed-request',
+  'inner sealed request message (after decryption)',
+  () => [...sampleRequests().map((r) => encodeSealedRequest(r)), ...sampleRequests().map((r) => encodeSealedRequest(r, { pad: true }))],
+  (b) => ({ value: decodeSealedRequest(b), pad: padOf(b) }),
+  (v) => withPad(encodeSealedRequest(v.value), v.pad),
+);
+
+const responseChunkMessage = canonicalDecoder<Padded<ResponseChunk>>(
+  'response-chunk',
+  'inner response chunk message (after decryption)',
+  () => [...sampleChunks().map(encodeResponseChunk), ...sampleChunks().map((c) => padChunkPlaintext(encodeResponseChunk(c)))],
+  (b) => ({ value: decodeResponseChunk(b), pad: padOf(b) }),
+  (v) => withPad(encodeResponseChunk(v.value), v.pad),
+);
 
 const keyConfig = canonicalDecoder(
   'key-config',

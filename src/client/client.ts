@@ -37,7 +37,7 @@ import type { KeyConfig } from '../protocol/key-config.js';
 import { timingSafeEqualBytes } from '../crypto/ct.js';
 import { sealChunkedRequest } from '../protocol/chunked.js';
 import type { ChunkedResponseOpener, OpenedChunk } from '../protocol/chunked.js';
-import { ReceiptHasher, decodeResponseChunk, encodeSealedRequest, verifyReceipt } from '../protocol/messages.js';
+import { CAPABILITIES, ReceiptHasher, decodeResponseChunk, encodeSealedRequest, verifyReceipt } from '../protocol/messages.js';
 import type { CborInput } from '../protocol/cbor.js';
 import { AEAD_AES_128_GCM, AEAD_CHACHA20_POLY1305 } from '../crypto/hpke/suite.js';
 import type { Operation } from '../inference/types.js';
@@ -90,9 +90,19 @@ export interface ConnectOptions {
   readonly reconnect?: ReconnectOptions | false;
   /** Connection events (content-free: codes, counts, timing, key id, measurements), e.g. for a log. */
   readonly onEvent?: (event: ClientEvent) => void;
+  /**
+   * Pad requests to size buckets and ask the server to pad its response chunks (the `pad`
+   * capability, PROTOCOL.md section 4, "Padding"), so that sizes on the wire do not tell
+   * inputs or answers apart. Default true. Needs a server that knows `pad` (servers from
+   * before it refuse a padded request, MALFORMED): set false for those.
+   */
+  readonly pad?: boolean;
   /** Clock, for tests. */
   readonly now?: () => number;
 }
+
+/** The capabilities a client declares without padding (`ConnectOptions.pad: false`). */
+const CAPABILITIES_NO_PAD: readonly string[] = CAPABILITIES.filter((c) => c !== 'pad');
 
 export interface ReconnectOptions {
   /** Connection attempts per reconnect before the request fails with CONNECTION_FAILED. Default 5. */
@@ -466,6 +476,7 @@ export class CloisterClient {
     }
     const aeadId = (this.options.aead ?? 'aes-128-gcm') === 'aes-128-gcm' ? AEAD_AES_128_GCM : AEAD_CHACHA20_POLY1305;
     if (!keyConfig.aeadIds.includes(aeadId)) throw new CloisterError('UNSUPPORTED_SUITE', 'the server does not offer this AEAD');
+    const pad = this.options.pad !== false;
     const plaintext = encodeSealedRequest({
       v: 1,
       op: req.op,
@@ -475,7 +486,8 @@ export class CloisterClient {
       stream: req.stream ?? false,
       ts: now(),
       id,
-    });
+      caps: pad ? CAPABILITIES : CAPABILITIES_NO_PAD,
+    }, { pad });
     const sealed = sealChunkedRequest(sealTargetFromKeyConfig(keyConfig, aeadId), plaintext);
     state.sealedTo = keyConfig;
     const receipt = new ReceiptHasher(plaintext);

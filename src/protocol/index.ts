@@ -56,6 +56,9 @@ export {
   receiptPrivateKeyFromSeed,
   signReceipt,
   verifyReceipt,
+  PAD_MIN_BUCKET,
+  padBucket,
+  padChunkPlaintext,
 } from './messages.js';
 export type { Operation, SealedRequest, MessageLimits, ResponseChunk, ReceiptKeyPair } from './messages.js';
 export type { CborInput } from './cbor.js';

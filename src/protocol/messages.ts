@@ -15,9 +15,10 @@ export const MESSAGE_VERSION = 1;
  * Capabilities (PROTOCOL.md section 4, "Versions and capabilities"): optional features of
  * inner-message version 1 that a client declares in its sealed request (`caps`), so that a
  * server sends them only to clients that understand them. `json`: the client decodes `json`
- * response chunks. A server ignores capabilities it does not know.
+ * response chunks. `pad`: the client accepts a `pad` field in response chunks and wants them
+ * padded to size buckets (`padChunkPlaintext`). A server ignores capabilities it does not know.
  */
-export const CAPABILITIES = ['json'] as const;
+export const CAPABILITIES = ['json', 'pad'] as const;
 export type Capability = (typeof CAPABILITIES)[number];
 /** Bounds on the `caps` field: entries, and the length of each (ASCII a-z, 0-9, '-'). */
 export const MAX_CAPS = 16;
@@ -73,6 +74,113 @@ export const DEFAULT_MESSAGE_LIMITS: MessageLimits = Object.freeze({
 export const REQUEST_ID_LENGTH = 16;
 export const RECEIPT_SIGNATURE_LENGTH = 64;
 
+// --- Padding to size buckets (PROTOCOL.md section 4, "Padding") -----------------------------
+
+/** The smallest bucket, and the bucket step up to 16 times it. */
+export const PAD_MIN_BUCKET = 256;
+/** Encoded length of the text key "pad" (0x63 'p' 'a' 'd'). */
+const PAD_KEY_LENGTH = 4;
+/** Zero bytes reused as pad source (copied, never handed out). */
+const ZEROS = new Uint8Array(4096);
+
+/**
+ * The bucket step at length `n`: 256 B up to 4 KiB, then 1/16 of the power of two at or
+ * below `n` (16 buckets per doubling, so padding costs at most 255 B or 6.25 %).
+ */
+export function padStep(n: number): number {
+  if (n <= 16 * PAD_MIN_BUCKET) return PAD_MIN_BUCKET;
+  const log2 = n < 2 ** 31 ? 31 - Math.clz32(n) : Math.floor(Math.log2(n));
+  return 2 ** (log2 - 4);
+}
+
+/** The smallest bucket boundary at or above `n` (PAD_MIN_BUCKET for n <= 256). */
+export function padBucket(n: number): number {
+  const s = padStep(n);
+  return Math.max(PAD_MIN_BUCKET, Math.ceil(n / s) * s);
+}
+
+/** Length of the shortest CBOR head of a byte string of `p` bytes. */
+function bstrHeadLength(p: number): number {
+  return p < 24 ? 1 : p < 256 ? 2 : p < 65_536 ? 3 : p < 2 ** 32 ? 5 : 9;
+}
+
+/**
+ * The length of the zero `pad` byte string that makes a CBOR map of `length` bytes (without
+ * `pad`, fewer than 23 entries) exactly `padBucket` long, the next bucket when no shortest
+ * head fits; at most `limit` bytes in all. Undefined when not even an empty pad fits.
+ */
+export function padLengthFor(length: number, limit = Number.MAX_SAFE_INTEGER): number | undefined {
+  const min = length + PAD_KEY_LENGTH + 1;
+  if (min > limit) return undefined;
+  let target = Math.min(padBucket(min), limit);
+  for (let tries = 0; tries < 8; tries++) {
+    const room = target - length - PAD_KEY_LENGTH;
+    for (const h of [1, 2, 3, 5]) {
+      const p = room - h;
+      if (p >= 0 && bstrHeadLength(p) === h) return p;
+    }
+    // No shortest head fits (e.g. 24 bytes of room: 23 + head 1 is short, 22 + head 2 not shortest).
+    target = target >= limit ? target - 1 : Math.min(padBucket(target + 1), limit);
+  }
+  return undefined;
+}
+
+/** The most pad a chunk or request of `total` bytes (pad included) may carry (strict decoders). */
+export function maxPadFor(total: number): number {
+  return 2 * padStep(total) - 1;
+}
+
+function padBytes(p: number): Uint8Array {
+  return p <= ZEROS.byteLength ? ZEROS.subarray(0, p) : new Uint8Array(p);
+}
+
+/** Strict decoders: `pad`, when present, is a byte string of zeros within maxPadFor(total). */
+function checkPad(m: Map<CborKey, CborValue>, total: number): void {
+  const pad = m.get('pad');
+  if (pad === undefined) return;
+  if (!(pad instanceof Uint8Array)) throw bad('pad', 'must be a byte string');
+  if (pad.byteLength > maxPadFor(total)) throw bad('pad', `${pad.byteLength} bytes exceed the bound of ${maxPadFor(total)} for a message of ${total} bytes`);
+  let or = 0;
+  for (let i = 0; i < pad.byteLength; i++) or |= pad[i] as number;
+  if (or !== 0) throw bad('pad', 'must be all zeros');
+}
+
+/**
+ * Pads an encoded response chunk plaintext (`encodeResponseChunk`) to its size bucket with a
+ * zero `pad` field, without encoding it again: in the deterministic key order `pad` comes
+ * right after `t` (the only shorter key). At most `limit` bytes in all; a chunk that cannot
+ * be padded within `limit` is returned as it is.
+ */
+export function padChunkPlaintext(chunk: Uint8Array, limit = Number.MAX_SAFE_INTEGER): Uint8Array {
+  const head = chunk[0];
+  // A map of 1..22 entries (one-byte head), first key "t" with a short text value.
+  if (head === undefined || head < 0xa1 || head > 0xb6 || chunk[1] !== 0x61 || chunk[2] !== 0x74) {
+    throw new CloisterError('INTERNAL', 'not an encoded response chunk');
+  }
+  const tHead = chunk[3] as number;
+  if (tHead < 0x60 || tHead > 0x77) throw new CloisterError('INTERNAL', 'not an encoded response chunk');
+  const at = 4 + (tHead - 0x60);
+  const p = padLengthFor(chunk.byteLength, limit);
+  if (p === undefined) return chunk;
+  const h = bstrHeadLength(p);
+  const out = new Uint8Array(chunk.byteLength + PAD_KEY_LENGTH + h + p);
+  out.set(chunk.subarray(0, at), 0);
+  out[0] = head + 1;
+  let o = at;
+  out.set([0x63, 0x70, 0x61, 0x64], o);
+  o += PAD_KEY_LENGTH;
+  if (h === 1) out[o] = 0x40 + p;
+  else if (h === 2) out.set([0x58, p], o);
+  else if (h === 3) out.set([0x59, p >> 8, p & 0xff], o);
+  else {
+    out[o] = 0x5a;
+    new DataView(out.buffer, out.byteOffset).setUint32(o + 1, p);
+  }
+  o += h + p; // the pad bytes are already zero
+  out.set(chunk.subarray(at), o);
+  return out;
+}
+
 function bad(field: string, why: string): CloisterError {
   return new CloisterError('MALFORMED', `${field}: ${why}`, { detail: { field } });
 }
@@ -95,15 +203,28 @@ function strictMap(v: CborValue, field: string, required: readonly string[], opt
   return v;
 }
 
-export function encodeSealedRequest(r: SealedRequest): Uint8Array {
+/**
+ * `pad`: add a zero `pad` field so that the plaintext is exactly `padBucket` long (PROTOCOL.md
+ * section 4, "Padding"); only for a server that knows the field (servers from before it
+ * refuse the request, MALFORMED). Default false.
+ */
+export function encodeSealedRequest(r: SealedRequest, options: { readonly pad?: boolean } = {}): Uint8Array {
   if (r.id.byteLength !== REQUEST_ID_LENGTH) throw new CloisterError('INVALID_ARGUMENT', 'id must be 16 bytes');
   if (!(OPERATIONS as readonly string[]).includes(r.op)) throw new CloisterError('UNKNOWN_OPERATION');
   const caps = [...new Set(r.caps ?? CAPABILITIES)].sort();
   if (caps.length > MAX_CAPS || !caps.every((c) => CAP_RE.test(c))) throw new CloisterError('INVALID_ARGUMENT', 'caps: at most 16 names of a-z, 0-9 and -');
-  return encodeCbor({
+  const fields = {
     v: MESSAGE_VERSION, op: r.op, model: r.model, input: r.input, params: r.params, stream: r.stream, ts: r.ts, id: r.id,
     caps: caps.length === 0 ? undefined : caps,
-  });
+  };
+  const plain = encodeCbor(fields);
+  if (options.pad !== true) return plain;
+  const p = padLengthFor(plain.byteLength);
+  if (p === undefined) return plain;
+  const padded = encodeCbor({ ...fields, pad: padBytes(p) });
+  plain.fill(0);
+  if (padded.byteLength !== padBucket(padded.byteLength)) throw new CloisterError('INTERNAL', 'padded request off its bucket');
+  return padded;
 }
 
 /** Strict: unknown/missing keys, wrong types, over-limit sizes and trailing bytes fail. */
@@ -120,7 +241,8 @@ export function decodeSealedRequest(bytes: Uint8Array, limits?: Partial<MessageL
       detail: { field: 'v', supported: MESSAGE_VERSION },
     });
   }
-  const m = strictMap(root, 'request', ['v', 'op', 'model', 'input', 'stream', 'ts', 'id'], ['params', 'caps']);
+  const m = strictMap(root, 'request', ['v', 'op', 'model', 'input', 'stream', 'ts', 'id'], ['params', 'caps', 'pad']);
+  checkPad(m, bytes.byteLength);
   if (m.get('v') !== MESSAGE_VERSION) throw bad('v', 'unsupported version');
   const op = m.get('op');
   if (typeof op !== 'string') throw bad('op', 'must be text');
@@ -152,6 +274,9 @@ export function decodeSealedRequest(bytes: Uint8Array, limits?: Partial<MessageL
     for (const c of capsRaw) {
       if (typeof c !== 'string' || !CAP_RE.test(c)) throw bad('caps', `each must be 1 to ${MAX_CAP_BYTES} of a-z, 0-9, -`);
       if (caps.includes(c)) throw bad('caps', 'duplicate name');
+      // One encoding per value: names in ascending order, as encodeSealedRequest writes them.
+      const last = caps[caps.length - 1];
+      if (last !== undefined && c < last) throw bad('caps', 'names must be in ascending order');
       caps.push(c);
     }
   }
@@ -203,24 +328,28 @@ export function decodeResponseChunk(bytes: Uint8Array, limits?: Partial<MessageL
   if (!(root instanceof Map)) throw bad('chunk', 'must be a map');
   const t = root.get('t');
   if (t === 'data') {
-    const m = strictMap(root, 'chunk', ['t', 'data'], []);
+    const m = strictMap(root, 'chunk', ['t', 'data'], ['pad']);
+    checkPad(m, bytes.byteLength);
     return { t: 'data', data: toPlain(m.get('data') ?? null) };
   }
   if (t === 'items') {
-    const m = strictMap(root, 'chunk', ['t', 'items'], []);
+    const m = strictMap(root, 'chunk', ['t', 'items'], ['pad']);
+    checkPad(m, bytes.byteLength);
     const items = toPlain(m.get('items') ?? null);
     if (!Array.isArray(items) || items.length === 0) throw bad('items', 'must be a non-empty array');
     return { t: 'items', items: items as CborInput[] };
   }
   if (t === 'json') {
-    const m = strictMap(root, 'chunk', ['t', 'items'], []);
+    const m = strictMap(root, 'chunk', ['t', 'items'], ['pad']);
+    checkPad(m, bytes.byteLength);
     const items = m.get('items');
     if (!Array.isArray(items) || items.length === 0) throw bad('items', 'must be a non-empty array');
     for (const x of items) if (typeof x !== 'string') throw bad('items', 'must be text (JSON)');
     return { t: 'json', items: items as string[] };
   }
   if (t === 'error') {
-    const m = strictMap(root, 'chunk', ['t', 'code', 'message'], []);
+    const m = strictMap(root, 'chunk', ['t', 'code', 'message'], ['pad']);
+    checkPad(m, bytes.byteLength);
     const code = m.get('code');
     const message = m.get('message');
     if (!isErrorCode(code)) throw bad('code', 'unknown error code');
@@ -228,7 +357,8 @@ export function decodeResponseChunk(bytes: Uint8Array, limits?: Partial<MessageL
     return { t: 'error', code, message };
   }
   if (t === 'end') {
-    const m = strictMap(root, 'chunk', ['t', 'receipt'], ['data']);
+    const m = strictMap(root, 'chunk', ['t', 'receipt'], ['data', 'pad']);
+    checkPad(m, bytes.byteLength);
     const receipt = m.get('receipt');
     if (!(receipt instanceof Uint8Array) || receipt.byteLength !== RECEIPT_SIGNATURE_LENGTH) throw bad('receipt', 'must be 64 bytes');
     const data = m.get('data');

@@ -14,7 +14,7 @@
 import { CloisterError, ERROR_CODES, asCloisterError, wireCodeOf } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
 import { MAX_RESPONSE_CHUNK_LENGTH, openChunkedRequest } from '../protocol/chunked.js';
-import { JsonResults, ReceiptHasher, decodeSealedRequest, encodeResponseChunk, encodeResultsChunk } from '../protocol/messages.js';
+import { JsonResults, ReceiptHasher, decodeSealedRequest, encodeResponseChunk, encodeResultsChunk, padChunkPlaintext } from '../protocol/messages.js';
 import type { KeyGeneration, KeyManager } from './keys.js';
 import type { ReplayWindow } from './replay.js';
 import type { EngineRouter } from './router.js';
@@ -69,6 +69,11 @@ export interface HandlerDeps {
    * request (and its in-flight slot) past the deadline plus this grace.
    */
   readonly reportGraceMs?: number;
+  /**
+   * Pad response chunk plaintexts to size buckets (PROTOCOL.md section 4, "Padding") for
+   * clients that declared the `pad` capability. Default true.
+   */
+  readonly padResponses?: boolean;
 }
 
 /** Most engine results sealed together in one `items` chunk (`HandlerDeps.maxItemsPerChunk`). */
@@ -179,7 +184,12 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
     const wait = out.write(bytes);
     if (wait !== undefined) await raceAbort(wait, until);
   };
-  const sealData = async (plaintext: Uint8Array, until: AbortSignal): Promise<void> => {
+  // Set once the request decoded and declared `pad`: every later chunk with content (data,
+  // items, json, error) is padded to its size bucket. The final `end` chunk carries only the
+  // 64-byte receipt, the same length for every answer, so it is not padded.
+  let pad = false;
+  const sealData = async (unpadded: Uint8Array, until: AbortSignal): Promise<void> => {
+    const plaintext = pad ? padChunkPlaintext(unpadded, MAX_RESPONSE_CHUNK_LENGTH - 16) : unpadded;
     if (plaintext.byteLength + 16 > MAX_RESPONSE_CHUNK_LENGTH) {
       // The client opens no bigger chunk (one limit for both sides): refuse, sealed, by name.
       throw new CloisterError('LIMIT_EXCEEDED', `a result of ${plaintext.byteLength} bytes exceeds the response chunk limit (MAX_RESPONSE_CHUNK_LENGTH = ${MAX_RESPONSE_CHUNK_LENGTH} bytes)`, {
@@ -206,6 +216,7 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
     responseStarted = true;
     const req = decodeSealedRequest(opened.plaintext, { maxRequestBytes: deps.maxRequestBytes });
     op = req.op;
+    pad = deps.padResponses !== false && req.caps?.includes('pad') === true;
     // The timestamp first (cheap, records nothing), then routing; the id is recorded only
     // for a request that will be served, so requests for models or operations that do not
     // exist cannot fill the replay window.

@@ -57,7 +57,9 @@ export interface LogFields {
   readonly sid?: number;
   readonly keyId?: number;
   readonly code?: ErrorCode;
+  /** Rounded up to a power of two (at least 256) before it is written: `logSizeBucket`. */
   readonly bytesIn?: number;
+  /** Rounded up to a power of two (at least 256) before it is written: `logSizeBucket`. */
   readonly bytesOut?: number;
   readonly chunks?: number;
   readonly durationMs?: number;
@@ -72,7 +74,22 @@ export interface LogFields {
 const NUMERIC_FIELDS: ReadonlySet<string> = new Set([
   'conn', 'sid', 'keyId', 'bytesIn', 'bytesOut', 'chunks', 'durationMs', 'inFlight', 'connections', 'port', 'closeCode',
 ]);
+/** Size fields: a log line never holds an exact request or response size (`logSizeBucket`). */
+const SIZE_FIELDS: ReadonlySet<string> = new Set(['bytesIn', 'bytesOut']);
 const REQUEST_ID = /^[0-9a-f]{16}$/;
+
+/**
+ * What the log records of a size: 0, or the power of two at or above it, at least 256. Exact
+ * sealed sizes would tell answers apart (a classifier's labels differ in length) to anyone
+ * who reads the log; a power of two is coarser than the padding buckets on the wire
+ * (PROTOCOL.md section 4, "Padding"), so the log tells no more than the wire.
+ */
+export function logSizeBucket(n: number): number {
+  if (n <= 0) return 0;
+  let b = 256;
+  while (b < n && b < Number.MAX_SAFE_INTEGER / 2) b *= 2;
+  return b;
+}
 const LEVELS: ReadonlySet<string> = new Set(['debug', 'info', 'warn', 'error']);
 const EVENTS: ReadonlySet<string> = new Set(LOG_EVENTS);
 const LIMIT_NAMES: ReadonlySet<string> = new Set(Object.keys(DEFAULT_LIMITS));
@@ -98,7 +115,7 @@ export function createLogger(options: { sink?: LogSink; minLevel?: LogLevel } = 
       let dropped = 0;
       for (const [k, v] of Object.entries(fields)) {
         if (v === undefined) continue;
-        if (NUMERIC_FIELDS.has(k) && typeof v === 'number' && Number.isFinite(v)) out[k] = v;
+        if (NUMERIC_FIELDS.has(k) && typeof v === 'number' && Number.isFinite(v)) out[k] = SIZE_FIELDS.has(k) ? logSizeBucket(v) : v;
         else if (k === 'code' && isErrorCode(v)) out[k] = v;
         else if (k === 'requestId' && typeof v === 'string' && REQUEST_ID.test(v)) out[k] = v;
         else if (k === 'limit' && typeof v === 'string' && LIMIT_NAMES.has(v)) out[k] = v;

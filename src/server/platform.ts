@@ -151,6 +151,8 @@ export interface ServePlatformInput {
   readonly engines: readonly Engine[];
   readonly keyRotationIntervalMs?: number;
   readonly limits?: Partial<ServerLimits>;
+  /** CloisterServerOptions.padResponses (measured into the config digest when false). */
+  readonly padResponses?: boolean;
   /** Where the code digest is taken (simulated PCR0). Default: this package. */
   readonly code?: CodeDigestOptions;
   readonly options?: PlatformOptions;
@@ -168,6 +170,7 @@ export async function preparePlatform(input: ServePlatformInput): Promise<Platfo
     platform: selection.platform,
     ...(input.limits === undefined ? {} : { limits: input.limits }),
     ...(input.keyRotationIntervalMs === undefined ? {} : { keyRotationIntervalMs: input.keyRotationIntervalMs }),
+    ...(input.padResponses === false ? { padResponses: false } : {}),
   });
   const models = input.engines.flatMap((e) => [...e.models()]).sort((a, b) => (a.name < b.name ? -1 : 1));
   return createPlatformAttester(

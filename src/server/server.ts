@@ -51,6 +51,12 @@ export interface CloisterServerOptions {
    * need TLS for confidentiality; browsers, proxies and load balancers often expect it.
    */
   readonly tls?: { readonly cert: string | Uint8Array; readonly key: string | Uint8Array };
+  /**
+   * Pad response chunks to size buckets for clients that declare the `pad` capability
+   * (PROTOCOL.md section 4, "Padding"), so that sizes on the wire do not tell answers apart.
+   * Default true; false is measured into the config digest (key config key 9).
+   */
+  readonly padResponses?: boolean;
 }
 
 export interface ServerAddress {
@@ -76,6 +82,7 @@ export function serverConfigDigest(input: {
   readonly limits?: Partial<ServerLimits>;
   readonly keyRotationIntervalMs?: number;
   readonly keyGraceMs?: number;
+  readonly padResponses?: boolean;
 }): Uint8Array {
   const limits = resolveLimits(input.limits);
   const models = new EngineRouter(input.engines).models();
@@ -87,6 +94,8 @@ export function serverConfigDigest(input: {
     limits: Object.fromEntries(Object.entries(limits).sort(([a], [b]) => (a < b ? -1 : 1))),
     keyRotationIntervalMs: input.keyRotationIntervalMs ?? DEFAULT_KEY_ROTATION_INTERVAL_MS,
     keyGraceMs: input.keyGraceMs ?? DEFAULT_KEY_GRACE_MS,
+    // Only when off, so the digest of a default configuration is unchanged.
+    ...(input.padResponses === false ? { padResponses: false } : {}),
   });
   return Uint8Array.from(createHash('sha256').update(canonical).digest());
 }
@@ -160,6 +169,7 @@ export class CloisterServer {
       maxItemsPerChunk: this.limits.maxItemsPerChunk,
       maxChunkTextChars: this.limits.maxChunkTextChars,
       reportGraceMs: this.limits.reportGraceMs,
+      padResponses: options.padResponses !== false,
     };
     this.evidence = evidence;
     this.ctx = { limits: this.limits, keys: this.keys, evidence, sources, logger, stats: this.stats, handlerDeps, state: { draining: false } };

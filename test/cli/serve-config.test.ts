@@ -33,11 +33,12 @@ describe('cloister serve configuration: flags and CLOISTER_* variables', () => {
       CLOISTER_TLS_CERT: '/etc/c.pem',
       CLOISTER_TLS_KEY: '/etc/k.pem',
       CLOISTER_DRAIN_TIMEOUT_S: '0',
+      CLOISTER_PAD_RESPONSES: 'off',
     });
     expect(c.models.map((m) => [m.name, m.dir, m.task])).toEqual([['a', '/m/a', undefined], ['b', '/m/b', undefined], ['e', '/m/e', 'feature-extraction']]);
     expect(c).toMatchObject({
       target: { host: '127.0.0.1', port: 9000 }, platform: 'simulated', stateDir: '/var/lib/cloister', rotationMinutes: 30, timeoutSeconds: 120,
-      level: 'warn', tls: { certPath: '/etc/c.pem', keyPath: '/etc/k.pem' }, drainTimeoutSeconds: 0,
+      level: 'warn', tls: { certPath: '/etc/c.pem', keyPath: '/etc/k.pem' }, drainTimeoutSeconds: 0, padResponses: false,
     });
   });
 
@@ -47,6 +48,7 @@ describe('cloister serve configuration: flags and CLOISTER_* variables', () => {
     expect(c.target).toEqual({ host: '127.0.0.1', port: 1 });
     expect(c.level).toBe('info');
     expect(c.drainTimeoutSeconds).toBe(30);
+    expect(c.padResponses).toBe(true);
     // --socket given as a flag hides CLOISTER_LISTEN (they exclude each other), and the reverse.
     expect(config(['--socket', '/run/c.sock'], { CLOISTER_MODEL: 'a=/m', CLOISTER_LISTEN: '0.0.0.0:1' }).target).toEqual({ path: '/run/c.sock' });
     expect(config(['--listen', '127.0.0.1:2'], { CLOISTER_MODEL: 'a=/m', CLOISTER_SOCKET: '/run/c.sock' }).target).toEqual({ host: '127.0.0.1', port: 2 });
@@ -59,6 +61,7 @@ describe('cloister serve configuration: flags and CLOISTER_* variables', () => {
     expect(usageMessage([], { CLOISTER_MODEL: 'a=/m', CLOISTER_LOG_LEVEL: 'loud' })).toContain('CLOISTER_LOG_LEVEL (environment)');
     expect(usageMessage([], { CLOISTER_MODEL: 'a=/m', CLOISTER_KEY_ROTATION_MINUTES: '1.5' })).toContain('CLOISTER_KEY_ROTATION_MINUTES (environment)');
     expect(usageMessage([], { CLOISTER_MODEL: 'a=/m', CLOISTER_DRAIN_TIMEOUT_S: '-1' })).toContain('CLOISTER_DRAIN_TIMEOUT_S (environment)');
+    expect(usageMessage([], { CLOISTER_MODEL: 'a=/m', CLOISTER_PAD_RESPONSES: 'no' })).toBe('CLOISTER_PAD_RESPONSES (environment) must be on or off');
     expect(usageMessage([], { CLOISTER_MODEL: 'a=/m', CLOISTER_TLS_CERT: '/c.pem' })).toContain('CLOISTER_TLS_CERT (environment) and --tls-key go together');
     // Upstream options come through the same path (their own parser's messages, renamed).
     expect(usageMessage([], { CLOISTER_UPSTREAM: 'http://127.0.0.1:8000/v1', CLOISTER_UPSTREAM_MODEL: 'm', CLOISTER_UPSTREAM_MAX_CONCURRENCY: 'many' }))

@@ -109,19 +109,21 @@ describe('inner messages', () => {
   it('sealed request round-trips', () => {
     const r = sampleRequest();
     // The encoder declares this implementation's capabilities unless told otherwise.
-    expect(decodeSealedRequest(encodeSealedRequest(r))).toEqual({ ...r, caps: ['json'] });
+    expect(decodeSealedRequest(encodeSealedRequest(r))).toEqual({ ...r, caps: ['json', 'pad'] });
     expect(decodeSealedRequest(encodeSealedRequest({ ...r, caps: [] }))).toEqual({ ...r, caps: [] });
     const noParams: { -readonly [K in keyof SealedRequest]?: SealedRequest[K] } = { ...r };
     delete noParams.params;
     const np = { ...(noParams as SealedRequest), input: ['a', 'b'] };
-    expect(decodeSealedRequest(encodeSealedRequest(np))).toEqual({ ...np, caps: ['json'] });
+    expect(decodeSealedRequest(encodeSealedRequest(np))).toEqual({ ...np, caps: ['json', 'pad'] });
   });
 
   it('capabilities: optional, bounded, strict; unknown names are kept for the server to ignore', () => {
     const r = sampleRequest();
     const base = { v: 1, op: r.op, model: r.model, input: 'x', stream: false, ts: 5, id: r.id };
     expect(decodeSealedRequest(encodeCbor(base)).caps).toEqual([]);
-    expect(decodeSealedRequest(encodeCbor({ ...base, caps: ['json', 'future-thing'] })).caps).toEqual(['json', 'future-thing']);
+    expect(decodeSealedRequest(encodeCbor({ ...base, caps: ['future-thing', 'json'] })).caps).toEqual(['future-thing', 'json']);
+    // In ascending order only (one encoding per value, as the encoder writes them).
+    expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, caps: ['json', 'future-thing'] })))).toBe('MALFORMED');
     expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, caps: [] })))).toBe('MALFORMED');
     expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, caps: 'json' })))).toBe('MALFORMED');
     expect(codeOf(() => decodeSealedRequest(encodeCbor({ ...base, caps: ['json', 'json'] })))).toBe('MALFORMED');

@@ -102,13 +102,14 @@ describe('logger', () => {
     const log = createLogger({ sink: (l) => lines.push(l) });
     const rid = newServerRequestId();
     log.log('info', 'request.done', { requestId: rid, conn: 3, bytesIn: 10, code: 'REPLAY' });
+    // Sizes are written bucketed (logSizeBucket): 10 -> 256.
     // bypass the types the way plain JS could
     const sneaky = { requestId: 'canary-secret-text' as ServerRequestId, code: 'secret', conn: 'x', content: 'hello' } as unknown as LogFields;
     log.log('info', 'request.done', sneaky);
     log.log('info', 'not-an-event' as 'request.done', {});
     expect(lines).toHaveLength(2);
     const first = JSON.parse(lines[0] ?? '') as Record<string, unknown>;
-    expect(first).toMatchObject({ level: 'info', event: 'request.done', requestId: rid, conn: 3, bytesIn: 10, code: 'REPLAY' });
+    expect(first).toMatchObject({ level: 'info', event: 'request.done', requestId: rid, conn: 3, bytesIn: 256, code: 'REPLAY' });
     expect(lines[1]).not.toContain('canary');
     expect(lines[1]).not.toContain('secret');
     expect(lines[1]).not.toContain('hello');

@@ -37,6 +37,7 @@ const USAGE = `usage: cloister serve --model [name=]dir [--model ...] [--embedde
                       [--platform auto|simulated|nitro|sev-snp|tdx] [--state-dir dir]
                       [--key-rotation-minutes n] [--request-timeout-s n] [--max-input-chars n]
                       [--log-level debug|info|warn|error] [--tls-cert pem --tls-key pem] [--drain-timeout-s n]
+                      [--pad-responses on|off]
 
   --model      a Hugging Face-layout ONNX model directory (task from its config.json)
   --embedder   a feature-extraction model directory
@@ -49,6 +50,8 @@ const USAGE = `usage: cloister serve --model [name=]dir [--model ...] [--embedde
   --log-level  debug | info | warn | error (default info); JSON lines on stderr, never content
   --tls-cert, --tls-key  PEM certificate chain and key: serve https:// and wss:// on --listen
   --drain-timeout-s  on SIGTERM/SIGINT, how long requests in flight may finish (default 30; 0: stop at once)
+  --pad-responses on|off  pad response chunks to size buckets for clients that ask (default on;
+                       docs/PROTOCOL.md section 4, Padding); off is measured into the config digest
   --max-input-chars n  longest input text an ONNX model accepts, in UTF-16 code units
                        (default 16384); longer texts get LIMIT_EXCEEDED naming this limit
 
@@ -90,7 +93,7 @@ const BAR = '='.repeat(78);
 /** Value options of `cloister serve`; each can also come from CLOISTER_<NAME> (args.ts envNameOf). */
 export const SERVE_OPTIONS: readonly string[] = [
   'model', 'embedder', 'listen', 'socket', 'platform', 'state-dir', 'key-rotation-minutes', 'request-timeout-s', 'log-level',
-  'max-input-chars', 'tls-cert', 'tls-key', 'drain-timeout-s', ...UPSTREAM_SERVE_FLAGS, ...TDX_COLLATERAL_FLAGS,
+  'max-input-chars', 'tls-cert', 'tls-key', 'drain-timeout-s', 'pad-responses', ...UPSTREAM_SERVE_FLAGS, ...TDX_COLLATERAL_FLAGS,
 ];
 const SERVE_SPEC = { values: SERVE_OPTIONS, multi: ['model', 'embedder'] } as const;
 
@@ -110,6 +113,8 @@ export interface ServeConfig {
   readonly level: LogLevel;
   readonly tls: { readonly certPath: string; readonly keyPath: string } | undefined;
   readonly drainTimeoutSeconds: number;
+  /** --pad-responses: pad response chunks for clients that declare `pad` (default true). */
+  readonly padResponses: boolean;
   /** The TDX collateral options (tdx-collateral-args.ts), read when the platform is TDX. */
   readonly tdxArg: (name: string) => string | undefined;
 }
@@ -155,6 +160,8 @@ export function parseServeConfig(argv: readonly string[], env: Readonly<Record<s
       drainTimeoutSeconds = Number(drainText);
       if (!/^\d+$/.test(drainText) || drainTimeoutSeconds > 3600) throw new UsageError('--drain-timeout-s must be an integer from 0 to 3600');
     }
+    const padText = one(args, 'pad-responses') ?? 'on';
+    if (padText !== 'on' && padText !== 'off') throw new UsageError('--pad-responses must be on or off');
     return {
       models,
       upstream,
@@ -167,6 +174,7 @@ export function parseServeConfig(argv: readonly string[], env: Readonly<Record<s
       level,
       tls: certPath === undefined || keyPath === undefined ? undefined : { certPath: resolve(certPath), keyPath: resolve(keyPath) },
       drainTimeoutSeconds,
+      padResponses: padText === 'on',
       tdxArg: (name: string) => one(args, name),
     };
   } catch (err) {
@@ -217,6 +225,7 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
     engines,
     ...(keyRotationIntervalMs === undefined ? {} : { keyRotationIntervalMs }),
     ...(limits === undefined ? {} : { limits }),
+    ...(config.padResponses ? {} : { padResponses: false }),
     options: {
       // The simulated root is kept in the state directory: development policies survive restarts.
       simulatedStateDir: stateDir,
@@ -237,6 +246,7 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
     ...(keyRotationIntervalMs === undefined ? {} : { keyRotationIntervalMs }),
     ...(limits === undefined ? {} : { limits }),
     ...(tls === undefined ? {} : { tls }),
+    ...(config.padResponses ? {} : { padResponses: false }),
   });
   const address = await server.listen(target).catch(async (err: unknown) => {
     for (const e of engines) await e.close().catch(() => undefined);
