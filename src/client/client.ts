@@ -32,12 +32,14 @@ import { encodeEvidenceFile } from '../attestation/evidence-file.js';
 import type { TrustedRoots, VerifyEvidenceOptions } from '../attestation/verify.js';
 import { parsePolicy } from '../attestation/policy.js';
 import type { Policy } from '../attestation/policy.js';
-import { sealTargetFromKeyConfig } from '../protocol/key-config.js';
+import { keyConfigDigest, sealTargetFromKeyConfig } from '../protocol/key-config.js';
 import type { KeyConfig } from '../protocol/key-config.js';
 import { timingSafeEqualBytes } from '../crypto/ct.js';
 import { sealChunkedRequest } from '../protocol/chunked.js';
 import type { ChunkedResponseOpener, OpenedChunk } from '../protocol/chunked.js';
 import { ReceiptHasher, decodeResponseChunk, encodeSealedRequest, verifyReceipt } from '../protocol/messages.js';
+import { digestsOfReceiptMessage } from '../protocol/receipt.js';
+import type { ReceiptRecord } from '../protocol/receipt.js';
 import type { CborInput } from '../protocol/cbor.js';
 import { AEAD_AES_128_GCM, AEAD_CHACHA20_POLY1305 } from '../crypto/hpke/suite.js';
 import type { Operation } from '../inference/types.js';
@@ -81,6 +83,13 @@ export interface ConnectOptions {
   readonly reconnect?: ReconnectOptions | false;
   /** Connection events (content-free: codes, counts, timing, key id, measurements), e.g. for a log. */
   readonly onEvent?: (event: ClientEvent) => void;
+  /**
+   * Called with the verified receipt of every request this client completes (results or a
+   * sealed error), before the request's iterator ends: keep it with `evidenceFile()` and an
+   * auditor can check it offline (`checkReceipt`, `cloister receipt verify`). Content-free:
+   * digests, key id, signature.
+   */
+  readonly onReceipt?: (receipt: ReceiptRecord) => void;
   /** Clock, for tests. */
   readonly now?: () => number;
 }
@@ -122,6 +131,8 @@ export interface RequestOptions {
   /** Ask the engine for incremental chunks. Default false. */
   readonly stream?: boolean;
   readonly signal?: AbortSignal;
+  /** This request's verified receipt (in addition to ConnectOptions.onReceipt). */
+  readonly onReceipt?: (receipt: ReceiptRecord) => void;
 }
 
 export interface ClassifyOptions {
@@ -451,6 +462,7 @@ export class CloisterClient {
     await this.connection();
     if (this.attested.keyConfig.expiresAt * 1000 <= now()) await this.refresh();
     const { keyConfig } = this.attested;
+    const keyConfigBytes = this.attested.bundle.keyConfig;
     // verifyEvidence checked the digests of pinned models only: an unpinned served model is unverified.
     if (!this.isPinned(req.model) && keyConfig.models.some((m) => m.name === req.model)) {
       throw new CloisterError('POLICY_MISMATCH', 'the policy does not pin this model');
@@ -511,13 +523,20 @@ export class CloisterClient {
           continue;
         }
         if (msg.t !== 'end') throw new CloisterError('PROTOCOL_VIOLATION', 'final chunk is not an end message');
-        const ok = verifyReceipt(keyConfig.receiptPublicKey, receipt.message(), msg.receipt);
+        // The receipt covers the chunks before the final one only: a result in `end.data`
+        // would reach the caller unsigned. No server sends it (PROTOCOL.md section 4); refuse it.
+        if (msg.data !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'the final end chunk carries data, which the receipt does not cover');
+        const message = receipt.message();
+        const ok = verifyReceipt(keyConfig.receiptPublicKey, message, msg.receipt);
         if (!ok) throw new CloisterError('RECEIPT_INVALID', 'receipt signature does not verify');
         complete = true;
-        if (msg.data !== undefined) {
-          state.started = true;
-          results.push(msg.data);
-        }
+        this.deliverReceipt(req, {
+          version: 1,
+          keyId: keyConfig.keyId,
+          keyConfigDigest: keyConfigDigest(keyConfigBytes),
+          ...digestsOfReceiptMessage(message),
+          signature: msg.receipt,
+        });
       }
       return results;
     };
@@ -540,6 +559,16 @@ export class CloisterClient {
       deadline.dispose();
     }
     if (serverError !== undefined) throw serverError;
+  }
+
+  private deliverReceipt(req: RequestOptions, record: ReceiptRecord): void {
+    for (const cb of [this.options.onReceipt, req.onReceipt]) {
+      try {
+        cb?.(record);
+      } catch {
+        // a listener's failure is not the request's
+      }
+    }
   }
 
   /**

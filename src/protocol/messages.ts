@@ -288,7 +288,7 @@ export function encodeResultsChunk(results: readonly unknown[], options: { reado
  * SHA-256(concatenation of every response chunk plaintext before the final one). Each
  * chunk plaintext is one self-delimiting CBOR item, so the concatenation is unambiguous.
  */
-const RECEIPT_LABEL = concatBytes(utf8('cloister/receipt/v1'), Uint8Array.of(0));
+export const RECEIPT_LABEL = concatBytes(utf8('cloister/receipt/v1'), Uint8Array.of(0));
 
 export class ReceiptHasher {
   readonly #requestHash: Uint8Array;
