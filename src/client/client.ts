@@ -37,7 +37,7 @@ import type { KeyConfig } from '../protocol/key-config.js';
 import { timingSafeEqualBytes } from '../crypto/ct.js';
 import { sealChunkedRequest } from '../protocol/chunked.js';
 import type { ChunkedResponseOpener, OpenedChunk } from '../protocol/chunked.js';
-import { ReceiptHasher, decodeResponseChunk, encodeSealedRequest, verifyReceipt } from '../protocol/messages.js';
+import { MAX_CLIENT_KEY_BYTES, ReceiptHasher, decodeResponseChunk, encodeSealedRequest, isClientKey, verifyReceipt } from '../protocol/messages.js';
 import { digestsOfReceiptMessage } from '../protocol/receipt.js';
 import type { ReceiptRecord } from '../protocol/receipt.js';
 import type { CborInput } from '../protocol/cbor.js';
@@ -90,6 +90,13 @@ export interface ConnectOptions {
    * digests, key id, signature.
    */
   readonly onReceipt?: (receipt: ReceiptRecord) => void;
+  /**
+   * Client API key for a server that requires one (`cloister serve --client-keys`): sent
+   * inside every sealed request, so only the attested TEE sees it (docs/PROTOCOL.md section 4
+   * "Client API keys"). 1 to 256 printable ASCII characters. Default: none, the request
+   * carries no `key` field (servers from before client keys refuse one as MALFORMED).
+   */
+  readonly apiKey?: string;
   /** Clock, for tests. */
   readonly now?: () => number;
 }
@@ -227,6 +234,9 @@ export class CloisterClient {
   /** Connects, fetches and verifies evidence. Rejects (and sends nothing sealed) when verification fails. */
   static async connect(url: string, options: ConnectOptions): Promise<CloisterClient> {
     const policy = typeof options.policy === 'string' ? parsePolicy(options.policy) : options.policy;
+    if (options.apiKey !== undefined && !isClientKey(options.apiKey)) {
+      throw new CloisterError('INVALID_ARGUMENT', `apiKey must be 1 to ${MAX_CLIENT_KEY_BYTES} printable ASCII characters`);
+    }
     if (options.reconnect !== undefined && options.reconnect !== false) reconnectOptionsOf(options.reconnect);
     const transport = await openTransport(url, options.transport);
     try {
@@ -478,6 +488,7 @@ export class CloisterClient {
       stream: req.stream ?? false,
       ts: now(),
       id,
+      ...(this.options.apiKey === undefined ? {} : { key: this.options.apiKey }),
     });
     const sealed = sealChunkedRequest(sealTargetFromKeyConfig(keyConfig, aeadId), plaintext);
     state.sealedTo = keyConfig;

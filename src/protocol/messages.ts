@@ -44,6 +44,20 @@ export interface SealedRequest {
    * capabilities). Decoding: always present, empty when the field was absent.
    */
   readonly caps?: readonly string[];
+  /**
+   * The client's API key (optional; PROTOCOL.md section 4 "Client API keys"): 1 to
+   * MAX_CLIENT_KEY_BYTES printable ASCII characters. Sent only when the caller configured one.
+   */
+  readonly key?: string;
+}
+
+/** Longest client API key in a sealed request, in bytes; printable ASCII (0x21..0x7e) only. */
+export const MAX_CLIENT_KEY_BYTES = 256;
+const CLIENT_KEY_RE = /^[\x21-\x7e]{1,256}$/;
+
+/** Whether `key` is a client API key the sealed request can carry. */
+export function isClientKey(key: unknown): key is string {
+  return typeof key === 'string' && CLIENT_KEY_RE.test(key);
 }
 
 export interface MessageLimits {
@@ -100,9 +114,11 @@ export function encodeSealedRequest(r: SealedRequest): Uint8Array {
   if (!(OPERATIONS as readonly string[]).includes(r.op)) throw new CloisterError('UNKNOWN_OPERATION');
   const caps = [...new Set(r.caps ?? CAPABILITIES)].sort();
   if (caps.length > MAX_CAPS || !caps.every((c) => CAP_RE.test(c))) throw new CloisterError('INVALID_ARGUMENT', 'caps: at most 16 names of a-z, 0-9 and -');
+  if (r.key !== undefined && !isClientKey(r.key)) throw new CloisterError('INVALID_ARGUMENT', `key: 1 to ${MAX_CLIENT_KEY_BYTES} printable ASCII characters`);
   return encodeCbor({
     v: MESSAGE_VERSION, op: r.op, model: r.model, input: r.input, params: r.params, stream: r.stream, ts: r.ts, id: r.id,
     caps: caps.length === 0 ? undefined : caps,
+    key: r.key,
   });
 }
 
@@ -120,7 +136,7 @@ export function decodeSealedRequest(bytes: Uint8Array, limits?: Partial<MessageL
       detail: { field: 'v', supported: MESSAGE_VERSION },
     });
   }
-  const m = strictMap(root, 'request', ['v', 'op', 'model', 'input', 'stream', 'ts', 'id'], ['params', 'caps']);
+  const m = strictMap(root, 'request', ['v', 'op', 'model', 'input', 'stream', 'ts', 'id'], ['params', 'caps', 'key']);
   if (m.get('v') !== MESSAGE_VERSION) throw bad('v', 'unsupported version');
   const op = m.get('op');
   if (typeof op !== 'string') throw bad('op', 'must be text');
@@ -155,7 +171,9 @@ export function decodeSealedRequest(bytes: Uint8Array, limits?: Partial<MessageL
       caps.push(c);
     }
   }
-  return { v: MESSAGE_VERSION, op: op as Operation, model, input, ...(params === undefined ? {} : { params }), stream, ts, id, caps };
+  const key = m.get('key');
+  if (key !== undefined && !isClientKey(key)) throw bad('key', `must be 1 to ${MAX_CLIENT_KEY_BYTES} printable ASCII characters`);
+  return { v: MESSAGE_VERSION, op: op as Operation, model, input, ...(params === undefined ? {} : { params }), stream, ts, id, caps, ...(key === undefined ? {} : { key }) };
 }
 
 export type ResponseChunk =

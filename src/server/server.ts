@@ -14,6 +14,7 @@ import type { Engine, ModelInfo } from '../inference/types.js';
 import type { ServerContext } from './context.js';
 import { EvidenceService } from './evidence.js';
 import type { HandlerDeps } from './handler.js';
+import type { ClientKeyTable } from './client-keys.js';
 import { DEFAULT_KEY_GRACE_MS, DEFAULT_KEY_ROTATION_INTERVAL_MS, KeyManager } from './keys.js';
 import type { KeyGeneration } from './keys.js';
 import { silentLogger } from './log.js';
@@ -50,6 +51,12 @@ export interface CloisterServerOptions {
    * need TLS for confidentiality; browsers, proxies and load balancers often expect it.
    */
   readonly tls?: { readonly cert: string | Uint8Array; readonly key: string | Uint8Array };
+  /**
+   * Client API keys and per-key quotas (`cloister serve --client-keys FILE`,
+   * src/server/client-keys.ts). When set, every sealed request must carry a listed key
+   * (UNAUTHORIZED otherwise). Not measured into configDigest: the keys change without a new image.
+   */
+  readonly clientKeys?: ClientKeyTable;
 }
 
 export interface ServerAddress {
@@ -159,6 +166,7 @@ export class CloisterServer {
       maxItemsPerChunk: this.limits.maxItemsPerChunk,
       maxChunkTextChars: this.limits.maxChunkTextChars,
       reportGraceMs: this.limits.reportGraceMs,
+      ...(options.clientKeys === undefined ? {} : { clientKeys: options.clientKeys }),
     };
     this.evidence = evidence;
     this.ctx = { limits: this.limits, keys: this.keys, evidence, sources, logger, stats: this.stats, handlerDeps, state: { draining: false } };

@@ -32,6 +32,9 @@ const HELP = `usage: cloister gateway --url <server> --policy <file> [options]
                             first line; CLOISTER_GATEWAY_API_KEY sets the key directly);
                             optional on loopback, required with --allow-non-loopback
   --api-key-env <VAR>       as --api-key-file, the key read from environment variable VAR
+  --server-api-key-file <file>  the client API key the Cloister server requires (serve --client-keys):
+                            the file's first line, sent inside every sealed request
+                            (CLOISTER_SERVER_API_KEY sets it directly); default: none
   --allow-origin <origin>   a browser origin allowed to call the gateway, e.g. http://localhost:3000
                             (repeatable); any other Origin, Sec-Fetch-Site: cross-site and
                             CORS preflights are refused with 403
@@ -118,6 +121,7 @@ export async function startFromArgs(
       model: { type: 'string' },
       'api-key-env': { type: 'string' },
       'api-key-file': { type: 'string' },
+      'server-api-key-file': { type: 'string' },
       'allow-origin': { type: 'string', multiple: true },
       'max-request-bytes': { type: 'string' },
       'keepalive-ms': { type: 'string' },
@@ -151,6 +155,14 @@ export async function startFromArgs(
   if (values['allow-non-loopback'] === true && !isLoopbackHost(listen.host) && apiKey === undefined) {
     throw new CloisterError('CONFIG_INVALID', `--listen ${listen.host} is not loopback: the gateway needs an API key there (--api-key-file or CLOISTER_GATEWAY_API_KEY)`);
   }
+  let serverApiKey: string | undefined;
+  if (values['server-api-key-file'] !== undefined) {
+    serverApiKey = firstLine(await readLimited(values['server-api-key-file'], 'server API key file'));
+    if (serverApiKey === '') throw new CloisterError('CONFIG_INVALID', `server API key file ${values['server-api-key-file']} is empty`);
+  } else if (env['CLOISTER_SERVER_API_KEY'] !== undefined) {
+    serverApiKey = env['CLOISTER_SERVER_API_KEY'];
+    if (serverApiKey === '') throw new CloisterError('CONFIG_INVALID', 'CLOISTER_SERVER_API_KEY is set but empty');
+  }
   // Check the bind address before contacting the server.
   if (values['allow-non-loopback'] !== true) {
     if (!isLoopbackHost(listen.host)) {
@@ -175,6 +187,7 @@ export async function startFromArgs(
     ...(keepAliveIntervalMs === undefined ? {} : { transport: { keepAliveIntervalMs } }),
     ...(maxAttempts === undefined ? {} : { reconnect: { maxAttempts } }),
     onEvent: (e) => log(describeEvent(e)),
+    ...(serverApiKey === undefined ? {} : { apiKey: serverApiKey }),
   });
   try {
     if (values.model !== undefined && !client.keyConfig.models.some((m) => m.name === values.model)) {
