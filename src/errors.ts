@@ -56,6 +56,8 @@ export const ERROR_CODES = {
   ENGINE_FAILED: 'the inference engine failed while processing the request',
   ENGINE_UNAVAILABLE: 'the inference engine is not reachable or not ready',
   RATE_LIMITED: 'too many requests of this kind; retry later',
+  UNAUTHORIZED: 'the request carries no valid API key',
+  FORBIDDEN: 'the request comes from a browser origin that is not allowed',
   INTERNAL: 'an unexpected server error',
 
   // --- client / configuration --------------------------------------------------------------

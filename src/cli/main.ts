@@ -26,6 +26,7 @@ const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
   infer: () => import('./commands/infer.js'),
   attest: () => import('./commands/attest.js'),
   policy: () => import('./commands/policy.js'),
+  receipt: () => import('./commands/receipt.js'),
 };
 
 export const EXIT_OK = 0;

@@ -32,12 +32,14 @@ import { encodeEvidenceFile } from '../attestation/evidence-file.js';
 import type { TrustedRoots, VerifyEvidenceOptions } from '../attestation/verify.js';
 import { parsePolicy } from '../attestation/policy.js';
 import type { Policy } from '../attestation/policy.js';
-import { sealTargetFromKeyConfig } from '../protocol/key-config.js';
+import { keyConfigDigest, sealTargetFromKeyConfig } from '../protocol/key-config.js';
 import type { KeyConfig } from '../protocol/key-config.js';
 import { timingSafeEqualBytes } from '../crypto/ct.js';
 import { sealChunkedRequest } from '../protocol/chunked.js';
 import type { ChunkedResponseOpener, OpenedChunk } from '../protocol/chunked.js';
-import { CAPABILITIES, ReceiptHasher, decodeResponseChunk, encodeSealedRequest, verifyReceipt } from '../protocol/messages.js';
+import { CAPABILITIES, MAX_CLIENT_KEY_BYTES, ReceiptHasher, decodeResponseChunk, encodeSealedRequest, isClientKey, verifyReceipt } from '../protocol/messages.js';
+import { digestsOfReceiptMessage } from '../protocol/receipt.js';
+import type { ReceiptRecord } from '../protocol/receipt.js';
 import type { CborInput } from '../protocol/cbor.js';
 import { AEAD_AES_128_GCM, AEAD_CHACHA20_POLY1305 } from '../crypto/hpke/suite.js';
 import type { Operation } from '../inference/types.js';
@@ -97,6 +99,20 @@ export interface ConnectOptions {
    * before it refuse a padded request, MALFORMED): set false for those.
    */
   readonly pad?: boolean;
+  /**
+   * Called with the verified receipt of every request this client completes (results or a
+   * sealed error), before the request's iterator ends: keep it with `evidenceFile()` and an
+   * auditor can check it offline (`checkReceipt`, `cloister receipt verify`). Content-free:
+   * digests, key id, signature.
+   */
+  readonly onReceipt?: (receipt: ReceiptRecord) => void;
+  /**
+   * Client API key for a server that requires one (`cloister serve --client-keys`): sent
+   * inside every sealed request, so only the attested TEE sees it (docs/PROTOCOL.md section 4
+   * "Client API keys"). 1 to 256 printable ASCII characters. Default: none, the request
+   * carries no `key` field (servers from before client keys refuse one as MALFORMED).
+   */
+  readonly apiKey?: string;
   /** Clock, for tests. */
   readonly now?: () => number;
 }
@@ -141,6 +157,8 @@ export interface RequestOptions {
   /** Ask the engine for incremental chunks. Default false. */
   readonly stream?: boolean;
   readonly signal?: AbortSignal;
+  /** This request's verified receipt (in addition to ConnectOptions.onReceipt). */
+  readonly onReceipt?: (receipt: ReceiptRecord) => void;
 }
 
 export interface ClassifyOptions {
@@ -235,6 +253,9 @@ export class CloisterClient {
   /** Connects, fetches and verifies evidence. Rejects (and sends nothing sealed) when verification fails. */
   static async connect(url: string, options: ConnectOptions): Promise<CloisterClient> {
     const policy = typeof options.policy === 'string' ? parsePolicy(options.policy) : options.policy;
+    if (options.apiKey !== undefined && !isClientKey(options.apiKey)) {
+      throw new CloisterError('INVALID_ARGUMENT', `apiKey must be 1 to ${MAX_CLIENT_KEY_BYTES} printable ASCII characters`);
+    }
     if (options.reconnect !== undefined && options.reconnect !== false) reconnectOptionsOf(options.reconnect);
     const transport = await openTransport(url, options.transport);
     try {
@@ -470,6 +491,7 @@ export class CloisterClient {
     await this.connection();
     if (this.attested.keyConfig.expiresAt * 1000 <= now()) await this.refresh();
     const { keyConfig } = this.attested;
+    const keyConfigBytes = this.attested.bundle.keyConfig;
     // verifyEvidence checked the digests of pinned models only: an unpinned served model is unverified.
     if (!this.isPinned(req.model) && keyConfig.models.some((m) => m.name === req.model)) {
       throw new CloisterError('POLICY_MISMATCH', 'the policy does not pin this model');
@@ -487,6 +509,7 @@ export class CloisterClient {
       ts: now(),
       id,
       caps: pad ? CAPABILITIES : CAPABILITIES_NO_PAD,
+      ...(this.options.apiKey === undefined ? {} : { key: this.options.apiKey }),
     }, { pad });
     const sealed = sealChunkedRequest(sealTargetFromKeyConfig(keyConfig, aeadId), plaintext);
     state.sealedTo = keyConfig;
@@ -532,13 +555,20 @@ export class CloisterClient {
           continue;
         }
         if (msg.t !== 'end') throw new CloisterError('PROTOCOL_VIOLATION', 'final chunk is not an end message');
-        const ok = verifyReceipt(keyConfig.receiptPublicKey, receipt.message(), msg.receipt);
+        // The receipt covers the chunks before the final one only: a result in `end.data`
+        // would reach the caller unsigned. No server sends it (PROTOCOL.md section 4); refuse it.
+        if (msg.data !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'the final end chunk carries data, which the receipt does not cover');
+        const message = receipt.message();
+        const ok = verifyReceipt(keyConfig.receiptPublicKey, message, msg.receipt);
         if (!ok) throw new CloisterError('RECEIPT_INVALID', 'receipt signature does not verify');
         complete = true;
-        if (msg.data !== undefined) {
-          state.started = true;
-          results.push(msg.data);
-        }
+        this.deliverReceipt(req, {
+          version: 1,
+          keyId: keyConfig.keyId,
+          keyConfigDigest: keyConfigDigest(keyConfigBytes),
+          ...digestsOfReceiptMessage(message),
+          signature: msg.receipt,
+        });
       }
       return results;
     };
@@ -561,6 +591,16 @@ export class CloisterClient {
       deadline.dispose();
     }
     if (serverError !== undefined) throw serverError;
+  }
+
+  private deliverReceipt(req: RequestOptions, record: ReceiptRecord): void {
+    for (const cb of [this.options.onReceipt, req.onReceipt]) {
+      try {
+        cb?.(record);
+      } catch {
+        // a listener's failure is not the request's
+      }
+    }
   }
 
   /**

@@ -15,5 +15,7 @@ export type { Gateway, GatewayOptions } from './gateway/index.js';
 export { parsePolicy } from '../attestation/policy.js';
 export { decodeEvidenceFile, encodeEvidenceFile } from '../attestation/evidence-file.js';
 export type { EvidenceFile } from '../attestation/evidence-file.js';
+export { checkReceipt, receiptDigests, receiptFromJson, receiptToJson } from '../protocol/receipt.js';
+export type { ReceiptRecord, CheckReceiptExpect } from '../protocol/receipt.js';
 export { PcsCollateralFetcher } from '../attestation/tdx/collateral.js';
 export type { Policy } from '../attestation/policy.js';

@@ -62,3 +62,5 @@ export {
 } from './messages.js';
 export type { Operation, SealedRequest, MessageLimits, ResponseChunk, ReceiptKeyPair } from './messages.js';
 export type { CborInput } from './cbor.js';
+export { checkReceipt, receiptDigests, receiptMessage, receiptFromJson, receiptToJson } from './receipt.js';
+export type { ReceiptRecord, CheckReceiptExpect } from './receipt.js';

@@ -45,6 +45,20 @@ export interface SealedRequest {
    * capabilities). Decoding: always present, empty when the field was absent.
    */
   readonly caps?: readonly string[];
+  /**
+   * The client's API key (optional; PROTOCOL.md section 4 "Client API keys"): 1 to
+   * MAX_CLIENT_KEY_BYTES printable ASCII characters. Sent only when the caller configured one.
+   */
+  readonly key?: string;
+}
+
+/** Longest client API key in a sealed request, in bytes; printable ASCII (0x21..0x7e) only. */
+export const MAX_CLIENT_KEY_BYTES = 256;
+const CLIENT_KEY_RE = /^[\x21-\x7e]{1,256}$/;
+
+/** Whether `key` is a client API key the sealed request can carry. */
+export function isClientKey(key: unknown): key is string {
+  return typeof key === 'string' && CLIENT_KEY_RE.test(key);
 }
 
 export interface MessageLimits {
@@ -213,9 +227,11 @@ export function encodeSealedRequest(r: SealedRequest, options: { readonly pad?: 
   if (!(OPERATIONS as readonly string[]).includes(r.op)) throw new CloisterError('UNKNOWN_OPERATION');
   const caps = [...new Set(r.caps ?? CAPABILITIES)].sort();
   if (caps.length > MAX_CAPS || !caps.every((c) => CAP_RE.test(c))) throw new CloisterError('INVALID_ARGUMENT', 'caps: at most 16 names of a-z, 0-9 and -');
+  if (r.key !== undefined && !isClientKey(r.key)) throw new CloisterError('INVALID_ARGUMENT', `key: 1 to ${MAX_CLIENT_KEY_BYTES} printable ASCII characters`);
   const fields = {
     v: MESSAGE_VERSION, op: r.op, model: r.model, input: r.input, params: r.params, stream: r.stream, ts: r.ts, id: r.id,
     caps: caps.length === 0 ? undefined : caps,
+    key: r.key,
   };
   const plain = encodeCbor(fields);
   if (options.pad !== true) return plain;
@@ -241,7 +257,7 @@ export function decodeSealedRequest(bytes: Uint8Array, limits?: Partial<MessageL
       detail: { field: 'v', supported: MESSAGE_VERSION },
     });
   }
-  const m = strictMap(root, 'request', ['v', 'op', 'model', 'input', 'stream', 'ts', 'id'], ['params', 'caps', 'pad']);
+  const m = strictMap(root, 'request', ['v', 'op', 'model', 'input', 'stream', 'ts', 'id'], ['params', 'caps', 'key', 'pad']);
   checkPad(m, bytes.byteLength);
   if (m.get('v') !== MESSAGE_VERSION) throw bad('v', 'unsupported version');
   const op = m.get('op');
@@ -280,7 +296,9 @@ export function decodeSealedRequest(bytes: Uint8Array, limits?: Partial<MessageL
       caps.push(c);
     }
   }
-  return { v: MESSAGE_VERSION, op: op as Operation, model, input, ...(params === undefined ? {} : { params }), stream, ts, id, caps };
+  const key = m.get('key');
+  if (key !== undefined && !isClientKey(key)) throw bad('key', `must be 1 to ${MAX_CLIENT_KEY_BYTES} printable ASCII characters`);
+  return { v: MESSAGE_VERSION, op: op as Operation, model, input, ...(params === undefined ? {} : { params }), stream, ts, id, caps, ...(key === undefined ? {} : { key }) };
 }
 
 export type ResponseChunk =
@@ -418,7 +436,7 @@ export function encodeResultsChunk(results: readonly unknown[], options: { reado
  * SHA-256(concatenation of every response chunk plaintext before the final one). Each
  * chunk plaintext is one self-delimiting CBOR item, so the concatenation is unambiguous.
  */
-const RECEIPT_LABEL = concatBytes(utf8('cloister/receipt/v1'), Uint8Array.of(0));
+export const RECEIPT_LABEL = concatBytes(utf8('cloister/receipt/v1'), Uint8Array.of(0));
 
 export class ReceiptHasher {
   readonly #requestHash: Uint8Array;

@@ -14,6 +14,7 @@
 import { CloisterError, ERROR_CODES, asCloisterError, wireCodeOf } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
 import { MAX_RESPONSE_CHUNK_LENGTH, openChunkedRequest } from '../protocol/chunked.js';
+import type { ClientKeyTable } from './client-keys.js';
 import { JsonResults, ReceiptHasher, decodeSealedRequest, encodeResponseChunk, encodeResultsChunk, padChunkPlaintext } from '../protocol/messages.js';
 import type { KeyGeneration, KeyManager } from './keys.js';
 import type { ReplayWindow } from './replay.js';
@@ -74,6 +75,8 @@ export interface HandlerDeps {
    * clients that declared the `pad` capability. Default true.
    */
   readonly padResponses?: boolean;
+  /** Client API keys and per-key quotas (`serve --client-keys`); absent: no key required, any key ignored. */
+  readonly clientKeys?: ClientKeyTable;
 }
 
 /** Most engine results sealed together in one `items` chunk (`HandlerDeps.maxItemsPerChunk`). */
@@ -221,6 +224,9 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
     // for a request that will be served, so requests for models or operations that do not
     // exist cannot fill the replay window.
     deps.replay.checkTimestamp(req.ts);
+    // Client API keys (src/server/client-keys.ts): before routing and the replay record, so
+    // requests without a valid key cost no more than a hash. Logs name the key id only.
+    if (deps.clientKeys !== undefined) Object.assign(base, { clientKey: deps.clientKeys.authorize(req.key) });
     const engine = deps.router.route(req.op, req.model);
     deps.replay.check(req.id, req.ts);
     const json = req.caps?.includes('json') === true;

@@ -15,3 +15,4 @@ export { createPlatformAttester, isPlatformChoice, preparePlatform, selectPlatfo
 export type { PlatformAttester, PlatformChoice, PlatformOptions, PlatformSelection, ServePlatformInput } from './platform.js';
 export { codeDigest, defaultPackageRoot, CODE_DIGEST_LABEL, DEFAULT_MAX_CODE_FILES } from './code-digest.js';
 export type { CodeDigestOptions } from './code-digest.js';
+export { ClientKeyTable, clientKeyLine, DEFAULT_CLIENT_KEY_REQUESTS_PER_MINUTE, MAX_CLIENT_KEYS } from './client-keys.js';

@@ -69,6 +69,8 @@ export interface LogFields {
   readonly closeCode?: number;
   /** Which server limit refused something: a name from ServerLimits, never free text. */
   readonly limit?: keyof ServerLimits;
+  /** The id of the client API key a request carried (src/server/client-keys.ts), never the key. */
+  readonly clientKey?: string;
 }
 
 const NUMERIC_FIELDS: ReadonlySet<string> = new Set([
@@ -90,6 +92,7 @@ export function logSizeBucket(n: number): number {
   while (b < n && b < Number.MAX_SAFE_INTEGER / 2) b *= 2;
   return b;
 }
+const CLIENT_KEY_ID = /^[A-Za-z0-9._-]{1,64}$/;
 const LEVELS: ReadonlySet<string> = new Set(['debug', 'info', 'warn', 'error']);
 const EVENTS: ReadonlySet<string> = new Set(LOG_EVENTS);
 const LIMIT_NAMES: ReadonlySet<string> = new Set(Object.keys(DEFAULT_LIMITS));
@@ -119,6 +122,7 @@ export function createLogger(options: { sink?: LogSink; minLevel?: LogLevel } = 
         else if (k === 'code' && isErrorCode(v)) out[k] = v;
         else if (k === 'requestId' && typeof v === 'string' && REQUEST_ID.test(v)) out[k] = v;
         else if (k === 'limit' && typeof v === 'string' && LIMIT_NAMES.has(v)) out[k] = v;
+        else if (k === 'clientKey' && typeof v === 'string' && CLIENT_KEY_ID.test(v)) out[k] = v;
         else dropped++;
       }
       if (dropped > 0) out['dropped'] = dropped;

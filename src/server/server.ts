@@ -14,6 +14,7 @@ import type { Engine, ModelInfo } from '../inference/types.js';
 import type { ServerContext } from './context.js';
 import { EvidenceService } from './evidence.js';
 import type { HandlerDeps } from './handler.js';
+import type { ClientKeyTable } from './client-keys.js';
 import { DEFAULT_KEY_GRACE_MS, DEFAULT_KEY_ROTATION_INTERVAL_MS, KeyManager } from './keys.js';
 import type { KeyGeneration } from './keys.js';
 import { silentLogger } from './log.js';
@@ -57,6 +58,12 @@ export interface CloisterServerOptions {
    * Default true; false is measured into the config digest (key config key 9).
    */
   readonly padResponses?: boolean;
+  /**
+   * Client API keys and per-key quotas (`cloister serve --client-keys FILE`,
+   * src/server/client-keys.ts). When set, every sealed request must carry a listed key
+   * (UNAUTHORIZED otherwise). Not measured into configDigest: the keys change without a new image.
+   */
+  readonly clientKeys?: ClientKeyTable;
 }
 
 export interface ServerAddress {
@@ -170,6 +177,7 @@ export class CloisterServer {
       maxChunkTextChars: this.limits.maxChunkTextChars,
       reportGraceMs: this.limits.reportGraceMs,
       padResponses: options.padResponses !== false,
+      ...(options.clientKeys === undefined ? {} : { clientKeys: options.clientKeys }),
     };
     this.evidence = evidence;
     this.ctx = { limits: this.limits, keys: this.keys, evidence, sources, logger, stats: this.stats, handlerDeps, state: { draining: false } };

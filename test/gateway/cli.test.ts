@@ -73,6 +73,50 @@ describe('cloister gateway', () => {
     }
   });
 
+  it('--api-key-file and CLOISTER_GATEWAY_API_KEY: the openai package with the key is served; no key or a wrong one is AuthenticationError', async () => {
+    const keyFile = join(dir, 'gateway.key');
+    writeFileSync(keyFile, 'file-key-123\n', { mode: 0o600 });
+    const cases: [string[], NodeJS.ProcessEnv, string][] = [
+      [['--api-key-file', keyFile], {}, 'file-key-123'],
+      [[], { CLOISTER_GATEWAY_API_KEY: 'env-key-456' }, 'env-key-456'],
+      // A flag wins over the environment.
+      [['--api-key-file', keyFile], { CLOISTER_GATEWAY_API_KEY: 'env-key-456' }, 'file-key-123'],
+    ];
+    for (const [flags, env, key] of cases) {
+      const handle = await startFromArgs(['--url', url, '--policy', policyFile, '--root', rootFile, '--listen', '127.0.0.1:0', '--model', 'llm', ...flags], env);
+      try {
+        const ai = new OpenAI({ baseURL: `${handle.gateway.url}/v1`, apiKey: key, maxRetries: 0 });
+        const done = await ai.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'x' }] });
+        expect(done.choices[0]?.message.content).toBe('Hello, world! The answer is 4.');
+        for (const wrong of ['unused', `${key}x`]) {
+          const denied = await new OpenAI({ baseURL: `${handle.gateway.url}/v1`, apiKey: wrong, maxRetries: 0 }).models.list().catch((e: unknown) => e);
+          expect(denied).toBeInstanceOf(OpenAI.AuthenticationError);
+          expect((denied as InstanceType<typeof OpenAI.AuthenticationError>).status).toBe(401);
+        }
+        // A page on another origin is refused even with the right key (the browser sends Origin).
+        const page = await fetch(`${handle.gateway.url}/v1/models`, { headers: { authorization: `Bearer ${key}`, origin: 'https://evil.example' } });
+        expect(page.status).toBe(403);
+        expect((await fetch(`${handle.gateway.url}/v1/models`, { method: 'OPTIONS', headers: { origin: 'https://evil.example' } })).status).toBe(403);
+      } finally {
+        await handle.close();
+      }
+    }
+  });
+
+  it('--allow-origin lets one browser origin in; the openai package without a key on a keyless gateway still works', async () => {
+    const handle = await startFromArgs(['--url', url, '--policy', policyFile, '--root', rootFile, '--listen', '127.0.0.1:0', '--model', 'llm', '--allow-origin', 'http://localhost:5173'], {});
+    try {
+      const ai = new OpenAI({ baseURL: `${handle.gateway.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+      expect((await ai.models.list()).data.map((m) => m.id)).toEqual(['llm']);
+      const pre = await fetch(`${handle.gateway.url}/v1/chat/completions`, { method: 'OPTIONS', headers: { origin: 'http://localhost:5173', 'access-control-request-method': 'POST' } });
+      expect(pre.status).toBe(204);
+      expect(pre.headers.get('access-control-allow-origin')).toBe('http://localhost:5173');
+      expect((await fetch(`${handle.gateway.url}/v1/models`, { headers: { origin: 'http://localhost:5174' } })).status).toBe(403);
+    } finally {
+      await handle.close();
+    }
+  });
+
   it('fails closed: a policy that does not match means nothing listens', async () => {
     await expect(startFromArgs(['--url', url, '--policy', wrongPolicyFile, '--root', rootFile, '--listen', '127.0.0.1:0'])).rejects.toMatchObject({ code: 'POLICY_MISMATCH' });
     // Neither a trusted simulated root nor a root pin in the policy: the evidence is not trusted at all.
@@ -84,6 +128,16 @@ describe('cloister gateway', () => {
     await expect(startFromArgs(['--policy', policyFile])).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
     await expect(startFromArgs(['--url', url, '--policy', policyFile, '--listen', '0.0.0.0:0'])).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
     await expect(startFromArgs(['--url', url, '--policy', policyFile, '--api-key-env', 'NOPE_UNSET'], {})).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+    await expect(startFromArgs(['--url', url, '--policy', policyFile, '--api-key-env', 'K', '--api-key-file', policyFile], { K: 'k' })).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+    await expect(startFromArgs(['--url', url, '--policy', policyFile, '--api-key-file', join(dir, 'no-such.key')], {})).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    writeFileSync(join(dir, 'empty.key'), '\n');
+    await expect(startFromArgs(['--url', url, '--policy', policyFile, '--api-key-file', join(dir, 'empty.key')], {})).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+    await expect(startFromArgs(['--url', url, '--policy', policyFile], { CLOISTER_GATEWAY_API_KEY: '' })).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+    // Off loopback, an API key is required.
+    await expect(startFromArgs(['--url', url, '--policy', policyFile, '--listen', '0.0.0.0:0', '--allow-non-loopback'], {})).rejects.toMatchObject({
+      code: 'CONFIG_INVALID',
+      message: expect.stringMatching(/API key/) as unknown,
+    });
     await expect(startFromArgs(['--url', url, '--policy', join(dir, 'missing.json')])).rejects.toMatchObject({ code: 'NOT_FOUND' });
     await expect(startFromArgs(['--url', url, '--policy', policyFile, '--bogus'])).rejects.toThrow();
   });

@@ -71,8 +71,12 @@ describe('gateway configuration', () => {
   it('refuses to bind a non-loopback interface unless allowed', async () => {
     const fake = new FakeSealed(() => once({}));
     await expect(startGateway({ client: fake, host: '0.0.0.0' })).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
-    const g = await gw(fake, { host: '0.0.0.0', allowNonLoopback: true });
+    // Off loopback, never without an API key.
+    await expect(startGateway({ client: fake, host: '0.0.0.0', allowNonLoopback: true })).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringMatching(/API key/) as unknown });
+    const g = await gw(fake, { host: '0.0.0.0', allowNonLoopback: true, apiKey: 'k' });
     expect(g.port).toBeGreaterThan(0);
+    await expect(startGateway({ client: fake, allowOrigins: ['http://localhost:3000/'] })).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+    await expect(startGateway({ client: fake, allowOrigins: ['*'] })).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
     await expect(startGateway({ client: fake, port: 70000 })).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
     await expect(startGateway({ client: fake, maxRequestBytes: 0 })).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
   });
@@ -264,7 +268,8 @@ describe('gateway guards', () => {
     const wrong = await raw(g, 'GET', '/v1/chat/completions');
     expect(wrong.status).toBe(405);
     expect(wrong.headers['allow']).toBe('POST');
-    expect((await raw(g, 'OPTIONS', '/v1/chat/completions')).status).toBe(405);
+    // A CORS preflight is refused outright (issue 17 item 12), not answered 405.
+    expect((await raw(g, 'OPTIONS', '/v1/chat/completions')).status).toBe(403);
   });
 
   it('rejects a non-loopback Host header (DNS rebinding)', async () => {
@@ -291,5 +296,76 @@ describe('gateway guards', () => {
     expect((await raw(g, 'POST', '/v1/chat/completions', chatBody())).status).toBe(401);
     expect((await raw(g, 'POST', '/v1/chat/completions', chatBody(), { authorization: 'Bearer k-124' })).status).toBe(401);
     expect((await raw(g, 'POST', '/v1/chat/completions', chatBody(), { authorization: 'Bearer k-123' })).status).toBe(200);
+  });
+});
+
+describe('browser requests (issue 17 item 12)', () => {
+  const fake = new FakeSealed(() => once({ id: 'x' }));
+  const code = (r: RawResponse): unknown => (JSON.parse(r.body) as { error: { code: string } }).error.code;
+
+  it('refuses a foreign Origin, Origin null and Sec-Fetch-Site: cross-site with 403 FORBIDDEN, before anything is sealed', async () => {
+    const g = await gw(fake);
+    const before = fake.requests.length;
+    for (const origin of ['https://evil.example', 'http://localhost:3000', 'null', `http://127.0.0.1:${g.port + 1}`]) {
+      const r = await raw(g, 'POST', '/v1/chat/completions', chatBody(), { origin });
+      expect(r.status).toBe(403);
+      expect(code(r)).toBe('FORBIDDEN');
+      expect(r.headers['access-control-allow-origin']).toBeUndefined();
+    }
+    // A cross-site request without an Origin (a GET from a foreign page).
+    const cross = await raw(g, 'GET', '/v1/models', undefined, { 'sec-fetch-site': 'cross-site' });
+    expect(cross.status).toBe(403);
+    expect(code(cross)).toBe('FORBIDDEN');
+    expect(fake.requests.length).toBe(before);
+  });
+
+  it('answers OPTIONS (a CORS preflight) with 403, whatever the origin', async () => {
+    const g = await gw(fake);
+    for (const headers of [{}, { origin: 'https://evil.example', 'access-control-request-method': 'POST' }, { origin: `http://127.0.0.1:${g.port}` }]) {
+      const r = await raw(g, 'OPTIONS', '/v1/chat/completions', undefined, headers);
+      expect(r.status).toBe(403);
+      expect(r.headers['access-control-allow-origin']).toBeUndefined();
+    }
+  });
+
+  it('serves requests without an Origin, from its own loopback origin, and same-origin / same-site / none fetches', async () => {
+    const g = await gw(fake);
+    expect((await raw(g, 'POST', '/v1/chat/completions', chatBody())).status).toBe(200);
+    for (const origin of [`http://127.0.0.1:${g.port}`, `http://localhost:${g.port}`]) {
+      expect((await raw(g, 'POST', '/v1/chat/completions', chatBody(), { origin, 'sec-fetch-site': 'same-origin' })).status).toBe(200);
+    }
+    for (const site of ['same-origin', 'same-site', 'none']) {
+      expect((await raw(g, 'GET', '/v1/models', undefined, { 'sec-fetch-site': site })).status).toBe(200);
+    }
+  });
+
+  it('an --allow-origin origin gets CORS answers, its preflight included; others still get 403', async () => {
+    const g = await gw(fake, { allowOrigins: ['http://localhost:3000'], apiKey: 'k-1' });
+    const pre = await raw(g, 'OPTIONS', '/v1/chat/completions', undefined, { origin: 'http://localhost:3000', 'access-control-request-method': 'POST' });
+    expect(pre.status).toBe(204);
+    expect(pre.headers['access-control-allow-origin']).toBe('http://localhost:3000');
+    expect(String(pre.headers['access-control-allow-headers'])).toMatch(/authorization/);
+    const ok = await raw(g, 'POST', '/v1/chat/completions', chatBody(), { origin: 'http://localhost:3000', 'sec-fetch-site': 'cross-site', authorization: 'Bearer k-1' });
+    expect(ok.status).toBe(200);
+    expect(ok.headers['access-control-allow-origin']).toBe('http://localhost:3000');
+    // The key is still required from an allowed origin.
+    expect((await raw(g, 'POST', '/v1/chat/completions', chatBody(), { origin: 'http://localhost:3000' })).status).toBe(401);
+    // A foreign origin is refused before the key is looked at (even with the right key).
+    const foreign = await raw(g, 'POST', '/v1/chat/completions', chatBody(), { origin: 'http://localhost:3001', authorization: 'Bearer k-1' });
+    expect(foreign.status).toBe(403);
+    expect((await raw(g, 'OPTIONS', '/v1/chat/completions', undefined, { origin: 'http://localhost:3001' })).status).toBe(403);
+  });
+
+  it('a missing or wrong key is 401 UNAUTHORIZED with WWW-Authenticate: Bearer', async () => {
+    const g = await gw(fake, { apiKey: 'k-2' });
+    for (const authorization of [undefined, 'Bearer k-3', 'Basic k-2', 'Bearer  k-2', 'Bearer k-22', 'Bearer']) {
+      const r = await raw(g, 'GET', '/v1/models', undefined, authorization === undefined ? {} : { authorization });
+      expect(r.status).toBe(401);
+      expect(code(r)).toBe('UNAUTHORIZED');
+      expect(r.headers['www-authenticate']).toBe('Bearer');
+    }
+    expect((await raw(g, 'GET', '/v1/models', undefined, { authorization: 'Bearer k-2' })).status).toBe(200);
+    // The scheme is case-insensitive (RFC 9110 section 11.1).
+    expect((await raw(g, 'GET', '/v1/models', undefined, { authorization: 'bearer k-2' })).status).toBe(200);
   });
 });

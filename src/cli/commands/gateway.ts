@@ -28,7 +28,16 @@ const HELP = `usage: cloister gateway --url <server> --policy <file> [options]
   --listen host:port        where applications connect (default 127.0.0.1:8080)
   --allow-non-loopback      allow --listen on a non-loopback interface (plaintext leaves this machine)
   --model <name>            send every request to this model, whatever the application names
-  --api-key-env <VAR>       require "Authorization: Bearer $VAR" from applications
+  --api-key-file <file>     require "Authorization: Bearer <key>" from applications (the file's
+                            first line; CLOISTER_GATEWAY_API_KEY sets the key directly);
+                            optional on loopback, required with --allow-non-loopback
+  --api-key-env <VAR>       as --api-key-file, the key read from environment variable VAR
+  --server-api-key-file <file>  the client API key the Cloister server requires (serve --client-keys):
+                            the file's first line, sent inside every sealed request
+                            (CLOISTER_SERVER_API_KEY sets it directly); default: none
+  --allow-origin <origin>   a browser origin allowed to call the gateway, e.g. http://localhost:3000
+                            (repeatable); any other Origin, Sec-Fetch-Site: cross-site and
+                            CORS preflights are refused with 403
   --max-request-bytes N     largest request body (default ${DEFAULT_GATEWAY_MAX_REQUEST_BYTES})
   --keepalive-ms N          WebSocket ping interval while connected, 0 = off (default ${DEFAULT_KEEPALIVE_INTERVAL_MS});
                             keep it below the server's idle timeout (120 s by default)
@@ -56,6 +65,11 @@ async function readLimited(path: string, what: string): Promise<string> {
   }
   if (size > MAX_POLICY_FILE_BYTES) throw new CloisterError('LIMIT_EXCEEDED', `${what} ${path} is larger than ${MAX_POLICY_FILE_BYTES} bytes`);
   return readFile(path, 'utf8');
+}
+
+/** The key in an API key file: its first line, without the line end or surrounding blanks. */
+function firstLine(text: string): string {
+  return (text.split(/\r?\n/, 1)[0] ?? '').trim();
 }
 
 function integerArg(name: string, text: string | undefined, min: number): number | undefined {
@@ -106,6 +120,9 @@ export async function startFromArgs(
       'allow-non-loopback': { type: 'boolean' },
       model: { type: 'string' },
       'api-key-env': { type: 'string' },
+      'api-key-file': { type: 'string' },
+      'server-api-key-file': { type: 'string' },
+      'allow-origin': { type: 'string', multiple: true },
       'max-request-bytes': { type: 'string' },
       'keepalive-ms': { type: 'string' },
       'reconnect-attempts': { type: 'string' },
@@ -122,9 +139,29 @@ export async function startFromArgs(
     maxRequestBytes = Number(values['max-request-bytes']);
   }
   let apiKey: string | undefined;
+  if (values['api-key-env'] !== undefined && values['api-key-file'] !== undefined) {
+    throw new CloisterError('CONFIG_INVALID', '--api-key-env and --api-key-file are exclusive: give one');
+  }
   if (values['api-key-env'] !== undefined) {
     apiKey = env[values['api-key-env']];
     if (apiKey === undefined || apiKey === '') throw new CloisterError('CONFIG_INVALID', `environment variable ${values['api-key-env']} is not set`);
+  } else if (values['api-key-file'] !== undefined) {
+    apiKey = firstLine(await readLimited(values['api-key-file'], 'API key file'));
+    if (apiKey === '') throw new CloisterError('CONFIG_INVALID', `API key file ${values['api-key-file']} is empty`);
+  } else if (env['CLOISTER_GATEWAY_API_KEY'] !== undefined) {
+    apiKey = env['CLOISTER_GATEWAY_API_KEY'];
+    if (apiKey === '') throw new CloisterError('CONFIG_INVALID', 'CLOISTER_GATEWAY_API_KEY is set but empty');
+  }
+  if (values['allow-non-loopback'] === true && !isLoopbackHost(listen.host) && apiKey === undefined) {
+    throw new CloisterError('CONFIG_INVALID', `--listen ${listen.host} is not loopback: the gateway needs an API key there (--api-key-file or CLOISTER_GATEWAY_API_KEY)`);
+  }
+  let serverApiKey: string | undefined;
+  if (values['server-api-key-file'] !== undefined) {
+    serverApiKey = firstLine(await readLimited(values['server-api-key-file'], 'server API key file'));
+    if (serverApiKey === '') throw new CloisterError('CONFIG_INVALID', `server API key file ${values['server-api-key-file']} is empty`);
+  } else if (env['CLOISTER_SERVER_API_KEY'] !== undefined) {
+    serverApiKey = env['CLOISTER_SERVER_API_KEY'];
+    if (serverApiKey === '') throw new CloisterError('CONFIG_INVALID', 'CLOISTER_SERVER_API_KEY is set but empty');
   }
   // Check the bind address before contacting the server.
   if (values['allow-non-loopback'] !== true) {
@@ -150,6 +187,7 @@ export async function startFromArgs(
     ...(keepAliveIntervalMs === undefined ? {} : { transport: { keepAliveIntervalMs } }),
     ...(maxAttempts === undefined ? {} : { reconnect: { maxAttempts } }),
     onEvent: (e) => log(describeEvent(e)),
+    ...(serverApiKey === undefined ? {} : { apiKey: serverApiKey }),
   });
   try {
     if (values.model !== undefined && !client.keyConfig.models.some((m) => m.name === values.model)) {
@@ -165,6 +203,7 @@ export async function startFromArgs(
       allowNonLoopback: values['allow-non-loopback'] === true,
       ...(values.model === undefined ? {} : { model: values.model }),
       ...(apiKey === undefined ? {} : { apiKey }),
+      ...(values['allow-origin'] === undefined ? {} : { allowOrigins: values['allow-origin'] }),
       ...(maxRequestBytes === undefined ? {} : { maxRequestBytes }),
     });
     return {

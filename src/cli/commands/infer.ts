@@ -26,10 +26,12 @@ const USAGE = `usage: cloister infer --url URL --policy policy.json [--root root
             (serve --max-input-chars, default 16384 characters)
   --op      classify (text-classification model, default), embed (feature-extraction model)
             or token-classify (token-classification model, e.g. PHI detection: one line per
-            tagged token, index, label, score, word)`;
+            tagged token, index, label, score, word)
+  --api-key-file  the client API key the server requires (serve --client-keys): the file's
+            first line, sent inside the sealed request (CLOISTER_API_KEY sets it directly)`;
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ['url', 'policy', 'root', 'text', 'file', 'model', 'op'], flags: ['json'] });
+  const args = parseArgs(argv, { values: ['url', 'policy', 'root', 'text', 'file', 'model', 'op', 'api-key-file'], flags: ['json'] });
   if (args.flags.has('help')) {
     console.log(USAGE);
     return 0;
@@ -48,7 +50,14 @@ export async function run(argv: string[]): Promise<number> {
   const model = one(args, 'model');
   const trustedRoots = await rootsFrom(one(args, 'root'));
 
-  const client = await connect(url, { policy: parsePolicy(await readText(policyPath, 'policy'), { source: policyPath }), ...(trustedRoots === undefined ? {} : { trustedRoots }) });
+  const keyFile = one(args, 'api-key-file');
+  const apiKey = keyFile === undefined ? process.env['CLOISTER_API_KEY'] : ((await readText(keyFile, 'API key file')).split(/\r?\n/, 1)[0] ?? '').trim();
+  if (apiKey === '') throw new CloisterError('CONFIG_INVALID', keyFile === undefined ? 'CLOISTER_API_KEY is set but empty' : `API key file ${keyFile} is empty`);
+  const client = await connect(url, {
+    policy: parsePolicy(await readText(policyPath, 'policy'), { source: policyPath }),
+    ...(trustedRoots === undefined ? {} : { trustedRoots }),
+    ...(apiKey === undefined ? {} : { apiKey }),
+  });
   try {
     if (!args.flags.has('json') && client.simulated) console.error('note: the server runs on the SIMULATED platform (no TEE)');
     if (op === 'classify') {

@@ -28,6 +28,7 @@ import type { ListenTarget } from '../../server/server.js';
 import { one, parseArgs, UsageError, withEnv } from './args.js';
 import type { Engine } from '../../inference/types.js';
 import { UPSTREAM_SERVE_FLAGS, UPSTREAM_SERVE_USAGE, upstreamFromArgs } from '../../inference/upstream/index.js';
+import { ClientKeyTable, DEFAULT_CLIENT_KEY_REQUESTS_PER_MINUTE, MAX_CLIENT_KEY_REQUESTS_PER_MINUTE } from '../../server/client-keys.js';
 import { TDX_COLLATERAL_FLAGS, tdxCollateralFromArgs } from './tdx-collateral-args.js';
 
 export const summary = 'run the Cloister server (sealed, attested inference)';
@@ -54,6 +55,9 @@ const USAGE = `usage: cloister serve --model [name=]dir [--model ...] [--embedde
                        docs/PROTOCOL.md section 4, Padding); off is measured into the config digest
   --max-input-chars n  longest input text an ONNX model accepts, in UTF-16 code units
                        (default 16384); longer texts get LIMIT_EXCEEDED naming this limit
+  --client-keys FILE   require a client API key in every sealed request: one id:sha256hex[:per-minute]
+                       per line (the SHA-256 of each key; printf %s KEY | sha256sum); default: none required
+  --client-key-requests-per-minute n  quota of a key whose line names none (default 600)
 
 TDX collateral (attached to the evidence so clients can verify offline; docs/DEPLOY.md):
   --tdx-collateral FILE|none          read it from FILE (re-read at each refresh), or attach none
@@ -93,7 +97,7 @@ const BAR = '='.repeat(78);
 /** Value options of `cloister serve`; each can also come from CLOISTER_<NAME> (args.ts envNameOf). */
 export const SERVE_OPTIONS: readonly string[] = [
   'model', 'embedder', 'listen', 'socket', 'platform', 'state-dir', 'key-rotation-minutes', 'request-timeout-s', 'log-level',
-  'max-input-chars', 'tls-cert', 'tls-key', 'drain-timeout-s', 'pad-responses', ...UPSTREAM_SERVE_FLAGS, ...TDX_COLLATERAL_FLAGS,
+  'max-input-chars', 'tls-cert', 'tls-key', 'drain-timeout-s', 'pad-responses', 'client-keys', 'client-key-requests-per-minute', ...UPSTREAM_SERVE_FLAGS, ...TDX_COLLATERAL_FLAGS,
 ];
 const SERVE_SPEC = { values: SERVE_OPTIONS, multi: ['model', 'embedder'] } as const;
 
@@ -115,6 +119,8 @@ export interface ServeConfig {
   readonly drainTimeoutSeconds: number;
   /** --pad-responses: pad response chunks for clients that declare `pad` (default true). */
   readonly padResponses: boolean;
+  /** --client-keys: the keys file (read at start), and the default per-key quota. */
+  readonly clientKeys: { readonly path: string; readonly perMinute: number } | undefined;
   /** The TDX collateral options (tdx-collateral-args.ts), read when the platform is TDX. */
   readonly tdxArg: (name: string) => string | undefined;
 }
@@ -162,6 +168,9 @@ export function parseServeConfig(argv: readonly string[], env: Readonly<Record<s
     }
     const padText = one(args, 'pad-responses') ?? 'on';
     if (padText !== 'on' && padText !== 'off') throw new UsageError('--pad-responses must be on or off');
+    const clientKeysPath = one(args, 'client-keys');
+    const keyQuota = positiveInt(one(args, 'client-key-requests-per-minute'), 'client-key-requests-per-minute', MAX_CLIENT_KEY_REQUESTS_PER_MINUTE);
+    if (keyQuota !== undefined && clientKeysPath === undefined) throw new UsageError('--client-key-requests-per-minute needs --client-keys');
     return {
       models,
       upstream,
@@ -175,6 +184,7 @@ export function parseServeConfig(argv: readonly string[], env: Readonly<Record<s
       tls: certPath === undefined || keyPath === undefined ? undefined : { certPath: resolve(certPath), keyPath: resolve(keyPath) },
       drainTimeoutSeconds,
       padResponses: padText === 'on',
+      clientKeys: clientKeysPath === undefined ? undefined : { path: resolve(clientKeysPath), perMinute: keyQuota ?? DEFAULT_CLIENT_KEY_REQUESTS_PER_MINUTE },
       tdxArg: (name: string) => one(args, name),
     };
   } catch (err) {
@@ -204,6 +214,8 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
   const { models, upstream, stateDir, rotationMinutes, timeoutSeconds, maxInputChars, level, target } = config;
   const platformArg = config.platform;
   const limits = timeoutSeconds === undefined ? undefined : { requestTimeoutMs: timeoutSeconds * 1000 };
+  // Read before any model loads: a bad keys file fails the start at once, naming the line.
+  const clientKeys = config.clientKeys === undefined ? undefined : await ClientKeyTable.load(config.clientKeys.path, { defaultPerMinute: config.clientKeys.perMinute });
   const tls = config.tls === undefined ? undefined : { cert: await readPem(config.tls.certPath, 'TLS certificate'), key: await readPem(config.tls.keyPath, 'TLS key') };
   // Fails closed (PLATFORM_UNAVAILABLE) when the requested TEE is not here, before any model loads.
   const selection = await selectPlatform(platformArg);
@@ -247,6 +259,7 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
     ...(limits === undefined ? {} : { limits }),
     ...(tls === undefined ? {} : { tls }),
     ...(config.padResponses ? {} : { padResponses: false }),
+    ...(clientKeys === undefined ? {} : { clientKeys }),
   });
   const address = await server.listen(target).catch(async (err: unknown) => {
     for (const e of engines) await e.close().catch(() => undefined);
@@ -278,6 +291,7 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
     lines.push(`operator:   ${address.httpUrl}/healthz  /readyz  /metrics`);
   }
   lines.push(`models:     ${server.router.models().map((m) => `${m.name} (${m.task})`).join(', ')}`);
+  if (clientKeys !== undefined) lines.push(`client keys: ${clientKeys.size} from ${config.clientKeys?.path ?? ''} (required in every request)`);
   const url = address.httpUrl ?? address.wsUrl;
   // The development policy pins the simulated root's SHA-256: that pin is the client's
   // explicit trust, so no --root is needed (src/attestation/verify.ts TrustedRoots).

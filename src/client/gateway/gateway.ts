@@ -18,9 +18,14 @@
  * stream ends without [DONE], which the OpenAI SDK raises as an error.
  *
  * The gateway's own HTTP leg is plaintext on this machine, so it binds loopback only unless
- * told otherwise, checks the Host header (DNS rebinding), accepts only JSON bodies (a
- * cross-origin browser request then needs a CORS preflight, which is refused), bounds
- * request bodies, and never logs content.
+ * told otherwise, checks the Host header (DNS rebinding), accepts only JSON bodies, bounds
+ * request bodies, and never logs content. Browsers are refused by the gateway itself, not
+ * only by their CORS preflight: a request with an `Origin` other than the gateway's own
+ * loopback origin or an `allowOrigins` entry is 403 FORBIDDEN, as is one marked
+ * `Sec-Fetch-Site: cross-site`, and OPTIONS (a preflight) is 403 except from an allowed
+ * origin. Requests without those headers (curl, the OpenAI SDKs, servers) pass. An API key
+ * (`Authorization: Bearer`, compared in constant time as SHA-256 digests) is optional on
+ * loopback and required on any other interface.
  */
 import { createHash } from 'node:crypto';
 import { createServer } from 'node:http';
@@ -48,8 +53,17 @@ export interface GatewayOptions {
    * `model` passes through.
    */
   readonly model?: string;
-  /** When set, requests must carry `Authorization: Bearer <apiKey>`. */
+  /**
+   * When set, requests must carry `Authorization: Bearer <apiKey>` (401 UNAUTHORIZED
+   * otherwise). Required when `allowNonLoopback` binds another interface.
+   */
   readonly apiKey?: string;
+  /**
+   * Browser origins allowed besides the gateway's own (`http://127.0.0.1:PORT`,
+   * `http://localhost:PORT`, `http://[::1]:PORT`), exactly as browsers send them, e.g.
+   * `http://localhost:3000`. They get CORS answers (preflight 204, Access-Control-Allow-Origin).
+   */
+  readonly allowOrigins?: readonly string[];
   /** Largest request body. Default 8 MiB. */
   readonly maxRequestBytes?: number;
   /** Concurrent connections. Default 256. */
@@ -89,6 +103,13 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const maxRequestBytes = positive('maxRequestBytes', options.maxRequestBytes, DEFAULT_GATEWAY_MAX_REQUEST_BYTES);
   const apiKeyDigest = options.apiKey === undefined ? undefined : sha256(options.apiKey);
   if (options.apiKey === '') throw new CloisterError('CONFIG_INVALID', 'apiKey must not be empty');
+  if (!loopbackOnly && !isLoopbackHost(host) && options.apiKey === undefined) {
+    // Off loopback every host on the network reaches the plaintext leg: never without a key.
+    throw new CloisterError('CONFIG_INVALID', `the gateway on ${host} (not loopback) needs an API key (apiKey; --api-key-file or CLOISTER_GATEWAY_API_KEY)`, { detail: { host } });
+  }
+  const allowOrigins = new Set((options.allowOrigins ?? []).map(checkOrigin));
+  // The gateway's own origins, known once the port is (set after listen).
+  let ownOrigins: ReadonlySet<string> = new Set();
 
   const server: Server = createServer(
     {
@@ -109,8 +130,35 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     if (loopbackOnly && !hostHeaderIsLoopback(req.headers.host)) {
       return sendError(res, new CloisterError('INVALID_ARGUMENT', 'Host header must name a loopback address'), 421);
     }
+    // Browsers: the Origin a browser sets (it cannot be forged by a page), and Sec-Fetch-Site
+    // for requests that carry no Origin (a cross-site GET). Refused before the API key check,
+    // so a page learns nothing about the key.
+    const origin = req.headers.origin;
+    const allowedOrigin = origin !== undefined && allowOrigins.has(origin);
+    if (origin !== undefined && !allowedOrigin && !ownOrigins.has(origin)) {
+      return sendError(res, new CloisterError('FORBIDDEN', `browser origin ${originForMessage(origin)} is not allowed (allow it with --allow-origin)`), 403);
+    }
+    if (!allowedOrigin && req.headers['sec-fetch-site'] === 'cross-site') {
+      return sendError(res, new CloisterError('FORBIDDEN', 'a cross-site browser request is not allowed (Sec-Fetch-Site: cross-site)'), 403);
+    }
+    if (allowedOrigin) {
+      res.setHeader('access-control-allow-origin', origin);
+      res.setHeader('vary', 'Origin');
+    }
+    if (req.method === 'OPTIONS') {
+      if (!allowedOrigin) return sendError(res, new CloisterError('FORBIDDEN', 'CORS preflight refused: the origin is not allowed (--allow-origin)'), 403);
+      res.writeHead(204, {
+        'access-control-allow-methods': 'GET, POST',
+        'access-control-allow-headers': 'authorization, content-type',
+        'access-control-max-age': '600',
+        'content-length': 0,
+      });
+      res.end();
+      return;
+    }
     if (apiKeyDigest !== undefined && !authorized(req.headers.authorization, apiKeyDigest)) {
-      return sendError(res, new CloisterError('INVALID_ARGUMENT', 'missing or wrong API key'), 401);
+      res.setHeader('www-authenticate', 'Bearer');
+      return sendError(res, new CloisterError('UNAUTHORIZED', 'missing or wrong API key (Authorization: Bearer)'), 401);
     }
     const path = (req.url ?? '').split('?')[0] ?? '';
     const route = Object.prototype.hasOwnProperty.call(ROUTES, path) ? ROUTES[path] : undefined;
@@ -214,6 +262,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     server.listen(port, host, () => resolve());
   });
   const address = server.address() as AddressInfo;
+  ownOrigins = new Set(['127.0.0.1', 'localhost', '[::1]'].map((h) => `http://${h}:${address.port}`));
   const urlHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   return {
     url: `http://${urlHost}:${address.port}`,
@@ -285,9 +334,30 @@ function hostHeaderIsLoopback(host: string | undefined): boolean {
   return isLoopbackHost(name.toLowerCase());
 }
 
+/** An allowOrigins entry: a serialized http(s) origin, as browsers send it (no path, no trailing slash). */
+function checkOrigin(value: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(value);
+  } catch {
+    url = undefined;
+  }
+  if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.origin !== value) {
+    throw new CloisterError('CONFIG_INVALID', `allowed origin '${value}' must be an origin such as http://localhost:3000 (scheme, host, optional port; no path)`);
+  }
+  return value;
+}
+
+/** An Origin header for an error message: bounded, printable. */
+function originForMessage(origin: string): string {
+  const s = origin.slice(0, 100).replace(/[^\x20-\x7e]/g, '?');
+  return `'${s}'`;
+}
+
 function authorized(header: string | undefined, expected: Uint8Array): boolean {
-  const prefix = 'Bearer ';
-  if (header === undefined || !header.startsWith(prefix)) return false;
+  // The scheme is case-insensitive (RFC 9110 section 11.1); the key follows one space.
+  const prefix = 'bearer ';
+  if (header === undefined || header.slice(0, prefix.length).toLowerCase() !== prefix) return false;
   return timingSafeEqualBytes(sha256(header.slice(prefix.length)), expected);
 }
 
@@ -304,6 +374,8 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   UNKNOWN_OPERATION: 404,
   OVERLOADED: 503,
   RATE_LIMITED: 429,
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
   TIMEOUT: 504,
   ENGINE_FAILED: 502,
   ENGINE_UNAVAILABLE: 503,

@@ -1,0 +1,136 @@
+/**
+ * Receipts handed to callers, and the offline check an auditor runs on one (docs/PROTOCOL.md
+ * section 4, "Receipts for auditors").
+ *
+ * A version-1 receipt is the server's Ed25519 signature over
+ * "cloister/receipt/v1" || 0x00 || SHA-256(request plaintext) || SHA-256(response chunk
+ * plaintexts before the final one). It does not cover the key config, the key id, the
+ * model digest or the server time (protocol v2 redesigns receipts); the record below
+ * therefore carries the key id and the SHA-256 of the exact key config bytes the client
+ * verified, so that an auditor can pick the right evidence and check the signature with that
+ * key config's receiptPublicKey. The attestation of that key config is checked separately
+ * (`cloister verify EVIDENCE --policy POLICY`): checkReceipt does not verify evidence.
+ */
+import { createHash } from 'node:crypto';
+import { CloisterError } from '../errors.js';
+import { concatBytes } from '../crypto/bytes.js';
+import { timingSafeEqualBytes } from '../crypto/ct.js';
+import { fromHex, toHex } from '../attestation/hex.js';
+import { decodeKeyConfig, keyConfigDigest } from './key-config.js';
+import { RECEIPT_LABEL, RECEIPT_SIGNATURE_LENGTH, verifyReceipt } from './messages.js';
+
+/** What the SDK hands to the caller for each answered request (ConnectOptions/RequestOptions `onReceipt`). */
+export interface ReceiptRecord {
+  readonly version: 1;
+  /** The OHTTP key id the request was sealed to. */
+  readonly keyId: number;
+  /** SHA-256 of the exact key config bytes the client verified (the evidence's keyConfig). */
+  readonly keyConfigDigest: Uint8Array;
+  /** SHA-256 of the sealed request plaintext (the CBOR inner request, section 4). */
+  readonly requestDigest: Uint8Array;
+  /** SHA-256 of the concatenated response chunk plaintexts before the final chunk. */
+  readonly responseDigest: Uint8Array;
+  /** The server's Ed25519 signature (64 bytes) from the final `end` chunk. */
+  readonly signature: Uint8Array;
+}
+
+const DIGEST_LENGTH = 32;
+
+/** The message a version-1 receipt signs, from its two digests. */
+export function receiptMessage(requestDigest: Uint8Array, responseDigest: Uint8Array): Uint8Array {
+  if (requestDigest.byteLength !== DIGEST_LENGTH || responseDigest.byteLength !== DIGEST_LENGTH) {
+    throw new CloisterError('INVALID_ARGUMENT', `receipt digests must be ${DIGEST_LENGTH} bytes each`);
+  }
+  return concatBytes(RECEIPT_LABEL, requestDigest, responseDigest);
+}
+
+/** The two digests of a receipt message (what ReceiptHasher.message() returns). */
+export function digestsOfReceiptMessage(message: Uint8Array): { requestDigest: Uint8Array; responseDigest: Uint8Array } {
+  const at = RECEIPT_LABEL.byteLength;
+  if (message.byteLength !== at + 2 * DIGEST_LENGTH || !timingSafeEqualBytes(message.subarray(0, at), RECEIPT_LABEL)) {
+    throw new CloisterError('INTERNAL', 'not a version-1 receipt message');
+  }
+  return { requestDigest: message.slice(at, at + DIGEST_LENGTH), responseDigest: message.slice(at + DIGEST_LENGTH) };
+}
+
+/** The digests for a request plaintext and the response chunk plaintexts before the final one (for auditors holding the bytes). */
+export function receiptDigests(requestPlaintext: Uint8Array, responseChunks: readonly Uint8Array[]): { requestDigest: Uint8Array; responseDigest: Uint8Array } {
+  const response = createHash('sha256');
+  for (const c of responseChunks) response.update(c);
+  return { requestDigest: new Uint8Array(createHash('sha256').update(requestPlaintext).digest()), responseDigest: new Uint8Array(response.digest()) };
+}
+
+export interface CheckReceiptExpect {
+  /** The request this receipt must be for (SHA-256 of its plaintext). */
+  readonly requestDigest?: Uint8Array;
+  /** The response this receipt must be for. */
+  readonly responseDigest?: Uint8Array;
+}
+
+function invalid(why: string, detail: Record<string, string> = {}): CloisterError {
+  return new CloisterError('RECEIPT_INVALID', `receipt: ${why}`, { detail });
+}
+
+/**
+ * Checks a receipt offline against the exact key config bytes (from an evidence file:
+ * `decodeEvidenceFile(bytes).bundle.keyConfig`): the record names that key config (digest
+ * and key id), the digests match `expect` where given, and the signature verifies under the
+ * key config's receiptPublicKey. Throws RECEIPT_INVALID naming the first mismatch.
+ */
+export function checkReceipt(record: ReceiptRecord, keyConfigBytes: Uint8Array, expect: CheckReceiptExpect = {}): void {
+  if (record.version !== 1) throw invalid(`version ${String(record.version)} is not supported (expected 1)`);
+  const digest = keyConfigDigest(keyConfigBytes);
+  if (!timingSafeEqualBytes(digest, record.keyConfigDigest)) {
+    throw invalid('it names another key config than the evidence holds', { expected: toHex(record.keyConfigDigest), actual: toHex(digest) });
+  }
+  const kc = decodeKeyConfig(keyConfigBytes);
+  if (kc.keyId !== record.keyId) throw invalid(`key id ${record.keyId} does not match the key config's ${kc.keyId}`);
+  if (expect.requestDigest !== undefined && !timingSafeEqualBytes(expect.requestDigest, record.requestDigest)) {
+    throw invalid('it is for another request (request digest differs)');
+  }
+  if (expect.responseDigest !== undefined && !timingSafeEqualBytes(expect.responseDigest, record.responseDigest)) {
+    throw invalid('it is for another response (response digest differs)');
+  }
+  if (!verifyReceipt(kc.receiptPublicKey, receiptMessage(record.requestDigest, record.responseDigest), record.signature)) {
+    throw invalid('the signature does not verify under the key config\'s receipt key');
+  }
+}
+
+/** JSON form (hex fields), for storing receipts next to an evidence file. */
+export function receiptToJson(record: ReceiptRecord): Record<string, unknown> {
+  return {
+    format: 'cloister-receipt',
+    version: record.version,
+    keyId: record.keyId,
+    keyConfigDigest: toHex(record.keyConfigDigest),
+    requestDigest: toHex(record.requestDigest),
+    responseDigest: toHex(record.responseDigest),
+    signature: toHex(record.signature),
+  };
+}
+
+const JSON_FIELDS = ['format', 'version', 'keyId', 'keyConfigDigest', 'requestDigest', 'responseDigest', 'signature'];
+
+/** Parses receiptToJson's output strictly (unknown or missing fields, wrong lengths: MALFORMED). */
+export function receiptFromJson(value: unknown): ReceiptRecord {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new CloisterError('MALFORMED', 'receipt JSON must be an object');
+  const o = value as Record<string, unknown>;
+  for (const k of Object.keys(o)) if (!JSON_FIELDS.includes(k)) throw new CloisterError('MALFORMED', `receipt JSON: unknown field ${k}`);
+  if (o['format'] !== 'cloister-receipt') throw new CloisterError('MALFORMED', 'receipt JSON: format must be "cloister-receipt"');
+  if (o['version'] !== 1) throw new CloisterError('MALFORMED', 'receipt JSON: version must be 1');
+  const keyId = o['keyId'];
+  if (typeof keyId !== 'number' || !Number.isInteger(keyId) || keyId < 0 || keyId > 255) throw new CloisterError('MALFORMED', 'receipt JSON: keyId must be an integer 0..255');
+  const hex = (k: string, n: number): Uint8Array => {
+    const v = o[k];
+    if (typeof v !== 'string') throw new CloisterError('MALFORMED', `receipt JSON: ${k} must be a hex string`);
+    return fromHex(v, n, `receipt JSON: ${k}`, 'MALFORMED');
+  };
+  return {
+    version: 1,
+    keyId,
+    keyConfigDigest: hex('keyConfigDigest', DIGEST_LENGTH),
+    requestDigest: hex('requestDigest', DIGEST_LENGTH),
+    responseDigest: hex('responseDigest', DIGEST_LENGTH),
+    signature: hex('signature', RECEIPT_SIGNATURE_LENGTH),
+  };
+}
