@@ -195,16 +195,21 @@ describe('server limits, each hit', () => {
   it('maxConnections: sockets waiting for their 503 are bounded at twice the limit, then dropped at accept', async () => {
     const t = await server({ maxConnections: 1 });
     const port = t.urls.port ?? 0;
-    const idle = (): Promise<{ closed: Promise<void> }> =>
+    const idle = (send?: string): Promise<{ closed: Promise<void> }> =>
       new Promise((resolve, reject) => {
         const s = createConnection({ host: '127.0.0.1', port });
         open.push({ close: async () => void s.destroy() });
         const closed = new Promise<void>((r) => s.on('close', () => r()));
         s.on('error', () => undefined);
-        s.once('connect', () => resolve({ closed }));
+        s.once('connect', () => {
+          if (send === undefined) return resolve({ closed });
+          // A connection that completed a request is never evicted for a newcomer.
+          s.once('data', () => resolve({ closed }));
+          s.write(send);
+        });
         s.once('error', reject);
       });
-    await idle(); // admitted
+    await idle('GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n'); // admitted, and spoke
     await idle(); // accepted over the limit: waits for its first request
     await until(() => t.server.stats.connectionsRejected === 1);
     const third = await idle(); // beyond 2 x maxConnections: closed at once, unanswered
