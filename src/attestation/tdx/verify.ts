@@ -237,8 +237,8 @@ export async function verifyTdxEvidence(bundle: EvidenceBundle, options: TdxVeri
       checkTdxAttributeDefaults(q.report);
       return `${POLICY_SKIPPED}; debug refused`;
     }
-    checkTdxPolicy(q.report, options.policy);
-    return undefined;
+    // Undefined, or the loud note that the unsafe switch left RTMR0..2 unchecked.
+    return checkTdxPolicy(q.report, options.policy);
   });
   run.run('binding', 'BINDING_MISMATCH', () => checkReportData(q.report.reportData, bundle.keyConfig, options));
   return run.finish();

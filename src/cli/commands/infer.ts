@@ -4,7 +4,7 @@
  *   cloister infer --url URL --policy policy.json [--root root.pem]
  *                  (--text TEXT | --file PATH) [--model NAME] [--op classify|embed|token-classify] [--json]
  */
-import { parsePolicy } from '../../attestation/policy.js';
+import { parsePolicy, policyWarnings } from '../../attestation/policy.js';
 import { CloisterError } from '../../errors.js';
 import { readFile } from 'node:fs/promises';
 import { checkText, connect } from '../../client/client.js';
@@ -48,7 +48,9 @@ export async function run(argv: string[]): Promise<number> {
   const model = one(args, 'model');
   const trustedRoots = await rootsFrom(one(args, 'root'));
 
-  const client = await connect(url, { policy: parsePolicy(await readText(policyPath, 'policy'), { source: policyPath }), ...(trustedRoots === undefined ? {} : { trustedRoots }) });
+  const policy = parsePolicy(await readText(policyPath, 'policy'), { source: policyPath });
+  for (const w of policyWarnings(policy)) console.error(`cloister infer: ${w}`);
+  const client = await connect(url, { policy, ...(trustedRoots === undefined ? {} : { trustedRoots }) });
   try {
     if (!args.flags.has('json') && client.simulated) console.error('note: the server runs on the SIMULATED platform (no TEE)');
     if (op === 'classify') {

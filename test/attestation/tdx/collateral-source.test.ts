@@ -65,7 +65,7 @@ describeWithVectors('tdx', 'TDX collateral from a (stand-in) PCCS', () => {
     expect(fetched.nextUpdate.toISOString()).toBe('2025-07-19T10:00:35.000Z'); // the PCK CRL's nextUpdate, the earliest part
     const r = await verifyTdxEvidence(
       { platform: 'tdx', evidence: q, keyConfig: new Uint8Array(0), collateral: fetched.bytes },
-      { policy: tdxPolicy({ mrTd: [parseTdxQuote(q).report.mrTd] }), at: new Date(NOW), skipBinding: true },
+      { policy: tdxPolicy({ mrTd: [parseTdxQuote(q).report.mrTd], rtmr0: [parseTdxQuote(q).report.rtmrs[0]], rtmr1: [parseTdxQuote(q).report.rtmrs[1]], rtmr2: [parseTdxQuote(q).report.rtmrs[2]] }), at: new Date(NOW), skipBinding: true },
     );
     expect(r.steps.filter((s) => !s.ok)).toEqual([]);
     expect(r.claims?.details['tcbStatus']).toBe('UpToDate');
@@ -165,7 +165,7 @@ describeWithVectors('tdx', 'TDX collateral from a (stand-in) PCCS', () => {
     const q = quote();
     const fetcher = new PcsCollateralFetcher({ baseUrl: pccs.url });
     const bundle = { platform: 'tdx' as const, evidence: q, keyConfig: new Uint8Array(0), collateral: new TextEncoder().encode('{"not":"collateral"}') };
-    const opts = { policy: tdxPolicy({ mrTd: [parseTdxQuote(q).report.mrTd] }), at: new Date(NOW), skipBinding: true, pcs: fetcher };
+    const opts = { policy: tdxPolicy({ mrTd: [parseTdxQuote(q).report.mrTd], rtmr0: [parseTdxQuote(q).report.rtmrs[0]], rtmr1: [parseTdxQuote(q).report.rtmrs[1]], rtmr2: [parseTdxQuote(q).report.rtmrs[2]] }), at: new Date(NOW), skipBinding: true, pcs: fetcher };
     const fromEvidence = await verifyTdxEvidence(bundle, opts);
     expect(fromEvidence.steps.find((s) => !s.ok)?.step).toBe('collateral');
     const own = await verifyTdxEvidence(bundle, { ...opts, ignoreEvidenceCollateral: true });

@@ -25,7 +25,8 @@ function bundle(quote: Uint8Array, collateral?: Uint8Array): EvidenceBundle {
 }
 
 function policyFor(quote: Uint8Array, extra: Partial<TdxPolicy> = {}): TdxPolicy {
-  return tdxPolicy({ mrTd: [parseTdxQuote(quote).report.mrTd], ...extra });
+  const r = parseTdxQuote(quote).report;
+  return tdxPolicy({ mrTd: [r.mrTd], rtmr0: [r.rtmrs[0]], rtmr1: [r.rtmrs[1]], rtmr2: [r.rtmrs[2]], ...extra });
 }
 
 /**
@@ -94,7 +95,7 @@ describeWithVectors('tdx', 'TDX real vectors', () => {
     const meta = sidecar('tdx_phala_v4.json');
     const quote = read('tdx_phala_v4_quote.bin');
     const res = await verifyTdxEvidence(bundle(quote), {
-      policy: tdxPolicy({ mrTd: [new Uint8Array(48)] }),
+      policy: tdxPolicy({ mrTd: [new Uint8Array(48)], rtmr0: [new Uint8Array(48)], rtmr1: [new Uint8Array(48)], rtmr2: [new Uint8Array(48)] }),
       collateral: read('tdx_phala_v4_collateral.json'),
       at: verifyTime(meta),
     });
@@ -130,7 +131,7 @@ describeWithVectors('tdx', 'TDX real vectors', () => {
   it('go-tdx-guest SPR E4 quote fails: its appended test text is rejected, and without it no TCB level matches', async () => {
     const raw = read('tdx_gotdxguest_spr_e4_quote.bin');
     const withJunk = await verifyTdxEvidence(bundle(raw, read('tdx_gotdxguest_spr_e4_collateral.json')), {
-      policy: tdxPolicy({ mrTd: [new Uint8Array(48)] }),
+      policy: tdxPolicy({ mrTd: [new Uint8Array(48)], rtmr0: [new Uint8Array(48)], rtmr1: [new Uint8Array(48)], rtmr2: [new Uint8Array(48)] }),
       at: new Date('2023-07-01T01:00:00Z'),
       skipBinding: true,
     });
