@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { run } from '../../src/cli/commands/verify.js';
 import { createSimulatedAttester } from '../../src/attestation/simulated/attester.js';
-import { describeWithVectors, readVectorJson, vectorPath } from '../helpers/vectors.js';
+import { describeWithVectors, readVectorJson, REPO_ROOT, vectorPath } from '../helpers/vectors.js';
 
 const base = vectorPath('nitro/nitro_base_nov2024.cbor');
 const baseAt = '2024-11-30T16:22:48Z';
@@ -195,3 +195,17 @@ describeWithVectors('nitro', 'cloister verify: a real debug-mode Nitro document'
     }
   });
 });
+
+describeWithVectors('nitro', 'cloister verify: the README example', () => {
+  it('runs as written and exits 0 (an inspection against docs/policies/nitro.json)', async () => {
+    const readme = readFileSync(path.join(REPO_ROOT, 'README.md'), 'utf8');
+    const m = /npx cloister verify (test\/vectors\/nitro\/\S+) ([^\n]*)\\\n\s+([^\n]*)\n/.exec(readme);
+    expect(m).not.toBeNull();
+    const argv = [m?.[1] ?? '', ...`${m?.[2] ?? ''} ${m?.[3] ?? ''}`.trim().split(/\s+/)].map((a) => (a.startsWith('test/') || a.startsWith('docs/') ? path.join(REPO_ROOT, a) : a));
+    expect(argv).toContain('--inspect');
+    const r = await cli(argv);
+    expect(r.code, r.err).toBe(0);
+    expect(JSON.parse(r.out)).toMatchObject({ checksPassed: true, notChecked: [expect.stringMatching(/^binding: /)] });
+  });
+});
+
