@@ -168,6 +168,18 @@ describeWithVectors('nitro', 'real Nitro documents', () => {
         expect(failedStep(verifyNitroDocument(wrongTag, { at }))?.code).toBe('EVIDENCE_MALFORMED');
       });
 
+      it('its envelope is the deterministic form, and any other framing of the same signed bytes is refused', () => {
+        // What every real document here is: untagged, 84 44 a1 01 38 22 a0 59 <len16> ... 58 60 <sig>.
+        expect(Buffer.from(bytes.subarray(0, 8)).toString('hex')).toBe('8444a1013822a059');
+        expect(Buffer.from(bytes.subarray(bytes.byteLength - 98, bytes.byteLength - 96)).toString('hex')).toBe('5860');
+        const reframed: [string, Uint8Array][] = [
+          ['indefinite outer array', Uint8Array.from([0x9f, ...bytes.subarray(1), 0xff])],
+          ['non-shortest outer array head', Uint8Array.from([0x98, 0x04, ...bytes.subarray(1)])],
+          ['non-shortest signature head', Uint8Array.from([...bytes.subarray(0, bytes.byteLength - 98), 0x59, 0x00, 0x60, ...bytes.subarray(bytes.byteLength - 96)])],
+        ];
+        for (const [name, b] of reframed) expect(failedStep(verifyNitroDocument(b, { at })), name).toEqual({ step: 'decode', code: 'EVIDENCE_MALFORMED' });
+      });
+
       it('rejects a single flipped bit in every region (sampled across the bytes of each)', () => {
         const cose = decodeCoseSign1(bytes);
         const doc = parseNitroDocument(cose.payload);
