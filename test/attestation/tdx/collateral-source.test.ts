@@ -179,7 +179,8 @@ describeWithVectors('tdx', 'TDX collateral from a (stand-in) PCCS', () => {
     writeFileSync(qPath, quote());
     const out: string[] = [];
     const err: string[] = [];
-    const code = await run([qPath, '--platform', 'tdx', '--pccs', pccs.url, '--at', new Date(NOW).toISOString()], { out: (t) => out.push(t), err: (t) => err.push(t) });
+    // No policy and no key config here: an inspection (the collateral fetch is what is tested).
+    const code = await run([qPath, '--platform', 'tdx', '--pccs', pccs.url, '--at', new Date(NOW).toISOString(), '--inspect'], { out: (t) => out.push(t), err: (t) => err.push(t) });
     expect(code, err.join('\n')).toBe(0);
     expect(out.join('\n')).toMatch(/ok +collateral +fetched from PCS \/ PCCS/);
     expect(pccs.requests.length).toBe(4);
