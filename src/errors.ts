@@ -43,6 +43,7 @@ export const ERROR_CODES = {
   POLICY_MISMATCH: 'a measurement or platform property does not match the policy',
   POLICY_INVALID: 'the policy itself is missing, malformed or names nothing to check',
   BINDING_MISMATCH: 'the evidence does not bind the key config or nonce the client expected',
+  VERIFICATION_INCOMPLETE: 'the evidence passed every check that ran, but the policy or the key-config binding was not checked',
   TCB_MISMATCH: 'the reported TCB does not match the endorsement key certificate or is below minimum',
   TCB_STATUS_REJECTED: 'the platform TCB status is not accepted by the policy',
   DEBUG_MODE: 'the TEE runs in debug mode, which the policy does not allow',

@@ -29,6 +29,7 @@ import { verifySevSnpEvidence } from '../../src/attestation/sev-snp/verify.js';
 import { sevSnpPolicy } from '../../src/attestation/sev-snp/policy.js';
 import { verifyTdxEvidence } from '../../src/attestation/tdx/verify.js';
 import { tdxPolicy } from '../../src/attestation/tdx/policy.js';
+import { parseTdxQuote } from '../../src/attestation/tdx/quote.js';
 
 interface Platform {
   readonly name: string;
@@ -171,8 +172,10 @@ async function loadTdx(vectors: string, notes: string[]): Promise<Platform | und
     notes.push('tdx: sidecar has no measured.mr_td, real TDX quote skipped');
     return undefined;
   }
-  const policy = tdxPolicy({ mrTd: [hexBytes(mrTd)] });
   const quote = new Uint8Array(readFileSync(quoteFile));
+  // RTMR0..2 identify the workload and are required besides MRTD: pinned from the quote itself.
+  const { rtmrs } = parseTdxQuote(quote).report;
+  const policy = tdxPolicy({ mrTd: [hexBytes(mrTd)], rtmr0: [rtmrs[0]], rtmr1: [rtmrs[1]], rtmr2: [rtmrs[2]] });
   const collateral = new Uint8Array(readFileSync(path.join(vectors, 'tdx', 'tdx_phala_v4_collateral.json')));
   return {
     name: 'tdx',

@@ -18,6 +18,9 @@
  * The parser is strict and fails closed (POLICY_INVALID): unknown keys anywhere, a policy
  * with no platform section, a platform section that names no measurement, malformed hex,
  * and all-zero PCR0..2 values (those are what a debug-mode enclave reports) are rejected.
+ * Every section must identify the workload, not only the platform: Nitro/simulated PCR0, or
+ * PCR8, or PCR1 and PCR2 (nitroPcrsIdentifyWorkload); SEV-SNP the launch measurement; TDX
+ * RTMR0..2 besides MRTD (or the loudly named allowMrtdOnly_UNSAFE).
  * Evidence from a platform the policy has no section for is rejected by the verifier.
  *
  * Platform sections are parsed by the functions in SECTION_PARSERS below (SEV-SNP and TDX
@@ -31,7 +34,7 @@ import { fromHex, isAllZero } from './hex.js';
 import { NITRO_PCR_BYTES } from './nitro/document.js';
 import { parseSevSnpPolicy } from './sev-snp/policy.js';
 import type { SevSnpPolicy } from './sev-snp/policy.js';
-import { parseTdxPolicy } from './tdx/policy.js';
+import { parseTdxPolicy, tdxUnsafePolicyNote } from './tdx/policy.js';
 import type { TdxPolicy } from './tdx/policy.js';
 
 export const POLICY_VERSION = 1;
@@ -100,7 +103,25 @@ function parsePcrs(v: unknown, where: string): Map<number, Uint8Array> {
     out.set(index, value);
   }
   if (out.size === 0) throw invalid(`${where}.pcrs names no PCR: nothing would be checked`, `${where}.pcrs`);
+  const problem = nitroPcrsProblem(out);
+  if (problem !== undefined) throw invalid(`${where}.pcrs ${problem}`, `${where}.pcrs`);
   return out;
+}
+
+/**
+ * Why a PCR set does not identify the enclave's workload, or undefined when it does. Accepted:
+ * PCR0 (the whole image), PCR8 (the image signing certificate), or PCR1 and PCR2 together
+ * (kernel/bootstrap and application). PCR3 (parent IAM role), PCR4 (parent instance id) and the
+ * others say where an enclave runs, not what it runs.
+ */
+export function nitroPcrsProblem(pcrs: ReadonlyMap<number, Uint8Array>): string | undefined {
+  if (pcrs.has(0) || pcrs.has(8) || (pcrs.has(1) && pcrs.has(2))) return undefined;
+  const named = [...pcrs.keys()].sort((a, b) => a - b).map((i) => `PCR${i}`);
+  return (
+    `names ${named.length === 0 ? 'no PCR' : named.join(', ')}, which does not identify the enclave image: ` +
+    'pin PCR0 (image), or PCR8 (signing certificate), or both PCR1 (kernel, bootstrap) and PCR2 (application); ' +
+    'PCR3/PCR4 only name the parent instance, not what runs in the enclave'
+  );
 }
 
 function parseMaxAge(v: unknown, where: string): number | undefined {
@@ -193,6 +214,18 @@ export function policyFromJson(value: unknown): Policy {
   if (typeof nonceRequired !== 'boolean') throw invalid('nonceRequired must be a boolean', 'nonceRequired');
   const models = parseModels(value['models']);
   return models === undefined ? { version: 1, platforms, nonceRequired } : { version: 1, platforms, models, nonceRequired };
+}
+
+/**
+ * What a parsed policy accepts only because an explicitly unsafe switch is set (today: TDX
+ * `allowMrtdOnly_UNSAFE` without RTMR0..2). The CLI prints each line as a warning; the
+ * verification report's policy step records the same note.
+ */
+export function policyWarnings(policy: Policy): string[] {
+  const out: string[] = [];
+  const tdx = policy.platforms.tdx === undefined ? undefined : tdxUnsafePolicyNote(policy.platforms.tdx);
+  if (tdx !== undefined) out.push(`tdx policy: ${tdx}`);
+  return out;
 }
 
 /**

@@ -21,6 +21,7 @@ import type { KeyConfig } from '../protocol/key-config.js';
 import { nitroBindingFor } from './binding.js';
 import { verifyNitroDocumentDetailed } from './nitro/verify.js';
 import type { VerifyNitroOptions } from './nitro/verify.js';
+import { nitroPcrsProblem } from './policy.js';
 import type { Policy } from './policy.js';
 import { verifySevSnpEvidence } from './sev-snp/index.js';
 import type { SevSnpVerifyOptions } from './sev-snp/index.js';
@@ -198,6 +199,11 @@ export async function verifyEvidence(bundle: EvidenceBundle, options: VerifyEvid
   if (options.policy.platforms[platform] === undefined) {
     return failWith(platform, steps, 'policy', 'POLICY_MISMATCH', `the policy does not accept platform ${platform} (it names: ${Object.keys(options.policy.platforms).join(', ')})`);
   }
+  // parsePolicy refuses PCR sets that do not identify the workload; a Policy built in code is
+  // held to the same rule here (TDX's RTMR rule is enforced by checkTdxPolicy).
+  const nitroLike = platform === 'nitro' ? options.policy.platforms.nitro : platform === 'simulated' ? options.policy.platforms.simulated : undefined;
+  const pcrProblem = nitroLike === undefined || nitroLike.pcrs.size === 0 ? undefined : nitroPcrsProblem(nitroLike.pcrs);
+  if (pcrProblem !== undefined) return failWith(platform, steps, 'policy', 'POLICY_INVALID', `the ${platform} policy ${pcrProblem}`);
   if (options.policy.nonceRequired && (nonce === undefined || nonce.byteLength === 0)) {
     return failWith(platform, steps, 'binding', 'INVALID_ARGUMENT', 'the policy requires a nonce and none was given');
   }

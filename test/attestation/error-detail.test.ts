@@ -109,7 +109,7 @@ describeWithVectors(['sev-snp', 'tdx'], 'SEV-SNP and TDX', () => {
     const now = readVectorJson<{ now_used: number }>('tdx/tdx_phala_v4.json').now_used - 3600;
     const r = await verifyTdxEvidence(
       { platform: 'tdx', evidence: quote, keyConfig: new Uint8Array(0), collateral: readVector('tdx/tdx_phala_v4_collateral.json') },
-      { policy: tdxPolicy({ mrTd: [new Uint8Array(48).fill(1), new Uint8Array(48).fill(2)] }), at: new Date(now * 1000), skipBinding: true },
+      { policy: tdxPolicy({ mrTd: [new Uint8Array(48).fill(1), new Uint8Array(48).fill(2)], rtmr0: [new Uint8Array(48)], rtmr1: [new Uint8Array(48)], rtmr2: [new Uint8Array(48)] }), at: new Date(now * 1000), skipBinding: true },
     );
     expect(failed(r)).toEqual({ code: 'POLICY_MISMATCH', detail: `MRTD is ${actual}; the policy expects one of ${'01'.repeat(48)}, ${'02'.repeat(48)}` });
   });

@@ -55,6 +55,35 @@ describe('COSE_Sign1 envelope', () => {
     expect(code(() => decodeCoseSign1(env([prot, new Map([[4, hex('01')]]), hex('a0'), sig])))).toBe('EVIDENCE_MALFORMED');
   });
 
+  it('the envelope is read in deterministic form (definite lengths, shortest heads); tag 18 is the one benign acceptance', () => {
+    const good = env([prot, new Map(), hex('a0'), sig]);
+    const b = Buffer.from(good);
+    expect(b.subarray(0, 9).toString('hex')).toBe('8444a1013822a041a0'); // array(4), bstr(4) a1 01 38 22, {}, bstr(1) a0, ...
+    expect(code(() => decodeCoseSign1(good))).toBe(NO_THROW);
+    const items = b.subarray(1); // the four items after the array head 84
+    const cases: [string, Buffer][] = [
+      ['indefinite outer array', Buffer.concat([hex('9f'), items, hex('ff')])],
+      ['non-shortest outer array head', Buffer.concat([hex('98 04'), items])],
+      ['non-shortest protected bstr head', Buffer.concat([hex('84 58 04'), prot, items.subarray(1 + prot.byteLength)])],
+      ['indefinite unprotected map', Buffer.concat([hex('84 44'), prot, hex('bf ff'), items.subarray(1 + prot.byteLength + 1)])],
+      ['non-shortest payload head', Buffer.concat([hex('84 44'), prot, hex('a0 58 01 a0 58 60'), sig])],
+      ['non-shortest signature head', Buffer.concat([hex('84 44'), prot, hex('a0 41 a0 59 00 60'), sig])],
+      ['tag 18 with a long head (d8 12)', Buffer.concat([hex('d8 12'), good])],
+      ['tag 18 twice', Buffer.concat([hex('d2 d2'), good])],
+    ];
+    for (const [name, bytes] of cases) expect(code(() => decodeCoseSign1(new Uint8Array(bytes))), name).toBe('EVIDENCE_MALFORMED');
+    // Benign and allowed by RFC 9052 section 2: the COSE_Sign1 tag 18 (d2) around the same array.
+    expect(decodeCoseSign1(new Uint8Array(Buffer.concat([hex('d2'), good]))).tagged).toBe(true);
+  });
+
+  it('the protected header must be { 1: -35 } in deterministic form', () => {
+    const check = (p: Uint8Array): string => code(() => checkEs384Header(decodeCoseSign1(env([p, new Map(), hex('a0'), sig]))));
+    expect(check(hex('a1 01 38 22'))).toBe(NO_THROW);
+    expect(check(hex('a1 18 01 38 22'))).toBe('EVIDENCE_MALFORMED'); // key 1 with a long head
+    expect(check(hex('a1 01 39 00 22'))).toBe('EVIDENCE_MALFORMED'); // -35 with a long head
+    expect(check(hex('bf 01 38 22 ff'))).toBe('EVIDENCE_MALFORMED'); // indefinite map
+  });
+
   it('requires exactly alg ES384 and a 96-byte signature', () => {
     const check = (p: Uint8Array, s: Uint8Array): string => code(() => checkEs384Header(decodeCoseSign1(env([p, new Map(), hex('a0'), s]))));
     expect(check(prot, sig)).toBe(NO_THROW);

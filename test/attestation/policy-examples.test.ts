@@ -49,8 +49,11 @@ describeWithVectors(['nitro', 'sev-snp', 'tdx'], 'docs/policies examples against
 
   it('each example accepts its evidence (exit 0)', async () => {
     for (const c of cases()) {
-      const r = await cli([...c.argv, '--policy', example(c.name)]);
+      // Raw vendor evidence binds no key config of ours: --inspect checks the policy and says so.
+      const r = await cli([...c.argv, '--policy', example(c.name), '--inspect']);
       expect(r.code, `${c.name}: ${r.err}`).toBe(0);
+      expect(r.out).toContain('NOT checked  binding');
+      expect(r.out).not.toContain('NOT checked  policy');
     }
   });
 
@@ -77,5 +80,26 @@ describeWithVectors(['nitro', 'sev-snp', 'tdx'], 'docs/policies examples against
       expect(r.err).toContain(original);
       expect(r.err).toContain('ab'.repeat(48));
     }
+  });
+
+  it('tdx: the example without RTMR0..2 is refused (POLICY_INVALID); with allowMrtdOnly_UNSAFE it verifies, warns, and the report says so', async () => {
+    const tdxCase = cases().find((c) => c.name === 'tdx');
+    if (tdxCase === undefined) throw new Error('no tdx case');
+    const p = JSON.parse(readFileSync(example('tdx'), 'utf8')) as { platforms: { tdx: Record<string, unknown> } };
+    p.platforms.tdx = Object.fromEntries(Object.entries(p.platforms.tdx).filter(([k]) => !['rtmr0', 'rtmr1', 'rtmr2'].includes(k)));
+    const bare = path.join(work, 'tdx-mrtd-only.json');
+    writeFileSync(bare, JSON.stringify(p));
+    const refused = await cli([...tdxCase.argv, '--policy', bare]);
+    expect(refused.code).toBe(1);
+    expect(refused.err).toMatch(/POLICY_INVALID: policy '.*tdx-mrtd-only\.json': tdx policy: rtmr0, rtmr1, rtmr2 are missing/);
+
+    p.platforms.tdx['allowMrtdOnly_UNSAFE'] = true;
+    const unsafe = path.join(work, 'tdx-mrtd-only-unsafe.json');
+    writeFileSync(unsafe, JSON.stringify(p));
+    const r = await cli([...tdxCase.argv, '--policy', unsafe, '--json', '--inspect']);
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toContain('cloister verify: tdx policy: WARNING allowMrtdOnly_UNSAFE: RTMR0, RTMR1, RTMR2 not checked');
+    const report = JSON.parse(r.out) as { steps: { step: string; ok: boolean; detail?: string }[] };
+    expect(report.steps.find((s) => s.step === 'policy')?.detail).toMatch(/^WARNING allowMrtdOnly_UNSAFE/);
   });
 });

@@ -39,7 +39,7 @@ describe('policy parser', () => {
     expect(code(() => policyFromJson({ version: 1, platforms: { tdx: {} } }))).toBe('POLICY_INVALID');
     const snp = policyFromJson({ version: 1, platforms: { 'sev-snp': { measurements: ['aa'.repeat(48)] } } });
     expect(snp.platforms['sev-snp']).toBeDefined();
-    const tdx = policyFromJson({ version: 1, platforms: { tdx: { mrTd: ['aa'.repeat(48)] } } });
+    const tdx = policyFromJson({ version: 1, platforms: { tdx: { mrTd: ['aa'.repeat(48)], rtmr0: ['aa'.repeat(48)], rtmr1: ['aa'.repeat(48)], rtmr2: ['aa'.repeat(48)] } } });
     expect(tdx.platforms.tdx).toBeDefined();
   });
 

@@ -104,6 +104,8 @@ describe('cloister verify on a simulated evidence file', () => {
   let rootPath: string;
   let file: Uint8Array;
   let filePath: string;
+  /** A policy for this simulated attester: without one the result is only an inspection. */
+  let policyPath: string;
   const nonce = new Uint8Array(32).fill(0x42);
   const kc = keyConfig('simulated');
 
@@ -113,20 +115,33 @@ describe('cloister verify on a simulated evidence file', () => {
     const bundle = await sim.attest({ keyConfig: kc, hpkePublicKey: new Uint8Array(32).fill(0x11), nonce });
     file = encodeEvidenceFile(bundle, nonce);
     filePath = writeTemp(file);
+    policyPath = writeTemp(JSON.stringify({ version: 1, platforms: { simulated: sim.policySection() } }));
   });
 
   it('verifies the evidence, the binding and the key config, and prints its summary (exit 0)', async () => {
-    const r = await cli([filePath, '--platform', 'simulated', '--root', rootPath, '--at', AT]);
+    const r = await cli([filePath, '--platform', 'simulated', '--root', rootPath, '--at', AT, '--policy', policyPath]);
     expect(r.err).not.toMatch(/FAIL/);
     expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^VERIFIED {2}platform simulated/);
     expect(r.out).toMatch(/ok +binding +public_key, user_data, nonce match/);
     expect(r.out).toMatch(/ok +key-config/);
     expect(r.out).toContain('key config (bound by the evidence above)');
     expect(r.out).toContain(`hpke        kem 0x0020 kdf 0x0001 aead 0x0001,0x0003  key ${'11'.repeat(32)}`);
     expect(r.out).toMatch(/model +classifier \(text-classification\) sha256 [0-9a-f]{64}/);
     // --platform may be left out: the file names it; --nonce must equal the saved one
-    expect((await cli([filePath, '--root', rootPath, '--at', AT])).code).toBe(0);
-    expect((await cli([filePath, '--root', rootPath, '--at', AT, '--nonce', '42'.repeat(32)])).code).toBe(0);
+    expect((await cli([filePath, '--root', rootPath, '--at', AT, '--policy', policyPath])).code).toBe(0);
+    expect((await cli([filePath, '--root', rootPath, '--at', AT, '--policy', policyPath, '--nonce', '42'.repeat(32)])).code).toBe(0);
+    // Without a policy the binding is checked but the measurements are not: exit 1 unless --inspect.
+    const incomplete = await cli([filePath, '--root', rootPath, '--at', AT]);
+    expect(incomplete.code).toBe(1);
+    expect(incomplete.out).toMatch(/^NOT VERIFIED \(incomplete/);
+    expect(incomplete.err).toMatch(/VERIFICATION_INCOMPLETE: .*NOT checked: policy: no --policy given/);
+    expect(incomplete.err).not.toMatch(/binding:/);
+    const inspected = await cli([filePath, '--root', rootPath, '--at', AT, '--inspect']);
+    expect(inspected.code).toBe(0);
+    expect(inspected.out).toMatch(/^INSPECTED/);
+    expect(inspected.out).toMatch(/ok +binding +public_key, user_data, nonce match/);
+    expect(inspected.out).toContain('NOT checked  policy: no --policy given');
     const other = await cli([filePath, '--root', rootPath, '--at', AT, '--nonce', '43'.repeat(32)]);
     expect(other.code).toBe(1);
     expect(other.err).toContain('BINDING_MISMATCH');
@@ -137,7 +152,7 @@ describe('cloister verify on a simulated evidence file', () => {
 
   it('--root accepts DER as well as PEM', async () => {
     const derRoot = writeTemp(new Uint8Array(Buffer.from(sim.rootPem.replace(/-----[A-Z ]+-----|\s/g, ''), 'base64')));
-    expect((await cli([filePath, '--root', derRoot, '--at', AT])).code).toBe(0);
+    expect((await cli([filePath, '--root', derRoot, '--at', AT, '--policy', policyPath])).code).toBe(0);
   });
 
   it('a policy that pins the simulated root replaces --root (as the development policy does)', async () => {
@@ -152,7 +167,7 @@ describe('cloister verify on a simulated evidence file', () => {
   });
 
   it('--json carries the key config', async () => {
-    const r = await cli([filePath, '--root', rootPath, '--at', AT, '--json']);
+    const r = await cli([filePath, '--root', rootPath, '--at', AT, '--json', '--policy', policyPath]);
     expect(r.code).toBe(0);
     const j = JSON.parse(r.out) as { ok: boolean; keyConfig: { keyId: number; hpkePublicKey: string; models: { name: string }[] } };
     expect(j.ok).toBe(true);
@@ -180,10 +195,28 @@ describe('cloister verify on a simulated evidence file', () => {
     expect(r2.err).toMatch(/BINDING_MISMATCH.*nonce/);
   });
 
+  it('raw evidence with --key-config binds that key config (VERIFIED with a policy); another key config fails BINDING_MISMATCH', async () => {
+    const bundle = await sim.attest({ keyConfig: kc, hpkePublicKey: new Uint8Array(32).fill(0x11), nonce });
+    const raw = writeTemp(bundle.evidence);
+    const kcPath = writeTemp(kc);
+    const nonceHex = Buffer.from(nonce).toString('hex');
+    const ok = await cli([raw, '--platform', 'simulated', '--policy', policyPath, '--key-config', kcPath, '--nonce', nonceHex, '--at', AT]);
+    expect(ok.err).not.toMatch(/FAIL|INCOMPLETE/);
+    expect(ok.code).toBe(0);
+    expect(ok.out).toMatch(/^VERIFIED/);
+    expect(ok.out).toMatch(/ok +binding +public_key, user_data, nonce match/);
+    const other = await cli([raw, '--platform', 'simulated', '--policy', policyPath, '--key-config', writeTemp(keyConfig('simulated', { keyId: 10 })), '--nonce', nonceHex, '--at', AT]);
+    expect(other.code).toBe(1);
+    expect(other.err).toContain('BINDING_MISMATCH');
+    // --key-config does not apply to an evidence file, --report-data not to Nitro-format evidence.
+    expect((await cli([filePath, '--policy', policyPath, '--key-config', kcPath, '--at', AT])).err).toContain('INVALID_ARGUMENT');
+    expect((await cli([raw, '--platform', 'simulated', '--policy', policyPath, '--report-data', '00'.repeat(64), '--at', AT])).code).toBe(2);
+  });
+
   it('a legacy `attest --out` file (the wire message) still verifies', async () => {
     const bundle = await sim.attest({ keyConfig: kc, hpkePublicKey: new Uint8Array(32).fill(0x11) });
     const legacy = encodeWireMessage({ t: 'evidence', bundle });
-    const r = await cli([writeTemp(legacy), '--root', rootPath, '--at', AT]);
+    const r = await cli([writeTemp(legacy), '--root', rootPath, '--at', AT, '--policy', policyPath]);
     expect(r.code).toBe(0);
   });
 

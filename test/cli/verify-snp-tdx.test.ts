@@ -7,10 +7,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { run, type CliIo } from '../../src/cli/commands/verify.js';
-import { describeWithVectors, vectorPath } from '../helpers/vectors.js';
+import { describeWithVectors, REPO_ROOT, vectorPath } from '../helpers/vectors.js';
 
 const snp = (f: string): string => vectorPath(`sev-snp/${f}`);
 const tdx = (f: string): string => vectorPath(`tdx/${f}`);
+/** The example policies that match these vectors (docs/policies). */
+const examplePolicy = (name: string): string => join(REPO_ROOT, 'docs', 'policies', `${name}.json`);
+/** REPORT_DATA the vectors carry (SEV-SNP report offset 0x50; TDX from the vector sidecar). */
+const SNP_VIRTEE_REPORT_DATA = 'd447b55d197491bfe15cf298f9de9986b7a7c4be2468b4f6e2d53b71d7c645810b0f2cdfca0040433be063fc1a8293f0f3f8dae7b79fecb3d1cd82bd6a93ebfd';
+const TDX_PHALA_V4_REPORT_DATA = '9a9d48e7f6799642d3d1b34e1e5e1742d4bb02dd6ddd551862c1211d35c304f9eca3efdbb481601c163cf52493d6e44aed55d51ec39b7e518fadb92c2b523f20';
 
 function capture(): CliIo & { stdout: string[]; stderr: string[] } {
   const stdout: string[] = [];
@@ -33,10 +38,13 @@ async function policyFile(name: string, body: unknown): Promise<string> {
 }
 
 describeWithVectors(['sev-snp', 'tdx'], 'cloister verify --platform sev-snp / tdx', () => {
-  it('sev-snp: prints the verified claims as JSON and exits 0', async () => {
+  it('sev-snp: with a policy and --report-data prints the verified claims as JSON and exits 0', async () => {
     const io = capture();
-    const code = await run([snp('snp_virtee_milan_report.bin'), '--platform', 'sev-snp', '--vcek', snp('snp_virtee_milan_vcek.der'), '--at', '2024-06-01T00:00:00Z', '--json'], io);
-    expect(code).toBe(0);
+    const code = await run(
+      [snp('snp_virtee_milan_report.bin'), '--platform', 'sev-snp', '--vcek', snp('snp_virtee_milan_vcek.der'), '--at', '2024-06-01T00:00:00Z', '--json', '--policy', examplePolicy('sev-snp'), '--report-data', SNP_VIRTEE_REPORT_DATA],
+      io,
+    );
+    expect(code, io.stderr.join('\n')).toBe(0);
     const out = JSON.parse(io.stdout.join('\n')) as { ok: boolean; claims: { measurements: Record<string, string>; details: Record<string, unknown> } };
     expect(out.ok).toBe(true);
     expect(out.claims.measurements['MEASUREMENT']).toBe('7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d3e1a0dc39b2c60bd95b9c480cd81841f');
@@ -50,7 +58,7 @@ describeWithVectors(['sev-snp', 'tdx'], 'cloister verify --platform sev-snp / td
     await writeFile(pemPath, `-----BEGIN CERTIFICATE-----\n${(der.toString('base64').match(/.{1,64}/g) ?? []).join('\n')}\n-----END CERTIFICATE-----\n`);
     for (const vcek of [snp('snp_virtee_milan_vcek.der'), pemPath]) {
       const io = capture();
-      expect(await run([snp('snp_virtee_milan_report.bin'), '--platform', 'sev-snp', '--vcek', vcek, '--at', '2024-06-01T00:00:00Z'], io), io.stderr.join('\n')).toBe(0);
+      expect(await run([snp('snp_virtee_milan_report.bin'), '--platform', 'sev-snp', '--vcek', vcek, '--at', '2024-06-01T00:00:00Z', '--inspect'], io), io.stderr.join('\n')).toBe(0);
     }
     for (const [name, bytes, why] of [
       ['garbage.bin', Buffer.from('not a certificate at all'), /neither DER X\.509 nor PEM/],
@@ -86,8 +94,14 @@ describeWithVectors(['sev-snp', 'tdx'], 'cloister verify --platform sev-snp / td
     const code = await run([snp('snp_gosevguest_milan_report.bin'), '--platform', 'sev-snp', '--vcek', snp('snp_gosevguest_milan_vcek.der'), '--at', '2024-06-01T00:00:00Z'], io);
     expect(code).toBe(1);
     expect(io.stderr.join('\n')).toMatch(/DEBUG_MODE at step policy/);
+    const inspectDebug = capture();
+    expect(await run([snp('snp_gosevguest_milan_report.bin'), '--platform', 'sev-snp', '--vcek', snp('snp_gosevguest_milan_vcek.der'), '--at', '2024-06-01T00:00:00Z', '--inspect'], inspectDebug)).toBe(1);
     const ok = capture();
-    expect(await run([snp('snp_virtee_milan_report.bin'), '--platform', 'sev-snp', '--vcek', snp('snp_virtee_milan_vcek.der'), '--at', '2024-06-01T00:00:00Z'], ok)).toBe(0);
+    expect(await run([snp('snp_virtee_milan_report.bin'), '--platform', 'sev-snp', '--vcek', snp('snp_virtee_milan_vcek.der'), '--at', '2024-06-01T00:00:00Z', '--inspect'], ok)).toBe(0);
+    // Without --inspect, the unchecked policy and binding make it exit 1.
+    const incomplete = capture();
+    expect(await run([snp('snp_virtee_milan_report.bin'), '--platform', 'sev-snp', '--vcek', snp('snp_virtee_milan_vcek.der'), '--at', '2024-06-01T00:00:00Z'], incomplete)).toBe(1);
+    expect(incomplete.stderr.join('\n')).toMatch(/VERIFICATION_INCOMPLETE: .*policy: .*binding: /);
   });
 
   it('sev-snp: a wrong --report-data fails the binding with BINDING_MISMATCH', async () => {
@@ -109,8 +123,12 @@ describeWithVectors(['sev-snp', 'tdx'], 'cloister verify --platform sev-snp / td
 
   it('tdx: v4 quote with collateral an hour before now_used (the PCK CRL expires before it) prints MRTD, RTMRs, status and exits 0', async () => {
     const io = capture();
-    const code = await run([tdx('tdx_phala_v4_quote.bin'), '--platform', 'tdx', '--collateral', tdx('tdx_phala_v4_collateral.json'), '--at', '2025-07-19T09:16:02Z'], io);
+    const argv = [tdx('tdx_phala_v4_quote.bin'), '--platform', 'tdx', '--collateral', tdx('tdx_phala_v4_collateral.json'), '--at', '2025-07-19T09:16:02Z'];
+    const code = await run([...argv, '--inspect'], io);
     expect(code).toBe(0);
+    const verified = capture();
+    expect(await run([...argv, '--policy', examplePolicy('tdx'), '--report-data', TDX_PHALA_V4_REPORT_DATA], verified), verified.stderr.join('\n')).toBe(0);
+    expect(verified.stdout.join('\n')).toMatch(/^VERIFIED {2}platform tdx/);
     const text = io.stdout.join('\n');
     expect(text).toMatch(/MRTD\s+91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7/);
     expect(text).toMatch(/RTMR0/);
@@ -134,12 +152,15 @@ describeWithVectors(['sev-snp', 'tdx'], 'cloister verify --platform sev-snp / td
       platforms: {
         tdx: {
           mrTd: ['924f8a6140332b2c487f74ff171f6d78b9fff6b2166a5247b6781a4d157c0bcb12d671fb950310024f34691fe1416d65'],
+          rtmr0: ['cd44acf047ac18e69780944d46f1f23073c2f080ae12fc42554a5525ba73c695f3a05313083b12439bb00301527b119f'],
+          rtmr1: ['c3fee3c9f55c475d57988a6d6ab2537d5ef7cecd6bdab174f2bdb7f7fd278b40f2151262dc8bd4c27c0e8b13c87f4d7f'],
+          rtmr2: ['76014f36347d09b7cc01d38e609a13953f76295c75835073b8aca4efed82f3638d6631c1f720f5aefd57653e30f09fba'],
           acceptedTcbStatuses: ['UpToDate', 'OutOfDate'],
         },
       },
     });
     const io3 = capture();
-    expect(await run([...args, '--policy', policy], io3)).toBe(0);
+    expect(await run([...args, '--policy', policy, '--inspect'], io3)).toBe(0);
   });
 
   it('tdx: --collateral is required', async () => {

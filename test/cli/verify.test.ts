@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { run } from '../../src/cli/commands/verify.js';
 import { createSimulatedAttester } from '../../src/attestation/simulated/attester.js';
-import { describeWithVectors, readVectorJson, vectorPath } from '../helpers/vectors.js';
+import { describeWithVectors, readVectorJson, REPO_ROOT, vectorPath } from '../helpers/vectors.js';
 
 const base = vectorPath('nitro/nitro_base_nov2024.cbor');
 const baseAt = '2024-11-30T16:22:48Z';
@@ -54,24 +54,47 @@ describe('cloister verify: usage', () => {
 });
 
 describeWithVectors('nitro', 'cloister verify: real Nitro document', () => {
-  it('verifies at the document time and prints the PCRs as JSON', async () => {
-    const r = await cli([base, '--platform', 'nitro', '--at', baseAt, '--json']);
+  it('without a policy or a bound key config it is not VERIFIED: VERIFICATION_INCOMPLETE, exit 1', async () => {
+    const r = await cli([base, '--platform', 'nitro', '--at', baseAt]);
+    expect(r.code).toBe(1);
+    expect(r.out).toMatch(/^NOT VERIFIED \(incomplete/);
+    expect(r.out).not.toMatch(/^VERIFIED/m);
+    expect(r.err).toMatch(/VERIFICATION_INCOMPLETE: every check that ran passed, but NOT checked: policy: no --policy given.*; binding: no key config was bound/);
+    expect(r.err).toContain('--inspect');
+    const j = await cli([base, '--platform', 'nitro', '--at', baseAt, '--json']);
+    expect(j.code).toBe(1);
+    expect(JSON.parse(j.out)).toMatchObject({ ok: false, verified: false, checksPassed: true, inspect: false });
+  });
+
+  it('--inspect: inspects at the document time, prints the PCRs as JSON and what was NOT checked (exit 0)', async () => {
+    const r = await cli([base, '--platform', 'nitro', '--at', baseAt, '--json', '--inspect']);
     expect(r.code).toBe(0);
-    const report = JSON.parse(r.out) as { ok: boolean; platform: string; claims: { measurements: Record<string, string>; details: Record<string, unknown>; timestamp: string } };
-    expect(report.ok).toBe(true);
+    const report = JSON.parse(r.out) as { ok: boolean; checksPassed: boolean; notChecked: string[]; platform: string; claims: { measurements: Record<string, string>; details: Record<string, unknown>; timestamp: string } };
+    expect(report.ok).toBe(false);
+    expect(report.checksPassed).toBe(true);
+    expect(report.notChecked).toEqual([expect.stringMatching(/^policy: /), expect.stringMatching(/^binding: /)]);
     expect(report.platform).toBe('nitro');
     expect(report.claims.measurements['PCR0']).toBe(basePcr0);
     expect(report.claims.details['moduleId']).toBe('i-0de38b2b6853cc9e8-enc0193685e7fee7d85');
     expect(report.claims.timestamp).toBe('2024-11-30T16:22:48.387Z');
   });
 
-  it('prints human-readable claims', async () => {
-    const r = await cli([base, '--platform', 'nitro', '--at', baseAt]);
+  it('--inspect prints human-readable claims, and what was checked and NOT checked', async () => {
+    const r = await cli([base, '--platform', 'nitro', '--at', baseAt, '--inspect']);
     expect(r.code).toBe(0);
-    expect(r.out).toContain('VERIFIED');
+    expect(r.out).toMatch(/^INSPECTED \(not verified/);
+    expect(r.out).toMatch(/ok +signature/);
+    expect(r.out).toContain('NOT checked  policy: no --policy given');
+    expect(r.out).toContain('NOT checked  binding: no key config was bound');
     expect(r.out).toContain(`PCR0        ${basePcr0}`);
     expect(r.out).toContain('module id   i-0de38b2b6853cc9e8-enc0193685e7fee7d85');
-    expect(r.err).toContain('no --policy given');
+    expect(r.err).toMatch(/inspection only: every check that ran passed; NOT checked: policy/);
+  });
+
+  it('--inspect still exits 1 when a check that ran fails', async () => {
+    const r = await cli([base, '--platform', 'nitro', '--inspect']);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain('CERT_EXPIRED');
   });
 
   it('exits non-zero without --at (the certificates expired long ago)', async () => {
@@ -105,7 +128,12 @@ describeWithVectors('nitro', 'cloister verify: real Nitro document', () => {
     const meta = readVectorJson<{ pcrs_decoded: Record<string, string> }>('nitro/nitro_base_nov2024.json');
     const pcrs = { '0': meta.pcrs_decoded['0'], '1': meta.pcrs_decoded['1'], '2': meta.pcrs_decoded['2'] };
     const good = writeJson('good-policy.json', { version: 1, platforms: { nitro: { pcrs } } });
-    expect((await cli([base, '--platform', 'nitro', '--at', baseAt, '--policy', good])).code).toBe(0);
+    // The policy is checked; no key config is bound: an inspection passes, a verification is incomplete.
+    expect((await cli([base, '--platform', 'nitro', '--at', baseAt, '--policy', good, '--inspect'])).code).toBe(0);
+    const incomplete = await cli([base, '--platform', 'nitro', '--at', baseAt, '--policy', good]);
+    expect(incomplete.code).toBe(1);
+    expect(incomplete.err).toMatch(/VERIFICATION_INCOMPLETE: .*NOT checked: binding: /);
+    expect(incomplete.err).not.toMatch(/NOT checked: policy/);
     const bad = writeJson('bad-policy.json', { version: 1, platforms: { nitro: { pcrs: { ...pcrs, '8': 'ab'.repeat(48) } } } });
     const r = await cli([base, '--platform', 'nitro', '--at', baseAt, '--policy', bad]);
     expect(r.code).toBe(1);
@@ -136,8 +164,10 @@ describe('cloister verify: simulated', () => {
     await sim.writeRootPem(rootPath);
 
     expect((await cli([doc, '--platform', 'simulated'])).code).toBe(2);
-    const r = await cli([doc, '--platform', 'simulated', '--root', rootPath, '--nonce', Buffer.from(nonce).toString('hex'), '--json']);
+    // A nonce alone binds no key config: only an inspection passes.
+    const r = await cli([doc, '--platform', 'simulated', '--root', rootPath, '--nonce', Buffer.from(nonce).toString('hex'), '--json', '--inspect']);
     expect(r.code).toBe(0);
+    expect((JSON.parse(r.out) as { notChecked: string[] }).notChecked[1]).toMatch(/binding: no key config was bound \(only the nonce was compared\)/);
     const report = JSON.parse(r.out) as { simulated: boolean; platform: string; claims: { measurements: Record<string, string> } };
     expect(report.simulated).toBe(true);
     expect(report.platform).toBe('simulated');
@@ -147,6 +177,35 @@ describe('cloister verify: simulated', () => {
     expect((await cli([doc, '--platform', 'nitro'])).err).toContain('ROOT_UNTRUSTED');
 
     const policy = writeJson('sim-policy.json', { version: 1, platforms: { simulated: sim.policySection() } });
-    expect((await cli([doc, '--platform', 'simulated', '--root', rootPath, '--policy', policy])).code).toBe(0);
+    expect((await cli([doc, '--platform', 'simulated', '--root', rootPath, '--policy', policy, '--inspect'])).code).toBe(0);
+    expect((await cli([doc, '--platform', 'simulated', '--root', rootPath, '--policy', policy])).code).toBe(1);
   });
 });
+
+describeWithVectors('nitro', 'cloister verify: a real debug-mode Nitro document', () => {
+  const debugDoc = vectorPath('nitro/nitro_blocky_sept2024_debug.cbor');
+  const at = (): string => new Date(readVectorJson<{ timestamp_ms: number }>('nitro/nitro_blocky_sept2024_debug.json').timestamp_ms).toISOString();
+
+  it('is refused with DEBUG_MODE without any policy, also with --inspect (exit 1, never VERIFIED)', async () => {
+    for (const extra of [[], ['--inspect'], ['--json']]) {
+      const r = await cli([debugDoc, '--platform', 'nitro', '--at', at(), ...extra]);
+      expect(r.code, extra.join(' ')).toBe(1);
+      expect(r.err).toMatch(/DEBUG_MODE at step policy: PCR0 is all zero/);
+      expect(r.out).not.toMatch(/^VERIFIED|^INSPECTED/m);
+    }
+  });
+});
+
+describeWithVectors('nitro', 'cloister verify: the README example', () => {
+  it('runs as written and exits 0 (an inspection against docs/policies/nitro.json)', async () => {
+    const readme = readFileSync(path.join(REPO_ROOT, 'README.md'), 'utf8');
+    const m = /npx cloister verify (test\/vectors\/nitro\/\S+) ([^\n]*)\\\n\s+([^\n]*)\n/.exec(readme);
+    expect(m).not.toBeNull();
+    const argv = [m?.[1] ?? '', ...`${m?.[2] ?? ''} ${m?.[3] ?? ''}`.trim().split(/\s+/)].map((a) => (a.startsWith('test/') || a.startsWith('docs/') ? path.join(REPO_ROOT, a) : a));
+    expect(argv).toContain('--inspect');
+    const r = await cli(argv);
+    expect(r.code, r.err).toBe(0);
+    expect(JSON.parse(r.out)).toMatchObject({ checksPassed: true, notChecked: [expect.stringMatching(/^binding: /)] });
+  });
+});
+

@@ -35,9 +35,12 @@ describe('client.evidenceFile()', () => {
       writeFileSync(evPath, file);
       writeFileSync(rootPath, t.trustedRoots.simulated[0] ?? '');
       const out: string[] = [];
-      const code = await run([evPath, '--root', rootPath, '--json'], { out: (s) => out.push(s), err: () => undefined });
+      // No policy file here: --inspect checks the evidence and its binding, and says the policy was not.
+      const code = await run([evPath, '--root', rootPath, '--json', '--inspect'], { out: (s) => out.push(s), err: () => undefined });
       expect(code).toBe(0);
-      const j = JSON.parse(out.join('\n')) as { keyConfig: { keyId: number; hpkePublicKey: string } };
+      const j = JSON.parse(out.join('\n')) as { checksPassed: boolean; notChecked: string[]; keyConfig: { keyId: number; hpkePublicKey: string } };
+      expect(j.checksPassed).toBe(true);
+      expect(j.notChecked).toEqual([expect.stringMatching(/^policy: /)]);
       expect(j.keyConfig.keyId).toBe(c.keyConfig.keyId);
       expect(j.keyConfig.hpkePublicKey).toBe(Buffer.from(c.keyConfig.hpkePublicKey).toString('hex'));
     } finally {

@@ -148,7 +148,7 @@ describe.skipIf(!haveDist)('cloister serve / policy / infer / attest (child proc
     expect(verified.out).toMatch(/model +classifier \(text-classification\)/);
     const httpOut = join(dir, 'evidence-http.cbor');
     expect((await runCli(['attest', '--url', httpUrl, '--out', httpOut])).code).toBe(0);
-    expect((await runCli(['verify', httpOut, '--platform', 'simulated', '--root', root])).code).toBe(0);
+    expect((await runCli(['verify', httpOut, '--platform', 'simulated', '--root', root, '--policy', policy])).code).toBe(0);
     // one flipped byte (in the key config, and in the evidence): exit 1
     const bytes = new Uint8Array(await readFile(out));
     for (const at of [bytes.byteLength - 40, Math.floor(bytes.byteLength / 2)]) {

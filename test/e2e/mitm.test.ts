@@ -45,13 +45,56 @@ describe('a man in the middle is detected, never yields a wrong result', () => {
     await c.close();
   });
 
-  it('a flipped byte in the sealed request: DECRYPT_FAILED (opaque)', async () => {
+  // The sealed request body (docs/PROTOCOL.md section 3): header keyId(1) kemId(2) kdfId(2)
+  // aeadId(2) at offsets 0..6, enc (32 bytes) at 7..38, then the chunks: a varint length at 39
+  // and the first ciphertext byte at 40.
+  const KEY_ID_OFFSET = 0;
+  const FIRST_CIPHERTEXT_OFFSET = 40;
+
+  it('a flipped byte in the sealed request ciphertext (first and last chunk bytes): DECRYPT_FAILED (opaque)', async () => {
     const c = await client();
+    const completed = a.server.stats.requestsCompleted;
     relay.tamper = (m) => (m.t === 'req' ? [{ ...m, body: flip(m.body, m.body.byteLength - 3) }] : [m]);
     expect(await codeOf(c.classify('x', { model: 'fake-cls' }))).toBe('DECRYPT_FAILED');
-    // a flipped header byte (key id) is a key problem, not a wrong answer
-    relay.tamper = (m) => (m.t === 'req' ? [{ ...m, body: flip(m.body, 40) }] : [m]);
+    relay.tamper = (m) => (m.t === 'req' ? [{ ...m, body: flip(m.body, FIRST_CIPHERTEXT_OFFSET) }] : [m]);
     expect(await codeOf(c.classify('x', { model: 'fake-cls' }))).toBe('DECRYPT_FAILED');
+    expect(a.server.stats.requestsCompleted).toBe(completed);
+    await c.close();
+  });
+
+  it('a flipped key-id header byte: UNKNOWN_KEY_ID from the server, not resent to the same key, nothing answered as a success', async () => {
+    const c = await client();
+    const keyIds: number[] = [];
+    relay.tamper = (m) => {
+      if (m.t !== 'req') return [m];
+      keyIds.push(m.body[KEY_ID_OFFSET] ?? -1);
+      return [{ ...m, body: flip(m.body, KEY_ID_OFFSET) }];
+    };
+    const before = {
+      unknown: a.server.stats.errors.get('UNKNOWN_KEY_ID') ?? 0,
+      decrypt: a.server.stats.errors.get('DECRYPT_FAILED') ?? 0,
+      opened: a.server.stats.requestsOpened,
+      completed: a.server.stats.requestsCompleted,
+    };
+    const got: unknown[] = [];
+    const code = await codeOf(async () => {
+      for await (const x of c.request({ op: 'classify', model: 'fake-cls', input: 'x', stream: false })) got.push(x);
+    });
+    // The byte flipped is the key id the client sealed to (so the header path is what was hit).
+    expect(keyIds[0]).toBe(c.keyConfig.keyId);
+    // The server holds no key with the flipped id (a fresh server has no previous generation):
+    // UNKNOWN_KEY_ID. Had it matched a previous generation, decapsulation with that key would
+    // fail: DECRYPT_FAILED. Either way, a key problem, never a result.
+    expect(code).toBe('UNKNOWN_KEY_ID');
+    expect(got).toEqual([]);
+    expect(a.server.stats.errors.get('UNKNOWN_KEY_ID')).toBe(before.unknown + 1);
+    expect(a.server.stats.errors.get('DECRYPT_FAILED') ?? 0).toBe(before.decrypt);
+    expect(a.server.stats.requestsOpened).toBe(before.opened);
+    expect(a.server.stats.requestsCompleted).toBe(before.completed);
+    // The refreshed key config is the same key: the client does not resend (the frame is unauthenticated).
+    expect(keyIds).toHaveLength(1);
+    relay.tamper = (m) => [m];
+    expect(await c.classify('after', { model: 'fake-cls' })).toEqual(fakeClassify('after'));
     await c.close();
   });
 

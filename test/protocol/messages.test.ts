@@ -106,6 +106,29 @@ function sampleRequest(): SealedRequest {
 }
 
 describe('inner messages', () => {
+  it('a sealed request with `ts` or `v` encoded as a float (float64 or float32, even integral) is MALFORMED', () => {
+    const good = encodeSealedRequest(sampleRequest());
+    const buf = Buffer.from(good);
+    // `ts` 1_700_000_000_123 is a uint64 item: key "ts" (62 74 73), head 1b, 8 bytes.
+    const tsKey = buf.indexOf(Buffer.from([0x62, 0x74, 0x73, 0x1b]));
+    expect(tsKey).toBeGreaterThanOrEqual(0);
+    const tsFloat = Buffer.from(buf);
+    tsFloat[tsKey + 3] = 0xfb; // the same value as a float64: same length, otherwise identical bytes
+    tsFloat.writeDoubleBE(1_700_000_000_123, tsKey + 4);
+    expect(decodeCbor(tsFloat, { allowFloats: true, requireCanonical: false }) instanceof Map).toBe(true); // valid CBOR
+    expect(codeOf(() => decodeSealedRequest(tsFloat))).toBe('MALFORMED');
+    // `v`: key "v" (61 76) then 01; as float64 1.0 and as float32 1.0.
+    const vAt = buf.indexOf(Buffer.from([0x61, 0x76, 0x01]));
+    expect(vAt).toBeGreaterThanOrEqual(0);
+    const head = buf.subarray(0, vAt + 2);
+    const tail = buf.subarray(vAt + 3);
+    const v64 = Buffer.concat([head, Buffer.from([0xfb, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0]), tail]);
+    const v32 = Buffer.concat([head, Buffer.from([0xfa, 0x3f, 0x80, 0, 0]), tail]);
+    expect(codeOf(() => decodeSealedRequest(v64))).toBe('MALFORMED');
+    expect(codeOf(() => decodeSealedRequest(v32))).toBe('MALFORMED');
+    expect(decodeSealedRequest(good).ts).toBe(1_700_000_000_123);
+  });
+
   it('sealed request round-trips', () => {
     const r = sampleRequest();
     // The encoder declares this implementation's capabilities unless told otherwise.

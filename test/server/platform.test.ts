@@ -192,7 +192,7 @@ describe('preparePlatform + server: evidence from the selected TEE reaches the c
     expect(bundle.platform).toBe('tdx');
     expect(decodeKeyConfig(bundle.keyConfig).platform).toBe('tdx');
     expect(parseTdxQuote(bundle.evidence).report.reportData).toEqual(reportDataFor(bundle.keyConfig, nonce));
-    const policy = policyFromJson({ version: 1, platforms: { tdx: { mrTd: ['7d'.repeat(48)] } } });
+    const policy = policyFromJson({ version: 1, platforms: { tdx: { mrTd: ['7d'.repeat(48)], rtmr0: ['00'.repeat(48)], rtmr1: ['00'.repeat(48)], rtmr2: ['00'.repeat(48)] } } });
     const code = await codeOf(connect(urls.wsUrl, { policy }));
     // No collateral attached and no PCS fetcher configured: nothing to verify the quote with.
     expect(code).toBe('NOT_FOUND');

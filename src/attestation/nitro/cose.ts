@@ -52,10 +52,27 @@ export function decodeEvidenceCbor(bytes: Uint8Array, options: CborDecodeOptions
   }
 }
 
+/**
+ * How the COSE_Sign1 envelope itself (the outer array, its four item heads, the empty
+ * unprotected map, the optional tag) and the protected header are read: the deterministic
+ * form, i.e. definite lengths and shortest heads. Every real AWS document in
+ * test/vectors/nitro is exactly `84 44 a1 01 38 22 a0 59 <len> <payload> 58 60 <signature>`,
+ * which is what aws-nitro-enclaves-cose (serde_cbor) writes; the envelope is not covered by
+ * the signature, so leniency there would only let the same signed document take other
+ * encodings. The one benign acceptance: tag 18 (COSE_Sign1, RFC 9052 section 2) around the
+ * array, which RFC 9052 allows and which changes nothing that is signed (its head must be
+ * shortest too: d2). The payload bytes inside are read with NITRO_CBOR_OPTIONS.
+ */
+export const NITRO_ENVELOPE_CBOR_OPTIONS = Object.freeze({
+  requireCanonical: true,
+  requireShortestHeads: true,
+  allowIndefinite: false,
+} as const satisfies CborDecodeOptions);
+
 /** Decode the envelope. Throws CloisterError(EVIDENCE_MALFORMED | LIMIT_EXCEEDED). */
 export function decodeCoseSign1(bytes: Uint8Array, options: CborDecodeOptions = {}): CoseSign1 {
   // The envelope is shallow: tag -> array -> header map.
-  let top: CborValue = decodeEvidenceCbor(bytes, { maxDepth: 3, maxItems: 64, allowTags: true, ...options });
+  let top: CborValue = decodeEvidenceCbor(bytes, { maxDepth: 3, maxItems: 64, ...options, ...NITRO_ENVELOPE_CBOR_OPTIONS, allowTags: true });
   let tagged = false;
   if (isCborTagged(top)) {
     if (top.tag !== COSE_SIGN1_TAG) throw new CloisterError('EVIDENCE_MALFORMED', `unexpected CBOR tag ${top.tag}`);
@@ -84,7 +101,8 @@ export function decodeCoseSign1(bytes: Uint8Array, options: CborDecodeOptions = 
  * Throws CloisterError(EVIDENCE_MALFORMED).
  */
 export function checkEs384Header(cose: CoseSign1): void {
-  const header = decodeEvidenceCbor(cose.protectedBytes, { maxDepth: 2, maxItems: 16 });
+  // Deterministic form too (a1 01 38 22 in every real document).
+  const header = decodeEvidenceCbor(cose.protectedBytes, { maxDepth: 2, maxItems: 16, ...NITRO_ENVELOPE_CBOR_OPTIONS });
   if (!isCborMap(header) || header.size !== 1 || header.get(1) !== COSE_ALG_ES384) {
     throw new CloisterError('EVIDENCE_MALFORMED', 'protected header must be exactly { 1: -35 } (alg ES384)');
   }

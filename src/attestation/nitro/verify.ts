@@ -67,8 +67,8 @@ export interface VerifyNitroOptions extends NitroDocumentLimits {
   readonly maxDocumentBytes?: number;
   /**
    * Expected PCR values. When given (and non-empty), every named PCR must be present and
-   * equal, and a debug-mode document (PCR0..2 all zero) is rejected. When absent, the
-   * policy step records that no measurement was checked.
+   * equal. When absent, the policy step records that no measurement was checked. A debug-mode
+   * document (PCR0..2 all zero) is rejected (DEBUG_MODE) either way.
    */
   readonly pcrs?: ReadonlyMap<number, Uint8Array>;
   /** Expected binding; when absent the binding step records that nothing was checked. */
@@ -240,15 +240,16 @@ export function verifyNitroDocumentDetailed(bytes: Uint8Array, options: VerifyNi
     return finish();
   }
 
-  // 6. policy: every named PCR present and equal; debug mode never satisfies a PCR policy.
+  // 6. policy: a debug-mode enclave is refused with or without a policy (as SEV-SNP and TDX
+  // refuse a debuggable guest when only inspecting); then every named PCR present and equal.
   if (
     !stage('policy', () => {
-      const expected = options.pcrs;
-      if (expected === undefined || expected.size === 0) return 'not checked: no PCR policy given';
       for (const i of DEBUG_ZERO_PCRS) {
         const v = d.pcrs.get(i);
         if (v !== undefined && isAllZero(v)) throw new CloisterError('DEBUG_MODE', `PCR${i} is all zero: the enclave runs in debug mode`);
       }
+      const expected = options.pcrs;
+      if (expected === undefined || expected.size === 0) return 'not checked: no PCR policy given; debug refused';
       // Compare every named PCR before deciding, so timing does not reveal which one differs.
       const mismatched: number[] = [];
       for (const [i, want] of expected) {

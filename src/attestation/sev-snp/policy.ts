@@ -100,6 +100,12 @@ function byteInt(v: unknown, field: string, max = 255): number {
 export function parseSevSnpPolicy(section: unknown): SevSnpPolicy {
   if (!isRecord(section)) throw invalid('section must be an object');
   for (const k of Object.keys(section)) if (!KEYS.has(k)) throw invalid(`unknown key ${JSON.stringify(k)}`, k);
+  if (section['measurements'] === undefined) {
+    throw invalid(
+      'measurements is required: the launch measurement is what identifies the guest (firmware, kernel, initrd, command line); without it any guest on a genuine AMD host would be accepted',
+      'measurements',
+    );
+  }
   const measurements = hexList(section['measurements'], 48, 'measurements', true) ?? [];
   let minTcb: Partial<SnpTcbParts> | undefined;
   const mt = section['minTcb'];

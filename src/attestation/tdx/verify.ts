@@ -14,7 +14,7 @@
  * policy:     MRTD, RTMRs, TD attributes (policy.ts)
  * binding:    report_data = SHA-512("cloister/attest/v1\0" || keyConfig || nonce)
  */
-import { X509Certificate } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
 import { QuoteVerifier } from '@phala/dcap-qvl';
 import type { Collateral } from '@phala/dcap-qvl';
 import { timingSafeEqualBytes } from '../../crypto/ct.js';
@@ -146,7 +146,9 @@ function checkPresentedPckChain(q: TdxQuote, root: X509Certificate): void {
     throw new CloisterError('CERT_CHAIN_INVALID', `the quote PCK certificate chain has ${ders.length} certificates, not 3 (PCK, PCK CA, root)`);
   }
   if (!timingSafeEqualBytes(presentedRoot, new Uint8Array(root.raw))) {
-    throw new CloisterError('ROOT_UNTRUSTED', `the quote presents root ${new X509Certificate(presentedRoot).fingerprint256}, not the pinned Intel SGX Root CA ${root.fingerprint256}`);
+    // The digest of the presented bytes, not a parse: a damaged root need not be valid X.509.
+    const presented = createHash('sha256').update(presentedRoot).digest('hex');
+    throw new CloisterError('ROOT_UNTRUSTED', `the quote presents a root with DER SHA-256 ${presented}, not the pinned Intel SGX Root CA ${root.fingerprint256}`);
   }
 }
 
@@ -237,8 +239,8 @@ export async function verifyTdxEvidence(bundle: EvidenceBundle, options: TdxVeri
       checkTdxAttributeDefaults(q.report);
       return `${POLICY_SKIPPED}; debug refused`;
     }
-    checkTdxPolicy(q.report, options.policy);
-    return undefined;
+    // Undefined, or the loud note that the unsafe switch left RTMR0..2 unchecked.
+    return checkTdxPolicy(q.report, options.policy);
   });
   run.run('binding', 'BINDING_MISMATCH', () => checkReportData(q.report.reportData, bundle.keyConfig, options));
   return run.finish();

@@ -6,7 +6,7 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { parsePolicy } from '../../attestation/policy.js';
+import { parsePolicy, policyWarnings } from '../../attestation/policy.js';
 import { CloisterError } from '../../errors.js';
 import { connect, DEFAULT_RECONNECT } from '../../client/client.js';
 import type { ClientEvent, CloisterClient } from '../../client/client.js';
@@ -170,6 +170,7 @@ export async function startFromArgs(
     }
   }
   const policy = parsePolicy(await readLimited(values.policy, 'policy file'), { source: values.policy });
+  for (const w of policyWarnings(policy)) log(w);
   const roots: Uint8Array[] = [];
   // PEM or DER, every certificate in each file.
   for (const path of values.root ?? []) {

@@ -4,7 +4,7 @@
  *   cloister infer --url URL --policy policy.json [--root root.pem]
  *                  (--text TEXT | --file PATH) [--model NAME] [--op classify|embed|token-classify] [--json]
  */
-import { parsePolicy } from '../../attestation/policy.js';
+import { parsePolicy, policyWarnings } from '../../attestation/policy.js';
 import { CloisterError } from '../../errors.js';
 import { readFile } from 'node:fs/promises';
 import { checkText, connect } from '../../client/client.js';
@@ -53,8 +53,10 @@ export async function run(argv: string[]): Promise<number> {
   const keyFile = one(args, 'api-key-file');
   const apiKey = keyFile === undefined ? process.env['CLOISTER_API_KEY'] : ((await readText(keyFile, 'API key file')).split(/\r?\n/, 1)[0] ?? '').trim();
   if (apiKey === '') throw new CloisterError('CONFIG_INVALID', keyFile === undefined ? 'CLOISTER_API_KEY is set but empty' : `API key file ${keyFile} is empty`);
+  const policy = parsePolicy(await readText(policyPath, 'policy'), { source: policyPath });
+  for (const w of policyWarnings(policy)) console.error(`cloister infer: ${w}`);
   const client = await connect(url, {
-    policy: parsePolicy(await readText(policyPath, 'policy'), { source: policyPath }),
+    policy,
     ...(trustedRoots === undefined ? {} : { trustedRoots }),
     ...(apiKey === undefined ? {} : { apiKey }),
   });

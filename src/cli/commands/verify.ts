@@ -9,8 +9,15 @@
  * exactly that key config (and nonce) is always checked, then the key config's own claims,
  * and its summary is printed.
  *
+ * Verified means: the evidence, a policy (--policy) and the binding of a key config (an
+ * evidence file, or --key-config; for SEV-SNP/TDX also --report-data) were all checked.
+ * When the policy or the binding was not checked the result is VERIFICATION_INCOMPLETE and
+ * the exit code 1, unless --inspect asks for inspection only: then what was checked and what
+ * was NOT is printed, and the exit code is 0 when every check that ran passed. A debug-mode
+ * TEE is refused either way (DEBUG_MODE).
+ *
  * Exit codes: 0 every step passed; 1 a verification step failed (its error code is
- * printed); 2 usage error. Each platform is one entry in PLATFORMS below: its extra
+ * printed) or, without --inspect, the policy or binding was not checked; 2 usage error. Each platform is one entry in PLATFORMS below: its extra
  * options go into OPTIONS and its handler turns the parsed arguments into a report.
  */
 import { readFile, stat } from 'node:fs/promises';
@@ -27,7 +34,7 @@ import { decodeKeyConfig } from '../../protocol/key-config.js';
 import type { KeyConfig } from '../../protocol/key-config.js';
 import { verifyNitroDocument } from '../../attestation/nitro/verify.js';
 import type { VerifyNitroOptions } from '../../attestation/nitro/verify.js';
-import { parsePolicy } from '../../attestation/policy.js';
+import { parsePolicy, policyWarnings } from '../../attestation/policy.js';
 import type { Policy } from '../../attestation/policy.js';
 import type { VerificationReport } from '../../attestation/types.js';
 import { certificatesFromFile } from '../../attestation/x509/certificate.js';
@@ -56,6 +63,7 @@ const OPTIONS = {
   policy: { type: 'string' },
   nonce: { type: 'string' },
   json: { type: 'boolean' },
+  inspect: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
   ...SNP_TDX_OPTIONS,
 } as const satisfies ParseArgsConfig['options'];
@@ -109,7 +117,7 @@ function nitroLike(platform: 'nitro' | 'simulated'): PlatformHandler {
   return {
     usage:
       platform === 'nitro'
-        ? '--platform nitro [--root <pem|der>]   (default root: the bundled AWS Nitro Enclaves Root G1)'
+        ? '--platform nitro [--root <pem|der>] [--key-config <file>]   (default root: the bundled AWS Nitro Enclaves Root G1)'
         : '--platform simulated --root <pem|der> (the root the simulated server wrote; or a --policy pinning its rootSha256)',
     async verify(ctx) {
       const roots = await readRoots(ctx.values.root);
@@ -118,6 +126,17 @@ function nitroLike(platform: 'nitro' | 'simulated'): PlatformHandler {
         throw new CloisterError('POLICY_MISMATCH', `the policy has no ${platform} section`);
       }
       const rootSha256 = platform === 'simulated' ? ctx.policy?.platforms.simulated?.rootSha256 : undefined;
+      if (ctx.values['report-data'] !== undefined) throw new UsageError(`--report-data applies to sev-snp and tdx; for ${platform} give --key-config <file> (and --nonce)`);
+      const keyConfigPath = ctx.values['key-config'];
+      if (keyConfigPath !== undefined && ctx.file !== undefined) {
+        throw new CloisterError('INVALID_ARGUMENT', '--key-config does not apply to an evidence file: it carries the key config the evidence binds');
+      }
+      let given: { bytes: Uint8Array; keyConfig: KeyConfig } | undefined;
+      if (keyConfigPath !== undefined) {
+        const bytes = await readLimited(keyConfigPath, MAX_AUX_FILE_BYTES, 'key config file');
+        given = { bytes, keyConfig: decodeKeyConfig(bytes) };
+      }
+      const bound = ctx.file === undefined ? given : { bytes: ctx.file.keyConfigBytes, keyConfig: ctx.file.keyConfig };
       if (platform === 'simulated' && roots === undefined && rootSha256 === undefined) {
         throw new UsageError('--platform simulated requires --root <pem> (or a --policy that pins rootSha256): simulated evidence is trusted only explicitly');
       }
@@ -128,8 +147,8 @@ function nitroLike(platform: 'nitro' | 'simulated'): PlatformHandler {
         ...(rootSha256 === undefined ? {} : { rootSha256 }),
         ...(section === undefined ? {} : { pcrs: section.pcrs }),
         ...(section?.maxAgeSeconds === undefined ? {} : { maxAgeMs: section.maxAgeSeconds * 1000 }),
-        ...(ctx.file !== undefined
-          ? { binding: nitroBindingFor(ctx.file.keyConfigBytes, ctx.file.keyConfig.hpkePublicKey, ctx.nonce) }
+        ...(bound !== undefined
+          ? { binding: nitroBindingFor(bound.bytes, bound.keyConfig.hpkePublicKey, ctx.nonce) }
           : ctx.nonce === undefined
             ? {}
             : { binding: { nonce: ctx.nonce } }),
@@ -162,9 +181,14 @@ function usage(): string {
     '  --at <ISO time>     verify as of this instant (default: now)',
     '  --policy <json>     client policy file: PCRs / measurements must match',
     '  --nonce <hex>       the evidence must carry exactly this nonce (an evidence file: the nonce saved in it)',
+    '  --key-config <file> the key config the evidence must bind (raw evidence; an evidence file carries its own)',
+    '  --inspect           inspection only: print what was checked and what was NOT (policy, binding);',
+    '                      exit 0 when every check that ran passed. Without it, evidence is VERIFIED',
+    '                      only with --policy and a key-config binding, else VERIFICATION_INCOMPLETE (exit 1)',
     '  --json              print the full report as JSON',
     '',
-    'exit status: 0 verified, 1 a verification step failed, 2 usage error',
+    'exit status: 0 verified (or, with --inspect, every check that ran passed), 1 a verification step failed',
+    '             or the policy or binding was not checked, 2 usage error',
   ].join('\n');
 }
 
@@ -197,10 +221,26 @@ function printKeyConfig(kc: KeyConfig, io: CliIo): void {
   for (const m of kc.models) io.out(`  model       ${m.name} (${m.task}) sha256 ${toHex(m.digest)}`);
 }
 
-function reportToJson(report: VerificationReport, kc?: KeyConfig): unknown {
+/** What `cloister verify` did not check, and how the result is labelled. */
+interface Outcome {
+  /** "policy: ..." / "binding: ..." lines; empty when both were checked. */
+  readonly notChecked: readonly string[];
+  readonly inspect: boolean;
+}
+
+/** VERIFIED only when every step passed and nothing was left unchecked. */
+function verifiedOf(report: VerificationReport, outcome: Outcome): boolean {
+  return report.ok && outcome.notChecked.length === 0;
+}
+
+function reportToJson(report: VerificationReport, outcome: Outcome, kc?: KeyConfig): unknown {
   const claims = report.claims;
   return {
-    ok: report.ok,
+    ok: verifiedOf(report, outcome),
+    verified: verifiedOf(report, outcome),
+    checksPassed: report.ok,
+    inspect: outcome.inspect,
+    notChecked: outcome.notChecked,
     platform: report.platform,
     simulated: report.simulated,
     steps: report.steps,
@@ -217,10 +257,18 @@ function reportToJson(report: VerificationReport, kc?: KeyConfig): unknown {
   };
 }
 
-function printHuman(report: VerificationReport, io: CliIo): void {
+function printHuman(report: VerificationReport, outcome: Outcome, io: CliIo): void {
   const claims = report.claims;
-  io.out(`${report.ok ? 'VERIFIED' : 'NOT VERIFIED'}  platform ${report.platform}${report.simulated ? ' (SIMULATED: no hardware behind this evidence)' : ''}`);
+  const label = !report.ok
+    ? 'NOT VERIFIED'
+    : verifiedOf(report, outcome)
+      ? 'VERIFIED'
+      : outcome.inspect
+        ? 'INSPECTED (not verified: see NOT checked)'
+        : 'NOT VERIFIED (incomplete: see NOT checked)';
+  io.out(`${label}  platform ${report.platform}${report.simulated ? ' (SIMULATED: no hardware behind this evidence)' : ''}`);
   for (const s of report.steps) io.out(`  ${s.ok ? 'ok  ' : 'FAIL'} ${s.step.padEnd(18)}${s.code === undefined ? '' : ` ${s.code}`}${s.detail === undefined ? '' : `  ${s.detail}`}`);
+  for (const n of outcome.notChecked) io.out(`  NOT checked  ${n}`);
   if (claims === undefined) return;
   const d = claims.details;
   const str = (v: unknown): string => (v === null || v === undefined ? '(none)' : String(v));
@@ -269,6 +317,7 @@ export async function run(argv: string[], io: CliIo = defaultIo): Promise<number
     const givenNonce = values.nonce === undefined ? undefined : fromHex(values.nonce.toLowerCase(), undefined, '--nonce', 'INVALID_ARGUMENT');
     const policy =
       values.policy === undefined ? undefined : parsePolicy(await readLimited(values.policy, MAX_AUX_FILE_BYTES, 'policy file'), { source: values.policy });
+    for (const w of policy === undefined ? [] : policyWarnings(policy)) io.err(`cloister verify: ${w}`);
     const file = positionals[0] ?? '';
     let raw: Uint8Array;
     try {
@@ -309,6 +358,15 @@ export async function run(argv: string[], io: CliIo = defaultIo): Promise<number
       };
     }
     const evidence = saved === undefined ? raw : saved.bundle.evidence;
+    const notChecked: string[] = [];
+    if (policy === undefined) notChecked.push('policy: no --policy given; measurements are printed, not compared');
+    const keyConfigBound = fileCtx !== undefined || values['key-config'] !== undefined || (values['report-data'] !== undefined && (platformName === 'sev-snp' || platformName === 'tdx'));
+    if (!keyConfigBound) {
+      notChecked.push(
+        `binding: no key config was bound${nonce === undefined ? '' : ' (only the nonce was compared)'}; give an evidence file from \`cloister attest --out\`, or --key-config <file>`,
+      );
+    }
+    const outcome: Outcome = { notChecked, inspect: values.inspect === true };
 
     let report = await handler.verify({ evidence, at, policy, nonce, values, ...(fileCtx === undefined ? {} : { file: fileCtx }) });
     if (fileCtx !== undefined && report.ok) {
@@ -320,9 +378,9 @@ export async function run(argv: string[], io: CliIo = defaultIo): Promise<number
         : { step: 'key-config', ok: false, code: problem.code, detail: problem.message };
       report = { ...report, ok: problem === null, steps: [...report.steps, step] };
     }
-    if (json) io.out(JSON.stringify(reportToJson(report, fileCtx?.keyConfig), null, 2));
+    if (json) io.out(JSON.stringify(reportToJson(report, outcome, fileCtx?.keyConfig), null, 2));
     else {
-      printHuman(report, io);
+      printHuman(report, outcome, io);
       if (fileCtx !== undefined && report.claims !== undefined) printKeyConfig(fileCtx.keyConfig, io);
     }
     if (!report.ok) {
@@ -330,7 +388,17 @@ export async function run(argv: string[], io: CliIo = defaultIo): Promise<number
       io.err(`cloister verify: ${failed?.code ?? 'INTERNAL'} at step ${failed?.step ?? '?'}: ${failed?.detail ?? ''}`);
       return 1;
     }
-    if (policy === undefined) io.err('cloister verify: note: no --policy given, measurements were printed but not checked');
+    if (notChecked.length > 0) {
+      if (outcome.inspect) {
+        io.err(`cloister verify: inspection only: every check that ran passed; NOT checked: ${notChecked.join('; ')}`);
+        return 0;
+      }
+      io.err(
+        `cloister verify: VERIFICATION_INCOMPLETE: every check that ran passed, but NOT checked: ${notChecked.join('; ')}. ` +
+          'The evidence is not verified for use; pass --inspect to only inspect it',
+      );
+      return 1;
+    }
     return 0;
   } catch (err) {
     if (err instanceof UsageError) {

@@ -65,7 +65,7 @@ describeWithVectors('tdx', 'TDX collateral from a (stand-in) PCCS', () => {
     expect(fetched.nextUpdate.toISOString()).toBe('2025-07-19T10:00:35.000Z'); // the PCK CRL's nextUpdate, the earliest part
     const r = await verifyTdxEvidence(
       { platform: 'tdx', evidence: q, keyConfig: new Uint8Array(0), collateral: fetched.bytes },
-      { policy: tdxPolicy({ mrTd: [parseTdxQuote(q).report.mrTd] }), at: new Date(NOW), skipBinding: true },
+      { policy: tdxPolicy({ mrTd: [parseTdxQuote(q).report.mrTd], rtmr0: [parseTdxQuote(q).report.rtmrs[0]], rtmr1: [parseTdxQuote(q).report.rtmrs[1]], rtmr2: [parseTdxQuote(q).report.rtmrs[2]] }), at: new Date(NOW), skipBinding: true },
     );
     expect(r.steps.filter((s) => !s.ok)).toEqual([]);
     expect(r.claims?.details['tcbStatus']).toBe('UpToDate');
@@ -165,7 +165,7 @@ describeWithVectors('tdx', 'TDX collateral from a (stand-in) PCCS', () => {
     const q = quote();
     const fetcher = new PcsCollateralFetcher({ baseUrl: pccs.url });
     const bundle = { platform: 'tdx' as const, evidence: q, keyConfig: new Uint8Array(0), collateral: new TextEncoder().encode('{"not":"collateral"}') };
-    const opts = { policy: tdxPolicy({ mrTd: [parseTdxQuote(q).report.mrTd] }), at: new Date(NOW), skipBinding: true, pcs: fetcher };
+    const opts = { policy: tdxPolicy({ mrTd: [parseTdxQuote(q).report.mrTd], rtmr0: [parseTdxQuote(q).report.rtmrs[0]], rtmr1: [parseTdxQuote(q).report.rtmrs[1]], rtmr2: [parseTdxQuote(q).report.rtmrs[2]] }), at: new Date(NOW), skipBinding: true, pcs: fetcher };
     const fromEvidence = await verifyTdxEvidence(bundle, opts);
     expect(fromEvidence.steps.find((s) => !s.ok)?.step).toBe('collateral');
     const own = await verifyTdxEvidence(bundle, { ...opts, ignoreEvidenceCollateral: true });
@@ -179,7 +179,8 @@ describeWithVectors('tdx', 'TDX collateral from a (stand-in) PCCS', () => {
     writeFileSync(qPath, quote());
     const out: string[] = [];
     const err: string[] = [];
-    const code = await run([qPath, '--platform', 'tdx', '--pccs', pccs.url, '--at', new Date(NOW).toISOString()], { out: (t) => out.push(t), err: (t) => err.push(t) });
+    // No policy and no key config here: an inspection (the collateral fetch is what is tested).
+    const code = await run([qPath, '--platform', 'tdx', '--pccs', pccs.url, '--at', new Date(NOW).toISOString(), '--inspect'], { out: (t) => out.push(t), err: (t) => err.push(t) });
     expect(code, err.join('\n')).toBe(0);
     expect(out.join('\n')).toMatch(/ok +collateral +fetched from PCS \/ PCCS/);
     expect(pccs.requests.length).toBe(4);

@@ -16,12 +16,13 @@ const COLLATERAL = {
 
 describe('TDX policy parsing (fail closed)', () => {
   it('defaults to UpToDate only and no debug', () => {
-    expect(parseTdxPolicy({ mrTd: [H] })).toMatchObject({ allowDebug: false, acceptedTcbStatuses: ['UpToDate'] });
+    expect(parseTdxPolicy({ mrTd: [H], rtmr0: [H], rtmr1: [H], rtmr2: [H] })).toMatchObject({ allowDebug: false, acceptedTcbStatuses: ['UpToDate'] });
   });
   it.each([
     [{}, /mrTd is required/],
     [{ mrTd: [H], rtmr4: [H] }, /unknown key/],
     [{ mrTd: ['00'] }, /48 bytes/],
+    [{ mrTd: [H] }, /rtmr0, rtmr1, rtmr2 are missing/],
     [{ mrTd: [H], acceptedTcbStatuses: ['Revoked'] }, /Revoked is never accepted/],
     [{ mrTd: [H], acceptedTcbStatuses: [] }, /non-empty/],
     [{ mrTd: [H], allowDebug: 1 }, /boolean/],

@@ -25,7 +25,8 @@ function bundle(quote: Uint8Array, collateral?: Uint8Array): EvidenceBundle {
 }
 
 function policyFor(quote: Uint8Array, extra: Partial<TdxPolicy> = {}): TdxPolicy {
-  return tdxPolicy({ mrTd: [parseTdxQuote(quote).report.mrTd], ...extra });
+  const r = parseTdxQuote(quote).report;
+  return tdxPolicy({ mrTd: [r.mrTd], rtmr0: [r.rtmrs[0]], rtmr1: [r.rtmrs[1]], rtmr2: [r.rtmrs[2]], ...extra });
 }
 
 /**
@@ -69,6 +70,30 @@ describeWithVectors('tdx', 'TDX real vectors', () => {
     expect(res.claims?.details['advisoryIds']).toEqual([]);
   });
 
+  it('a byte changed in the root certificate embedded in the quote fails ROOT_UNTRUSTED (dcap-qvl alone ignores that root)', async () => {
+    const meta = sidecar('tdx_phala_v4.json');
+    const quote = read('tdx_phala_v4_quote.bin');
+    const opts = { policy: policyFor(quote), collateral: read('tdx_phala_v4_collateral.json'), at: verifyTime(meta), skipBinding: true };
+    expect((await verifyTdxEvidence(bundle(quote), opts)).ok).toBe(true);
+    // The third PEM block of the certification data is the presented root.
+    const text = Buffer.from(quote).toString('latin1');
+    const begin = '-----BEGIN CERTIFICATE-----';
+    const third = text.indexOf(begin, text.indexOf(begin, text.indexOf(begin) + 1) + 1);
+    expect(third).toBeGreaterThan(0);
+    const end = text.indexOf('-----END CERTIFICATE-----', third);
+    for (const at of [third + begin.length + 40, Math.floor((third + end) / 2), end - 20]) {
+      const tampered = Uint8Array.from(quote);
+      const ch = String.fromCharCode(tampered[at] ?? 0);
+      expect(ch, `offset ${at}`).toMatch(/[A-Za-z0-9+/]/);
+      tampered[at] = (ch === 'A' ? 'B' : 'A').charCodeAt(0); // still canonical base64 PEM, different DER
+      const res = await verifyTdxEvidence(bundle(tampered), opts);
+      const failed = res.steps.find((st) => !st.ok);
+      expect(res.ok).toBe(false);
+      expect(failed).toMatchObject({ step: 'quote', code: 'ROOT_UNTRUSTED' });
+      expect(failed?.detail).toMatch(/the quote presents a root with DER SHA-256 [0-9a-f]{64}, not the pinned Intel SGX Root CA/);
+    }
+  });
+
   it('the CRLs must verify and be current: dcap-qvl alone accepts a swapped, garbled or expired CRL', async () => {
     const meta = sidecar('tdx_phala_v4.json');
     const quote = read('tdx_phala_v4_quote.bin');
@@ -94,7 +119,7 @@ describeWithVectors('tdx', 'TDX real vectors', () => {
     const meta = sidecar('tdx_phala_v4.json');
     const quote = read('tdx_phala_v4_quote.bin');
     const res = await verifyTdxEvidence(bundle(quote), {
-      policy: tdxPolicy({ mrTd: [new Uint8Array(48)] }),
+      policy: tdxPolicy({ mrTd: [new Uint8Array(48)], rtmr0: [new Uint8Array(48)], rtmr1: [new Uint8Array(48)], rtmr2: [new Uint8Array(48)] }),
       collateral: read('tdx_phala_v4_collateral.json'),
       at: verifyTime(meta),
     });
@@ -130,7 +155,7 @@ describeWithVectors('tdx', 'TDX real vectors', () => {
   it('go-tdx-guest SPR E4 quote fails: its appended test text is rejected, and without it no TCB level matches', async () => {
     const raw = read('tdx_gotdxguest_spr_e4_quote.bin');
     const withJunk = await verifyTdxEvidence(bundle(raw, read('tdx_gotdxguest_spr_e4_collateral.json')), {
-      policy: tdxPolicy({ mrTd: [new Uint8Array(48)] }),
+      policy: tdxPolicy({ mrTd: [new Uint8Array(48)], rtmr0: [new Uint8Array(48)], rtmr1: [new Uint8Array(48)], rtmr2: [new Uint8Array(48)] }),
       at: new Date('2023-07-01T01:00:00Z'),
       skipBinding: true,
     });
