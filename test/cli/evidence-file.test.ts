@@ -145,6 +145,18 @@ describe('cloister verify on a simulated evidence file', () => {
     const other = await cli([filePath, '--root', rootPath, '--at', AT, '--nonce', '43'.repeat(32)]);
     expect(other.code).toBe(1);
     expect(other.err).toContain('BINDING_MISMATCH');
+    // The state directory `cloister serve` writes: --root with its policy.json beside it is the
+    // development policy (said on stderr); a policy that does not match still fails.
+    const stateDir = mkdtempSync(path.join(work, 'state-'));
+    writeFileSync(path.join(stateDir, 'simulated-root.pem'), sim.rootPem);
+    writeFileSync(path.join(stateDir, 'policy.json'), JSON.stringify({ version: 1, platforms: { simulated: sim.policySection() } }));
+    const dev = await cli([filePath, '--platform', 'simulated', '--root', path.join(stateDir, 'simulated-root.pem'), '--at', AT]);
+    expect(dev.code).toBe(0);
+    expect(dev.out).toMatch(/^VERIFIED/);
+    expect(dev.err).toContain(`policy ${path.join(stateDir, 'policy.json')} (the development policy`);
+    const pcrs = { ...sim.policySection().pcrs, '0': '00'.repeat(48) };
+    writeFileSync(path.join(stateDir, 'policy.json'), JSON.stringify({ version: 1, platforms: { simulated: { ...sim.policySection(), pcrs } } }));
+    expect((await cli([filePath, '--platform', 'simulated', '--root', path.join(stateDir, 'simulated-root.pem'), '--at', AT])).code).toBe(1);
     const wrongPlatform = await cli([filePath, '--platform', 'nitro', '--at', AT]);
     expect(wrongPlatform.code).toBe(1);
     expect(wrongPlatform.err).toMatch(/holds simulated evidence, but --platform is nitro/);

@@ -21,6 +21,7 @@
  * options go into OPTIONS and its handler turns the parsed arguments into a report.
  */
 import { readFile, stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { ParseArgsConfig } from 'node:util';
 import { CloisterError, isErrorCode } from '../../errors.js';
@@ -179,7 +180,8 @@ function usage(): string {
     '',
     'options:',
     '  --at <ISO time>     verify as of this instant (default: now)',
-    '  --policy <json>     client policy file: PCRs / measurements must match',
+    '  --policy <json>     client policy file: PCRs / measurements must match (simulated with --root and',
+    '                      no --policy: the policy.json that cloister serve wrote next to the root)',
     '  --nonce <hex>       the evidence must carry exactly this nonce (an evidence file: the nonce saved in it)',
     '  --key-config <file> the key config the evidence must bind (raw evidence; an evidence file carries its own)',
     '  --inspect           inspection only: print what was checked and what was NOT (policy, binding);',
@@ -294,6 +296,25 @@ function parseAt(text: string | undefined): Date {
   return at;
 }
 
+/**
+ * Simulated evidence only: with `--root` and no `--policy`, the development policy that
+ * `cloister serve` wrote next to that root (`<state dir>/policy.json`) is the policy, and
+ * the output says so. Both files come from the developer's own server; real platforms always
+ * need an explicit --policy (or --inspect).
+ */
+async function developmentPolicyNextTo(platform: string | undefined, roots: readonly string[] | undefined, io: CliIo): Promise<string | undefined> {
+  const root = roots?.length === 1 ? roots[0] : undefined;
+  if (platform !== 'simulated' || root === undefined) return undefined;
+  const candidate = join(dirname(root), 'policy.json');
+  try {
+    if (!(await stat(candidate)).isFile()) return undefined;
+  } catch {
+    return undefined;
+  }
+  io.err(`cloister verify: policy ${candidate} (the development policy cloister serve wrote next to --root; --policy chooses another)`);
+  return candidate;
+}
+
 export async function run(argv: string[], io: CliIo = defaultIo): Promise<number> {
   let values: ParsedValues;
   let positionals: string[];
@@ -315,8 +336,9 @@ export async function run(argv: string[], io: CliIo = defaultIo): Promise<number
     }
     const at = parseAt(values.at);
     const givenNonce = values.nonce === undefined ? undefined : fromHex(values.nonce.toLowerCase(), undefined, '--nonce', 'INVALID_ARGUMENT');
+    const policyPath = values.policy ?? (values.inspect === true ? undefined : await developmentPolicyNextTo(values.platform, values.root, io));
     const policy =
-      values.policy === undefined ? undefined : parsePolicy(await readLimited(values.policy, MAX_AUX_FILE_BYTES, 'policy file'), { source: values.policy });
+      policyPath === undefined ? undefined : parsePolicy(await readLimited(policyPath, MAX_AUX_FILE_BYTES, 'policy file'), { source: policyPath });
     for (const w of policy === undefined ? [] : policyWarnings(policy)) io.err(`cloister verify: ${w}`);
     const file = positionals[0] ?? '';
     let raw: Uint8Array;
