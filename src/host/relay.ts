@@ -4,7 +4,7 @@
  * Unix socket). It is outside the trust boundary (DESIGN.md "Trust model"): everything it
  * carries is HPKE-sealed, and it never reads, logs or stores content. It keeps only counters.
  *
- * Limits (each a named option with a safe default): maxConnections, idleTimeoutMs,
+ * Limits (each a named option with a safe default): maxConnections, maxConnectionsPerSource, idleTimeoutMs,
  * connectTimeoutMs, handshakeTimeoutMs (TLS), drainTimeoutMs (shutdown).
  */
 import { createServer } from 'node:net';
@@ -14,9 +14,11 @@ import { createSecureContext, TLSSocket } from 'node:tls';
 import type { SecureContext } from 'node:tls';
 import { CloisterError } from '../errors.js';
 import type { UpstreamConnector } from './upstream.js';
+import { LOCAL_SOURCE, sourceOf } from '../util/source-address.js';
 
 export const RELAY_DEFAULTS = {
   maxConnections: 1024,
+  maxConnectionsPerSource: 64,
   idleTimeoutMs: 120_000,
   connectTimeoutMs: 5_000,
   handshakeTimeoutMs: 10_000,
@@ -32,6 +34,12 @@ export interface RelayOptions {
   readonly tls?: { readonly cert: string | Uint8Array; readonly key: string | Uint8Array };
   /** Concurrent client connections; more are closed at once. Default 1024. */
   readonly maxConnections?: number;
+  /**
+   * Concurrent connections from one client address (IPv4-mapped IPv6 folded to IPv4); more
+   * are closed at once, so one client cannot take every connection the relay (and, behind
+   * it, the enclave) has. Not applied to clients on a Unix socket. Default 64.
+   */
+  readonly maxConnectionsPerSource?: number;
   /** Close a connection with no bytes in either direction for this long. Default 120 s. */
   readonly idleTimeoutMs?: number;
   /** Give up reaching the enclave after this long. Default 5 s. */
@@ -46,7 +54,7 @@ export interface RelayOptions {
 
 export type RelayEvent =
   | { readonly type: 'listening'; readonly address: string }
-  | { readonly type: 'rejected'; readonly reason: 'max-connections' | 'shutting-down' }
+  | { readonly type: 'rejected'; readonly reason: 'max-connections' | 'max-connections-per-source' | 'shutting-down' }
   | { readonly type: 'upstream-failed'; readonly code: string }
   | { readonly type: 'timeout'; readonly kind: 'idle' | 'connect' | 'handshake' }
   | { readonly type: 'closed'; readonly bytesIn: number; readonly bytesOut: number }
@@ -104,6 +112,9 @@ export class Relay {
   private readonly server: Server;
   private readonly connections = new Set<{ client: Duplex; upstream?: Duplex }>();
   private readonly maxConnections: number;
+  private readonly maxConnectionsPerSource: number;
+  /** Open client connections per source address (sources with none are removed). */
+  private readonly perSource = new Map<string, number>();
   private readonly idleTimeoutMs: number;
   private readonly connectTimeoutMs: number;
   private readonly handshakeTimeoutMs: number;
@@ -123,6 +134,7 @@ export class Relay {
 
   constructor(private readonly options: RelayOptions) {
     this.maxConnections = positiveInt('maxConnections', options.maxConnections, RELAY_DEFAULTS.maxConnections);
+    this.maxConnectionsPerSource = positiveInt('maxConnectionsPerSource', options.maxConnectionsPerSource, RELAY_DEFAULTS.maxConnectionsPerSource);
     this.idleTimeoutMs = positiveInt('idleTimeoutMs', options.idleTimeoutMs, RELAY_DEFAULTS.idleTimeoutMs);
     this.connectTimeoutMs = positiveInt('connectTimeoutMs', options.connectTimeoutMs, RELAY_DEFAULTS.connectTimeoutMs);
     this.handshakeTimeoutMs = positiveInt('handshakeTimeoutMs', options.handshakeTimeoutMs, RELAY_DEFAULTS.handshakeTimeoutMs);
@@ -175,11 +187,28 @@ export class Relay {
   }
 
   private accept(socket: Socket): void {
-    if (this.closing !== undefined || this.connections.size >= this.maxConnections) {
+    const source = sourceOf(socket.remoteAddress);
+    const held = source === LOCAL_SOURCE ? 0 : (this.perSource.get(source) ?? 0);
+    const reason = this.closing !== undefined
+      ? 'shutting-down'
+      : this.connections.size >= this.maxConnections
+        ? 'max-connections'
+        : held >= this.maxConnectionsPerSource
+          ? 'max-connections-per-source'
+          : undefined;
+    if (reason !== undefined) {
       this.counters.connectionsRejected += 1;
-      this.emit({ type: 'rejected', reason: this.closing !== undefined ? 'shutting-down' : 'max-connections' });
+      this.emit({ type: 'rejected', reason });
       socket.destroy();
       return;
+    }
+    if (source !== LOCAL_SOURCE) {
+      this.perSource.set(source, held + 1);
+      socket.once('close', () => {
+        const n = (this.perSource.get(source) ?? 1) - 1;
+        if (n <= 0) this.perSource.delete(source);
+        else this.perSource.set(source, n);
+      });
     }
     this.counters.connectionsAccepted += 1;
     socket.on('error', () => undefined);

@@ -17,20 +17,15 @@
  * closed: they are limited together).
  */
 import { SlidingWindowLimiter } from './rate-limit.js';
+import { LOCAL_SOURCE, sourceOf } from '../util/source-address.js';
 
-export const LOCAL_SOURCE = 'local';
+export { LOCAL_SOURCE, sourceOf };
 const OVERFLOW_SOURCE = 'overflow';
 
 export interface SourceEntry {
   connections: number;
   uploads: number;
   readonly evidence: SlidingWindowLimiter;
-}
-
-/** The source of a socket's peer: its IP address, or LOCAL_SOURCE without one. */
-export function sourceOf(remoteAddress: string | undefined): string {
-  if (remoteAddress === undefined || remoteAddress === '') return LOCAL_SOURCE;
-  return remoteAddress.startsWith('::ffff:') && remoteAddress.includes('.') ? remoteAddress.slice(7) : remoteAddress;
 }
 
 export class SourceTable {

@@ -192,6 +192,30 @@ describe('relay limits', () => {
     c.destroy();
   });
 
+  it('maxConnectionsPerSource: one client address cannot take every connection; its slots come back on close', async () => {
+    const enclave = await echoEnclave();
+    servers.push(enclave.server);
+    const events: RelayEvent[] = [];
+    const relay = await relayTo(unixConnector(enclave.path), { maxConnections: 100, maxConnectionsPerSource: 2 }, events);
+    const a = await open(relay.port());
+    const b = await open(relay.port());
+    for (const s of [a, b]) {
+      s.write('x');
+      await readExactly(s, 1);
+    }
+    const c = await open(relay.port());
+    await closed(c);
+    expect(events).toContainEqual({ type: 'rejected', reason: 'max-connections-per-source' });
+    expect(relay.stats().connectionsRejected).toBe(1);
+    a.destroy();
+    await until(() => relay.stats().connectionsActive === 1);
+    const d = await open(relay.port());
+    d.write('d');
+    expect(String(await readExactly(d, 1))).toBe('d');
+    b.destroy();
+    d.destroy();
+  });
+
   it('idleTimeoutMs: closes a silent connection and its upstream', async () => {
     const enclave = await echoEnclave();
     servers.push(enclave.server);
@@ -239,7 +263,7 @@ describe('relay limits', () => {
 
   it('rejects invalid limit values', () => {
     const up = unixConnector('/x');
-    for (const bad of [{ maxConnections: 0 }, { idleTimeoutMs: -1 }, { connectTimeoutMs: 1.5 }, { drainTimeoutMs: Number.NaN }]) {
+    for (const bad of [{ maxConnections: 0 }, { maxConnectionsPerSource: 0 }, { idleTimeoutMs: -1 }, { connectTimeoutMs: 1.5 }, { drainTimeoutMs: Number.NaN }]) {
       expect(() => new Relay({ listen: { host: '127.0.0.1', port: 0 }, upstream: up, ...bad })).toThrow(/positive integer/);
     }
     expect(RELAY_DEFAULTS.maxConnections).toBeGreaterThan(0);

@@ -23,6 +23,7 @@ const HELP = `usage: cloister relay --listen <host:port | unix:path> (--vsock-ci
   --socat path              socat executable for the vsock leg (default: socat on PATH)
   --tls-cert f --tls-key f  serve TLS to clients with this PEM certificate chain and key
   --max-connections N       concurrent connections (default ${RELAY_DEFAULTS.maxConnections})
+  --max-connections-per-source N  concurrent connections from one client address (default ${RELAY_DEFAULTS.maxConnectionsPerSource})
   --idle-timeout-ms N       close silent connections (default ${RELAY_DEFAULTS.idleTimeoutMs})
   --connect-timeout-ms N    enclave connect timeout (default ${RELAY_DEFAULTS.connectTimeoutMs})
   --handshake-timeout-ms N  TLS handshake timeout (default ${RELAY_DEFAULTS.handshakeTimeoutMs})
@@ -60,6 +61,7 @@ export async function run(argv: string[]): Promise<number> {
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
       'max-connections': { type: 'string' },
+      'max-connections-per-source': { type: 'string' },
       'idle-timeout-ms': { type: 'string' },
       'connect-timeout-ms': { type: 'string' },
       'handshake-timeout-ms': { type: 'string' },
@@ -98,6 +100,7 @@ export async function run(argv: string[]): Promise<number> {
   const limits: Record<string, number> = {};
   for (const [flag, key] of [
     ['max-connections', 'maxConnections'],
+    ['max-connections-per-source', 'maxConnectionsPerSource'],
     ['idle-timeout-ms', 'idleTimeoutMs'],
     ['connect-timeout-ms', 'connectTimeoutMs'],
     ['handshake-timeout-ms', 'handshakeTimeoutMs'],
