@@ -26,7 +26,7 @@
  * Older `cloister attest --out` files (the wire message {t: "evidence", bundle}) are read too.
  */
 import { CloisterError } from '../errors.js';
-import { decodeCbor, encodeCbor } from '../protocol/cbor.js';
+import { decodeCbor, DEFAULT_CBOR_DECODE_OPTIONS, encodeCbor } from '../protocol/cbor.js';
 import type { CborDecodeOptions, CborMap, CborValue } from '../protocol/cbor.js';
 import { MAX_NONCE_BYTES, decodeWireMessage } from '../protocol/wire.js';
 import { PLATFORMS } from './types.js';
@@ -45,17 +45,8 @@ export interface EvidenceFile {
   readonly nonce?: Uint8Array;
 }
 
-const DECODE_OPTIONS: CborDecodeOptions = Object.freeze({
-  maxDepth: 1,
-  maxItems: 32,
-  maxBytes: MAX_EVIDENCE_FILE_BYTES,
-  requireCanonical: true,
-  requireShortestHeads: true,
-  allowIndefinite: false,
-  allowTags: false,
-  allowFloats: false,
-  allowBigInt: false,
-});
+/** The strict defaults (deterministic, no tags, floats or bigints), with this format's bounds. */
+const DECODE_OPTIONS: CborDecodeOptions = Object.freeze({ ...DEFAULT_CBOR_DECODE_OPTIONS, maxDepth: 1, maxItems: 32, maxBytes: MAX_EVIDENCE_FILE_BYTES });
 
 const FIELDS: Readonly<Record<string, 'text' | 'uint' | 'bytes'>> = {
   format: 'text',

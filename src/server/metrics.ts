@@ -41,6 +41,12 @@ class Exposition {
   family(name: string, type: 'counter' | 'gauge' | 'histogram', help: string): void {
     this.lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
   }
+  /** A family with one unlabelled sample. */
+  single(name: string, type: 'counter' | 'gauge', help: string, value: number): void {
+    this.family(name, type, help);
+    this.sample(name, value);
+  }
+
   sample(name: string, value: number, labels: Readonly<Record<string, string>> = {}): void {
     const entries = Object.entries(labels);
     const l = entries.length === 0 ? '' : `{${entries.map(([k, v]) => `${k}="${labelValue(v)}"`).join(',')}}`;
@@ -55,18 +61,12 @@ class Exposition {
 export function renderMetrics(m: MetricsInput): string {
   const s = m.stats;
   const out = new Exposition();
-  out.family('cloister_up', 'gauge', 'Always 1 while the server process answers.');
-  out.sample('cloister_up', 1);
-  out.family('cloister_ready', 'gauge', '1 when GET /readyz answers 200.');
-  out.sample('cloister_ready', m.ready ? 1 : 0);
-  out.family('cloister_uptime_seconds', 'gauge', 'Seconds since the server started.');
-  out.sample('cloister_uptime_seconds', Math.max(0, m.uptimeSeconds));
-  out.family('cloister_start_time_seconds', 'gauge', 'Unix time the server started, in seconds.');
-  out.sample('cloister_start_time_seconds', m.startTimeSeconds);
-  out.family('cloister_key_generation', 'gauge', 'Counter of the current key generation (increments at each rotation).');
-  out.sample('cloister_key_generation', m.keyGeneration);
-  out.family('cloister_key_id', 'gauge', 'OHTTP key id of the current key generation.');
-  out.sample('cloister_key_id', m.keyId);
+  out.single('cloister_up', 'gauge', 'Always 1 while the server process answers.', 1);
+  out.single('cloister_ready', 'gauge', '1 when GET /readyz answers 200.', m.ready ? 1 : 0);
+  out.single('cloister_uptime_seconds', 'gauge', 'Seconds since the server started.', Math.max(0, m.uptimeSeconds));
+  out.single('cloister_start_time_seconds', 'gauge', 'Unix time the server started, in seconds.', m.startTimeSeconds);
+  out.single('cloister_key_generation', 'gauge', 'Counter of the current key generation (increments at each rotation).', m.keyGeneration);
+  out.single('cloister_key_id', 'gauge', 'OHTTP key id of the current key generation.', m.keyId);
 
   out.family('cloister_requests_total', 'counter', 'Sealed requests by operation (none: never opened or decoded) and outcome code (ok or an error code).');
   for (const key of [...s.requests.keys()].sort()) {
@@ -82,27 +82,17 @@ export function renderMetrics(m: MetricsInput): string {
     out.sample('cloister_request_duration_seconds_sum', h.sum, { op });
     out.sample('cloister_request_duration_seconds_count', h.count, { op });
   }
-  out.family('cloister_requests_in_flight', 'gauge', 'Sealed requests admitted and not finished (the queue depth across all engines).');
-  out.sample('cloister_requests_in_flight', s.inFlight);
-  out.family('cloister_requests_in_flight_limit', 'gauge', 'maxInFlightTotal: in-flight requests beyond it are refused OVERLOADED.');
-  out.sample('cloister_requests_in_flight_limit', m.maxInFlightTotal);
+  out.single('cloister_requests_in_flight', 'gauge', 'Sealed requests admitted and not finished (the queue depth across all engines).', s.inFlight);
+  out.single('cloister_requests_in_flight_limit', 'gauge', 'maxInFlightTotal: in-flight requests beyond it are refused OVERLOADED.', m.maxInFlightTotal);
   out.family('cloister_errors_total', 'counter', 'Errors by code, over requests, frames, connections and evidence.');
   for (const code of [...s.errors.keys()].sort()) out.sample('cloister_errors_total', s.errors.get(code) ?? 0, { code });
-  out.family('cloister_connections_open', 'gauge', 'Admitted client connections now open (HTTP and WebSocket).');
-  out.sample('cloister_connections_open', s.connectionsOpen);
-  out.family('cloister_connections_total', 'counter', 'Client connections admitted since start.');
-  out.sample('cloister_connections_total', s.connectionsTotal);
-  out.family('cloister_connections_rejected_total', 'counter', 'Connections refused over maxConnections or maxConnectionsPerSource.');
-  out.sample('cloister_connections_rejected_total', s.connectionsRejected);
-  out.family('cloister_connections_evicted_total', 'counter', 'Connections without a request head closed to make room at maxConnections or maxConnectionsPerSource.');
-  out.sample('cloister_connections_evicted_total', s.connectionsEvicted);
-  out.family('cloister_uploads_in_progress', 'gauge', 'Sealed request bodies being received over HTTP.');
-  out.sample('cloister_uploads_in_progress', s.uploadsInProgress);
-  out.family('cloister_frames_rejected_total', 'counter', 'WebSocket frames rejected as malformed or over a limit.');
-  out.sample('cloister_frames_rejected_total', s.framesRejected);
-  out.family('cloister_evidence_served_total', 'counter', 'Evidence bundles served.');
-  out.sample('cloister_evidence_served_total', s.evidenceServed);
-  out.family('cloister_backpressure_waits_total', 'counter', 'Times a response writer waited for a slow peer.');
-  out.sample('cloister_backpressure_waits_total', s.backpressureWaits);
+  out.single('cloister_connections_open', 'gauge', 'Admitted client connections now open (HTTP and WebSocket).', s.connectionsOpen);
+  out.single('cloister_connections_total', 'counter', 'Client connections admitted since start.', s.connectionsTotal);
+  out.single('cloister_connections_rejected_total', 'counter', 'Connections refused over maxConnections or maxConnectionsPerSource.', s.connectionsRejected);
+  out.single('cloister_connections_evicted_total', 'counter', 'Connections without a request head closed to make room at maxConnections or maxConnectionsPerSource.', s.connectionsEvicted);
+  out.single('cloister_uploads_in_progress', 'gauge', 'Sealed request bodies being received over HTTP.', s.uploadsInProgress);
+  out.single('cloister_frames_rejected_total', 'counter', 'WebSocket frames rejected as malformed or over a limit.', s.framesRejected);
+  out.single('cloister_evidence_served_total', 'counter', 'Evidence bundles served.', s.evidenceServed);
+  out.single('cloister_backpressure_waits_total', 'counter', 'Times a response writer waited for a slow peer.', s.backpressureWaits);
   return out.text();
 }

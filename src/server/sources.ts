@@ -20,7 +20,8 @@ import { SlidingWindowLimiter } from './rate-limit.js';
 import { LOCAL_SOURCE, sourceOf } from '../util/source-address.js';
 
 export { LOCAL_SOURCE, sourceOf };
-const OVERFLOW_SOURCE = 'overflow';
+/** How often a full table may be swept for sources that hold nothing. */
+const SWEEP_INTERVAL_MS = 1000;
 
 export interface SourceEntry {
   connections: number;
@@ -30,6 +31,9 @@ export interface SourceEntry {
 
 export class SourceTable {
   private readonly entries = new Map<string, SourceEntry>();
+  /** What sources beyond maxTrackedSources share (limited together: fail closed). */
+  private overflow: SourceEntry | undefined;
+  private lastSweep = -Infinity;
 
   constructor(
     private readonly evidencePerMinute: number,
@@ -41,17 +45,27 @@ export class SourceTable {
     return this.entries.size;
   }
 
-  /** The entry for `source`, created on first use. */
+  /** The entry for `source`, created on first use; the shared overflow entry when the table is full. */
   entry(source: string): SourceEntry {
-    let e = this.entries.get(source);
+    const e = this.entries.get(source);
     if (e !== undefined) return e;
     if (this.entries.size >= this.maxTrackedSources) {
-      this.sweep();
-      if (this.entries.size >= this.maxTrackedSources) return this.entry(OVERFLOW_SOURCE === source ? source : OVERFLOW_SOURCE);
+      // A full table is swept at most once a second: a stream of new addresses must not cost
+      // a walk over every tracked source each.
+      const t = this.now();
+      if (t - this.lastSweep >= SWEEP_INTERVAL_MS) {
+        this.lastSweep = t;
+        this.sweep();
+      }
+      if (this.entries.size >= this.maxTrackedSources) return (this.overflow ??= this.newEntry());
     }
-    e = { connections: 0, uploads: 0, evidence: new SlidingWindowLimiter(this.evidencePerMinute, 60_000, this.now, 'per source') };
-    this.entries.set(source, e);
-    return e;
+    const created = this.newEntry();
+    this.entries.set(source, created);
+    return created;
+  }
+
+  private newEntry(): SourceEntry {
+    return { connections: 0, uploads: 0, evidence: new SlidingWindowLimiter(this.evidencePerMinute, 60_000, this.now, 'per source') };
   }
 
   /** Forget `source` when it holds nothing (called as its connections and uploads end). */

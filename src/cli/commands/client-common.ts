@@ -1,11 +1,31 @@
 /** Options shared by the client-side commands (infer, attest, policy). */
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { CloisterError } from '../../errors.js';
 import type { TrustedRoots } from '../../attestation/verify.js';
 import { certificatesFromFile } from '../../attestation/x509/certificate.js';
 import type { ClientTransport } from '../../client/transport.js';
 import { HttpClientTransport } from '../../client/http-transport.js';
 import { WsClientTransport } from '../../client/ws-transport.js';
+
+/**
+ * A file's bytes, refused before reading when it is bigger than `max` (LIMIT_EXCEEDED naming
+ * the file, its size and the limit); NOT_FOUND naming it when it cannot be read.
+ */
+export async function readFileLimited(path: string, max: number, what: string): Promise<Uint8Array> {
+  let size: number;
+  try {
+    size = (await stat(path)).size;
+  } catch (cause) {
+    throw new CloisterError('NOT_FOUND', `${what} ${path} cannot be read`, { cause });
+  }
+  if (size > max) throw new CloisterError('LIMIT_EXCEEDED', `${what} ${path} is ${size} bytes; the limit is ${max}`);
+  return new Uint8Array(await readFile(path));
+}
+
+/** `readFileLimited` as UTF-8 text. */
+export async function readTextLimited(path: string, max: number, what: string): Promise<string> {
+  return new TextDecoder().decode(await readFileLimited(path, max, what));
+}
 
 export async function readText(path: string, what: string): Promise<string> {
   try {

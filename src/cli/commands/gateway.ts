@@ -4,7 +4,6 @@
  * the SDK re-fetches and re-verifies on KEY_STALE), then seals every request it forwards.
  * Applications point their OpenAI base URL at it; nothing else changes.
  */
-import { readFile, stat } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { parsePolicy, policyWarnings } from '../../attestation/policy.js';
 import { CloisterError } from '../../errors.js';
@@ -15,6 +14,7 @@ import { DEFAULT_GATEWAY_MAX_REQUEST_BYTES, parseListen, startGateway } from '..
 import type { Gateway } from '../../client/gateway/index.js';
 import { isLoopbackHost } from '../../inference/upstream/target.js';
 import { certificatesFromFile } from '../../attestation/x509/certificate.js';
+import { readFileLimited, readTextLimited } from './client-common.js';
 
 export const summary = 'local OpenAI-compatible gateway that verifies the server and seals every request';
 
@@ -54,17 +54,6 @@ export interface GatewayHandle {
   readonly gateway: Gateway;
   readonly client: CloisterClient;
   close(): Promise<void>;
-}
-
-async function readLimited(path: string, what: string): Promise<string> {
-  let size: number;
-  try {
-    size = (await stat(path)).size;
-  } catch (cause) {
-    throw new CloisterError('NOT_FOUND', `${what} ${path} cannot be read`, { cause });
-  }
-  if (size > MAX_POLICY_FILE_BYTES) throw new CloisterError('LIMIT_EXCEEDED', `${what} ${path} is larger than ${MAX_POLICY_FILE_BYTES} bytes`);
-  return readFile(path, 'utf8');
 }
 
 /** The key in an API key file: its first line, without the line end or surrounding blanks. */
@@ -146,7 +135,7 @@ export async function startFromArgs(
     apiKey = env[values['api-key-env']];
     if (apiKey === undefined || apiKey === '') throw new CloisterError('CONFIG_INVALID', `environment variable ${values['api-key-env']} is not set`);
   } else if (values['api-key-file'] !== undefined) {
-    apiKey = firstLine(await readLimited(values['api-key-file'], 'API key file'));
+    apiKey = firstLine(await readTextLimited(values['api-key-file'], MAX_POLICY_FILE_BYTES, 'API key file'));
     if (apiKey === '') throw new CloisterError('CONFIG_INVALID', `API key file ${values['api-key-file']} is empty`);
   } else if (env['CLOISTER_GATEWAY_API_KEY'] !== undefined) {
     apiKey = env['CLOISTER_GATEWAY_API_KEY'];
@@ -157,7 +146,7 @@ export async function startFromArgs(
   }
   let serverApiKey: string | undefined;
   if (values['server-api-key-file'] !== undefined) {
-    serverApiKey = firstLine(await readLimited(values['server-api-key-file'], 'server API key file'));
+    serverApiKey = firstLine(await readTextLimited(values['server-api-key-file'], MAX_POLICY_FILE_BYTES, 'server API key file'));
     if (serverApiKey === '') throw new CloisterError('CONFIG_INVALID', `server API key file ${values['server-api-key-file']} is empty`);
   } else if (env['CLOISTER_SERVER_API_KEY'] !== undefined) {
     serverApiKey = env['CLOISTER_SERVER_API_KEY'];
@@ -169,13 +158,12 @@ export async function startFromArgs(
       throw new CloisterError('CONFIG_INVALID', '--listen must be a loopback address; pass --allow-non-loopback to bind another interface');
     }
   }
-  const policy = parsePolicy(await readLimited(values.policy, 'policy file'), { source: values.policy });
+  const policy = parsePolicy(await readTextLimited(values.policy, MAX_POLICY_FILE_BYTES, 'policy file'), { source: values.policy });
   for (const w of policyWarnings(policy)) log(w);
   const roots: Uint8Array[] = [];
   // PEM or DER, every certificate in each file.
   for (const path of values.root ?? []) {
-    await readLimited(path, 'root file'); // exists, within the size bound
-    roots.push(...certificatesFromFile(new Uint8Array(await readFile(path)), path, 'root file'));
+    roots.push(...certificatesFromFile(await readFileLimited(path, MAX_POLICY_FILE_BYTES, 'root file'), path, 'root file'));
   }
 
   const keepAliveIntervalMs = integerArg('keepalive-ms', values['keepalive-ms'], 0);

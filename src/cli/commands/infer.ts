@@ -9,7 +9,10 @@ import { CloisterError } from '../../errors.js';
 import { readFile } from 'node:fs/promises';
 import { checkText, connect } from '../../client/client.js';
 import { one, parseArgs } from './args.js';
-import { readText, requireUrl, rootsFrom } from './client-common.js';
+import { readText, readTextLimited, requireUrl, rootsFrom } from './client-common.js';
+
+/** An API key file holds one short line; anything bigger is not one. */
+const MAX_API_KEY_FILE_BYTES = 4096;
 
 export const summary = 'verify a server, then classify, embed or tag the tokens of text through the sealed channel';
 
@@ -51,7 +54,7 @@ export async function run(argv: string[]): Promise<number> {
   const trustedRoots = await rootsFrom(one(args, 'root'));
 
   const keyFile = one(args, 'api-key-file');
-  const apiKey = keyFile === undefined ? process.env['CLOISTER_API_KEY'] : ((await readText(keyFile, 'API key file')).split(/\r?\n/, 1)[0] ?? '').trim();
+  const apiKey = keyFile === undefined ? process.env['CLOISTER_API_KEY'] : ((await readTextLimited(keyFile, MAX_API_KEY_FILE_BYTES, 'API key file')).split(/\r?\n/, 1)[0] ?? '').trim();
   if (apiKey === '') throw new CloisterError('CONFIG_INVALID', keyFile === undefined ? 'CLOISTER_API_KEY is set but empty' : `API key file ${keyFile} is empty`);
   const policy = parsePolicy(await readText(policyPath, 'policy'), { source: policyPath });
   for (const w of policyWarnings(policy)) console.error(`cloister infer: ${w}`);

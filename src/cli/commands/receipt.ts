@@ -4,28 +4,17 @@
  * of the evidence file the client kept (`client.evidenceFile()`). It does not verify the
  * evidence itself: that is `cloister verify FILE --policy POLICY`.
  */
-import { readFile, stat } from 'node:fs/promises';
 import { CloisterError } from '../../errors.js';
 import { decodeEvidenceFile, MAX_EVIDENCE_FILE_BYTES } from '../../attestation/evidence-file.js';
 import { fromHex } from '../../attestation/hex.js';
 import { checkReceipt, receiptFromJson } from '../../protocol/receipt.js';
 import { one, parseArgs, UsageError } from './args.js';
+import { readFileLimited, readTextLimited } from './client-common.js';
 
 export const summary = 'check a stored receipt offline against an evidence file';
 
 const USAGE = 'usage: cloister receipt verify --evidence FILE --receipt RECEIPT.json [--request-digest HEX] [--response-digest HEX]';
 const MAX_RECEIPT_FILE_BYTES = 64 * 1024;
-
-async function readLimited(path: string, max: number, what: string): Promise<Buffer> {
-  let size: number;
-  try {
-    size = (await stat(path)).size;
-  } catch (cause) {
-    throw new CloisterError('NOT_FOUND', `${what} ${path} cannot be read`, { cause });
-  }
-  if (size > max) throw new CloisterError('LIMIT_EXCEEDED', `${what} ${path} is ${size} bytes; the limit is ${max}`);
-  return readFile(path);
-}
 
 export async function run(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
@@ -49,10 +38,10 @@ export async function run(argv: string[]): Promise<number> {
   };
   const requestDigest = digest('request-digest');
   const responseDigest = digest('response-digest');
-  const evidence = decodeEvidenceFile(new Uint8Array(await readLimited(evidencePath, MAX_EVIDENCE_FILE_BYTES, 'evidence file')));
+  const evidence = decodeEvidenceFile(await readFileLimited(evidencePath, MAX_EVIDENCE_FILE_BYTES, 'evidence file'));
   let json: unknown;
   try {
-    json = JSON.parse((await readLimited(receiptPath, MAX_RECEIPT_FILE_BYTES, 'receipt file')).toString('utf8'));
+    json = JSON.parse(await readTextLimited(receiptPath, MAX_RECEIPT_FILE_BYTES, 'receipt file'));
   } catch (cause) {
     if (cause instanceof CloisterError) throw cause;
     throw new CloisterError('MALFORMED', `receipt file ${receiptPath} is not JSON`, { cause });

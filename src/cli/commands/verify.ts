@@ -20,7 +20,7 @@
  * printed) or, without --inspect, the policy or binding was not checked; 2 usage error. Each platform is one entry in PLATFORMS below: its extra
  * options go into OPTIONS and its handler turns the parsed arguments into a report.
  */
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { ParseArgsConfig } from 'node:util';
@@ -40,6 +40,7 @@ import type { Policy } from '../../attestation/policy.js';
 import type { VerificationReport } from '../../attestation/types.js';
 import { certificatesFromFile } from '../../attestation/x509/certificate.js';
 import { SNP_TDX_OPTIONS, sevSnpHandler, tdxHandler } from './verify-snp-tdx.js';
+import { readFileLimited } from './client-common.js';
 
 export const summary = 'verify attestation evidence from a file and print the verified claims';
 
@@ -95,21 +96,10 @@ interface PlatformHandler {
 
 class UsageError extends Error {}
 
-async function readLimited(path: string, max: number, what: string): Promise<Uint8Array> {
-  let size: number;
-  try {
-    size = (await stat(path)).size;
-  } catch (cause) {
-    throw new CloisterError('NOT_FOUND', `${what} ${path} cannot be read`, { cause });
-  }
-  if (size > max) throw new CloisterError('LIMIT_EXCEEDED', `${what} ${path} is ${size} bytes; the limit is ${max}`);
-  return new Uint8Array(await readFile(path));
-}
-
 async function readRoots(paths: readonly string[] | undefined): Promise<Uint8Array[] | undefined> {
   if (paths === undefined || paths.length === 0) return undefined;
   const roots: Uint8Array[] = [];
-  for (const p of paths) roots.push(...certificatesFromFile(await readLimited(p, MAX_AUX_FILE_BYTES, 'root file'), p, 'root file'));
+  for (const p of paths) roots.push(...certificatesFromFile(await readFileLimited(p, MAX_AUX_FILE_BYTES, 'root file'), p, 'root file'));
   return roots;
 }
 
@@ -134,7 +124,7 @@ function nitroLike(platform: 'nitro' | 'simulated'): PlatformHandler {
       }
       let given: { bytes: Uint8Array; keyConfig: KeyConfig } | undefined;
       if (keyConfigPath !== undefined) {
-        const bytes = await readLimited(keyConfigPath, MAX_AUX_FILE_BYTES, 'key config file');
+        const bytes = await readFileLimited(keyConfigPath, MAX_AUX_FILE_BYTES, 'key config file');
         given = { bytes, keyConfig: decodeKeyConfig(bytes) };
       }
       const bound = ctx.file === undefined ? given : { bytes: ctx.file.keyConfigBytes, keyConfig: ctx.file.keyConfig };
@@ -338,12 +328,12 @@ export async function run(argv: string[], io: CliIo = defaultIo): Promise<number
     const givenNonce = values.nonce === undefined ? undefined : fromHex(values.nonce.toLowerCase(), undefined, '--nonce', 'INVALID_ARGUMENT');
     const policyPath = values.policy ?? (values.inspect === true ? undefined : await developmentPolicyNextTo(values.platform, values.root, io));
     const policy =
-      policyPath === undefined ? undefined : parsePolicy(await readLimited(policyPath, MAX_AUX_FILE_BYTES, 'policy file'), { source: policyPath });
+      policyPath === undefined ? undefined : parsePolicy(await readFileLimited(policyPath, MAX_AUX_FILE_BYTES, 'policy file'), { source: policyPath });
     for (const w of policy === undefined ? [] : policyWarnings(policy)) io.err(`cloister verify: ${w}`);
     const file = positionals[0] ?? '';
     let raw: Uint8Array;
     try {
-      raw = await readLimited(file, MAX_EVIDENCE_FILE_BYTES, 'evidence file');
+      raw = await readFileLimited(file, MAX_EVIDENCE_FILE_BYTES, 'evidence file');
     } catch (err) {
       // Without --platform only an evidence file can say what it is: a usage error first.
       if (values.platform === undefined && err instanceof CloisterError && err.code === 'NOT_FOUND') {
