@@ -28,7 +28,6 @@ export const LOG_EVENTS = [
   'evidence.served',
   'evidence.rejected',
   'request.rejected',
-  'request.body-timeout',
   'request.done',
   'request.failed',
   'request.cancelled',

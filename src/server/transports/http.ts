@@ -71,8 +71,8 @@ function sendError(res: ServerResponse, code: ErrorCode): void {
 interface Upload {
   readonly source: string;
   readonly startedAt: number;
-  /** Ends the upload with 408 TIMEOUT and closes its connection. */
-  readonly cut: (limit: 'maxUploadsInProgress' | 'maxUploadsPerSource') => void;
+  /** Ends the upload with 408 TIMEOUT, naming the limit, and closes its connection. */
+  readonly cut: (limit: 'maxUploadsInProgress' | 'maxUploadsPerSource' | 'bodyTimeoutMs') => void;
 }
 
 export class HttpTransport {
@@ -204,7 +204,6 @@ export class HttpTransport {
         done = true;
         parts.length = 0;
         reject('TIMEOUT', { bytesIn: size, limit }, true);
-        logger.log('info', 'request.body-timeout', { conn, code: 'TIMEOUT', bytesIn: size, limit });
         res.once('finish', () => req.socket.destroy());
       },
     };
@@ -220,15 +219,7 @@ export class HttpTransport {
         sources.release(source);
       }
     };
-    const bodyTimer = setTimeout(() => {
-      if (!uploading) return;
-      endUpload();
-      done = true;
-      parts.length = 0;
-      reject('TIMEOUT', { bytesIn: size, limit: 'bodyTimeoutMs' }, true);
-      logger.log('info', 'request.body-timeout', { conn, code: 'TIMEOUT', bytesIn: size, limit: 'bodyTimeoutMs' });
-      res.once('finish', () => req.socket.destroy());
-    }, limits.bodyTimeoutMs);
+    const bodyTimer = setTimeout(() => upload.cut('bodyTimeoutMs'), limits.bodyTimeoutMs);
     bodyTimer.unref();
 
     const abort = new AbortController();
