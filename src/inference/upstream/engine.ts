@@ -14,14 +14,13 @@
  * client cannot address another model (or LoRA adapter) the engine happens to load.
  */
 import { createHash } from 'node:crypto';
-import { Agent } from 'node:http';
 import { checkUpstreamBody } from './fields.js';
 import { CloisterError } from '../../errors.js';
 import { JsonResults } from '../../protocol/messages.js';
 import type { Engine, EngineRequest, ModelInfo, Operation, RunOptions } from '../types.js';
 import { ConcurrencyGate } from './gate.js';
-import { UpstreamExchange } from './http.js';
-import type { ExchangeLimits, UpstreamTarget } from './http.js';
+import { UpstreamClient } from './http.js';
+import type { ExchangeLimits, UpstreamExchange } from './http.js';
 import { DEFAULT_MAX_EVENT_BYTES, SseParser } from './sse.js';
 import { parseTarget } from './target.js';
 
@@ -153,15 +152,14 @@ const IDEMPOTENT: ReadonlySet<UpstreamOperation> = new Set<UpstreamOperation>(['
 export class UpstreamEngine implements Engine {
   readonly kind = 'upstream';
   readonly #opts: Resolved;
-  readonly #target: UpstreamTarget;
   readonly #gate: ConcurrencyGate;
   readonly #identity: UpstreamIdentity;
   readonly #info: ModelInfo;
   readonly #canary: UpstreamEngineOptions;
   readonly #closing = new AbortController();
   readonly #allowFields: ReadonlySet<string>;
-  /** Keep-alive pool (at most maxConcurrency sockets); undefined when keepAliveTimeoutMs is 0. */
-  readonly #agent: Agent | undefined;
+  /** Connections to the engine (at most maxConcurrency, kept alive for keepAliveTimeoutMs). */
+  readonly #http: UpstreamClient;
   #started = false;
 
   constructor(options: UpstreamEngineOptions) {
@@ -174,7 +172,7 @@ export class UpstreamEngine implements Engine {
     if (operations.length === 0 || operations.some((op) => !UPSTREAM_OPERATIONS.includes(op))) {
       throw new CloisterError('CONFIG_INVALID', 'upstream operations must be a non-empty subset of chat, completion, embeddings, models');
     }
-    this.#target = parseTarget(options);
+    const target = parseTarget(options);
     for (const f of options.allowFields ?? []) {
       if (typeof f !== 'string' || !/^[a-z][a-z0-9_]{0,63}$/.test(f)) throw new CloisterError('CONFIG_INVALID', `upstream allowFields: '${String(f)}' is not a field name`);
     }
@@ -199,12 +197,12 @@ export class UpstreamEngine implements Engine {
     };
     const maxConcurrency = positive('maxConcurrency', options.maxConcurrency, 64);
     this.#gate = new ConcurrencyGate(maxConcurrency, nonNegative('maxQueued', options.maxQueued, 256));
-    const keepAliveMs = nonNegative('keepAliveTimeoutMs', options.keepAliveTimeoutMs, 4_000);
-    // The gate already bounds requests in flight; the pool's bounds only repeat it. `timeout`
-    // is how long a free socket waits before the agent destroys it.
-    this.#agent = keepAliveMs === 0
-      ? undefined
-      : new Agent({ keepAlive: true, maxSockets: maxConcurrency, maxFreeSockets: maxConcurrency, timeout: keepAliveMs, scheduling: 'lifo' });
+    // The gate already bounds requests in flight; the pool's bound only repeats it.
+    this.#http = new UpstreamClient(target, {
+      connectTimeoutMs: this.#opts.limits.connectTimeoutMs,
+      keepAliveTimeoutMs: nonNegative('keepAliveTimeoutMs', options.keepAliveTimeoutMs, 4_000),
+      maxConnections: maxConcurrency,
+    });
     if ((options.canaryPrompt === undefined) !== (options.canaryExpect === undefined)) {
       throw new CloisterError('CONFIG_INVALID', 'canaryPrompt and canaryExpect go together');
     }
@@ -271,7 +269,7 @@ export class UpstreamEngine implements Engine {
   async close(): Promise<void> {
     this.#started = false;
     this.#closing.abort();
-    this.#agent?.destroy();
+    await this.#http.close();
   }
 
   run(request: EngineRequest, options: RunOptions): AsyncIterable<unknown> {
@@ -363,14 +361,14 @@ export class UpstreamEngine implements Engine {
     const limits: ExchangeLimits = body === undefined
       ? this.#opts.limits
       : { ...this.#opts.limits, firstByteTimeoutMs: Math.max(1, Math.min(deadline - Date.now(), 2 ** 31 - 1)) };
-    const exchange = await UpstreamExchange.open(this.#target, limits, {
+    const exchange = await this.#http.open(limits, {
       method: body === undefined ? 'GET' : 'POST',
       path: PATHS[op],
       ...(body === undefined ? {} : { body }),
       accept: 'application/json',
       signal,
       deadline,
-    }, this.#agent);
+    });
     let bytes: Uint8Array;
     try {
       checkStatus(exchange);
@@ -382,14 +380,14 @@ export class UpstreamEngine implements Engine {
   }
 
   async *#stream(path: string, body: Uint8Array, signal: AbortSignal, deadline: number): AsyncGenerator<unknown, void, undefined> {
-    const exchange = await UpstreamExchange.open(this.#target, this.#opts.limits, {
+    const exchange = await this.#http.open(this.#opts.limits, {
       method: 'POST',
       path,
       body,
       accept: 'text/event-stream',
       signal,
       deadline,
-    }, this.#agent);
+    });
     try {
       checkStatus(exchange);
       if (!exchange.contentType.startsWith('text/event-stream')) {

@@ -1,7 +1,8 @@
 /**
- * One HTTP exchange with the upstream engine over loopback TCP or a Unix socket, with the
- * timeouts and limits a hostile or sick engine needs: connect, first byte (response head),
- * idle gap between body bytes, overall deadline, response size, and immediate abort.
+ * HTTP to the upstream engine over loopback TCP or a Unix socket, on undici: one keep-alive
+ * Pool per engine, with the timeouts and limits a hostile or sick engine needs: connect
+ * (the pool's connectTimeout), first byte (headersTimeout), idle gap between body bytes
+ * (bodyTimeout), overall deadline, response size, and immediate abort.
  *
  * Every failure becomes a coded CloisterError:
  *   - cannot connect, or the connection drops before a response head: ENGINE_UNAVAILABLE
@@ -11,9 +12,8 @@
  *   - more than maxResponseBytes: LIMIT_EXCEEDED
  * No error message carries request or response content.
  */
-import { request as httpRequest } from 'node:http';
-import { performance } from 'node:perf_hooks';
-import type { Agent, ClientRequest, IncomingMessage } from 'node:http';
+import { Pool } from 'undici';
+import type { Dispatcher } from 'undici';
 import { concatBytes } from '../../crypto/bytes.js';
 import { CloisterError } from '../../errors.js';
 
@@ -26,6 +26,14 @@ export interface UpstreamTarget {
   readonly basePath: string;
   /** Value of the Host header. */
   readonly hostHeader: string;
+}
+
+export interface ClientLimits {
+  readonly connectTimeoutMs: number;
+  /** How long an idle connection is kept for the next request; 0: one connection per request. */
+  readonly keepAliveTimeoutMs: number;
+  /** Most connections to the engine. */
+  readonly maxConnections: number;
 }
 
 export interface ExchangeLimits {
@@ -46,158 +54,194 @@ export interface ExchangeRequest {
   readonly deadline: number;
 }
 
-export class UpstreamExchange {
-  readonly status: number;
-  readonly contentType: string;
-  readonly #req: ClientRequest;
-  readonly #res: IncomingMessage;
-  readonly #limits: ExchangeLimits;
-  readonly #state: ExchangeState;
-  #received = 0;
-  #closed = false;
+/** Body bytes queued for a consumer before the response is paused (Readable's default high-water mark). */
+const READER_HIGH_WATER = 16 * 1024;
 
-  private constructor(req: ClientRequest, res: IncomingMessage, limits: ExchangeLimits, state: ExchangeState) {
-    this.#req = req;
-    this.#res = res;
-    this.#limits = limits;
-    this.#state = state;
-    this.status = res.statusCode ?? 0;
-    this.contentType = contentTypeOf(res.rawHeaders);
+/** Errors on a pooled connection, before any response byte, that mean the engine closed it while idle. */
+const STALE_SOCKET_CODES: ReadonlySet<string> = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE']);
+
+export class UpstreamClient {
+  readonly #pool: Pool;
+  readonly #target: UpstreamTarget;
+  readonly #keepAlive: boolean;
+
+  constructor(target: UpstreamTarget, limits: ClientLimits) {
+    this.#target = target;
+    this.#keepAlive = limits.keepAliveTimeoutMs > 0;
+    const keepAlive = Math.max(1, limits.keepAliveTimeoutMs);
+    this.#pool = new Pool(`http://${target.hostHeader}`, {
+      connections: limits.maxConnections,
+      connect: { timeout: limits.connectTimeoutMs },
+      ...(target.socketPath === undefined ? {} : { socketPath: target.socketPath }),
+      // The engine's `keep-alive: timeout=N` hint may shorten the idle time, never lengthen it.
+      keepAliveTimeout: keepAlive,
+      keepAliveMaxTimeout: keepAlive,
+    });
   }
 
   /**
-   * Send the request and wait for the response head. With `agent` (a keep-alive pool owned
-   * by the engine) the connection is reused after a complete response; without it each
-   * exchange has its own connection (`connection: close`). Either way, an exchange that
-   * ends early (cancel, timeout, limit, error) destroys its socket, so the engine sees the
-   * close and a half-read response is never reused.
+   * Send the request and wait for the response head. With keep-alive the connection is
+   * reused after a complete response; without it each exchange has its own connection
+   * (`connection: close`). Either way, an exchange that ends early (cancel, timeout, limit,
+   * error) destroys its socket, so the engine sees the close and a half-read response is
+   * never reused.
    */
-  static open(target: UpstreamTarget, limits: ExchangeLimits, request: ExchangeRequest, agent?: Agent): Promise<UpstreamExchange> {
-    return UpstreamExchange.#open(target, limits, request, agent, false);
+  open(limits: ExchangeLimits, request: ExchangeRequest): Promise<UpstreamExchange> {
+    return this.#open(limits, request, false);
   }
 
-  static #open(target: UpstreamTarget, limits: ExchangeLimits, request: ExchangeRequest, agent: Agent | undefined, retried: boolean): Promise<UpstreamExchange> {
-    return new Promise<UpstreamExchange>((resolve, reject) => {
+  async #open(limits: ExchangeLimits, request: ExchangeRequest, retried: boolean): Promise<UpstreamExchange> {
+    const exchange = new UpstreamExchange(limits, request);
+    try {
+      await exchange.dispatch(this.#pool, this.#target, request, !this.#keepAlive);
+      return exchange;
+    } catch (err) {
+      // A pooled socket the engine closed while it sat idle (a race with keepAliveTimeoutMs)
+      // fails before any response byte. RFC 9112 section 9.3.1 asks for care with
+      // non-idempotent requests: an OpenAI call has no side effect beyond compute, so one
+      // retry (which may open a new connection) is the lesser harm than a spurious error.
+      const errno = err instanceof CloisterError ? err.detail?.['errno'] : undefined;
+      if (this.#keepAlive && !retried && !request.signal.aborted && typeof errno === 'string' && STALE_SOCKET_CODES.has(errno)) {
+        return this.#open(limits, request, true);
+      }
+      throw err;
+    }
+  }
+
+  /** Destroy every connection, in flight or idle. */
+  async close(): Promise<void> {
+    await this.#pool.destroy();
+  }
+}
+
+/**
+ * One request and its response: an undici dispatch handler that queues body chunks for a
+ * pull-style reader. The response is paused once READER_HIGH_WATER bytes wait for the
+ * consumer (backpressure reaches the engine, and undici's body timer does not run while
+ * paused: a slow reader is not a slow engine).
+ */
+export class UpstreamExchange implements Dispatcher.DispatchHandler {
+  #status = 0;
+  #contentType = '';
+  readonly #limits: ExchangeLimits;
+  readonly #signal: AbortSignal;
+  #controller: Dispatcher.DispatchController | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #failure: CloisterError | undefined;
+  #headed = false;
+  #ended = false;
+  #closed = false;
+  readonly #queue: Buffer[] = [];
+  #queuedBytes = 0;
+  #received = 0;
+  #wake: (() => void) | undefined;
+  #onHead: ((err?: CloisterError) => void) | undefined;
+  readonly #onAbort = (): void => this.#fail(cancelled());
+
+  /** @internal Created by UpstreamClient.open. */
+  constructor(limits: ExchangeLimits, request: ExchangeRequest) {
+    this.#limits = limits;
+    this.#signal = request.signal;
+  }
+
+  /** @internal Send the request; resolves at the response head. */
+  dispatch(pool: Pool, target: UpstreamTarget, request: ExchangeRequest, reset: boolean): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#onHead = (err) => (err === undefined ? resolve() : reject(err));
       if (request.signal.aborted) {
-        reject(cancelled());
+        this.#fail(cancelled());
         return;
       }
-      const state = new ExchangeState(request.signal, request.deadline);
-      // Headers as a flat list: node:http still validates every name and value, but skips
-      // the per-header setHeader bookkeeping of an object.
+      request.signal.addEventListener('abort', this.#onAbort, { once: true });
+      this.#timer = setTimeout(() => {
+        this.#fail(new CloisterError('TIMEOUT', 'upstream request exceeded requestTimeoutMs', { detail: { limit: 'requestTimeoutMs' } }));
+      }, clampDelay(request.deadline - Date.now()));
       const headers: string[] = ['host', target.hostHeader, 'accept', request.accept];
-      // Without a pool: one connection per exchange.
-      if (agent === undefined) headers.push('connection', 'close');
-      if (request.body !== undefined) {
-        headers.push('content-type', 'application/json', 'content-length', String(request.body.length));
+      if (request.body !== undefined) headers.push('content-type', 'application/json');
+      try {
+        pool.dispatch({
+          method: request.method,
+          path: target.basePath + request.path,
+          headers,
+          body: request.body === undefined ? null : request.body,
+          reset,
+          headersTimeout: this.#limits.firstByteTimeoutMs,
+          bodyTimeout: this.#limits.idleTimeoutMs,
+        }, this);
+      } catch (err) {
+        this.#fail(headError(err instanceof Error ? err : new Error(String(err)), this.#limits));
       }
-      const req = httpRequest({
-        method: request.method,
-        path: target.basePath + request.path,
-        headers,
-        agent: agent ?? false,
-        ...(target.socketPath === undefined
-          ? { hostname: target.hostname, port: target.port }
-          : { socketPath: target.socketPath }),
-      });
-      let settled = false;
-      const fail = (err: CloisterError): void => {
-        if (settled) return;
-        settled = true;
-        state.dispose();
-        req.destroy();
-        reject(err);
-      };
-      state.onFailure = fail;
-
-      state.arm(limits.connectTimeoutMs, () => new CloisterError('TIMEOUT', 'upstream engine connect timed out', {
-        detail: { limit: 'connectTimeoutMs', ms: limits.connectTimeoutMs },
-      }));
-      req.on('socket', (socket) => {
-        const connected = (): void => {
-          state.arm(limits.firstByteTimeoutMs, () => new CloisterError('TIMEOUT', 'upstream engine sent no response in time', {
-            detail: { limit: 'firstByteTimeoutMs', ms: limits.firstByteTimeoutMs },
-          }));
-        };
-        if (socket.connecting) socket.once('connect', connected);
-        else connected();
-      });
-      req.on('error', (err: NodeJS.ErrnoException) => {
-        if (settled) return;
-        // A pooled socket the engine closed while it sat idle (a race with keepAliveTimeoutMs)
-        // fails at once with ECONNRESET / EPIPE, before any response byte. Node documents
-        // `reusedSocket` for exactly this retry. RFC 9112 section 9.3.1 asks for care with
-        // non-idempotent requests: an OpenAI call has no side effect beyond compute, so one
-        // retry (which may open a new connection) is the lesser harm than a spurious error.
-        if (agent !== undefined && !retried && req.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE') && !request.signal.aborted) {
-          settled = true;
-          state.dispose();
-          req.destroy();
-          resolve(UpstreamExchange.#open(target, limits, request, agent, true));
-          return;
-        }
-        fail(new CloisterError('ENGINE_UNAVAILABLE', `upstream engine is not reachable (${err.code ?? 'connection error'})`, {
-          cause: err,
-          ...(err.code === undefined ? {} : { detail: { errno: err.code } }),
-        }));
-      });
-      req.on('response', (res) => {
-        if (settled) {
-          res.destroy();
-          return;
-        }
-        settled = true;
-        state.clearTimer();
-        const exchange = new UpstreamExchange(req, res, limits, state);
-        state.onFailure = (err) => exchange.#fail(err);
-        resolve(exchange);
-      });
-      req.end(request.body === undefined ? undefined : Buffer.from(request.body.buffer, request.body.byteOffset, request.body.byteLength));
     });
   }
 
+  get status(): number {
+    return this.#status;
+  }
+
+  /** The first Content-Type of the response, lower-cased ('' when absent). */
+  get contentType(): string {
+    return this.#contentType;
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.#controller = controller;
+    if (this.#failure !== undefined) controller.abort(this.#failure);
+  }
+
+  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
+    if (this.#failure !== undefined) return;
+    this.#headed = true;
+    this.#status = statusCode;
+    const type = headers['content-type'];
+    this.#contentType = (Array.isArray(type) ? type[0] ?? '' : type ?? '').toLowerCase();
+    this.#settleHead();
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#failure !== undefined) return;
+    this.#received += chunk.length;
+    if (this.#received > this.#limits.maxResponseBytes) {
+      this.#fail(new CloisterError('LIMIT_EXCEEDED', 'upstream response exceeds maxResponseBytes', {
+        detail: { limit: 'maxResponseBytes', max: this.#limits.maxResponseBytes },
+      }));
+      return;
+    }
+    this.#queue.push(chunk);
+    this.#queuedBytes += chunk.length;
+    if (this.#wake !== undefined) this.#notify();
+    else if (this.#queuedBytes >= READER_HIGH_WATER) controller.pause();
+  }
+
+  onResponseEnd(): void {
+    this.#ended = true;
+    this.#dispose();
+    this.#notify();
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    this.#fail(this.#headed ? bodyError(err, this.#limits) : headError(err, this.#limits));
+  }
+
   /**
-   * The body, chunk by chunk, as it arrives. The idle timer runs only while waiting on the
-   * engine, never while the consumer holds a chunk (a slow reader is not a slow engine).
+   * The body, chunk by chunk, as it arrives: everything queued since the last read as one
+   * buffer, so the events of one burst from the engine travel together downstream.
    */
   async *chunks(): AsyncGenerator<Uint8Array, void, undefined> {
-    const reader = new BodyReader(this.#res);
-    const idle = (): CloisterError => new CloisterError('TIMEOUT', 'upstream engine went silent', {
-      detail: { limit: 'idleTimeoutMs', ms: this.#limits.idleTimeoutMs },
-    });
     try {
       for (;;) {
-        let chunk = reader.take();
-        if (chunk === undefined) {
-          this.#state.arm(this.#limits.idleTimeoutMs, idle);
-          try {
-            await reader.wait();
-          } finally {
-            this.#state.clearTimer();
-          }
-          chunk = reader.take();
+        if (this.#queue.length === 0 && !this.#ended && this.#failure === undefined) await this.#wait();
+        if (this.#failure !== undefined) throw this.#failure;
+        const n = this.#queue.length;
+        if (n === 0) {
+          if (this.#ended) return;
+          continue;
         }
-        if (this.#state.failure !== undefined) throw this.#state.failure;
-        if (chunk === undefined) {
-          if (reader.error !== undefined) {
-            throw new CloisterError('ENGINE_FAILED', 'upstream engine connection broke mid-response', { cause: reader.error });
-          }
-          if (!reader.ended) continue;
-          if (!this.#res.complete) throw new CloisterError('ENGINE_FAILED', 'upstream engine connection broke mid-response');
-          return;
-        }
-        this.#received += chunk.length;
-        if (this.#received > this.#limits.maxResponseBytes) {
-          const err = new CloisterError('LIMIT_EXCEEDED', 'upstream response exceeds maxResponseBytes', {
-            detail: { limit: 'maxResponseBytes', max: this.#limits.maxResponseBytes },
-          });
-          this.#fail(err);
-          throw err;
-        }
-        yield new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+        const b = n === 1 ? (this.#queue[0] as Buffer) : Buffer.concat(this.#queue, this.#queuedBytes);
+        this.#queue.length = 0;
+        this.#queuedBytes = 0;
+        yield new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
       }
     } finally {
-      reader.detach();
       this.close();
     }
   }
@@ -213,100 +257,38 @@ export class UpstreamExchange {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#state.dispose();
-    if (!this.#res.complete) this.#req.destroy();
-    this.#res.resume();
-  }
-
-  #fail(err: CloisterError): void {
-    this.#state.failure ??= err;
-    this.#closed = true;
-    this.#state.dispose();
-    this.#req.destroy();
-    this.#res.destroy();
-  }
-}
-
-/**
- * Pull-style reader of a response body: chunks are queued as the socket delivers them, and the
- * response is paused once READER_HIGH_WATER bytes wait for the consumer (backpressure reaches
- * the engine; the queue holds at most that plus one socket read). Cheaper per chunk than the
- * generic Readable async iterator, and than a pause/resume per chunk.
- * 'end', 'close' and 'error' all mark the body as ended; the caller tells a complete body
- * from a cut one with `IncomingMessage.complete` (and an 'error' is always a failure).
- */
-class BodyReader {
-  readonly #res: IncomingMessage;
-  readonly #queue: Buffer[] = [];
-  #queuedBytes = 0;
-  #paused = false;
-  ended = false;
-  error: unknown;
-  #wake: (() => void) | undefined;
-  readonly #onData = (b: Buffer): void => {
-    this.#queue.push(b);
-    this.#queuedBytes += b.length;
-    if (this.#wake !== undefined) {
-      this.#notify();
-    } else if (this.#queuedBytes >= READER_HIGH_WATER && !this.#paused) {
-      this.#paused = true;
-      this.#res.pause();
-    }
-  };
-  readonly #onEnd = (): void => {
-    this.ended = true;
-    this.#notify();
-  };
-  readonly #onError = (err: unknown): void => {
-    this.error ??= err;
-    this.ended = true;
-    this.#notify();
-  };
-
-  constructor(res: IncomingMessage) {
-    this.#res = res;
-    res.on('data', this.#onData);
-    res.on('end', this.#onEnd);
-    res.on('close', this.#onEnd);
-    res.on('error', this.#onError);
-  }
-
-  /**
-   * Everything queued, as one buffer (as Readable.read() does), or undefined when nothing is
-   * queued: the events of one burst from the engine then travel together downstream.
-   */
-  take(): Buffer | undefined {
-    const n = this.#queue.length;
-    if (n === 0) return undefined;
-    const b = n === 1 ? this.#queue[0] : Buffer.concat(this.#queue, this.#queuedBytes);
     this.#queue.length = 0;
     this.#queuedBytes = 0;
-    return b;
+    if (!this.#ended) this.#fail(cancelled());
+    this.#dispose();
   }
 
-  /** Resolves once a chunk is queued or the body ended (or failed). */
-  wait(): Promise<void> {
-    if (this.#queue.length > 0 || this.ended) return Promise.resolve();
+  #wait(): Promise<void> {
     return new Promise<void>((resolve) => {
       this.#wake = resolve;
-      if (this.#paused) {
-        this.#paused = false;
-        this.#res.resume();
-      }
+      if (this.#controller?.paused === true) this.#controller.resume();
     });
   }
 
-  /** Stop listening; queued chunks are dropped. */
-  detach(): void {
-    this.#res.off('data', this.#onData);
-    this.#res.off('end', this.#onEnd);
-    this.#res.off('close', this.#onEnd);
-    // An 'error' after this point must not become an unhandled 'error' event.
-    this.#res.off('error', this.#onError);
-    this.#res.on('error', ignore);
-    this.#queue.length = 0;
-    this.#queuedBytes = 0;
+  #fail(err: CloisterError): void {
+    if (this.#failure !== undefined || this.#ended) return;
+    this.#failure = err;
+    this.#dispose();
+    this.#controller?.abort(err);
+    this.#settleHead(err);
     this.#notify();
+  }
+
+  #settleHead(err?: CloisterError): void {
+    const settle = this.#onHead;
+    this.#onHead = undefined;
+    settle?.(err);
+  }
+
+  #dispose(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#signal.removeEventListener('abort', this.#onAbort);
   }
 
   #notify(): void {
@@ -316,112 +298,36 @@ class BodyReader {
   }
 }
 
-/** Body bytes queued for a consumer before the response is paused (Readable's default high-water mark). */
-const READER_HIGH_WATER = 16 * 1024;
-
-function ignore(): void {
-  // Errors after the exchange is over carry nothing the caller can act on.
+function errnoOf(err: Error): string | undefined {
+  const code = (err as NodeJS.ErrnoException).code;
+  return typeof code === 'string' ? code : undefined;
 }
 
-/**
- * Timer, deadline and abort wiring shared by the request and response phases.
- *
- * One lazy timer serves both the whole-exchange deadline and the current phase (connect,
- * first byte, idle gap): arming a phase only records its expiry, and when the timer fires it
- * trips whatever has expired or re-schedules itself for the earliest expiry still pending. A
- * streamed answer re-arms the idle phase around every read, so this replaces a
- * setTimeout/clearTimeout pair per read (and several per request) with one timer per exchange
- * in the common case; the limits are enforced exactly as before, never later than set.
- */
-class ExchangeState {
-  failure: CloisterError | undefined;
-  onFailure: ((err: CloisterError) => void) | undefined;
-  readonly #signal: AbortSignal;
-  /** The exchange's deadline on the monotonic clock (performance.now() scale). */
-  readonly #deadline: number;
-  /** Expiry (monotonic) of the armed phase; Infinity when none is armed. */
-  #phaseAt = Number.POSITIVE_INFINITY;
-  #phaseError: (() => CloisterError) | undefined;
-  #timer: NodeJS.Timeout | undefined;
-  /** When #timer fires (monotonic); Infinity when no timer is pending. */
-  #timerAt = Number.POSITIVE_INFINITY;
-  #disposed = false;
-  readonly #onAbort = (): void => this.#trip(cancelled());
-  readonly #onTimer = (): void => {
-    this.#timer = undefined;
-    this.#timerAt = Number.POSITIVE_INFINITY;
-    if (this.#disposed || this.failure !== undefined) return;
-    const now = performance.now();
-    if (now >= this.#deadline) {
-      this.#trip(new CloisterError('TIMEOUT', 'upstream request exceeded requestTimeoutMs', { detail: { limit: 'requestTimeoutMs' } }));
-    } else if (now >= this.#phaseAt && this.#phaseError !== undefined) {
-      this.#trip(this.#phaseError());
-    } else {
-      this.#schedule(now);
-    }
-  };
-
-  /** `deadline` is on the Date.now() scale (the caller's); it is kept as a monotonic time. */
-  constructor(signal: AbortSignal, deadline: number) {
-    this.#signal = signal;
-    const now = performance.now();
-    this.#deadline = now + (deadline - Date.now());
-    signal.addEventListener('abort', this.#onAbort, { once: true });
-    this.#schedule(now);
+/** A failure before the response head. */
+function headError(err: Error, limits: ExchangeLimits): CloisterError {
+  const code = errnoOf(err);
+  if (code === 'UND_ERR_CONNECT_TIMEOUT') {
+    return new CloisterError('TIMEOUT', 'upstream engine connect timed out', {
+      detail: { limit: 'connectTimeoutMs', ms: limits.connectTimeoutMs },
+    });
   }
-
-  arm(ms: number, make: () => CloisterError): void {
-    const now = performance.now();
-    this.#phaseAt = now + clampDelay(ms);
-    this.#phaseError = make;
-    this.#schedule(now);
+  if (code === 'UND_ERR_HEADERS_TIMEOUT') {
+    return new CloisterError('TIMEOUT', 'upstream engine sent no response in time', {
+      detail: { limit: 'firstByteTimeoutMs', ms: limits.firstByteTimeoutMs },
+    });
   }
-
-  /** Disarm the current phase (the deadline stays armed). */
-  clearTimer(): void {
-    this.#phaseAt = Number.POSITIVE_INFINITY;
-    this.#phaseError = undefined;
-  }
-
-  dispose(): void {
-    this.#disposed = true;
-    this.clearTimer();
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
-    this.#timerAt = Number.POSITIVE_INFINITY;
-    this.#signal.removeEventListener('abort', this.#onAbort);
-  }
-
-  /** Make sure a timer fires no later than the earliest pending expiry. */
-  #schedule(now: number): void {
-    if (this.#disposed) return;
-    const at = Math.min(this.#deadline, this.#phaseAt);
-    // A pending timer that fires no later than `at` will re-schedule itself when it fires.
-    if (this.#timerAt <= at) return;
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timerAt = at;
-    // Whole milliseconds: Node keeps one timer list per distinct duration.
-    this.#timer = setTimeout(this.#onTimer, clampDelay(Math.ceil(at - now)));
-  }
-
-  #trip(err: CloisterError): void {
-    if (this.failure !== undefined) return;
-    this.failure = err;
-    this.onFailure?.(err);
-  }
+  return new CloisterError('ENGINE_UNAVAILABLE', `upstream engine is not reachable (${code ?? 'connection error'})`, {
+    cause: err,
+    ...(code === undefined ? {} : { detail: { errno: code } }),
+  });
 }
 
-/**
- * The first Content-Type of the response, lower-cased ('' when absent), read from the raw
- * header list: `IncomingMessage.headers` would build an object of every header for this one
- * value. The first one wins, as node:http does for this header.
- */
-function contentTypeOf(raw: readonly string[]): string {
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = raw[i];
-    if (name !== undefined && name.length === 12 && name.toLowerCase() === 'content-type') return (raw[i + 1] ?? '').toLowerCase();
+/** A failure after the response head. */
+function bodyError(err: Error, limits: ExchangeLimits): CloisterError {
+  if (errnoOf(err) === 'UND_ERR_BODY_TIMEOUT') {
+    return new CloisterError('TIMEOUT', 'upstream engine went silent', { detail: { limit: 'idleTimeoutMs', ms: limits.idleTimeoutMs } });
   }
-  return '';
+  return new CloisterError('ENGINE_FAILED', 'upstream engine connection broke mid-response', { cause: err });
 }
 
 /** setTimeout fires at once for delays above 2^31 - 1 ms; clamp (about 24.8 days). */
