@@ -115,12 +115,25 @@ function optionalEqual(actual: Uint8Array | null, expected: Uint8Array | null): 
   return timingSafeEqualBytes(a, e);
 }
 
-/**
- * Verify a Nitro (or simulated) attestation document. Never throws for bad evidence: the
- * report's `ok` is false and the failing step carries the error code. Throws only
- * CloisterError(INVALID_ARGUMENT) for invalid options.
- */
-export function verifyNitroDocumentDetailed(bytes: Uint8Array, options: VerifyNitroOptions = {}): NitroVerification {
+/** The options once validated, with the trust anchors resolved. */
+interface ResolvedNitroOptions {
+  readonly platform: 'nitro' | 'simulated';
+  readonly at: Date;
+  readonly maxAgeMs: number;
+  readonly skewMs: number;
+  readonly maxDocumentBytes: number;
+  /**
+   * Roots to anchor the chain in; undefined only for a simulated document whose presented
+   * root becomes the anchor once it matches the pinned `rootSha256` (certificate-chain stage).
+   */
+  readonly trustedRoots: readonly CertificateInput[] | undefined;
+  readonly options: VerifyNitroOptions;
+}
+
+type VerifiedChain = Extract<ReturnType<typeof verifyCertificateChain>, { ok: true }>;
+
+/** Validate the options (INVALID_ARGUMENT) and resolve the trust anchors. */
+function resolveNitroOptions(bytes: Uint8Array, options: VerifyNitroOptions): ResolvedNitroOptions {
   const platform = options.platform ?? 'nitro';
   const at = options.at ?? new Date();
   const maxAgeMs = options.maxAgeMs ?? DEFAULT_MAX_AGE_MS;
@@ -133,165 +146,163 @@ export function verifyNitroDocumentDetailed(bytes: Uint8Array, options: VerifyNi
   }
   let trustedRoots = options.trustedRoots;
   // Simulated only: no root given, but a pinned root digest (the development policy's
-  // rootSha256). The presented root becomes the anchor once it matches the pin, in the
-  // certificate-chain stage below. Never for 'nitro': its anchor is always the AWS root.
-  let anchorIsPinnedPresentedRoot = false;
+  // rootSha256). Never for 'nitro': its anchor is always the AWS root.
   if (trustedRoots === undefined) {
     if (platform === 'nitro') {
       trustedRoots = [awsNitroRootDer()];
-    } else if (options.rootSha256 !== undefined) {
-      anchorIsPinnedPresentedRoot = true;
-    } else {
+    } else if (options.rootSha256 === undefined) {
       throw new CloisterError('INVALID_ARGUMENT', 'simulated documents require an explicitly trusted root or a pinned root SHA-256');
     }
   }
   if (trustedRoots?.length === 0) throw new CloisterError('INVALID_ARGUMENT', 'no trusted root given');
+  return { platform, at, maxAgeMs, skewMs, maxDocumentBytes, trustedRoots, options };
+}
 
-  const run = new StepRunner(platform);
-  // The parsed document goes out with the report once the cryptographic stages passed.
-  const verified: { document?: NitroDocument } = {};
-  const finish = (): NitroVerification => {
-    const report = run.finish();
-    return verified.document === undefined ? { report } : { report, document: verified.document };
-  };
+/** 1. decode: the COSE_Sign1 envelope and the attestation document inside it. */
+function decodeNitroDocument(bytes: Uint8Array, o: ResolvedNitroOptions): { cose: CoseSign1; doc: NitroDocument } {
+  if (bytes.byteLength > o.maxDocumentBytes) {
+    throw new CloisterError('LIMIT_EXCEEDED', `document of ${bytes.byteLength} bytes exceeds maxDocumentBytes ${o.maxDocumentBytes}`);
+  }
+  const cose = decodeCoseSign1(bytes);
+  return { cose, doc: parseNitroDocument(cose.payload, o.options) };
+}
+
+/** 3. certificate-chain: certificate <- cabundle[n-1] <- ... <- cabundle[0] == pinned root. */
+function verifyNitroChain(d: NitroDocument, o: ResolvedNitroOptions): VerifiedChain {
+  const [presentedRoot, ...intermediates] = d.cabundle;
+  if (presentedRoot === undefined) throw new CloisterError('CERT_CHAIN_INVALID', 'empty cabundle');
+  const pin = o.options.rootSha256;
+  let anchors = o.trustedRoots;
+  if (anchors === undefined) {
+    // The presented root becomes the anchor once it matches the pin.
+    const want = pin ?? new Uint8Array(0);
+    const presentedSha256 = new Uint8Array(createHash('sha256').update(presentedRoot).digest());
+    if (!timingSafeEqualBytes(presentedSha256, want)) {
+      throw new CloisterError('ROOT_UNTRUSTED', `the presented root has SHA-256 ${toHex(presentedSha256)}; the pinned root SHA-256 is ${toHex(want)}`);
+    }
+    anchors = [presentedRoot];
+  }
+  const result = verifyCertificateChain({
+    leaf: d.certificate,
+    intermediates,
+    presentedRoot,
+    trustedRoots: anchors,
+    at: o.at,
+    maxChainLength: (o.options.maxCabundleLength ?? NITRO_DOCUMENT_DEFAULTS.maxCabundleLength) + 1,
+    maxCertificateBytes: o.options.maxCertificateBytes ?? NITRO_DOCUMENT_DEFAULTS.maxCertificateBytes,
+  });
+  if (!result.ok) throw new CloisterError(result.code, result.message);
+  const root = result.certificates[0];
+  if (pin !== undefined && (root === undefined || !timingSafeEqualBytes(result.path[0]?.sha256 ?? new Uint8Array(0), pin))) {
+    throw new CloisterError('ROOT_UNTRUSTED', `the chain root has SHA-256 ${result.path[0] === undefined ? '(none)' : toHex(result.path[0].sha256)}; the pinned root SHA-256 is ${toHex(pin)}`);
+  }
+  return result;
+}
+
+/** 4. signature: ES384 by the leaf certificate's P-384 key over the exact received bytes. */
+function checkNitroSignature(cose: CoseSign1, chain: VerifiedChain): void {
+  if (!verifyEs384(cose, chain.leafPublicKey)) {
+    throw new CloisterError('EVIDENCE_SIGNATURE_INVALID', 'COSE_Sign1 ES384 signature does not verify with the leaf key');
+  }
+}
+
+/** 5. freshness: the NSM timestamp against the verification time, and inside the leaf's validity. */
+function checkNitroFreshness(d: NitroDocument, chain: VerifiedChain, o: ResolvedNitroOptions): string {
+  const age = o.at.getTime() - d.timestamp;
+  if (age > o.maxAgeMs) throw new CloisterError('EVIDENCE_STALE', `document is ${age} ms old; maxAgeMs is ${o.maxAgeMs}`);
+  if (-age > o.skewMs) throw new CloisterError('EVIDENCE_STALE', `document timestamp is ${-age} ms in the future; maxClockSkewMs is ${o.skewMs}`);
+  const leaf = chain.certificates[chain.certificates.length - 1];
+  if (leaf !== undefined && (d.timestamp < leaf.notBefore.getTime() - o.skewMs || d.timestamp > leaf.notAfter.getTime())) {
+    throw new CloisterError('EVIDENCE_STALE', 'document timestamp is outside its signing certificate validity');
+  }
+  return `age ${age} ms`;
+}
+
+/**
+ * 6. policy: a debug-mode enclave is refused with or without a policy (as SEV-SNP and TDX
+ * refuse a debuggable guest when only inspecting); then every named PCR present and equal.
+ */
+function checkNitroPcrs(d: NitroDocument, expected: ReadonlyMap<number, Uint8Array> | undefined): string {
+  for (const i of DEBUG_ZERO_PCRS) {
+    const v = d.pcrs.get(i);
+    if (v !== undefined && isAllZero(v)) throw new CloisterError('DEBUG_MODE', `PCR${i} is all zero: the enclave runs in debug mode`);
+  }
+  if (expected === undefined || expected.size === 0) return 'not checked: no PCR policy given; debug refused';
+  // Compare every named PCR before deciding, so timing does not reveal which one differs.
+  const mismatched: number[] = [];
+  for (const [i, want] of expected) {
+    const got = d.pcrs.get(i);
+    if (got === undefined || !timingSafeEqualBytes(got, want)) mismatched.push(i);
+  }
+  if (mismatched.length > 0) {
+    // Measurements are not secret: name each expected and actual value.
+    const what = mismatched.map((i) => {
+      const got = d.pcrs.get(i);
+      return `PCR${i} is ${got === undefined ? '(absent)' : toHex(got)}, the policy expects ${toHex(expected.get(i) ?? new Uint8Array(0))}`;
+    });
+    throw new CloisterError('POLICY_MISMATCH', `${what.join('; ')}`);
+  }
+  return `${expected.size} PCRs match`;
+}
+
+/** 7. binding: public_key, user_data and nonce carry the client's key config and nonce. */
+function checkNitroBinding(d: NitroDocument, b: NitroBindingExpectation | undefined): string {
+  if (b === undefined) return 'not checked: no binding expected';
+  const checks: [string, Uint8Array | null, Uint8Array | null | undefined][] = [
+    ['public_key', d.publicKey, b.publicKey],
+    ['user_data', d.userData, b.userData],
+    ['nonce', d.nonce, b.nonce],
+  ];
+  const checked: string[] = [];
+  const wrong: string[] = [];
+  // Every field is compared before deciding.
+  for (const [name, actual, expected] of checks) {
+    if (expected === undefined) continue;
+    checked.push(name);
+    if (!optionalEqual(actual, expected)) wrong.push(name);
+  }
+  if (wrong.length > 0) throw new CloisterError('BINDING_MISMATCH', `${wrong.join(', ')} do not bind the expected key config / nonce`);
+  if (checked.length === 0) return 'not checked: no binding expected';
+  return `${checked.join(', ')} match`;
+}
+
+/**
+ * Verify a Nitro (or simulated) attestation document. Never throws for bad evidence: the
+ * report's `ok` is false and the failing step carries the error code. Throws only
+ * CloisterError(INVALID_ARGUMENT) for invalid options.
+ */
+export function verifyNitroDocumentDetailed(bytes: Uint8Array, options: VerifyNitroOptions = {}): NitroVerification {
+  const o = resolveNitroOptions(bytes, options);
+  const run = new StepRunner(o.platform);
   /** Run one stage; false when it failed (and the pipeline stops). */
   const stage = (step: string, fn: () => string | undefined): boolean => run.run(step, 'INTERNAL', fn);
 
-  // 1. decode: the COSE_Sign1 envelope and the attestation document inside it.
-  let cose: CoseSign1 | undefined;
-  let doc: NitroDocument | undefined;
-  const decoded = stage('decode', () => {
-    if (bytes.byteLength > maxDocumentBytes) {
-      throw new CloisterError('LIMIT_EXCEEDED', `document of ${bytes.byteLength} bytes exceeds maxDocumentBytes ${maxDocumentBytes}`);
-    }
-    cose = decodeCoseSign1(bytes);
-    doc = parseNitroDocument(cose.payload, options);
-    return cose.tagged ? 'COSE_Sign1 (tag 18)' : 'COSE_Sign1 (untagged)';
-  });
-  if (!decoded || cose === undefined || doc === undefined) return finish();
-  const c = cose;
-  const d = doc;
+  let decoded: { cose: CoseSign1; doc: NitroDocument } | undefined;
+  if (!stage('decode', () => {
+    decoded = decodeNitroDocument(bytes, o);
+    return decoded.cose.tagged ? 'COSE_Sign1 (tag 18)' : 'COSE_Sign1 (untagged)';
+  }) || decoded === undefined) return { report: run.finish() };
+  const { cose, doc } = decoded;
 
   // 2. cose: protected header names ES384 only, signature has the ES384 length.
-  if (!stage('cose', () => { checkEs384Header(c); return 'alg ES384'; })) return finish();
+  if (!stage('cose', () => { checkEs384Header(cose); return 'alg ES384'; })) return { report: run.finish() };
 
-  // 3. certificate-chain: certificate <- cabundle[n-1] <- ... <- cabundle[0] == pinned root.
-  let chainResult: ReturnType<typeof verifyCertificateChain> | undefined;
-  const chained = stage('certificate-chain', () => {
-    const [presentedRoot, ...intermediates] = d.cabundle;
-    if (presentedRoot === undefined) throw new CloisterError('CERT_CHAIN_INVALID', 'empty cabundle');
-    let anchors = trustedRoots;
-    if (anchorIsPinnedPresentedRoot) {
-      const pin = options.rootSha256 ?? new Uint8Array(0);
-      const presentedSha256 = new Uint8Array(createHash('sha256').update(presentedRoot).digest());
-      if (!timingSafeEqualBytes(presentedSha256, pin)) {
-        throw new CloisterError('ROOT_UNTRUSTED', `the presented root has SHA-256 ${toHex(presentedSha256)}; the pinned root SHA-256 is ${toHex(pin)}`);
-      }
-      anchors = [presentedRoot];
-    }
-    if (anchors === undefined) throw new CloisterError('ROOT_UNTRUSTED', 'no trusted root');
-    const result = verifyCertificateChain({
-      leaf: d.certificate,
-      intermediates,
-      presentedRoot,
-      trustedRoots: anchors,
-      at,
-      maxChainLength: (options.maxCabundleLength ?? NITRO_DOCUMENT_DEFAULTS.maxCabundleLength) + 1,
-      maxCertificateBytes: options.maxCertificateBytes ?? NITRO_DOCUMENT_DEFAULTS.maxCertificateBytes,
-    });
-    if (!result.ok) throw new CloisterError(result.code, result.message);
-    const root = result.certificates[0];
-    if (options.rootSha256 !== undefined && (root === undefined || !timingSafeEqualBytes(result.path[0]?.sha256 ?? new Uint8Array(0), options.rootSha256))) {
-      throw new CloisterError('ROOT_UNTRUSTED', `the chain root has SHA-256 ${result.path[0] === undefined ? '(none)' : toHex(result.path[0].sha256)}; the pinned root SHA-256 is ${toHex(options.rootSha256)}`);
-    }
-    chainResult = result;
-    return `${result.path.length} certificates to root ${root?.sha256Hex ?? '?'}`;
-  });
-  if (!chained || chainResult === undefined || !chainResult.ok) return finish();
-  const chain = chainResult;
+  let chain: VerifiedChain | undefined;
+  if (!stage('certificate-chain', () => {
+    chain = verifyNitroChain(doc, o);
+    return `${chain.path.length} certificates to root ${chain.certificates[0]?.sha256Hex ?? '?'}`;
+  }) || chain === undefined) return { report: run.finish() };
+  const verifiedChain = chain;
 
-  // 4. signature: ES384 by the leaf certificate's P-384 key over the exact received bytes.
-  if (
-    !stage('signature', () => {
-      if (!verifyEs384(c, chain.leafPublicKey)) {
-        throw new CloisterError('EVIDENCE_SIGNATURE_INVALID', 'COSE_Sign1 ES384 signature does not verify with the leaf key');
-      }
-      return undefined;
-    })
-  ) {
-    return finish();
-  }
-  verified.document = d;
-  run.setClaims(claimsOf(d, platform, chain.certificates));
+  if (!stage('signature', () => { checkNitroSignature(cose, verifiedChain); return undefined; })) return { report: run.finish() };
+  // The parsed document goes out with the report once the cryptographic stages passed.
+  run.setClaims(claimsOf(doc, o.platform, verifiedChain.certificates));
+  const verified = (): NitroVerification => ({ report: run.finish(), document: doc });
 
-  // 5. freshness: the NSM timestamp against the verification time, and inside the leaf's validity.
-  if (
-    !stage('freshness', () => {
-      const age = at.getTime() - d.timestamp;
-      if (age > maxAgeMs) throw new CloisterError('EVIDENCE_STALE', `document is ${age} ms old; maxAgeMs is ${maxAgeMs}`);
-      if (-age > skewMs) throw new CloisterError('EVIDENCE_STALE', `document timestamp is ${-age} ms in the future; maxClockSkewMs is ${skewMs}`);
-      const leaf = chain.certificates[chain.certificates.length - 1];
-      if (leaf !== undefined && (d.timestamp < leaf.notBefore.getTime() - skewMs || d.timestamp > leaf.notAfter.getTime())) {
-        throw new CloisterError('EVIDENCE_STALE', 'document timestamp is outside its signing certificate validity');
-      }
-      return `age ${age} ms`;
-    })
-  ) {
-    return finish();
-  }
-
-  // 6. policy: a debug-mode enclave is refused with or without a policy (as SEV-SNP and TDX
-  // refuse a debuggable guest when only inspecting); then every named PCR present and equal.
-  if (
-    !stage('policy', () => {
-      for (const i of DEBUG_ZERO_PCRS) {
-        const v = d.pcrs.get(i);
-        if (v !== undefined && isAllZero(v)) throw new CloisterError('DEBUG_MODE', `PCR${i} is all zero: the enclave runs in debug mode`);
-      }
-      const expected = options.pcrs;
-      if (expected === undefined || expected.size === 0) return 'not checked: no PCR policy given; debug refused';
-      // Compare every named PCR before deciding, so timing does not reveal which one differs.
-      const mismatched: number[] = [];
-      for (const [i, want] of expected) {
-        const got = d.pcrs.get(i);
-        if (got === undefined || !timingSafeEqualBytes(got, want)) mismatched.push(i);
-      }
-      if (mismatched.length > 0) {
-        // Measurements are not secret: name each expected and actual value.
-        const what = mismatched.map((i) => {
-          const got = d.pcrs.get(i);
-          return `PCR${i} is ${got === undefined ? '(absent)' : toHex(got)}, the policy expects ${toHex(expected.get(i) ?? new Uint8Array(0))}`;
-        });
-        throw new CloisterError('POLICY_MISMATCH', `${what.join('; ')}`);
-      }
-      return `${expected.size} PCRs match`;
-    })
-  ) {
-    return finish();
-  }
-
-  // 7. binding: public_key, user_data and nonce carry the client's key config and nonce.
-  stage('binding', () => {
-    const b = options.binding;
-    if (b === undefined) return 'not checked: no binding expected';
-    const checks: [string, Uint8Array | null, Uint8Array | null | undefined][] = [
-      ['public_key', d.publicKey, b.publicKey],
-      ['user_data', d.userData, b.userData],
-      ['nonce', d.nonce, b.nonce],
-    ];
-    const checked: string[] = [];
-    const wrong: string[] = [];
-    // Every field is compared before deciding.
-    for (const [name, actual, expected] of checks) {
-      if (expected === undefined) continue;
-      checked.push(name);
-      if (!optionalEqual(actual, expected)) wrong.push(name);
-    }
-    if (wrong.length > 0) throw new CloisterError('BINDING_MISMATCH', `${wrong.join(', ')} do not bind the expected key config / nonce`);
-    if (checked.length === 0) return 'not checked: no binding expected';
-    return `${checked.join(', ')} match`;
-  });
-  return finish();
+  if (!stage('freshness', () => checkNitroFreshness(doc, verifiedChain, o))) return verified();
+  if (!stage('policy', () => checkNitroPcrs(doc, options.pcrs))) return verified();
+  stage('binding', () => checkNitroBinding(doc, options.binding));
+  return verified();
 }
 
 /** Verify a Nitro (or simulated) attestation document and return the per-step report. */

@@ -83,14 +83,29 @@ export interface Gateway {
 
 export const DEFAULT_GATEWAY_MAX_REQUEST_BYTES = 8 * 1024 * 1024;
 
-const ROUTES: Readonly<Record<string, { readonly method: 'GET' | 'POST'; readonly op: 'chat' | 'completion' | 'embeddings' | 'models' }>> = {
+type Route = { readonly method: 'GET' | 'POST'; readonly op: 'chat' | 'completion' | 'embeddings' | 'models' };
+
+const ROUTES: Readonly<Record<string, Route>> = {
   '/v1/chat/completions': { method: 'POST', op: 'chat' },
   '/v1/completions': { method: 'POST', op: 'completion' },
   '/v1/embeddings': { method: 'POST', op: 'embeddings' },
   '/v1/models': { method: 'GET', op: 'models' },
 };
 
-export async function startGateway(options: GatewayOptions): Promise<Gateway> {
+/** The options once validated (CONFIG_INVALID otherwise), with defaults applied. */
+interface GatewayConfig {
+  readonly host: string;
+  readonly port: number;
+  readonly loopbackOnly: boolean;
+  readonly maxRequestBytes: number;
+  readonly apiKeyDigest: Uint8Array | undefined;
+  readonly allowOrigins: ReadonlySet<string>;
+  readonly headersTimeoutMs: number;
+  readonly requestBodyTimeoutMs: number;
+  readonly maxConnections: number;
+}
+
+function resolveGatewayOptions(options: GatewayOptions): GatewayConfig {
   const host = options.host ?? '127.0.0.1';
   const port = options.port ?? 0;
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CloisterError('CONFIG_INVALID', 'gateway port must be 0..65535');
@@ -108,14 +123,196 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     throw new CloisterError('CONFIG_INVALID', `the gateway on ${host} (not loopback) needs an API key (apiKey; --api-key-file or CLOISTER_GATEWAY_API_KEY)`, { detail: { host } });
   }
   const allowOrigins = new Set((options.allowOrigins ?? []).map(checkOrigin));
+  return {
+    host,
+    port,
+    loopbackOnly,
+    maxRequestBytes,
+    apiKeyDigest,
+    allowOrigins,
+    headersTimeoutMs: positive('headersTimeoutMs', options.headersTimeoutMs, 30_000),
+    requestBodyTimeoutMs: positive('requestBodyTimeoutMs', options.requestBodyTimeoutMs, 60_000),
+    maxConnections: positive('maxConnections', options.maxConnections, 256),
+  };
+}
+
+/**
+ * The checks before anything is read: Host header (DNS rebinding), browser origin, CORS
+ * preflight, API key. False when the request was answered here (refused, or a preflight).
+ */
+function admit(req: IncomingMessage, res: ServerResponse, config: GatewayConfig, ownOrigins: ReadonlySet<string>): boolean {
+  if (config.loopbackOnly && !hostHeaderIsLoopback(req.headers.host)) {
+    sendError(res, new CloisterError('INVALID_ARGUMENT', 'Host header must name a loopback address'), 421);
+    return false;
+  }
+  // Browsers: the Origin a browser sets (it cannot be forged by a page), and Sec-Fetch-Site
+  // for requests that carry no Origin (a cross-site GET). Refused before the API key check,
+  // so a page learns nothing about the key.
+  const origin = req.headers.origin;
+  const allowedOrigin = origin !== undefined && config.allowOrigins.has(origin);
+  if (origin !== undefined && !allowedOrigin && !ownOrigins.has(origin)) {
+    sendError(res, new CloisterError('FORBIDDEN', `browser origin ${originForMessage(origin)} is not allowed (allow it with --allow-origin)`), 403);
+    return false;
+  }
+  if (!allowedOrigin && req.headers['sec-fetch-site'] === 'cross-site') {
+    sendError(res, new CloisterError('FORBIDDEN', 'a cross-site browser request is not allowed (Sec-Fetch-Site: cross-site)'), 403);
+    return false;
+  }
+  if (allowedOrigin) {
+    res.setHeader('access-control-allow-origin', origin);
+    res.setHeader('vary', 'Origin');
+  }
+  if (req.method === 'OPTIONS') {
+    if (!allowedOrigin) {
+      sendError(res, new CloisterError('FORBIDDEN', 'CORS preflight refused: the origin is not allowed (--allow-origin)'), 403);
+      return false;
+    }
+    res.writeHead(204, {
+      'access-control-allow-methods': 'GET, POST',
+      'access-control-allow-headers': 'authorization, content-type',
+      'access-control-max-age': '600',
+      'content-length': 0,
+    });
+    res.end();
+    return false;
+  }
+  if (config.apiKeyDigest !== undefined && !authorized(req.headers.authorization, config.apiKeyDigest)) {
+    res.setHeader('www-authenticate', 'Bearer');
+    sendError(res, new CloisterError('UNAUTHORIZED', 'missing or wrong API key (Authorization: Bearer)'), 401);
+    return false;
+  }
+  return true;
+}
+
+/** The route of the request (answered 404 / 405 here when there is none: undefined). */
+function routeOf(req: IncomingMessage, res: ServerResponse): Route | undefined {
+  const path = (req.url ?? '').split('?')[0] ?? '';
+  const route = Object.prototype.hasOwnProperty.call(ROUTES, path) ? ROUTES[path] : undefined;
+  if (route === undefined) {
+    sendError(res, new CloisterError('NOT_FOUND', 'no such endpoint'), 404);
+    return undefined;
+  }
+  if (req.method !== route.method) {
+    res.setHeader('allow', route.method);
+    sendError(res, new CloisterError('INVALID_ARGUMENT', 'method not allowed'), 405);
+    return undefined;
+  }
+  return route;
+}
+
+/** An AbortController aborted when the application hangs up before the answer is written. */
+function hangUpController(res: ServerResponse): AbortController {
+  const controller = new AbortController();
+  res.on('close', () => {
+    if (!res.writableFinished) controller.abort();
+  });
+  return controller;
+}
+
+/** Forward one admitted request with its route and body, sealed, and write the answer. */
+async function forward(res: ServerResponse, options: GatewayOptions, route: Route, body: Record<string, unknown>): Promise<void> {
+  if (route.op === 'models' && options.model === undefined && options.client.models !== undefined) {
+    // No model pinned: answer from the verified key config (attested, no round trip).
+    const data = options.client.models().map((m) => ({ id: m.name, object: 'model', owned_by: 'cloister', task: m.task }));
+    return sendJson(res, 200, { object: 'list', data });
+  }
+  const model = options.model ?? body['model'];
+  if (typeof model !== 'string' || model === '') {
+    return sendError(res, new CloisterError('INVALID_ARGUMENT', 'a model name is required'));
+  }
+  if (route.op === 'embeddings' && isOnnxEmbedder(options.client, model)) {
+    // An in-TEE ONNX feature-extraction model: its sealed op is `embed` (texts in, vectors
+    // out); the gateway speaks OpenAI's /v1/embeddings shape on its side.
+    const controller = hangUpController(res);
+    return sendJson(res, 200, await embedWithOnnx(options.client, model, body, controller.signal));
+  }
+  const input: Record<string, unknown> = { ...body, model };
+  const stream = (route.op === 'chat' || route.op === 'completion') && body['stream'] === true;
+
+  // The application hanging up cancels the sealed request (and the engine's work).
+  const controller = hangUpController(res);
+  const results = options.client.request({ op: route.op, model, input: route.op === 'models' ? null : input, stream, signal: controller.signal });
+  const iterator = results[Symbol.asyncIterator]();
+
+  try {
+    // The first result decides the status line: an early failure is a plain HTTP error.
+    const first = await iterator.next();
+    if (!stream) {
+      if (first.done === true) throw new CloisterError('PROTOCOL_VIOLATION', 'the server sent no result');
+      const extra = await iterator.next();
+      if (extra.done !== true) throw new CloisterError('PROTOCOL_VIOLATION', 'a non-streamed answer must be exactly one result');
+      return sendJson(res, 200, first.value);
+    }
+    await writeStream(res, iterator, first, controller.signal);
+  } catch (err) {
+    if (controller.signal.aborted && res.destroyed) return;
+    sendError(res, asCloisterError(err));
+  } finally {
+    await iterator.return?.().catch(() => undefined);
+  }
+}
+
+/** A streamed answer as SSE, from its first result on; [DONE] only after the sealed stream's end. */
+async function writeStream(res: ServerResponse, iterator: AsyncIterator<unknown>, first: IteratorResult<unknown>, signal: AbortSignal): Promise<void> {
+  res.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache',
+    'x-accel-buffering': 'no',
+  });
+  // The head leaves with the first event (one write, not two). Events opened from one
+  // sealed chunk arrive in the same turn: the socket is corked while they are written and
+  // uncorked on the next tick, so they leave in one write, not one syscall each.
+  let corked = false;
+  const uncork = (): void => {
+    corked = false;
+    res.uncork();
+  };
+  let step = first;
+  try {
+    while (step.done !== true) {
+      if (!corked && step !== first) {
+        corked = true;
+        res.cork();
+        process.nextTick(uncork);
+      }
+      if (!(await writeEvent(res, `data: ${JSON.stringify(step.value)}\n\n`))) return;
+      step = await iterator.next();
+    }
+  } catch (err) {
+    if (signal.aborted) return;
+    const e = asCloisterError(err);
+    // No [DONE]: the application must not take a cut stream for a complete answer.
+    await writeEvent(res, `event: error\ndata: ${JSON.stringify(errorBody(e))}\n\n`);
+    res.end();
+    return;
+  }
+  // The sealed stream ended with its authenticated final chunk.
+  if (await writeEvent(res, 'data: [DONE]\n\n')) res.end();
+}
+
+export async function startGateway(options: GatewayOptions): Promise<Gateway> {
+  const config = resolveGatewayOptions(options);
   // The gateway's own origins, known once the port is (set after listen).
   let ownOrigins: ReadonlySet<string> = new Set();
 
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    res.socket?.setNoDelay(true);
+    if (!admit(req, res, config, ownOrigins)) return;
+    const route = routeOf(req, res);
+    if (route === undefined) return;
+    let body: Record<string, unknown> = {};
+    if (route.method === 'POST') {
+      const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
+      if (type !== 'application/json') {
+        return sendError(res, new CloisterError('INVALID_ARGUMENT', 'Content-Type must be application/json'), 415);
+      }
+      body = await readJsonObject(req, config.maxRequestBytes);
+    }
+    await forward(res, options, route, body);
+  };
+
   const server: Server = createServer(
-    {
-      headersTimeout: positive('headersTimeoutMs', options.headersTimeoutMs, 30_000),
-      requestTimeout: positive('requestBodyTimeoutMs', options.requestBodyTimeoutMs, 60_000),
-    },
+    { headersTimeout: config.headersTimeoutMs, requestTimeout: config.requestBodyTimeoutMs },
     (req, res) => {
       void handle(req, res).catch((err: unknown) => {
         if (!res.headersSent) sendError(res, asCloisterError(err));
@@ -123,143 +320,11 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       });
     },
   );
-  server.maxConnections = positive('maxConnections', options.maxConnections, 256);
-
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    res.socket?.setNoDelay(true);
-    if (loopbackOnly && !hostHeaderIsLoopback(req.headers.host)) {
-      return sendError(res, new CloisterError('INVALID_ARGUMENT', 'Host header must name a loopback address'), 421);
-    }
-    // Browsers: the Origin a browser sets (it cannot be forged by a page), and Sec-Fetch-Site
-    // for requests that carry no Origin (a cross-site GET). Refused before the API key check,
-    // so a page learns nothing about the key.
-    const origin = req.headers.origin;
-    const allowedOrigin = origin !== undefined && allowOrigins.has(origin);
-    if (origin !== undefined && !allowedOrigin && !ownOrigins.has(origin)) {
-      return sendError(res, new CloisterError('FORBIDDEN', `browser origin ${originForMessage(origin)} is not allowed (allow it with --allow-origin)`), 403);
-    }
-    if (!allowedOrigin && req.headers['sec-fetch-site'] === 'cross-site') {
-      return sendError(res, new CloisterError('FORBIDDEN', 'a cross-site browser request is not allowed (Sec-Fetch-Site: cross-site)'), 403);
-    }
-    if (allowedOrigin) {
-      res.setHeader('access-control-allow-origin', origin);
-      res.setHeader('vary', 'Origin');
-    }
-    if (req.method === 'OPTIONS') {
-      if (!allowedOrigin) return sendError(res, new CloisterError('FORBIDDEN', 'CORS preflight refused: the origin is not allowed (--allow-origin)'), 403);
-      res.writeHead(204, {
-        'access-control-allow-methods': 'GET, POST',
-        'access-control-allow-headers': 'authorization, content-type',
-        'access-control-max-age': '600',
-        'content-length': 0,
-      });
-      res.end();
-      return;
-    }
-    if (apiKeyDigest !== undefined && !authorized(req.headers.authorization, apiKeyDigest)) {
-      res.setHeader('www-authenticate', 'Bearer');
-      return sendError(res, new CloisterError('UNAUTHORIZED', 'missing or wrong API key (Authorization: Bearer)'), 401);
-    }
-    const path = (req.url ?? '').split('?')[0] ?? '';
-    const route = Object.prototype.hasOwnProperty.call(ROUTES, path) ? ROUTES[path] : undefined;
-    if (route === undefined) return sendError(res, new CloisterError('NOT_FOUND', 'no such endpoint'), 404);
-    if (req.method !== route.method) {
-      res.setHeader('allow', route.method);
-      return sendError(res, new CloisterError('INVALID_ARGUMENT', 'method not allowed'), 405);
-    }
-
-    let body: Record<string, unknown> = {};
-    if (route.method === 'POST') {
-      const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
-      if (type !== 'application/json') {
-        return sendError(res, new CloisterError('INVALID_ARGUMENT', 'Content-Type must be application/json'), 415);
-      }
-      body = await readJsonObject(req, maxRequestBytes);
-    }
-
-    if (route.op === 'models' && options.model === undefined && options.client.models !== undefined) {
-      // No model pinned: answer from the verified key config (attested, no round trip).
-      const data = options.client.models().map((m) => ({ id: m.name, object: 'model', owned_by: 'cloister', task: m.task }));
-      return sendJson(res, 200, { object: 'list', data });
-    }
-    const model = options.model ?? body['model'];
-    if (typeof model !== 'string' || model === '') {
-      return sendError(res, new CloisterError('INVALID_ARGUMENT', 'a model name is required'));
-    }
-    if (route.op === 'embeddings' && isOnnxEmbedder(options.client, model)) {
-      // An in-TEE ONNX feature-extraction model: its sealed op is `embed` (texts in, vectors
-      // out); the gateway speaks OpenAI's /v1/embeddings shape on its side.
-      const controller = new AbortController();
-      res.on('close', () => {
-        if (!res.writableFinished) controller.abort();
-      });
-      return sendJson(res, 200, await embedWithOnnx(options.client, model, body, controller.signal));
-    }
-    const input: Record<string, unknown> = { ...body, model };
-    const stream = (route.op === 'chat' || route.op === 'completion') && body['stream'] === true;
-
-    // The application hanging up cancels the sealed request (and the engine's work).
-    const controller = new AbortController();
-    res.on('close', () => {
-      if (!res.writableFinished) controller.abort();
-    });
-    const results = options.client.request({ op: route.op, model, input: route.op === 'models' ? null : input, stream, signal: controller.signal });
-    const iterator = results[Symbol.asyncIterator]();
-
-    try {
-      // The first result decides the status line: an early failure is a plain HTTP error.
-      const first = await iterator.next();
-      if (!stream) {
-        if (first.done === true) throw new CloisterError('PROTOCOL_VIOLATION', 'the server sent no result');
-        const extra = await iterator.next();
-        if (extra.done !== true) throw new CloisterError('PROTOCOL_VIOLATION', 'a non-streamed answer must be exactly one result');
-        return sendJson(res, 200, first.value);
-      }
-      res.writeHead(200, {
-        'content-type': 'text/event-stream; charset=utf-8',
-        'cache-control': 'no-cache',
-        'x-accel-buffering': 'no',
-      });
-      // The head leaves with the first event (one write, not two). Events opened from one
-      // sealed chunk arrive in the same turn: the socket is corked while they are written and
-      // uncorked on the next tick, so they leave in one write, not one syscall each.
-      let corked = false;
-      const uncork = (): void => {
-        corked = false;
-        res.uncork();
-      };
-      let step = first;
-      try {
-        while (step.done !== true) {
-          if (!corked && step !== first) {
-            corked = true;
-            res.cork();
-            process.nextTick(uncork);
-          }
-          if (!(await writeEvent(res, `data: ${JSON.stringify(step.value)}\n\n`))) return;
-          step = await iterator.next();
-        }
-      } catch (err) {
-        if (controller.signal.aborted) return;
-        const e = asCloisterError(err);
-        // No [DONE]: the application must not take a cut stream for a complete answer.
-        await writeEvent(res, `event: error\ndata: ${JSON.stringify(errorBody(e))}\n\n`);
-        res.end();
-        return;
-      }
-      // The sealed stream ended with its authenticated final chunk.
-      if (await writeEvent(res, 'data: [DONE]\n\n')) res.end();
-    } catch (err) {
-      if (controller.signal.aborted && res.destroyed) return;
-      sendError(res, asCloisterError(err));
-    } finally {
-      await iterator.return?.().catch(() => undefined);
-    }
-  }
+  server.maxConnections = config.maxConnections;
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err) => reject(new CloisterError('CONFIG_INVALID', 'gateway cannot listen', { cause: err })));
-    server.listen(port, host, () => resolve());
+    server.listen(config.port, config.host, () => resolve());
   });
   const address = server.address() as AddressInfo;
   ownOrigins = new Set(['127.0.0.1', 'localhost', '[::1]'].map((h) => `http://${h}:${address.port}`));

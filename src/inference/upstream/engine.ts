@@ -13,126 +13,20 @@
  * taking traffic. The `model` field is always forced to the configured upstream model, so a
  * client cannot address another model (or LoRA adapter) the engine happens to load.
  */
-import { createHash } from 'node:crypto';
 import { checkUpstreamBody } from './fields.js';
 import { CloisterError } from '../../errors.js';
 import { JsonResults } from '../../protocol/messages.js';
-import type { Engine, EngineRequest, ModelInfo, Operation, RunOptions } from '../types.js';
+import type { Engine, EngineRequest, ModelInfo, RunOptions } from '../types.js';
+import { runCanaries } from './canary.js';
 import { ConcurrencyGate } from './gate.js';
 import { UpstreamClient } from './http.js';
 import type { ExchangeLimits, UpstreamExchange } from './http.js';
-import { DEFAULT_MAX_EVENT_BYTES, SseParser } from './sse.js';
-import { parseTarget } from './target.js';
+import { resolveOptions, UPSTREAM_OPERATIONS } from './options.js';
+import type { ResolvedUpstreamOptions, UpstreamEngineOptions, UpstreamIdentity, UpstreamOperation } from './options.js';
+import { SseParser } from './sse.js';
 
-export type UpstreamKind = 'vllm' | 'trtllm' | 'sglang' | 'openai';
-export const UPSTREAM_KINDS: readonly UpstreamKind[] = ['vllm', 'trtllm', 'sglang', 'openai'];
-
-export type UpstreamOperation = Extract<Operation, 'chat' | 'completion' | 'embeddings' | 'models'>;
-export const UPSTREAM_OPERATIONS: readonly UpstreamOperation[] = ['chat', 'completion', 'embeddings', 'models'];
-
-/** What goes into the key config's `engine` field (PROTOCOL.md section 1, key 13). */
-export interface UpstreamIdentity {
-  readonly kind: UpstreamKind;
-  readonly model: string;
-  readonly imageDigest?: string;
-}
-
-/** Embeddings canary: `anchor` must be closer to `similar` than `minSimilarity` and than to `dissimilar`. */
-export interface EmbeddingsCanary {
-  readonly anchor: string;
-  readonly similar: string;
-  readonly dissimilar: string;
-  /** Cosine similarity that anchor/similar must reach, in [-1, 1]. */
-  readonly minSimilarity: number;
-}
-
-export interface UpstreamEngineOptions {
-  /** Base URL of the OpenAI-compatible API, e.g. "http://127.0.0.1:8000/v1". */
-  readonly baseUrl: string;
-  /** The model name the engine serves (vLLM `--served-model-name`, or the path it loaded). */
-  readonly model: string;
-  /** Name clients use in sealed requests and that goes into the key config. Default: `model`. */
-  readonly name?: string;
-  /** Which server this is; recorded in the key config. Default "openai" (generic). */
-  readonly kind?: UpstreamKind;
-  /** Digest of the engine's container image, recorded in the key config when given. */
-  readonly imageDigest?: string;
-  /**
-   * 32-byte digest for the key config's model entry (e.g. SHA-256 over the weights, computed
-   * at image build). Default: SHA-256 over the engine identity (kind, model, image digest),
-   * which names the configuration but does not measure the weights.
-   */
-  readonly modelDigest?: Uint8Array;
-  /** Hugging Face style task for the key config. Default "text-generation". */
-  readonly task?: string;
-  /** Operations offered. Default: chat, completion, embeddings, models. */
-  readonly operations?: readonly UpstreamOperation[];
-  /** Unix socket of the engine; `baseUrl` then only supplies the path prefix. */
-  readonly socketPath?: string;
-  /** Allow a non-loopback engine address. Default false: plaintext must not leave the TEE. */
-  readonly allowNonLoopback?: boolean;
-  /** Whole-request deadline, streams included. Default 600 000. */
-  readonly requestTimeoutMs?: number;
-  /** TCP / socket connect deadline. Default 5 000. */
-  readonly connectTimeoutMs?: number;
-  /** Wait for the response head of a streamed request or a GET. Default 60 000. */
-  readonly firstByteTimeoutMs?: number;
-  /** Largest silence between body bytes (between SSE events). Default 120 000. */
-  readonly idleTimeoutMs?: number;
-  /** Requests in flight at the engine. Default 64. */
-  readonly maxConcurrency?: number;
-  /**
-   * How long an idle connection to the engine is kept for the next request (HTTP
-   * keep-alive); 0 opens a new connection per request. Default 4 000: below the 5 s
-   * keep-alive timeout of uvicorn (vLLM, SGLang), so the engine rarely closes a socket
-   * Cloister is about to reuse.
-   */
-  readonly keepAliveTimeoutMs?: number;
-  /** Requests waiting for a slot; beyond this OVERLOADED. Default 256. */
-  readonly maxQueued?: number;
-  /** Largest response body (a whole stream included). Default 64 MiB. */
-  readonly maxResponseBytes?: number;
-  /** Largest single SSE event. Default 1 MiB. */
-  readonly maxEventBytes?: number;
-  /** Retries of idempotent requests (models, embeddings) that failed before any result. Default 2. */
-  readonly maxRetries?: number;
-  /** First retry delay, doubled each time. Default 200. */
-  readonly retryDelayMs?: number;
-  /** How long start() keeps polling /v1/models for the engine to come up. Default 0 (one try). */
-  readonly readyTimeoutMs?: number;
-  /** Poll interval while waiting for readiness. Default 1 000. */
-  readonly readyPollMs?: number;
-  /** Start-up canary prompt (chat, temperature 0). Requires canaryExpect. */
-  readonly canaryPrompt?: string;
-  /** Substring, or regular expression, the canary answer must contain. */
-  readonly canaryExpect?: string | RegExp;
-  /** Which endpoint the canary prompt goes to. Default "chat". */
-  readonly canaryOp?: 'chat' | 'completion';
-  /** max_tokens for the canary. Default 32. */
-  readonly canaryMaxTokens?: number;
-  /** Embeddings canary, for embedding models. */
-  readonly canaryEmbeddings?: EmbeddingsCanary;
-  /**
-   * Request fields clients may send beyond the per-operation allow-list (./fields.ts), e.g.
-   * an engine's sampling extension such as "min_p". Default none. Each one is forwarded to
-   * the engine as sent: allow only fields that cannot make the engine fetch or read anything.
-   */
-  readonly allowFields?: readonly string[];
-}
-
-interface Resolved {
-  readonly model: string;
-  readonly name: string;
-  readonly kind: UpstreamKind;
-  readonly operations: ReadonlySet<UpstreamOperation>;
-  readonly requestTimeoutMs: number;
-  readonly limits: ExchangeLimits;
-  readonly maxEventBytes: number;
-  readonly maxRetries: number;
-  readonly retryDelayMs: number;
-  readonly readyTimeoutMs: number;
-  readonly readyPollMs: number;
-}
+export { UPSTREAM_KINDS, UPSTREAM_OPERATIONS } from './options.js';
+export type { EmbeddingsCanary, UpstreamEngineOptions, UpstreamIdentity, UpstreamKind, UpstreamOperation } from './options.js';
 
 /** Most stream events relayed as one JsonResults (one sealed chunk when read together). */
 export const MAX_BATCH_EVENTS = 64;
@@ -151,104 +45,31 @@ const IDEMPOTENT: ReadonlySet<UpstreamOperation> = new Set<UpstreamOperation>(['
 
 export class UpstreamEngine implements Engine {
   readonly kind = 'upstream';
-  readonly #opts: Resolved;
+  readonly #opts: ResolvedUpstreamOptions;
   readonly #gate: ConcurrencyGate;
-  readonly #identity: UpstreamIdentity;
-  readonly #info: ModelInfo;
+  /** The options as given: the canaries read theirs at start(). */
   readonly #canary: UpstreamEngineOptions;
   readonly #closing = new AbortController();
-  readonly #allowFields: ReadonlySet<string>;
   /** Connections to the engine (at most maxConcurrency, kept alive for keepAliveTimeoutMs). */
   readonly #http: UpstreamClient;
   #started = false;
 
   constructor(options: UpstreamEngineOptions) {
-    if (typeof options.model !== 'string' || options.model === '') {
-      throw new CloisterError('CONFIG_INVALID', 'upstream model name is required');
-    }
-    const kind = options.kind ?? 'openai';
-    if (!UPSTREAM_KINDS.includes(kind)) throw new CloisterError('CONFIG_INVALID', 'unknown upstream kind');
-    const operations = options.operations ?? UPSTREAM_OPERATIONS;
-    if (operations.length === 0 || operations.some((op) => !UPSTREAM_OPERATIONS.includes(op))) {
-      throw new CloisterError('CONFIG_INVALID', 'upstream operations must be a non-empty subset of chat, completion, embeddings, models');
-    }
-    const target = parseTarget(options);
-    for (const f of options.allowFields ?? []) {
-      if (typeof f !== 'string' || !/^[a-z][a-z0-9_]{0,63}$/.test(f)) throw new CloisterError('CONFIG_INVALID', `upstream allowFields: '${String(f)}' is not a field name`);
-    }
-    this.#allowFields = new Set(options.allowFields ?? []);
-    this.#opts = {
-      model: options.model,
-      name: options.name ?? options.model,
-      kind,
-      operations: new Set(operations),
-      requestTimeoutMs: positive('requestTimeoutMs', options.requestTimeoutMs, 600_000),
-      limits: {
-        connectTimeoutMs: positive('connectTimeoutMs', options.connectTimeoutMs, 5_000),
-        firstByteTimeoutMs: positive('firstByteTimeoutMs', options.firstByteTimeoutMs, 60_000),
-        idleTimeoutMs: positive('idleTimeoutMs', options.idleTimeoutMs, 120_000),
-        maxResponseBytes: positive('maxResponseBytes', options.maxResponseBytes, 64 * 1024 * 1024),
-      },
-      maxEventBytes: positive('maxEventBytes', options.maxEventBytes, DEFAULT_MAX_EVENT_BYTES),
-      maxRetries: nonNegative('maxRetries', options.maxRetries, 2),
-      retryDelayMs: nonNegative('retryDelayMs', options.retryDelayMs, 200),
-      readyTimeoutMs: nonNegative('readyTimeoutMs', options.readyTimeoutMs, 0),
-      readyPollMs: positive('readyPollMs', options.readyPollMs, 1_000),
-    };
-    const maxConcurrency = positive('maxConcurrency', options.maxConcurrency, 64);
-    this.#gate = new ConcurrencyGate(maxConcurrency, nonNegative('maxQueued', options.maxQueued, 256));
-    // The gate already bounds requests in flight; the pool's bound only repeats it.
-    this.#http = new UpstreamClient(target, {
-      connectTimeoutMs: this.#opts.limits.connectTimeoutMs,
-      keepAliveTimeoutMs: nonNegative('keepAliveTimeoutMs', options.keepAliveTimeoutMs, 4_000),
-      maxConnections: maxConcurrency,
-    });
-    if ((options.canaryPrompt === undefined) !== (options.canaryExpect === undefined)) {
-      throw new CloisterError('CONFIG_INVALID', 'canaryPrompt and canaryExpect go together');
-    }
-    if (options.canaryEmbeddings !== undefined) {
-      const m = options.canaryEmbeddings.minSimilarity;
-      if (typeof m !== 'number' || !(m >= -1 && m <= 1)) {
-        throw new CloisterError('CONFIG_INVALID', 'canaryEmbeddings.minSimilarity must be in [-1, 1]');
-      }
-    }
+    const o = resolveOptions(options);
+    this.#opts = o;
     this.#canary = options;
-    if (options.imageDigest !== undefined && options.imageDigest === '') {
-      throw new CloisterError('CONFIG_INVALID', 'imageDigest must not be empty');
-    }
-    this.#identity = {
-      kind,
-      model: options.model,
-      ...(options.imageDigest === undefined ? {} : { imageDigest: options.imageDigest }),
-    };
-    let digest: Uint8Array;
-    if (options.modelDigest === undefined) {
-      digest = new Uint8Array(
-        createHash('sha256')
-          .update(`cloister/upstream-identity/v1\0${kind}\0${options.model}\0${options.imageDigest ?? ''}`)
-          .digest(),
-      );
-    } else {
-      if (!(options.modelDigest instanceof Uint8Array) || options.modelDigest.length !== 32) {
-        throw new CloisterError('CONFIG_INVALID', 'modelDigest must be exactly 32 bytes');
-      }
-      digest = options.modelDigest.slice();
-    }
-    this.#info = {
-      name: this.#opts.name,
-      task: options.task ?? 'text-generation',
-      operations: [...operations],
-      digest,
-    };
+    this.#gate = new ConcurrencyGate(o.maxConcurrency, o.maxQueued);
+    this.#http = new UpstreamClient(o.target, o.client);
   }
 
   /** The engine identity for the key config's `engine` field. */
   identity(): UpstreamIdentity {
-    return { ...this.#identity };
+    return { ...this.#opts.identity };
   }
 
   models(): readonly ModelInfo[] {
-    return [{ ...this.#info, operations: [...this.#info.operations], digest: this.#info.digest.slice() }];
+    const info = this.#opts.info;
+    return [{ ...info, operations: [...info.operations], digest: info.digest.slice() }];
   }
 
   /**
@@ -259,10 +80,7 @@ export class UpstreamEngine implements Engine {
     if (this.#started) return;
     if (this.#closing.signal.aborted) throw new CloisterError('ENGINE_UNAVAILABLE', 'upstream engine is closed');
     await this.#waitReady();
-    if (this.#canary.canaryPrompt !== undefined && this.#canary.canaryExpect !== undefined) {
-      await this.#textCanary(this.#canary.canaryPrompt, this.#canary.canaryExpect);
-    }
-    if (this.#canary.canaryEmbeddings !== undefined) await this.#embeddingsCanary(this.#canary.canaryEmbeddings);
+    await runCanaries(this.#canary, this.#opts.model, (op, body) => this.#canaryCall(op, body));
     this.#started = true;
   }
 
@@ -314,7 +132,7 @@ export class UpstreamEngine implements Engine {
       throw new CloisterError('INVALID_ARGUMENT', 'upstream request input must be an OpenAI-shaped JSON object', { detail: { op } });
     }
     // Only the fields the operation allows (./fields.ts): nothing that makes the TEE fetch URLs.
-    if (op !== 'models') checkUpstreamBody(op, { ...(input as Record<string, unknown>), ...request.params }, this.#allowFields);
+    if (op !== 'models') checkUpstreamBody(op, { ...(input as Record<string, unknown>), ...request.params }, this.#opts.allowFields);
     // params, when present, override body fields; model and stream are never the client's.
     const body: Record<string, unknown> = { ...(input as Record<string, unknown>), ...request.params, model: this.#opts.model };
     if (op === 'embeddings') delete body['stream'];
@@ -486,56 +304,6 @@ export class UpstreamEngine implements Engine {
     }
   }
 
-  async #textCanary(prompt: string, expect: string | RegExp): Promise<void> {
-    const op = this.#canary.canaryOp ?? 'chat';
-    const maxTokens = positive('canaryMaxTokens', this.#canary.canaryMaxTokens, 32);
-    const body: Record<string, unknown> = op === 'chat'
-      ? { messages: [{ role: 'user', content: prompt }] }
-      : { prompt };
-    Object.assign(body, { model: this.#opts.model, max_tokens: maxTokens, temperature: 0, stream: false });
-    const result = await this.#canaryCall(op, body);
-    const choice = Array.isArray(result['choices']) ? (result['choices'][0] as unknown) : undefined;
-    let answer: unknown;
-    if (typeof choice === 'object' && choice !== null) {
-      const c = choice as Record<string, unknown>;
-      if (op === 'chat') {
-        const message = c['message'];
-        answer = typeof message === 'object' && message !== null ? (message as Record<string, unknown>)['content'] : undefined;
-      } else {
-        answer = c['text'];
-      }
-    }
-    if (typeof answer !== 'string') {
-      throw new CloisterError('ENGINE_UNAVAILABLE', 'upstream canary failed: the engine returned no answer text');
-    }
-    const ok = typeof expect === 'string' ? answer.includes(expect) : new RegExp(expect.source, expect.flags.replace(/[gy]/g, '')).test(answer);
-    if (!ok) {
-      // The answer itself is not put in the error: only its length (no content in diagnostics).
-      throw new CloisterError('ENGINE_UNAVAILABLE', 'upstream canary failed: the engine answered the canary prompt wrongly; refusing to serve', {
-        detail: { canary: op, answerLength: answer.length },
-      });
-    }
-  }
-
-  async #embeddingsCanary(canary: EmbeddingsCanary): Promise<void> {
-    const result = await this.#canaryCall('embeddings', {
-      model: this.#opts.model,
-      input: [canary.anchor, canary.similar, canary.dissimilar],
-    });
-    const vectors = embeddingVectors(result, 3);
-    if (vectors === undefined) {
-      throw new CloisterError('ENGINE_UNAVAILABLE', 'upstream canary failed: the engine returned malformed embeddings');
-    }
-    const [a, s, d] = vectors as [number[], number[], number[]];
-    const near = cosine(a, s);
-    const far = cosine(a, d);
-    if (!(near >= canary.minSimilarity) || !(near > far)) {
-      throw new CloisterError('ENGINE_UNAVAILABLE', 'upstream canary failed: embeddings do not separate similar from dissimilar text; refusing to serve', {
-        detail: { similar: round(near), dissimilar: round(far), minSimilarity: canary.minSimilarity },
-      });
-    }
-  }
-
   async #canaryCall(op: UpstreamOperation, body: Record<string, unknown>): Promise<Record<string, unknown>> {
     const signal = AbortSignal.any([this.#closing.signal, AbortSignal.timeout(this.#opts.requestTimeoutMs)]);
     try {
@@ -622,56 +390,6 @@ function findModel(list: Record<string, unknown>, model: string): Record<string,
     }
   }
   return undefined;
-}
-
-function embeddingVectors(result: Record<string, unknown>, count: number): number[][] | undefined {
-  const data = result['data'];
-  if (!Array.isArray(data) || data.length !== count) return undefined;
-  const out: (number[] | undefined)[] = new Array<number[] | undefined>(count).fill(undefined);
-  for (const [i, entry] of (data as unknown[]).entries()) {
-    if (typeof entry !== 'object' || entry === null) return undefined;
-    const e = entry as Record<string, unknown>;
-    const index = typeof e['index'] === 'number' ? e['index'] : i;
-    const v = e['embedding'];
-    if (!Number.isInteger(index) || index < 0 || index >= count || out[index] !== undefined) return undefined;
-    if (!Array.isArray(v) || v.length === 0 || !(v as unknown[]).every((x) => typeof x === 'number' && Number.isFinite(x))) return undefined;
-    out[index] = v as number[];
-  }
-  const vectors = out.filter((v): v is number[] => v !== undefined);
-  const dim = vectors[0]?.length;
-  if (vectors.length !== count || vectors.some((v) => v.length !== dim)) return undefined;
-  return vectors;
-}
-
-function cosine(a: readonly number[], b: readonly number[]): number {
-  let dot = 0;
-  let na = 0;
-  let nb = 0;
-  for (let i = 0; i < a.length; i++) {
-    const x = a[i] ?? 0;
-    const y = b[i] ?? 0;
-    dot += x * y;
-    na += x * x;
-    nb += y * y;
-  }
-  if (na === 0 || nb === 0) return Number.NaN; // a zero vector is garbage: fails every check
-  return dot / Math.sqrt(na * nb);
-}
-
-function round(x: number): number {
-  return Math.round(x * 1000) / 1000;
-}
-
-function positive(name: string, value: number | undefined, fallback: number): number {
-  const v = value ?? fallback;
-  if (!Number.isSafeInteger(v) || v < 1) throw new CloisterError('CONFIG_INVALID', `${name} must be a positive integer`);
-  return v;
-}
-
-function nonNegative(name: string, value: number | undefined, fallback: number): number {
-  const v = value ?? fallback;
-  if (!Number.isSafeInteger(v) || v < 0) throw new CloisterError('CONFIG_INVALID', `${name} must be a non-negative integer`);
-  return v;
 }
 
 /** A signal that aborts when either `a` or `b` does; `dispose()` detaches it from both. */
