@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { CloisterError } from '../../src/errors.js';
 import { checkReportDataBinding, nitroBindingFor, REPORT_DATA_LABEL, reportDataFor } from '../../src/attestation/binding.js';
+import { codeOf } from '../helpers/errors.js';
 
 const kc = new Uint8Array([0xa1, 0x01, 0x01]);
 const pk = new Uint8Array(32).fill(7);
@@ -33,13 +34,7 @@ describe('binding', () => {
       [rd, new Uint8Array([1]), nonce],
       [rd.subarray(0, 32), kc, nonce],
     ] as const) {
-      let code: string | undefined;
-      try {
-        checkReportDataBinding(data, config, n);
-      } catch (e) {
-        code = e instanceof CloisterError ? e.code : 'other';
-      }
-      expect(code).toBe('BINDING_MISMATCH');
+      expect(codeOf(() => checkReportDataBinding(data, config, n))).toBe('BINDING_MISMATCH');
     }
   });
 

@@ -20,8 +20,10 @@ import { WsClientTransport } from '../../src/client/ws-transport.js';
 import { sealChunkedRequest } from '../../src/protocol/chunked.js';
 import { sealTargetFromKeyConfig } from '../../src/protocol/key-config.js';
 import { decodeResponseChunk, encodeSealedRequest } from '../../src/protocol/messages.js';
-import { codeOf, startTestServer, until } from '../e2e/helpers.js';
-import type { TestServer } from '../e2e/helpers.js';
+import { codeOfAsync } from '../helpers/errors.js';
+import { startTestServer } from '../helpers/test-server.js';
+import { until } from '../helpers/until.js';
+import type { TestServer } from '../helpers/test-server.js';
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
@@ -81,7 +83,7 @@ describe('LIMIT_EXCEEDED names the limit and its value', () => {
     open.push(c);
     const controller = new AbortController();
     const blocked = [0, 1].map(() =>
-      codeOf(async () => {
+      codeOfAsync(async () => {
         for await (const r of c.request({ op: 'generate', model: 'fake-gen', input: 'block', signal: controller.signal })) void r;
       }),
     );

@@ -9,8 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../../src/client/client.js';
 import { decodeEvidenceFile } from '../../src/attestation/evidence-file.js';
 import { run } from '../../src/cli/commands/verify.js';
-import { startTestServer } from '../e2e/helpers.js';
-import type { TestServer } from '../e2e/helpers.js';
+import { startTestServer } from '../helpers/test-server.js';
+import type { TestServer } from '../helpers/test-server.js';
 
 describe('client.evidenceFile()', () => {
   let t: TestServer;

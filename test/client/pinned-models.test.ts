@@ -9,8 +9,10 @@ import type { CloisterClient } from '../../src/client/client.js';
 import { developmentPolicy } from '../../src/client/dev-policy.js';
 import { policyFromJson } from '../../src/attestation/policy.js';
 import type { EngineRequest } from '../../src/inference/types.js';
-import { FakeEngine, codeOf, startTestServer } from '../e2e/helpers.js';
-import type { TestServer } from '../e2e/helpers.js';
+import { codeOfAsync } from '../helpers/errors.js';
+import { FakeEngine } from '../helpers/engines.js';
+import { startTestServer } from '../helpers/test-server.js';
+import type { TestServer } from '../helpers/test-server.js';
 
 /** Labels its classify answers with the model name, so a test sees which model ran. */
 class TaggingEngine extends FakeEngine {
@@ -54,8 +56,8 @@ describe('a policy that pins models', () => {
 
   it('an unpinned model is refused with POLICY_MISMATCH and nothing is sent', async () => {
     const before = t.server.stats.sealedRequestsReceived;
-    expect(await codeOf(c.classify('hello', { model: 'fake-cls' }))).toBe('POLICY_MISMATCH');
-    expect(await codeOf(async () => {
+    expect(await codeOfAsync(c.classify('hello', { model: 'fake-cls' }))).toBe('POLICY_MISMATCH');
+    expect(await codeOfAsync(async () => {
       for await (const x of c.request({ op: 'generate', model: 'fake-gen', input: 'x' })) expect(x).toBeUndefined();
     })).toBe('POLICY_MISMATCH');
     expect(t.server.stats.sealedRequestsReceived).toBe(before);
@@ -63,13 +65,13 @@ describe('a policy that pins models', () => {
 
   it('a name the server does not list at all is the server\'s UNKNOWN_MODEL (no digest to trust, nothing runs)', async () => {
     const before = t.server.stats.sealedRequestsReceived;
-    expect(await codeOf(c.classify('hello', { model: 'nope' }))).toBe('UNKNOWN_MODEL');
+    expect(await codeOfAsync(c.classify('hello', { model: 'nope' }))).toBe('UNKNOWN_MODEL');
     expect(t.server.stats.sealedRequestsReceived).toBe(before + 1);
   });
 
   it('no pinned model for a task: the default is refused (POLICY_MISMATCH), not an unpinned one', async () => {
     const before = t.server.stats.sealedRequestsReceived;
-    expect(await codeOf(c.embed(['x']))).toBe('POLICY_MISMATCH');
+    expect(await codeOfAsync(c.embed(['x']))).toBe('POLICY_MISMATCH');
     expect(t.server.stats.sealedRequestsReceived).toBe(before);
   });
 });

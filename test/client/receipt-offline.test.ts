@@ -20,8 +20,10 @@ import { ReceiptHasher, encodeResponseChunk } from '../../src/protocol/messages.
 import { checkReceipt, digestsOfReceiptMessage, receiptFromJson, receiptToJson } from '../../src/protocol/receipt.js';
 import type { ReceiptRecord } from '../../src/protocol/receipt.js';
 import type { KeyGeneration } from '../../src/server/keys.js';
-import { codeOf, fakeClassify, startTestServer } from '../e2e/helpers.js';
-import type { TestServer } from '../e2e/helpers.js';
+import { codeOfAsync } from '../helpers/errors.js';
+import { fakeClassify } from '../helpers/engines.js';
+import { startTestServer } from '../helpers/test-server.js';
+import type { TestServer } from '../helpers/test-server.js';
 
 describe('receipts for auditors', () => {
   let t: TestServer;
@@ -126,9 +128,9 @@ describe('receipts for auditors', () => {
         const args = (ev: string): string[] => ['verify', '--evidence', join(dir, ev), '--receipt', join(dir, 'receipt.json')];
         expect(await runReceiptCli(args('evidence.cbor'))).toBe(0);
         expect(String(log.mock.calls[0]?.[0])).toMatch(/^RECEIPT VERIFIED/);
-        expect(await codeOf(runReceiptCli(args('other.cbor')))).toBe('RECEIPT_INVALID');
+        expect(await codeOfAsync(runReceiptCli(args('other.cbor')))).toBe('RECEIPT_INVALID');
         const wrongRequest = ['--request-digest', '00'.repeat(32)];
-        expect(await codeOf(runReceiptCli([...args('evidence.cbor'), ...wrongRequest]))).toBe('RECEIPT_INVALID');
+        expect(await codeOfAsync(runReceiptCli([...args('evidence.cbor'), ...wrongRequest]))).toBe('RECEIPT_INVALID');
       } finally {
         log.mockRestore();
         err.mockRestore();
@@ -168,7 +170,7 @@ describe('receipts for auditors', () => {
       const records: ReceiptRecord[] = [];
       const c = await connect(url, { policy: t.policy, trustedRoots: t.trustedRoots, onReceipt: (r) => records.push(r) });
       try {
-        expect(await codeOf(c.classify('anything', { model: 'fake-cls' }))).toBe('PROTOCOL_VIOLATION');
+        expect(await codeOfAsync(c.classify('anything', { model: 'fake-cls' }))).toBe('PROTOCOL_VIOLATION');
         expect(records).toHaveLength(0);
       } finally {
         await c.close();

@@ -7,8 +7,10 @@ import { connect } from '../../src/client/client.js';
 import { ERROR_CODES } from '../../src/errors.js';
 import { generateReceiptKeyPair, signReceipt } from '../../src/protocol/messages.js';
 import type { KeyGeneration } from '../../src/server/keys.js';
-import { codeOf, fakeClassify, startTestServer } from '../e2e/helpers.js';
-import type { TestServer } from '../e2e/helpers.js';
+import { codeOfAsync } from '../helpers/errors.js';
+import { fakeClassify } from '../helpers/engines.js';
+import { startTestServer } from '../helpers/test-server.js';
+import type { TestServer } from '../helpers/test-server.js';
 
 describe('receipt verification', () => {
   let t: TestServer;
@@ -37,7 +39,7 @@ describe('receipt verification', () => {
           return { ...gen, signReceipt: (message: Uint8Array) => signReceipt(rogue.privateKey, message) };
         });
         try {
-          expect(await codeOf(c.classify('forged receipt', { model: 'fake-cls' }))).toBe('RECEIPT_INVALID');
+          expect(await codeOfAsync(c.classify('forged receipt', { model: 'fake-cls' }))).toBe('RECEIPT_INVALID');
         } finally {
           spy.mockRestore();
         }

@@ -10,8 +10,11 @@ import type { ClientEvent, CloisterClient } from '../../src/client/client.js';
 import { CloisterServer } from '../../src/server/server.js';
 import type { CloisterServerOptions } from '../../src/server/server.js';
 import type { ModelInfo } from '../../src/inference/types.js';
-import { codeOf, FakeEngine, startTestServer, until } from '../e2e/helpers.js';
-import type { TestServer } from '../e2e/helpers.js';
+import { codeOfAsync } from '../helpers/errors.js';
+import { FakeEngine } from '../helpers/engines.js';
+import { startTestServer } from '../helpers/test-server.js';
+import { until } from '../helpers/until.js';
+import type { TestServer } from '../helpers/test-server.js';
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
@@ -99,12 +102,12 @@ describe('WebSocket client across server restarts', () => {
     const changed = new ChangedEngine();
     const s2 = await restart(t, changed);
     await until(() => events.some((e) => e.type === 'disconnected'));
-    expect(await codeOf(c.classify('after'))).toBe('POLICY_MISMATCH');
+    expect(await codeOfAsync(c.classify('after'))).toBe('POLICY_MISMATCH');
     expect(s2.stats.sealedRequestsReceived).toBe(0);
     expect(changed.controls.running).toBe(0);
     expect(events.find((e) => e.type === 'reconnect-failed')).toMatchObject({ code: 'POLICY_MISMATCH' });
     // Still refused on the next try: fail closed, every time.
-    expect(await codeOf(c.classify('again'))).toBe('POLICY_MISMATCH');
+    expect(await codeOfAsync(c.classify('again'))).toBe('POLICY_MISMATCH');
     expect(s2.stats.sealedRequestsReceived).toBe(0);
   });
 
@@ -126,7 +129,7 @@ describe('WebSocket client across server restarts', () => {
   it('a request in flight when the connection dies fails once with CONNECTION_FAILED and is not resent', async () => {
     const t = await server();
     const { c } = await client(t);
-    const pending = codeOf(async () => {
+    const pending = codeOfAsync(async () => {
       for await (const chunk of c.request({ op: 'generate', model: 'fake-gen', input: 'block' })) void chunk;
     });
     await until(() => t.engine.controls.running === 1);

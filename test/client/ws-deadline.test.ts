@@ -11,8 +11,11 @@ import { CloisterError } from '../../src/errors.js';
 import { sealChunkedRequest } from '../../src/protocol/chunked.js';
 import { sealTargetFromKeyConfig } from '../../src/protocol/key-config.js';
 import { encodeSealedRequest } from '../../src/protocol/messages.js';
-import { codeOf, FakeEngine, startTestServer, until } from '../e2e/helpers.js';
-import type { TestServer } from '../e2e/helpers.js';
+import { codeOfAsync } from '../helpers/errors.js';
+import { FakeEngine } from '../helpers/engines.js';
+import { startTestServer } from '../helpers/test-server.js';
+import { until } from '../helpers/until.js';
+import type { TestServer } from '../helpers/test-server.js';
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
@@ -43,7 +46,7 @@ describe('WebSocket exchange cancelled by the client deadline', () => {
     open.push(tr);
     const ex = tr.cancellableExchange(sealed);
     ex.cancel(new CloisterError('CANCELLED', 'deadline'));
-    expect(await codeOf(drain(ex.pieces))).toBe('CANCELLED');
+    expect(await codeOfAsync(drain(ex.pieces))).toBe('CANCELLED');
     // The server handles a connection's frames in order: after this answer, a sent request
     // would have been opened (the stats count it synchronously on open).
     const opened = t.server.stats.requestsOpened;
@@ -53,7 +56,7 @@ describe('WebSocket exchange cancelled by the client deadline', () => {
     // Positive control: the same kind of exchange, not cancelled, is opened by the server.
     const ex2 = tr.cancellableExchange(sealChunkedRequest(sealTargetFromKeyConfig(c.keyConfig), pt).bytes);
     const it2 = ex2.pieces[Symbol.asyncIterator]();
-    const first = codeOf(it2.next());
+    const first = codeOfAsync(it2.next());
     await until(() => t.engine.controls.running === 1);
     expect(t.server.stats.requestsOpened).toBe(opened + 1);
     ex2.cancel(new CloisterError('CANCELLED', 'deadline'));
@@ -65,7 +68,7 @@ describe('WebSocket exchange cancelled by the client deadline', () => {
     const t = await server();
     const c = await connect(t.wsUrl, { policy: t.policy, trustedRoots: t.trustedRoots, requestTimeoutMs: 100 });
     open.push(c);
-    const code = codeOf(async () => {
+    const code = codeOfAsync(async () => {
       for await (const _ of c.request({ op: 'generate', model: 'fake-gen', input: 'block' })) void _;
     });
     expect(await code).toBe('TIMEOUT');
@@ -80,7 +83,7 @@ describe('WebSocket exchange cancelled by the client deadline', () => {
     open.push(c);
     const ac = new AbortController();
     ac.abort();
-    expect(await codeOf(c.classify('x', { model: 'fake-cls', signal: ac.signal }))).toBe('CANCELLED');
+    expect(await codeOfAsync(c.classify('x', { model: 'fake-cls', signal: ac.signal }))).toBe('CANCELLED');
     expect(t.engine.controls.running).toBe(0);
   });
 

@@ -15,7 +15,7 @@ import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import { connect } from '../../src/client/client.js';
 import { startStandin } from '../fixtures/standin-engine/index.js';
-import { until } from '../e2e/helpers.js';
+import { until } from '../helpers/until.js';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 const haveDist = existsSync(resolve(repoRoot, 'dist', 'cli', 'main.js'));

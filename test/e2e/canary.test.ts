@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../../src/client/client.js';
 import { createLogger } from '../../src/server/log.js';
-import { codeOf, startTestServer } from './helpers.js';
-import type { TestServer } from './helpers.js';
+import { codeOfAsync } from '../helpers/errors.js';
+import { startTestServer } from '../helpers/test-server.js';
+import type { TestServer } from '../helpers/test-server.js';
 import { startRelay } from './relay.js';
 import type { Relay } from './relay.js';
 
@@ -26,7 +27,7 @@ describe('canary: request and response content never reaches logs or the wire in
     await c.classify(`note: ${CANARY} reports chest pain`, { model: 'fake-cls' });
     await c.embed([CANARY, `${CANARY} twice`]);
     // failing requests whose model / params / op carry the canary
-    expect(await codeOf(c.classify(CANARY, { model: CANARY }))).toBe('UNKNOWN_MODEL');
+    expect(await codeOfAsync(c.classify(CANARY, { model: CANARY }))).toBe('UNKNOWN_MODEL');
     const echo: unknown[] = [];
     for await (const x of c.request({ op: 'generate', model: 'fake-gen', input: CANARY, params: { n: 2, note: CANARY }, stream: true })) echo.push(x);
     expect(echo).toHaveLength(2);

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeEvidenceFile } from '../../src/attestation/evidence-file.js';
 import { buildDemoModels } from '../../src/inference/demo-model/build.js';
-import { until } from './helpers.js';
+import { until } from '../helpers/until.js';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 const cli = resolve(repoRoot, 'dist', 'cli', 'main.js');

@@ -6,8 +6,8 @@ import { connect } from '../../src/client/client.js';
 import { buildDemoModels } from '../../src/inference/demo-model/build.js';
 import { OnnxEngine } from '../../src/inference/onnx/engine.js';
 import type { Engine } from '../../src/inference/types.js';
-import { startTestServer } from './helpers.js';
-import type { TestServer } from './helpers.js';
+import { startTestServer } from '../helpers/test-server.js';
+import type { TestServer } from '../helpers/test-server.js';
 
 async function inProcess(engine: Engine, op: 'classify' | 'embed', model: string, input: string | string[]): Promise<unknown> {
   const out: unknown[] = [];

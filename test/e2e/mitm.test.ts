@@ -2,8 +2,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../../src/client/client.js';
 import type { EvidenceBundle } from '../../src/attestation/types.js';
 import { WsClientTransport } from '../../src/client/ws-transport.js';
-import { codeOf, fakeClassify, startTestServer } from './helpers.js';
-import type { TestServer } from './helpers.js';
+import { codeOfAsync } from '../helpers/errors.js';
+import { fakeClassify } from '../helpers/engines.js';
+import { startTestServer } from '../helpers/test-server.js';
+import type { TestServer } from '../helpers/test-server.js';
 import { flip, startRelay } from './relay.js';
 import type { Relay, Tamper } from './relay.js';
 
@@ -55,9 +57,9 @@ describe('a man in the middle is detected, never yields a wrong result', () => {
     const c = await client();
     const completed = a.server.stats.requestsCompleted;
     relay.tamper = (m) => (m.t === 'req' ? [{ ...m, body: flip(m.body, m.body.byteLength - 3) }] : [m]);
-    expect(await codeOf(c.classify('x', { model: 'fake-cls' }))).toBe('DECRYPT_FAILED');
+    expect(await codeOfAsync(c.classify('x', { model: 'fake-cls' }))).toBe('DECRYPT_FAILED');
     relay.tamper = (m) => (m.t === 'req' ? [{ ...m, body: flip(m.body, FIRST_CIPHERTEXT_OFFSET) }] : [m]);
-    expect(await codeOf(c.classify('x', { model: 'fake-cls' }))).toBe('DECRYPT_FAILED');
+    expect(await codeOfAsync(c.classify('x', { model: 'fake-cls' }))).toBe('DECRYPT_FAILED');
     expect(a.server.stats.requestsCompleted).toBe(completed);
     await c.close();
   });
@@ -77,7 +79,7 @@ describe('a man in the middle is detected, never yields a wrong result', () => {
       completed: a.server.stats.requestsCompleted,
     };
     const got: unknown[] = [];
-    const code = await codeOf(async () => {
+    const code = await codeOfAsync(async () => {
       for await (const x of c.request({ op: 'classify', model: 'fake-cls', input: 'x', stream: false })) got.push(x);
     });
     // The byte flipped is the key id the client sealed to (so the header path is what was hit).
@@ -131,7 +133,7 @@ describe('a man in the middle is detected, never yields a wrong result', () => {
   it('a flipped byte in a response chunk: HPKE_OPEN_FAILED', async () => {
     const c = await client();
     relay.tamper = wholeResponse((s) => flip(s, s.byteLength - 1));
-    expect(await codeOf(c.classify('x', { model: 'fake-cls' }))).toBe('HPKE_OPEN_FAILED');
+    expect(await codeOfAsync(c.classify('x', { model: 'fake-cls' }))).toBe('HPKE_OPEN_FAILED');
     await c.close();
   });
 
@@ -141,7 +143,7 @@ describe('a man in the middle is detected, never yields a wrong result', () => {
       const { nonce, chunks } = splitResponse(s);
       return Buffer.concat([nonce, ...chunks]);
     });
-    expect(await codeOf(c.classify('x', { model: 'fake-cls' }))).toBe('STREAM_TRUNCATED');
+    expect(await codeOfAsync(c.classify('x', { model: 'fake-cls' }))).toBe('STREAM_TRUNCATED');
     await c.close();
   });
 
@@ -154,7 +156,7 @@ describe('a man in the middle is detected, never yields a wrong result', () => {
       return Buffer.concat([nonce, c1, c0, ...rest, final]);
     });
     const got: unknown[] = [];
-    const code = await codeOf(async () => {
+    const code = await codeOfAsync(async () => {
       for await (const x of c.request({ op: 'generate', model: 'fake-gen', input: 'y', params: { n: 4 }, stream: true })) got.push(x);
     });
     expect(code).toBe('HPKE_OPEN_FAILED');
@@ -178,7 +180,7 @@ describe('a man in the middle is detected, never yields a wrong result', () => {
       return [m];
     };
     const before = a.server.stats.errors.get('REPLAY') ?? 0;
-    expect(await codeOf(c.classify('replay me', { model: 'fake-cls' }))).toBe('REPLAY');
+    expect(await codeOfAsync(c.classify('replay me', { model: 'fake-cls' }))).toBe('REPLAY');
     expect(a.server.stats.errors.get('REPLAY')).toBe(before + 1);
     await c.close();
   });
@@ -195,13 +197,13 @@ describe('a man in the middle is detected, never yields a wrong result', () => {
       relay.tamper = (m) => (m.t === 'evidence' ? [{ t: 'evidence', bundle: bundle(m.bundle) }] : [m]);
     };
     swap(() => fromB);
-    expect(await codeOf(client())).toBe('ROOT_UNTRUSTED');
+    expect(await codeOfAsync(client())).toBe('ROOT_UNTRUSTED');
     swap(() => oldFromA);
-    expect(await codeOf(client())).toBe('BINDING_MISMATCH');
+    expect(await codeOfAsync(client())).toBe('BINDING_MISMATCH');
     swap((orig) => ({ ...orig, keyConfig: fromB.keyConfig }));
-    expect(await codeOf(client())).toBe('BINDING_MISMATCH');
+    expect(await codeOfAsync(client())).toBe('BINDING_MISMATCH');
     relay.tamper = (m) => (m.t === 'evidence' ? [{ t: 'evidence', bundle: { ...m.bundle, evidence: flip(m.bundle.evidence, m.bundle.evidence.byteLength - 5) } }] : [m]);
-    expect(await codeOf(client())).toBe('EVIDENCE_SIGNATURE_INVALID');
+    expect(await codeOfAsync(client())).toBe('EVIDENCE_SIGNATURE_INVALID');
     expect(a.server.stats.sealedRequestsReceived).toBe(before);
     relay.tamper = (m) => [m];
   });

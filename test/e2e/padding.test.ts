@@ -22,8 +22,9 @@ import { decodeKeyConfig, sealTargetFromKeyConfig } from '../../src/protocol/key
 import { encodeSealedRequest } from '../../src/protocol/messages.js';
 import { createLogger } from '../../src/server/log.js';
 import { serverConfigDigest } from '../../src/server/server.js';
-import { FakeEngine, startTestServer } from './helpers.js';
-import type { TestServer } from './helpers.js';
+import { FakeEngine } from '../helpers/engines.js';
+import { startTestServer } from '../helpers/test-server.js';
+import type { TestServer } from '../helpers/test-server.js';
 
 interface CountingProxy {
   readonly port: number;

@@ -5,8 +5,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CloisterServer } from '../../src/server/server.js';
 import { connect } from '../../src/client/client.js';
 import { policyFromJson } from '../../src/attestation/policy.js';
-import { codeOf, fakeClassify, fakeEmbed, startTestServer } from './helpers.js';
-import type { TestServer } from './helpers.js';
+import { codeOfAsync } from '../helpers/errors.js';
+import { fakeClassify, fakeEmbed } from '../helpers/engines.js';
+import { startTestServer } from '../helpers/test-server.js';
+import type { TestServer } from '../helpers/test-server.js';
 
 describe('sealed channel end to end (fake engine)', () => {
   let t: TestServer;
@@ -36,8 +38,8 @@ describe('sealed channel end to end (fake engine)', () => {
   it('unknown model and operation come back as coded errors inside the sealed response', async () => {
     const c = await connect(t.wsUrl, { policy: t.policy, trustedRoots: t.trustedRoots });
     try {
-      expect(await codeOf(c.classify('x', { model: 'nope' }))).toBe('UNKNOWN_MODEL');
-      expect(await codeOf(c.classify('x', { model: 'fake-emb' }))).toBe('UNKNOWN_OPERATION');
+      expect(await codeOfAsync(c.classify('x', { model: 'nope' }))).toBe('UNKNOWN_MODEL');
+      expect(await codeOfAsync(c.classify('x', { model: 'fake-emb' }))).toBe('UNKNOWN_OPERATION');
       // the connection keeps working
       expect(await c.classify('ok', { model: 'fake-cls' })).toEqual(fakeClassify('ok'));
     } finally {
@@ -49,18 +51,18 @@ describe('sealed channel end to end (fake engine)', () => {
     const before = t.server.stats.sealedRequestsReceived;
     const bad = structuredClone(t.policyJson) as { platforms: { simulated: { pcrs: Record<string, string> } } };
     bad.platforms.simulated.pcrs['0'] = 'ab'.repeat(48);
-    expect(await codeOf(connect(t.wsUrl, { policy: policyFromJson(bad), trustedRoots: t.trustedRoots }))).toBe('POLICY_MISMATCH');
+    expect(await codeOfAsync(connect(t.wsUrl, { policy: policyFromJson(bad), trustedRoots: t.trustedRoots }))).toBe('POLICY_MISMATCH');
     const badModel = { ...t.policyJson, models: { 'fake-cls': '00'.repeat(32) } };
-    expect(await codeOf(connect(t.httpUrl, { policy: policyFromJson(badModel), trustedRoots: t.trustedRoots }))).toBe('POLICY_MISMATCH');
+    expect(await codeOfAsync(connect(t.httpUrl, { policy: policyFromJson(badModel), trustedRoots: t.trustedRoots }))).toBe('POLICY_MISMATCH');
     // no root given and no root pin in the policy: nothing trusts the simulated root
     const unpinned = structuredClone(t.policyJson) as { platforms: { simulated: Record<string, unknown> } };
     delete unpinned.platforms.simulated['rootSha256'];
-    expect(await codeOf(connect(t.wsUrl, { policy: policyFromJson(unpinned) }))).toBe('ROOT_UNTRUSTED');
+    expect(await codeOfAsync(connect(t.wsUrl, { policy: policyFromJson(unpinned) }))).toBe('ROOT_UNTRUSTED');
     // a pin naming another root: refused, with or without a given root
     const otherPin = structuredClone(t.policyJson) as { platforms: { simulated: Record<string, unknown> } };
     otherPin.platforms.simulated['rootSha256'] = 'cd'.repeat(32);
-    expect(await codeOf(connect(t.wsUrl, { policy: policyFromJson(otherPin) }))).toBe('ROOT_UNTRUSTED');
-    expect(await codeOf(connect(t.httpUrl, { policy: policyFromJson(otherPin), trustedRoots: t.trustedRoots }))).toBe('ROOT_UNTRUSTED');
+    expect(await codeOfAsync(connect(t.wsUrl, { policy: policyFromJson(otherPin) }))).toBe('ROOT_UNTRUSTED');
+    expect(await codeOfAsync(connect(t.httpUrl, { policy: policyFromJson(otherPin), trustedRoots: t.trustedRoots }))).toBe('ROOT_UNTRUSTED');
     expect(t.server.stats.sealedRequestsReceived).toBe(before);
   });
 

@@ -6,8 +6,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../../src/client/client.js';
 import type { ErrorCode } from '../../src/errors.js';
-import { codeOf, fakeClassify, startTestServer } from './helpers.js';
-import type { TestServer } from './helpers.js';
+import { codeOfAsync } from '../helpers/errors.js';
+import { fakeClassify } from '../helpers/engines.js';
+import { startTestServer } from '../helpers/test-server.js';
+import type { TestServer } from '../helpers/test-server.js';
 import { startRelay } from './relay.js';
 import type { Relay, Tamper } from './relay.js';
 
@@ -49,7 +51,7 @@ describe('a host forging a stale-key error cannot make one request run twice', (
       const counter = { reqs: 0 };
       relay.tamper = forgeOnce(code, counter);
       const before = t.server.stats.sealedRequestsReceived;
-      expect(await codeOf(c.classify('run me once', { model: 'fake-cls' }))).toBe(code);
+      expect(await codeOfAsync(c.classify('run me once', { model: 'fake-cls' }))).toBe(code);
       expect(t.server.stats.sealedRequestsReceived).toBe(before + 1);
       expect(counter.reqs).toBe(1);
       // the client did refresh (and kept the same, still valid key) and goes on working
@@ -69,7 +71,7 @@ describe('a host forging a stale-key error cannot make one request run twice', (
     relay.tamper = forgeOnce('KEY_STALE', counter);
     const before = t.server.stats.sealedRequestsReceived;
     const replays = t.server.stats.errors.get('REPLAY') ?? 0;
-    expect(await codeOf(c.classify('run me once', { model: 'fake-cls' }))).toBe('REPLAY');
+    expect(await codeOfAsync(c.classify('run me once', { model: 'fake-cls' }))).toBe('REPLAY');
     expect(c.keyConfig.keyId).not.toBe(keyId);
     expect(counter.reqs).toBe(2);
     expect(t.server.stats.sealedRequestsReceived).toBe(before + 2);

@@ -9,6 +9,7 @@ import { CloisterError } from '../../src/errors.js';
 import { parseListen, startGateway } from '../../src/client/gateway/index.js';
 import type { Gateway, GatewayOptions } from '../../src/client/gateway/index.js';
 import type { SealedRequest, SealedRequester } from '../../src/client/openai/index.js';
+import { until } from '../helpers/until.js';
 
 /** Fake sealed client: yields the scripted results, records requests, can hold on a gate. */
 class FakeSealed implements SealedRequester {
@@ -222,7 +223,7 @@ describe('gateway requests', () => {
     await res.body?.getReader().read();
     await begun;
     ac.abort();
-    while (fake.aborted === 0) await new Promise((r) => setTimeout(r, 5));
+    await until(() => fake.aborted > 0, 500, 5, 'the sealed request aborted');
     expect(fake.aborted).toBe(1);
   });
 });

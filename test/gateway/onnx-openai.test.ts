@@ -19,9 +19,11 @@ import { buildDemoModels } from '../../src/inference/demo-model/build.js';
 import { OnnxEngine } from '../../src/inference/onnx/engine.js';
 import { run as infer } from '../../src/cli/commands/infer.js';
 import { run as serve } from '../../src/cli/commands/serve.js';
-import { codeOf, startTestServer } from '../e2e/helpers.js';
-import type { TestServer } from '../e2e/helpers.js';
+import { codeOfAsync } from '../helpers/errors.js';
+import { startTestServer } from '../helpers/test-server.js';
+import type { TestServer } from '../helpers/test-server.js';
 import { makeTagger } from '../helpers/tagger.js';
+import { until } from '../helpers/until.js';
 
 let dir: string;
 let engine: OnnxEngine;
@@ -151,13 +153,13 @@ describe('coded errors that say what the server offers', () => {
 
   it('empty text and a lone surrogate are refused by the SDK before sending', async () => {
     const before = t.server.stats.sealedRequestsReceived;
-    expect(await codeOf(client.classify(''))).toBe('INVALID_ARGUMENT');
-    expect(await codeOf(client.classify('ab\ud800c'))).toBe('INVALID_ARGUMENT');
+    expect(await codeOfAsync(client.classify(''))).toBe('INVALID_ARGUMENT');
+    expect(await codeOfAsync(client.classify('ab\ud800c'))).toBe('INVALID_ARGUMENT');
     expect(t.server.stats.sealedRequestsReceived).toBe(before);
   });
 
   it('an empty text that reaches the server (another client) is refused there, not classified', async () => {
-    const out = codeOf(async () => {
+    const out = codeOfAsync(async () => {
       for await (const c of client.request({ op: 'classify', model: 'classifier', input: '' })) void c;
     });
     expect(await out).toBe('INVALID_ARGUMENT');
@@ -177,7 +179,7 @@ describe('token classification from the SDK and the command line', () => {
     let exit: Promise<number> | undefined;
     try {
       exit = serve(['--model', `tagger=${taggerDir}`, '--max-input-chars', '20', '--listen', '127.0.0.1:0', '--platform', 'simulated', '--state-dir', state, '--log-level', 'error']);
-      for (let i = 0; i < 1000 && !lines.some((l) => /websocket:/.test(l)); i++) await new Promise((r) => setTimeout(r, 10));
+      await until(() => lines.some((l) => /websocket:/.test(l)), 1000, 10, 'the websocket: line');
       const url = /websocket:\s+(\S+)/.exec(lines.join('\n'))?.[1] ?? '';
       expect(url).not.toBe('');
       lines.length = 0;
@@ -192,10 +194,10 @@ describe('token classification from the SDK and the command line', () => {
       expect(err).toMatchObject({ code: 'LIMIT_EXCEEDED' });
       expect((err as Error).message).toContain('maxInputChars (20');
       // Empty text and a file that is not UTF-8: refused before connecting.
-      expect(await codeOf(infer(['--url', url, '--policy', policy, '--text', '']))).toBe('INVALID_ARGUMENT');
+      expect(await codeOfAsync(infer(['--url', url, '--policy', policy, '--text', '']))).toBe('INVALID_ARGUMENT');
       const bad = join(dir, 'latin1.txt');
       await writeFile(bad, Buffer.from([0x63, 0x61, 0x66, 0xe9]));
-      expect(await codeOf(infer(['--url', url, '--policy', policy, '--file', bad]))).toBe('INVALID_ARGUMENT');
+      expect(await codeOfAsync(infer(['--url', url, '--policy', policy, '--file', bad]))).toBe('INVALID_ARGUMENT');
     } finally {
       spy.mockRestore();
       process.emit('SIGTERM');

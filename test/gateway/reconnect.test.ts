@@ -13,8 +13,11 @@ import { startFromArgs } from '../../src/cli/commands/gateway.js';
 import type { GatewayHandle } from '../../src/cli/commands/gateway.js';
 import { CloisterServer } from '../../src/server/server.js';
 import type { ModelInfo } from '../../src/inference/types.js';
-import { codeOf, FakeEngine, startTestServer, until } from '../e2e/helpers.js';
-import type { TestServer } from '../e2e/helpers.js';
+import { codeOfAsync } from '../helpers/errors.js';
+import { FakeEngine } from '../helpers/engines.js';
+import { startTestServer } from '../helpers/test-server.js';
+import { until } from '../helpers/until.js';
+import type { TestServer } from '../helpers/test-server.js';
 
 let dir: string;
 const open: { close(): Promise<void> }[] = [];
@@ -127,6 +130,6 @@ describe('cloister gateway --model', () => {
     // A served model starts.
     const ok = await startFromArgs(['--url', t.wsUrl, '--policy', policyFile, '--root', rootFile, '--listen', '127.0.0.1:0', '--model', 'fake-emb'], {}, () => undefined);
     open.push(ok);
-    expect(await codeOf(ok.close())).toBe('no-throw');
+    expect(await codeOfAsync(ok.close())).toBe('no-throw');
   });
 });

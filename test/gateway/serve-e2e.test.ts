@@ -12,6 +12,7 @@ import { startFromArgs } from '../../src/cli/commands/gateway.js';
 import { run as serve } from '../../src/cli/commands/serve.js';
 import { startStandin } from '../fixtures/standin-engine/index.js';
 import type { Standin } from '../fixtures/standin-engine/index.js';
+import { until } from '../helpers/until.js';
 
 let dir: string;
 let standin: Standin;
@@ -35,7 +36,7 @@ async function startServe(extra: string[]): Promise<{ exit: Promise<number>; wsU
     failed = true;
   });
   try {
-    for (let i = 0; i < 500 && !failed && !lines.some((l) => /websocket:/.test(l)); i++) await new Promise((r) => setTimeout(r, 10));
+    await until(() => failed || lines.some((l) => /websocket:/.test(l)), 500, 10, 'the websocket: line or a failed start');
   } finally {
     spy.mockRestore();
   }

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { parseHostPort, run } from '../../src/cli/commands/relay.js';
+import { until } from '../helpers/until.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cloister-relay-cli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -17,7 +18,7 @@ describe('cloister relay command', () => {
     const spy = vi.spyOn(console, 'error').mockImplementation((s: unknown) => void lines.push(String(s)));
     try {
       const exit = run(['--listen', '127.0.0.1:0', '--unix', path, '--metrics-interval-s', '0']);
-      for (let i = 0; i < 200 && !lines.some((l) => / -> unix:/.test(l)); i++) await new Promise((r) => setTimeout(r, 10));
+      await until(() => lines.some((l) => / -> unix:/.test(l)), 200, 10, 'the relay listening line');
       const port = Number(/127\.0\.0\.1:(\d+) -> unix:/.exec(lines.join('\n'))?.[1]);
       expect(port).toBeGreaterThan(0);
       const c = connect({ host: '127.0.0.1', port });

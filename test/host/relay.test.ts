@@ -11,6 +11,7 @@ import type { RelayEvent, RelayOptions } from '../../src/host/relay.js';
 import { socatVsockArgv, unixConnector, vsockSocatConnector } from '../../src/host/upstream.js';
 import type { UpstreamConnector } from '../../src/host/upstream.js';
 import { CloisterError } from '../../src/errors.js';
+import { until } from '../helpers/until.js';
 
 // Throwaway self-signed P-256 certificate for CN=localhost / IP 127.0.0.1 (test data only).
 const CERT = `-----BEGIN CERTIFICATE-----
@@ -90,11 +91,6 @@ function readExactly(s: Duplex, len: number): Promise<Buffer> {
 }
 
 const closed = (s: Duplex): Promise<void> => new Promise((r) => (s.destroyed ? r() : s.once('close', () => r())));
-
-async function until(cond: () => boolean): Promise<void> {
-  for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
-  expect(cond()).toBe(true);
-}
 
 describe('relay forwarding', () => {
   it('forwards bytes both ways and counts them, without content', async () => {

@@ -12,8 +12,8 @@ import { decodeKeyConfig, sealTargetFromKeyConfig } from '../../src/protocol/key
 import { decodeResponseChunk, encodeSealedRequest } from '../../src/protocol/messages.js';
 import type { ResponseChunk } from '../../src/protocol/messages.js';
 import { encodeCbor } from '../../src/protocol/cbor.js';
-import { startTestServer } from '../e2e/helpers.js';
-import type { TestServer } from '../e2e/helpers.js';
+import { startTestServer } from '../helpers/test-server.js';
+import type { TestServer } from '../helpers/test-server.js';
 
 const open: TestServer[] = [];
 afterEach(async () => {

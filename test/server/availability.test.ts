@@ -16,8 +16,10 @@ import { encodeCbor } from '../../src/protocol/cbor.js';
 import { decodeWireMessage, encodeWireMessage } from '../../src/protocol/wire.js';
 import type { ServerLimits } from '../../src/server/options.js';
 import { policyFromJson } from '../../src/attestation/policy.js';
-import { codeOf, startTestServer, until } from '../e2e/helpers.js';
-import type { TestServer } from '../e2e/helpers.js';
+import { codeOfAsync } from '../helpers/errors.js';
+import { startTestServer } from '../helpers/test-server.js';
+import { until } from '../helpers/until.js';
+import type { TestServer } from '../helpers/test-server.js';
 
 const open: { close(): Promise<void> | void }[] = [];
 afterEach(async () => {
@@ -208,10 +210,10 @@ describe('evidence budget', () => {
       const c = await connect(url, { policy: t.policy, trustedRoots: t.trustedRoots });
       expect(await c.classify('x', { model: 'fake-cls' })).toBeTruthy();
       await c.close();
-      expect(await codeOf(connect(url, { policy: t.policy, trustedRoots: t.trustedRoots, nonceFallback: false }))).toBe('RATE_LIMITED');
-      expect(await codeOf(connect(url, { policy: t.policy, trustedRoots: t.trustedRoots, nonce: Buffer.alloc(8, 1) }))).toBe('RATE_LIMITED');
+      expect(await codeOfAsync(connect(url, { policy: t.policy, trustedRoots: t.trustedRoots, nonceFallback: false }))).toBe('RATE_LIMITED');
+      expect(await codeOfAsync(connect(url, { policy: t.policy, trustedRoots: t.trustedRoots, nonce: Buffer.alloc(8, 1) }))).toBe('RATE_LIMITED');
       const strict = policyFromJson({ ...t.policyJson, nonceRequired: true });
-      expect(await codeOf(connect(url, { policy: strict, trustedRoots: t.trustedRoots }))).toBe('RATE_LIMITED');
+      expect(await codeOfAsync(connect(url, { policy: strict, trustedRoots: t.trustedRoots }))).toBe('RATE_LIMITED');
     }
   });
 

@@ -14,8 +14,10 @@ import { decodeCbor, encodeCbor } from '../../src/protocol/cbor.js';
 import { ClientKeyTable, clientKeyLine } from '../../src/server/client-keys.js';
 import { createLogger } from '../../src/server/log.js';
 import { parseServeConfig } from '../../src/cli/commands/serve.js';
-import { codeOf, fakeClassify, startTestServer } from '../e2e/helpers.js';
-import type { TestServer } from '../e2e/helpers.js';
+import { codeOfAsync } from '../helpers/errors.js';
+import { fakeClassify } from '../helpers/engines.js';
+import { startTestServer } from '../helpers/test-server.js';
+import type { TestServer } from '../helpers/test-server.js';
 
 const ALICE = 'sk-alice-0123456789abcdef';
 const BOB = 'sk-bob-fedcba9876543210';
@@ -102,7 +104,7 @@ describe('a server that requires client keys', () => {
       expect((err as Error).message).toMatch(/requires a client API key/);
       await none.close();
       const wrong = await connect(url, { policy: t.policy, trustedRoots: t.trustedRoots, apiKey: `${ALICE}x` });
-      expect(await codeOf(wrong.classify('x', { model: 'fake-cls' }))).toBe('UNAUTHORIZED');
+      expect(await codeOfAsync(wrong.classify('x', { model: 'fake-cls' }))).toBe('UNAUTHORIZED');
       await wrong.close();
     }
   });

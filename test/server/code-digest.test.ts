@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CODE_DIGEST_LABEL, codeDigest, defaultPackageRoot } from '../../src/server/code-digest.js';
-import { codeOf } from '../e2e/helpers.js';
+import { codeOfAsync } from '../helpers/errors.js';
 
 let root: string;
 beforeEach(async () => {
@@ -77,20 +77,20 @@ describe('codeDigest', () => {
   it('fails closed: missing dist/ or lock, no code, links, too many files', async () => {
     const empty = await mkdtemp(join(tmpdir(), 'cloister-code-empty-'));
     try {
-      expect(await codeOf(codeDigest({ packageRoot: empty }))).toBe('NOT_FOUND');
+      expect(await codeOfAsync(codeDigest({ packageRoot: empty }))).toBe('NOT_FOUND');
       await mkdir(join(empty, 'dist'));
       await writeFile(join(empty, 'package-lock.json'), '{}');
-      expect(await codeOf(codeDigest({ packageRoot: empty }))).toBe('NOT_FOUND'); // no .js at all
+      expect(await codeOfAsync(codeDigest({ packageRoot: empty }))).toBe('NOT_FOUND'); // no .js at all
     } finally {
       await rm(empty, { recursive: true, force: true });
     }
-    expect(await codeOf(codeDigest({ packageRoot: root, maxFiles: 1 }))).toBe('LIMIT_EXCEEDED');
-    expect(await codeOf(codeDigest({ packageRoot: root, maxFiles: 0 }))).toBe('INVALID_ARGUMENT');
+    expect(await codeOfAsync(codeDigest({ packageRoot: root, maxFiles: 1 }))).toBe('LIMIT_EXCEEDED');
+    expect(await codeOfAsync(codeDigest({ packageRoot: root, maxFiles: 0 }))).toBe('INVALID_ARGUMENT');
     await symlink(join(root, 'package-lock.json'), join(root, 'dist', 'link.js'));
-    expect(await codeOf(codeDigest({ packageRoot: root }))).toBe('CONFIG_INVALID');
+    expect(await codeOfAsync(codeDigest({ packageRoot: root }))).toBe('CONFIG_INVALID');
     await rm(join(root, 'dist', 'link.js'));
     await rm(join(root, 'package-lock.json'));
-    expect(await codeOf(codeDigest({ packageRoot: root }))).toBe('NOT_FOUND');
+    expect(await codeOfAsync(codeDigest({ packageRoot: root }))).toBe('NOT_FOUND');
   });
 
   const built = existsSync(join(defaultPackageRoot(), 'dist', 'cli', 'main.js'));

@@ -7,17 +7,17 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { handleSealedRequest } from '../../src/server/handler.js';
-import type { HandlerDeps, ResponseOut } from '../../src/server/handler.js';
+import type { HandlerDeps } from '../../src/server/handler.js';
 import { KeyManager } from '../../src/server/keys.js';
 import { ReplayWindow } from '../../src/server/replay.js';
 import { EngineRouter } from '../../src/server/router.js';
 import { ServerStats } from '../../src/server/stats.js';
 import { silentLogger } from '../../src/server/log.js';
-import type { ErrorCode } from '../../src/errors.js';
 import type { Engine, ModelInfo } from '../../src/inference/types.js';
 import { sealChunkedRequest } from '../../src/protocol/chunked.js';
 import { decodeKeyConfig, sealTargetFromKeyConfig } from '../../src/protocol/key-config.js';
 import { decodeResponseChunk, encodeSealedRequest, ReceiptHasher, verifyReceipt } from '../../src/protocol/messages.js';
+import { fakeResponseOut } from '../helpers/response-out.js';
 
 const MODEL: ModelInfo = { name: 'one-shot', task: 'text-classification', operations: ['classify'], digest: new Uint8Array(32).fill(3) };
 const RESULT = [{ label: 'a', score: 0.75 }];
@@ -62,27 +62,6 @@ function request(keys: KeyManager): ReturnType<typeof sealChunkedRequest> & { pl
   return { ...sealChunkedRequest(sealTargetFromKeyConfig(decodeKeyConfig(keys.current().keyConfig)), plaintext), plaintext };
 }
 
-/** A transport that takes every write at once and says so by returning nothing. */
-function eagerOut(onWrite?: () => void): ResponseOut & { bytes: Uint8Array[]; ended: boolean; failed: ErrorCode[] } {
-  const r = {
-    bytes: [] as Uint8Array[],
-    ended: false,
-    failed: [] as ErrorCode[],
-    write(b: Uint8Array): undefined {
-      r.bytes.push(b);
-      onWrite?.();
-      return undefined;
-    },
-    end(): void {
-      r.ended = true;
-    },
-    fail(code: ErrorCode): void {
-      r.failed.push(code);
-    },
-  };
-  return r;
-}
-
 const immediates = (): number => process.getActiveResourcesInfo().filter((r) => r === 'Immediate').length;
 
 describe('handler: one-shot answers and writes without backpressure', () => {
@@ -90,7 +69,7 @@ describe('handler: one-shot answers and writes without backpressure', () => {
     const { deps, keys } = setup();
     const before = immediates();
     for (let i = 0; i < 5; i++) {
-      const out = eagerOut();
+      const out = fakeResponseOut({ mode: 'eager' });
       await handleSealedRequest(deps, request(keys).bytes, out, { conn: 1, signal: new AbortController().signal });
       expect(out.ended).toBe(true);
       // Checked synchronously after the handler resolved: nothing scheduled for the next check phase.
@@ -102,7 +81,7 @@ describe('handler: one-shot answers and writes without backpressure', () => {
   it('writes that return nothing still carry the whole sealed response and a valid receipt', async () => {
     const { deps, keys } = setup();
     const sealed = request(keys);
-    const out = eagerOut();
+    const out = fakeResponseOut({ mode: 'eager' });
     await handleSealedRequest(deps, sealed.bytes, out, { conn: 1, signal: new AbortController().signal });
     expect(out.failed).toEqual([]);
     expect(out.ended).toBe(true);
@@ -121,7 +100,7 @@ describe('handler: one-shot answers and writes without backpressure', () => {
     const { deps, keys } = setup();
     const abort = new AbortController();
     // Cancel as soon as the first bytes (the response nonce) are taken.
-    const out = eagerOut(() => abort.abort());
+    const out = fakeResponseOut({ mode: 'eager', onWrite: () => abort.abort() });
     await handleSealedRequest(deps, request(keys).bytes, out, { conn: 1, signal: abort.signal });
     expect(out.ended).toBe(false);
     expect(out.bytes.length).toBe(1);

@@ -12,8 +12,9 @@ import { sealTargetFromKeyConfig } from '../../src/protocol/key-config.js';
 import { encodeSealedRequest } from '../../src/protocol/messages.js';
 import { encodeWireMessage, IDLE_CLOSE_REASON } from '../../src/protocol/wire.js';
 import { createLogger } from '../../src/server/log.js';
-import { startTestServer, until } from '../e2e/helpers.js';
-import type { TestServer } from '../e2e/helpers.js';
+import { startTestServer } from '../helpers/test-server.js';
+import { until } from '../helpers/until.js';
+import type { TestServer } from '../helpers/test-server.js';
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {

@@ -9,8 +9,11 @@ import { sealChunkedRequest } from '../../src/protocol/chunked.js';
 import { sealTargetFromKeyConfig } from '../../src/protocol/key-config.js';
 import { encodeCbor } from '../../src/protocol/cbor.js';
 import { WsClientTransport } from '../../src/client/ws-transport.js';
-import { codeOf, fakeClassify, FakeEngine, startTestServer, until } from '../e2e/helpers.js';
-import type { TestServer } from '../e2e/helpers.js';
+import { codeOfAsync } from '../helpers/errors.js';
+import { fakeClassify, FakeEngine } from '../helpers/engines.js';
+import { startTestServer } from '../helpers/test-server.js';
+import { until } from '../helpers/until.js';
+import type { TestServer } from '../helpers/test-server.js';
 import type { ServerLimits } from '../../src/server/options.js';
 
 const open: { close(): Promise<void> }[] = [];
@@ -45,7 +48,7 @@ async function raw(t: TestServer): Promise<{ ws: WebSocket; got: WireMessage[]; 
 }
 
 const block = (c: CloisterClient, signal?: AbortSignal) =>
-  codeOf(async () => {
+  codeOfAsync(async () => {
     for await (const _ of c.request({ op: 'generate', model: 'fake-gen', input: 'block', ...(signal === undefined ? {} : { signal }) })) void _;
   });
 
@@ -66,7 +69,7 @@ describe('server limits, each hit', () => {
     expect(decodeWireMessage(new Uint8Array(await res.arrayBuffer()))).toEqual({ t: 'err', code: 'LIMIT_EXCEEDED' });
     // and a sealed request whose plaintext is over the limit is refused too (over WebSocket)
     const c = await client(t);
-    expect(await codeOf(c.classify('y'.repeat(2000), { model: 'fake-cls' }))).toBe('LIMIT_EXCEEDED');
+    expect(await codeOfAsync(c.classify('y'.repeat(2000), { model: 'fake-cls' }))).toBe('LIMIT_EXCEEDED');
   });
 
   it('maxInFlightPerConnection: LIMIT_EXCEEDED beyond; cancel aborts the engine', async () => {
@@ -93,7 +96,7 @@ describe('server limits, each hit', () => {
     const ps = [block(c1, ac.signal), block(c2, ac.signal)];
     await until(() => t.engine.controls.running === 2);
     expect(await block(await client(t))).toBe('OVERLOADED');
-    expect(await codeOf((await client(t, t.httpUrl)).classify('x', { model: 'fake-cls' }))).toBe('OVERLOADED');
+    expect(await codeOfAsync((await client(t, t.httpUrl)).classify('x', { model: 'fake-cls' }))).toBe('OVERLOADED');
     ac.abort();
     await Promise.all(ps);
   });
@@ -106,7 +109,7 @@ describe('server limits, each hit', () => {
     const ac = new AbortController();
     const p = block(c, ac.signal);
     await until(() => engine.controls.running === 1);
-    expect(await codeOf(c.classify('x', { model: 'fake-cls' }))).toBe('OVERLOADED');
+    expect(await codeOfAsync(c.classify('x', { model: 'fake-cls' }))).toBe('OVERLOADED');
     ac.abort();
     await p;
   });
@@ -151,13 +154,13 @@ describe('server limits, each hit', () => {
     const nonce = new Uint8Array(8).fill(1);
     await tr.fetchEvidence(nonce);
     await tr.fetchEvidence(nonce);
-    expect(await codeOf(tr.fetchEvidence(nonce))).toBe('RATE_LIMITED');
+    expect(await codeOfAsync(tr.fetchEvidence(nonce))).toBe('RATE_LIMITED');
     // nonce-less evidence is cached per key generation, not rate-limited
     await tr.fetchEvidence(undefined);
     const tr2 = await WsClientTransport.connect(t.wsUrl);
     open.push(tr2);
     await tr2.fetchEvidence(nonce);
-    expect(await codeOf(tr2.fetchEvidence(nonce))).toBe('RATE_LIMITED'); // global budget of 3 spent
+    expect(await codeOfAsync(tr2.fetchEvidence(nonce))).toBe('RATE_LIMITED'); // global budget of 3 spent
     const res = await fetch(`${t.httpUrl}/v1/evidence?nonce=0102`);
     expect(res.status).toBe(429);
   });
@@ -166,7 +169,7 @@ describe('server limits, each hit', () => {
     const t = await server({ maxConnections: 2 });
     await raw(t);
     await raw(t);
-    expect(await codeOf(WsClientTransport.connect(t.wsUrl))).toBe('OVERLOADED');
+    expect(await codeOfAsync(WsClientTransport.connect(t.wsUrl))).toBe('OVERLOADED');
   });
 
   it('maxConnections counts HTTP connections too: a keep-alive HTTP socket holds a slot', async () => {
@@ -182,7 +185,7 @@ describe('server limits, each hit', () => {
     const res = await fetch(`${t.httpUrl}/v1/evidence`);
     expect(res.status).toBe(503);
     expect(decodeWireMessage(new Uint8Array(await res.arrayBuffer()))).toEqual({ t: 'err', code: 'OVERLOADED' });
-    expect(await codeOf(WsClientTransport.connect(t.wsUrl))).toBe('OVERLOADED');
+    expect(await codeOfAsync(WsClientTransport.connect(t.wsUrl))).toBe('OVERLOADED');
     expect(t.server.stats.connectionsRejected).toBeGreaterThanOrEqual(2);
     expect(t.server.stats.connectionsOpen).toBe(1);
     // Closing the HTTP connection frees its slot.
@@ -257,7 +260,7 @@ describe('server limits, each hit', () => {
     const c = await client(t);
     await c.classify('a', { model: 'fake-cls' });
     await c.classify('b', { model: 'fake-cls' });
-    expect(await codeOf(c.classify('c', { model: 'fake-cls' }))).toBe('OVERLOADED');
+    expect(await codeOfAsync(c.classify('c', { model: 'fake-cls' }))).toBe('OVERLOADED');
   });
 
   it('maxItemsPerChunk: results available together share a sealed chunk, at most this many; the client sees each in order', async () => {

@@ -12,8 +12,11 @@ import { CloisterServer, serverConfigDigest } from '../../src/server/server.js';
 import { decodeWireMessage, encodeWireMessage } from '../../src/protocol/wire.js';
 import type { Engine, EngineRequest, ModelInfo } from '../../src/inference/types.js';
 import { parseExposition, sampleValue } from '../helpers/prometheus.js';
-import { codeOf, FakeEngine, startTestServer, until } from '../e2e/helpers.js';
-import type { TestServer } from '../e2e/helpers.js';
+import { codeOfAsync } from '../helpers/errors.js';
+import { FakeEngine } from '../helpers/engines.js';
+import { startTestServer } from '../helpers/test-server.js';
+import { until } from '../helpers/until.js';
+import type { TestServer } from '../helpers/test-server.js';
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
@@ -140,7 +143,7 @@ describe('GET /metrics', () => {
     const secret = 'chest pain radiating to the left arm';
     await c.classify(secret, { model: 'fake-cls' });
     await c.classify(`${secret}!`, { model: 'fake-cls' });
-    expect(await codeOf(() => c.classify(secret, { model: 'no-such-model' }))).toBe('UNKNOWN_MODEL');
+    expect(await codeOfAsync(() => c.classify(secret, { model: 'no-such-model' }))).toBe('UNKNOWN_MODEL');
     // A body that is not a sealed request: never opened, op unknown.
     await new Promise<void>((resolve, reject) => {
       const req = httpRequest(`${t.httpUrl}/v1/sealed`, { method: 'POST' }, (res) => {
@@ -216,7 +219,7 @@ describe('shutdown (SIGTERM drain)', () => {
     const t = await gatedServer(engine);
     t.release();
     const c = await client(t);
-    const pending = codeOf(() => c.classify('x', { model: 'slow' }));
+    const pending = codeOfAsync(() => c.classify('x', { model: 'slow' }));
     await until(() => engine.running === 1);
     expect(await t.server.shutdown(20)).toEqual({ drained: false });
     expect(await pending).toBeDefined();

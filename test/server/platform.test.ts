@@ -28,7 +28,8 @@ import type { PlatformOptions } from '../../src/server/platform.js';
 import { CloisterServer } from '../../src/server/server.js';
 import type { ServerAddress } from '../../src/server/server.js';
 import { FakeConfigfs, fakeSnpReport, fakeTdxQuote, testSigningKey } from '../attestation/tsm/fake-configfs.js';
-import { codeOf, fakeClassify, FakeEngine } from '../e2e/helpers.js';
+import { codeOfAsync } from '../helpers/errors.js';
+import { fakeClassify, FakeEngine } from '../helpers/engines.js';
 
 let base: string;
 let configfsRoot: string;
@@ -114,17 +115,17 @@ describe('selectPlatform: what each --platform value does', () => {
     // another TEE than the one asked for
     await mkdir(configfsRoot, { recursive: true });
     const sev = new FakeConfigfs(configfsRoot, { provider: 'sev_guest', outblob: () => new Uint8Array(0) });
-    expect(await codeOf(selectPlatform('tdx', fakeOptions(sev)))).toBe('PLATFORM_UNAVAILABLE');
-    expect(await codeOf(selectPlatform('nitro', fakeOptions(sev)))).toBe('PLATFORM_UNAVAILABLE');
+    expect(await codeOfAsync(selectPlatform('tdx', fakeOptions(sev)))).toBe('PLATFORM_UNAVAILABLE');
+    expect(await codeOfAsync(selectPlatform('nitro', fakeOptions(sev)))).toBe('PLATFORM_UNAVAILABLE');
     // a name that is no platform
-    expect(await codeOf(selectPlatform('sgx' as 'auto'))).toBe('INVALID_ARGUMENT');
+    expect(await codeOfAsync(selectPlatform('sgx' as 'auto'))).toBe('INVALID_ARGUMENT');
   });
 
   it('TDX found only as /dev/tdx_guest cannot attest: PLATFORM_UNAVAILABLE at attester creation', async () => {
     await writeFile(join(devDir, 'tdx_guest'), '');
     const s = await selectPlatform('tdx', fakeOptions(undefined));
     expect(s.detected?.source).toBe('tdx-guest');
-    expect(await codeOf(createPlatformAttester(s, {}, fakeOptions(undefined)))).toBe('PLATFORM_UNAVAILABLE');
+    expect(await codeOfAsync(createPlatformAttester(s, {}, fakeOptions(undefined)))).toBe('PLATFORM_UNAVAILABLE');
   });
 
   it('nitro: /dev/nsm selects the NitroAttester, opened on the detected device path', async () => {
@@ -139,7 +140,7 @@ describe('selectPlatform: what each --platform value does', () => {
     expect(pa.simulated).toBeUndefined();
     expect(opened).toEqual([join(devDir, 'nsm')]);
     // without a device, the real opener fails closed
-    expect(await codeOf(createPlatformAttester({ ...s, detected: { ...s.detected, platform: 'nitro', source: 'nsm', simulated: false, path: join(devDir, 'none') } }, {})))
+    expect(await codeOfAsync(createPlatformAttester({ ...s, detected: { ...s.detected, platform: 'nitro', source: 'nsm', simulated: false, path: join(devDir, 'none') } }, {})))
       .toBe('PLATFORM_UNAVAILABLE');
   });
 });
@@ -170,12 +171,12 @@ describe('preparePlatform + server: evidence from the selected TEE reaches the c
 
     // A matching 'sev-snp' policy still rejects: the report is signed by a test key, not a VCEK.
     const policy = policyFromJson({ version: 1, platforms: { 'sev-snp': { measurements: [Buffer.from(measurement).toString('hex')] } } });
-    const code = await codeOf(connect(urls.wsUrl, { policy }));
+    const code = await codeOfAsync(connect(urls.wsUrl, { policy }));
     // No VCEK in the bundle and no KDS configured: the endorsement key cannot be found.
     expect(code).toBe('CERT_CHAIN_INVALID');
     // A policy for another platform rejects it outright.
     const simOnly = policyFromJson({ version: 1, platforms: { simulated: { pcrs: { '0': 'ab'.repeat(48) } } } });
-    expect(await codeOf(connect(urls.httpUrl ?? '', { policy: simOnly }))).toBe('POLICY_MISMATCH');
+    expect(await codeOfAsync(connect(urls.httpUrl ?? '', { policy: simOnly }))).toBe('POLICY_MISMATCH');
     expect(await readdir(configfsRoot)).toEqual([]);
   });
 
@@ -193,7 +194,7 @@ describe('preparePlatform + server: evidence from the selected TEE reaches the c
     expect(decodeKeyConfig(bundle.keyConfig).platform).toBe('tdx');
     expect(parseTdxQuote(bundle.evidence).report.reportData).toEqual(reportDataFor(bundle.keyConfig, nonce));
     const policy = policyFromJson({ version: 1, platforms: { tdx: { mrTd: ['7d'.repeat(48)], rtmr0: ['00'.repeat(48)], rtmr1: ['00'.repeat(48)], rtmr2: ['00'.repeat(48)] } } });
-    const code = await codeOf(connect(urls.wsUrl, { policy }));
+    const code = await codeOfAsync(connect(urls.wsUrl, { policy }));
     // No collateral attached and no PCS fetcher configured: nothing to verify the quote with.
     expect(code).toBe('NOT_FOUND');
   });
@@ -225,6 +226,6 @@ describe('preparePlatform + server: evidence from the selected TEE reaches the c
   });
 
   it('simulated without a build to measure: refuses to start (NOT_FOUND)', async () => {
-    expect(await codeOf(preparePlatform({ selection: await selectPlatform('simulated'), engines: [new FakeEngine()], code: { packageRoot: join(base, 'nowhere') } }))).toBe('NOT_FOUND');
+    expect(await codeOfAsync(preparePlatform({ selection: await selectPlatform('simulated'), engines: [new FakeEngine()], code: { packageRoot: join(base, 'nowhere') } }))).toBe('NOT_FOUND');
   });
 });

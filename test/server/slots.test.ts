@@ -8,14 +8,14 @@ import { createConnection } from 'node:net';
 import type { Socket } from 'node:net';
 import { WebSocket } from 'ws';
 import { handleSealedRequest } from '../../src/server/handler.js';
-import type { HandlerDeps, ResponseOut } from '../../src/server/handler.js';
+import type { HandlerDeps } from '../../src/server/handler.js';
+import { fakeResponseOut } from '../helpers/response-out.js';
 import { KeyManager } from '../../src/server/keys.js';
 import type { KeyGeneration } from '../../src/server/keys.js';
 import { ReplayWindow } from '../../src/server/replay.js';
 import { EngineRouter } from '../../src/server/router.js';
 import { ServerStats } from '../../src/server/stats.js';
 import { silentLogger } from '../../src/server/log.js';
-import type { ErrorCode } from '../../src/errors.js';
 import type { HpkeSuite } from '../../src/crypto/hpke/suite.js';
 import { sealChunkedRequest } from '../../src/protocol/chunked.js';
 import { decodeKeyConfig, sealTargetFromKeyConfig } from '../../src/protocol/key-config.js';
@@ -25,8 +25,10 @@ import { decodeResponseChunk } from '../../src/protocol/messages.js';
 import { encodeWireMessage } from '../../src/protocol/wire.js';
 import { connect } from '../../src/client/client.js';
 import type { ServerLimits } from '../../src/server/options.js';
-import { FakeEngine, startTestServer, until } from '../e2e/helpers.js';
-import type { TestServer } from '../e2e/helpers.js';
+import { FakeEngine } from '../helpers/engines.js';
+import { startTestServer } from '../helpers/test-server.js';
+import { until } from '../helpers/until.js';
+import type { TestServer } from '../helpers/test-server.js';
 
 const open: { close(): Promise<void> }[] = [];
 afterEach(async () => {
@@ -65,32 +67,12 @@ function keyManager(now?: () => number, graceMs?: number): KeyManager {
   });
 }
 
-/** A ResponseOut that records what it got; `stallAfter` writes resolve, later ones never do. */
-function recorder(stallAfter = Infinity): ResponseOut & { bytes: Uint8Array[]; ended: boolean; failed: ErrorCode[] } {
-  const r = {
-    bytes: [] as Uint8Array[],
-    ended: false,
-    failed: [] as ErrorCode[],
-    write(b: Uint8Array): Promise<void> {
-      r.bytes.push(b);
-      return r.bytes.length <= stallAfter ? Promise.resolve() : new Promise<void>(() => undefined);
-    },
-    end(): void {
-      r.ended = true;
-    },
-    fail(code: ErrorCode): void {
-      r.failed.push(code);
-    },
-  };
-  return r;
-}
-
 describe('handler: reportGraceMs bounds the error report', () => {
   it('a peer whose writes never complete: the request still ends TIMEOUT and its slot is given back', async () => {
     const keys = keyManager();
     const d = deps(keys, { requestTimeoutMs: 30, reportGraceMs: 30 });
     const sealed = generateRequest(decodeKeyConfig(keys.current().keyConfig), 'x', { n: 5 });
-    const out = recorder(1); // the response nonce goes out, nothing after it ever does
+    const out = fakeResponseOut({ stallAfter: 1 }); // the response nonce goes out, nothing after it ever does
     d.stats.inFlight++; // as a transport does around the handler
     await handleSealedRequest(d, sealed.bytes, out, { conn: 1, signal: new AbortController().signal }).finally(() => d.stats.inFlight--);
     expect(d.stats.inFlight).toBe(0);
@@ -105,7 +87,7 @@ describe('handler: reportGraceMs bounds the error report', () => {
     const keys = keyManager();
     const d = deps(keys, { requestTimeoutMs: 30, reportGraceMs: 60_000 });
     const sealed = generateRequest(decodeKeyConfig(keys.current().keyConfig), 'block');
-    const out = recorder();
+    const out = fakeResponseOut();
     await handleSealedRequest(d, sealed.bytes, out, { conn: 1, signal: new AbortController().signal });
     expect(out.ended).toBe(true);
     const chunks = [...out.bytes.flatMap((b) => sealed.response.push(b)), ...sealed.response.finish()];
@@ -133,14 +115,14 @@ describe('handler: one key lookup per request', () => {
     keys.rotate(); // `old` is now the previous generation, usable for 10 ms
     const d = deps(keys);
     const sealed = generateRequest(decodeKeyConfig(old.keyConfig), 'x', { n: 2 });
-    const out = recorder();
+    const out = fakeResponseOut();
     await handleSealedRequest(d, sealed.bytes, out, { conn: 1, signal: new AbortController().signal });
     expect(calls).toEqual([old.keyId]);
     expect(d.stats.requestsCompleted).toBe(1);
     const chunks = [...out.bytes.flatMap((b) => sealed.response.push(b)), ...sealed.response.finish()];
     expect(chunks.map((c) => decodeResponseChunk(c.plaintext).t)).toEqual(['data', 'data', 'end']);
     // and the key really is gone now: a new request naming it is KEY_STALE, in plaintext
-    const again = recorder();
+    const again = fakeResponseOut();
     await handleSealedRequest(d, generateRequest(decodeKeyConfig(old.keyConfig), 'x').bytes, again, { conn: 1, signal: new AbortController().signal });
     expect(again.failed).toEqual(['KEY_STALE']);
   });

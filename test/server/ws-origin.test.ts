@@ -12,8 +12,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { encodeWireMessage, decodeWireMessage } from '../../src/protocol/wire.js';
 import type { ServerLimits } from '../../src/server/options.js';
-import { startTestServer, until } from '../e2e/helpers.js';
-import type { TestServer } from '../e2e/helpers.js';
+import { startTestServer } from '../helpers/test-server.js';
+import { until } from '../helpers/until.js';
+import type { TestServer } from '../helpers/test-server.js';
 
 const open: { close(): Promise<void> | void }[] = [];
 afterEach(async () => {

@@ -10,6 +10,7 @@ import type { UpstreamEngineOptions } from '../../src/inference/upstream/index.j
 import { startStandin } from '../fixtures/standin-engine/index.js';
 import type { Standin } from '../fixtures/standin-engine/index.js';
 import { rejectionOf } from '../helpers/errors.js';
+import { until } from '../helpers/until.js';
 
 let standin: Standin;
 const engines: UpstreamEngine[] = [];
@@ -439,7 +440,7 @@ describe('UpstreamEngine cancel, retries and concurrency', () => {
     standin.reset({ hangHeaders: true });
     const ac = new AbortController();
     const p = failure(run(e, chat(false), ac.signal));
-    while (standin.requests.length === 0) await new Promise((r) => setTimeout(r, 5));
+    await until(() => standin.requests.length > 0, 500, 5, 'a request at the stand-in');
     ac.abort();
     expect((await p).code).toBe('CANCELLED');
     await standin.waitForEarlyClose(1);
@@ -487,7 +488,7 @@ describe('UpstreamEngine cancel, retries and concurrency', () => {
     const e = await started();
     standin.reset({ hangAfterEvents: 1 });
     const p = failure(run(e, chat(true)));
-    while (standin.requests.length === 0) await new Promise((r) => setTimeout(r, 5));
+    await until(() => standin.requests.length > 0, 500, 5, 'a request at the stand-in');
     await e.close();
     expect((await p).code).toBe('CANCELLED');
   });

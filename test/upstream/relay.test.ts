@@ -20,16 +20,7 @@ import { MAX_BATCH_EVENTS, MAX_BATCH_TEXT_CHARS, looksLikePlainObject } from '..
 import { encodeCbor } from '../../src/protocol/cbor.js';
 import { JsonResults, decodeResponseChunk, encodeResponseChunk, encodeResultsChunk } from '../../src/protocol/messages.js';
 import { CloisterServer } from '../../src/server/server.js';
-import { rejectionOf } from '../helpers/errors.js';
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    return err instanceof CloisterError ? err.code : 'not a CloisterError';
-  }
-  return undefined;
-}
+import { codeOf, rejectionOf } from '../helpers/errors.js';
 
 const failure = rejectionOf;
 

@@ -12,7 +12,7 @@ import { unixConnector } from '../../src/host/upstream.js';
 import { CloisterServer } from '../../src/server/server.js';
 import { createSimulatedAttester } from '../../src/attestation/simulated/index.js';
 import { UNIX_SOCKET_PATH_BYTES, checkUnixSocketPath, wsUnixSocketPath } from '../../src/util/unix-socket.js';
-import { FakeEngine } from '../e2e/helpers.js';
+import { FakeEngine } from '../helpers/engines.js';
 
 let dir: string;
 beforeEach(async () => {

@@ -1,15 +1,7 @@
-/** Shared fixtures for the end-to-end tests: a fake engine, a simulated server, a policy. */
+/** Test-only: a deterministic fake engine shared by the server, client and e2e tests. Not a test file itself. */
 import { CloisterError } from '../../src/errors.js';
 import { JsonResults } from '../../src/protocol/messages.js';
 import type { Engine, EngineRequest, ModelInfo, RunOptions } from '../../src/inference/types.js';
-import { createSimulatedAttester } from '../../src/attestation/simulated/index.js';
-import type { SimulatedAttester } from '../../src/attestation/simulated/index.js';
-import { policyFromJson } from '../../src/attestation/policy.js';
-import type { Policy } from '../../src/attestation/policy.js';
-import { developmentPolicy } from '../../src/client/dev-policy.js';
-import { CloisterServer, serverConfigDigest } from '../../src/server/server.js';
-import type { CloisterServerOptions, ServerAddress } from '../../src/server/server.js';
-import type { Logger } from '../../src/server/log.js';
 
 const digest = (n: number): Uint8Array => new Uint8Array(32).fill(n);
 
@@ -96,53 +88,3 @@ export class FakeEngine implements Engine {
     }
   }
 }
-
-export interface TestServer {
-  readonly server: CloisterServer;
-  readonly urls: ServerAddress;
-  readonly wsUrl: string;
-  readonly httpUrl: string;
-  readonly attester: SimulatedAttester;
-  readonly policy: Policy;
-  readonly policyJson: Record<string, unknown>;
-  readonly trustedRoots: { simulated: string[] };
-  readonly engine: FakeEngine;
-  close(): Promise<void>;
-}
-
-export async function startTestServer(
-  options: Partial<Omit<CloisterServerOptions, 'attester'>> & { engine?: FakeEngine; logger?: Logger } = {},
-): Promise<TestServer> {
-  const engine = options.engine ?? new FakeEngine();
-  const engines = options.engines ?? [engine];
-  const configDigest = serverConfigDigest({ ...options, engines, platform: 'simulated' });
-  const models = engines.flatMap((e) => [...e.models()]).sort((a, b) => (a.name < b.name ? -1 : 1));
-  const attester = await createSimulatedAttester({ measurements: { configDigest, modelDigests: models.map((m) => m.digest) } });
-  const server = new CloisterServer({ ...options, engines, attester });
-  const urls = await server.listen({ host: '127.0.0.1', port: 0 });
-  const policyJson = developmentPolicy({ pcrs: attester.policySection().pcrs, rootSha256Hex: attester.rootSha256Hex, models });
-  return {
-    server,
-    urls,
-    wsUrl: urls.wsUrl,
-    httpUrl: urls.httpUrl ?? '',
-    attester,
-    policy: policyFromJson(policyJson),
-    policyJson,
-    trustedRoots: { simulated: [attester.rootPem] },
-    engine,
-    close: () => server.close(),
-  };
-}
-
-/** Waits (bounded) until `cond` holds; throws after `tries` polls. Not a timing assertion. */
-export async function until(cond: () => boolean, tries = 500, stepMs = 10): Promise<void> {
-  for (let i = 0; i < tries; i++) {
-    if (cond()) return;
-    await new Promise((r) => setTimeout(r, stepMs));
-  }
-  throw new Error('condition not reached');
-}
-
-/** The awaited CloisterError code (test/helpers/errors.ts codeOfAsync), for the e2e suites. */
-export { codeOfAsync as codeOf } from '../helpers/errors.js';
