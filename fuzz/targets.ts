@@ -15,8 +15,8 @@
 import { createCipheriv, createDecipheriv } from 'node:crypto';
 import fc from 'fast-check';
 import { CloisterError } from '../src/errors.js';
-import { decodeCbor, encodeCbor } from '../src/protocol/cbor.js';
-import type { CborInput } from '../src/protocol/cbor.js';
+import { decodeCbor, encodeCbor } from '../src/core/cbor.js';
+import type { CborInput } from '../src/core/cbor.js';
 import { decodeWireMessage, encodeWireMessage } from '../src/protocol/wire.js';
 import type { WireMessage } from '../src/protocol/wire.js';
 import {
@@ -37,12 +37,12 @@ import type { KeyConfig, ResponseChunk, SealedRequest } from '../src/protocol/in
 import { HpkeRecipientKey, suiteFromIds } from '../src/crypto/index.js';
 import { SseParser } from '../src/inference/upstream/sse.js';
 import type { SseEvent } from '../src/inference/upstream/sse.js';
-import { decodeCoseSign1 } from '../src/attestation/nitro/cose.js';
-import { parseNitroDocument } from '../src/attestation/nitro/document.js';
-import { verifyNitroDocument } from '../src/attestation/nitro/verify.js';
-import { parseSnpReport } from '../src/attestation/sev-snp/report.js';
-import { sevSnpPolicy, verifySevSnpEvidence } from '../src/attestation/sev-snp/index.js';
-import { parseTdxQuote } from '../src/attestation/tdx/quote.js';
+import { decodeCoseSign1 } from '../src/verifier/nitro/cose.js';
+import { parseNitroDocument } from '../src/verifier/nitro/document.js';
+import { verifyNitroDocument } from '../src/verifier/nitro/verify.js';
+import { parseSnpReport } from '../src/verifier/sev-snp/report.js';
+import { sevSnpPolicy, verifySevSnpEvidence } from '../src/verifier/sev-snp/index.js';
+import { parseTdxQuote } from '../src/verifier/tdx/quote.js';
 import { loadNativeCrypto, NATIVE_AEAD_AES_128_GCM, NATIVE_AEAD_AES_256_GCM, NATIVE_AEAD_CHACHA20_POLY1305 } from '../src/native/crypto.js';
 import { readVector, readVectorJson } from '../test/helpers/vectors.js';
 import { equalBytes, mutatedInputs } from './mutate.js';

@@ -9,7 +9,7 @@
  *        [--signing-certificate cert.pem --private-key key.pem] [--source-date-epoch N]
  *
  * Steps: docker (or podman) build of Dockerfile.enclave -> nitro-cli build-enclave -> parse
- * nitro-cli's measurements -> measure the produced EIF ourselves (src/attestation/nitro/eif)
+ * nitro-cli's measurements -> measure the produced EIF ourselves (src/image/eif)
  * and refuse to continue unless both agree -> write measurements.json and policy.json.
  * Requires `npm run build` first (the EIF measurement and model digest come from dist/).
  */

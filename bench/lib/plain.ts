@@ -14,7 +14,7 @@ import type { AddressInfo } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import { decodeWireMessage, encodeWireMessage } from '../../src/protocol/wire.js';
 import { decodeResponseChunk, decodeSealedRequest, encodeResponseChunk, encodeSealedRequest } from '../../src/protocol/messages.js';
-import type { CborInput } from '../../src/protocol/cbor.js';
+import type { CborInput } from '../../src/core/cbor.js';
 import type { Engine } from '../../src/inference/types.js';
 
 const MAX_PAYLOAD = 1024 * 1024;

@@ -9,9 +9,9 @@
  */
 import { createHash } from 'node:crypto';
 import { CloisterError } from '../errors.js';
-import type { EvidenceBundle } from '../attestation/types.js';
-import { decodeCoseSign1 } from '../attestation/nitro/cose.js';
-import { parseNitroDocument } from '../attestation/nitro/document.js';
+import type { EvidenceBundle } from '../core/types.js';
+import { decodeCoseSign1 } from '../verifier/nitro/cose.js';
+import { parseNitroDocument } from '../verifier/nitro/document.js';
 import { decodeKeyConfig } from '../protocol/key-config.js';
 
 /** Evidence age a development policy accepts. */
@@ -27,7 +27,7 @@ export interface DevelopmentPolicyInput {
 
 const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
 
-/** The policy JSON object (see src/attestation/policy.ts) for a simulated server. */
+/** The policy JSON object (see src/verifier/policy.ts) for a simulated server. */
 export function developmentPolicy(input: DevelopmentPolicyInput): Record<string, unknown> {
   const pcrs: Record<string, string> = {};
   if (input.pcrs instanceof Map) {

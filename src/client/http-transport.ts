@@ -2,9 +2,9 @@
  * HTTP client transport over `fetch`: `GET /v1/evidence?nonce=hex`, `POST /v1/sealed`
  * with the sealed request as the body and the chunked sealed response streamed back.
  */
-import { concatBytes } from '../crypto/bytes.js';
+import { concatBytes } from '../core/bytes.js';
 import { CloisterError, isErrorCode } from '../errors.js';
-import type { EvidenceBundle } from '../attestation/types.js';
+import type { EvidenceBundle } from '../core/types.js';
 import { decodeWireMessage, LIMIT_HEADER } from '../protocol/wire.js';
 import { connectionFailed, notCloister, targetOf } from './connection-error.js';
 import { DEFAULT_CLIENT_MAX_MESSAGE_BYTES, DEFAULT_CONNECT_TIMEOUT_MS } from './transport.js';

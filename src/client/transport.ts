@@ -3,7 +3,7 @@
  * transport returns is attacker-controlled; the client verifies it (evidence) or opens it
  * (sealed response) before use.
  */
-import type { EvidenceBundle } from '../attestation/types.js';
+import type { EvidenceBundle } from '../core/types.js';
 
 /** The response stream of one sealed request, as the transport delivers it. */
 export interface SealedExchange {

@@ -6,7 +6,7 @@
 import { WebSocket } from 'ws';
 import { CloisterError, isErrorCode } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
-import type { EvidenceBundle } from '../attestation/types.js';
+import type { EvidenceBundle } from '../core/types.js';
 import { decodeWireMessage, encodeWireMessage, IDLE_CLOSE_REASON, MAX_FRAME_BYTES_HEADER, MAX_IN_FLIGHT_HEADER, MAX_STREAM_ID } from '../protocol/wire.js';
 import type { WireMessage } from '../protocol/wire.js';
 import {
@@ -17,7 +17,7 @@ import {
 } from './transport.js';
 import { connectionFailed, notCloister, targetOf } from './connection-error.js';
 import type { ClientTransport, SealedExchange, TransportLimits } from './transport.js';
-import { checkUnixSocketPath, wsUnixSocketPath } from '../util/unix-socket.js';
+import { checkUnixSocketPath, wsUnixSocketPath } from '../core/unix-socket.js';
 
 function serverError(code: ErrorCode): CloisterError {
   return new CloisterError(code, undefined, { detail: { origin: 'server' } });

@@ -5,7 +5,7 @@
  */
 import { createHmac } from 'node:crypto';
 import { CloisterError } from '../errors.js';
-import { concatBytes } from './bytes.js';
+import { concatBytes } from '../core/bytes.js';
 import { nativeErrorCode } from '../native/crypto.js';
 import { activeNative } from './backend.js';
 

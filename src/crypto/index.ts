@@ -13,9 +13,3 @@ export { generateX25519KeyPair, HpkeRecipientKey } from './hpke/kem.js';
 export { HpkeSenderContext, HpkeRecipientContext } from './hpke/context.js';
 export { setupBaseSender, setupBaseRecipient } from './hpke/setup.js';
 export type { SetupSenderOptions, SenderSetup } from './hpke/setup.js';
-export {
-  portableSetupBaseSender,
-  portableSetupBaseRecipient,
-  PortableSenderContext,
-  PortableRecipientContext,
-} from './hpke-portable.js';

@@ -14,7 +14,7 @@ import { createSecureContext, TLSSocket } from 'node:tls';
 import type { SecureContext } from 'node:tls';
 import { CloisterError } from '../errors.js';
 import type { UpstreamConnector } from './upstream.js';
-import { LOCAL_SOURCE, sourceOf } from '../util/source-address.js';
+import { LOCAL_SOURCE, sourceOf } from '../core/source-address.js';
 
 export const RELAY_DEFAULTS = {
   maxConnections: 1024,

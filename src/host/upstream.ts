@@ -14,7 +14,7 @@ import { createConnection } from 'node:net';
 import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { CloisterError } from '../errors.js';
-import { checkUnixSocketPath } from '../util/unix-socket.js';
+import { checkUnixSocketPath } from '../core/unix-socket.js';
 
 export interface UpstreamConnector {
   /** Human-readable, content-free description for logs, e.g. "vsock:16:5000". */

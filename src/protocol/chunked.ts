@@ -17,7 +17,7 @@
  */
 import { CloisterError } from '../errors.js';
 import { aeadOpen, aeadSeal } from '../crypto/aead.js';
-import { assertBytes, concatBytes, copyBytes, utf8 } from '../crypto/bytes.js';
+import { assertBytes, concatBytes, copyBytes, utf8 } from '../core/bytes.js';
 import { MAX_SEQUENCE, xorNonce } from '../crypto/hpke/context.js';
 import { randomBytesPooled } from '../crypto/random.js';
 import type { HpkeRecipientContext, HpkeSenderContext } from '../crypto/hpke/context.js';
@@ -27,7 +27,7 @@ import { suiteParams } from '../crypto/hpke/suite.js';
 import type { HpkeSuite, SuiteParams } from '../crypto/hpke/suite.js';
 import { deriveResponseKeys, encodeRequestHeader, parseRequestHeader, REQUEST_HEADER_LENGTH, requestInfo } from './ohttp.js';
 import type { LookupKey, SealTarget } from './ohttp.js';
-import { readVarint, varintLength, varintSizeFromFirstByte, writeVarint } from './varint.js';
+import { readVarint, varintLength, varintSizeFromFirstByte, writeVarint } from '../core/varint.js';
 
 export const CHUNKED_REQUEST_LABEL = 'message/bhttp chunked request';
 export const CHUNKED_RESPONSE_LABEL = 'message/bhttp chunked response';

@@ -61,6 +61,6 @@ export {
   padChunkPlaintext,
 } from './messages.js';
 export type { Operation, SealedRequest, MessageLimits, ResponseChunk, ReceiptKeyPair } from './messages.js';
-export type { CborInput } from './cbor.js';
+export type { CborInput } from '../core/cbor.js';
 export { checkReceipt, receiptDigests, receiptMessage, receiptFromJson, receiptToJson } from './receipt.js';
 export type { ReceiptRecord, CheckReceiptExpect } from './receipt.js';

@@ -5,7 +5,7 @@
  */
 import { CloisterError } from '../errors.js';
 import { aeadOpen, aeadSeal } from '../crypto/aead.js';
-import { assertBytes, concatBytes, copyBytes, utf8 } from '../crypto/bytes.js';
+import { assertBytes, concatBytes, copyBytes, utf8 } from '../core/bytes.js';
 import { hkdfExpand, hkdfExtract } from '../crypto/hkdf.js';
 import type { HpkeRecipientContext, HpkeSenderContext } from '../crypto/hpke/context.js';
 import type { HpkeRecipientKey } from '../crypto/hpke/kem.js';

@@ -13,9 +13,9 @@
  */
 import { createHash } from 'node:crypto';
 import { CloisterError } from '../errors.js';
-import { concatBytes } from '../crypto/bytes.js';
+import { concatBytes } from '../core/bytes.js';
 import { timingSafeEqualBytes } from '../crypto/ct.js';
-import { fromHex, toHex } from '../attestation/hex.js';
+import { fromHex, toHex } from '../core/hex.js';
 import { decodeKeyConfig, keyConfigDigest } from './key-config.js';
 import { RECEIPT_LABEL, RECEIPT_SIGNATURE_LENGTH, verifyReceipt } from './messages.js';
 

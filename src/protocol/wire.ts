@@ -12,11 +12,11 @@
  * Nothing here is secret: the sealed request and response bytes are opaque `body` fields.
  */
 import { CloisterError, isErrorCode } from '../errors.js';
-import { decodeCbor, encodeCbor } from './cbor.js';
-import type { CborDecodeOptions, CborMap, CborValue } from './cbor.js';
+import { decodeCbor, encodeCbor } from '../core/cbor.js';
+import type { CborDecodeOptions, CborMap, CborValue } from '../core/cbor.js';
 import type { ErrorCode } from '../errors.js';
-import { PLATFORMS } from '../attestation/types.js';
-import type { EvidenceBundle, Platform } from '../attestation/types.js';
+import { PLATFORMS } from '../core/types.js';
+import type { EvidenceBundle, Platform } from '../core/types.js';
 
 /** Largest stream id: stream ids are uint32 chosen by the client. */
 export const MAX_STREAM_ID = 0xffff_ffff;

@@ -23,8 +23,8 @@ import type { Logger } from './log.js';
 import { newServerRequestId } from './log.js';
 import { CODE_OK, OP_NONE } from './stats.js';
 import type { ServerStats } from './stats.js';
-import { startDeadline } from '../util/deadline.js';
-import type { Deadline } from '../util/deadline.js';
+import { startDeadline } from '../core/deadline.js';
+import type { Deadline } from '../core/deadline.js';
 
 /** Where the sealed response stream goes. */
 export interface ResponseOut {

@@ -12,7 +12,7 @@
  */
 import { randomInt } from 'node:crypto';
 import { CloisterError } from '../errors.js';
-import type { Platform } from '../attestation/types.js';
+import type { Platform } from '../core/types.js';
 import type { ModelInfo } from '../inference/types.js';
 import { HpkeRecipientKey } from '../crypto/hpke/kem.js';
 import {

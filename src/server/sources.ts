@@ -17,7 +17,7 @@
  * closed: they are limited together).
  */
 import { SlidingWindowLimiter } from './rate-limit.js';
-import { LOCAL_SOURCE, sourceOf } from '../util/source-address.js';
+import { LOCAL_SOURCE, sourceOf } from '../core/source-address.js';
 
 export { LOCAL_SOURCE, sourceOf };
 /** How often a full table may be swept for sources that hold nothing. */

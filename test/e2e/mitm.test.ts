@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../../src/client/client.js';
-import type { EvidenceBundle } from '../../src/attestation/types.js';
+import type { EvidenceBundle } from '../../src/core/types.js';
 import { WsClientTransport } from '../../src/client/ws-transport.js';
 import { codeOf, fakeClassify, startTestServer } from './helpers.js';
 import type { TestServer } from './helpers.js';

@@ -12,7 +12,7 @@ import {
 } from '../../src/protocol/index.js';
 import type { ChunkedResponseOpener, OpenedChunk } from '../../src/protocol/index.js';
 import { requestInfo } from '../../src/protocol/ohttp.js';
-import { encodeVarint } from '../../src/protocol/varint.js';
+import { encodeVarint } from '../../src/core/varint.js';
 import { hex, toHex } from '../helpers/bytes.js';
 import { codeOf } from '../helpers/errors.js';
 import { describeWithVectors, hasVectors, readVectorJson } from '../helpers/vectors.js';

@@ -7,7 +7,7 @@ import { decodeWireMessage, encodeWireMessage } from '../../src/protocol/wire.js
 import type { WireMessage } from '../../src/protocol/wire.js';
 import { sealChunkedRequest } from '../../src/protocol/chunked.js';
 import { sealTargetFromKeyConfig } from '../../src/protocol/key-config.js';
-import { encodeCbor } from '../../src/protocol/cbor.js';
+import { encodeCbor } from '../../src/core/cbor.js';
 import { WsClientTransport } from '../../src/client/ws-transport.js';
 import { codeOf, fakeClassify, FakeEngine, startTestServer, until } from '../e2e/helpers.js';
 import type { TestServer } from '../e2e/helpers.js';

@@ -17,13 +17,13 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { CloisterError } from '../../errors.js';
-import { fromHex } from '../../attestation/hex.js';
-import type { Policy } from '../../attestation/policy.js';
-import { verifySevSnpEvidence } from '../../attestation/sev-snp/index.js';
-import { verifyTdxEvidence } from '../../attestation/tdx/index.js';
-import { PcsCollateralFetcher } from '../../attestation/tdx/collateral.js';
-import type { VerificationReport } from '../../attestation/types.js';
-import { certificateFromFile } from '../../attestation/x509/certificate.js';
+import { fromHex } from '../../core/hex.js';
+import type { Policy } from '../../verifier/policy.js';
+import { verifySevSnpEvidence } from '../../verifier/sev-snp/index.js';
+import { verifyTdxEvidence } from '../../verifier/tdx/index.js';
+import { PcsCollateralFetcher } from '../../verifier/tdx/collateral.js';
+import type { VerificationReport } from '../../core/types.js';
+import { certificateFromFile } from '../../verifier/x509/certificate.js';
 
 /** Largest --vcek / --certs / --collateral / --key-config file read. */
 export const MAX_SNP_TDX_AUX_FILE_BYTES = 1024 * 1024;

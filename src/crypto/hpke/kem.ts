@@ -10,7 +10,7 @@
  */
 import { createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, KeyObject } from 'node:crypto';
 import { CloisterError } from '../../errors.js';
-import { assertBytes, concatBytes, copyBytes, i2osp, utf8 } from '../bytes.js';
+import { assertBytes, concatBytes, copyBytes, i2osp, utf8 } from '../../core/bytes.js';
 import { timingSafeEqualBytes } from '../ct.js';
 import { hkdfExpandParts, hkdfExtractParts } from '../hkdf.js';
 import { activeNative } from '../backend.js';

@@ -1,7 +1,7 @@
 /**
  * KeySchedule for base mode (RFC 9180 section 5.1): mode 0x00, empty psk and psk_id.
  */
-import { concatBytes, copyBytes, i2osp, utf8 } from '../bytes.js';
+import { concatBytes, copyBytes, i2osp, utf8 } from '../../core/bytes.js';
 import { hkdfExpand, hkdfExpandParts, hkdfExtractParts } from '../hkdf.js';
 import type { SuiteParams } from './suite.js';
 

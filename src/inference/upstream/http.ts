@@ -14,7 +14,7 @@
 import { request as httpRequest } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Agent, ClientRequest, IncomingMessage } from 'node:http';
-import { concatBytes } from '../../crypto/bytes.js';
+import { concatBytes } from '../../core/bytes.js';
 import { CloisterError } from '../../errors.js';
 
 export interface UpstreamTarget {

@@ -8,7 +8,7 @@
  * of a CRLF pair. Buffering is bounded: the bytes of one event (its lines, comments
  * included, plus a pending partial line) may not exceed `maxEventBytes`.
  */
-import { concatBytes } from '../../crypto/bytes.js';
+import { concatBytes } from '../../core/bytes.js';
 import { CloisterError } from '../../errors.js';
 
 export interface SseEvent {

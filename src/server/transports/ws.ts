@@ -15,7 +15,7 @@
 import type { WebSocket } from 'ws';
 import { asCloisterError, wireCodeOf } from '../../errors.js';
 import type { ErrorCode } from '../../errors.js';
-import { concatBytes } from '../../crypto/bytes.js';
+import { concatBytes } from '../../core/bytes.js';
 import { decodeWireMessage, encodeWireMessage, IDLE_CLOSE_REASON } from '../../protocol/wire.js';
 import type { WireMessage } from '../../protocol/wire.js';
 import type { ServerContext } from '../context.js';
