@@ -57,7 +57,3 @@ export function assertBytes(value: unknown, name: string, length?: number): asse
     });
   }
 }
-
-export function toHex(b: Uint8Array): string {
-  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
-}

@@ -5,7 +5,7 @@
  * finite number or an error code. The same checks run at runtime, so a caller that bypasses
  * the types (plain JS, casts) still cannot smuggle a string into a line.
  */
-import { toHex } from '../core/bytes.js';
+import { toHex } from '../core/hex.js';
 import { randomBytesPooled } from '../crypto/random.js';
 import { isErrorCode } from '../errors.js';
 import type { ErrorCode } from '../errors.js';

@@ -36,6 +36,7 @@ import { parseSevSnpPolicy } from './sev-snp/policy.js';
 import type { SevSnpPolicy } from './sev-snp/policy.js';
 import { parseTdxPolicy, tdxUnsafePolicyNote } from './tdx/policy.js';
 import type { TdxPolicy } from './tdx/policy.js';
+import { isRecord } from '../core/validate.js';
 
 export const POLICY_VERSION = 1;
 /** Largest accepted policy file. */
@@ -76,10 +77,6 @@ export interface Policy {
 
 function invalid(message: string, field?: string): CloisterError {
   return new CloisterError('POLICY_INVALID', `policy: ${message}`, field === undefined ? {} : { detail: { field } });
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 function onlyKeys(obj: Record<string, unknown>, allowed: readonly string[], where: string): void {

@@ -7,6 +7,7 @@
 import type { TransformersModule } from './transformers-env.js';
 import type { PaddingSide } from './batch-inputs.js';
 import { type FastWordPiece, fastWordPiece, PROBE_TEXTS } from './wordpiece.js';
+import { isRecord } from '../../core/validate.js';
 
 /** Per-text token ids before padding; `typeIds` only when the tokenizer returns them. */
 export interface Encoded {
@@ -37,10 +38,6 @@ export interface TokenizerFiles {
 }
 
 type Callable = (...args: unknown[]) => unknown;
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null;
-}
 
 function callable(v: unknown): v is Callable & Record<string, unknown> {
   return typeof v === 'function';

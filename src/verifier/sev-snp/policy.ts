@@ -27,6 +27,7 @@ import { CloisterError } from '../../errors.js';
 import { fromHex, toHex } from '../../core/hex.js';
 import { SNP_POLICY_BIT, snpPolicyHas, type SnpReport } from './report.js';
 import { SNP_PRODUCTS, tcbAtLeast, type SnpProduct, type SnpTcbParts } from './tcb.js';
+import { isRecord } from '../../core/validate.js';
 
 export const MAX_POLICY_LIST_ENTRIES = 64;
 
@@ -65,10 +66,6 @@ const TCB_KEYS: ReadonlySet<string> = new Set(['bootloader', 'tee', 'snp', 'micr
 
 function invalid(message: string, field?: string): CloisterError {
   return new CloisterError('POLICY_INVALID', `sev-snp policy: ${message}`, field === undefined ? {} : { detail: { field } });
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 function hexList(v: unknown, bytes: number, field: string, required: boolean): Uint8Array[] | undefined {

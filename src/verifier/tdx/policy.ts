@@ -26,6 +26,7 @@ import { timingSafeEqualBytes } from '../../crypto/ct.js';
 import { CloisterError } from '../../errors.js';
 import { fromHex, toHex } from '../../core/hex.js';
 import { TD_ATTRIBUTE, tdAttributeSet, type TdReport } from './quote.js';
+import { isRecord } from '../../core/validate.js';
 
 export const TDX_TCB_STATUSES = [
   'UpToDate',
@@ -69,10 +70,6 @@ const KEYS: ReadonlySet<string> = new Set<string>([...LIST_KEYS, 'allowDebug', '
 
 function invalid(message: string, field?: string): CloisterError {
   return new CloisterError('POLICY_INVALID', `tdx policy: ${message}`, field === undefined ? {} : { detail: { field } });
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 /** Parse the "tdx" section of a policy file, strictly. */

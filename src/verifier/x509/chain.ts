@@ -21,6 +21,7 @@ import type { ErrorCode } from '../../errors.js';
 import { timingSafeEqualBytes } from '../../crypto/ct.js';
 import { DEFAULT_MAX_CERTIFICATE_BYTES, KeyUsageFlags, parseCertificate } from './certificate.js';
 import type { CertificateInput, ParsedCertificate } from './certificate.js';
+import { toHex } from '../../core/hex.js';
 
 /** Signature algorithms accepted anywhere in a chain. SHA-1 and MD5 are absent on purpose. */
 export const ALLOWED_SIGNATURE_ALGORITHMS: ReadonlyMap<string, string> = new Map([
@@ -157,10 +158,6 @@ function checkCriticalExtensions(cert: ParsedCertificate): string | null {
   return null;
 }
 
-function hex(b: Uint8Array): string {
-  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
-}
-
 /**
  * Verify an ordered certificate path to a pinned root. Never throws for a bad chain: the
  * failure comes back as `{ ok: false, code }` with the failing certificate's index. Throws
@@ -267,7 +264,7 @@ export function verifyCertificateChain(options: VerifyChainOptions): ChainResult
     subject: c.subject,
     notBefore: c.notBefore,
     notAfter: c.notAfter,
-    sha256Hex: hex(c.sha256),
+    sha256Hex: toHex(c.sha256),
   }));
   return { ok: true, path, certificates, leafPublicKey: leaf.x509.publicKey };
 }
