@@ -200,7 +200,6 @@ function sampleWire(): WireMessage[] {
     { t: 'evidence', bundle: { platform: 'sev-snp', evidence: new Uint8Array(64).fill(2), keyConfig: new Uint8Array(20).fill(3), certificates: new Uint8Array(10) } },
     { t: 'req', sid: 1, body: new Uint8Array(50).fill(4) },
     { t: 'res', sid: 0xffff_ffff, body: new Uint8Array(30).fill(5), fin: true },
-    { t: 'end', sid: 9 },
     { t: 'cancel', sid: 10 },
     { t: 'err', sid: 11, code: 'OVERLOADED' },
     { t: 'err', code: 'RATE_LIMITED' },

@@ -32,7 +32,7 @@ import {
 } from './enclave-common.mjs';
 
 async function loadDist() {
-  const measure = join(repoRoot, 'dist', 'attestation', 'nitro', 'eif', 'measure.js');
+  const measure = join(repoRoot, 'dist', 'image', 'eif', 'measure.js');
   const digest = join(repoRoot, 'dist', 'inference', 'onnx', 'digest.js');
   if (!existsSync(measure) || !existsSync(digest)) throw new ToolError('dist/ is missing: run `npm run build` first');
   const [m, d] = await Promise.all([import(pathToFileURL(measure).href), import(pathToFileURL(digest).href)]);

@@ -576,11 +576,10 @@ export class CloisterClient {
     try {
       for await (const piece of exchange.pieces) {
         if (complete) throw new CloisterError('PROTOCOL_VIOLATION', 'data after the final chunk');
-        const results = handle(exchange.mode === 'frames' ? opener.openFrame(piece) : opener.push(piece));
+        const results = handle(opener.push(piece));
         if (results.length > 0) yield results;
       }
       if (!complete) {
-        if (exchange.mode === 'frames') throw new CloisterError('STREAM_TRUNCATED');
         const results = handle(opener.finish());
         if (results.length > 0) yield results;
       }

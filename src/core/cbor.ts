@@ -85,7 +85,7 @@ export interface CborDecodeOptions {
   readonly allowBigInt?: boolean;
 }
 
-export interface CborEncodeOptions {
+interface CborEncodeOptions {
   /** Sort map keys as section 4.2.1 requires; false keeps insertion order. Default true. */
   readonly sortKeys?: boolean;
   /** Deepest nesting accepted (a guard against cyclic input). Default 32. */
@@ -104,7 +104,7 @@ export const DEFAULT_CBOR_DECODE_OPTIONS = Object.freeze({
   allowBigInt: false,
 } as const satisfies Required<CborDecodeOptions>);
 
-export const DEFAULT_CBOR_ENCODE_OPTIONS = Object.freeze({
+const DEFAULT_CBOR_ENCODE_OPTIONS = Object.freeze({
   sortKeys: true,
   maxDepth: 32,
 } as const satisfies Required<CborEncodeOptions>);

@@ -6,7 +6,7 @@
  * A validating scan of RFC 8259 JSON (no values are built); call it after JSON.parse failed.
  */
 
-export interface JsonSyntaxError {
+interface JsonSyntaxError {
   /** Offset in UTF-16 code units from the start of the text. */
   readonly offset: number;
   /** 1-based line and column (column in UTF-16 code units). */

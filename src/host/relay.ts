@@ -62,7 +62,7 @@ export type RelayEvent =
   | { readonly type: 'draining'; readonly active: number }
   | { readonly type: 'stopped'; readonly forced: number };
 
-export interface RelayStats {
+interface RelayStats {
   readonly connectionsAccepted: number;
   readonly connectionsActive: number;
   readonly connectionsRejected: number;

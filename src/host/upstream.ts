@@ -54,7 +54,7 @@ export function unixConnector(path: string): UpstreamConnector {
   };
 }
 
-export interface VsockSocatOptions {
+interface VsockSocatOptions {
   readonly cid: number;
   readonly port: number;
   /** socat executable; default "socat" on PATH. */

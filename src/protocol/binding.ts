@@ -18,11 +18,11 @@ import { timingSafeEqualBytes } from '../crypto/ct.js';
 /** Domain-separation label for report_data, NUL included. */
 export const REPORT_DATA_LABEL: Uint8Array = new TextEncoder().encode('cloister/attest/v1\0');
 /** The nonce a client may ask for: 0..64 bytes (types.ts AttestationRequest). */
-export const MAX_BINDING_NONCE_BYTES = 64;
+const MAX_BINDING_NONCE_BYTES = 64;
 /** Length of SEV-SNP / TDX report_data. */
 export const REPORT_DATA_BYTES = 64;
 /** X25519 public key length (RFC 7748). */
-export const HPKE_PUBLIC_KEY_BYTES = 32;
+const HPKE_PUBLIC_KEY_BYTES = 32;
 
 function checkNonce(nonce: Uint8Array | undefined): Uint8Array {
   if (nonce === undefined) return new Uint8Array(0);
@@ -46,7 +46,7 @@ export function reportDataFor(keyConfig: Uint8Array, nonce?: Uint8Array): Uint8A
 }
 
 /** What a Nitro (or simulated) attestation document must carry. */
-export interface NitroBinding {
+interface NitroBinding {
   readonly publicKey: Uint8Array;
   readonly userData: Uint8Array;
   /** null when the client asked for no nonce (an empty nonce counts as none). */

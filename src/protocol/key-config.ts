@@ -15,18 +15,18 @@ import { decodeCbor, encodeCbor } from '../core/cbor.js';
 import type { CborInput, CborKey, CborValue } from '../core/cbor.js';
 import type { SealTarget } from './ohttp.js';
 
-export const KEY_CONFIG_VERSION = 1;
+const KEY_CONFIG_VERSION = 1;
 /** Bounds on attacker-supplied key configs. */
-export const KEY_CONFIG_LIMITS = Object.freeze({ maxBytes: 64 * 1024, maxModels: 256, maxStringBytes: 256 });
+const KEY_CONFIG_LIMITS = Object.freeze({ maxBytes: 64 * 1024, maxModels: 256, maxStringBytes: 256 });
 
-export interface KeyConfigModel {
+interface KeyConfigModel {
   readonly name: string;
   readonly task: string;
   /** SHA-256 of the model, 32 bytes. */
   readonly digest: Uint8Array;
 }
 
-export interface KeyConfigEngine {
+interface KeyConfigEngine {
   readonly kind: string;
   readonly model: string;
   readonly imageDigest?: string;

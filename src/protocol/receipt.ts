@@ -37,7 +37,7 @@ export interface ReceiptRecord {
 const DIGEST_LENGTH = 32;
 
 /** The message a version-1 receipt signs, from its two digests. */
-export function receiptMessage(requestDigest: Uint8Array, responseDigest: Uint8Array): Uint8Array {
+function receiptMessage(requestDigest: Uint8Array, responseDigest: Uint8Array): Uint8Array {
   if (requestDigest.byteLength !== DIGEST_LENGTH || responseDigest.byteLength !== DIGEST_LENGTH) {
     throw new CloisterError('INVALID_ARGUMENT', `receipt digests must be ${DIGEST_LENGTH} bytes each`);
   }

@@ -29,7 +29,7 @@ import { digestFileSet } from '../inference/onnx/digest.js';
 
 export const CODE_DIGEST_LABEL = 'cloister/code-digest/v1';
 /** Most files measured (LIMIT_EXCEEDED beyond). */
-export const DEFAULT_MAX_CODE_FILES = 4096;
+const DEFAULT_MAX_CODE_FILES = 4096;
 const MAX_DEPTH = 16;
 
 export interface CodeDigestOptions {

@@ -29,13 +29,13 @@ import type { ServerLimits } from './options.js';
 import { serverConfigDigest } from './server.js';
 
 export type PlatformChoice = Platform | 'auto';
-export const PLATFORM_CHOICES: readonly PlatformChoice[] = ['auto', ...PLATFORMS];
+const PLATFORM_CHOICES: readonly PlatformChoice[] = ['auto', ...PLATFORMS];
 
 export function isPlatformChoice(value: string): value is PlatformChoice {
   return (PLATFORM_CHOICES as readonly string[]).includes(value);
 }
 
-export interface PlatformSelection {
+interface PlatformSelection {
   readonly choice: PlatformChoice;
   readonly platform: Platform;
   /** What detection found; absent for an explicit 'simulated' (nothing was probed). */
@@ -90,7 +90,7 @@ export async function selectPlatform(choice: PlatformChoice, options: PlatformOp
   return { choice, platform: detected.platform, detected, fellBack: false, ...warning };
 }
 
-export interface PlatformAttester {
+interface PlatformAttester {
   readonly attester: Attester;
   readonly selection: PlatformSelection;
   /** Present for the simulated platform: the run's root and the policy section matching it. */
@@ -144,7 +144,7 @@ export async function createPlatformAttester(
   }
 }
 
-export interface ServePlatformInput {
+interface ServePlatformInput {
   /** From `selectPlatform`, taken before the engines start so a missing TEE fails fast. */
   readonly selection: PlatformSelection;
   /** Started engines: their models are measured (simulated PCR2) and configured. */

@@ -75,8 +75,6 @@ export interface ServerAddress {
   readonly path?: string;
 }
 
-export { DEFAULT_KEY_GRACE_MS, DEFAULT_KEY_ROTATION_INTERVAL_MS };
-
 /**
  * SHA-256 over the server's effective configuration (PROTOCOL.md section 1, key 9): limits,
  * key lifetimes, platform, engines and the served models with their digests, as canonical

@@ -23,7 +23,7 @@ export { LOCAL_SOURCE, sourceOf };
 /** How often a full table may be swept for sources that hold nothing. */
 const SWEEP_INTERVAL_MS = 1000;
 
-export interface SourceEntry {
+interface SourceEntry {
   connections: number;
   uploads: number;
   readonly evidence: SlidingWindowLimiter;

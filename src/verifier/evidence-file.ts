@@ -32,8 +32,8 @@ import { MAX_NONCE_BYTES, decodeWireMessage } from '../protocol/wire.js';
 import { PLATFORMS } from '../core/types.js';
 import type { EvidenceBundle, Platform } from '../core/types.js';
 
-export const EVIDENCE_FILE_FORMAT = 'cloister-evidence';
-export const EVIDENCE_FILE_VERSION = 1;
+const EVIDENCE_FILE_FORMAT = 'cloister-evidence';
+const EVIDENCE_FILE_VERSION = 1;
 /** Largest evidence file read or written (a Nitro document is < 16 KiB, TDX collateral < 64 KiB). */
 export const MAX_EVIDENCE_FILE_BYTES = 1024 * 1024;
 

@@ -75,7 +75,7 @@ export class StepRunner {
 export const POLICY_SKIPPED = 'skipped: no policy given (inspection only)';
 
 /** What the SEV-SNP / TDX binding stage checks report_data against. */
-export interface ReportDataExpectation {
+interface ReportDataExpectation {
   /** The client's nonce, bound into report_data together with the key config. */
   readonly nonce?: Uint8Array;
   /** Exact 64-byte report_data, replacing the key-config binding (evidence not made by Cloister). */

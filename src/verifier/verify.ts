@@ -35,7 +35,7 @@ import type { CertificateInput } from './x509/certificate.js';
 export { verifyNitroDocument } from './nitro/verify.js';
 
 /** Tolerance for a key config's notBefore against the client's clock. */
-export const KEY_CONFIG_CLOCK_SKEW_SECONDS = 30;
+const KEY_CONFIG_CLOCK_SKEW_SECONDS = 30;
 
 /**
  * Roots the caller trusts, per platform. Simulated evidence is accepted only with explicit

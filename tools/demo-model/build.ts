@@ -34,12 +34,12 @@ import {
 } from './tokenizer.js';
 
 /** Bumped when the builder's output format changes; recorded in every generated file. */
-export const DEMO_MODEL_VERSION = '1';
+const DEMO_MODEL_VERSION = '1';
 
 /** Words seen fewer times than this in training text are left to WordPiece sub-pieces. */
 const MIN_WORD_COUNT = 2;
 
-export interface BuildDemoModelsOptions {
+interface BuildDemoModelsOptions {
   /** Directory that receives `classifier/` and `embedder/` (both are replaced). */
   readonly outDir: string;
   /** JSON Lines data set; default: the shipped data/clinical-notes.jsonl. */

@@ -25,7 +25,7 @@ export const DEPARTMENTS = [
   'pulmonology',
 ] as const;
 
-export type Department = (typeof DEPARTMENTS)[number];
+type Department = (typeof DEPARTMENTS)[number];
 
 export interface ClinicalNote {
   readonly id: string;
@@ -296,8 +296,8 @@ function capitalize(s: string): string {
 }
 
 /** Notes per department in the shipped set, and the held-out share (every 5th note). */
-export const NOTES_PER_DEPARTMENT = 110;
-export const DATASET_SEED = 0x5eed_c105;
+const NOTES_PER_DEPARTMENT = 110;
+const DATASET_SEED = 0x5eed_c105;
 
 function makeNote(rng: SeededRng, dept: Department): string {
   const bank = BANKS[dept];

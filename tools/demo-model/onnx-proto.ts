@@ -117,8 +117,8 @@ const ATTR_INT = 2;
 const ATTR_INTS = 7;
 
 /** IR version 8 pairs with opset 17 (ONNX 1.12); ONNX Runtime 1.30 loads both. */
-export const ONNX_IR_VERSION = 8;
-export const ONNX_OPSET = 17;
+const ONNX_IR_VERSION = 8;
+const ONNX_OPSET = 17;
 
 let modelType: protobuf.Type | undefined;
 
@@ -131,7 +131,7 @@ function modelProtoType(): protobuf.Type {
 }
 
 /** A dimension is a fixed size or a named symbolic (dynamic) size. */
-export type Dim = number | string;
+type Dim = number | string;
 
 export interface TensorInit {
   readonly name: string;
@@ -156,7 +156,7 @@ export interface ValueSpec {
   readonly shape: readonly Dim[];
 }
 
-export interface GraphSpec {
+interface GraphSpec {
   readonly name: string;
   readonly nodes: readonly NodeSpec[];
   readonly initializers: readonly TensorInit[];

@@ -8,17 +8,17 @@
  * then `[CLS] ... [SEP]` via TemplateProcessing. A test compares the two on the whole data set.
  */
 
-export const PAD = '[PAD]';
-export const UNK = '[UNK]';
-export const CLS = '[CLS]';
-export const SEP = '[SEP]';
-export const MASK = '[MASK]';
+const PAD = '[PAD]';
+const UNK = '[UNK]';
+const CLS = '[CLS]';
+const SEP = '[SEP]';
+const MASK = '[MASK]';
 /** Fixed ids of the special tokens (first five vocabulary entries). */
-export const SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK] as const;
+const SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK] as const;
 export const PAD_ID = 0;
-export const UNK_ID = 1;
-export const CLS_ID = 2;
-export const SEP_ID = 3;
+const UNK_ID = 1;
+const CLS_ID = 2;
+const SEP_ID = 3;
 
 const CONTINUATION = '##';
 const MAX_INPUT_CHARS_PER_WORD = 100;
@@ -58,7 +58,7 @@ function isCjk(cp: number): boolean {
 }
 
 /** BertNormalizer { clean_text, handle_chinese_chars, strip_accents (= lowercase), lowercase }. */
-export function bertNormalize(text: string): string {
+function bertNormalize(text: string): string {
   let out = '';
   for (const ch of text) {
     const cp = ch.codePointAt(0) ?? 0;
@@ -71,7 +71,7 @@ export function bertNormalize(text: string): string {
 }
 
 /** BertPreTokenizer: whitespace-separated words, each punctuation character its own word. */
-export function bertPreTokenize(normalized: string): string[] {
+function bertPreTokenize(normalized: string): string[] {
   const words: string[] = [];
   let cur = '';
   for (const ch of normalized) {

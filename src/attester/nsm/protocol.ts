@@ -15,10 +15,10 @@ import { decodeCbor, encodeCbor } from '../../core/cbor.js';
 import type { CborMap, CborValue } from '../../core/cbor.js';
 
 /** Bounds on Attestation request fields (the NSM accepts up to 1024 bytes each). */
-export const NSM_ATTESTATION_FIELD_MAX = 1024;
+const NSM_ATTESTATION_FIELD_MAX = 1024;
 
 /** ErrorCode in nsm-api src/api/mod.rs, in declaration order. */
-export const NSM_ERROR_CODES = [
+const NSM_ERROR_CODES = [
   'Success',
   'InvalidArgument',
   'InvalidIndex',
@@ -29,9 +29,9 @@ export const NSM_ERROR_CODES = [
   'InputTooLarge',
   'InternalError',
 ] as const;
-export type NsmErrorCode = (typeof NSM_ERROR_CODES)[number];
+type NsmErrorCode = (typeof NSM_ERROR_CODES)[number];
 
-export interface NsmAttestationRequest {
+interface NsmAttestationRequest {
   readonly userData?: Uint8Array;
   readonly nonce?: Uint8Array;
   readonly publicKey?: Uint8Array;

@@ -31,7 +31,7 @@ import {
 } from '@peculiar/asn1-x509';
 import { CloisterError } from '../../errors.js';
 
-export interface IssueCertificateOptions {
+interface IssueCertificateOptions {
   readonly subjectCommonName: string;
   /** The subject's public key. */
   readonly publicKey: KeyObject;

@@ -23,7 +23,7 @@ import { join } from 'node:path';
 import { CloisterError } from '../../errors.js';
 
 export const DEFAULT_CONFIGFS_TSM_ROOT = '/sys/kernel/config/tsm/report';
-export const TSM_INBLOB_BYTES = 64;
+const TSM_INBLOB_BYTES = 64;
 
 export interface TsmFileSystem {
   mkdir(path: string): Promise<void>;
@@ -94,7 +94,7 @@ export interface ConfigfsTsmOptions {
   readonly entryName?: () => string;
 }
 
-export interface TsmReport {
+interface TsmReport {
   readonly provider: string;
   readonly outblob: Uint8Array;
   /** Present when the provider wrote a non-empty auxblob. */

@@ -18,7 +18,7 @@ import {
 } from './attesters.js';
 import { nativeSevGuestDevice, type SevGuestDevice } from './sev-guest.js';
 
-export type PlatformSource = 'configfs-tsm' | 'sev-guest' | 'tdx-guest' | 'nsm' | 'none';
+type PlatformSource = 'configfs-tsm' | 'sev-guest' | 'tdx-guest' | 'nsm' | 'none';
 
 export interface DetectedPlatform {
   readonly platform: Platform;

@@ -7,7 +7,7 @@ import { closeSync, openSync } from 'node:fs';
 import { CloisterError } from '../../errors.js';
 import { snpGetExtReport, type SnpExtendedReport } from '../../native/index.js';
 
-export const DEFAULT_SEV_GUEST_PATH = '/dev/sev-guest';
+const DEFAULT_SEV_GUEST_PATH = '/dev/sev-guest';
 
 export interface SevGuestDevice {
   /** One extended report for 64 bytes of report data at `vmpl`. */

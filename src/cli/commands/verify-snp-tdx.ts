@@ -26,7 +26,7 @@ import type { VerificationReport } from '../../core/types.js';
 import { certificateFromFile } from '../../verifier/x509/certificate.js';
 
 /** Largest --vcek / --certs / --collateral / --key-config file read. */
-export const MAX_SNP_TDX_AUX_FILE_BYTES = 1024 * 1024;
+const MAX_SNP_TDX_AUX_FILE_BYTES = 1024 * 1024;
 
 /** Extra `parseArgs` options these handlers read; merge into the verify command's OPTIONS. */
 export const SNP_TDX_OPTIONS = {
@@ -38,7 +38,7 @@ export const SNP_TDX_OPTIONS = {
   'key-config': { type: 'string' },
 } as const;
 
-export interface SnpTdxValues {
+interface SnpTdxValues {
   readonly vcek?: string | undefined;
   readonly certs?: string | undefined;
   readonly collateral?: string | undefined;
@@ -48,7 +48,7 @@ export interface SnpTdxValues {
 }
 
 /** Structurally the verify command's handler context. */
-export interface SnpTdxContext {
+interface SnpTdxContext {
   readonly evidence: Uint8Array;
   readonly at: Date;
   readonly policy: Policy | undefined;
@@ -58,7 +58,7 @@ export interface SnpTdxContext {
   readonly file?: { readonly keyConfigBytes: Uint8Array; readonly certificates?: Uint8Array; readonly collateral?: Uint8Array };
 }
 
-export interface SnpTdxHandler {
+interface SnpTdxHandler {
   readonly usage: string;
   verify(ctx: SnpTdxContext): Promise<VerificationReport>;
 }

@@ -15,7 +15,7 @@ const LABEL_KEY = utf8('key');
 const LABEL_BASE_NONCE = utf8('base_nonce');
 const LABEL_EXP = utf8('exp');
 
-export function labeledExtract(p: SuiteParams, salt: Uint8Array, label: Uint8Array, ikm: Uint8Array): Uint8Array {
+function labeledExtract(p: SuiteParams, salt: Uint8Array, label: Uint8Array, ikm: Uint8Array): Uint8Array {
   return hkdfExtractParts(salt, [HPKE_V1, p.suiteId, label, ikm]);
 }
 

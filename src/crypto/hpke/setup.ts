@@ -18,7 +18,7 @@ export interface SetupSenderOptions {
   readonly ephemeralPrivateKey?: Uint8Array;
 }
 
-export interface SenderSetup {
+interface SenderSetup {
   readonly enc: Uint8Array;
   readonly context: HpkeSenderContext;
 }

@@ -29,15 +29,15 @@ import { measureEifFile } from './measure.js';
 import type { EifMeasurements } from './measure.js';
 
 /** EIF version written (aws-nitro-enclaves-image-format CURRENT_VERSION). */
-export const EIF_BUILD_VERSION = 4;
+const EIF_BUILD_VERSION = 4;
 /** nitro-cli's EifBuilder defaults. */
 const DEFAULT_MEM = 1024n * 1024n * 1024n;
 const DEFAULT_CPUS = 2n;
 const SECTION = { kernel: 1, cmdline: 2, ramdisk: 3, metadata: 5 } as const;
 /** Directories nitro-cli adds under rootfs/ for the init (yaml_generator.rs). */
-export const ROOTFS_MOUNT_DIRS = ['dev', 'run', 'sys', 'var', 'proc', 'tmp'] as const;
+const ROOTFS_MOUNT_DIRS = ['dev', 'run', 'sys', 'var', 'proc', 'tmp'] as const;
 
-export interface EifBuildInput {
+interface EifBuildInput {
   /** The image's root filesystem, a directory (e.g. from `buildah mount`). */
   readonly rootfs: string;
   /** The command the Nitro init runs (the image's CMD, or ENTRYPOINT when there is no CMD). */
@@ -117,7 +117,7 @@ export function rootfsEntries(dir: string, prefix = 'rootfs'): CpioEntry[] {
 }
 
 /** One line per item, as nitro-cli writes the cmd and env files. */
-export function linesFile(items: readonly string[], what: string): Buffer {
+function linesFile(items: readonly string[], what: string): Buffer {
   for (const s of items) if (s.includes('\n') || s.includes('\0')) throw bad(`${what} item ${JSON.stringify(s)} contains a newline or NUL`);
   return Buffer.from(items.map((s) => `${s}\n`).join(''), 'utf8');
 }
@@ -143,7 +143,7 @@ export function customerEntries(rootfs: string, cmd: readonly string[], env: rea
 }
 
 /** The metadata section: nitro-cli's EifIdentityInfo JSON, with a fixed build time. */
-export function eifMetadata(name: string, mtime: number, kernelHint: string): Buffer {
+function eifMetadata(name: string, mtime: number, kernelHint: string): Buffer {
   return Buffer.from(
     JSON.stringify({
       ImageName: name,

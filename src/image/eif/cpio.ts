@@ -17,7 +17,7 @@
  */
 import { CloisterError } from '../../errors.js';
 
-export type CpioEntryType = 'file' | 'directory' | 'symlink' | 'char' | 'block' | 'fifo';
+type CpioEntryType = 'file' | 'directory' | 'symlink' | 'char' | 'block' | 'fifo';
 
 export interface CpioEntry {
   /** Relative path, '/'-separated, no leading '/', no '.' or '..' components. */
@@ -43,7 +43,7 @@ const TYPE_BITS: Record<CpioEntryType, number> = {
   fifo: 0o010000,
 };
 
-export const CPIO_TRAILER = 'TRAILER!!!';
+const CPIO_TRAILER = 'TRAILER!!!';
 const HEADER_BYTES = 110;
 const U32_MAX = 0xffffffff;
 
@@ -64,7 +64,7 @@ function checkPath(path: string): void {
 }
 
 /** Byte-wise comparison of UTF-8 paths (what `LC_ALL=C sort` does). */
-export function comparePaths(a: string, b: string): number {
+function comparePaths(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
 }
 
@@ -74,7 +74,7 @@ function header(fields: number[], path: string, nameBytes: number): Buffer {
   return Buffer.from(`070701${parts.join('')}${hex8(nameBytes, 'namesize', path)}00000000`, 'latin1');
 }
 
-export interface CpioOptions {
+interface CpioOptions {
   /** mtime of every entry, seconds since the epoch (default 0). */
   readonly mtime?: number;
 }

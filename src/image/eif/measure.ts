@@ -32,7 +32,7 @@ import {
 } from './format.js';
 import type { EifHeader, EifSectionInfo, EifSectionKind } from './format.js';
 
-export interface EifMeasureOptions {
+interface EifMeasureOptions {
   /** Largest file accepted; default 32 GiB. */
   readonly maxFileBytes?: number;
   /** Largest signature section; default 64 KiB. */
@@ -55,7 +55,7 @@ export interface EifMeasurements {
   readonly pcr8?: string;
 }
 
-export interface EifReport {
+interface EifReport {
   readonly header: EifHeader;
   readonly arch: 'x86_64' | 'aarch64';
   readonly sections: readonly EifSectionInfo[];
@@ -67,12 +67,12 @@ export interface EifReport {
 }
 
 /** Random access to the image bytes. */
-export interface ByteSource {
+interface ByteSource {
   readonly size: number;
   read(offset: number, length: number): Uint8Array;
 }
 
-export function bytesSource(bytes: Uint8Array): ByteSource {
+function bytesSource(bytes: Uint8Array): ByteSource {
   return {
     size: bytes.byteLength,
     read: (offset, length) => {
@@ -98,7 +98,7 @@ function toSafe(v: bigint, what: string, offset: number): number {
   return Number(v);
 }
 
-export function parseEifHeader(bytes: Uint8Array): EifHeader {
+function parseEifHeader(bytes: Uint8Array): EifHeader {
   if (bytes.byteLength !== EIF_HEADER_SIZE) throw bad(`header must be ${EIF_HEADER_SIZE} bytes`);
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   for (let i = 0; i < 4; i++) if (bytes[i] !== EIF_MAGIC[i]) throw bad('bad magic (not an EIF file)', 0);
@@ -148,7 +148,7 @@ function parseSignatureCertificate(data: Uint8Array): Uint8Array {
 }
 
 /** Parses and measures an image from any byte source. */
-export function measureEifSource(src: ByteSource, options: EifMeasureOptions = {}): EifReport {
+function measureEifSource(src: ByteSource, options: EifMeasureOptions = {}): EifReport {
   const maxFile = options.maxFileBytes ?? 32 * 2 ** 30;
   const maxSig = options.maxSignatureBytes ?? 64 * 1024;
   const maxMeta = options.maxMetadataBytes ?? 1024 * 1024;

@@ -10,7 +10,7 @@ import { type FastWordPiece, fastWordPiece, PROBE_TEXTS } from './wordpiece.js';
 import { isRecord } from '../../core/validate.js';
 
 /** Per-text token ids before padding; `typeIds` only when the tokenizer returns them. */
-export interface Encoded {
+interface Encoded {
   readonly ids: readonly (readonly number[])[];
   readonly typeIds?: readonly (readonly number[])[];
 }
@@ -32,7 +32,7 @@ export interface ModelRunner {
 }
 
 /** The tokenizer files as loaded (read inside the engine's digest window). */
-export interface TokenizerFiles {
+interface TokenizerFiles {
   readonly tokenizerJson: unknown;
   readonly tokenizerConfig: unknown;
 }

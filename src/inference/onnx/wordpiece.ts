@@ -16,7 +16,7 @@
  */
 import { isRecord } from '../../core/validate.js';
 
-export interface FastEncoding {
+interface FastEncoding {
   readonly ids: number[];
   /** Absent without a post-processor (the library returns none then either). */
   readonly typeIds?: number[];

@@ -31,17 +31,17 @@ export type UpstreamKind = 'vllm' | 'trtllm' | 'sglang' | 'openai';
 export const UPSTREAM_KINDS: readonly UpstreamKind[] = ['vllm', 'trtllm', 'sglang', 'openai'];
 
 export type UpstreamOperation = Extract<Operation, 'chat' | 'completion' | 'embeddings' | 'models'>;
-export const UPSTREAM_OPERATIONS: readonly UpstreamOperation[] = ['chat', 'completion', 'embeddings', 'models'];
+const UPSTREAM_OPERATIONS: readonly UpstreamOperation[] = ['chat', 'completion', 'embeddings', 'models'];
 
 /** What goes into the key config's `engine` field (PROTOCOL.md section 1, key 13). */
-export interface UpstreamIdentity {
+interface UpstreamIdentity {
   readonly kind: UpstreamKind;
   readonly model: string;
   readonly imageDigest?: string;
 }
 
 /** Embeddings canary: `anchor` must be closer to `similar` than `minSimilarity` and than to `dissimilar`. */
-export interface EmbeddingsCanary {
+interface EmbeddingsCanary {
   readonly anchor: string;
   readonly similar: string;
   readonly dissimilar: string;

@@ -35,7 +35,7 @@ export interface ExchangeLimits {
   readonly maxResponseBytes: number;
 }
 
-export interface ExchangeRequest {
+interface ExchangeRequest {
   readonly method: 'GET' | 'POST';
   /** Path below the base path, e.g. "/chat/completions". */
   readonly path: string;

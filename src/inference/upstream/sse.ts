@@ -20,7 +20,7 @@ export interface SseEvent {
   readonly id?: string;
 }
 
-export interface SseParserOptions {
+interface SseParserOptions {
   /** Largest event (all of its raw lines, terminators included). Default 1 MiB. */
   readonly maxEventBytes?: number;
 }

@@ -32,7 +32,7 @@ import { LOCAL_SOURCE } from '../sources.js';
 const COSTLY_REJECTIONS: ReadonlySet<ErrorCode> = new Set(['DECRYPT_FAILED', 'MALFORMED', 'LIMIT_EXCEEDED', 'PROTOCOL_VIOLATION']);
 
 /** Largest sealed-stream piece in one `res` frame (see the flush in onRequest). */
-export const RESPONSE_FRAME_BODY_BYTES = 1024 * 1024;
+const RESPONSE_FRAME_BODY_BYTES = 1024 * 1024;
 
 export class WsSession {
   private readonly streams = new Map<number, AbortController>();

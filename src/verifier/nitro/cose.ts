@@ -13,11 +13,11 @@ import { decodeCbor, encodeCbor, isCborMap, isCborTagged } from '../../core/cbor
 import type { CborDecodeOptions, CborValue } from '../../core/cbor.js';
 
 /** COSE algorithm identifier for ECDSA w/ SHA-384 (RFC 9053 section 2.1). */
-export const COSE_ALG_ES384 = -35;
+const COSE_ALG_ES384 = -35;
 /** CBOR tag for COSE_Sign1 (RFC 9052 section 2). NSM documents are usually untagged. */
-export const COSE_SIGN1_TAG = 18;
+const COSE_SIGN1_TAG = 18;
 /** ES384 signature: r || s, 48 bytes each (RFC 9053 section 2.1). */
-export const ES384_SIGNATURE_BYTES = 96;
+const ES384_SIGNATURE_BYTES = 96;
 
 export interface CoseSign1 {
   readonly tagged: boolean;
@@ -34,7 +34,7 @@ export interface CoseSign1 {
  * 3.2.2), but still no indefinite strings, floats, undefined, duplicate keys or trailing
  * bytes. The signature covers the exact bytes, so nothing here is ever re-encoded.
  */
-export const NITRO_CBOR_OPTIONS = Object.freeze({
+const NITRO_CBOR_OPTIONS = Object.freeze({
   requireCanonical: false,
   requireShortestHeads: false,
   allowIndefinite: true,
@@ -63,7 +63,7 @@ export function decodeEvidenceCbor(bytes: Uint8Array, options: CborDecodeOptions
  * array, which RFC 9052 allows and which changes nothing that is signed (its head must be
  * shortest too: d2). The payload bytes inside are read with NITRO_CBOR_OPTIONS.
  */
-export const NITRO_ENVELOPE_CBOR_OPTIONS = Object.freeze({
+const NITRO_ENVELOPE_CBOR_OPTIONS = Object.freeze({
   requireCanonical: true,
   requireShortestHeads: true,
   allowIndefinite: false,

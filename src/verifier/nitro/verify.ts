@@ -22,11 +22,11 @@ import type { CoseSign1 } from './cose.js';
 import { NITRO_DOCUMENT_DEFAULTS, parseNitroDocument } from './document.js';
 import type { NitroDocument, NitroDocumentLimits } from './document.js';
 
-export const DEFAULT_MAX_DOCUMENT_BYTES = 32 * 1024;
+const DEFAULT_MAX_DOCUMENT_BYTES = 32 * 1024;
 /** How old a document may be (its NSM timestamp against the verification time). */
-export const DEFAULT_MAX_AGE_MS = 5 * 60 * 1000;
+const DEFAULT_MAX_AGE_MS = 5 * 60 * 1000;
 /** How far in the future a document timestamp may be, for clock skew. */
-export const DEFAULT_MAX_CLOCK_SKEW_MS = 30 * 1000;
+const DEFAULT_MAX_CLOCK_SKEW_MS = 30 * 1000;
 /** PCR0..2 are all zero when the enclave runs in debug mode (AWS user guide, "Nitro Enclaves concepts: debug mode"). */
 const DEBUG_ZERO_PCRS = [0, 1, 2] as const;
 
@@ -35,7 +35,7 @@ const DEBUG_ZERO_PCRS = [0, 1, 2] as const;
  * which always sets all three). A field left undefined is not checked (the CLI checks only
  * the nonce it is given); null or empty means the document's field must be null or empty.
  */
-export interface NitroBindingExpectation {
+interface NitroBindingExpectation {
   readonly publicKey?: Uint8Array | null;
   readonly userData?: Uint8Array | null;
   readonly nonce?: Uint8Array | null;
@@ -76,7 +76,7 @@ export interface VerifyNitroOptions extends NitroDocumentLimits {
 }
 
 /** The report plus the parsed document, for callers (verifyEvidence) that need the fields. */
-export interface NitroVerification {
+interface NitroVerification {
   readonly report: VerificationReport;
   readonly document?: NitroDocument;
 }

@@ -9,7 +9,7 @@
  */
 import { CloisterError } from '../../errors.js';
 
-export const CERT_TABLE_ENTRY_SIZE = 24;
+const CERT_TABLE_ENTRY_SIZE = 24;
 
 export const SNP_CERT_GUIDS = {
   VCEK: '63da758d-e664-4564-adc5-f4b93be8accd',
@@ -27,13 +27,13 @@ export interface CertTableLimits {
   readonly maxCertBytes?: number;
 }
 
-export const DEFAULT_CERT_TABLE_LIMITS: Required<CertTableLimits> = {
+const DEFAULT_CERT_TABLE_LIMITS: Required<CertTableLimits> = {
   maxTableBytes: 64 * 1024,
   maxEntries: 16,
   maxCertBytes: 16 * 1024,
 };
 
-export interface CertTableEntry {
+interface CertTableEntry {
   /** Lower-case canonical GUID text. */
   readonly guid: string;
   readonly data: Uint8Array;

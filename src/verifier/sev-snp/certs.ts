@@ -23,9 +23,9 @@ const OID_RSASSA_PSS = '1.2.840.113549.1.1.10';
 const OID_EC_PUBLIC_KEY = '1.2.840.10045.2.1';
 
 /** Largest VCEK/VLEK accepted, bytes (real ones are about 1.3 KiB). */
-export const MAX_EK_CERT_BYTES = 16 * 1024;
+const MAX_EK_CERT_BYTES = 16 * 1024;
 
-export interface AmdEkTcb {
+interface AmdEkTcb {
   readonly bootloader: number;
   readonly tee: number;
   readonly snp: number;
@@ -163,7 +163,7 @@ function isRsaPss(cert: X509Certificate): boolean {
   return parsed.signatureAlgorithm.algorithm === OID_RSASSA_PSS;
 }
 
-export interface AmdChainOptions {
+interface AmdChainOptions {
   /** Verification time. */
   readonly at: Date;
   /** Products whose roots are trusted (default: all three). */
@@ -175,7 +175,7 @@ export interface AmdChainOptions {
   readonly presentedAsk?: Uint8Array;
 }
 
-export interface AmdChainResult {
+interface AmdChainResult {
   readonly product: SnpProduct;
   readonly arkFingerprint256: string;
 }

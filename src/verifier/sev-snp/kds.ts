@@ -13,7 +13,7 @@ import { CloisterError } from '../../errors.js';
 import { toHex } from '../../core/hex.js';
 import type { SnpProduct, SnpTcbParts } from './tcb.js';
 
-export const AMD_KDS_BASE_URL = 'https://kdsintf.amd.com';
+const AMD_KDS_BASE_URL = 'https://kdsintf.amd.com';
 
 export type FetchLike = (url: string, init: { signal: AbortSignal }) => Promise<{
   readonly ok: boolean;
@@ -21,7 +21,7 @@ export type FetchLike = (url: string, init: { signal: AbortSignal }) => Promise<
   arrayBuffer(): Promise<ArrayBuffer>;
 }>;
 
-export interface KdsClientOptions {
+interface KdsClientOptions {
   readonly baseUrl?: string;
   /** Per-request timeout. Default 10 s. */
   readonly timeoutMs?: number;
@@ -37,7 +37,7 @@ export interface KdsClientOptions {
   readonly now?: () => number;
 }
 
-export interface VcekRequest {
+interface VcekRequest {
   readonly product: SnpProduct;
   readonly chipId: Uint8Array;
   readonly reportedTcb: SnpTcbParts;

@@ -29,7 +29,7 @@ import { SNP_POLICY_BIT, snpPolicyHas, type SnpReport } from './report.js';
 import { SNP_PRODUCTS, tcbAtLeast, type SnpProduct, type SnpTcbParts } from './tcb.js';
 import { isRecord } from '../../core/validate.js';
 
-export const MAX_POLICY_LIST_ENTRIES = 64;
+const MAX_POLICY_LIST_ENTRIES = 64;
 
 export interface SevSnpPolicy {
   readonly measurements: readonly Uint8Array[];

@@ -11,17 +11,17 @@
  */
 import { CloisterError } from '../../errors.js';
 
-export const SNP_REPORT_SIZE = 0x4a0;
+const SNP_REPORT_SIZE = 0x4a0;
 /** The signature covers bytes 0x000..0x29F (spec: "signature over bytes 0h to 29Fh"). */
-export const SNP_SIGNED_LENGTH = 0x2a0;
-export const SNP_SIGNATURE_OFFSET = 0x2a0;
+const SNP_SIGNED_LENGTH = 0x2a0;
+const SNP_SIGNATURE_OFFSET = 0x2a0;
 /** ECDSA P-384 R and S: 72-byte little-endian fields (spec table "ECDSA Signature Format"). */
-export const SNP_SIG_COMPONENT_SIZE = 72;
-export const SNP_SIG_R_OFFSET = 0x2a0;
-export const SNP_SIG_S_OFFSET = 0x2e8;
+const SNP_SIG_COMPONENT_SIZE = 72;
+const SNP_SIG_R_OFFSET = 0x2a0;
+const SNP_SIG_S_OFFSET = 0x2e8;
 /** SIGNATURE_ALGO value 1: ECDSA P-384 with SHA-384. */
-export const SNP_SIG_ALGO_ECDSA_P384_SHA384 = 1;
-export const SNP_SUPPORTED_VERSIONS: readonly number[] = [2, 3, 5];
+const SNP_SIG_ALGO_ECDSA_P384_SHA384 = 1;
+const SNP_SUPPORTED_VERSIONS: readonly number[] = [2, 3, 5];
 
 /** Guest policy bits (spec table "Guest Policy Structure"). */
 export const SNP_POLICY_BIT = {
@@ -39,9 +39,9 @@ export const SNP_POLICY_BIT = {
 /** Bits 26..63 are reserved (must be zero) in every published version of the spec. */
 const POLICY_HIGHEST_DEFINED_BIT = 25n;
 
-export type SnpSigningKey = 'vcek' | 'vlek';
+type SnpSigningKey = 'vcek' | 'vlek';
 
-export interface SnpVersionTriple {
+interface SnpVersionTriple {
   readonly major: number;
   readonly minor: number;
   readonly build: number;

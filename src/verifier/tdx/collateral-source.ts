@@ -17,12 +17,12 @@ import type { PcsFetchOptions } from './pcs.js';
 import { parseTdxCollateral } from './collateral.js';
 import { verifyTdxEvidence } from './verify.js';
 
-export const DEFAULT_COLLATERAL_REFRESH_INTERVAL_MS = 60 * 60 * 1000;
-export const DEFAULT_COLLATERAL_REFRESH_MARGIN_MS = 24 * 60 * 60 * 1000;
+const DEFAULT_COLLATERAL_REFRESH_INTERVAL_MS = 60 * 60 * 1000;
+const DEFAULT_COLLATERAL_REFRESH_MARGIN_MS = 24 * 60 * 60 * 1000;
 /** Largest collateral file read. */
-export const MAX_COLLATERAL_FILE_BYTES = 512 * 1024;
+const MAX_COLLATERAL_FILE_BYTES = 512 * 1024;
 
-export interface TdxCollateralSourceOptions {
+interface TdxCollateralSourceOptions {
   /** Read collateral (QuoteCollateralV3 JSON) from this file; re-read at each refresh. */
   readonly file?: string;
   /** Otherwise fetch from Intel PCS or this PCCS (./pcs.ts options). */

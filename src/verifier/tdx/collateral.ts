@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import { CloisterError } from '../../errors.js';
 
 /** Default bound on collateral JSON (real ones are 10-40 KiB, mostly the PCK CRL). */
-export const DEFAULT_MAX_COLLATERAL_BYTES = 512 * 1024;
+const DEFAULT_MAX_COLLATERAL_BYTES = 512 * 1024;
 
 const STRING_KEYS = ['pck_crl_issuer_chain', 'tcb_info_issuer_chain', 'tcb_info', 'qe_identity_issuer_chain', 'qe_identity'] as const;
 const HEX_KEYS = ['root_ca_crl', 'pck_crl', 'tcb_info_signature', 'qe_identity_signature'] as const;
@@ -61,7 +61,7 @@ export function parseTdxCollateral(input: Uint8Array | unknown, maxBytes = DEFAU
   return out as unknown as Collateral;
 }
 
-export interface PcsCollateralFetcherOptions {
+interface PcsCollateralFetcherOptions {
   /** PCS / PCCS base URL. Default Intel PCS. */
   readonly baseUrl?: string;
   /** Give up after this long. Default 15 s. */

@@ -28,7 +28,7 @@ import { fromHex, toHex } from '../../core/hex.js';
 import { TD_ATTRIBUTE, tdAttributeSet, type TdReport } from './quote.js';
 import { isRecord } from '../../core/validate.js';
 
-export const TDX_TCB_STATUSES = [
+const TDX_TCB_STATUSES = [
   'UpToDate',
   'SWHardeningNeeded',
   'ConfigurationNeeded',
@@ -36,7 +36,7 @@ export const TDX_TCB_STATUSES = [
   'OutOfDate',
   'OutOfDateConfigurationNeeded',
 ] as const;
-export type TdxTcbStatus = (typeof TDX_TCB_STATUSES)[number];
+type TdxTcbStatus = (typeof TDX_TCB_STATUSES)[number];
 
 const MAX_LIST = 64;
 
@@ -60,7 +60,7 @@ export interface TdxPolicy {
 }
 
 /** The JSON name of the unsafe switch: loud on purpose. */
-export const TDX_ALLOW_MRTD_ONLY_UNSAFE = 'allowMrtdOnly_UNSAFE';
+const TDX_ALLOW_MRTD_ONLY_UNSAFE = 'allowMrtdOnly_UNSAFE';
 /** The RTMRs that identify the workload (firmware config, kernel + initrd, command line). */
 const WORKLOAD_RTMRS = ['rtmr0', 'rtmr1', 'rtmr2'] as const;
 
@@ -105,7 +105,7 @@ export function parseTdxPolicy(section: unknown): TdxPolicy {
 }
 
 /** The workload RTMRs (rtmr0..2) a policy leaves unpinned; empty when it pins all three. */
-export function unpinnedWorkloadRtmrs(policy: Partial<Record<(typeof WORKLOAD_RTMRS)[number], readonly Uint8Array[]>>): string[] {
+function unpinnedWorkloadRtmrs(policy: Partial<Record<(typeof WORKLOAD_RTMRS)[number], readonly Uint8Array[]>>): string[] {
   return WORKLOAD_RTMRS.filter((k) => policy[k] === undefined || policy[k].length === 0);
 }
 

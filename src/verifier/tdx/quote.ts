@@ -14,24 +14,23 @@
  */
 import { CloisterError } from '../../errors.js';
 
-export const TDX_TEE_TYPE = 0x81;
-export const TDX_ATTESTATION_KEY_ECDSA_P256 = 2;
-export const TDX_HEADER_SIZE = 48;
-export const TD_REPORT10_SIZE = 584;
-export const TD_REPORT15_SIZE = 648;
-export const QE_REPORT_SIZE = 384;
+const TDX_TEE_TYPE = 0x81;
+const TDX_ATTESTATION_KEY_ECDSA_P256 = 2;
+const TD_REPORT10_SIZE = 584;
+const TD_REPORT15_SIZE = 648;
+const QE_REPORT_SIZE = 384;
 /** Intel's QE vendor id (939A7233-F79C-4CA9-940A-0DB3957F0607). */
-export const INTEL_QE_VENDOR_ID = '939a7233f79c4ca9940a0db3957f0607';
+const INTEL_QE_VENDOR_ID = '939a7233f79c4ca9940a0db3957f0607';
 /** Largest quote accepted by default (real ones are about 5 KiB). */
-export const DEFAULT_MAX_QUOTE_BYTES = 64 * 1024;
+const DEFAULT_MAX_QUOTE_BYTES = 64 * 1024;
 /**
  * Zero bytes tolerated after the signature data. Real quotes arrive in fixed-size buffers
  * from the quote generation service and carry zero padding (70 bytes in the Phala and NEAR AI
  * samples); anything non-zero there is rejected.
  */
-export const DEFAULT_MAX_ZERO_PADDING = 8 * 1024;
+const DEFAULT_MAX_ZERO_PADDING = 8 * 1024;
 
-export interface TdxQuoteLimits {
+interface TdxQuoteLimits {
   readonly maxQuoteBytes?: number;
   readonly maxZeroPadding?: number;
 }

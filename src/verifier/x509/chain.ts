@@ -24,7 +24,7 @@ import type { CertificateInput, ParsedCertificate } from './certificate.js';
 import { toHex } from '../../core/hex.js';
 
 /** Signature algorithms accepted anywhere in a chain. SHA-1 and MD5 are absent on purpose. */
-export const ALLOWED_SIGNATURE_ALGORITHMS: ReadonlyMap<string, string> = new Map([
+const ALLOWED_SIGNATURE_ALGORITHMS: ReadonlyMap<string, string> = new Map([
   ['1.2.840.10045.4.3.2', 'ecdsa-with-SHA256'], // Intel SGX PCK chain
   ['1.2.840.10045.4.3.3', 'ecdsa-with-SHA384'], // AWS Nitro
   ['1.2.840.10045.4.3.4', 'ecdsa-with-SHA512'],
@@ -45,11 +45,11 @@ const UNDERSTOOD_CRITICAL_EXTENSIONS: ReadonlySet<string> = new Set([
   '2.5.29.31', // cRLDistributionPoints
 ]);
 
-export const DEFAULT_MAX_CHAIN_LENGTH = 8;
+const DEFAULT_MAX_CHAIN_LENGTH = 8;
 const MIN_RSA_BITS = 2048;
 const ALLOWED_CURVES: ReadonlySet<string> = new Set(['prime256v1', 'secp384r1', 'secp521r1']);
 
-export interface VerifyChainOptions {
+interface VerifyChainOptions {
   /** The end-entity certificate whose key signs the evidence. */
   readonly leaf: CertificateInput;
   /** CA certificates between the root and the leaf, ordered root side first (the one the root issued comes first). */
@@ -71,7 +71,7 @@ export interface VerifyChainOptions {
 }
 
 /** The outcome for one certificate of the path, root first. */
-export interface ChainCertificateReport {
+interface ChainCertificateReport {
   readonly index: number;
   readonly role: 'root' | 'intermediate' | 'leaf';
   readonly subject: string;
