@@ -13,7 +13,7 @@ import type { Duplex } from 'node:stream';
 import { createSecureContext, TLSSocket } from 'node:tls';
 import type { SecureContext } from 'node:tls';
 import { CloisterError } from '../errors.js';
-import type { UpstreamConnector } from './upstream.js';
+import type { UpstreamConnector } from './enclave-leg.js';
 import { LOCAL_SOURCE, sourceOf } from '../core/source-address.js';
 import { positiveInt } from '../core/validate.js';
 

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CloisterError } from '../../src/errors.js';
 import { WsClientTransport } from '../../src/client/ws-transport.js';
-import { unixConnector } from '../../src/host/upstream.js';
+import { unixConnector } from '../../src/host/enclave-leg.js';
 import { CloisterServer } from '../../src/server/server.js';
 import { createSimulatedAttester } from '../../src/attester/simulated/index.js';
 import { UNIX_SOCKET_PATH_BYTES, checkUnixSocketPath, wsUnixSocketPath } from '../../src/core/unix-socket.js';
