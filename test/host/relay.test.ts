@@ -8,8 +8,8 @@ import { connect as tlsConnect } from 'node:tls';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { formatRelayMetrics, formatRelayStats, Relay, RELAY_DEFAULTS, startRelay } from '../../src/host/relay.js';
 import type { RelayEvent, RelayOptions } from '../../src/host/relay.js';
-import { socatVsockArgv, unixConnector, vsockSocatConnector } from '../../src/host/upstream.js';
-import type { UpstreamConnector } from '../../src/host/upstream.js';
+import { socatVsockArgv, unixConnector, vsockSocatConnector } from '../../src/host/enclave-leg.js';
+import type { UpstreamConnector } from '../../src/host/enclave-leg.js';
 import { CloisterError } from '../../src/errors.js';
 import { until } from '../helpers/until.js';
 

@@ -37,6 +37,7 @@ import { timingSafeEqualBytes } from '../../crypto/ct.js';
 import { isLoopbackHost } from '../../inference/upstream/target.js';
 import type { SealedRequester } from '../openai/types.js';
 import { embedWithOnnx, isOnnxEmbedder } from '../openai/onnx-embeddings.js';
+import { positiveInt } from '../../core/validate.js';
 
 export interface GatewayOptions {
   /** The verified sealed client (the core SDK's `connect(...)` result). */
@@ -115,7 +116,7 @@ function resolveGatewayOptions(options: GatewayOptions): GatewayConfig {
       detail: { host },
     });
   }
-  const maxRequestBytes = positive('maxRequestBytes', options.maxRequestBytes, DEFAULT_GATEWAY_MAX_REQUEST_BYTES);
+  const maxRequestBytes = positiveInt('maxRequestBytes', options.maxRequestBytes, DEFAULT_GATEWAY_MAX_REQUEST_BYTES);
   const apiKeyDigest = options.apiKey === undefined ? undefined : sha256(options.apiKey);
   if (options.apiKey === '') throw new CloisterError('CONFIG_INVALID', 'apiKey must not be empty');
   if (!loopbackOnly && !isLoopbackHost(host) && options.apiKey === undefined) {
@@ -130,9 +131,9 @@ function resolveGatewayOptions(options: GatewayOptions): GatewayConfig {
     maxRequestBytes,
     apiKeyDigest,
     allowOrigins,
-    headersTimeoutMs: positive('headersTimeoutMs', options.headersTimeoutMs, 30_000),
-    requestBodyTimeoutMs: positive('requestBodyTimeoutMs', options.requestBodyTimeoutMs, 60_000),
-    maxConnections: positive('maxConnections', options.maxConnections, 256),
+    headersTimeoutMs: positiveInt('headersTimeoutMs', options.headersTimeoutMs, 30_000),
+    requestBodyTimeoutMs: positiveInt('requestBodyTimeoutMs', options.requestBodyTimeoutMs, 60_000),
+    maxConnections: positiveInt('maxConnections', options.maxConnections, 256),
   };
 }
 
@@ -469,12 +470,6 @@ function sendJson(res: ServerResponse, status: number, value: unknown): void {
   const body = Buffer.from(JSON.stringify(value), 'utf8');
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': body.length });
   res.end(body);
-}
-
-function positive(name: string, value: number | undefined, fallback: number): number {
-  const v = value ?? fallback;
-  if (!Number.isSafeInteger(v) || v < 1) throw new CloisterError('CONFIG_INVALID', `${name} must be a positive integer`);
-  return v;
 }
 
 /** Parse "host:port", "[v6]:port" or ":port" (host defaults to 127.0.0.1). */

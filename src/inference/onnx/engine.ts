@@ -31,6 +31,7 @@ import type { LoadedModel } from './infer.js';
 import { loadModel, OPERATION_OF } from './load.js';
 import type { OnnxModelConfig } from './load.js';
 import type { LabelScore } from './postprocess.js';
+import { positiveInt } from '../../core/validate.js';
 
 export type { OnnxTask } from './infer.js';
 export type { OnnxModelConfig } from './load.js';
@@ -66,12 +67,6 @@ export const ONNX_ENGINE_DEFAULTS = {
 
 export type { LabelScore as ClassLabelScore, TokenEntity } from './postprocess.js';
 
-function positiveInt(value: number | undefined, fallback: number, name: string): number {
-  const v = value ?? fallback;
-  if (!Number.isSafeInteger(v) || v < 1) throw new CloisterError('CONFIG_INVALID', `${name} must be a positive integer`);
-  return v;
-}
-
 function engineFailed(model: LoadedModel, cause: unknown): CloisterError {
   // No `cause`: library errors may quote tokens or inputs; keep only the error's class name.
   const errorName = cause instanceof Error ? cause.name : typeof cause;
@@ -105,15 +100,15 @@ export class OnnxEngine implements Engine {
     }
     this.#configs = options.models.map((m) => ({ ...m, dir: resolve(m.dir) }));
     this.#queue = new BatchQueue<LoadedModel>({
-      maxQueueDepth: positiveInt(options.maxQueueDepth, ONNX_ENGINE_DEFAULTS.maxQueueDepth, 'maxQueueDepth'),
-      maxBatchSize: positiveInt(options.maxBatchSize, ONNX_ENGINE_DEFAULTS.maxBatchSize, 'maxBatchSize'),
+      maxQueueDepth: positiveInt('maxQueueDepth', options.maxQueueDepth, ONNX_ENGINE_DEFAULTS.maxQueueDepth),
+      maxBatchSize: positiveInt('maxBatchSize', options.maxBatchSize, ONNX_ENGINE_DEFAULTS.maxBatchSize),
       batching: options.batching ?? ONNX_ENGINE_DEFAULTS.batching,
     }, inferTexts, engineFailed);
-    this.#maxInputs = positiveInt(options.maxInputsPerRequest, ONNX_ENGINE_DEFAULTS.maxInputsPerRequest, 'maxInputsPerRequest');
-    this.#maxChars = positiveInt(options.maxInputChars, ONNX_ENGINE_DEFAULTS.maxInputChars, 'maxInputChars');
-    this.#maxModelFiles = positiveInt(options.maxModelFiles, DEFAULT_MAX_MODEL_FILES, 'maxModelFiles');
+    this.#maxInputs = positiveInt('maxInputsPerRequest', options.maxInputsPerRequest, ONNX_ENGINE_DEFAULTS.maxInputsPerRequest);
+    this.#maxChars = positiveInt('maxInputChars', options.maxInputChars, ONNX_ENGINE_DEFAULTS.maxInputChars);
+    this.#maxModelFiles = positiveInt('maxModelFiles', options.maxModelFiles, DEFAULT_MAX_MODEL_FILES);
     this.#intraOpNumThreads =
-      options.intraOpNumThreads === undefined ? undefined : positiveInt(options.intraOpNumThreads, 1, 'intraOpNumThreads');
+      options.intraOpNumThreads === undefined ? undefined : positiveInt('intraOpNumThreads', options.intraOpNumThreads, 1);
   }
 
   models(): readonly ModelInfo[] {

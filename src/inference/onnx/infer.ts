@@ -7,6 +7,7 @@ import type { ModelInfo } from '../types.js';
 import { buildBatchInputs } from './batch-inputs.js';
 import { meanPoolNormalized, rankLabels, tokenEntities } from './postprocess.js';
 import type { ModelRunner } from './runner.js';
+import { isRecord } from '../../core/validate.js';
 
 export type OnnxTask = 'text-classification' | 'feature-extraction' | 'token-classification';
 
@@ -16,10 +17,6 @@ export interface LoadedModel {
   readonly task: OnnxTask;
   readonly labels: readonly string[];
   readonly runner: ModelRunner;
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 /** The float32 data of a model output of the expected dims (-1: any positive size). */

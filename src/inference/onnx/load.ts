@@ -16,6 +16,7 @@ import { inferTexts } from './infer.js';
 import type { LoadedModel, OnnxTask } from './infer.js';
 import { modelRunner, type ModelRunner } from './runner.js';
 import { loadTransformers } from './transformers-env.js';
+import { isRecord } from '../../core/validate.js';
 
 export interface OnnxModelConfig {
   /** Name requests use to address the model. */
@@ -38,10 +39,6 @@ export const OPERATION_OF: Readonly<Record<OnnxTask, Operation>> = {
   'feature-extraction': 'embed',
   'token-classification': 'token-classify',
 };
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 async function mustExist(path: string, what: string): Promise<void> {
   try {

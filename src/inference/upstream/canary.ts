@@ -6,7 +6,7 @@
  */
 import { CloisterError } from '../../errors.js';
 import type { EmbeddingsCanary, UpstreamEngineOptions, UpstreamOperation } from './options.js';
-import { positive } from './options.js';
+import { positiveInt } from '../../core/validate.js';
 
 /** One non-streamed call to the engine; the caller wraps failures. */
 export type CanaryCall = (op: UpstreamOperation, body: Record<string, unknown>) => Promise<Record<string, unknown>>;
@@ -21,7 +21,7 @@ export async function runCanaries(options: UpstreamEngineOptions, model: string,
 
 async function textCanary(options: UpstreamEngineOptions, model: string, prompt: string, expect: string | RegExp, call: CanaryCall): Promise<void> {
   const op = options.canaryOp ?? 'chat';
-  const maxTokens = positive('canaryMaxTokens', options.canaryMaxTokens, 32);
+  const maxTokens = positiveInt('canaryMaxTokens', options.canaryMaxTokens, 32);
   const body: Record<string, unknown> = op === 'chat'
     ? { messages: [{ role: 'user', content: prompt }] }
     : { prompt };

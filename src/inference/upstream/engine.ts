@@ -24,9 +24,10 @@ import type { ExchangeLimits, UpstreamExchange } from './http.js';
 import { resolveOptions, UPSTREAM_OPERATIONS } from './options.js';
 import type { ResolvedUpstreamOptions, UpstreamEngineOptions, UpstreamIdentity, UpstreamOperation } from './options.js';
 import { SseParser } from './sse.js';
+import { linkSignals, sleep } from '../../core/signals.js';
 
-export { UPSTREAM_KINDS, UPSTREAM_OPERATIONS } from './options.js';
-export type { EmbeddingsCanary, UpstreamEngineOptions, UpstreamIdentity, UpstreamKind, UpstreamOperation } from './options.js';
+export { UPSTREAM_KINDS } from './options.js';
+export type { UpstreamEngineOptions, UpstreamKind, UpstreamOperation } from './options.js';
 
 /** Most stream events relayed as one JsonResults (one sealed chunk when read together). */
 export const MAX_BATCH_EVENTS = 64;
@@ -390,45 +391,4 @@ function findModel(list: Record<string, unknown>, model: string): Record<string,
     }
   }
   return undefined;
-}
-
-/** A signal that aborts when either `a` or `b` does; `dispose()` detaches it from both. */
-function linkSignals(a: AbortSignal, b: AbortSignal): { readonly signal: AbortSignal; dispose(): void } {
-  const controller = new AbortController();
-  const onAbort = (): void => {
-    a.removeEventListener('abort', onAbort);
-    b.removeEventListener('abort', onAbort);
-    controller.abort();
-  };
-  if (a.aborted || b.aborted) {
-    controller.abort();
-  } else {
-    a.addEventListener('abort', onAbort, { once: true });
-    b.addEventListener('abort', onAbort, { once: true });
-  }
-  return {
-    signal: controller.signal,
-    dispose() {
-      a.removeEventListener('abort', onAbort);
-      b.removeEventListener('abort', onAbort);
-    },
-  };
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) {
-      reject(new CloisterError('CANCELLED', 'request cancelled'));
-      return;
-    }
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(new CloisterError('CANCELLED', 'request cancelled'));
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
 }

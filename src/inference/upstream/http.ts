@@ -14,7 +14,7 @@
  */
 import { Pool } from 'undici';
 import type { Dispatcher } from 'undici';
-import { concatBytes } from '../../crypto/bytes.js';
+import { concatBytes } from '../../core/bytes.js';
 import { CloisterError } from '../../errors.js';
 
 export interface UpstreamTarget {
@@ -43,7 +43,7 @@ export interface ExchangeLimits {
   readonly maxResponseBytes: number;
 }
 
-export interface ExchangeRequest {
+interface ExchangeRequest {
   readonly method: 'GET' | 'POST';
   /** Path below the base path, e.g. "/chat/completions". */
   readonly path: string;

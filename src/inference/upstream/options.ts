@@ -9,6 +9,7 @@ import type { ModelInfo, Operation } from '../types.js';
 import type { ClientLimits, ExchangeLimits, UpstreamTarget } from './http.js';
 import { DEFAULT_MAX_EVENT_BYTES } from './sse.js';
 import { parseTarget } from './target.js';
+import { nonNegativeInt, positiveInt } from '../../core/validate.js';
 
 export type UpstreamKind = 'vllm' | 'trtllm' | 'sglang' | 'openai';
 export const UPSTREAM_KINDS: readonly UpstreamKind[] = ['vllm', 'trtllm', 'sglang', 'openai'];
@@ -143,24 +144,24 @@ export function resolveOptions(options: UpstreamEngineOptions): ResolvedUpstream
   for (const f of options.allowFields ?? []) {
     if (typeof f !== 'string' || !/^[a-z][a-z0-9_]{0,63}$/.test(f)) throw new CloisterError('CONFIG_INVALID', `upstream allowFields: '${String(f)}' is not a field name`);
   }
-  const requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs, 600_000);
+  const requestTimeoutMs = positiveInt('requestTimeoutMs', options.requestTimeoutMs, 600_000);
   const limits: ExchangeLimits = {
-    connectTimeoutMs: positive('connectTimeoutMs', options.connectTimeoutMs, 5_000),
-    firstByteTimeoutMs: positive('firstByteTimeoutMs', options.firstByteTimeoutMs, 60_000),
-    idleTimeoutMs: positive('idleTimeoutMs', options.idleTimeoutMs, 120_000),
-    maxResponseBytes: positive('maxResponseBytes', options.maxResponseBytes, 64 * 1024 * 1024),
+    connectTimeoutMs: positiveInt('connectTimeoutMs', options.connectTimeoutMs, 5_000),
+    firstByteTimeoutMs: positiveInt('firstByteTimeoutMs', options.firstByteTimeoutMs, 60_000),
+    idleTimeoutMs: positiveInt('idleTimeoutMs', options.idleTimeoutMs, 120_000),
+    maxResponseBytes: positiveInt('maxResponseBytes', options.maxResponseBytes, 64 * 1024 * 1024),
   };
-  const maxEventBytes = positive('maxEventBytes', options.maxEventBytes, DEFAULT_MAX_EVENT_BYTES);
-  const maxRetries = nonNegative('maxRetries', options.maxRetries, 2);
-  const retryDelayMs = nonNegative('retryDelayMs', options.retryDelayMs, 200);
-  const readyTimeoutMs = nonNegative('readyTimeoutMs', options.readyTimeoutMs, 0);
-  const readyPollMs = positive('readyPollMs', options.readyPollMs, 1_000);
-  const maxConcurrency = positive('maxConcurrency', options.maxConcurrency, 64);
-  const maxQueued = nonNegative('maxQueued', options.maxQueued, 256);
+  const maxEventBytes = positiveInt('maxEventBytes', options.maxEventBytes, DEFAULT_MAX_EVENT_BYTES);
+  const maxRetries = nonNegativeInt('maxRetries', options.maxRetries, 2);
+  const retryDelayMs = nonNegativeInt('retryDelayMs', options.retryDelayMs, 200);
+  const readyTimeoutMs = nonNegativeInt('readyTimeoutMs', options.readyTimeoutMs, 0);
+  const readyPollMs = positiveInt('readyPollMs', options.readyPollMs, 1_000);
+  const maxConcurrency = positiveInt('maxConcurrency', options.maxConcurrency, 64);
+  const maxQueued = nonNegativeInt('maxQueued', options.maxQueued, 256);
   // The gate already bounds requests in flight; the pool's bound only repeats it.
   const client: ClientLimits = {
     connectTimeoutMs: limits.connectTimeoutMs,
-    keepAliveTimeoutMs: nonNegative('keepAliveTimeoutMs', options.keepAliveTimeoutMs, 4_000),
+    keepAliveTimeoutMs: nonNegativeInt('keepAliveTimeoutMs', options.keepAliveTimeoutMs, 4_000),
     maxConnections: maxConcurrency,
   };
   if ((options.canaryPrompt === undefined) !== (options.canaryExpect === undefined)) {
@@ -221,16 +222,4 @@ function modelDigestOf(options: UpstreamEngineOptions, kind: UpstreamKind): Uint
     throw new CloisterError('CONFIG_INVALID', 'modelDigest must be exactly 32 bytes');
   }
   return options.modelDigest.slice();
-}
-
-export function positive(name: string, value: number | undefined, fallback: number): number {
-  const v = value ?? fallback;
-  if (!Number.isSafeInteger(v) || v < 1) throw new CloisterError('CONFIG_INVALID', `${name} must be a positive integer`);
-  return v;
-}
-
-function nonNegative(name: string, value: number | undefined, fallback: number): number {
-  const v = value ?? fallback;
-  if (!Number.isSafeInteger(v) || v < 0) throw new CloisterError('CONFIG_INVALID', `${name} must be a non-negative integer`);
-  return v;
 }
