@@ -61,7 +61,8 @@ const FINAL_AAD = utf8('final');
 const EMPTY = new Uint8Array(0);
 const ZERO_DH = new Uint8Array(32);
 const X25519_LEN = 32;
-const OPEN_MAX_BYTES = 256;
+/** Largest session open message or answer (plaintext). */
+export const OPEN_MAX_BYTES = 256;
 
 function bad(field: string, why: string): CloisterError {
   return new CloisterError('MALFORMED', `session ${field}: ${why}`, { detail: { field } });

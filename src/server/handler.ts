@@ -15,13 +15,17 @@ import { CloisterError, ERROR_CODES, asCloisterError, wireCodeOf } from '../erro
 import type { ErrorCode } from '../errors.js';
 import type { ClientKeyTable } from './client-keys.js';
 import { JsonResults } from '../protocol/messages.js';
+import { openChunkedRequest } from '../protocol/chunked.js';
 import { openRequest } from '../protocol/request.js';
-import type { OpenedRequest } from '../protocol/request.js';
+import type { OpenedRequest, RequestKey } from '../protocol/request.js';
+import { OPEN_MAX_BYTES, openSessionRequest, parseSessionRequestHeader } from '../protocol/session.js';
+import type { ServerSession, SessionTable } from './sessions.js';
 import type { KeyGeneration, KeyManager } from './keys.js';
 import type { ReplayWindow } from './replay.js';
 import type { EngineRouter } from './router.js';
 import type { Logger } from './log.js';
 import { newServerRequestId } from './log.js';
+import type { ServerRequestId } from './log.js';
 import { CODE_OK, OP_NONE } from './stats.js';
 import type { ServerStats } from './stats.js';
 import { startDeadline } from '../util/deadline.js';
@@ -45,6 +49,9 @@ export interface ResponseOut {
   /** Reports a failure before the request could be opened: a plaintext, coded error. */
   fail(code: ErrorCode): void;
 }
+
+/** One kind of sealed request: a one-shot request, a session open, a session request. */
+export type RequestHandler = (deps: HandlerDeps, body: Uint8Array, out: ResponseOut, ctx: RequestContext) => Promise<void>;
 
 export interface RequestContext {
   readonly conn: number;
@@ -78,6 +85,8 @@ export interface HandlerDeps {
   readonly padResponses?: boolean;
   /** Client API keys and per-key quotas (`serve --client-keys`); absent: no key required, any key ignored. */
   readonly clientKeys?: ClientKeyTable;
+  /** Protocol v2 sessions; absent: session opens and requests are refused VERSION_UNSUPPORTED. */
+  readonly sessions?: SessionTable;
 }
 
 /** Most engine results sealed together in one `items` chunk (`HandlerDeps.maxItemsPerChunk`). */
@@ -201,23 +210,118 @@ async function forEachTurn(
   }
 }
 
-export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, out: ResponseOut, ctx: RequestContext): Promise<void> {
-  const requestId = newServerRequestId();
-  const started = performance.now();
-  const base = { requestId, conn: ctx.conn, ...(ctx.sid === undefined ? {} : { sid: ctx.sid }), bytesIn: body.byteLength };
-  deps.stats.sealedRequestsReceived++;
+/** The log fields every line about one request carries (content-free). */
+function logBase(ctx: RequestContext, body: Uint8Array): { requestId: ServerRequestId; conn: number; sid?: number; bytesIn: number } {
+  return { requestId: newServerRequestId(), conn: ctx.conn, ...(ctx.sid === undefined ? {} : { sid: ctx.sid }), bytesIn: body.byteLength };
+}
+type LogBase = ReturnType<typeof logBase>;
 
+/** A request that could not be opened: a plaintext coded error (crypto failures read DECRYPT_FAILED). */
+function reject(deps: HandlerDeps, base: LogBase, started: number, out: ResponseOut, err: unknown): void {
+  const code = asCloisterError(err, 'DECRYPT_FAILED').code;
+  deps.stats.count(code);
+  deps.logger.log('info', 'request.rejected', { ...base, code });
+  deps.stats.recordRequest(OP_NONE, code, (performance.now() - started) / 1000);
+  out.fail(wireCodeOf(code));
+}
+
+export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, out: ResponseOut, ctx: RequestContext): Promise<void> {
+  const started = performance.now();
+  const base = logBase(ctx, body);
+  deps.stats.sealedRequestsReceived++;
   let opened: OpenedRequest<KeyGeneration>;
   try {
     opened = openRequest((keyId, suite) => deps.keys.lookup(keyId, suite), body, { maxMessageBytes: deps.maxRequestBytes });
   } catch (err) {
+    reject(deps, base, started, out, err);
+    return;
+  }
+  await serve(deps, opened, out, ctx, base, started, { replay: true });
+}
+
+/**
+ * A request of a protocol v2 session (src/protocol/session.ts): the session's keys open it
+ * (no public-key work), its sequence number is its replay defence (no global window). A
+ * session that ended (key rotation, age, bytes) answers, sealed, SESSION_EXPIRED without
+ * running anything: the client knows for sure the request did not run, and sends it again in
+ * a new session. An unknown session is a plaintext SESSION_UNKNOWN.
+ */
+export async function handleSessionRequest(deps: HandlerDeps, body: Uint8Array, out: ResponseOut, ctx: RequestContext): Promise<void> {
+  const started = performance.now();
+  const base = logBase(ctx, body);
+  deps.stats.sealedRequestsReceived++;
+  const sessions = deps.sessions;
+  let opened: OpenedRequest<KeyGeneration>;
+  let session: ServerSession | undefined;
+  try {
+    if (sessions === undefined) throw new CloisterError('VERSION_UNSUPPORTED', 'this server has no sessions');
+    session = sessions.get(parseSessionRequestHeader(body).id);
+    if (session === undefined) throw new CloisterError('SESSION_UNKNOWN');
+    opened = openSessionRequest(session, session.generation, body, { maxMessageBytes: deps.maxRequestBytes });
+  } catch (err) {
+    reject(deps, base, started, out, err);
+    return;
+  }
+  const ended = sessions.endReason(session);
+  const bytesOut = await serve(deps, opened, out, ctx, { ...base, session: session.logId }, started, { replay: false, ...(ended === undefined ? {} : { ended }) });
+  sessions.account(session, body.byteLength + bytesOut);
+}
+
+/**
+ * Opens a protocol v2 session: a one-shot sealed request to the attested key whose answer,
+ * sealed, carries the session id and the server's ephemeral share. Every failure is a
+ * plaintext coded error (OVERLOADED when maxSessions are open); nothing runs.
+ */
+export async function handleSessionOpen(deps: HandlerDeps, body: Uint8Array, out: ResponseOut, ctx: RequestContext): Promise<void> {
+  const started = performance.now();
+  const base = logBase(ctx, body);
+  let bytes: readonly Uint8Array[];
+  let logId: number;
+  try {
+    const sessions = deps.sessions;
+    if (sessions === undefined) throw new CloisterError('VERSION_UNSUPPORTED', 'this server has no sessions');
+    let generation: KeyGeneration | undefined;
+    const opened = openChunkedRequest(
+      (keyId, suite) => {
+        generation = deps.keys.lookup(keyId, suite);
+        return generation.recipient;
+      },
+      body,
+      { maxMessageBytes: OPEN_MAX_BYTES },
+    );
+    if (generation === undefined) throw new CloisterError('INTERNAL', 'request opened without a key lookup');
+    const { reply, session } = sessions.open(generation, opened.suite, opened.plaintext);
+    logId = session.logId;
+    bytes = [opened.response.start(), opened.response.sealFinal(reply)];
+  } catch (err) {
     const code = asCloisterError(err, 'DECRYPT_FAILED').code;
     deps.stats.count(code);
-    deps.logger.log('info', 'request.rejected', { ...base, code });
-    deps.stats.recordRequest(OP_NONE, code, (performance.now() - started) / 1000);
+    deps.logger.log('info', 'session.rejected', { ...base, code, durationMs: Math.round(performance.now() - started) });
     out.fail(wireCodeOf(code));
     return;
   }
+  deps.logger.log('info', 'session.open', { ...base, session: logId, durationMs: Math.round(performance.now() - started) });
+  try {
+    for (const b of bytes) {
+      const wait = out.write(b);
+      if (wait !== undefined) await raceAbort(wait, ctx.signal);
+    }
+    out.end();
+  } catch {
+    // the client went away; its session expires unused
+  }
+}
+
+/** Serves an opened request (decode, checks, engine, sealed answer); returns the bytes written. */
+async function serve(
+  deps: HandlerDeps,
+  opened: OpenedRequest<RequestKey>,
+  out: ResponseOut,
+  ctx: RequestContext,
+  base: LogBase & { session?: number },
+  started: number,
+  options: { readonly replay: boolean; readonly ended?: string },
+): Promise<number> {
   deps.stats.requestsOpened++;
   const writer = opened.writer;
   let bytesOut = 0;
@@ -246,18 +350,22 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
   let reportDeadline: Deadline | undefined;
   try {
     await write(writer.start(), signal);
+    if (options.ended !== undefined) {
+      throw new CloisterError('SESSION_EXPIRED', `the session ended (${options.ended}); open a new one`, { detail: { public: true } });
+    }
     const req = opened.decode({ maxRequestBytes: deps.maxRequestBytes });
     op = req.op;
     writer.padChunks(deps.padResponses !== false && req.caps?.includes('pad') === true);
     // The timestamp first (cheap, records nothing), then routing; the id is recorded only
     // for a request that will be served, so requests for models or operations that do not
     // exist cannot fill the replay window.
-    deps.replay.checkTimestamp(req.ts);
+    if (options.replay) deps.replay.checkTimestamp(req.ts);
     // Client API keys (src/server/client-keys.ts): before routing and the replay record, so
     // requests without a valid key cost no more than a hash. Logs name the key id only.
     if (deps.clientKeys !== undefined) Object.assign(base, { clientKey: deps.clientKeys.authorize(req.key) });
     const engine = deps.router.route(req.op, req.model);
-    deps.replay.check(req.id, req.ts);
+    // In a session the sequence number already refused any replay (no global window).
+    if (options.replay) deps.replay.check(req.id, req.ts);
     const json = req.caps?.includes('json') === true;
     const results = engine.run({ op: req.op, model: req.model, input: req.input, params: req.params ?? {}, stream: req.stream }, { signal });
     const limits = { maxItems: deps.maxItemsPerChunk ?? DEFAULT_MAX_ITEMS_PER_CHUNK, maxTextChars: deps.maxChunkTextChars ?? DEFAULT_MAX_CHUNK_TEXT_CHARS, stream: req.stream };
@@ -313,5 +421,5 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
       ...base, code, bytesOut, chunks, durationMs,
     });
   }
+  return bytesOut;
 }
-

@@ -18,7 +18,8 @@ import type { ErrorCode } from '../../errors.js';
 import { decodeWireMessage, encodeWireMessage, IDLE_CLOSE_REASON } from '../../protocol/wire.js';
 import type { WireMessage } from '../../protocol/wire.js';
 import type { ServerContext } from '../context.js';
-import { handleSealedRequest } from '../handler.js';
+import { handleSealedRequest, handleSessionOpen, handleSessionRequest } from '../handler.js';
+import type { RequestHandler } from '../handler.js';
 import type { SlidingWindowLimiter } from '../rate-limit.js';
 import { OP_NONE } from '../stats.js';
 import { LOCAL_SOURCE } from '../sources.js';
@@ -198,10 +199,16 @@ export class WsSession {
     }
     switch (msg.t) {
       case 'evidence-req':
-        this.onEvidenceRequest(msg.nonce);
+        this.onEvidenceRequest(msg.nonce, msg.v);
         return;
       case 'req':
-        this.onRequest(msg.sid, msg.body);
+        this.onRequest(msg.sid, msg.body, handleSealedRequest);
+        return;
+      case 'sopen':
+        this.onRequest(msg.sid, msg.body, handleSessionOpen);
+        return;
+      case 'sreq':
+        this.onRequest(msg.sid, msg.body, handleSessionRequest);
         return;
       case 'cancel':
         this.streams.get(msg.sid)?.abort();
@@ -212,9 +219,9 @@ export class WsSession {
     }
   }
 
-  private onEvidenceRequest(nonce: Uint8Array | undefined): void {
+  private onEvidenceRequest(nonce: Uint8Array | undefined, version: number | undefined): void {
     const limiters = this.source === LOCAL_SOURCE ? [this.evidenceLimiter] : [this.evidenceLimiter, this.ctx.sources.entry(this.source).evidence];
-    this.ctx.evidence.get(nonce, limiters).then(
+    this.ctx.evidence.get(nonce, limiters, version).then(
       (bundle) => {
         this.ctx.stats.evidenceServed++;
         this.ctx.logger.log('debug', 'evidence.served', { conn: this.conn, bytesOut: bundle.evidence.byteLength });
@@ -229,7 +236,7 @@ export class WsSession {
     );
   }
 
-  private onRequest(sid: number, body: Uint8Array): void {
+  private onRequest(sid: number, body: Uint8Array, handle: RequestHandler): void {
     const { stats, limits } = this.ctx;
     let refuse: ErrorCode | undefined;
     if (this.streams.has(sid)) refuse = 'PROTOCOL_VIOLATION';
@@ -247,7 +254,7 @@ export class WsSession {
     this.streams.set(sid, abort);
     stats.inFlight++;
     const out = new ResponseFrames(sid, abort.signal, this.frameSink(sid));
-    handleSealedRequest(this.ctx.handlerDeps, body, out, { conn: this.conn, sid, signal: abort.signal })
+    handle(this.ctx.handlerDeps, body, out, { conn: this.conn, sid, signal: abort.signal })
       .catch(() => undefined)
       .finally(() => {
         out.release();
