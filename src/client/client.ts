@@ -199,6 +199,14 @@ interface Attested {
   readonly nonce: Uint8Array | undefined;
 }
 
+/** An open session and the key config (object and exact bytes) it was opened under. */
+interface SessionEntry {
+  readonly s: ClientSession;
+  readonly keyConfig: KeyConfig;
+  readonly keyConfigBytes: Uint8Array;
+  usedAt: number;
+}
+
 /** Per-attempt state: whether results reached the caller, and the key the request was sealed to. */
 interface Attempt {
   started: boolean;
@@ -254,8 +262,8 @@ export class CloisterClient {
   private reconnecting: Promise<void> | undefined;
   private closed = false;
   /** The open session, the key config it was opened under, and when it was last used. */
-  private session: { readonly s: ClientSession; readonly keyConfig: KeyConfig; usedAt: number } | undefined;
-  private opening: Promise<ClientSession | undefined> | undefined;
+  private session: SessionEntry | undefined;
+  private opening: Promise<SessionEntry | undefined> | undefined;
   /** No session open is tried before this time (the server was at maxSessions). */
   private sessionBackoffUntil = 0;
   private readonly reconnectOptions: Required<ReconnectOptions> | false;
@@ -516,14 +524,17 @@ export class CloisterClient {
     const now = this.options.now ?? Date.now;
     await this.connection();
     if (this.attested.keyConfig.expiresAt * 1000 <= now()) await this.refresh();
-    const { keyConfig } = this.attested;
-    const keyConfigBytes = this.attested.bundle.keyConfig;
     // verifyEvidence checked the digests of pinned models only: an unpinned served model is unverified.
-    if (!this.isPinned(req.model) && keyConfig.models.some((m) => m.name === req.model)) {
+    if (!this.isPinned(req.model) && this.attested.keyConfig.models.some((m) => m.name === req.model)) {
       throw new CloisterError('POLICY_MISMATCH', 'the policy does not pin this model');
     }
     const aeadId = (this.options.aead ?? 'aes-128-gcm') === 'aes-128-gcm' ? AEAD_AES_128_GCM : AEAD_CHACHA20_POLY1305;
-    if (!keyConfig.aeadIds.includes(aeadId)) throw new CloisterError('UNSUPPORTED_SUITE', 'the server does not offer this AEAD');
+    if (!this.attested.keyConfig.aeadIds.includes(aeadId)) throw new CloisterError('UNSUPPORTED_SUITE', 'the server does not offer this AEAD');
+    // A session (opened under the key config it names), or undefined for a one-shot request.
+    const entry = await this.sessionFor(aeadId, req.signal);
+    const session = entry?.s;
+    const keyConfig = entry?.keyConfig ?? this.attested.keyConfig;
+    const keyConfigBytes = entry?.keyConfigBytes ?? this.attested.bundle.keyConfig;
     const pad = this.options.pad !== false;
     const request: SealedRequest = {
       v: 1,
@@ -550,7 +561,6 @@ export class CloisterClient {
         }),
       parseJson: parseJsonResult,
     };
-    const session = await this.sessionFor(keyConfig, aeadId, req.signal);
     const { bytes, reader } = session === undefined ? sealRequest(sealTargetFromKeyConfig(keyConfig, aeadId), request, readerOptions) : session.seal(request, readerOptions);
     state.sealedTo = keyConfig;
 
@@ -594,7 +604,8 @@ export class CloisterClient {
    * request (sessions off, not offered by the attested key config, or the server at its
    * maxSessions). Concurrent requests share one open.
    */
-  private async sessionFor(keyConfig: KeyConfig, aeadId: number, signal: AbortSignal | undefined): Promise<ClientSession | undefined> {
+  private async sessionFor(aeadId: number, signal: AbortSignal | undefined): Promise<SessionEntry | undefined> {
+    const keyConfig = this.attested.keyConfig;
     if (this.options.sessions === false || keyConfig.protocols?.includes(SESSION_PROTOCOL_VERSION) !== true) return undefined;
     const now = (this.options.now ?? Date.now)();
     const cur = this.session;
@@ -602,37 +613,50 @@ export class CloisterClient {
       const idle = now - cur.usedAt >= cur.s.reply.idleS * 1000 - SESSION_MARGIN_MS;
       if (!idle && sameHpkeKey(cur.keyConfig, keyConfig) && cur.s.usable(now, 0, SESSION_MARGIN_MS)) {
         cur.usedAt = now;
-        return cur.s;
+        return cur;
       }
       this.session = undefined;
     }
     if (now < this.sessionBackoffUntil) return undefined;
-    this.opening ??= this.openSession(keyConfig, aeadId, signal).finally(() => {
+    this.opening ??= this.openSession(aeadId, signal).finally(() => {
       this.opening = undefined;
     });
     return this.opening;
   }
 
-  private async openSession(keyConfig: KeyConfig, aeadId: number, signal: AbortSignal | undefined): Promise<ClientSession | undefined> {
+  /**
+   * Opens a session to the attested key. An open runs nothing on the server, so it may be sent
+   * again: after KEY_STALE / UNKNOWN_KEY_ID (a rotation) the client re-attests and opens once
+   * more with the new key, so no request fails for a rotation.
+   */
+  private async openSession(aeadId: number, signal: AbortSignal | undefined): Promise<SessionEntry | undefined> {
     const now = this.options.now ?? Date.now;
-    const opening = new SessionOpening(sealTargetFromKeyConfig(keyConfig, aeadId));
-    const deadline = this.startExchange(opening.bytes, signal, 'sopen');
-    try {
-      for await (const piece of deadline.exchange.pieces) opening.push(piece);
-      const s = opening.finish(now());
-      this.session = { s, keyConfig, usedAt: now() };
-      this.emit({ type: 'session-opened', target: targetOf(this.url), keyId: keyConfig.keyId });
-      return s;
-    } catch (err) {
-      // At its maxSessions the server serves this request one-shot; no open is tried for a while.
-      if (err instanceof CloisterError && err.code === 'OVERLOADED' && err.detail?.['origin'] === 'server') {
-        this.sessionBackoffUntil = now() + SESSION_BACKOFF_MS;
-        return undefined;
+    for (let attempt = 0; ; attempt++) {
+      const { keyConfig, bundle } = this.attested;
+      const opening = new SessionOpening(sealTargetFromKeyConfig(keyConfig, aeadId));
+      const deadline = this.startExchange(opening.bytes, signal, 'sopen');
+      try {
+        for await (const piece of deadline.exchange.pieces) opening.push(piece);
+        const entry: SessionEntry = { s: opening.finish(now()), keyConfig, keyConfigBytes: bundle.keyConfig, usedAt: now() };
+        this.session = entry;
+        this.emit({ type: 'session-opened', target: targetOf(this.url), keyId: keyConfig.keyId });
+        return entry;
+      } catch (err) {
+        const fromServer = err instanceof CloisterError && err.detail?.['origin'] === 'server';
+        // At its maxSessions the server serves this request one-shot; no open is tried for a while.
+        if (fromServer && err.code === 'OVERLOADED') {
+          this.sessionBackoffUntil = now() + SESSION_BACKOFF_MS;
+          return undefined;
+        }
+        if (fromServer && (err.code === 'KEY_STALE' || err.code === 'UNKNOWN_KEY_ID') && attempt === 0) {
+          await this.refresh();
+          if (!sameHpkeKey(keyConfig, this.attested.keyConfig)) continue;
+        }
+        if (deadline.timedOut && !(signal?.aborted ?? false)) throw new CloisterError('TIMEOUT', 'no session open answer before the deadline', { cause: err });
+        throw err;
+      } finally {
+        deadline.dispose();
       }
-      if (deadline.timedOut && !(signal?.aborted ?? false)) throw new CloisterError('TIMEOUT', 'no session open answer before the deadline', { cause: err });
-      throw err;
-    } finally {
-      deadline.dispose();
     }
   }
 
