@@ -26,7 +26,7 @@ import { createPrivateKey, createPublicKey, diffieHellman } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { CloisterError } from '../errors.js';
 import { aeadOpen, aeadSeal } from '../crypto/aead.js';
-import { assertBytes, concatBytes, copyBytes, i2osp, utf8 } from '../crypto/bytes.js';
+import { assertBytes, concatBytes, copyBytes, i2osp, utf8 } from '../core/bytes.js';
 import { timingSafeEqualBytes } from '../crypto/ct.js';
 import { hkdfExpand, hkdfExtract } from '../crypto/hkdf.js';
 import { generateX25519KeyPair } from '../crypto/hpke/kem.js';
@@ -41,8 +41,8 @@ import type { SealedRequest } from './messages.js';
 import type { SealTarget } from './ohttp.js';
 import type { OpenedRequest, RequestKey, SealRequestOptions, SealedExchangeRequest } from './request.js';
 import { ResponseReader, ResponseWriter } from './response.js';
-import { decodeCbor, encodeCbor } from './cbor.js';
-import type { CborKey, CborValue } from './cbor.js';
+import { decodeCbor, encodeCbor } from '../core/cbor.js';
+import type { CborKey, CborValue } from '../core/cbor.js';
 import type { ChunkOpener, ChunkSealer } from './response.js';
 
 /** The protocol version that sessions are (key config `protocols`, evidence request `v`). */

@@ -11,7 +11,7 @@ import type { ClientEvent } from '../../src/client/client.js';
 import { HttpClientTransport } from '../../src/client/http-transport.js';
 import type { ClientTransport, ExchangeKind } from '../../src/client/transport.js';
 import { WsClientTransport } from '../../src/client/ws-transport.js';
-import { decodeEvidenceFile } from '../../src/attestation/evidence-file.js';
+import { decodeEvidenceFile } from '../../src/verifier/evidence-file.js';
 import { CloisterError } from '../../src/errors.js';
 import { decodeKeyConfig, sealTargetFromKeyConfig } from '../../src/protocol/key-config.js';
 import { CAPABILITIES, verifyReceipt } from '../../src/protocol/messages.js';

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { CloisterError } from '../../src/errors.js';
 import { generateX25519KeyPair, HpkeRecipientKey, suiteFromIds } from '../../src/crypto/index.js';
 import { openChunkedRequest } from '../../src/protocol/chunked.js';
-import { encodeCbor } from '../../src/protocol/cbor.js';
+import { encodeCbor } from '../../src/core/cbor.js';
 import { CAPABILITIES, generateReceiptKeyPair, signReceipt, verifyReceipt } from '../../src/protocol/messages.js';
 import type { SealedRequest } from '../../src/protocol/messages.js';
 import type { RequestKey } from '../../src/protocol/request.js';

@@ -13,6 +13,7 @@ import type { Socket } from 'node:net';
 import { asCloisterError, wireCodeOf } from '../../errors.js';
 import type { ErrorCode } from '../../errors.js';
 import { encodeWireMessage, LIMIT_HEADER, MAX_NONCE_BYTES, MAX_PROTOCOL_VERSION } from '../../protocol/wire.js';
+import { CHUNKED_RESPONSE_TYPE } from '../../protocol/chunked.js';
 import type { ServerContext } from '../context.js';
 import { handleSealedRequest, handleSessionOpen, handleSessionRequest } from '../handler.js';
 import type { RequestHandler } from '../handler.js';
@@ -23,25 +24,22 @@ import type { OpsProvider } from '../ops.js';
 import { LOCAL_SOURCE } from '../sources.js';
 
 /** What the server knows of a socket: its connection counter and its source address. */
-export interface SocketInfo {
+interface SocketInfo {
   readonly conn: number;
   readonly source: string;
 }
 
-export const EVIDENCE_PATH = '/v1/evidence';
-export const SEALED_PATH = '/v1/sealed';
+const EVIDENCE_PATH = '/v1/evidence';
+const SEALED_PATH = '/v1/sealed';
 /** Protocol v2 (PROTOCOL.md section 11): open a session; a request of a session (its id is the resumable ticket). */
-export const SESSION_OPEN_PATH = '/v2/session';
-export const SESSION_SEALED_PATH = '/v2/sealed';
+const SESSION_OPEN_PATH = '/v2/session';
+const SESSION_SEALED_PATH = '/v2/sealed';
 const SEALED_HANDLERS: ReadonlyMap<string, RequestHandler> = new Map([
   [SEALED_PATH, handleSealedRequest],
   [SESSION_OPEN_PATH, handleSessionOpen],
   [SESSION_SEALED_PATH, handleSessionRequest],
 ]);
-export const CBOR_TYPE = 'application/cbor';
-/** Media type of a chunked OHTTP response (draft-ietf-ohai-chunked-ohttp section 3). */
-export const CHUNKED_RESPONSE_TYPE = 'message/ohttp-chunked-res';
-export const CHUNKED_REQUEST_TYPE = 'message/ohttp-chunked-req';
+const CBOR_TYPE = 'application/cbor';
 
 function statusOf(code: ErrorCode): number {
   switch (code) {
