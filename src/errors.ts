@@ -32,6 +32,8 @@ export const ERROR_CODES = {
   PROTOCOL_VIOLATION: 'a peer sent a message that is not valid at this point of the protocol',
   RECEIPT_INVALID: 'the receipt in the final response chunk does not verify under the attested receipt key',
   VERSION_UNSUPPORTED: 'the peer uses a protocol version this side does not support',
+  SESSION_EXPIRED: 'the session ended (key rotation, age or byte bound) before this request ran; open a new session',
+  SESSION_UNKNOWN: 'the server holds no such session (it expired, was never opened, or the server restarted)',
 
   // --- attestation ---------------------------------------------------------------------------
   EVIDENCE_MALFORMED: 'the attestation evidence could not be decoded',

@@ -82,7 +82,7 @@ export class PlainClient {
     this.#ws = ws;
     ws.on('message', (data) => {
       const msg = decodeWireMessage(bytesOf(data));
-      if (msg.t === 'evidence' || msg.t === 'evidence-req' || msg.t === 'req' || msg.t === 'cancel') return;
+      if (msg.t === 'evidence' || msg.t === 'evidence-req' || msg.t === 'req' || msg.t === 'sopen' || msg.t === 'sreq' || msg.t === 'cancel') return;
       if (msg.sid === undefined) return;
       const p = this.#pending.get(msg.sid);
       if (p === undefined) return;

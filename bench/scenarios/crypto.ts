@@ -24,7 +24,19 @@
 import { createCipheriv, createDecipheriv, createPublicKey, diffieHellman, generateKeyPairSync, randomBytes, webcrypto } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { compare, ratio, target } from '../lib/harness.js';
-import type { Arm } from '../lib/harness.js';
+import type { Arm, Comparison } from '../lib/harness.js';
+import { DEFAULT_CHUNKED_LIMITS } from '../../src/protocol/chunked.js';
+import { ReceiptHasher, generateReceiptKeyPair, signReceipt, verifyReceipt } from '../../src/protocol/messages.js';
+import {
+  SESSION_REQUEST_HEADER_LENGTH,
+  SequenceWindow,
+  SessionChunkOpener,
+  SessionChunkSealer,
+  SessionKeys,
+  encodeSessionRequestHeader,
+  parseSessionRequestHeader,
+  sessionResponseOpener,
+} from '../../src/protocol/session.js';
 import { serialLoop, syncLoop } from '../lib/load.js';
 import { fmtBytes } from '../lib/format.js';
 import { ResultBuilder } from '../lib/scenario.js';
@@ -94,6 +106,87 @@ function rawPrivateKey(key: KeyObject): Uint8Array {
   return new Uint8Array(Buffer.from(jwk.d, 'base64url'));
 }
 
+/** Sequence numbers prepared per pass of the session arms (a fresh replay window per pass). */
+const SESSION_POOL = 4096;
+
+/**
+ * Protocol v2 per-request crypto at 1 KiB each way, client and server apart: what a session
+ * request costs after the open (src/protocol/session.ts), next to the v1 one-shot exchange and
+ * the Ed25519 receipt that each response still carries.
+ */
+async function sessionComparisons(ctx: ScenarioContext): Promise<Comparison[]> {
+  const body = new Uint8Array(randomBytes(1024));
+  const keys = new SessionKeys(SUITE, new Uint8Array(randomBytes(16)), new Uint8Array(randomBytes(32)), new Uint8Array(randomBytes(32)), new Uint8Array(randomBytes(32)));
+  const requests: Uint8Array[] = [];
+  const responses: Uint8Array[] = [];
+  for (let seq = 1; seq <= SESSION_POOL; seq++) {
+    const k = keys.keysFor(seq);
+    requests.push(concat(encodeSessionRequestHeader(keys.id, seq), new SessionChunkSealer(k.request).sealFinal(body)));
+    responses.push(new SessionChunkSealer(k.response).sealFinal(body));
+  }
+  let c = 0;
+  let s = 0;
+  let window = new SequenceWindow();
+  const clientOp = (): void => {
+    const seq = (c++ % SESSION_POOL) + 1;
+    const k = keys.keysFor(seq);
+    new SessionChunkSealer(k.request).sealFinal(body);
+    const opener = sessionResponseOpener(k.response);
+    opener.push(responses[seq - 1] as Uint8Array);
+    if (opener.finish()[0]?.plaintext.byteLength !== 1024) throw new Error('unexpected response length');
+  };
+  const serverOp = (): void => {
+    const i = s++ % SESSION_POOL;
+    if (i === 0) window = new SequenceWindow();
+    const req = requests[i] as Uint8Array;
+    const { seq } = parseSessionRequestHeader(req);
+    if (!window.fresh(seq)) throw new Error('replay');
+    const k = keys.keysFor(seq);
+    const opener = new SessionChunkOpener(k.request, DEFAULT_CHUNKED_LIMITS, SESSION_REQUEST_HEADER_LENGTH, 1 << 20);
+    const pt = [...opener.push(req), ...opener.finish()][0]?.plaintext;
+    if (pt?.byteLength !== 1024) throw new Error('unexpected request length');
+    window.accept(seq);
+    new SessionChunkSealer(k.response).sealFinal(pt);
+  };
+  const receiptKeys = generateReceiptKeyPair();
+  const signed = (() => {
+    const h = new ReceiptHasher(body);
+    h.update(body);
+    const m = h.message();
+    return { m, sig: signReceipt(receiptKeys.privateKey, m) };
+  })();
+  const signOp = (): void => {
+    const h = new ReceiptHasher(body);
+    h.update(body);
+    signReceipt(receiptKeys.privateKey, h.message());
+  };
+  const verifyOp = (): void => {
+    if (!verifyReceipt(receiptKeys.publicKey, signed.m, signed.sig)) throw new Error('receipt');
+  };
+  const { privateKey } = generateKeyPairSync('x25519');
+  const recipient = HpkeRecipientKey.fromPrivateKey(rawPrivateKey(privateKey));
+  const target1 = { keyId: KEY_ID, publicKey: recipient.publicKey, suite: SUITE };
+  const v1Pool = Array.from({ length: POOL }, () => sealChunkedRequest(target1, body).bytes);
+  let v = 0;
+  const v1Client = (): void => {
+    sealChunkedRequest(target1, body);
+  };
+  const v1Server = (): void => {
+    const opened = openChunkedRequest(() => recipient, v1Pool[v++ % POOL] as Uint8Array);
+    opened.response.start();
+    opened.response.sealFinal(opened.plaintext);
+  };
+  const arms: Arm[] = [
+    { name: 'session-client', measure: async (ms) => syncLoop(ms, clientOp, 8) },
+    { name: 'session-server', measure: async (ms) => syncLoop(ms, serverOp, 8) },
+    { name: 'receipt-sign', measure: async (ms) => syncLoop(ms, signOp, 8) },
+    { name: 'receipt-verify', measure: async (ms) => syncLoop(ms, verifyOp, 8) },
+    { name: 'v1-client', measure: async (ms) => syncLoop(ms, v1Client, 8) },
+    { name: 'v1-server', measure: async (ms) => syncLoop(ms, v1Server, 8) },
+  ];
+  return [await compare('crypto-session', { size: fmtBytes(1024) }, arms, { ...ctx.timing, unit: 'op/s' }, ctx.progress)];
+}
+
 export const scenario: Scenario = {
   name: 'crypto',
   title: 'request open + response seal per second, one core (HPKE X25519/HKDF-SHA256/AES-128-GCM)',
@@ -104,7 +197,7 @@ export const scenario: Scenario = {
     const native = activeNative();
     const serverArms = native === undefined ? 3 : 5;
     const clientArms = native === undefined ? 1 : 2;
-    ctx.progress.plan((sizes.length * serverArms + clientArms) * ctx.timing.rounds);
+    ctx.progress.plan((sizes.length * serverArms + clientArms + 6) * ctx.timing.rounds);
     const { privateKey } = generateKeyPairSync('x25519');
     const skRaw = rawPrivateKey(privateKey);
     const recipient = HpkeRecipientKey.fromPrivateKey(skRaw);
@@ -223,6 +316,7 @@ export const scenario: Scenario = {
       out.comparisons.push(c);
       if (native !== undefined) out.ratios.push(ratio(c, 'client-seal', 'client-seal-node'));
     }
+    out.comparisons.push(...(await sessionComparisons(ctx)));
     out.notes.push(`crypto backend: ${backend.backend} (${backend.detail}); lower-bound uses the same backend`);
     if (native === undefined) {
       out.notes.push('lower bound includes importing the 32-byte enc as a node:crypto KeyObject, which node:crypto needs for any X25519 DH');
@@ -230,6 +324,9 @@ export const scenario: Scenario = {
       out.notes.push('cloister-node and lower-bound-node: the same work with the node:crypto backend, measured in the same run');
     }
     out.notes.push('portable arm is async (Web Crypto + noble X25519) and runs one request at a time on this thread');
+    out.notes.push(
+      'crypto-session (protocol v2, 1 KiB each way): session-client = per-request keys + seal request + open response; session-server = header, replay window, keys, open request, seal response; receipt-sign / receipt-verify = the per-response Ed25519 receipt (v1 receipts, still one per response); v1-client / v1-server = the one-shot HPKE exchange',
+    );
     return out.result();
   },
 };

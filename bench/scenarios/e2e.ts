@@ -2,7 +2,9 @@
  * bench:e2e - the demo classification model end to end over WebSocket, three arms measured
  * interleaved in the same run:
  * - sealed:     the SDK (`connect()`: evidence verified, then every request sealed, its
- *               response opened and its receipt verified) against the real CloisterServer;
+ *               response opened and its receipt verified) against the real CloisterServer,
+ *               with its default protocol v2 session (one HPKE open, then symmetric keys);
+ * - sealed-v1:  the same with `sessions: false` (one HPKE exchange per request);
  * - plaintext:  the same engine behind the same transport minus sealing (bench/lib/plain.ts);
  * - in-process: the engine called directly in the load generator's process.
  * Concurrency 1, 8, 32 (requests in flight; one connection per 8 of them, as the server
@@ -38,22 +40,26 @@ export const scenario: Scenario = {
     const local = new OnnxEngine({ models: [{ name: stack.info.model, dir: dirs.classifierDir }], maxInputChars: BENCH_MAX_INPUT_CHARS });
     await local.start();
     const sealed: CloisterClient[] = [];
+    const sealedV1: CloisterClient[] = [];
     const plain: PlainClient[] = [];
     try {
       const plainUrl = stack.info.plainUrl;
       if (plainUrl === undefined) throw new Error('stack has no plaintext server');
       const maxConn = Math.ceil(Math.max(...concurrencies) / PER_CONNECTION);
       for (let i = 0; i < maxConn; i++) {
-        sealed.push(
-          await connect(stack.info.wsUrl, {
-            policy: JSON.stringify(stack.info.policy),
-            trustedRoots: { simulated: [new Uint8Array(Buffer.from(stack.info.rootDerHex, 'hex'))] },
-          }),
-        );
+        for (const sessions of [true, false]) {
+          (sessions ? sealed : sealedV1).push(
+            await connect(stack.info.wsUrl, {
+              policy: JSON.stringify(stack.info.policy),
+              trustedRoots: { simulated: [new Uint8Array(Buffer.from(stack.info.rootDerHex, 'hex'))] },
+              sessions,
+            }),
+          );
+        }
         plain.push(await PlainClient.connect(plainUrl));
       }
       const model = stack.info.model;
-      ctx.progress.plan(concurrencies.length * sizes.length * ctx.timing.rounds * 3);
+      ctx.progress.plan(concurrencies.length * sizes.length * ctx.timing.rounds * 4);
       for (const size of sizes) {
         const texts = Array.from({ length: VARIANTS }, (_, i) => syntheticText(size, i + 11));
         for (const c of concurrencies) {
@@ -66,6 +72,16 @@ export const scenario: Scenario = {
               measure: (ms) =>
                 closedLoop(c, ms, async (w) => {
                   const client = sealed[w % conns];
+                  if (client === undefined) throw new Error('no client');
+                  const r = await client.classify(text());
+                  if (r.length === 0) throw new Error('empty classification');
+                }),
+            },
+            {
+              name: 'sealed-v1',
+              measure: (ms) =>
+                closedLoop(c, ms, async (w) => {
+                  const client = sealedV1[w % conns];
                   if (client === undefined) throw new Error('no client');
                   const r = await client.classify(text());
                   if (r.length === 0) throw new Error('empty classification');
@@ -94,6 +110,7 @@ export const scenario: Scenario = {
           const r = ratio(cmp, 'sealed', 'plaintext');
           const isTarget = c === 8 && size === 4096;
           out.ratios.push(isTarget ? { ...r, target: { kind: 'min', threshold: 0.95 } } : r);
+          out.ratios.push(ratio(cmp, 'sealed-v1', 'plaintext'));
           out.ratios.push(ratio(cmp, 'plaintext', 'in-process'));
           if (isTarget) {
             out.targets.push(target('sealed/plaintext throughput at c=8, 4 KiB', r.median, 'min', 0.95, 'x'));
@@ -109,7 +126,7 @@ export const scenario: Scenario = {
       );
       out.notes.push('plaintext baseline = same ws transport, wire framing, message codecs and engine, without HPKE, receipts or replay window (bench/lib/plain.ts)');
     } finally {
-      for (const c of sealed) await c.close();
+      for (const c of [...sealed, ...sealedV1]) await c.close();
       for (const p of plain) p.close();
       await local.close();
       await stack.close();

@@ -24,7 +24,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { randomBytesPooled } from '../crypto/random.js';
-import { CloisterError, isErrorCode } from '../errors.js';
+import { CloisterError } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
 import type { EvidenceBundle, Platform, VerificationReport } from '../core/types.js';
 import { verifyEvidence } from '../verifier/verify.js';
@@ -35,16 +35,19 @@ import type { Policy } from '../verifier/policy.js';
 import { keyConfigDigest, sealTargetFromKeyConfig } from '../protocol/key-config.js';
 import type { KeyConfig } from '../protocol/key-config.js';
 import { timingSafeEqualBytes } from '../crypto/ct.js';
-import { sealChunkedRequest } from '../protocol/chunked.js';
-import type { ChunkedResponseOpener, OpenedChunk } from '../protocol/chunked.js';
-import { CAPABILITIES, MAX_CLIENT_KEY_BYTES, ReceiptHasher, decodeResponseChunk, encodeSealedRequest, isClientKey, verifyReceipt } from '../protocol/messages.js';
+import { CAPABILITIES, MAX_CLIENT_KEY_BYTES, isClientKey, verifyReceipt } from '../protocol/messages.js';
+import type { SealedRequest } from '../protocol/messages.js';
+import { sealRequest } from '../protocol/request.js';
+import type { SealRequestOptions } from '../protocol/request.js';
+import { SESSION_PROTOCOL_VERSION, SessionOpening } from '../protocol/session.js';
+import type { ClientSession } from '../protocol/session.js';
 import { digestsOfReceiptMessage } from '../protocol/receipt.js';
 import type { ReceiptRecord } from '../protocol/receipt.js';
 import type { CborInput } from '../core/cbor.js';
 import { AEAD_AES_128_GCM, AEAD_CHACHA20_POLY1305 } from '../crypto/hpke/suite.js';
 import type { Operation } from '../inference/types.js';
 import { HttpClientTransport } from './http-transport.js';
-import type { ClientTransport, SealedExchange, TransportLimits } from './transport.js';
+import type { ClientTransport, ExchangeKind, SealedExchange, TransportLimits } from './transport.js';
 import { WsClientTransport } from './ws-transport.js';
 import { startDeadline } from '../core/deadline.js';
 import { targetOf } from './connection-error.js';
@@ -113,6 +116,14 @@ export interface ConnectOptions {
    * carries no `key` field (servers from before client keys refuse one as MALFORMED).
    */
   readonly apiKey?: string;
+  /**
+   * Protocol v2 sessions (PROTOCOL.md section 11): when the attested key config offers them,
+   * the first request opens a session with one HPKE exchange (the server adds an ephemeral
+   * share: forward secrecy against a later leak of its long-term key), and every request
+   * after that costs only symmetric crypto. Default true; false: every request is a v1
+   * one-shot exchange (unlinkable requests, e.g. through an OHTTP relay).
+   */
+  readonly sessions?: boolean;
   /** Clock, for tests. */
   readonly now?: () => number;
 }
@@ -147,7 +158,9 @@ export type ClientEvent =
       /** The verified measurements (hex; not secret), e.g. { PCR0: ... }. */
       readonly measurements: Readonly<Record<string, string>>;
     }
-  | { readonly type: 'reconnect-failed'; readonly target: string; readonly attempts: number; readonly code: ErrorCode; readonly reason: string };
+  | { readonly type: 'reconnect-failed'; readonly target: string; readonly attempts: number; readonly code: ErrorCode; readonly reason: string }
+  /** A protocol v2 session was opened (PROTOCOL.md section 11). */
+  | { readonly type: 'session-opened'; readonly target: string; readonly keyId: number };
 
 export interface RequestOptions {
   readonly op: Operation;
@@ -173,6 +186,10 @@ export interface LabelScore {
 }
 
 export const DEFAULT_CLIENT_REQUEST_TIMEOUT_MS = 120_000;
+/** A session is not used for a new request this close to its age or idle bound (the request could cross it). */
+const SESSION_MARGIN_MS = 10_000;
+/** After a server at its maxSessions refused a session, requests go one-shot this long before the next try. */
+const SESSION_BACKOFF_MS = 5_000;
 
 interface Attested {
   readonly keyConfig: KeyConfig;
@@ -180,6 +197,14 @@ interface Attested {
   /** The verified evidence as received, and the nonce it was requested with (for evidenceFile()). */
   readonly bundle: EvidenceBundle;
   readonly nonce: Uint8Array | undefined;
+}
+
+/** An open session and the key config (object and exact bytes) it was opened under. */
+interface SessionEntry {
+  readonly s: ClientSession;
+  readonly keyConfig: KeyConfig;
+  readonly keyConfigBytes: Uint8Array;
+  usedAt: number;
 }
 
 /** Per-attempt state: whether results reached the caller, and the key the request was sealed to. */
@@ -236,6 +261,11 @@ export class CloisterClient {
   private refreshing: Promise<Attested> | undefined;
   private reconnecting: Promise<void> | undefined;
   private closed = false;
+  /** The open session, the key config it was opened under, and when it was last used. */
+  private session: SessionEntry | undefined;
+  private opening: Promise<SessionEntry | undefined> | undefined;
+  /** No session open is tried before this time (the server was at maxSessions). */
+  private sessionBackoffUntil = 0;
   private readonly reconnectOptions: Required<ReconnectOptions> | false;
 
   private constructor(
@@ -472,7 +502,11 @@ export class CloisterClient {
         // once more over a new, re-verified connection (requestOnce reconnects first).
         const unsent = err instanceof CloisterError && err.code === 'CONNECTION_FAILED' && err.detail?.['sent'] === false && err.detail['stage'] !== 'reconnect';
         if (unsent && !state.started && attempt === 0 && !this.closed) continue;
-        const stale = err instanceof CloisterError && (err.code === 'KEY_STALE' || err.code === 'UNKNOWN_KEY_ID') && err.detail?.['origin'] === 'server';
+        // A session ended (key rotation, its age or byte bound): the server said so inside the
+        // sealed, authenticated answer, before running anything. Send it again in a new session.
+        if (err instanceof CloisterError && err.code === 'SESSION_EXPIRED' && err.detail?.['sealed'] === true && !state.started && attempt < 2) continue;
+        // SESSION_UNKNOWN: the server lost the session (a restart: then its key changed too).
+        const stale = err instanceof CloisterError && (err.code === 'KEY_STALE' || err.code === 'UNKNOWN_KEY_ID' || err.code === 'SESSION_UNKNOWN') && err.detail?.['origin'] === 'server';
         if (!stale || state.started || attempt > 0 || state.sealedTo === undefined) throw err;
         await this.refresh();
         // The error frame is unauthenticated: only a key that really changed justifies resending.
@@ -490,16 +524,19 @@ export class CloisterClient {
     const now = this.options.now ?? Date.now;
     await this.connection();
     if (this.attested.keyConfig.expiresAt * 1000 <= now()) await this.refresh();
-    const { keyConfig } = this.attested;
-    const keyConfigBytes = this.attested.bundle.keyConfig;
     // verifyEvidence checked the digests of pinned models only: an unpinned served model is unverified.
-    if (!this.isPinned(req.model) && keyConfig.models.some((m) => m.name === req.model)) {
+    if (!this.isPinned(req.model) && this.attested.keyConfig.models.some((m) => m.name === req.model)) {
       throw new CloisterError('POLICY_MISMATCH', 'the policy does not pin this model');
     }
     const aeadId = (this.options.aead ?? 'aes-128-gcm') === 'aes-128-gcm' ? AEAD_AES_128_GCM : AEAD_CHACHA20_POLY1305;
-    if (!keyConfig.aeadIds.includes(aeadId)) throw new CloisterError('UNSUPPORTED_SUITE', 'the server does not offer this AEAD');
+    if (!this.attested.keyConfig.aeadIds.includes(aeadId)) throw new CloisterError('UNSUPPORTED_SUITE', 'the server does not offer this AEAD');
+    // A session (opened under the key config it names), or undefined for a one-shot request.
+    const entry = await this.sessionFor(aeadId, req.signal);
+    const session = entry?.s;
+    const keyConfig = entry?.keyConfig ?? this.attested.keyConfig;
+    const keyConfigBytes = entry?.keyConfigBytes ?? this.attested.bundle.keyConfig;
     const pad = this.options.pad !== false;
-    const plaintext = encodeSealedRequest({
+    const request: SealedRequest = {
       v: 1,
       op: req.op,
       model: req.model,
@@ -510,86 +547,117 @@ export class CloisterClient {
       id,
       caps: pad ? CAPABILITIES : CAPABILITIES_NO_PAD,
       ...(this.options.apiKey === undefined ? {} : { key: this.options.apiKey }),
-    }, { pad });
-    const sealed = sealChunkedRequest(sealTargetFromKeyConfig(keyConfig, aeadId), plaintext);
-    state.sealedTo = keyConfig;
-    const receipt = new ReceiptHasher(plaintext);
-    plaintext.fill(0);
-
-    const deadline = this.startExchange(sealed.bytes, req.signal);
-    const exchange = deadline.exchange;
-    const opener: ChunkedResponseOpener = sealed.response;
-    let serverError: CloisterError | undefined;
-    let complete = false;
-
-    /** The results carried by `chunks`, in order (empty when they carry none). */
-    const handle = (chunks: OpenedChunk[]): unknown[] => {
-      const results: unknown[] = [];
-      for (const chunk of chunks) {
-        const msg = decodeResponseChunk(chunk.plaintext);
-        if (!chunk.final) {
-          receipt.update(chunk.plaintext);
-          if (msg.t === 'data') {
-            if (serverError !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'data after an error chunk');
-            state.started = true;
-            results.push(msg.data);
-          } else if (msg.t === 'items') {
-            // Results the server had at the same moment, sealed together: one by one, in order.
-            if (serverError !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'data after an error chunk');
-            state.started = true;
-            for (const item of msg.items) results.push(item);
-          } else if (msg.t === 'json') {
-            // Results relayed as JSON text (an upstream engine's events): the caller gets the
-            // parsed values, exactly as from an `items` chunk.
-            if (serverError !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'data after an error chunk');
-            state.started = true;
-            for (const text of msg.items) results.push(parseJsonResult(text));
-          } else if (msg.t === 'error') {
-            // The message is sealed by the attested server: the generic text of the code, or a
-            // content-free one naming a limit and its value, or what the server offers.
-            const text = msg.message.length > 0 && msg.message.length <= 2048 ? msg.message : undefined;
-            serverError = new CloisterError(isErrorCode(msg.code) ? msg.code : 'INTERNAL', text, { detail: { origin: 'server' } });
-          } else {
-            throw new CloisterError('PROTOCOL_VIOLATION', 'end message in a non-final chunk');
-          }
-          continue;
-        }
-        if (msg.t !== 'end') throw new CloisterError('PROTOCOL_VIOLATION', 'final chunk is not an end message');
-        // The receipt covers the chunks before the final one only: a result in `end.data`
-        // would reach the caller unsigned. No server sends it (PROTOCOL.md section 4); refuse it.
-        if (msg.data !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'the final end chunk carries data, which the receipt does not cover');
-        const message = receipt.message();
-        const ok = verifyReceipt(keyConfig.receiptPublicKey, message, msg.receipt);
-        if (!ok) throw new CloisterError('RECEIPT_INVALID', 'receipt signature does not verify');
-        complete = true;
+    };
+    const readerOptions: SealRequestOptions = {
+      pad,
+      verify: (message, signature) => verifyReceipt(keyConfig.receiptPublicKey, message, signature),
+      onReceipt: (message, signature) =>
         this.deliverReceipt(req, {
           version: 1,
           keyId: keyConfig.keyId,
           keyConfigDigest: keyConfigDigest(keyConfigBytes),
           ...digestsOfReceiptMessage(message),
-          signature: msg.receipt,
-        });
-      }
-      return results;
+          signature,
+        }),
+      parseJson: parseJsonResult,
     };
+    const { bytes, reader } = session === undefined ? sealRequest(sealTargetFromKeyConfig(keyConfig, aeadId), request, readerOptions) : session.seal(request, readerOptions);
+    state.sealedTo = keyConfig;
 
+    const deadline = this.startExchange(bytes, req.signal, session === undefined ? 'req' : 'sreq');
     try {
-      for await (const piece of exchange.pieces) {
-        if (complete) throw new CloisterError('PROTOCOL_VIOLATION', 'data after the final chunk');
-        const results = handle(opener.push(piece));
+      for await (const piece of deadline.exchange.pieces) {
+        if (session !== undefined) session.bytes += piece.byteLength;
+        const results = reader.push(piece);
+        state.started = reader.started;
         if (results.length > 0) yield results;
       }
-      if (!complete) {
-        const results = handle(opener.finish());
-        if (results.length > 0) yield results;
-      }
+      const results = reader.finish();
+      if (results.length > 0) yield results;
     } catch (err) {
+      state.started ||= reader.started;
+      // The server no longer holds the session (restart, idle bound): a plaintext answer the
+      // host could forge, so the request is not resent unless the key changed (request()).
+      if (session !== undefined && err instanceof CloisterError && err.code === 'SESSION_UNKNOWN') this.dropSession(session);
       if (deadline.timedOut && !(req.signal?.aborted ?? false)) throw new CloisterError('TIMEOUT', 'no complete response before the deadline', { cause: err });
       throw err;
     } finally {
       deadline.dispose();
     }
-    if (serverError !== undefined) throw serverError;
+    if (reader.serverError !== undefined) {
+      if (session !== undefined && reader.serverError.code === 'SESSION_EXPIRED') {
+        this.dropSession(session);
+        // Authenticated (sealed in the session): request() may send the request again.
+        throw new CloisterError('SESSION_EXPIRED', reader.serverError.message, { cause: reader.serverError, detail: { origin: 'server', sealed: true } });
+      }
+      throw reader.serverError;
+    }
+  }
+
+  private dropSession(s: ClientSession): void {
+    if (this.session?.s === s) this.session = undefined;
+  }
+
+  /**
+   * The session for the next request, opening one when there is none (or it is near its age,
+   * byte or idle bound, or was opened under another key); undefined for a v1 one-shot
+   * request (sessions off, not offered by the attested key config, or the server at its
+   * maxSessions). Concurrent requests share one open.
+   */
+  private async sessionFor(aeadId: number, signal: AbortSignal | undefined): Promise<SessionEntry | undefined> {
+    const keyConfig = this.attested.keyConfig;
+    if (this.options.sessions === false || keyConfig.protocols?.includes(SESSION_PROTOCOL_VERSION) !== true) return undefined;
+    const now = (this.options.now ?? Date.now)();
+    const cur = this.session;
+    if (cur !== undefined) {
+      const idle = now - cur.usedAt >= cur.s.reply.idleS * 1000 - SESSION_MARGIN_MS;
+      if (!idle && sameHpkeKey(cur.keyConfig, keyConfig) && cur.s.usable(now, 0, SESSION_MARGIN_MS)) {
+        cur.usedAt = now;
+        return cur;
+      }
+      this.session = undefined;
+    }
+    if (now < this.sessionBackoffUntil) return undefined;
+    this.opening ??= this.openSession(aeadId, signal).finally(() => {
+      this.opening = undefined;
+    });
+    return this.opening;
+  }
+
+  /**
+   * Opens a session to the attested key. An open runs nothing on the server, so it may be sent
+   * again: after KEY_STALE / UNKNOWN_KEY_ID (a rotation) the client re-attests and opens once
+   * more with the new key, so no request fails for a rotation.
+   */
+  private async openSession(aeadId: number, signal: AbortSignal | undefined): Promise<SessionEntry | undefined> {
+    const now = this.options.now ?? Date.now;
+    for (let attempt = 0; ; attempt++) {
+      const { keyConfig, bundle } = this.attested;
+      const opening = new SessionOpening(sealTargetFromKeyConfig(keyConfig, aeadId));
+      const deadline = this.startExchange(opening.bytes, signal, 'sopen');
+      try {
+        for await (const piece of deadline.exchange.pieces) opening.push(piece);
+        const entry: SessionEntry = { s: opening.finish(now()), keyConfig, keyConfigBytes: bundle.keyConfig, usedAt: now() };
+        this.session = entry;
+        this.emit({ type: 'session-opened', target: targetOf(this.url), keyId: keyConfig.keyId });
+        return entry;
+      } catch (err) {
+        const fromServer = err instanceof CloisterError && err.detail?.['origin'] === 'server';
+        // At its maxSessions the server serves this request one-shot; no open is tried for a while.
+        if (fromServer && err.code === 'OVERLOADED') {
+          this.sessionBackoffUntil = now() + SESSION_BACKOFF_MS;
+          return undefined;
+        }
+        if (fromServer && (err.code === 'KEY_STALE' || err.code === 'UNKNOWN_KEY_ID') && attempt === 0) {
+          await this.refresh();
+          if (!sameHpkeKey(keyConfig, this.attested.keyConfig)) continue;
+        }
+        if (deadline.timedOut && !(signal?.aborted ?? false)) throw new CloisterError('TIMEOUT', 'no session open answer before the deadline', { cause: err });
+        throw err;
+      } finally {
+        deadline.dispose();
+      }
+    }
   }
 
   private deliverReceipt(req: RequestOptions, record: ReceiptRecord): void {
@@ -607,12 +675,12 @@ export class CloisterClient {
    * deadline's timer cancels the exchange directly; otherwise (a caller's signal, or HTTP,
    * whose fetch needs one) a deadline signal joins the caller's and the deadline.
    */
-  private startExchange(sealed: Uint8Array, signal: AbortSignal | undefined): ExchangeDeadline {
+  private startExchange(sealed: Uint8Array, signal: AbortSignal | undefined, kind: ExchangeKind): ExchangeDeadline {
     const ms = this.options.requestTimeoutMs ?? DEFAULT_CLIENT_REQUEST_TIMEOUT_MS;
-    if (signal === undefined && this.transport instanceof WsClientTransport) return timedExchange(this.transport, sealed, ms);
+    if (signal === undefined && this.transport instanceof WsClientTransport) return timedExchange(this.transport, sealed, ms, kind);
     const deadline = startDeadline(ms, signal);
     return {
-      exchange: this.transport.exchange(sealed, deadline.signal),
+      exchange: this.transport.exchange(sealed, deadline.signal, kind),
       get timedOut() {
         return deadline.timedOut;
       },
@@ -644,9 +712,9 @@ interface ExchangeDeadline {
 }
 
 /** A WebSocket exchange cancelled by a plain (unref'd) timer at the deadline. */
-function timedExchange(transport: WsClientTransport, sealed: Uint8Array, ms: number): ExchangeDeadline {
+function timedExchange(transport: WsClientTransport, sealed: Uint8Array, ms: number, kind: ExchangeKind): ExchangeDeadline {
   if (!Number.isFinite(ms) || ms <= 0) throw new RangeError('deadline must be a positive number of milliseconds');
-  const exchange = transport.cancellableExchange(sealed);
+  const exchange = transport.cancellableExchange(sealed, kind);
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
@@ -698,13 +766,25 @@ async function attest(transport: ClientTransport, options: ConnectOptions, polic
   }
   let bundle: EvidenceBundle;
   let boundNonce = useNonce;
+  // Ask for the key config that offers sessions (version 2); a server from before them
+  // refuses the field (MALFORMED) before any attestation: ask again as a v1 client.
+  const v2 = options.sessions !== false;
+  const fetchEvidence = async (n: Uint8Array | undefined): Promise<EvidenceBundle> => {
+    if (!v2) return transport.fetchEvidence(n);
+    try {
+      return await transport.fetchEvidence(n, SESSION_PROTOCOL_VERSION);
+    } catch (err) {
+      if (!(err instanceof CloisterError && err.code === 'MALFORMED' && err.detail?.['origin'] === 'server')) throw err;
+      return transport.fetchEvidence(n);
+    }
+  };
   try {
-    bundle = await transport.fetchEvidence(useNonce);
+    bundle = await fetchEvidence(useNonce);
   } catch (err) {
     const mayFallBack = err instanceof CloisterError && err.code === 'RATE_LIMITED' && useNonce !== undefined && options.nonce === undefined
       && options.nonceFallback !== false && !policy.nonceRequired;
     if (!mayFallBack) throw err;
-    const cached = await transport.fetchEvidence(undefined);
+    const cached = await fetchEvidence(undefined);
     // Only evidence that carries its own time can stand in for a nonce (its age is then bounded).
     if (cached.platform !== 'nitro' && cached.platform !== 'simulated') throw err;
     bundle = cached;

@@ -9,7 +9,7 @@ import { decodeWireMessage, LIMIT_HEADER } from '../protocol/wire.js';
 import { CHUNKED_RESPONSE_TYPE } from '../protocol/chunked.js';
 import { connectionFailed, notCloister, targetOf } from './connection-error.js';
 import { DEFAULT_CLIENT_MAX_MESSAGE_BYTES, DEFAULT_CONNECT_TIMEOUT_MS } from './transport.js';
-import type { ClientTransport, SealedExchange, TransportLimits } from './transport.js';
+import type { ClientTransport, ExchangeKind, SealedExchange, TransportLimits } from './transport.js';
 
 
 function tooLarge(max: number): CloisterError {
@@ -61,6 +61,9 @@ async function errorOf(res: Response, max: number, target: string, request: stri
   return notCloister(target, request, res.status);
 }
 
+/** The path of each kind of sealed body (PROTOCOL.md sections 7 and 11). */
+const PATHS: Readonly<Record<ExchangeKind, string>> = { req: '/v1/sealed', sopen: '/v2/session', sreq: '/v2/sealed' };
+
 export class HttpClientTransport implements ClientTransport {
   private readonly base: string;
   private readonly max: number;
@@ -100,8 +103,9 @@ export class HttpClientTransport implements ClientTransport {
     }
   }
 
-  async fetchEvidence(nonce: Uint8Array | undefined): Promise<EvidenceBundle> {
-    const q = nonce === undefined ? '' : `?nonce=${Buffer.from(nonce).toString('hex')}`;
+  async fetchEvidence(nonce: Uint8Array | undefined, version?: number): Promise<EvidenceBundle> {
+    const params = [...(nonce === undefined ? [] : [`nonce=${Buffer.from(nonce).toString('hex')}`]), ...(version === undefined || version === 1 ? [] : [`v=${version}`])];
+    const q = params.length === 0 ? '' : `?${params.join('&')}`;
     const res = await this.fetch(`/v1/evidence${q}`, { method: 'GET', signal: AbortSignal.timeout(this.connectTimeoutMs) });
     if (res.status !== 200) throw await errorOf(res, this.max, this.target, 'GET /v1/evidence');
     let body: Uint8Array;
@@ -116,19 +120,19 @@ export class HttpClientTransport implements ClientTransport {
     return msg.bundle;
   }
 
-  exchange(sealed: Uint8Array, signal?: AbortSignal): SealedExchange {
-    return { pieces: this.pieces(sealed, signal) };
+  exchange(sealed: Uint8Array, signal?: AbortSignal, kind: ExchangeKind = 'req'): SealedExchange {
+    return { pieces: this.pieces(sealed, signal, PATHS[kind]) };
   }
 
-  private async *pieces(sealed: Uint8Array, signal: AbortSignal | undefined): AsyncGenerator<Uint8Array> {
+  private async *pieces(sealed: Uint8Array, signal: AbortSignal | undefined, path: string): AsyncGenerator<Uint8Array> {
     {
-      const res = await this.fetch('/v1/sealed', {
+      const res = await this.fetch(path, {
         method: 'POST',
         headers: { 'content-type': 'message/ohttp-chunked-req' },
         body: sealed,
         ...(signal === undefined ? {} : { signal }),
       });
-      if (res.status !== 200) throw await errorOf(res, this.max, this.target, 'POST /v1/sealed');
+      if (res.status !== 200) throw await errorOf(res, this.max, this.target, `POST ${path}`);
       if (res.headers.get('content-type') !== CHUNKED_RESPONSE_TYPE || res.body === null) {
         throw new CloisterError('PROTOCOL_VIOLATION', 'unexpected response type');
       }

@@ -11,10 +11,18 @@ export interface SealedExchange {
   readonly pieces: AsyncIterable<Uint8Array>;
 }
 
+/**
+ * What a sealed body is (PROTOCOL.md sections 5 and 11): a one-shot request (`req`, POST
+ * /v1/sealed), a session open (`sopen`, POST /v2/session), a session request (`sreq`, POST
+ * /v2/sealed).
+ */
+export type ExchangeKind = 'req' | 'sopen' | 'sreq';
+
 export interface ClientTransport {
-  fetchEvidence(nonce: Uint8Array | undefined): Promise<EvidenceBundle>;
+  /** `version` 2: ask for the key config that offers sessions (a v1 server refuses it MALFORMED). */
+  fetchEvidence(nonce: Uint8Array | undefined, version?: number): Promise<EvidenceBundle>;
   /** Sends a sealed request; `signal` cancels it (the WebSocket transport sends `cancel`). */
-  exchange(sealed: Uint8Array, signal?: AbortSignal): SealedExchange;
+  exchange(sealed: Uint8Array, signal?: AbortSignal, kind?: ExchangeKind): SealedExchange;
   close(): Promise<void>;
 }
 

@@ -16,7 +16,7 @@ import {
   DEFAULT_KEEPALIVE_INTERVAL_MS,
 } from './transport.js';
 import { connectionFailed, notCloister, targetOf } from './connection-error.js';
-import type { ClientTransport, SealedExchange, TransportLimits } from './transport.js';
+import type { ClientTransport, ExchangeKind, SealedExchange, TransportLimits } from './transport.js';
 import { checkUnixSocketPath, wsUnixSocketPath } from '../core/unix-socket.js';
 
 function serverError(code: ErrorCode): CloisterError {
@@ -284,10 +284,10 @@ export class WsClientTransport implements ClientTransport {
     return new CloisterError(err.code, `${err.message}; the request was not run by the server`, { cause: err, detail: { target: this.target, sent: false } });
   }
 
-  fetchEvidence(nonce: Uint8Array | undefined): Promise<EvidenceBundle> {
+  fetchEvidence(nonce: Uint8Array | undefined, version?: number): Promise<EvidenceBundle> {
     return new Promise<EvidenceBundle>((resolve, reject) => {
       try {
-        this.send(nonce === undefined ? { t: 'evidence-req' } : { t: 'evidence-req', nonce });
+        this.send({ t: 'evidence-req', ...(nonce === undefined ? {} : { nonce }), ...(version === undefined || version === 1 ? {} : { v: version }) });
       } catch (err) {
         reject(err instanceof Error ? err : new CloisterError('CONNECTION_FAILED'));
         return;
@@ -296,8 +296,8 @@ export class WsClientTransport implements ClientTransport {
     });
   }
 
-  exchange(sealed: Uint8Array, signal?: AbortSignal): SealedExchange {
-    const ex = this.cancellableExchange(sealed);
+  exchange(sealed: Uint8Array, signal?: AbortSignal, kind: ExchangeKind = 'req'): SealedExchange {
+    const ex = this.cancellableExchange(sealed, kind);
     // `res` frames carry arbitrary splits of the sealed byte stream (several chunks per frame).
     return { pieces: signal === undefined ? ex.pieces : this.abortable(ex, signal) };
   }
@@ -309,7 +309,7 @@ export class WsClientTransport implements ClientTransport {
    * `cancel` directly. Cancelling tells the server (`cancel` frame) once the request was sent,
    * and makes the iterator throw `reason`; before the first `next()` nothing is sent at all.
    */
-  cancellableExchange(sealed: Uint8Array): CancellableExchange {
+  cancellableExchange(sealed: Uint8Array, kind: ExchangeKind = 'req'): CancellableExchange {
     const sid = this.nextSid;
     this.nextSid = this.nextSid >= MAX_STREAM_ID ? 1 : this.nextSid + 1;
     const s = new Stream();
@@ -325,7 +325,7 @@ export class WsClientTransport implements ClientTransport {
       s.error ??= reason;
       s.notify();
     };
-    return { pieces: this.pieces(sid, s, sealed), cancel };
+    return { pieces: this.pieces(sid, s, sealed, kind), cancel };
   }
 
   /** `ex.pieces`, cancelled (CANCELLED) when `signal` aborts. */
@@ -340,11 +340,11 @@ export class WsClientTransport implements ClientTransport {
     }
   }
 
-  private async *pieces(sid: number, s: Stream, sealed: Uint8Array): AsyncGenerator<Uint8Array> {
+  private async *pieces(sid: number, s: Stream, sealed: Uint8Array, kind: ExchangeKind): AsyncGenerator<Uint8Array> {
     if (this.failure !== undefined) throw this.notSent(this.failure);
     // Cancelled before the first step: nothing was sent, nothing to tell the server.
     if (s.error !== undefined) throw s.error;
-    const frame = encodeWireMessage({ t: 'req', sid, body: sealed });
+    const frame = encodeWireMessage({ t: kind, sid, body: sealed });
     if (this.serverMaxFrameBytes !== undefined && frame.byteLength > this.serverMaxFrameBytes) {
       // Sent, it would make the server close the whole connection (1009): refused here, by name.
       throw new CloisterError('LIMIT_EXCEEDED', `the sealed request (${frame.byteLength} bytes) exceeds the server's maxFrameBytes (${this.serverMaxFrameBytes} bytes)`, {

@@ -35,7 +35,7 @@ const FINAL_AAD = utf8('final');
 const EMPTY = new Uint8Array(0);
 const AEAD_TAG = 16;
 
-interface ChunkedLimits {
+export interface ChunkedLimits {
   /** Largest chunk ciphertext (tag included) accepted, final chunk included. Bounds buffering. */
   readonly maxChunkLength: number;
   /** Most plaintext bytes across all chunks of one request (`openChunkedRequest`, request opener). */
@@ -58,7 +58,7 @@ export const DEFAULT_CHUNKED_LIMITS: ChunkedLimits = Object.freeze({
 export const MAX_RESPONSE_CHUNK_LENGTH = 4 * 1024 * 1024;
 
 /** Plaintext size of the chunks `sealChunkedRequest` cuts a large request into. */
-const DEFAULT_REQUEST_CHUNK_SIZE = 64 * 1024;
+export const DEFAULT_REQUEST_CHUNK_SIZE = 64 * 1024;
 
 export interface OpenedChunk {
   readonly plaintext: Uint8Array;
@@ -90,7 +90,8 @@ export function maxSealedRequestLength(limits?: Partial<ChunkedLimits>): number 
   return REQUEST_HEADER_LENGTH + 32 + l.maxMessageBytes + l.maxChunks * (AEAD_TAG + varintLength(l.maxChunkLength));
 }
 
-function frame(ct: Uint8Array, final: boolean): Uint8Array {
+/** One framed chunk: varint(length) || ct, or varint(0) || ct for the final chunk. */
+export function frameChunk(ct: Uint8Array, final: boolean): Uint8Array {
   const len = final ? 0 : ct.byteLength;
   const out = new Uint8Array(varintLength(len) + ct.byteLength);
   const n = writeVarint(out, 0, len);
@@ -153,7 +154,7 @@ type State = 'prefix' | 'chunks' | 'final' | 'done' | 'failed';
  * The shared chunk reader: a prefix (request header + enc, or response nonce), then chunks.
  * Any error is terminal: the reader fails closed and every later call throws.
  */
-abstract class ChunkReader {
+export abstract class ChunkReader {
   protected readonly limits: ChunkedLimits;
   #queue = new ByteQueue();
   #state: State = 'prefix';
@@ -300,7 +301,7 @@ class ChunkedResponseSealer {
     const ct = aeadSeal(this.#p.cipher, this.#key, xorNonce(this.#nonce, this.#counter), final ? FINAL_AAD : EMPTY, pt);
     this.#counter += 1;
     if (final) this.#done = true;
-    return frame(ct, final);
+    return frameChunk(ct, final);
   }
 
   /** A framed non-final chunk, ready to append to the stream (or send as one message). */
@@ -384,7 +385,7 @@ class ChunkedRequestSealer {
     if (!final && pt.byteLength === 0) throw new CloisterError('INVALID_ARGUMENT', 'non-final chunks must not be empty');
     const ct = this.#context.seal(pt, final ? FINAL_AAD : EMPTY);
     if (final) this.#done = true;
-    return frame(ct, final);
+    return frameChunk(ct, final);
   }
 
   sealChunk(plaintext: Uint8Array): Uint8Array {

@@ -51,7 +51,16 @@ export interface KeyConfig {
   readonly notBefore: number;
   readonly expiresAt: number;
   readonly engine?: KeyConfigEngine;
+  /**
+   * Protocol versions the server speaks (key 14, PROTOCOL.md section 11): absent means [1];
+   * [1, 2] offers sessions. Sent only to clients that asked for version 2 (a v1 client's strict
+   * decoder refuses the key), so the same generation has a v1 and a v2 key config.
+   */
+  readonly protocols?: readonly number[];
 }
+
+/** Most entries in `protocols`. */
+export const MAX_PROTOCOLS = 8;
 
 const K = {
   version: 1,
@@ -67,6 +76,7 @@ const K = {
   notBefore: 11,
   expiresAt: 12,
   engine: 13,
+  protocols: 14,
 } as const;
 
 function bad(field: string, why: string): CloisterError {
@@ -129,6 +139,18 @@ function validate(kc: KeyConfig): KeyConfig {
     checkStr(kc.engine.model, 'engine.model');
     if (kc.engine.imageDigest !== undefined) checkStr(kc.engine.imageDigest, 'engine.imageDigest');
   }
+  if (kc.protocols !== undefined) {
+    const p = kc.protocols;
+    if (p.length === 0 || p.length > MAX_PROTOCOLS) throw bad('protocols', `must list 1 to ${MAX_PROTOCOLS} versions`);
+    let last = 0;
+    for (const v of p) {
+      checkUint(v, 'protocols', 255);
+      // One encoding per value: ascending, no duplicates, version 1 first (every server speaks it).
+      if (v <= last) throw bad('protocols', 'must be ascending without duplicates');
+      last = v;
+    }
+    if (p[0] !== 1) throw bad('protocols', 'must include version 1');
+  }
   return kc;
 }
 
@@ -151,6 +173,7 @@ export function encodeKeyConfig(kc: KeyConfig): Uint8Array {
   if (kc.engine !== undefined) {
     m.set(K.engine, new Map<CborKey, CborInput | undefined>([[1, kc.engine.kind], [2, kc.engine.model], [3, kc.engine.imageDigest]]));
   }
+  if (kc.protocols !== undefined) m.set(K.protocols, [...kc.protocols]);
   return encodeCbor(m);
 }
 
@@ -162,8 +185,8 @@ export function decodeKeyConfig(bytes: Uint8Array): KeyConfig {
   if (!(bytes instanceof Uint8Array)) throw new CloisterError('INVALID_ARGUMENT', 'key config must be bytes');
   if (bytes.byteLength > KEY_CONFIG_LIMITS.maxBytes) throw new CloisterError('LIMIT_EXCEEDED', 'key config too large', { detail: { limit: 'maxBytes' } });
   const root = decodeCbor(bytes, { maxDepth: 4, maxItems: 8 + 8 * KEY_CONFIG_LIMITS.maxModels });
-  const all = Object.values(K).filter((k) => k !== K.engine);
-  const m = checkMap(root, 'root', all, [K.engine]);
+  const all = Object.values(K).filter((k) => k !== K.engine && k !== K.protocols);
+  const m = checkMap(root, 'root', all, [K.engine, K.protocols]);
   const aeads = m.get(K.aeadIds);
   if (!Array.isArray(aeads)) throw bad('aeadIds', 'must be an array');
   const models = m.get(K.models);
@@ -183,6 +206,8 @@ export function decodeKeyConfig(bytes: Uint8Array): KeyConfig {
       ...(imageDigest === undefined ? {} : { imageDigest: checkStr(imageDigest, 'engine.imageDigest') }),
     };
   }
+  const protocols = m.get(K.protocols);
+  if (protocols !== undefined && !Array.isArray(protocols)) throw bad('protocols', 'must be an array');
   const kc: KeyConfig = {
     version: KEY_CONFIG_VERSION,
     keyId: checkUint(m.get(K.keyId), 'keyId', 255),
@@ -200,6 +225,7 @@ export function decodeKeyConfig(bytes: Uint8Array): KeyConfig {
     notBefore: checkUint(m.get(K.notBefore), 'notBefore'),
     expiresAt: checkUint(m.get(K.expiresAt), 'expiresAt'),
     ...(engine === undefined ? {} : { engine }),
+    ...(protocols === undefined ? {} : { protocols: protocols.map((v) => checkUint(v, 'protocols', 255)) }),
   };
   validate(kc);
   // RFC 8949 section 4.2.1: exactly one valid encoding; anything else is refused.

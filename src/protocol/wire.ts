@@ -20,13 +20,19 @@ import type { EvidenceBundle, Platform } from '../core/types.js';
 
 /** Largest stream id: stream ids are uint32 chosen by the client. */
 export const MAX_STREAM_ID = 0xffff_ffff;
+/** The highest protocol version (PROTOCOL.md section 11): 2, sessions. */
+export const MAX_PROTOCOL_VERSION = 2;
 /** Longest client nonce an evidence request may carry (AttestationRequest.nonce). */
 export const MAX_NONCE_BYTES = 64;
 
 export type WireMessage =
-  | { readonly t: 'evidence-req'; readonly nonce?: Uint8Array }
+  /** `v`: the protocol version the client speaks beyond 1 (2: sessions); absent for a v1 client. */
+  | { readonly t: 'evidence-req'; readonly nonce?: Uint8Array; readonly v?: number }
   | { readonly t: 'evidence'; readonly bundle: EvidenceBundle }
   | { readonly t: 'req'; readonly sid: number; readonly body: Uint8Array }
+  /** Protocol v2 (PROTOCOL.md section 11): a session open (a one-shot sealed request) and a session request. */
+  | { readonly t: 'sopen'; readonly sid: number; readonly body: Uint8Array }
+  | { readonly t: 'sreq'; readonly sid: number; readonly body: Uint8Array }
   /**
    * `body`: the next bytes of the sealed response stream (any split; PROTOCOL.md section 5).
    * `fin`: this frame ends the stream (the final chunk runs to the end of this body).
@@ -76,9 +82,11 @@ interface Field {
 }
 
 const SCHEMAS: Readonly<Record<WireType, Readonly<Record<string, Field>>>> = {
-  'evidence-req': { nonce: { kind: 'bytes', optional: true } },
+  'evidence-req': { nonce: { kind: 'bytes', optional: true }, v: { kind: 'uint', optional: true } },
   evidence: { bundle: { kind: 'map' } },
   req: { sid: { kind: 'uint' }, body: { kind: 'bytes' } },
+  sopen: { sid: { kind: 'uint' }, body: { kind: 'bytes' } },
+  sreq: { sid: { kind: 'uint' }, body: { kind: 'bytes' } },
   res: { sid: { kind: 'uint' }, body: { kind: 'bytes' }, fin: { kind: 'uint', optional: true } },
   cancel: { sid: { kind: 'uint' } },
   err: { sid: { kind: 'uint', optional: true }, code: { kind: 'text' } },
@@ -188,14 +196,19 @@ export function decodeWireMessage(frame: Uint8Array): WireMessage {
     case 'evidence-req': {
       const nonce = getBytes(top, 'nonce');
       if (nonce !== undefined && nonce.byteLength > MAX_NONCE_BYTES) throw malformed('nonce too long');
-      return nonce === undefined ? { t } : { t, nonce };
+      const v = getUint(top, 'v');
+      // Strict: only a version this protocol defines beyond 1 (absent means 1).
+      if (top.has('v') && v !== MAX_PROTOCOL_VERSION) throw malformed(`v must be ${MAX_PROTOCOL_VERSION}`);
+      return { t, ...(nonce === undefined ? {} : { nonce }), ...(v === undefined ? {} : { v }) };
     }
     case 'evidence': {
       const b = top.get('bundle');
       if (!(b instanceof Map)) throw malformed('bad bundle');
       return { t, bundle: bundleOf(b) };
     }
-    case 'req': {
+    case 'req':
+    case 'sopen':
+    case 'sreq': {
       const body = getBytes(top, 'body');
       if (body === undefined) throw malformed('missing body');
       return { t, sid: sidOf(top), body };
@@ -231,6 +244,10 @@ export function encodeWireMessage(msg: WireMessage): Uint8Array {
         if (msg.nonce.byteLength > MAX_NONCE_BYTES) throw new CloisterError('INVALID_ARGUMENT', 'nonce too long');
         entries.set('nonce', msg.nonce);
       }
+      if (msg.v !== undefined) {
+        if (msg.v !== MAX_PROTOCOL_VERSION) throw new CloisterError('INVALID_ARGUMENT', `v must be ${MAX_PROTOCOL_VERSION}`);
+        entries.set('v', msg.v);
+      }
       break;
     case 'evidence': {
       const b = msg.bundle;
@@ -245,6 +262,8 @@ export function encodeWireMessage(msg: WireMessage): Uint8Array {
       break;
     }
     case 'req':
+    case 'sopen':
+    case 'sreq':
       entries.set('sid', checkSid(msg.sid));
       entries.set('body', msg.body);
       break;

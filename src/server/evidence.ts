@@ -13,8 +13,16 @@ import type { KeyManager } from './keys.js';
 import { SlidingWindowLimiter } from './rate-limit.js';
 import { MAX_NONCE_BYTES } from '../protocol/wire.js';
 
+interface CacheEntry {
+  readonly generation: number;
+  readonly at: number;
+  readonly bundle: Promise<EvidenceBundle>;
+  settled?: 'ok' | 'failed';
+}
+
 export class EvidenceService {
-  private cache: { generation: number; at: number; bundle: Promise<EvidenceBundle>; settled?: 'ok' | 'failed' } | undefined;
+  /** The cached no-nonce evidence per protocol version (1: the v1 key config, 2: the v2 one). */
+  private readonly caches = new Map<number, CacheEntry>();
   /** The key generation evidence was last produced for (a refresh in progress keeps the server ready). */
   private readyGeneration = -1;
   private lastWarmAt = -Infinity;
@@ -42,15 +50,18 @@ export class EvidenceService {
    * are each charged for a nonce request, before the server-wide budget. Throws
    * RATE_LIMITED or ATTESTER_FAILED.
    */
-  async get(nonce: Uint8Array | undefined, limiters: readonly SlidingWindowLimiter[]): Promise<EvidenceBundle> {
+  async get(nonce: Uint8Array | undefined, limiters: readonly SlidingWindowLimiter[], version = 1): Promise<EvidenceBundle> {
     const gen = this.keys.current();
+    const keyConfig = version === 2 ? gen.keyConfigV2 : gen.keyConfig;
     if (nonce === undefined || nonce.byteLength === 0) {
       const now = this.now();
       // One attestation in flight at a time: concurrent requests share the entry.
-      if (this.cache?.generation !== gen.generation || now - this.cache.at >= this.refreshMs) {
-        const bundle = this.attest(gen.keyConfig, gen.hpkePublicKey, undefined);
-        const entry: { generation: number; at: number; bundle: Promise<EvidenceBundle>; settled?: 'ok' | 'failed' } = { generation: gen.generation, at: now, bundle };
-        this.cache = entry;
+      let cached = this.caches.get(version);
+      if (cached?.generation !== gen.generation || now - cached.at >= this.refreshMs) {
+        const bundle = this.attest(keyConfig, gen.hpkePublicKey, undefined);
+        const entry: CacheEntry = { generation: gen.generation, at: now, bundle };
+        cached = entry;
+        this.caches.set(version, entry);
         // A failed attestation is not cached: the next request tries again.
         bundle.then(
           () => {
@@ -59,11 +70,11 @@ export class EvidenceService {
           },
           () => {
             entry.settled = 'failed';
-            if (this.cache === entry) this.cache = undefined;
+            if (this.caches.get(version) === entry) this.caches.delete(version);
           },
         );
       }
-      return this.cache.bundle;
+      return cached.bundle;
     }
     if (nonce.byteLength > MAX_NONCE_BYTES) throw new CloisterError('INVALID_ARGUMENT', 'nonce too long');
     // Per connection and per source first, so one noisy client cannot drain the global budget.
@@ -79,7 +90,7 @@ export class EvidenceService {
         detail: { limit: 'evidenceRequestsPerMinute', value: this.global.limit },
       });
     }
-    return this.attest(gen.keyConfig, gen.hpkePublicKey, nonce);
+    return this.attest(keyConfig, gen.hpkePublicKey, nonce);
   }
 
   /**
@@ -90,7 +101,8 @@ export class EvidenceService {
   available(retryMs = 1000): boolean {
     const gen = this.keys.current();
     if (this.readyGeneration === gen.generation) return true;
-    if (this.cache?.generation === gen.generation && this.cache.settled === undefined) return false;
+    const cached = this.caches.get(1);
+    if (cached?.generation === gen.generation && cached.settled === undefined) return false;
     const t = this.now();
     if (t - this.lastWarmAt >= retryMs) {
       this.lastWarmAt = t;

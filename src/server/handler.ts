@@ -13,14 +13,19 @@
  */
 import { CloisterError, ERROR_CODES, asCloisterError, wireCodeOf } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
-import { MAX_RESPONSE_CHUNK_LENGTH, openChunkedRequest } from '../protocol/chunked.js';
 import type { ClientKeyTable } from './client-keys.js';
-import { JsonResults, ReceiptHasher, decodeSealedRequest, encodeResponseChunk, encodeResultsChunk, padChunkPlaintext } from '../protocol/messages.js';
+import { JsonResults } from '../protocol/messages.js';
+import { openChunkedRequest } from '../protocol/chunked.js';
+import { openRequest } from '../protocol/request.js';
+import type { OpenedRequest, RequestKey } from '../protocol/request.js';
+import { OPEN_MAX_BYTES, openSessionRequest, parseSessionRequestHeader } from '../protocol/session.js';
+import type { ServerSession, SessionTable } from './sessions.js';
 import type { KeyGeneration, KeyManager } from './keys.js';
 import type { ReplayWindow } from './replay.js';
 import type { EngineRouter } from './router.js';
 import type { Logger } from './log.js';
 import { newServerRequestId } from './log.js';
+import type { ServerRequestId } from './log.js';
 import { CODE_OK, OP_NONE } from './stats.js';
 import type { ServerStats } from './stats.js';
 import { startDeadline } from '../core/deadline.js';
@@ -45,7 +50,10 @@ export interface ResponseOut {
   fail(code: ErrorCode): void;
 }
 
-interface RequestContext {
+/** One kind of sealed request: a one-shot request, a session open, a session request. */
+export type RequestHandler = (deps: HandlerDeps, body: Uint8Array, out: ResponseOut, ctx: RequestContext) => Promise<void>;
+
+export interface RequestContext {
   readonly conn: number;
   readonly sid?: number;
   /** Aborted when the client cancels or disconnects. */
@@ -77,6 +85,8 @@ export interface HandlerDeps {
   readonly padResponses?: boolean;
   /** Client API keys and per-key quotas (`serve --client-keys`); absent: no key required, any key ignored. */
   readonly clientKeys?: ClientKeyTable;
+  /** Protocol v2 sessions; absent: session opens and requests are refused VERSION_UNSUPPORTED. */
+  readonly sessions?: SessionTable;
 }
 
 /** Most engine results sealed together in one `items` chunk (`HandlerDeps.maxItemsPerChunk`). */
@@ -138,41 +148,183 @@ function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
-export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, out: ResponseOut, ctx: RequestContext): Promise<void> {
-  const requestId = newServerRequestId();
-  const started = performance.now();
-  const base = { requestId, conn: ctx.conn, ...(ctx.sid === undefined ? {} : { sid: ctx.sid }), bytesIn: body.byteLength };
-  deps.stats.sealedRequestsReceived++;
+interface TurnLimits {
+  /** Most results in one group. */
+  readonly maxItems: number;
+  /** Most JsonResults text (UTF-16 code units) in one group. */
+  readonly maxTextChars: number;
+  /** A stream: its first group carries only the first result (time to first token). */
+  readonly stream: boolean;
+}
 
-  let opened: ReturnType<typeof openChunkedRequest>;
-  // The generation that opened the request also signs its receipt: looked up once, here. A
-  // second lookup could throw KEY_STALE (grace ended in between) after the request was opened,
-  // outside any error path, and the client would get no answer.
-  let generation: KeyGeneration | undefined;
+const textChars = (v: unknown): number => (v instanceof JsonResults ? v.chars : 0);
+
+/**
+ * Pulls the engine's results and hands them to `seal` in groups: the results the engine
+ * already has - those that resolve before this event-loop turn ends, e.g. every token parsed
+ * from one upstream read - go together (PROTOCOL.md section 4: no added latency, one AEAD,
+ * one frame). The first group of a stream carries only the first result (time to first
+ * token: not sealed after up to maxItems - 1 more); later groups take what is ready. Stops at
+ * `signal` (Aborted) and then stops the engine's generator without waiting on it.
+ */
+async function forEachTurn(
+  results: AsyncIterable<unknown>,
+  limits: TurnLimits,
+  signal: AbortSignal,
+  seal: (items: unknown[], first: boolean) => Promise<void>,
+): Promise<void> {
+  const iterator = results[Symbol.asyncIterator]();
   try {
-    opened = openChunkedRequest(
+    let next = iterator.next();
+    let done = false;
+    let first = true;
+    while (!done) {
+      const step = await raceAbort(next, signal);
+      if (step.done === true) break;
+      const items: unknown[] = [step.value];
+      let chars = textChars(step.value);
+      const limit = first && limits.stream ? 1 : limits.maxItems;
+      const turn = turnEnd();
+      try {
+        for (;;) {
+          next = iterator.next();
+          if (items.length >= limit || chars >= limits.maxTextChars) break;
+          const more = await raceAbort(Promise.race([next, turn.promise]), signal);
+          if (more === TURN_END) break;
+          if (more.done === true) {
+            done = true;
+            break;
+          }
+          items.push(more.value);
+          chars += textChars(more.value);
+        }
+      } finally {
+        turn.cancel();
+      }
+      await seal(items, first);
+      first = false;
+    }
+  } finally {
+    // Stop the engine's generator (it also sees `signal`); never wait on a stuck engine.
+    if (signal.aborted) void Promise.resolve(iterator.return?.()).catch(() => undefined);
+  }
+}
+
+/** The log fields every line about one request carries (content-free). */
+function logBase(ctx: RequestContext, body: Uint8Array): { requestId: ServerRequestId; conn: number; sid?: number; bytesIn: number } {
+  return { requestId: newServerRequestId(), conn: ctx.conn, ...(ctx.sid === undefined ? {} : { sid: ctx.sid }), bytesIn: body.byteLength };
+}
+type LogBase = ReturnType<typeof logBase>;
+
+/** A request that could not be opened: a plaintext coded error (crypto failures read DECRYPT_FAILED). */
+function reject(deps: HandlerDeps, base: LogBase, started: number, out: ResponseOut, err: unknown): void {
+  const code = asCloisterError(err, 'DECRYPT_FAILED').code;
+  deps.stats.count(code);
+  deps.logger.log('info', 'request.rejected', { ...base, code });
+  deps.stats.recordRequest(OP_NONE, code, (performance.now() - started) / 1000);
+  out.fail(wireCodeOf(code));
+}
+
+export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, out: ResponseOut, ctx: RequestContext): Promise<void> {
+  const started = performance.now();
+  const base = logBase(ctx, body);
+  deps.stats.sealedRequestsReceived++;
+  let opened: OpenedRequest<KeyGeneration>;
+  try {
+    opened = openRequest((keyId, suite) => deps.keys.lookup(keyId, suite), body, { maxMessageBytes: deps.maxRequestBytes });
+  } catch (err) {
+    reject(deps, base, started, out, err);
+    return;
+  }
+  await serve(deps, opened, out, ctx, base, started, { replay: true });
+}
+
+/**
+ * A request of a protocol v2 session (src/protocol/session.ts): the session's keys open it
+ * (no public-key work), its sequence number is its replay defence (no global window). A
+ * session that ended (key rotation, age, bytes) answers, sealed, SESSION_EXPIRED without
+ * running anything: the client knows for sure the request did not run, and sends it again in
+ * a new session. An unknown session is a plaintext SESSION_UNKNOWN.
+ */
+export async function handleSessionRequest(deps: HandlerDeps, body: Uint8Array, out: ResponseOut, ctx: RequestContext): Promise<void> {
+  const started = performance.now();
+  const base = logBase(ctx, body);
+  deps.stats.sealedRequestsReceived++;
+  const sessions = deps.sessions;
+  let opened: OpenedRequest<KeyGeneration>;
+  let session: ServerSession | undefined;
+  try {
+    if (sessions === undefined) throw new CloisterError('VERSION_UNSUPPORTED', 'this server has no sessions');
+    session = sessions.get(parseSessionRequestHeader(body).id);
+    if (session === undefined) throw new CloisterError('SESSION_UNKNOWN');
+    opened = openSessionRequest(session, session.generation, body, { maxMessageBytes: deps.maxRequestBytes });
+  } catch (err) {
+    reject(deps, base, started, out, err);
+    return;
+  }
+  const ended = sessions.endReason(session);
+  const bytesOut = await serve(deps, opened, out, ctx, { ...base, session: session.logId }, started, { replay: false, ...(ended === undefined ? {} : { ended }) });
+  sessions.account(session, body.byteLength + bytesOut);
+}
+
+/**
+ * Opens a protocol v2 session: a one-shot sealed request to the attested key whose answer,
+ * sealed, carries the session id and the server's ephemeral share. Every failure is a
+ * plaintext coded error (OVERLOADED when maxSessions are open); nothing runs.
+ */
+export async function handleSessionOpen(deps: HandlerDeps, body: Uint8Array, out: ResponseOut, ctx: RequestContext): Promise<void> {
+  const started = performance.now();
+  const base = logBase(ctx, body);
+  let bytes: readonly Uint8Array[];
+  let logId: number;
+  try {
+    const sessions = deps.sessions;
+    if (sessions === undefined) throw new CloisterError('VERSION_UNSUPPORTED', 'this server has no sessions');
+    let generation: KeyGeneration | undefined;
+    const opened = openChunkedRequest(
       (keyId, suite) => {
         generation = deps.keys.lookup(keyId, suite);
         return generation.recipient;
       },
       body,
-      { maxMessageBytes: deps.maxRequestBytes },
+      { maxMessageBytes: OPEN_MAX_BYTES },
     );
     if (generation === undefined) throw new CloisterError('INTERNAL', 'request opened without a key lookup');
+    const { reply, session } = sessions.open(generation, opened.suite, opened.plaintext);
+    logId = session.logId;
+    bytes = [opened.response.start(), opened.response.sealFinal(reply)];
   } catch (err) {
     const code = asCloisterError(err, 'DECRYPT_FAILED').code;
     deps.stats.count(code);
-    deps.logger.log('info', 'request.rejected', { ...base, code });
-    deps.stats.recordRequest(OP_NONE, code, (performance.now() - started) / 1000);
+    deps.logger.log('info', 'session.rejected', { ...base, code, durationMs: Math.round(performance.now() - started) });
     out.fail(wireCodeOf(code));
     return;
   }
+  deps.logger.log('info', 'session.open', { ...base, session: logId, durationMs: Math.round(performance.now() - started) });
+  try {
+    for (const b of bytes) {
+      const wait = out.write(b);
+      if (wait !== undefined) await raceAbort(wait, ctx.signal);
+    }
+    out.end();
+  } catch {
+    // the client went away; its session expires unused
+  }
+}
+
+/** Serves an opened request (decode, checks, engine, sealed answer); returns the bytes written. */
+async function serve(
+  deps: HandlerDeps,
+  opened: OpenedRequest<RequestKey>,
+  out: ResponseOut,
+  ctx: RequestContext,
+  base: LogBase & { session?: number },
+  started: number,
+  options: { readonly replay: boolean; readonly ended?: string },
+): Promise<number> {
   deps.stats.requestsOpened++;
-  const signer = generation;
-  const sealer = opened.response;
-  const receipt = new ReceiptHasher(opened.plaintext);
+  const writer = opened.writer;
   let bytesOut = 0;
-  let chunks = 0;
 
   const deadline = startDeadline(deps.requestTimeoutMs, ctx.signal);
   const signal = deadline.signal;
@@ -187,100 +339,46 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
     const wait = out.write(bytes);
     if (wait !== undefined) await raceAbort(wait, until);
   };
-  // Set once the request decoded and declared `pad`: every later chunk with content (data,
-  // items, json, error) is padded to its size bucket. The final `end` chunk carries only the
-  // 64-byte receipt, the same length for every answer, so it is not padded.
-  let pad = false;
-  const sealData = async (unpadded: Uint8Array, until: AbortSignal): Promise<void> => {
-    const plaintext = pad ? padChunkPlaintext(unpadded, MAX_RESPONSE_CHUNK_LENGTH - 16) : unpadded;
-    if (plaintext.byteLength + 16 > MAX_RESPONSE_CHUNK_LENGTH) {
-      // The client opens no bigger chunk (one limit for both sides): refuse, sealed, by name.
-      throw new CloisterError('LIMIT_EXCEEDED', `a result of ${plaintext.byteLength} bytes exceeds the response chunk limit (MAX_RESPONSE_CHUNK_LENGTH = ${MAX_RESPONSE_CHUNK_LENGTH} bytes)`, {
-        detail: { limit: 'MAX_RESPONSE_CHUNK_LENGTH', max: MAX_RESPONSE_CHUNK_LENGTH, public: true },
-      });
-    }
-    receipt.update(plaintext);
-    chunks++;
-    await write(sealer.sealChunk(plaintext), until);
-  };
-  const sealEnd = async (until: AbortSignal): Promise<void> => {
-    const signature = signer.signReceipt(receipt.message());
-    await write(sealer.sealFinal(encodeResponseChunk({ t: 'end', receipt: signature })), until);
+  const end = async (until: AbortSignal): Promise<void> => {
+    await write(writer.end(), until);
     out.end();
   };
-  let responseStarted = false;
 
   let code: ErrorCode | undefined;
   // The metrics label: an operation from the closed list once the request decoded, else OP_NONE.
   let op: string = OP_NONE;
   let reportDeadline: Deadline | undefined;
   try {
-    await write(sealer.start(), signal);
-    responseStarted = true;
-    const req = decodeSealedRequest(opened.plaintext, { maxRequestBytes: deps.maxRequestBytes });
+    await write(writer.start(), signal);
+    if (options.ended !== undefined) {
+      throw new CloisterError('SESSION_EXPIRED', `the session ended (${options.ended}); open a new one`, { detail: { public: true } });
+    }
+    const req = opened.decode({ maxRequestBytes: deps.maxRequestBytes });
     op = req.op;
-    pad = deps.padResponses !== false && req.caps?.includes('pad') === true;
+    writer.padChunks(deps.padResponses !== false && req.caps?.includes('pad') === true);
     // The timestamp first (cheap, records nothing), then routing; the id is recorded only
     // for a request that will be served, so requests for models or operations that do not
     // exist cannot fill the replay window.
-    deps.replay.checkTimestamp(req.ts);
+    if (options.replay) deps.replay.checkTimestamp(req.ts);
     // Client API keys (src/server/client-keys.ts): before routing and the replay record, so
     // requests without a valid key cost no more than a hash. Logs name the key id only.
     if (deps.clientKeys !== undefined) Object.assign(base, { clientKey: deps.clientKeys.authorize(req.key) });
     const engine = deps.router.route(req.op, req.model);
-    deps.replay.check(req.id, req.ts);
+    // In a session the sequence number already refused any replay (no global window).
+    if (options.replay) deps.replay.check(req.id, req.ts);
     const json = req.caps?.includes('json') === true;
     const results = engine.run({ op: req.op, model: req.model, input: req.input, params: req.params ?? {}, stream: req.stream }, { signal });
-    const iterator = results[Symbol.asyncIterator]();
-    const maxItems = deps.maxItemsPerChunk ?? DEFAULT_MAX_ITEMS_PER_CHUNK;
-    const maxTextChars = deps.maxChunkTextChars ?? DEFAULT_MAX_CHUNK_TEXT_CHARS;
-    const textChars = (v: unknown): number => (v instanceof JsonResults ? v.chars : 0);
-    try {
-      let next = iterator.next();
-      let done = false;
-      let firstChunk = true;
-      while (!done) {
-        const step = await raceAbort(next, signal);
-        if (step.done === true) break;
-        const items: unknown[] = [step.value];
-        let chars = textChars(step.value);
-        // Results the engine already has - those that resolve before this event-loop turn
-        // ends, e.g. every token parsed from one upstream read - are sealed together in one
-        // `items` chunk (PROTOCOL.md section 4): no added latency, one AEAD, one frame.
-        // The first chunk of a stream carries only the first result (time to first token:
-        // not sealed after up to maxItems - 1 more); later chunks group what is ready.
-        const limit = firstChunk && req.stream ? 1 : maxItems;
-        const turn = turnEnd();
-        try {
-          for (;;) {
-            next = iterator.next();
-            if (items.length >= limit || chars >= maxTextChars) break;
-            const more = await raceAbort(Promise.race([next, turn.promise]), signal);
-            if (more === TURN_END) break;
-            if (more.done === true) {
-              done = true;
-              break;
-            }
-            items.push(more.value);
-            chars += textChars(more.value);
-          }
-        } finally {
-          turn.cancel();
-        }
-        // Engines yield plain JSON-like values (encodeCbor rejects anything else: ENGINE_FAILED)
-        // or JsonResults, relayed as JSON text in a `json` chunk (PROTOCOL.md section 4).
-        // `json` chunks only for clients that declared them (PROTOCOL.md section 4, capabilities).
-        await sealData(encodeResultsChunk(items, { json }), signal);
-        // Time to first token: the first chunk of a stream leaves now, not with the rest of
-        // what this turn produces (an engine may have many more results ready).
-        if (firstChunk && req.stream) out.flush?.();
-        firstChunk = false;
-      }
-    } finally {
-      // Stop the engine's generator (it also sees `signal`); never wait on a stuck engine.
-      if (signal.aborted) void Promise.resolve(iterator.return?.()).catch(() => undefined);
-    }
-    await sealEnd(signal);
+    const limits = { maxItems: deps.maxItemsPerChunk ?? DEFAULT_MAX_ITEMS_PER_CHUNK, maxTextChars: deps.maxChunkTextChars ?? DEFAULT_MAX_CHUNK_TEXT_CHARS, stream: req.stream };
+    await forEachTurn(results, limits, signal, async (items, first) => {
+      // Engines yield plain JSON-like values (encodeCbor rejects anything else: ENGINE_FAILED)
+      // or JsonResults, relayed as JSON text in a `json` chunk (PROTOCOL.md section 4), only
+      // for clients that declared them (PROTOCOL.md section 4, capabilities).
+      await write(writer.results(items, { json }), signal);
+      // Time to first token: the first chunk of a stream leaves now, not with the rest of
+      // what this turn produces (an engine may have many more results ready).
+      if (first && req.stream) out.flush?.();
+    });
+    await end(signal);
   } catch (err) {
     if (ctx.signal.aborted) {
       code = 'CANCELLED';
@@ -294,12 +392,9 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
         // their values, the models and operations on offer.
         const wire = wireCodeOf(code);
         const message = (err instanceof CloisterError && err.code === wire ? publicMessageOf(err) : undefined) ?? ERROR_CODES[wire];
-        if (!responseStarted) {
-          await write(sealer.start(), report);
-          responseStarted = true;
-        }
-        await sealData(encodeResponseChunk({ t: 'error', code: wire, message }), report);
-        await sealEnd(report);
+        if (!writer.started) await write(writer.start(), report);
+        await write(writer.error(wire, message), report);
+        await end(report);
       } catch {
         // Not written within the grace (or the client went away): the transport closes the
         // response; the outcome stays `code` unless the client cancelled.
@@ -310,6 +405,7 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
     deadline.dispose();
     reportDeadline?.dispose();
   }
+  const chunks = writer.chunks;
 
   const elapsedMs = performance.now() - started;
   const durationMs = Math.round(elapsedMs);
@@ -325,5 +421,5 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
       ...base, code, bytesOut, chunks, durationMs,
     });
   }
+  return bytesOut;
 }
-

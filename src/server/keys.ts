@@ -25,6 +25,7 @@ import type { HpkeSuite } from '../crypto/hpke/suite.js';
 import { encodeKeyConfig } from '../protocol/key-config.js';
 import { generateReceiptKeyPair, signReceipt } from '../protocol/messages.js';
 import type { KeyConfig } from '../protocol/key-config.js';
+import { SESSION_PROTOCOL_VERSION } from '../protocol/session.js';
 
 export const DEFAULT_KEY_ROTATION_INTERVAL_MS = 60 * 60 * 1000;
 export const DEFAULT_KEY_GRACE_MS = 5 * 60 * 1000;
@@ -39,6 +40,11 @@ export interface KeyGeneration {
   readonly receiptPublicKey: Uint8Array;
   /** The exact encoded key config bytes, bound into the evidence. */
   readonly keyConfig: Uint8Array;
+  /**
+   * The same key config with `protocols: [1, 2]` (sessions, PROTOCOL.md section 11), for
+   * clients that ask for version 2; v1 clients get `keyConfig`, which their decoder accepts.
+   */
+  readonly keyConfigV2: Uint8Array;
   readonly notBeforeMs: number;
   /** When this generation stops being current. */
   readonly rotateAtMs: number;
@@ -112,6 +118,12 @@ export class KeyManager {
     throw new CloisterError('UNKNOWN_KEY_ID', undefined, { detail: { keyId } });
   }
 
+  /** Whether requests may still name `gen` (current, or in its grace after a rotation). */
+  isLive(gen: KeyGeneration): boolean {
+    this.tick();
+    return gen.generation === this.cur.generation || gen.generation === this.prev?.gen.generation;
+  }
+
   private tick(): void {
     const now = this.now();
     if (this.prev !== undefined && now >= this.prev.until) {
@@ -144,6 +156,7 @@ export class KeyManager {
       ...(this.options.engine === undefined ? {} : { engine: this.options.engine }),
     };
     const keyConfig = encodeKeyConfig(config);
+    const keyConfigV2 = encodeKeyConfig({ ...config, protocols: [1, SESSION_PROTOCOL_VERSION] });
     return Object.freeze({
       generation: this.counter++,
       keyId,
@@ -151,6 +164,7 @@ export class KeyManager {
       hpkePublicKey,
       receiptPublicKey,
       keyConfig,
+      keyConfigV2,
       notBeforeMs: now,
       rotateAtMs,
       signReceipt: (message: Uint8Array) => signReceipt(receiptKey, message),

@@ -33,6 +33,8 @@ const LOG_EVENTS = [
   'request.cancelled',
   'key.rotated',
   'key.retired',
+  'session.open',
+  'session.rejected',
 ] as const;
 type LogEvent = (typeof LOG_EVENTS)[number];
 
@@ -70,10 +72,12 @@ export interface LogFields {
   readonly limit?: keyof ServerLimits;
   /** The id of the client API key a request carried (src/server/client-keys.ts), never the key. */
   readonly clientKey?: string;
+  /** A protocol v2 session: the server's counter for it (never the session id). */
+  readonly session?: number;
 }
 
 const NUMERIC_FIELDS: ReadonlySet<string> = new Set([
-  'conn', 'sid', 'keyId', 'bytesIn', 'bytesOut', 'chunks', 'durationMs', 'inFlight', 'connections', 'port', 'closeCode',
+  'conn', 'sid', 'session', 'keyId', 'bytesIn', 'bytesOut', 'chunks', 'durationMs', 'inFlight', 'connections', 'port', 'closeCode',
 ]);
 /** Size fields: a log line never holds an exact request or response size (`logSizeBucket`). */
 const SIZE_FIELDS: ReadonlySet<string> = new Set(['bytesIn', 'bytesOut']);

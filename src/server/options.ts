@@ -123,6 +123,18 @@ export interface ServerLimits {
    * which aborts its requests and frees their slots.
    */
   readonly sendStallTimeoutMs: number;
+  /**
+   * Protocol v2 sessions open at once (src/server/sessions.ts). At the limit, sessions past
+   * their age or idle bound are dropped first; when none is, a new session is refused
+   * OVERLOADED (the client then sends that request one-shot, v1).
+   */
+  readonly maxSessions: number;
+  /** A session ends this long after it opened (later requests: sealed SESSION_EXPIRED). */
+  readonly sessionMaxAgeMs: number;
+  /** A session ends once this many bytes (sealed requests and responses) went through it. */
+  readonly sessionMaxBytes: number;
+  /** A session unused this long is forgotten (later requests: SESSION_UNKNOWN). */
+  readonly sessionIdleTimeoutMs: number;
 }
 
 export const DEFAULT_LIMITS: ServerLimits = Object.freeze({
@@ -154,6 +166,10 @@ export const DEFAULT_LIMITS: ServerLimits = Object.freeze({
   maxChunkTextChars: 1 << 20,
   reportGraceMs: 5_000,
   sendStallTimeoutMs: 30_000,
+  maxSessions: 4096,
+  sessionMaxAgeMs: 30 * 60_000,
+  sessionMaxBytes: 1 << 30,
+  sessionIdleTimeoutMs: 5 * 60_000,
 });
 
 export function resolveLimits(partial: Partial<ServerLimits> = {}): ServerLimits {

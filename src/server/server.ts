@@ -21,6 +21,7 @@ import { silentLogger } from './log.js';
 import type { Logger } from './log.js';
 import { resolveLimits } from './options.js';
 import type { ServerLimits } from './options.js';
+import { SessionTable } from './sessions.js';
 import { ReplayWindow } from './replay.js';
 import { LOCAL_SOURCE, SourceTable, sourceOf } from './sources.js';
 import { EngineRouter } from './router.js';
@@ -176,6 +177,7 @@ export class CloisterServer {
       reportGraceMs: this.limits.reportGraceMs,
       padResponses: options.padResponses !== false,
       ...(options.clientKeys === undefined ? {} : { clientKeys: options.clientKeys }),
+      sessions: new SessionTable(this.limits, this.keys, now),
     };
     this.evidence = evidence;
     this.ctx = { limits: this.limits, keys: this.keys, evidence, sources, logger, stats: this.stats, handlerDeps, state: { draining: false } };

@@ -168,7 +168,8 @@ describe('receipts for auditors', () => {
     try {
       const url = `http://127.0.0.1:${(fake.address() as AddressInfo).port}`;
       const records: ReceiptRecord[] = [];
-      const c = await connect(url, { policy: t.policy, trustedRoots: t.trustedRoots, onReceipt: (r) => records.push(r) });
+      // The fake answers v1 one-shot requests only.
+      const c = await connect(url, { policy: t.policy, trustedRoots: t.trustedRoots, onReceipt: (r) => records.push(r), sessions: false });
       try {
         expect(await codeOfAsync(c.classify('anything', { model: 'fake-cls' }))).toBe('PROTOCOL_VIOLATION');
         expect(records).toHaveLength(0);

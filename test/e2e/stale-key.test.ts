@@ -25,7 +25,8 @@ describe('a host forging a stale-key error cannot make one request run twice', (
     await t.close();
   });
 
-  const client = () => connect(relay.url, { policy: t.policy, trustedRoots: t.trustedRoots });
+  // v1 one-shot exchanges (sessions: test/e2e/sessions.test.ts).
+  const client = () => connect(relay.url, { policy: t.policy, trustedRoots: t.trustedRoots, sessions: false });
 
   /** Forwards requests (counting them), drops the first answer and replaces it with a forged `err`. */
   const forgeOnce = (code: ErrorCode, counter: { reqs: number }): Tamper => {

@@ -90,6 +90,8 @@ export function describeEvent(e: ClientEvent): string {
       );
     case 'reconnect-failed':
       return `reconnect to ${e.target} refused after ${e.attempts} attempt(s): ${e.code}: ${e.reason}; nothing was sent`;
+    case 'session-opened':
+      return `session opened with ${e.target} (protocol v2, key id ${e.keyId})`;
   }
 }
 

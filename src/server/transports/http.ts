@@ -12,10 +12,11 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { asCloisterError, wireCodeOf } from '../../errors.js';
 import type { ErrorCode } from '../../errors.js';
-import { encodeWireMessage, LIMIT_HEADER, MAX_NONCE_BYTES } from '../../protocol/wire.js';
+import { encodeWireMessage, LIMIT_HEADER, MAX_NONCE_BYTES, MAX_PROTOCOL_VERSION } from '../../protocol/wire.js';
 import { CHUNKED_RESPONSE_TYPE } from '../../protocol/chunked.js';
 import type { ServerContext } from '../context.js';
-import { handleSealedRequest } from '../handler.js';
+import { handleSealedRequest, handleSessionOpen, handleSessionRequest } from '../handler.js';
+import type { RequestHandler } from '../handler.js';
 import type { SlidingWindowLimiter } from '../rate-limit.js';
 import { OP_NONE } from '../stats.js';
 import { handleOps, OPS_PATHS } from '../ops.js';
@@ -30,6 +31,14 @@ interface SocketInfo {
 
 const EVIDENCE_PATH = '/v1/evidence';
 const SEALED_PATH = '/v1/sealed';
+/** Protocol v2 (PROTOCOL.md section 11): open a session; a request of a session (its id is the resumable ticket). */
+const SESSION_OPEN_PATH = '/v2/session';
+const SESSION_SEALED_PATH = '/v2/sealed';
+const SEALED_HANDLERS: ReadonlyMap<string, RequestHandler> = new Map([
+  [SEALED_PATH, handleSealedRequest],
+  [SESSION_OPEN_PATH, handleSessionOpen],
+  [SESSION_SEALED_PATH, handleSessionRequest],
+]);
 const CBOR_TYPE = 'application/cbor';
 
 function statusOf(code: ErrorCode): number {
@@ -97,9 +106,10 @@ export class HttpTransport {
       if (req.method !== 'GET') return sendError(res, 'PROTOCOL_VIOLATION');
       return this.evidence(req, res, url);
     }
-    if (url.pathname === SEALED_PATH) {
+    const handler = SEALED_HANDLERS.get(url.pathname);
+    if (handler !== undefined) {
       if (req.method !== 'POST') return sendError(res, 'PROTOCOL_VIOLATION');
-      return this.sealed(req, res);
+      return this.sealed(req, res, handler);
     }
     if (this.ops !== undefined && OPS_PATHS.has(url.pathname)) return handleOps(this.ops, url.pathname, req, res);
     sendError(res, 'NOT_FOUND');
@@ -113,6 +123,10 @@ export class HttpTransport {
       if (!/^(?:[0-9a-fA-F]{2})+$/.test(hex) || hex.length > 2 * MAX_NONCE_BYTES) return sendError(res, 'MALFORMED');
       nonce = Uint8Array.from(Buffer.from(hex, 'hex'));
     }
+    // `v=2`: a client that speaks sessions gets the key config that offers them (section 11).
+    const v = url.searchParams.get('v');
+    if (v !== null && v !== String(MAX_PROTOCOL_VERSION)) return sendError(res, 'MALFORMED');
+    const version = v === null ? 1 : MAX_PROTOCOL_VERSION;
     let limiter = this.limiters.get(req.socket);
     if (limiter === undefined) {
       limiter = this.ctx.evidence.connectionLimiter();
@@ -121,7 +135,7 @@ export class HttpTransport {
     // The connection's budget and its source's: a client that opens a new connection per
     // request is still one source (not for Unix-socket peers, which have no address).
     const limiters = source === LOCAL_SOURCE ? [limiter] : [limiter, this.ctx.sources.entry(source).evidence];
-    this.ctx.evidence.get(nonce, limiters).then(
+    this.ctx.evidence.get(nonce, limiters, version).then(
       (bundle) => {
         this.ctx.stats.evidenceServed++;
         const body = encodeWireMessage({ t: 'evidence', bundle });
@@ -138,7 +152,7 @@ export class HttpTransport {
     );
   }
 
-  private sealed(req: IncomingMessage, res: ServerResponse): void {
+  private sealed(req: IncomingMessage, res: ServerResponse, handle: RequestHandler): void {
     const { limits, stats, logger, sources } = this.ctx;
     const { conn, source } = this.infoOf(req.socket);
     const reject = (code: ErrorCode, fields: { readonly bytesIn?: number; readonly limit?: keyof typeof limits }, close: boolean): void => {
@@ -294,7 +308,7 @@ export class HttpTransport {
       // The whole response must reach the socket by the deadline plus the report grace
       // (ServerLimits.reportGraceMs); the handler itself ends by then whatever the peer does.
       const cutoffAt = performance.now() + limits.requestTimeoutMs + limits.reportGraceMs;
-      handleSealedRequest(this.ctx.handlerDeps, body, out, { conn, signal: abort.signal })
+      handle(this.ctx.handlerDeps, body, out, { conn, signal: abort.signal })
         .catch(() => undefined)
         .finally(() => {
           finish();

@@ -1,0 +1,111 @@
+/**
+ * The server's protocol v2 sessions (src/protocol/session.ts): bounded in number
+ * (maxSessions), age (sessionMaxAgeMs), bytes (sessionMaxBytes) and idleness
+ * (sessionIdleTimeoutMs); each belongs to the key generation that opened it, and ends when
+ * that generation is retired (key rotation, after its grace).
+ *
+ * An ended session stays known until it has been idle for sessionIdleTimeoutMs, so a request
+ * that arrives for it is answered, sealed, SESSION_EXPIRED (the client learns for sure that
+ * the request did not run, and sends it again in a new session); a forgotten one is a
+ * plaintext SESSION_UNKNOWN.
+ */
+import { CloisterError } from '../errors.js';
+import type { HpkeSuite } from '../crypto/hpke/suite.js';
+import { acceptSessionOpen, sessionKeyOf } from '../protocol/session.js';
+import type { SessionState } from '../protocol/session.js';
+import type { KeyGeneration, KeyManager } from './keys.js';
+import type { ServerLimits } from './options.js';
+
+export interface ServerSession extends SessionState {
+  readonly generation: KeyGeneration;
+  /** A counter for logs (never the session id). */
+  readonly logId: number;
+  readonly openedAt: number;
+  lastUsed: number;
+  bytes: number;
+}
+
+type SessionLimits = Pick<ServerLimits, 'maxSessions' | 'sessionMaxAgeMs' | 'sessionMaxBytes' | 'sessionIdleTimeoutMs'>;
+
+/** Most often a full table is swept for idle and old sessions. */
+const SWEEP_INTERVAL_MS = 1000;
+
+export class SessionTable {
+  readonly #sessions = new Map<string, ServerSession>();
+  #counter = 0;
+  #lastSweep = -Infinity;
+
+  constructor(
+    private readonly limits: SessionLimits,
+    private readonly keys: KeyManager,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get size(): number {
+    return this.#sessions.size;
+  }
+
+  /**
+   * Opens a session for the opened one-shot request `plaintext` (a session open message) and
+   * returns the plaintext of the sealed answer. OVERLOADED at maxSessions.
+   */
+  open(generation: KeyGeneration, suite: HpkeSuite, plaintext: Uint8Array): { readonly reply: Uint8Array; readonly session: ServerSession } {
+    const now = this.now();
+    if (this.#sessions.size >= this.limits.maxSessions) this.#sweep(now, true);
+    if (this.#sessions.size >= this.limits.maxSessions) {
+      throw new CloisterError('OVERLOADED', `${this.limits.maxSessions} sessions are open (maxSessions)`, { detail: { limit: 'maxSessions', value: this.limits.maxSessions } });
+    }
+    const { reply, state } = acceptSessionOpen(suite, plaintext, {
+      maxAgeS: Math.max(1, Math.floor(this.limits.sessionMaxAgeMs / 1000)),
+      maxBytes: this.limits.sessionMaxBytes,
+      idleS: Math.max(1, Math.floor(this.limits.sessionIdleTimeoutMs / 1000)),
+    });
+    const session: ServerSession = { ...state, generation, logId: ++this.#counter, openedAt: now, lastUsed: now, bytes: 0 };
+    this.#sessions.set(sessionKeyOf(state.keys.id), session);
+    return { reply, session };
+  }
+
+  /** The session with this id, unless unknown or idle past sessionIdleTimeoutMs (then forgotten). */
+  get(id: Uint8Array): ServerSession | undefined {
+    const key = sessionKeyOf(id);
+    const s = this.#sessions.get(key);
+    if (s === undefined) return undefined;
+    const now = this.now();
+    if (now - s.lastUsed >= this.limits.sessionIdleTimeoutMs) {
+      this.#sessions.delete(key);
+      return undefined;
+    }
+    s.lastUsed = now;
+    return s;
+  }
+
+  /** Why `s` takes no more requests (a limit's name, or "key rotated"), or undefined while it does. */
+  endReason(s: ServerSession): string | undefined {
+    if (!this.keys.isLive(s.generation)) return 'key rotated';
+    if (this.now() - s.openedAt >= this.limits.sessionMaxAgeMs) return `sessionMaxAgeMs = ${this.limits.sessionMaxAgeMs}`;
+    if (s.bytes >= this.limits.sessionMaxBytes) return `sessionMaxBytes = ${this.limits.sessionMaxBytes}`;
+    return undefined;
+  }
+
+  /** Counts a request's bytes (sealed request and response) against the session. */
+  account(s: ServerSession, bytes: number): void {
+    s.bytes += bytes;
+  }
+
+  /** Forgets every session (shutdown). */
+  clear(): void {
+    this.#sessions.clear();
+  }
+
+  /**
+   * Drops sessions idle past sessionIdleTimeoutMs, and ended ones idle for a moment (a full
+   * table makes room first from those that can take no more requests anyway).
+   */
+  #sweep(now: number, full: boolean): void {
+    if (now - this.#lastSweep < SWEEP_INTERVAL_MS) return;
+    this.#lastSweep = now;
+    for (const [k, s] of this.#sessions) {
+      if (now - s.lastUsed >= this.limits.sessionIdleTimeoutMs || (full && this.endReason(s) !== undefined)) this.#sessions.delete(k);
+    }
+  }
+}
