@@ -234,15 +234,13 @@ export function parseNvidiaAttestationReport(input: Uint8Array, options: { reado
  * even-length hex.
  */
 export function reportBytesFrom(input: Uint8Array): Uint8Array {
-  if (input[0] === SPDM_VERSION_1_1) return Uint8Array.from(input);
-  let text: string;
-  try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(input).trim();
-  } catch (cause) {
-    throw new CloisterError('EVIDENCE_MALFORMED', 'GPU attestation report is neither SPDM bytes nor hex text', { cause });
+  const text = Buffer.from(input.buffer, input.byteOffset, input.byteLength).toString('latin1').trim();
+  if (text.length > 0 && /^[0-9a-fA-F]+$/.test(text)) {
+    if (text.length % 2 !== 0) throw new CloisterError('EVIDENCE_MALFORMED', 'GPU attestation report hex text has an odd number of digits');
+    return new Uint8Array(Buffer.from(text, 'hex'));
   }
-  if (!/^(?:[0-9a-fA-F]{2})+$/.test(text)) throw new CloisterError('EVIDENCE_MALFORMED', 'GPU attestation report is neither SPDM bytes nor even-length hex text');
-  return new Uint8Array(Buffer.from(text, 'hex'));
+  // A binary report starts with SPDMVersion 0x11, which is not a hex digit.
+  return Uint8Array.from(input);
 }
 
 /** The NUL-terminated ASCII driver version in the opaque data, e.g. "550.90.07". */
