@@ -258,7 +258,10 @@ export async function verifyEvidence(bundle: EvidenceBundle, options: VerifyEvid
     const e = err instanceof CloisterError ? err : new CloisterError('INTERNAL', 'GPU verification failed', { cause: err });
     return failWith(platform, [...report.steps, kcStep], 'gpu', e.code, e.message, claims);
   }
-  const finalReport: VerificationReport = { ...report, steps: [...report.steps, kcStep, { step: 'gpu', ok: true, detail: gpuResult.detail }] };
+  // The gpu step appears when GPUs are in play (a policy section, or GPUs the server lists).
+  const gpuInPlay = options.policy.gpus !== undefined || keyConfig.gpus !== undefined || bundle.gpuEvidence !== undefined;
+  const gpuSteps: VerificationStep[] = gpuInPlay ? [{ step: 'gpu', ok: true, detail: gpuResult.detail }] : [];
+  const finalReport: VerificationReport = { ...report, steps: [...report.steps, kcStep, ...gpuSteps] };
   return { platform, simulated: platform === 'simulated', keyConfig, keyConfigBytes, claims, report: finalReport, gpus: gpuResult.gpus };
 }
 
