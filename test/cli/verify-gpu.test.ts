@@ -77,6 +77,7 @@ describeWithVectors(['nvidia'], 'cloister verify --platform nvidia-gpu', () => {
     expect(out).toMatch(/ok {3}measurements +32 active measurements match/);
     expect(out).toMatch(/driver {6}545\.00/);
     expect(out.match(/^block \d\d {4}[0-9a-f]{96}$/gm)).toHaveLength(64);
+    expect(out.indexOf('block 01 ')).toBeLessThan(out.indexOf('block 64 '));
   });
 
   it('without --nonce or --policy: VERIFICATION_INCOMPLETE (exit 1); with --inspect exit 0', async () => {

@@ -108,5 +108,5 @@ function printHuman(report: NvidiaGpuReport, notChecked: readonly string[], a: G
   if (c.project !== undefined) a.out(`project     ${c.project}${c.chipSku === undefined ? '' : `  chip sku ${c.chipSku}`}`);
   if (c.driverRim !== undefined) a.out(`driver RIM  ${c.driverRim.version}  sha256 ${c.driverRim.sha256}`);
   if (c.vbiosRim !== undefined) a.out(`vbios RIM   ${c.vbiosRim.version}  sha256 ${c.vbiosRim.sha256}`);
-  for (const [index, value] of Object.entries(c.measurements)) a.out(`block ${index}    ${value}`);
+  for (const [index, value] of Object.entries(c.measurements)) a.out(`block ${index.padStart(2, '0')}    ${value}`);
 }

@@ -254,7 +254,8 @@ export function verifyNvidiaGpuEvidence(evidence: NvidiaGpuEvidence, options: Nv
   const nvdecRaw = r.opaque.get(OPAQUE_FIELD.NVDEC0_STATUS);
   const nvdec0 = nvdecRaw === undefined || nvdecRaw.byteLength !== 1 ? 'unknown' : nvdecRaw[0] === NVDEC0_DISABLED ? 'disabled' : 'enabled';
   const measurements: Record<string, string> = {};
-  for (const b of r.blocks) measurements[String(b.index).padStart(2, '0')] = hex(b.value);
+  // Integer keys: JavaScript keeps them in ascending order (a padded "01" would not be one).
+  for (const b of r.blocks) measurements[String(b.index)] = hex(b.value);
   const chipSku = asciiField(r, OPAQUE_FIELD.CHIP_SKU);
   const project = asciiField(r, OPAQUE_FIELD.PROJECT);
   let driverRim: VerifiedRim | undefined;
@@ -281,7 +282,7 @@ export function verifyNvidiaGpuEvidence(evidence: NvidiaGpuEvidence, options: Nv
     if (!timingSafeEqualBytes(expected, r.requestNonce)) {
       throw new CloisterError('BINDING_MISMATCH', `the GPU report nonce ${hex(r.requestNonce)} is not the expected ${hex(expected)}`);
     }
-    return undefined;
+    return 'the report carries the expected nonce';
   });
 
   let rimRoot: string;
