@@ -35,7 +35,7 @@
  * stand-in that serves recorded bytes through the same interface.
  */
 import { CloisterError } from '../errors.js';
-import type { AttestationRequest, Attester, EvidenceBundle } from '../attestation/types.js';
+import type { AttestationRequest, Attester, EvidenceBundle } from '../core/types.js';
 import { decodeKeyConfig, encodeKeyConfig } from '../protocol/key-config.js';
 import { encodeGpuEvidence, gpuNonceFor, keyConfigGpuFor, GPU_EVIDENCE_LIMITS } from '../protocol/gpu-evidence.js';
 

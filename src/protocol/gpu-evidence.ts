@@ -19,8 +19,8 @@
 import { createHash } from 'node:crypto';
 import { CloisterError } from '../errors.js';
 import { timingSafeEqualBytes } from '../crypto/ct.js';
-import { decodeCbor, encodeCbor } from './cbor.js';
-import type { CborInput, CborKey } from './cbor.js';
+import { decodeCbor, encodeCbor } from '../core/cbor.js';
+import type { CborInput, CborKey } from '../core/cbor.js';
 import { encodeKeyConfig } from './key-config.js';
 import type { KeyConfig, KeyConfigGpu } from './key-config.js';
 

@@ -11,8 +11,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../../src/client/client.js';
 import type { ConnectOptions } from '../../src/client/client.js';
-import { createSimulatedAttester } from '../../src/attestation/simulated/index.js';
-import { policyFromJson } from '../../src/attestation/policy.js';
+import { createSimulatedAttester } from '../../src/attester/simulated/index.js';
+import { policyFromJson } from '../../src/verifier/policy.js';
 import { developmentPolicy } from '../../src/client/dev-policy.js';
 import { CloisterServer, serverConfigDigest } from '../../src/server/server.js';
 import { withGpuEvidence } from '../../src/attester/nvidia-gpu.js';

@@ -6,10 +6,10 @@ import { describe, expect, it } from 'vitest';
 import { decodeKeyConfig, encodeKeyConfig } from '../../src/protocol/key-config.js';
 import type { KeyConfig } from '../../src/protocol/key-config.js';
 import { decodeGpuEvidence, encodeGpuEvidence, gpuNonceFor, keyConfigGpuFor, GPU_EVIDENCE_LIMITS } from '../../src/protocol/gpu-evidence.js';
-import { encodeCbor } from '../../src/protocol/cbor.js';
+import { encodeCbor } from '../../src/core/cbor.js';
 import { withGpuEvidence } from '../../src/attester/nvidia-gpu.js';
 import type { CollectedGpuEvidence, GpuEvidenceCollector } from '../../src/attester/nvidia-gpu.js';
-import type { AttestationRequest, Attester, EvidenceBundle } from '../../src/attestation/types.js';
+import type { AttestationRequest, Attester, EvidenceBundle } from '../../src/core/types.js';
 import { codeOfAsync } from '../helpers/errors.js';
 
 const kc: KeyConfig = {

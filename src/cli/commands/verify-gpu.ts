@@ -15,7 +15,7 @@
  * (connect, infer, gateway); the output says so.
  */
 import { CloisterError } from '../../errors.js';
-import type { Policy } from '../../attestation/policy.js';
+import type { Policy } from '../../verifier/policy.js';
 import { verifyNvidiaGpuEvidence } from '../../verifier/nvidia/verify.js';
 import type { NvidiaGpuReport } from '../../verifier/nvidia/verify.js';
 import { DEFAULT_MAX_RIM_BYTES } from '../../verifier/nvidia/rim.js';

@@ -25,8 +25,11 @@ import { createHash, verify as cryptoVerify } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { CloisterError } from '../../errors.js';
-import { verifyCertificateChain } from '../../attestation/x509/chain.js';
-import type { ChainCertificateReport } from '../../attestation/x509/chain.js';
+import { verifyCertificateChain } from '../x509/chain.js';
+import type { ChainResult } from '../x509/chain.js';
+
+/** One certificate of a verified path, root first (as the x509 chain code reports it). */
+type ChainCertificateReport = Extract<ChainResult, { ok: true }>['certificates'][number];
 
 export const DEFAULT_MAX_RIM_BYTES = 256 * 1024;
 /** The most measurement entries a RIM may list (Hopper RIMs list 64 or fewer). */

@@ -32,10 +32,13 @@ import type { KeyObject } from 'node:crypto';
 import { timingSafeEqualBytes } from '../../crypto/ct.js';
 import { CloisterError, asCloisterError } from '../../errors.js';
 import type { ErrorCode } from '../../errors.js';
-import { pemToDerList } from '../../attestation/x509/certificate.js';
-import { verifyCertificateChain } from '../../attestation/x509/chain.js';
-import type { ChainCertificateReport } from '../../attestation/x509/chain.js';
-import type { VerificationStep } from '../../attestation/types.js';
+import { pemToDerList } from '../x509/certificate.js';
+import { verifyCertificateChain } from '../x509/chain.js';
+import type { ChainResult } from '../x509/chain.js';
+
+/** One certificate of a verified path, root first (as the x509 chain code reports it). */
+type ChainCertificateReport = Extract<ChainResult, { ok: true }>['certificates'][number];
+import type { VerificationStep } from '../../core/types.js';
 import { NVIDIA_DEVICE_ROOT_PEM, NVIDIA_DEVICE_ROOT_SHA256, NVIDIA_RIM_ROOT_PEM, NVIDIA_RIM_ROOT_SHA256 } from './roots.js';
 import {
   NVDEC0_DISABLED,
