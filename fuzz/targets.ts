@@ -43,6 +43,8 @@ import { verifyNitroDocument } from '../src/verifier/nitro/verify.js';
 import { parseSnpReport } from '../src/verifier/sev-snp/report.js';
 import { sevSnpPolicy, verifySevSnpEvidence } from '../src/verifier/sev-snp/index.js';
 import { parseTdxQuote } from '../src/verifier/tdx/quote.js';
+import { parseNvidiaAttestationReport, reportBytesFrom } from '../src/verifier/nvidia/spdm.js';
+import { decodeGpuEvidence, encodeGpuEvidence } from '../src/protocol/gpu-evidence.js';
 import { loadNativeCrypto, NATIVE_AEAD_AES_128_GCM, NATIVE_AEAD_AES_256_GCM, NATIVE_AEAD_CHACHA20_POLY1305 } from '../src/native/crypto.js';
 import { readVector, readVectorJson } from '../test/helpers/vectors.js';
 import { equalBytes, mutatedInputs } from './mutate.js';
@@ -538,6 +540,17 @@ const nativeAead: FuzzTarget = {
   },
 };
 
+const GPU_REPORTS = ['nvidia/nvidia_h100_attestation_report.hex', 'nvidia/nvtrust-samples/hopperAttestationReport.txt', 'nvidia/nvidia_nearai_gpu0_evidence.hex'];
+const gpuReport = plainDecoder('gpu-report', 'NVIDIA GPU SPDM GET_MEASUREMENTS report (real reports)', GPU_REPORTS, () => GPU_REPORTS.map((v) => reportBytesFrom(readVector(v))), (b) => parseNvidiaAttestationReport(b));
+
+const gpuEvidence = canonicalDecoder(
+  'gpu-evidence',
+  'GPU evidence blob of the evidence bundle (deterministic CBOR)',
+  () => [encodeGpuEvidence([{ report: new Uint8Array([0x11, 0xe0, 1]), certChain: new Uint8Array([0x2d, 0x2d]), driverRim: new Uint8Array([0x3c]), vbiosRim: new Uint8Array([0x3c, 0x3f]) }])],
+  (b) => decodeGpuEvidence(b),
+  (v) => encodeGpuEvidence(v),
+);
+
 /** Every target, in report order. */
 export const TARGETS: readonly FuzzTarget[] = [
   cborStrict,
@@ -555,6 +568,8 @@ export const TARGETS: readonly FuzzTarget[] = [
   snpReport,
   snpVerify,
   tdxQuote,
+  gpuReport,
+  gpuEvidence,
   nativeAead,
 ];
 

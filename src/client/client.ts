@@ -84,7 +84,7 @@ export interface ConnectOptions {
    * file's bytes, or `pcs: new PcsCollateralFetcher({ baseUrl })` to fetch it yourself, with
    * `ignoreEvidenceCollateral: true` to prefer it over what the server attached).
    */
-  readonly verify?: Pick<VerifyEvidenceOptions, 'sevSnp' | 'nitro' | 'tdx'>;
+  readonly verify?: Pick<VerifyEvidenceOptions, 'sevSnp' | 'nitro' | 'tdx' | 'gpu'>;
   /**
    * WebSocket only: how a lost connection (server idle timeout, restart, network blip) is
    * healed. The next request reconnects with bounded exponential backoff, fetches FRESH

@@ -36,6 +36,11 @@ export interface EvidenceBundle {
   readonly certificates?: Uint8Array;
   /** TDX: collateral JSON (QuoteCollateralV3 shape) as UTF-8 bytes; absent elsewhere. */
   readonly collateral?: Uint8Array;
+  /**
+   * Confidential GPUs behind the engine: their evidence (src/protocol/gpu-evidence.ts), whose
+   * digests the key config lists (KeyConfig.gpus). Absent when the server attests no GPU.
+   */
+  readonly gpuEvidence?: Uint8Array;
 }
 
 export interface Attester {

@@ -17,7 +17,7 @@ import type { SealTarget } from './ohttp.js';
 
 const KEY_CONFIG_VERSION = 1;
 /** Bounds on attacker-supplied key configs. */
-const KEY_CONFIG_LIMITS = Object.freeze({ maxBytes: 64 * 1024, maxModels: 256, maxStringBytes: 256 });
+const KEY_CONFIG_LIMITS = Object.freeze({ maxBytes: 64 * 1024, maxModels: 256, maxStringBytes: 256, maxGpus: 64 });
 
 interface KeyConfigModel {
   readonly name: string;
@@ -30,6 +30,24 @@ interface KeyConfigEngine {
   readonly kind: string;
   readonly model: string;
   readonly imageDigest?: string;
+}
+
+/**
+ * One confidential GPU the engine uses (field 15, optional): digests of the GPU evidence the
+ * server collected for this key config (src/protocol/gpu-evidence.ts) and the GPU's
+ * confidential-computing state as NVML reported it inside the TEE. The evidence bytes
+ * travel in the evidence bundle; the CPU TEE evidence binds this key config, so these
+ * digests bind those bytes and the state to the TEE and to this key.
+ */
+export interface KeyConfigGpu {
+  /** SHA-256 of the SPDM attestation report bytes, 32 bytes. */
+  readonly reportDigest: Uint8Array;
+  /** SHA-256 of the attestation certificate chain bytes (PEM), 32 bytes. */
+  readonly certChainDigest: Uint8Array;
+  /** nvmlSystemGetConfComputeState: ccFeature on. */
+  readonly ccEnabled: boolean;
+  /** nvmlSystemGetConfComputeState: devToolsMode on (debug: a client refuses it). */
+  readonly devTools: boolean;
 }
 
 export interface KeyConfig {
@@ -57,6 +75,8 @@ export interface KeyConfig {
    * decoder refuses the key), so the same generation has a v1 and a v2 key config.
    */
   readonly protocols?: readonly number[];
+  /** Confidential GPUs (absent: the server attests none). */
+  readonly gpus?: readonly KeyConfigGpu[];
 }
 
 /** Most entries in `protocols`. */
@@ -77,6 +97,7 @@ const K = {
   expiresAt: 12,
   engine: 13,
   protocols: 14,
+  gpus: 15,
 } as const;
 
 function bad(field: string, why: string): CloisterError {
@@ -96,6 +117,11 @@ function checkBytes(v: unknown, field: string, len: number): Uint8Array {
 
 function checkUint(v: unknown, field: string, max = Number.MAX_SAFE_INTEGER): number {
   if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || v > max) throw bad(field, 'must be an unsigned integer in range');
+  return v;
+}
+
+function checkBool(v: unknown, field: string): boolean {
+  if (typeof v !== 'boolean') throw bad(field, 'must be a boolean');
   return v;
 }
 
@@ -150,6 +176,14 @@ function validate(kc: KeyConfig): KeyConfig {
       last = v;
     }
     if (p[0] !== 1) throw bad('protocols', 'must include version 1');
+  if (kc.gpus !== undefined) {
+    if (kc.gpus.length === 0 || kc.gpus.length > KEY_CONFIG_LIMITS.maxGpus) throw bad('gpus', `must list 1..${KEY_CONFIG_LIMITS.maxGpus} GPUs`);
+    for (const g of kc.gpus) {
+      checkBytes(g.reportDigest, 'gpus.reportDigest', 32);
+      checkBytes(g.certChainDigest, 'gpus.certChainDigest', 32);
+      checkBool(g.ccEnabled, 'gpus.ccEnabled');
+      checkBool(g.devTools, 'gpus.devTools');
+    }
   }
   return kc;
 }
@@ -174,6 +208,12 @@ export function encodeKeyConfig(kc: KeyConfig): Uint8Array {
     m.set(K.engine, new Map<CborKey, CborInput | undefined>([[1, kc.engine.kind], [2, kc.engine.model], [3, kc.engine.imageDigest]]));
   }
   if (kc.protocols !== undefined) m.set(K.protocols, [...kc.protocols]);
+  if (kc.gpus !== undefined) {
+    m.set(
+      K.gpus,
+      kc.gpus.map((g) => new Map<CborKey, CborInput>([[1, g.reportDigest], [2, g.certChainDigest], [3, g.ccEnabled], [4, g.devTools]])),
+    );
+  }
   return encodeCbor(m);
 }
 
@@ -184,9 +224,9 @@ export function encodeKeyConfig(kc: KeyConfig): Uint8Array {
 export function decodeKeyConfig(bytes: Uint8Array): KeyConfig {
   if (!(bytes instanceof Uint8Array)) throw new CloisterError('INVALID_ARGUMENT', 'key config must be bytes');
   if (bytes.byteLength > KEY_CONFIG_LIMITS.maxBytes) throw new CloisterError('LIMIT_EXCEEDED', 'key config too large', { detail: { limit: 'maxBytes' } });
-  const root = decodeCbor(bytes, { maxDepth: 4, maxItems: 8 + 8 * KEY_CONFIG_LIMITS.maxModels });
-  const all = Object.values(K).filter((k) => k !== K.engine && k !== K.protocols);
-  const m = checkMap(root, 'root', all, [K.engine, K.protocols]);
+  const root = decodeCbor(bytes, { maxDepth: 4, maxItems: 8 + 8 * KEY_CONFIG_LIMITS.maxModels + 10 * KEY_CONFIG_LIMITS.maxGpus });
+  const all = Object.values(K).filter((k) => k !== K.engine && k !== K.protocols && k !== K.gpus);
+  const m = checkMap(root, 'root', all, [K.engine, K.protocols, K.gpus]);
   const aeads = m.get(K.aeadIds);
   if (!Array.isArray(aeads)) throw bad('aeadIds', 'must be an array');
   const models = m.get(K.models);
@@ -208,6 +248,20 @@ export function decodeKeyConfig(bytes: Uint8Array): KeyConfig {
   }
   const protocols = m.get(K.protocols);
   if (protocols !== undefined && !Array.isArray(protocols)) throw bad('protocols', 'must be an array');
+  let gpus: KeyConfigGpu[] | undefined;
+  const g = m.get(K.gpus);
+  if (g !== undefined) {
+    if (!Array.isArray(g) || g.length > KEY_CONFIG_LIMITS.maxGpus) throw bad('gpus', `must be an array of at most ${KEY_CONFIG_LIMITS.maxGpus}`);
+    gpus = g.map((x) => {
+      const gm = checkMap(x, 'gpus', [1, 2, 3, 4]);
+      return {
+        reportDigest: checkBytes(gm.get(1), 'gpus.reportDigest', 32),
+        certChainDigest: checkBytes(gm.get(2), 'gpus.certChainDigest', 32),
+        ccEnabled: checkBool(gm.get(3), 'gpus.ccEnabled'),
+        devTools: checkBool(gm.get(4), 'gpus.devTools'),
+      };
+    });
+  }
   const kc: KeyConfig = {
     version: KEY_CONFIG_VERSION,
     keyId: checkUint(m.get(K.keyId), 'keyId', 255),
@@ -226,6 +280,7 @@ export function decodeKeyConfig(bytes: Uint8Array): KeyConfig {
     expiresAt: checkUint(m.get(K.expiresAt), 'expiresAt'),
     ...(engine === undefined ? {} : { engine }),
     ...(protocols === undefined ? {} : { protocols: protocols.map((v) => checkUint(v, 'protocols', 255)) }),
+    ...(gpus === undefined ? {} : { gpus }),
   };
   validate(kc);
   // RFC 8949 section 4.2.1: exactly one valid encoding; anything else is refused.

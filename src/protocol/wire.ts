@@ -98,6 +98,7 @@ const BUNDLE_SCHEMA: Readonly<Record<string, Field>> = {
   keyConfig: { kind: 'bytes' },
   certificates: { kind: 'bytes', optional: true },
   collateral: { kind: 'bytes', optional: true },
+  gpuEvidence: { kind: 'bytes', optional: true },
 };
 
 function isWireType(t: string): t is WireType {
@@ -165,12 +166,14 @@ function bundleOf(map: CborMap): EvidenceBundle {
   if (evidence === undefined || keyConfig === undefined) throw malformed('missing evidence');
   const certificates = getBytes(map, 'certificates');
   const collateral = getBytes(map, 'collateral');
+  const gpuEvidence = getBytes(map, 'gpuEvidence');
   return {
     platform: platform as Platform,
     evidence,
     keyConfig,
     ...(certificates === undefined ? {} : { certificates }),
     ...(collateral === undefined ? {} : { collateral }),
+    ...(gpuEvidence === undefined ? {} : { gpuEvidence }),
   };
 }
 
@@ -258,6 +261,7 @@ export function encodeWireMessage(msg: WireMessage): Uint8Array {
       ]);
       if (b.certificates !== undefined) be.set('certificates', b.certificates);
       if (b.collateral !== undefined) be.set('collateral', b.collateral);
+      if (b.gpuEvidence !== undefined) be.set('gpuEvidence', b.gpuEvidence);
       entries.set('bundle', be);
       break;
     }

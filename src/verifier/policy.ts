@@ -11,7 +11,9 @@
  *     "tdx":       { ... parsed by tdx/policy.ts ... }
  *   },
  *   "models": { "<model name>": "<sha256 hex>" },
- *   "nonceRequired": false
+ *   "nonceRequired": false,
+ *   "gpus": { "required": true, "count": 1, "allowedDriverVersions": ["550.90.07"],
+ *             "allowedVbiosVersions": ["96.00.9f.00.01"] }   (verifier/nvidia/policy.ts)
  * }
  * ```
  *
@@ -27,6 +29,8 @@
  * by their own modules); a new platform adds its parser there and its type to
  * PlatformPolicies.
  */
+import { gpuPolicyFromJson } from './nvidia/policy.js';
+import type { GpuPolicy } from './nvidia/policy.js';
 import { describeJsonError } from '../core/json-error.js';
 import { CloisterError } from '../errors.js';
 import type { Platform } from '../core/types.js';
@@ -73,6 +77,8 @@ export interface Policy {
   readonly models?: ReadonlyMap<string, Uint8Array>;
   /** When true, the client must send a nonce and the evidence must carry it. Default false. */
   readonly nonceRequired: boolean;
+  /** Confidential GPUs behind the engine (src/verifier/nvidia/policy.ts); absent: none required. */
+  readonly gpus?: GpuPolicy;
 }
 
 function invalid(message: string, field?: string): CloisterError {
@@ -182,7 +188,7 @@ function parseModels(v: unknown): Map<string, Uint8Array> | undefined {
 /** Validate an already-parsed JSON value as a policy. Throws CloisterError(POLICY_INVALID). */
 export function policyFromJson(value: unknown): Policy {
   if (!isRecord(value)) throw invalid('the policy must be a JSON object');
-  onlyKeys(value, ['version', 'platforms', 'models', 'nonceRequired'], 'policy');
+  onlyKeys(value, ['version', 'platforms', 'models', 'nonceRequired', 'gpus'], 'policy');
   if (value['version'] !== POLICY_VERSION) throw invalid(`version must be ${POLICY_VERSION}`, 'version');
   const platformsRaw = value['platforms'];
   if (!isRecord(platformsRaw)) throw invalid('platforms must be an object', 'platforms');
@@ -210,7 +216,14 @@ export function policyFromJson(value: unknown): Policy {
   const nonceRequired = value['nonceRequired'] ?? false;
   if (typeof nonceRequired !== 'boolean') throw invalid('nonceRequired must be a boolean', 'nonceRequired');
   const models = parseModels(value['models']);
-  return models === undefined ? { version: 1, platforms, nonceRequired } : { version: 1, platforms, models, nonceRequired };
+  const gpus = value['gpus'] === undefined ? undefined : gpuPolicyFromJson(value['gpus']);
+  return {
+    version: 1,
+    platforms,
+    ...(models === undefined ? {} : { models }),
+    nonceRequired,
+    ...(gpus === undefined ? {} : { gpus }),
+  };
 }
 
 /**

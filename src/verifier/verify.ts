@@ -8,7 +8,9 @@
  * 3. the platform verifier checks the hardware evidence, the measurements against the
  *    policy, and the binding of exactly these key config bytes and the client's nonce;
  * 4. the key config itself: its platform, its validity window (KEY_STALE once expired),
- *    and the model digests the policy names.
+ *    and the model digests the policy names;
+ * 5. the confidential GPUs, when the policy has a "gpus" section: the bundle's GPU evidence
+ *    is the one the key config lists, fresh for it, and verifies (verifier/nvidia/evidence.ts).
  *
  * Every failure throws EvidenceVerificationError (a CloisterError) with the failing step's
  * code and the full per-step report attached.
@@ -31,6 +33,9 @@ import { PLATFORMS } from '../core/types.js';
 import { toHex } from '../core/hex.js';
 import type { EvidenceBundle, Platform, VerificationReport, VerificationStep, VerifiedClaims } from '../core/types.js';
 import type { CertificateInput } from './x509/certificate.js';
+import { checkServerGpus } from './nvidia/evidence.js';
+import type { GpuVerifyExtras } from './nvidia/evidence.js';
+import type { NvidiaGpuClaims } from './nvidia/verify.js';
 
 export { verifyNitroDocument } from './nitro/verify.js';
 
@@ -65,6 +70,8 @@ export interface VerifyEvidenceOptions {
   readonly tdx?: Omit<TdxVerifyOptions, 'policy' | 'at' | 'nonce' | 'expectedReportData' | 'skipBinding'>;
   /** Nitro/simulated document limits (sizes, clock skew). maxAgeMs defaults to the policy's maxAgeSeconds. */
   readonly nitro?: Omit<VerifyNitroOptions, 'platform' | 'trustedRoots' | 'rootSha256' | 'at' | 'pcrs' | 'binding'>;
+  /** GPU evidence limits; the root replacements are for tests only. */
+  readonly gpu?: GpuVerifyExtras;
 }
 
 export interface VerifiedEvidence {
@@ -76,6 +83,8 @@ export interface VerifiedEvidence {
   readonly keyConfigBytes: Uint8Array;
   readonly claims: VerifiedClaims;
   readonly report: VerificationReport;
+  /** The verified GPUs (empty when the policy has no gpus section or the server has none). */
+  readonly gpus: readonly NvidiaGpuClaims[];
 }
 
 /** A verification failure: `code` is the failing step's, `report` holds every step. */
@@ -235,11 +244,25 @@ export async function verifyEvidence(bundle: EvidenceBundle, options: VerifyEvid
   // The key config, now known to come from the TEE: its own claims must hold too.
   const kcProblem = checkKeyConfigClaims(keyConfig, platform, at, options.policy);
   if (kcProblem !== null) return failWith(platform, report.steps, 'key-config', kcProblem.code, kcProblem.message, claims);
-  const finalReport: VerificationReport = {
-    ...report,
-    steps: [...report.steps, { step: 'key-config', ok: true, detail: `key ${keyConfig.keyId} valid until ${new Date(keyConfig.expiresAt * 1000).toISOString()}` }],
-  };
-  return { platform, simulated: platform === 'simulated', keyConfig, keyConfigBytes, claims, report: finalReport };
+  const kcStep: VerificationStep = { step: 'key-config', ok: true, detail: `key ${keyConfig.keyId} valid until ${new Date(keyConfig.expiresAt * 1000).toISOString()}` };
+  let gpuResult;
+  try {
+    gpuResult = checkServerGpus(
+      bundle.gpuEvidence === undefined ? undefined : Uint8Array.from(bundle.gpuEvidence),
+      keyConfig,
+      options.policy.gpus,
+      at,
+      options.gpu,
+    );
+  } catch (err) {
+    const e = err instanceof CloisterError ? err : new CloisterError('INTERNAL', 'GPU verification failed', { cause: err });
+    return failWith(platform, [...report.steps, kcStep], 'gpu', e.code, e.message, claims);
+  }
+  // The gpu step appears when GPUs are in play (a policy section, or GPUs the server lists).
+  const gpuInPlay = options.policy.gpus !== undefined || keyConfig.gpus !== undefined || bundle.gpuEvidence !== undefined;
+  const gpuSteps: VerificationStep[] = gpuInPlay ? [{ step: 'gpu', ok: true, detail: gpuResult.detail }] : [];
+  const finalReport: VerificationReport = { ...report, steps: [...report.steps, kcStep, ...gpuSteps] };
+  return { platform, simulated: platform === 'simulated', keyConfig, keyConfigBytes, claims, report: finalReport, gpus: gpuResult.gpus };
 }
 
 /**

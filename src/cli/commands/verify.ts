@@ -41,6 +41,11 @@ import type { VerificationReport } from '../../core/types.js';
 import { certificatesFromFile } from '../../verifier/x509/certificate.js';
 import { SNP_TDX_OPTIONS, sevSnpHandler, tdxHandler } from './verify-snp-tdx.js';
 import { readFileLimited } from './client-common.js';
+import { GpuUsageError, verifyGpuReportFile } from './verify-gpu.js';
+
+/** The GPU report platform: not a CPU TEE, so not in PLATFORMS (verify-gpu.ts). */
+const GPU_PLATFORM = 'nvidia-gpu';
+const GPU_USAGE = '--platform nvidia-gpu --chain <pem> --rim <driver RIM> --rim <VBIOS RIM>   (an NVIDIA GPU SPDM report, raw or hex)';
 
 export const summary = 'verify attestation evidence from a file and print the verified claims';
 
@@ -68,6 +73,8 @@ const OPTIONS = {
   inspect: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
   ...SNP_TDX_OPTIONS,
+  chain: { type: 'string' },
+  rim: { type: 'string', multiple: true },
 } as const satisfies ParseArgsConfig['options'];
 
 type ParsedValues = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true; strict: true }>>['values'];
@@ -167,6 +174,7 @@ function usage(): string {
     '',
     'platforms:',
     ...Object.entries(PLATFORMS).map(([, h]) => `  ${h.usage}`),
+    `  ${GPU_USAGE}`,
     '',
     'options:',
     '  --at <ISO time>     verify as of this instant (default: now)',
@@ -321,8 +329,8 @@ export async function run(argv: string[], io: CliIo = defaultIo): Promise<number
   const json = values.json === true;
   try {
     if (positionals.length !== 1) throw new UsageError('expected exactly one evidence file');
-    if (values.platform !== undefined && PLATFORMS[values.platform] === undefined) {
-      throw new UsageError(`unsupported platform '${values.platform}' (supported: ${Object.keys(PLATFORMS).join(', ')})`);
+    if (values.platform !== undefined && values.platform !== GPU_PLATFORM && PLATFORMS[values.platform] === undefined) {
+      throw new UsageError(`unsupported platform '${values.platform}' (supported: ${[...Object.keys(PLATFORMS), GPU_PLATFORM].join(', ')})`);
     }
     const at = parseAt(values.at);
     const givenNonce = values.nonce === undefined ? undefined : fromHex(values.nonce.toLowerCase(), undefined, '--nonce', 'INVALID_ARGUMENT');
@@ -341,6 +349,21 @@ export async function run(argv: string[], io: CliIo = defaultIo): Promise<number
       }
       throw err;
     }
+    if (values.platform === GPU_PLATFORM) {
+      return await verifyGpuReportFile({
+        report: raw,
+        chainPath: values.chain,
+        rimPaths: values.rim,
+        nonce: givenNonce,
+        policy,
+        at,
+        inspect: values.inspect === true,
+        json,
+        out: (t) => io.out(t),
+        err: (t) => io.err(t),
+      });
+    }
+    if (values.chain !== undefined || values.rim !== undefined) throw new UsageError('--chain and --rim apply to --platform nvidia-gpu');
     const saved: EvidenceFile | undefined = looksLikeEvidenceFile(raw) ? decodeEvidenceFile(raw) : undefined;
     if (saved === undefined && values.platform === undefined) throw new UsageError('--platform is required for raw evidence');
     const platformName = values.platform ?? saved?.bundle.platform ?? '';
@@ -413,7 +436,7 @@ export async function run(argv: string[], io: CliIo = defaultIo): Promise<number
     }
     return 0;
   } catch (err) {
-    if (err instanceof UsageError) {
+    if (err instanceof UsageError || err instanceof GpuUsageError) {
       io.err(`cloister verify: ${err.message}\n\n${usage()}`);
       return 2;
     }
