@@ -269,7 +269,9 @@ export class GenerationEngine implements Engine {
     const id = `${op === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
     const created = Math.floor(Date.now() / 1000);
     const model = m.info.name;
-    const events = this.generate(model, req, signal);
+    // A chat answer starts at its first visible character (a continuation's leading space is
+    // the tokenizer's, not the answer's); a completion keeps it, as OpenAI's does.
+    const events = op === 'chat' ? trimStart(this.generate(model, req, signal)) : this.generate(model, req, signal);
     if (!request.stream) {
       let text = '';
       for await (const e of events) {
@@ -486,6 +488,20 @@ export class GenerationEngine implements Engine {
     const models = [...this.#models.values()];
     this.#models.clear();
     await Promise.allSettled(models.map((m) => m.gen.model.dispose()));
+  }
+}
+
+async function* trimStart(events: AsyncIterable<GenerationEvent>): AsyncGenerator<GenerationEvent, void, undefined> {
+  let leading = true;
+  for await (const e of events) {
+    if (leading && e.kind === 'text') {
+      const text = e.text.trimStart();
+      if (text === '') continue;
+      leading = false;
+      yield { kind: 'text', text };
+      continue;
+    }
+    yield e;
   }
 }
 
