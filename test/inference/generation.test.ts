@@ -84,6 +84,17 @@ describe('demo-lm in the HF layout', () => {
     expect(Buffer.from(info?.digest ?? []).equals(Buffer.from(await modelDigest(lmDir)))).toBe(true);
   });
 
+  it('is written in the HF layout and rebuilds to the same bytes', async () => {
+    const again = await buildDemoModels({ outDir: join(root, 'again') });
+    const files = ['config.json', 'generation_config.json', 'onnx/model.onnx', 'tokenizer.json', 'tokenizer_config.json', 'training.json'];
+    for (const f of files) expect((await readFile(join(again.lmDir, f))).equals(await readFile(join(lmDir, f)))).toBe(true);
+    expect(Buffer.from(await modelDigest(again.lmDir)).equals(Buffer.from(await modelDigest(lmDir)))).toBe(true);
+    const config = JSON.parse(await readFile(join(lmDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    expect(config['architectures']).toEqual(['LlamaForCausalLM']);
+    const tokConfig = JSON.parse(await readFile(join(lmDir, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
+    expect(typeof tokConfig['chat_template']).toBe('string');
+  });
+
   it('speaks the notes\' words', async () => {
     const a = await answer(engine, { max_tokens: 24, temperature: 0 });
     expect(a.text.length).toBeGreaterThan(10);
