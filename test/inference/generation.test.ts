@@ -17,6 +17,7 @@ import { modelDigest } from '../../src/inference/onnx/digest.js';
 import { loadTransformers } from '../../src/inference/onnx/transformers-env.js';
 import { GenerationEngine, type GenerationEngineOptions } from '../../src/inference/generation/engine.js';
 import type { EngineRequest } from '../../src/inference/types.js';
+import { writeRandomLlama } from '../../bench/lib/random-llama.js';
 
 let root: string;
 let lmDir: string;
@@ -140,6 +141,51 @@ describe('decoding', () => {
     expect(want.length).toBeGreaterThan(10);
     expect(got.text).toBe(want);
     expect(got.usage.completion_tokens).toBe(ids.length - promptLen);
+  });
+
+  it('the same holds on a llama-architecture model (RMSNorm, RoPE, grouped-query attention, SwiGLU)', async () => {
+    const dir = join(root, 'tiny-llama');
+    const shape = { hidden: 64, layers: 3, heads: 4, kvHeads: 2, intermediate: 96, vocab: 300, maxPositions: 512 };
+    await writeRandomLlama(dir, shape, 0.3);
+    const e = new GenerationEngine({ models: [{ name: 'tiny', dir }] });
+    await e.start();
+    const prompt = 'w1 w7 w42 w3 w99';
+    const n = 24;
+    let got = '';
+    try {
+      for await (const c of e.run({ op: 'completion', model: 'tiny', input: { prompt, max_tokens: n, temperature: 0 }, params: {}, stream: false }, { signal: new AbortController().signal })) {
+        got = (c as { choices: { text: string }[] }).choices[0]?.text ?? '';
+      }
+    } finally {
+      await e.close();
+    }
+    const mod = await loadTransformers(root);
+    const tok = await mod.AutoTokenizer.from_pretrained(dir, { local_files_only: true });
+    const session = await ort.InferenceSession.create(join(dir, 'onnx', 'model.onnx'));
+    const ids = tok.encode(prompt);
+    const promptLen = ids.length;
+    const d = shape.hidden / shape.heads;
+    for (let step = 0; step < n; step++) {
+      const len = ids.length;
+      const feeds: Record<string, ort.Tensor> = {
+        input_ids: new ort.Tensor('int64', BigInt64Array.from(ids, (x) => BigInt(x)), [1, len]),
+        attention_mask: new ort.Tensor('int64', new BigInt64Array(len).fill(1n), [1, len]),
+        position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: len }, (_, i) => BigInt(i)), [1, len]),
+      };
+      for (let l = 0; l < shape.layers; l++) {
+        for (const kind of ['key', 'value']) feeds[`past_key_values.${l}.${kind}`] = new ort.Tensor('float32', new Float32Array(0), [1, shape.kvHeads, 0, d]);
+      }
+      const logits = (await session.run(feeds))['logits']?.data as Float32Array;
+      let best = 0;
+      for (let i = 1; i < shape.vocab; i++) if ((logits[(len - 1) * shape.vocab + i] as number) > (logits[(len - 1) * shape.vocab + best] as number)) best = i;
+      if (best === 3) break; // [SEP], the end token
+      ids.push(best);
+    }
+    await session.release();
+    const promptText = tok.decode(ids.slice(0, promptLen), { skip_special_tokens: true });
+    const want = tok.decode(ids, { skip_special_tokens: true }).slice(promptText.length);
+    expect(want.split(' ').length).toBeGreaterThan(5);
+    expect(got).toBe(want);
   });
 
   it('seeded sampling is reproducible; other seeds give other text', async () => {
