@@ -321,6 +321,37 @@ describe('limits', () => {
     }
   });
 
+  it('prompt text, messages and stop sequences are bounded by name', async () => {
+    const e = await newEngine({ maxInputChars: 20, maxMessages: 2 });
+    try {
+      const long = await codeOf(collect(e, completion({ prompt: 'x'.repeat(21) })));
+      expect(long.code).toBe('LIMIT_EXCEEDED');
+      expect(long.message).toContain('maxInputChars (20');
+      const msgs = [{ role: 'user', content: 'a' }, { role: 'assistant', content: 'b' }, { role: 'user', content: 'c' }];
+      const many = await codeOf(collect(e, { op: 'chat', model: 'demo-lm', input: { messages: msgs }, params: {}, stream: false }));
+      expect(many.code).toBe('LIMIT_EXCEEDED');
+      expect(many.message).toContain('maxMessages (2)');
+      const stops = await codeOf(collect(e, completion({ prompt: 'chest', stop: ['a', 'b', 'c', 'd', 'e'] })));
+      expect(stops.code).toBe('INVALID_ARGUMENT');
+      expect(stops.message).toContain('at most 4');
+    } finally {
+      await e.close();
+    }
+  });
+
+  it('a prompt prefilled in chunks gives the same answer as in one step', async () => {
+    const e = await newEngine({ prefillChunkTokens: 2 });
+    try {
+      const stepsBefore = e.stats().steps;
+      const chunked = await answer(e, { max_tokens: 20, temperature: 0 });
+      // 4 prompt chunks of at most 2 tokens for the 8-token prompt, then one step per token after the first.
+      expect(e.stats().steps - stepsBefore).toBe(Math.ceil(chunked.usage.prompt_tokens / 2) + chunked.usage.completion_tokens - (chunked.finish === 'length' ? 1 : 0));
+      expect(chunked.text).toBe((await answer(engine, { max_tokens: 20, temperature: 0 })).text);
+    } finally {
+      await e.close();
+    }
+  });
+
   it('max_tokens above maxNewTokens is LIMIT_EXCEEDED naming it', async () => {
     const err = await codeOf(collect(engine, completion({ max_tokens: 100_000 })));
     expect(err.code).toBe('LIMIT_EXCEEDED');
