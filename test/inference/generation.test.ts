@@ -264,6 +264,22 @@ describe('limits', () => {
     expect(engine.stats().active).toBe(0);
   });
 
+  it('a consumer that stops reading a stream ends the generation and frees its slot', async () => {
+    const it = engine.run(completion({ max_tokens: 200, temperature: 0 }, true), { signal: new AbortController().signal })[Symbol.asyncIterator]();
+    await it.next();
+    await it.next();
+    expect(engine.stats().active).toBe(1);
+    await it.return?.(undefined);
+    expect(engine.stats().active).toBe(0);
+  });
+
+  it('a refusal comes before any chunk of a stream', async () => {
+    const it = engine.run(completion({ max_tokens: 100_000 }, true), { signal: new AbortController().signal })[Symbol.asyncIterator]();
+    expect((await codeOf(it.next())).code).toBe('LIMIT_EXCEEDED');
+    const chat = engine.run({ op: 'chat', model: 'demo-lm', input: { messages: [{ role: 'user', content: 'x' }], max_tokens: 100_000 }, params: {}, stream: true }, { signal: new AbortController().signal });
+    expect((await codeOf(chat[Symbol.asyncIterator]().next())).code).toBe('LIMIT_EXCEEDED');
+  });
+
   it('a deadline (an aborting signal) ends a long generation', async () => {
     // demo-lm with an end token it never generates ([PAD]): only max_tokens or the deadline ends it.
     const dir = join(root, 'endless');

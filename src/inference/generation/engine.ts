@@ -299,8 +299,22 @@ export class GenerationEngine implements Engine {
       op === 'chat'
         ? { index: 0, delta: text === undefined ? {} : { content: text }, logprobs: null, finish_reason: finish }
         : { index: 0, text: text ?? '', logprobs: null, finish_reason: finish };
+    // The first event is awaited before anything is sent: a refusal (queue full, KV bound) then
+    // reaches the client as an error, not as a stream that breaks off after its first chunk.
+    const iterator = events[Symbol.asyncIterator]();
+    const first = await iterator.next();
     if (op === 'chat') yield chunk([{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }]);
-    for await (const e of events) {
+    const rest = async function* (): AsyncGenerator<GenerationEvent, void, undefined> {
+      try {
+        if (first.done === true) return;
+        yield first.value;
+        for (let next = await iterator.next(); next.done !== true; next = await iterator.next()) yield next.value;
+      } finally {
+        // A consumer that stops early ends the generation too (its slot is released).
+        await iterator.return?.();
+      }
+    };
+    for await (const e of rest()) {
       if (e.kind === 'text') {
         yield chunk([piece(e.text, null)]);
         continue;
