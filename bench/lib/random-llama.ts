@@ -10,8 +10,8 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { CLS_ID, SEP_ID, SPECIAL_TOKENS, tokenizerConfigJson, tokenizerJson } from '../../src/inference/demo-model/tokenizer.js';
-import { encodeOnnxModel, int64Raw, ONNX_FLOAT, ONNX_INT64, type NodeSpec, type TensorInit, type ValueSpec } from '../../src/inference/demo-model/onnx-proto.js';
+import { CLS_ID, SEP_ID, SPECIAL_TOKENS, tokenizerConfigJson, tokenizerJson } from '../../tools/demo-model/tokenizer.js';
+import { encodeOnnxModel, int64Raw, ONNX_FLOAT, ONNX_INT64, type NodeSpec, type TensorInit, type ValueSpec } from '../../tools/demo-model/onnx-proto.js';
 
 export interface LlamaShape {
   readonly hidden: number;

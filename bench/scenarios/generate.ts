@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 
-import { createSimulatedAttester } from '../../src/attestation/simulated/attester.js';
+import { createSimulatedAttester } from '../../src/attester/simulated/attester.js';
 import { connect } from '../../src/client/client.js';
 import type { CloisterClient } from '../../src/client/client.js';
 import { developmentPolicy } from '../../src/client/dev-policy.js';

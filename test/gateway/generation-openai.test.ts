@@ -14,7 +14,7 @@ import { connect } from '../../src/client/client.js';
 import type { CloisterClient } from '../../src/client/client.js';
 import { startGateway } from '../../src/client/gateway/index.js';
 import type { Gateway } from '../../src/client/gateway/index.js';
-import { buildDemoModels } from '../../src/inference/demo-model/build.js';
+import { buildDemoModels } from '../../tools/demo-model/build.js';
 import { GenerationEngine } from '../../src/inference/generation/engine.js';
 import { startTestServer, until } from '../e2e/helpers.js';
 import type { TestServer } from '../e2e/helpers.js';

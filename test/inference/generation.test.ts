@@ -12,7 +12,7 @@ import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { CloisterError } from '../../src/errors.js';
-import { buildDemoModels } from '../../src/inference/demo-model/build.js';
+import { buildDemoModels } from '../../tools/demo-model/build.js';
 import { modelDigest } from '../../src/inference/onnx/digest.js';
 import { loadTransformers } from '../../src/inference/onnx/transformers-env.js';
 import { GenerationEngine, type GenerationEngineOptions } from '../../src/inference/generation/engine.js';
