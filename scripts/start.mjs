@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// `npm start`: run the server on the SIMULATED platform with the bundled demo models.
+// `npm start`: run the server on the SIMULATED platform with the bundled demo models
+// (classifier, embedder, and demo-lm, the generative one: docs/GENERATION.md).
 // Builds the demo models first when they are missing (scripts/make-demo-model.mjs, which
 // uses the compiled library: `npm install` runs `npm run build` through `prepare`).
 // Extra arguments are passed to `cloister serve` (e.g. `npm start -- --listen 0.0.0.0:8443`).
@@ -17,6 +18,7 @@ const cli = resolve(repoRoot, 'dist', 'cli', 'main.js');
 const demo = resolve(repoRoot, 'models', 'demo');
 const classifier = resolve(demo, 'classifier');
 const embedder = resolve(demo, 'embedder');
+const lm = resolve(demo, 'lm');
 
 let stopping = false;
 
@@ -41,7 +43,7 @@ if (!existsSync(cli)) {
   console.error('dist/ is missing: run `npm run build` first (npm install does it through `prepare`).');
   process.exit(1);
 }
-if (!existsSync(resolve(classifier, 'onnx', 'model.onnx')) || !existsSync(resolve(embedder, 'onnx', 'model.onnx'))) {
+if (![classifier, embedder, lm].every((dir) => existsSync(resolve(dir, 'onnx', 'model.onnx')))) {
   console.log('building the demo models (one-off, no network)...');
   const code = await run([resolve(repoRoot, 'scripts', 'make-demo-model.mjs'), demo]);
   if (code !== 0 || stopping) process.exit(code);
@@ -49,4 +51,4 @@ if (!existsSync(resolve(classifier, 'onnx', 'model.onnx')) || !existsSync(resolv
 const extra = process.argv.slice(2);
 const listen = extra.includes('--listen') || extra.includes('--socket') ? [] : ['--listen', '127.0.0.1:8443'];
 const platform = extra.includes('--platform') ? [] : ['--platform', 'simulated'];
-process.exitCode = await run([cli, 'serve', '--model', `classifier=${classifier}`, '--embedder', `embedder=${embedder}`, ...listen, ...platform, ...extra]);
+process.exitCode = await run([cli, 'serve', '--model', `classifier=${classifier}`, '--embedder', `embedder=${embedder}`, '--generator', `demo-lm=${lm}`, ...listen, ...platform, ...extra]);

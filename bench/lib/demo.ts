@@ -9,20 +9,23 @@ import { buildDemoModels } from '../../tools/demo-model/build.js';
 export interface DemoModelDirs {
   readonly classifierDir: string;
   readonly embedderDir: string;
+  /** demo-lm, the generative demo model. */
+  readonly lmDir: string;
   /** Set when the models had to be built now (the build is deterministic). */
   readonly builtMs?: number;
 }
 
-/** models/demo/{classifier,embedder}, built on first use (what `npm start` would do). */
+/** models/demo/{classifier,embedder,lm}, built on first use (what `npm start` would do). */
 export async function ensureDemoModels(repoRoot: string): Promise<DemoModelDirs> {
   const outDir = path.join(repoRoot, 'models', 'demo');
   const classifierDir = path.join(outDir, 'classifier');
   const embedderDir = path.join(outDir, 'embedder');
-  const ready = [classifierDir, embedderDir].every((d) => existsSync(path.join(d, 'onnx', 'model.onnx')) && existsSync(path.join(d, 'config.json')));
-  if (ready) return { classifierDir, embedderDir };
+  const lmDir = path.join(outDir, 'lm');
+  const ready = [classifierDir, embedderDir, lmDir].every((d) => existsSync(path.join(d, 'onnx', 'model.onnx')) && existsSync(path.join(d, 'config.json')));
+  if (ready) return { classifierDir, embedderDir, lmDir };
   // The data set path is given explicitly: the compiled bench lives under build/bench/.
   const r = await buildDemoModels({ outDir, datasetPath: path.join(repoRoot, 'data', 'clinical-notes.jsonl') });
-  return { classifierDir: r.classifierDir, embedderDir: r.embedderDir, builtMs: r.buildMs };
+  return { classifierDir: r.classifierDir, embedderDir: r.embedderDir, lmDir: r.lmDir, builtMs: r.buildMs };
 }
 
 const WORDS = [

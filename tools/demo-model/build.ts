@@ -5,6 +5,7 @@
  *
  *   <outDir>/classifier/  config.json tokenizer.json tokenizer_config.json training.json onnx/model.onnx
  *   <outDir>/embedder/    config.json tokenizer.json tokenizer_config.json onnx/model.onnx
+ *   <outDir>/lm/          demo-lm, a small generative decoder with a KV cache (./lm.ts)
  *
  * Deterministic: the same data set and options give the same bytes (no timestamps, seeded
  * RNG, fixed key order), so the model digests in the key config are reproducible.
@@ -16,6 +17,7 @@ import { join, resolve } from 'node:path';
 import { CloisterError } from '../../src/errors.js';
 import { DEFAULT_DATASET_URL, DEPARTMENTS, parseClinicalNotes, type ClinicalNote } from './dataset.js';
 import { classifierOnnx, embedderOnnx } from './graphs.js';
+import { writeDemoLm } from './lm.js';
 import {
   accuracy,
   type ClassifierWeights,
@@ -51,6 +53,8 @@ interface BuildDemoModelsOptions {
 export interface DemoModelsResult {
   readonly classifierDir: string;
   readonly embedderDir: string;
+  /** demo-lm, the generative model (./lm.ts). */
+  readonly lmDir: string;
   readonly labels: readonly string[];
   readonly trainExamples: number;
   readonly heldOutExamples: number;
@@ -197,10 +201,13 @@ export async function buildDemoModels(options: BuildDemoModelsOptions): Promise<
     'tokenizer_config.json': tokConfig,
     'onnx/model.onnx': embedderOnnx(weights, metadata, DEMO_MODEL_VERSION),
   });
+  const lmDir = join(outDir, 'lm');
+  await writeDemoLm(lmDir, notes, datasetSha256);
 
   return {
     classifierDir,
     embedderDir,
+    lmDir,
     labels,
     trainExamples: train.length,
     heldOutExamples: test.length,

@@ -8,17 +8,17 @@
  * then `[CLS] ... [SEP]` via TemplateProcessing. A test compares the two on the whole data set.
  */
 
-const PAD = '[PAD]';
-const UNK = '[UNK]';
-const CLS = '[CLS]';
-const SEP = '[SEP]';
-const MASK = '[MASK]';
+export const PAD = '[PAD]';
+export const UNK = '[UNK]';
+export const CLS = '[CLS]';
+export const SEP = '[SEP]';
+export const MASK = '[MASK]';
 /** Fixed ids of the special tokens (first five vocabulary entries). */
-const SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK] as const;
+export const SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK] as const;
 export const PAD_ID = 0;
-const UNK_ID = 1;
-const CLS_ID = 2;
-const SEP_ID = 3;
+export const UNK_ID = 1;
+export const CLS_ID = 2;
+export const SEP_ID = 3;
 
 const CONTINUATION = '##';
 const MAX_INPUT_CHARS_PER_WORD = 100;

@@ -2,6 +2,7 @@
  * `cloister serve`: run the server with ONNX models on TCP or a Unix socket.
  *
  *   cloister serve --model [name=]dir [--model ...] [--embedder [name=]dir]
+ *                  [--generator [name=]dir ...] [--generator-dtype fp32|q8|q4]
  *                  [--listen host:port | --socket path]
  *                  [--platform auto|simulated|nitro|sev-snp|tdx] [--state-dir dir]
  *                  [--key-rotation-minutes n] [--request-timeout-s n] [--max-input-chars n]
@@ -18,6 +19,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import { CloisterError } from '../../errors.js';
 import type { OnnxModelConfig } from '../../inference/onnx/engine.js';
+import type { GenerationEngineOptions } from '../../inference/generation/engine.js';
 import { developmentPolicy } from '../../client/dev-policy.js';
 import { createLogger } from '../../server/log.js';
 import type { LogLevel } from '../../server/log.js';
@@ -39,9 +41,19 @@ const USAGE = `usage: cloister serve --model [name=]dir [--model ...] [--embedde
                       [--key-rotation-minutes n] [--request-timeout-s n] [--max-input-chars n]
                       [--log-level debug|info|warn|error] [--tls-cert pem --tls-key pem] [--drain-timeout-s n]
                       [--pad-responses on|off]
+                      [--generator [name=]dir ...] [--generator-dtype fp32|q8|q4] [--max-generations n]
+                      [--max-generation-queue n] [--max-kv-tokens n] [--max-new-tokens n]
 
   --model      a Hugging Face-layout ONNX model directory (task from its config.json)
   --embedder   a feature-extraction model directory
+  --generator  a decoder-only generative model directory (HF/Optimum ONNX layout with past key
+               values): served for chat and completion on the CPU (docs/GENERATION.md)
+  --generator-dtype  which ONNX file: fp32 onnx/model.onnx (default), q8 onnx/model_quantized.onnx,
+               q4 onnx/model_q4.onnx
+  --max-generations n  generations running at once, taking turns step by step (default 4)
+  --max-generation-queue n  generations waiting beyond those; OVERLOADED beyond (default 64)
+  --max-kv-tokens n  most tokens (prompt + answer) in one generation's KV cache (default 4096)
+  --max-new-tokens n  largest max_tokens a request may ask for (default 2048)
   --listen     TCP address (default 127.0.0.1:8443)
   --socket     Unix socket path instead of TCP (e.g. bridged to vsock in an enclave)
   --platform   TEE to attest with (default auto: detect, else SIMULATED with a warning)
@@ -96,10 +108,10 @@ const BAR = '='.repeat(78);
 
 /** Value options of `cloister serve`; each can also come from CLOISTER_<NAME> (args.ts envNameOf). */
 export const SERVE_OPTIONS: readonly string[] = [
-  'model', 'embedder', 'listen', 'socket', 'platform', 'state-dir', 'key-rotation-minutes', 'request-timeout-s', 'log-level',
+  'model', 'embedder', 'generator', 'generator-dtype', 'max-generations', 'max-generation-queue', 'max-kv-tokens', 'max-new-tokens', 'listen', 'socket', 'platform', 'state-dir', 'key-rotation-minutes', 'request-timeout-s', 'log-level',
   'max-input-chars', 'tls-cert', 'tls-key', 'drain-timeout-s', 'pad-responses', 'client-keys', 'client-key-requests-per-minute', ...UPSTREAM_SERVE_FLAGS, ...TDX_COLLATERAL_FLAGS,
 ];
-const SERVE_SPEC = { values: SERVE_OPTIONS, multi: ['model', 'embedder'] } as const;
+const SERVE_SPEC = { values: SERVE_OPTIONS, multi: ['model', 'embedder', 'generator'] } as const;
 
 /** Default of --drain-timeout-s: how long SIGTERM waits for requests in flight. */
 export const DEFAULT_DRAIN_TIMEOUT_S = 30;
@@ -107,6 +119,8 @@ export const DEFAULT_DRAIN_TIMEOUT_S = 30;
 export interface ServeConfig {
   readonly models: readonly OnnxModelConfig[];
   readonly upstream: Engine | undefined;
+  /** --generator and its options: the CPU generation engine (GenerationEngineOptions). */
+  readonly generation: GenerationEngineOptions | undefined;
   readonly platform: PlatformChoice;
   readonly target: ListenTarget;
   readonly stateDir: string;
@@ -143,7 +157,8 @@ export function parseServeConfig(argv: readonly string[], env: Readonly<Record<s
   try {
     const models = [...(args.values.get('model') ?? []).map((m) => modelArg(m)), ...(args.values.get('embedder') ?? []).map((m) => modelArg(m, 'feature-extraction'))];
     const upstream = upstreamFromArgs((name) => one(args, name));
-    if (models.length === 0 && upstream === undefined) throw new UsageError(`give at least one --model, --embedder or --upstream\n\n${USAGE}`);
+    const generation = generationArgs(args);
+    if (models.length === 0 && upstream === undefined && generation === undefined) throw new UsageError(`give at least one --model, --embedder, --generator or --upstream\n\n${USAGE}`);
     const platform = one(args, 'platform') ?? 'auto';
     if (!isPlatformChoice(platform)) throw new UsageError('--platform must be auto, simulated, nitro, sev-snp or tdx');
     const target = listenArg(one(args, 'listen'), one(args, 'socket'));
@@ -174,6 +189,7 @@ export function parseServeConfig(argv: readonly string[], env: Readonly<Record<s
     return {
       models,
       upstream,
+      generation,
       platform,
       target,
       stateDir: resolve(one(args, 'state-dir') ?? '.cloister'),
@@ -191,6 +207,30 @@ export function parseServeConfig(argv: readonly string[], env: Readonly<Record<s
     if (err instanceof CloisterError && (err.code === 'INVALID_ARGUMENT' || err.code === 'CONFIG_INVALID')) throw new UsageError(args.label(err.message));
     throw err;
   }
+}
+
+/** --generator [name=]dir ... with --generator-dtype and the generation limits; undefined without --generator. */
+function generationArgs(args: ReturnType<typeof withEnv>): GenerationEngineOptions | undefined {
+  const dirs = args.values.get('generator') ?? [];
+  const flags = ['generator-dtype', 'max-generations', 'max-generation-queue', 'max-kv-tokens', 'max-new-tokens'];
+  if (dirs.length === 0) {
+    const stray = flags.find((f) => one(args, f) !== undefined);
+    if (stray !== undefined) throw new UsageError(`--${stray} needs --generator`);
+    return undefined;
+  }
+  const dtype = one(args, 'generator-dtype') ?? 'fp32';
+  if (dtype !== 'fp32' && dtype !== 'q8' && dtype !== 'q4') throw new UsageError('--generator-dtype must be fp32, q8 or q4');
+  const maxActiveGenerations = positiveInt(one(args, 'max-generations'), 'max-generations', 1024);
+  const maxQueueDepth = positiveInt(one(args, 'max-generation-queue'), 'max-generation-queue', 1_000_000);
+  const maxKvTokens = positiveInt(one(args, 'max-kv-tokens'), 'max-kv-tokens', 10_000_000);
+  const maxNewTokens = positiveInt(one(args, 'max-new-tokens'), 'max-new-tokens', 10_000_000);
+  return {
+    models: dirs.map((d) => ({ ...modelArg(d), dtype })),
+    ...(maxActiveGenerations === undefined ? {} : { maxActiveGenerations }),
+    ...(maxQueueDepth === undefined ? {} : { maxQueueDepth }),
+    ...(maxKvTokens === undefined ? {} : { maxKvTokens }),
+    ...(maxNewTokens === undefined ? {} : { maxNewTokens }),
+  };
 }
 
 function isLogLevel(v: string): v is LogLevel {
@@ -225,6 +265,10 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
   if (models.length > 0) {
     const { OnnxEngine } = await import('../../inference/onnx/engine.js');
     engines.push(new OnnxEngine({ models, ...(maxInputChars === undefined ? {} : { maxInputChars }) }));
+  }
+  if (config.generation !== undefined) {
+    const { GenerationEngine } = await import('../../inference/generation/engine.js');
+    engines.push(new GenerationEngine({ ...config.generation, ...(maxInputChars === undefined ? {} : { maxInputChars }) }));
   }
   // The upstream start() waits for the engine and runs the canary: nothing listens before it passes.
   if (upstream !== undefined) engines.push(upstream);
