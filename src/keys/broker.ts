@@ -115,6 +115,11 @@ function statusOf(code: ErrorCode): number {
   return HTTP_STATUS[code] ?? 403;
 }
 
+/** The measurements worth an audit line: all-zero registers (unused PCRs) left out. */
+function auditMeasurements(m: Readonly<Record<string, string>>): Record<string, string> {
+  return Object.fromEntries(Object.entries(m).filter(([, v]) => !/^0*$/.test(v)));
+}
+
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
@@ -280,10 +285,10 @@ export class KeyBroker {
         at: new Date(this.#now()),
       }).catch((err: unknown) => {
         // The audit names the measurement that was refused, when the evidence got that far.
-        if (err instanceof EvidenceVerificationError && err.report.claims !== undefined) measurements = err.report.claims.measurements;
+        if (err instanceof EvidenceVerificationError && err.report.claims !== undefined) measurements = auditMeasurements(err.report.claims.measurements);
         throw err instanceof CloisterError ? err : new CloisterError('EVIDENCE_MALFORMED', 'evidence did not verify', { cause: err });
       });
-      measurements = verified.claims.measurements;
+      measurements = auditMeasurements(verified.claims.measurements);
       if (!timingSafeEqualBytes(verified.keyConfig.configDigest, releasePurposeDigest(key))) {
         throw new CloisterError('BINDING_MISMATCH', `the evidence does not bind a release request for key ${key}`);
       }

@@ -58,6 +58,9 @@ const USAGE = `usage: cloister serve --model [name=]dir [--model ...] [--embedde
   --client-keys FILE   require a client API key in every sealed request: one id:sha256hex[:per-minute]
                        per line (the SHA-256 of each key; printf %s KEY | sha256sum); default: none required
   --client-key-requests-per-minute n  quota of a key whose line names none (default 600)
+  --key-broker URL     where the data keys of sealed --model directories (cloister model seal) are
+                       released to this TEE's evidence; each is decrypted in memory, its digest
+                       checked, before anything is served (docs/KEYS.md)
 
 TDX collateral (attached to the evidence so clients can verify offline; docs/DEPLOY.md):
   --tdx-collateral FILE|none          read it from FILE (re-read at each refresh), or attach none
@@ -97,7 +100,7 @@ const BAR = '='.repeat(78);
 /** Value options of `cloister serve`; each can also come from CLOISTER_<NAME> (args.ts envNameOf). */
 export const SERVE_OPTIONS: readonly string[] = [
   'model', 'embedder', 'listen', 'socket', 'platform', 'state-dir', 'key-rotation-minutes', 'request-timeout-s', 'log-level',
-  'max-input-chars', 'tls-cert', 'tls-key', 'drain-timeout-s', 'pad-responses', 'client-keys', 'client-key-requests-per-minute', ...UPSTREAM_SERVE_FLAGS, ...TDX_COLLATERAL_FLAGS,
+  'max-input-chars', 'tls-cert', 'tls-key', 'drain-timeout-s', 'pad-responses', 'client-keys', 'client-key-requests-per-minute', 'key-broker', ...UPSTREAM_SERVE_FLAGS, ...TDX_COLLATERAL_FLAGS,
 ];
 const SERVE_SPEC = { values: SERVE_OPTIONS, multi: ['model', 'embedder'] } as const;
 
@@ -123,6 +126,8 @@ export interface ServeConfig {
   readonly clientKeys: { readonly path: string; readonly perMinute: number } | undefined;
   /** The TDX collateral options (tdx-collateral-args.ts), read when the platform is TDX. */
   readonly tdxArg: (name: string) => string | undefined;
+  /** --key-broker: the key broker for sealed models. */
+  readonly keyBroker?: string;
 }
 
 function positiveInt(text: string | undefined, name: string, max: number): number | undefined {
@@ -186,11 +191,18 @@ export function parseServeConfig(argv: readonly string[], env: Readonly<Record<s
       padResponses: padText === 'on',
       clientKeys: clientKeysPath === undefined ? undefined : { path: resolve(clientKeysPath), perMinute: keyQuota ?? DEFAULT_CLIENT_KEY_REQUESTS_PER_MINUTE },
       tdxArg: (name: string) => one(args, name),
+      ...keyBrokerArg(one(args, 'key-broker')),
     };
   } catch (err) {
     if (err instanceof CloisterError && (err.code === 'INVALID_ARGUMENT' || err.code === 'CONFIG_INVALID')) throw new UsageError(args.label(err.message));
     throw err;
   }
+}
+
+function keyBrokerArg(url: string | undefined): { keyBroker?: string } {
+  if (url === undefined) return {};
+  if (!/^https?:\/\/[^\s]+$/.test(url)) throw new UsageError('--key-broker must be an http:// or https:// URL');
+  return { keyBroker: url };
 }
 
 function isLogLevel(v: string): v is LogLevel {
@@ -221,10 +233,22 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
   const selection = await selectPlatform(platformArg);
   const logger = createLogger({ minLevel: level });
 
+  // Sealed models: their data keys are released to this TEE's evidence, then they are opened in memory.
+  const { openSealedModels } = await import('../../server/sealed-models.js');
+  const opened = await openSealedModels(models, {
+    ...(config.keyBroker === undefined ? {} : { keyBroker: config.keyBroker }),
+    attester: async () => {
+      const { createPlatformAttester } = await import('../../server/platform.js');
+      const { codeDigest } = await import('../../server/code-digest.js');
+      // Simulated: PCR0 is this code, and the root is the state directory's (a release policy pins both).
+      return (await createPlatformAttester(selection, { codeDigest: await codeDigest() }, { simulatedStateDir: stateDir })).attester;
+    },
+  });
+
   const engines: Engine[] = [];
   if (models.length > 0) {
     const { OnnxEngine } = await import('../../inference/onnx/engine.js');
-    engines.push(new OnnxEngine({ models, ...(maxInputChars === undefined ? {} : { maxInputChars }) }));
+    engines.push(new OnnxEngine({ models: opened.models, ...(maxInputChars === undefined ? {} : { maxInputChars }) }));
   }
   // The upstream start() waits for the engine and runs the canary: nothing listens before it passes.
   if (upstream !== undefined) engines.push(upstream);
@@ -290,7 +314,7 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
     lines.push(`http:       ${address.httpUrl}  (GET /v1/evidence, POST /v1/sealed)`);
     lines.push(`operator:   ${address.httpUrl}/healthz  /readyz  /metrics`);
   }
-  lines.push(`models:     ${server.router.models().map((m) => `${m.name} (${m.task})`).join(', ')}`);
+  lines.push(`models:     ${server.router.models().map((m) => `${m.name} (${m.task}${opened.sealed.includes(m.name) ? ', sealed: unsealed in memory' : ''})`).join(', ')}`);
   if (clientKeys !== undefined) lines.push(`client keys: ${clientKeys.size} from ${config.clientKeys?.path ?? ''} (required in every request)`);
   const url = address.httpUrl ?? address.wsUrl;
   // The development policy pins the simulated root's SHA-256: that pin is the client's
