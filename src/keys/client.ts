@@ -119,9 +119,11 @@ function parseReleased(v: unknown, name: string): ReleasedKey {
   if (v['kind'] === 'fleet' && Array.isArray(v['versions']) && v['versions'].length > 0) {
     const versions = v['versions'].map((x: unknown) => {
       if (!isRecord(x)) return bad();
-      const { version, keyId, privateKey, createdAt } = x;
-      if (typeof version !== 'number' || typeof keyId !== 'number' || !Number.isInteger(keyId) || keyId < 0 || keyId > 255 || typeof privateKey !== 'string' || !/^[0-9a-f]{64}$/.test(privateKey) || typeof createdAt !== 'number') return bad();
-      return { version, keyId, privateKey, createdAt };
+      const { version, keyId, hpkePrivateKey, receiptSeed, notBeforeMs, expiresAtMs } = x;
+      const hex64 = (h: unknown): h is string => typeof h === 'string' && /^[0-9a-f]{64}$/.test(h);
+      if (typeof version !== 'number' || typeof keyId !== 'number' || !Number.isInteger(keyId) || keyId < 0 || keyId > 255) return bad();
+      if (!hex64(hpkePrivateKey) || !hex64(receiptSeed) || typeof notBeforeMs !== 'number' || typeof expiresAtMs !== 'number' || !(expiresAtMs > notBeforeMs)) return bad();
+      return { version, keyId, hpkePrivateKey, receiptSeed, notBeforeMs, expiresAtMs };
     });
     return { kind: 'fleet', name, versions };
   }

@@ -35,7 +35,17 @@ export type KeyKind = 'data' | 'fleet';
 /** What the broker seals to the ephemeral key (JSON). */
 export type ReleasedKey =
   | { readonly kind: 'data'; readonly name: string; readonly version: number; readonly key: string }
-  | { readonly kind: 'fleet'; readonly name: string; readonly versions: readonly { readonly version: number; readonly keyId: number; readonly privateKey: string; readonly createdAt: number }[] };
+  | { readonly kind: 'fleet'; readonly name: string; readonly versions: readonly ReleasedFleetVersion[] };
+
+/** One fleet key version (newest first in a release): hex X25519 key and Ed25519 receipt seed. */
+export interface ReleasedFleetVersion {
+  readonly version: number;
+  readonly keyId: number;
+  readonly hpkePrivateKey: string;
+  readonly receiptSeed: string;
+  readonly notBeforeMs: number;
+  readonly expiresAtMs: number;
+}
 
 export function releasePurposeDigest(name: string): Uint8Array {
   return new Uint8Array(createHash('sha256').update(RELEASE_LABEL).update(Buffer.of(0)).update(name, 'utf8').digest());

@@ -12,6 +12,7 @@ import type { Attester } from '../attestation/types.js';
 import type { OnnxModelConfig } from '../inference/onnx/engine.js';
 import { isSealedModelDir, readManifest, unsealModel } from '../inference/sealed-model/unseal.js';
 import { requestKeyRelease } from '../keys/client.js';
+import type { FleetKey } from './keys.js';
 
 export interface OpenSealedModelsOptions {
   /** --key-broker: where data keys are released. */
@@ -54,4 +55,21 @@ export async function openSealedModels(models: readonly OnnxModelConfig[], optio
     }
   }
   return { models: out, sealed };
+}
+
+/**
+ * `cloister serve --fleet-key NAME`: the fleet key versions the broker releases to this TEE
+ * (newest first), for the KeyManager. A replica whose evidence does not match the key's
+ * release policy gets a coded refusal and does not start.
+ */
+export async function fetchFleetKeys(name: string, options: { readonly keyBroker: string; readonly attester: Attester; readonly timeoutMs?: number }): Promise<FleetKey[]> {
+  const released = await requestKeyRelease({ brokerUrl: options.keyBroker, key: name, attester: options.attester, ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }) });
+  if (released.kind !== 'fleet') throw new CloisterError('CONFIG_INVALID', `broker key ${name} is a ${released.kind} key, not a fleet key`);
+  return released.versions.map((v) => ({
+    keyId: v.keyId,
+    hpkePrivateKey: new Uint8Array(Buffer.from(v.hpkePrivateKey, 'hex')),
+    receiptSeed: new Uint8Array(Buffer.from(v.receiptSeed, 'hex')),
+    notBeforeMs: v.notBeforeMs,
+    expiresAtMs: v.expiresAtMs,
+  }));
 }

@@ -27,6 +27,7 @@ import { CloisterServer } from '../../server/server.js';
 import type { ListenTarget } from '../../server/server.js';
 import { one, parseArgs, UsageError, withEnv } from './args.js';
 import type { Engine } from '../../inference/types.js';
+import type { Attester } from '../../attestation/types.js';
 import { UPSTREAM_SERVE_FLAGS, UPSTREAM_SERVE_USAGE, upstreamFromArgs } from '../../inference/upstream/index.js';
 import { ClientKeyTable, DEFAULT_CLIENT_KEY_REQUESTS_PER_MINUTE, MAX_CLIENT_KEY_REQUESTS_PER_MINUTE } from '../../server/client-keys.js';
 import { TDX_COLLATERAL_FLAGS, tdxCollateralFromArgs } from './tdx-collateral-args.js';
@@ -61,6 +62,8 @@ const USAGE = `usage: cloister serve --model [name=]dir [--model ...] [--embedde
   --key-broker URL     where the data keys of sealed --model directories (cloister model seal) are
                        released to this TEE's evidence; each is decrypted in memory, its digest
                        checked, before anything is served (docs/KEYS.md)
+  --fleet-key NAME     serve the key broker's fleet key NAME (with --key-broker): every replica
+                       publishes the same key config, so a client that verified one can use all
 
 TDX collateral (attached to the evidence so clients can verify offline; docs/DEPLOY.md):
   --tdx-collateral FILE|none          read it from FILE (re-read at each refresh), or attach none
@@ -100,7 +103,7 @@ const BAR = '='.repeat(78);
 /** Value options of `cloister serve`; each can also come from CLOISTER_<NAME> (args.ts envNameOf). */
 export const SERVE_OPTIONS: readonly string[] = [
   'model', 'embedder', 'listen', 'socket', 'platform', 'state-dir', 'key-rotation-minutes', 'request-timeout-s', 'log-level',
-  'max-input-chars', 'tls-cert', 'tls-key', 'drain-timeout-s', 'pad-responses', 'client-keys', 'client-key-requests-per-minute', 'key-broker', ...UPSTREAM_SERVE_FLAGS, ...TDX_COLLATERAL_FLAGS,
+  'max-input-chars', 'tls-cert', 'tls-key', 'drain-timeout-s', 'pad-responses', 'client-keys', 'client-key-requests-per-minute', 'key-broker', 'fleet-key', ...UPSTREAM_SERVE_FLAGS, ...TDX_COLLATERAL_FLAGS,
 ];
 const SERVE_SPEC = { values: SERVE_OPTIONS, multi: ['model', 'embedder'] } as const;
 
@@ -126,8 +129,10 @@ export interface ServeConfig {
   readonly clientKeys: { readonly path: string; readonly perMinute: number } | undefined;
   /** The TDX collateral options (tdx-collateral-args.ts), read when the platform is TDX. */
   readonly tdxArg: (name: string) => string | undefined;
-  /** --key-broker: the key broker for sealed models. */
+  /** --key-broker: the key broker for sealed models and fleet keys. */
   readonly keyBroker?: string;
+  /** --fleet-key: the broker's fleet key to serve. */
+  readonly fleetKey?: string;
 }
 
 function positiveInt(text: string | undefined, name: string, max: number): number | undefined {
@@ -191,7 +196,7 @@ export function parseServeConfig(argv: readonly string[], env: Readonly<Record<s
       padResponses: padText === 'on',
       clientKeys: clientKeysPath === undefined ? undefined : { path: resolve(clientKeysPath), perMinute: keyQuota ?? DEFAULT_CLIENT_KEY_REQUESTS_PER_MINUTE },
       tdxArg: (name: string) => one(args, name),
-      ...keyBrokerArg(one(args, 'key-broker')),
+      ...keyBrokerArg(one(args, 'key-broker'), one(args, 'fleet-key')),
     };
   } catch (err) {
     if (err instanceof CloisterError && (err.code === 'INVALID_ARGUMENT' || err.code === 'CONFIG_INVALID')) throw new UsageError(args.label(err.message));
@@ -199,10 +204,12 @@ export function parseServeConfig(argv: readonly string[], env: Readonly<Record<s
   }
 }
 
-function keyBrokerArg(url: string | undefined): { keyBroker?: string } {
+function keyBrokerArg(url: string | undefined, fleetKey: string | undefined): { keyBroker?: string; fleetKey?: string } {
+  if (fleetKey !== undefined && url === undefined) throw new UsageError('--fleet-key needs --key-broker');
+  if (fleetKey !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(fleetKey)) throw new UsageError('--fleet-key must be a key name');
   if (url === undefined) return {};
   if (!/^https?:\/\/[^\s]+$/.test(url)) throw new UsageError('--key-broker must be an http:// or https:// URL');
-  return { keyBroker: url };
+  return { keyBroker: url, ...(fleetKey === undefined ? {} : { fleetKey }) };
 }
 
 function isLogLevel(v: string): v is LogLevel {
@@ -234,16 +241,17 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
   const logger = createLogger({ minLevel: level });
 
   // Sealed models: their data keys are released to this TEE's evidence, then they are opened in memory.
-  const { openSealedModels } = await import('../../server/sealed-models.js');
-  const opened = await openSealedModels(models, {
-    ...(config.keyBroker === undefined ? {} : { keyBroker: config.keyBroker }),
-    attester: async () => {
+  const { fetchFleetKeys, openSealedModels } = await import('../../server/sealed-models.js');
+  let releaseAttester: Promise<Attester> | undefined;
+  const attester = (): Promise<Attester> =>
+    (releaseAttester ??= (async () => {
       const { createPlatformAttester } = await import('../../server/platform.js');
       const { codeDigest } = await import('../../server/code-digest.js');
       // Simulated: PCR0 is this code, and the root is the state directory's (a release policy pins both).
       return (await createPlatformAttester(selection, { codeDigest: await codeDigest() }, { simulatedStateDir: stateDir })).attester;
-    },
-  });
+    })());
+  const opened = await openSealedModels(models, { ...(config.keyBroker === undefined ? {} : { keyBroker: config.keyBroker }), attester });
+  const fleetKeys = config.fleetKey === undefined || config.keyBroker === undefined ? undefined : await fetchFleetKeys(config.fleetKey, { keyBroker: config.keyBroker, attester: await attester() });
 
   const engines: Engine[] = [];
   if (models.length > 0) {
@@ -284,6 +292,7 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
     ...(tls === undefined ? {} : { tls }),
     ...(config.padResponses ? {} : { padResponses: false }),
     ...(clientKeys === undefined ? {} : { clientKeys }),
+    ...(fleetKeys === undefined ? {} : { fleetKeys }),
   });
   const address = await server.listen(target).catch(async (err: unknown) => {
     for (const e of engines) await e.close().catch(() => undefined);
@@ -315,6 +324,7 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
     lines.push(`operator:   ${address.httpUrl}/healthz  /readyz  /metrics`);
   }
   lines.push(`models:     ${server.router.models().map((m) => `${m.name} (${m.task}${opened.sealed.includes(m.name) ? ', sealed: unsealed in memory' : ''})`).join(', ')}`);
+  if (fleetKeys !== undefined) lines.push(`fleet key:  ${config.fleetKey ?? ''} (key id ${fleetKeys[0]?.keyId ?? 0}; the same key config on every replica)`);
   if (clientKeys !== undefined) lines.push(`client keys: ${clientKeys.size} from ${config.clientKeys?.path ?? ''} (required in every request)`);
   const url = address.httpUrl ?? address.wsUrl;
   // The development policy pins the simulated root's SHA-256: that pin is the client's
