@@ -14,6 +14,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parsePolicy } from '../../src/attestation/policy.js';
+import { connect } from '../../src/client/client.js';
 import { readSecretFile } from '../../src/keys/admin-auth.js';
 import { BrokerAdminClient } from '../../src/keys/client.js';
 import { until } from './helpers.js';
@@ -145,6 +147,34 @@ describe.skipIf(!haveDist)('sealed model through the key broker (child processes
       ['other', false, 'POLICY_MISMATCH'],
     ]);
   }, 240_000);
+
+  it('serve --fleet-key: two servers publish the same key config from the broker', async () => {
+    const state = join(dir, 'state');
+    const admin = join(dir, 'store', 'admin.key');
+    const reg = await runCli(['keys', 'register', 'fleet', '--kind', 'fleet', '--policy', join(dir, 'policy.json'), '--broker', broker.url, '--admin-key-file', admin]);
+    expect(reg.code).toBe(0);
+    const a = start(['serve', '--model', `classifier=${MODEL}`, '--fleet-key', 'fleet', '--key-broker', broker.url, '--platform', 'simulated', '--state-dir', state, '--listen', '127.0.0.1:0']);
+    const b = start(['serve', '--model', `classifier=${MODEL}`, '--fleet-key', 'fleet', '--key-broker', broker.url, '--platform', 'simulated', '--state-dir', state, '--listen', '127.0.0.1:0']);
+    try {
+      const url = (p: Proc): string | undefined => /http:\s+(http:\/\/\S+)/.exec(p.out())?.[1];
+      await until(() => (url(a) !== undefined && url(b) !== undefined) || a.child.exitCode !== null || b.child.exitCode !== null, 6000);
+      expect(a.out()).toContain('fleet key:  fleet');
+      const policy = parsePolicy(await readFile(join(state, 'policy.json')));
+      const keyConfigOf = async (p: Proc): Promise<string> => {
+        const c = await connect(url(p) ?? '', { policy });
+        try {
+          expect((await c.classify(TEXT))[0]?.label).toBe('cardiology');
+          return JSON.stringify(c.keyConfig, (_k, v: unknown) => (v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v));
+        } finally {
+          await c.close();
+        }
+      };
+      expect(await keyConfigOf(b)).toBe(await keyConfigOf(a));
+    } finally {
+      await stop(a);
+      await stop(b);
+    }
+  }, 120_000);
 
   it('a broker killed (SIGKILL) during admin writes keeps every acknowledged key and restarts', async () => {
     const store = join(dir, 'crash-store');

@@ -160,6 +160,7 @@ export async function run(argv: string[]): Promise<number> {
     console.log(HELP);
     return sub === undefined ? 2 : 0;
   }
+  if (sub.startsWith('--')) throw new UsageError(`unknown option ${sub}: give a subcommand first\n\n${HELP}`);
   if (sub === 'serve') return serve(restAll);
   if (sub === 'dev-policy') return devPolicy(restAll);
   const { positional, rest } = splitPositional(restAll);

@@ -36,6 +36,7 @@ export async function run(argv: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
+  if (sub?.startsWith('--') === true) throw new UsageError(`unknown option ${sub}: give a subcommand first\n\n${HELP}`);
   if (sub !== 'seal') throw new UsageError(`unknown subcommand '${sub ?? ''}'\n\n${HELP}`);
   if (dir === undefined || dir.startsWith('--')) throw new UsageError('give the model directory');
   const args = parseArgs(rest, { values: ['out', 'key-broker', 'admin-key-file', 'key-name', 'policy', 'chunk-kib'] });
