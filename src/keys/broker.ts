@@ -35,8 +35,8 @@ import type { KeyKind, ReleasedKey } from './release.js';
 export const BROKER_DEFAULTS = {
   /** Largest request body (evidence with SEV-SNP certificates or TDX collateral fits). */
   maxBodyBytes: 1024 * 1024,
-  /** Challenge + release requests per source address per minute. */
-  releaseRequestsPerMinute: 60,
+  /** Requests (challenges, releases, admin) per source address per minute. */
+  requestsPerMinute: 60,
   /** Outstanding (issued, not yet used) challenges in all. */
   maxChallenges: 4096,
   /** Outstanding challenges per source address. */
@@ -412,7 +412,7 @@ export class KeyBroker {
         for (const [k, v] of this.#limiters) if (v.idle()) this.#limiters.delete(k);
         if (this.#limiters.size >= this.limits.maxSources) throw new CloisterError('RATE_LIMITED', `the broker tracks ${this.limits.maxSources} sources (maxSources); retry later`);
       }
-      l = new SlidingWindowLimiter(this.limits.releaseRequestsPerMinute, 60_000, this.#now, 'per source');
+      l = new SlidingWindowLimiter(this.limits.requestsPerMinute, 60_000, this.#now, 'per source');
       this.#limiters.set(source, l);
     }
     return l;
@@ -470,7 +470,9 @@ export class KeyBroker {
       const url = new URL(path, 'http://broker');
       if (method === 'GET' && url.pathname === '/v1/health') return this.#send(res, 200, { ok: true });
       admin = url.pathname.startsWith('/v1/admin/');
-      if (!admin) this.#limiterOrThrow(source);
+      // Every request counts, admin ones too: failed admin attempts are audited (an fsync each),
+      // so an unauthenticated source must not be able to make unbounded writes.
+      this.#limiterOrThrow(source);
       const raw = await this.#readBody(req);
       if (admin) {
         try {
@@ -512,7 +514,7 @@ export class KeyBroker {
 
   #limiterOrThrow(source: string): void {
     if (!this.#limiter(source).tryTake()) {
-      throw new CloisterError('RATE_LIMITED', `more than ${this.limits.releaseRequestsPerMinute} requests per minute from this source (releaseRequestsPerMinute)`);
+      throw new CloisterError('RATE_LIMITED', `more than ${this.limits.requestsPerMinute} requests per minute from this source (requestsPerMinute)`);
     }
   }
 

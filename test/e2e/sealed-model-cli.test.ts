@@ -62,8 +62,8 @@ async function stop(p: Proc | undefined, signal: NodeJS.Signals = 'SIGTERM'): Pr
   await exited;
 }
 
-async function startBroker(store: string): Promise<{ proc: Proc; url: string }> {
-  const proc = start(['keys', 'serve', '--listen', '127.0.0.1:0', '--store', store]);
+async function startBroker(store: string, extra: string[] = []): Promise<{ proc: Proc; url: string }> {
+  const proc = start(['keys', 'serve', '--listen', '127.0.0.1:0', '--store', store, ...extra]);
   await until(() => /key broker: (http:\/\/\S+)/.test(proc.out()), 2000);
   return { proc, url: /key broker: (http:\/\/\S+)/.exec(proc.out())?.[1] ?? '' };
 }
@@ -178,7 +178,8 @@ describe.skipIf(!haveDist)('sealed model through the key broker (child processes
 
   it('a broker killed (SIGKILL) during admin writes keeps every acknowledged key and restarts', async () => {
     const store = join(dir, 'crash-store');
-    const b = await startBroker(store);
+    // No per-source limit in the way: the writers must still be writing when the kill lands.
+    const b = await startBroker(store, ['--requests-per-minute', '1000000']);
     const client = new BrokerAdminClient(b.url, await readSecretFile(join(store, 'admin.key'), 'admin secret'));
     const policy = { version: 1, platforms: { simulated: { pcrs: { '0': 'ab'.repeat(48) } } } };
     const acked: string[] = [];

@@ -165,8 +165,8 @@ describe('key broker: limits', () => {
     }
   });
 
-  it('more than releaseRequestsPerMinute from one source is RATE_LIMITED (429)', async () => {
-    const r = await start({ releaseRequestsPerMinute: 3 });
+  it('more than requestsPerMinute from one source is RATE_LIMITED (429)', async () => {
+    const r = await start({ requestsPerMinute: 3 });
     try {
       for (let i = 0; i < 3; i++) expect((await post(r.url, '/v1/challenge', {})).status).toBe(200);
       const res = await post(r.url, '/v1/challenge', {});

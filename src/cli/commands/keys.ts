@@ -23,7 +23,7 @@ export const summary = 'the key broker: keys serve, and register / rotate / revo
 
 const LIMIT_FLAGS: readonly (readonly [string, keyof BrokerLimits])[] = [
   ['max-body-bytes', 'maxBodyBytes'],
-  ['release-requests-per-minute', 'releaseRequestsPerMinute'],
+  ['requests-per-minute', 'requestsPerMinute'],
   ['max-challenges', 'maxChallenges'],
   ['max-challenges-per-source', 'maxChallengesPerSource'],
   ['challenge-ttl-ms', 'challengeTtlMs'],
