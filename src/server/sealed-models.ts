@@ -23,38 +23,68 @@ export interface OpenSealedModelsOptions {
 }
 
 /** The configs with every sealed model replaced by its in-memory copy; plaintext ones as they are. */
-export async function openSealedModels(models: readonly OnnxModelConfig[], options: OpenSealedModelsOptions): Promise<{ models: OnnxModelConfig[]; sealed: string[] }> {
+export interface OpenedModels {
+  readonly models: OnnxModelConfig[];
+  /** Names of the models that were sealed. */
+  readonly sealed: string[];
+  /**
+   * Zero and drop the decrypted bytes. Call once the engine has started: ONNX Runtime and the
+   * tokenizer hold their own copies by then, so the plaintext files need not stay in memory.
+   */
+  wipe(): void;
+}
+
+/** One sealed model directory opened in memory (the caller zeroes `files` once done). */
+async function openOne(m: OnnxModelConfig, options: OpenSealedModelsOptions): Promise<{ config: OnnxModelConfig; files: Map<string, Uint8Array> }> {
+  const manifest = await readManifest(m.dir);
+  const w = manifest.wrapping;
+  if (w.kind !== 'key-broker') {
+    throw new CloisterError('CONFIG_INVALID', `sealed model '${m.dir}' is wrapped by ${w.kind}, which this server was not configured for`, { detail: { file: m.dir } });
+  }
+  if (options.keyBroker === undefined) {
+    throw new CloisterError('CONFIG_INVALID', `model ${m.name} in '${m.dir}' is sealed: give --key-broker URL`, { detail: { file: m.dir } });
+  }
+  const released = await requestKeyRelease({ brokerUrl: options.keyBroker, key: w.key, version: w.version, attester: await options.attester(), ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }) });
+  if (released.kind !== 'data' || released.version !== w.version) {
+    throw new CloisterError('SEALED_MODEL_KEY_MISMATCH', `the broker released ${released.kind} key ${released.name}, not version ${w.version} of data key ${w.key} that '${m.dir}' needs`, { detail: { file: m.dir } });
+  }
+  const key = new Uint8Array(Buffer.from(released.key, 'hex'));
+  try {
+    const files = new Map((await unsealModel(m.dir, manifest, key)).files);
+    // A name under the sealed directory that does not exist: the engine reads memory only.
+    const virtual = join(m.dir, `.in-memory-${randomBytes(8).toString('hex')}`);
+    return { config: { name: m.name, dir: virtual, files, ...(m.task === undefined ? {} : { task: m.task }) }, files };
+  } finally {
+    key.fill(0);
+  }
+}
+
+export async function openSealedModels(models: readonly OnnxModelConfig[], options: OpenSealedModelsOptions): Promise<OpenedModels> {
   const out: OnnxModelConfig[] = [];
   const sealed: string[] = [];
-  for (const m of models) {
-    if (!(await isSealedModelDir(m.dir))) {
-      out.push(m);
-      continue;
+  const opened: Map<string, Uint8Array>[] = [];
+  const wipe = (): void => {
+    for (const files of opened) {
+      for (const b of files.values()) b.fill(0);
+      files.clear();
     }
-    const manifest = await readManifest(m.dir);
-    const w = manifest.wrapping;
-    if (w.kind !== 'key-broker') {
-      throw new CloisterError('CONFIG_INVALID', `sealed model '${m.dir}' is wrapped by ${w.kind}, which this server was not configured for`, { detail: { file: m.dir } });
-    }
-    if (options.keyBroker === undefined) {
-      throw new CloisterError('CONFIG_INVALID', `model ${m.name} in '${m.dir}' is sealed: give --key-broker URL`, { detail: { file: m.dir } });
-    }
-    const released = await requestKeyRelease({ brokerUrl: options.keyBroker, key: w.key, version: w.version, attester: await options.attester(), ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }) });
-    if (released.kind !== 'data' || released.version !== w.version) {
-      throw new CloisterError('SEALED_MODEL_KEY_MISMATCH', `the broker released ${released.kind} key ${released.name}, not version ${w.version} of data key ${w.key} that '${m.dir}' needs`, { detail: { file: m.dir } });
-    }
-    const key = new Uint8Array(Buffer.from(released.key, 'hex'));
-    try {
-      const { files } = await unsealModel(m.dir, manifest, key);
-      // A name under the sealed directory that does not exist: the engine reads memory only.
-      const virtual = join(m.dir, `.in-memory-${randomBytes(8).toString('hex')}`);
-      out.push({ name: m.name, dir: virtual, files, ...(m.task === undefined ? {} : { task: m.task }) });
+  };
+  try {
+    for (const m of models) {
+      if (!(await isSealedModelDir(m.dir))) {
+        out.push(m);
+        continue;
+      }
+      const { config, files } = await openOne(m, options);
+      opened.push(files);
+      out.push(config);
       sealed.push(m.name);
-    } finally {
-      key.fill(0);
     }
+  } catch (err) {
+    wipe();
+    throw err;
   }
-  return { models: out, sealed };
+  return { models: out, sealed, wipe };
 }
 
 /**

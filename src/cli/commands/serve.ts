@@ -261,6 +261,8 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
   // The upstream start() waits for the engine and runs the canary: nothing listens before it passes.
   if (upstream !== undefined) engines.push(upstream);
   for (const e of engines) await e.start();
+  // The engines hold their own copies now: the decrypted model files are zeroed and dropped.
+  opened.wipe();
 
   const keyRotationIntervalMs = rotationMinutes === undefined ? undefined : rotationMinutes * 60_000;
   const tdxCollateral = selection.platform === 'tdx' ? tdxCollateralFromArgs(config.tdxArg) : undefined;
