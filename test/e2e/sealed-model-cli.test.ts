@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parsePolicy } from '../../src/attestation/policy.js';
 import { connect } from '../../src/client/client.js';
+import { buildDemoModels } from '../../src/inference/demo-model/build.js';
 import { readSecretFile } from '../../src/keys/admin-auth.js';
 import { BrokerAdminClient } from '../../src/keys/client.js';
 import { until } from './helpers.js';
@@ -24,7 +25,6 @@ const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 const cli = resolve(repoRoot, 'dist', 'cli', 'main.js');
 const haveDist = existsSync(cli);
 if (!haveDist) console.warn('test/e2e/sealed-model-cli.test.ts skipped: dist/cli/main.js missing (run `npm run build`)');
-const MODEL = resolve(repoRoot, 'models/demo/classifier');
 const TEXT = 'chest pain radiating to the left arm';
 
 function runCli(args: string[], timeoutMs = 60_000): Promise<{ code: number; out: string; err: string }> {
@@ -78,8 +78,11 @@ describe.skipIf(!haveDist)('sealed model through the key broker (child processes
   let dir: string;
   let broker: { proc: Proc; url: string };
   let server: Proc | undefined;
+  let MODEL: string;
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'cloister-sealed-cli-'));
+    // The demo classifier, built here (a fresh clone has no models/demo until npm start).
+    MODEL = (await buildDemoModels({ outDir: join(dir, 'models') })).classifierDir;
     broker = await startBroker(join(dir, 'store'));
   });
   afterAll(async () => {

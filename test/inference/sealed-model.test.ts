@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { open, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { CloisterError } from '../../src/errors.js';
+import { buildDemoModels } from '../../src/inference/demo-model/build.js';
 import { modelDigest } from '../../src/inference/onnx/digest.js';
 import { OnnxEngine } from '../../src/inference/onnx/engine.js';
 import type { EngineRequest } from '../../src/inference/types.js';
@@ -14,7 +15,7 @@ import type { Manifest } from '../../src/inference/sealed-model/format.js';
 import { sealModelDirectory } from '../../src/inference/sealed-model/seal.js';
 import { readManifest, unsealModel } from '../../src/inference/sealed-model/unseal.js';
 
-const MODEL = resolve('models/demo/classifier');
+let MODEL: string;
 const WRAP = { kind: 'key-broker', key: 'demo', version: 1 } as const;
 let root: string;
 let sealed: string;
@@ -51,6 +52,7 @@ async function classify(e: OnnxEngine, model: string, text: string): Promise<unk
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'cloister-sealed-'));
+  MODEL = (await buildDemoModels({ outDir: join(root, 'models') })).classifierDir;
   sealed = join(root, 'sealed');
   dataKey = new Uint8Array(randomBytes(32));
   // A small chunk size, so the 100 KB model file spans many chunks.
