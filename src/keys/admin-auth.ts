@@ -14,7 +14,7 @@ import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { CloisterError } from '../errors.js';
 import { aeadOpen, aeadSeal } from '../crypto/aead.js';
-import { utf8 } from '../crypto/bytes.js';
+import { utf8 } from '../core/bytes.js';
 import { timingSafeEqualBytes } from '../crypto/ct.js';
 import { hkdfExpand, hkdfExtract } from '../crypto/hkdf.js';
 

@@ -1,6 +1,6 @@
 /**
  * The key broker (`cloister keys serve`; docs/KEYS.md): holds model data keys and fleet HPKE
- * keys, each with a release policy in the client policy format (src/attestation/policy.ts),
+ * keys, each with a release policy in the client policy format (src/verifier/policy.ts),
  * and releases a key only to a TEE whose fresh evidence verifies against that policy
  * (./release.ts). Administration is HMAC-authenticated (./admin-auth.ts); the state is an
  * encrypted, fsync'ed append-only log (./store.ts); every decision is an audit record in
@@ -15,17 +15,18 @@ import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { CloisterError, isErrorCode } from '../errors.js';
+import { isRecord } from '../core/validate.js';
 import type { ErrorCode } from '../errors.js';
 import { generateX25519KeyPair } from '../crypto/hpke/kem.js';
 import { setupBaseSender } from '../crypto/hpke/setup.js';
 import { timingSafeEqualBytes } from '../crypto/ct.js';
-import { utf8 } from '../crypto/bytes.js';
-import { policyFromJson } from '../attestation/policy.js';
-import type { Policy } from '../attestation/policy.js';
-import { EvidenceVerificationError, verifyEvidence } from '../attestation/verify.js';
-import type { TrustedRoots } from '../attestation/verify.js';
+import { utf8 } from '../core/bytes.js';
+import { policyFromJson } from '../verifier/policy.js';
+import type { Policy } from '../verifier/policy.js';
+import { EvidenceVerificationError, verifyEvidence } from '../verifier/verify.js';
+import type { TrustedRoots } from '../verifier/verify.js';
 import { SlidingWindowLimiter } from '../server/rate-limit.js';
-import { sourceOf } from '../util/source-address.js';
+import { sourceOf } from '../core/source-address.js';
 import { AdminReplayWindow, deriveAdminKeys, openMaterial, verifyAdminRequest, DEFAULT_ADMIN_WINDOW_MS } from './admin-auth.js';
 import type { AdminKeys } from './admin-auth.js';
 import { BrokerStore } from './store.js';
@@ -122,9 +123,6 @@ function auditMeasurements(m: Readonly<Record<string, string>>): Record<string, 
   return Object.fromEntries(Object.entries(m).filter(([, v]) => !/^0*$/.test(v)));
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 function keyName(v: unknown): string {
   if (typeof v !== 'string' || !KEY_NAME_PATTERN.test(v)) throw new CloisterError('INVALID_ARGUMENT', 'key name must be 1..64 of A-Z a-z 0-9 . _ -');

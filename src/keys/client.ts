@@ -4,9 +4,10 @@
  * broker refusal becomes a CloisterError with the broker's code and message.
  */
 import { CloisterError, isErrorCode } from '../errors.js';
+import { isRecord } from '../core/validate.js';
 import { HpkeRecipientKey } from '../crypto/hpke/kem.js';
 import { setupBaseRecipient } from '../crypto/hpke/setup.js';
-import type { Attester } from '../attestation/types.js';
+import type { Attester } from '../core/types.js';
 import { encodeKeyConfig } from '../protocol/key-config.js';
 import { deriveAdminKeys, sealMaterial, signAdminRequest } from './admin-auth.js';
 import type { AdminKeys } from './admin-auth.js';
@@ -16,9 +17,6 @@ import type { KeyKind, ReleasedKey } from './release.js';
 export const DEFAULT_BROKER_TIMEOUT_MS = 15_000;
 export const MAX_BROKER_RESPONSE_BYTES = 4 * 1024 * 1024;
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 function brokerUrl(base: string, path: string): string {
   let u: URL;

@@ -16,11 +16,11 @@
  */
 import { createHash } from 'node:crypto';
 import { CloisterError } from '../errors.js';
-import { concatBytes, utf8 } from '../crypto/bytes.js';
+import { concatBytes, utf8 } from '../core/bytes.js';
 import { AEAD_AES_128_GCM, KDF_HKDF_SHA256, KEM_DHKEM_X25519_HKDF_SHA256 } from '../crypto/hpke/suite.js';
 import type { HpkeSuite } from '../crypto/hpke/suite.js';
-import type { EvidenceBundle, Platform } from '../attestation/types.js';
-import { PLATFORMS } from '../attestation/types.js';
+import type { EvidenceBundle, Platform } from '../core/types.js';
+import { PLATFORMS } from '../core/types.js';
 import type { KeyConfig } from '../protocol/key-config.js';
 
 export const RELEASE_LABEL = 'cloister/key-release/v1';

@@ -21,7 +21,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CloisterError } from '../errors.js';
 import { aeadOpen, aeadSeal } from '../crypto/aead.js';
-import { utf8 } from '../crypto/bytes.js';
+import { utf8 } from '../core/bytes.js';
 import { timingSafeEqualBytes } from '../crypto/ct.js';
 
 export const STORE_FILE = 'broker.log';

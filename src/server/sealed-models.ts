@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { CloisterError } from '../errors.js';
-import type { Attester } from '../attestation/types.js';
+import type { Attester } from '../core/types.js';
 import type { OnnxModelConfig } from '../inference/onnx/engine.js';
 import { isSealedModelDir, readManifest, unsealModel } from '../inference/sealed-model/unseal.js';
 import { requestKeyRelease } from '../keys/client.js';

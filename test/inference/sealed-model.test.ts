@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { CloisterError } from '../../src/errors.js';
-import { buildDemoModels } from '../../src/inference/demo-model/build.js';
+import { buildDemoModels } from '../../tools/demo-model/build.js';
 import { modelDigest } from '../../src/inference/onnx/digest.js';
 import { OnnxEngine } from '../../src/inference/onnx/engine.js';
 import type { EngineRequest } from '../../src/inference/types.js';

@@ -5,9 +5,9 @@ import { join } from 'node:path';
 
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
-import { createSimulatedAttester } from '../../src/attestation/simulated/index.js';
-import type { SimulatedAttester } from '../../src/attestation/simulated/index.js';
-import { loadSimulatedRoot } from '../../src/attestation/simulated/root-store.js';
+import { createSimulatedAttester } from '../../src/attester/simulated/index.js';
+import type { SimulatedAttester } from '../../src/attester/simulated/index.js';
+import { loadSimulatedRoot } from '../../src/attester/simulated/root-store.js';
 import { CloisterError } from '../../src/errors.js';
 import { HpkeRecipientKey } from '../../src/crypto/hpke/kem.js';
 import { encodeKeyConfig } from '../../src/protocol/key-config.js';

@@ -15,10 +15,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { createSimulatedAttester } from '../../src/attestation/simulated/index.js';
-import type { SimulatedAttester } from '../../src/attestation/simulated/index.js';
-import { loadSimulatedRoot } from '../../src/attestation/simulated/root-store.js';
-import { policyFromJson } from '../../src/attestation/policy.js';
+import { createSimulatedAttester } from '../../src/attester/simulated/index.js';
+import type { SimulatedAttester } from '../../src/attester/simulated/index.js';
+import { loadSimulatedRoot } from '../../src/attester/simulated/root-store.js';
+import { policyFromJson } from '../../src/verifier/policy.js';
 import { connect } from '../../src/client/client.js';
 import { CloisterError } from '../../src/errors.js';
 import type { Engine, EngineRequest, ModelInfo, RunOptions } from '../../src/inference/types.js';

@@ -11,7 +11,7 @@ import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { CloisterError } from '../../errors.js';
-import { toHex } from '../../crypto/bytes.js';
+import { toHex } from '../../core/hex.js';
 import { KeyBroker, BROKER_DEFAULTS } from '../../keys/broker.js';
 import type { BrokerLimits } from '../../keys/broker.js';
 import { BrokerAdminClient } from '../../keys/client.js';
@@ -137,8 +137,8 @@ async function devPolicy(argv: readonly string[]): Promise<number> {
   const args = parseArgs(argv, { values: ['state-dir'] });
   const stateDir = resolve(one(args, 'state-dir') ?? '.cloister');
   const { codeDigest } = await import('../../server/code-digest.js');
-  const { simulatedPcrs, createSimulatedAttester } = await import('../../attestation/simulated/index.js');
-  const { loadSimulatedRoot } = await import('../../attestation/simulated/root-store.js');
+  const { simulatedPcrs, createSimulatedAttester } = await import('../../attester/simulated/index.js');
+  const { loadSimulatedRoot } = await import('../../attester/simulated/root-store.js');
   const pcr0 = simulatedPcrs({ codeDigest: await codeDigest() }).get(0) ?? new Uint8Array(0);
   let root = await loadSimulatedRoot(stateDir);
   if (root === undefined) {

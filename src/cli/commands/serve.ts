@@ -27,7 +27,7 @@ import { CloisterServer } from '../../server/server.js';
 import type { ListenTarget } from '../../server/server.js';
 import { one, parseArgs, UsageError, withEnv } from './args.js';
 import type { Engine } from '../../inference/types.js';
-import type { Attester } from '../../attestation/types.js';
+import type { Attester } from '../../core/types.js';
 import { UPSTREAM_SERVE_FLAGS, UPSTREAM_SERVE_USAGE, upstreamFromArgs } from '../../inference/upstream/index.js';
 import { ClientKeyTable, DEFAULT_CLIENT_KEY_REQUESTS_PER_MINUTE, MAX_CLIENT_KEY_REQUESTS_PER_MINUTE } from '../../server/client-keys.js';
 import { TDX_COLLATERAL_FLAGS, tdxCollateralFromArgs } from './tdx-collateral-args.js';
@@ -330,7 +330,7 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
   if (clientKeys !== undefined) lines.push(`client keys: ${clientKeys.size} from ${config.clientKeys?.path ?? ''} (required in every request)`);
   const url = address.httpUrl ?? address.wsUrl;
   // The development policy pins the simulated root's SHA-256: that pin is the client's
-  // explicit trust, so no --root is needed (src/attestation/verify.ts TrustedRoots).
+  // explicit trust, so no --root is needed (src/verifier/verify.ts TrustedRoots).
   const policyArg = pa.simulated === undefined ? 'policy.json' : resolve(stateDir, 'policy.json');
   lines.push('', 'try:', `  npx cloister infer --url ${url} --policy ${policyArg} --text "chest pain radiating to the left arm"`);
   console.log(lines.join('\n'));

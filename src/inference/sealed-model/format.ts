@@ -22,9 +22,10 @@
  */
 import { createHmac } from 'node:crypto';
 import { CloisterError } from '../../errors.js';
+import { isRecord } from '../../core/validate.js';
 import { timingSafeEqualBytes } from '../../crypto/ct.js';
 import { hkdfExpand, hkdfExtract } from '../../crypto/hkdf.js';
-import { utf8 } from '../../crypto/bytes.js';
+import { utf8 } from '../../core/bytes.js';
 
 export const SEALED_MODEL_FORMAT = 'cloister-sealed-model/v1';
 export const MANIFEST_FILE = 'manifest.json';
@@ -73,9 +74,6 @@ function invalid(message: string, path?: string): CloisterError {
   return new CloisterError('SEALED_MODEL_INVALID', message, path === undefined ? {} : { detail: { file: path } });
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 function onlyKeys(o: Record<string, unknown>, keys: readonly string[], where: string): void {
   for (const k of Object.keys(o)) if (!keys.includes(k)) throw invalid(`manifest: unknown field ${JSON.stringify(k)} in ${where}`);

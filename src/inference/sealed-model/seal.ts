@@ -8,7 +8,7 @@ import { mkdir, open, readdir, rename, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { CloisterError } from '../../errors.js';
 import { aeadSeal } from '../../crypto/aead.js';
-import { toHex } from '../../crypto/bytes.js';
+import { toHex } from '../../core/hex.js';
 import { timingSafeEqualBytes } from '../../crypto/ct.js';
 import { listModelFiles, modelDigest } from '../onnx/digest.js';
 import {

@@ -9,7 +9,7 @@ import { lstat, open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CloisterError } from '../../errors.js';
 import { aeadOpen } from '../../crypto/aead.js';
-import { toHex } from '../../crypto/bytes.js';
+import { toHex } from '../../core/hex.js';
 import { timingSafeEqualBytes } from '../../crypto/ct.js';
 import { modelDigestOfFiles } from '../onnx/digest.js';
 import {
