@@ -67,6 +67,16 @@ export const ERROR_CODES = {
   CONNECTION_FAILED: 'the connection to the server failed or closed unexpectedly',
   CONFIG_INVALID: 'a configuration value is invalid',
   NOT_FOUND: 'a required file or resource does not exist',
+
+  // --- sealed models and key release (issue 13; docs/KEYS.md) --------------------------------
+  SEALED_MODEL_INVALID: 'a sealed model directory or its manifest is malformed',
+  SEALED_MODEL_KEY_MISMATCH: 'the data key does not open this sealed model (wrong key, or the manifest was changed)',
+  SEALED_MODEL_TAMPERED: 'a sealed model file fails authentication (changed, reordered or swapped)',
+  SEALED_MODEL_TRUNCATED: 'a sealed model file is shorter or longer than its manifest says',
+  SEALED_MODEL_DIGEST_MISMATCH: 'the unsealed model does not have the plaintext digest its manifest records',
+  KEY_REVOKED: 'the key broker key was revoked',
+  KEY_RELEASE_REFUSED: 'the key broker refused to release a key',
+  STORE_CORRUPT: 'the key broker store fails authentication or does not parse',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -27,6 +27,8 @@ const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
   attest: () => import('./commands/attest.js'),
   policy: () => import('./commands/policy.js'),
   receipt: () => import('./commands/receipt.js'),
+  keys: () => import('./commands/keys.js'),
+  model: () => import('./commands/model.js'),
 };
 
 const EXIT_OK = 0;

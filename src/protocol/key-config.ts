@@ -176,6 +176,7 @@ function validate(kc: KeyConfig): KeyConfig {
       last = v;
     }
     if (p[0] !== 1) throw bad('protocols', 'must include version 1');
+  }
   if (kc.gpus !== undefined) {
     if (kc.gpus.length === 0 || kc.gpus.length > KEY_CONFIG_LIMITS.maxGpus) throw bad('gpus', `must list 1..${KEY_CONFIG_LIMITS.maxGpus} GPUs`);
     for (const g of kc.gpus) {

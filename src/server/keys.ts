@@ -10,7 +10,8 @@
  * the client answers by re-fetching and re-verifying evidence. A key id never issued is
  * UNKNOWN_KEY_ID. Rotation is driven by the clock on access, so no timer keeps the process alive.
  */
-import { randomInt } from 'node:crypto';
+import { createPrivateKey, createPublicKey, randomInt } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import { CloisterError } from '../errors.js';
 import type { Platform } from '../core/types.js';
 import type { ModelInfo } from '../inference/types.js';
@@ -63,6 +64,33 @@ interface KeyManagerOptions {
   readonly now?: () => number;
   /** Called after each rotation (logging). */
   readonly onRotate?: (current: KeyGeneration) => void;
+  /**
+   * Fleet keys (docs/KEYS.md "Fleet keys"), newest first: released by the key broker and
+   * shared by every replica, so all of them publish the same key config. The newest is
+   * current, the one after it (if any) stays usable as the previous generation until it
+   * expires; nothing rotates locally (the broker rotates, replicas restart or re-fetch).
+   */
+  readonly fleet?: readonly FleetKey[];
+}
+
+export interface FleetKey {
+  readonly keyId: number;
+  /** Raw X25519 private key, 32 bytes. */
+  readonly hpkePrivateKey: Uint8Array;
+  /** Ed25519 private key seed, 32 bytes. */
+  readonly receiptSeed: Uint8Array;
+  readonly notBeforeMs: number;
+  readonly expiresAtMs: number;
+}
+
+const ED25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
+
+function receiptKeyFromSeed(seed: Uint8Array): { privateKey: KeyObject; publicKey: Uint8Array } {
+  if (seed.byteLength !== 32) throw new CloisterError('CONFIG_INVALID', 'a fleet receipt seed must be 32 bytes');
+  const privateKey = createPrivateKey({ key: Buffer.concat([ED25519_PKCS8_PREFIX, seed]), format: 'der', type: 'pkcs8' });
+  const { x } = createPublicKey(privateKey).export({ format: 'jwk' });
+  if (typeof x !== 'string') throw new CloisterError('INTERNAL', 'Ed25519 public key did not export');
+  return { privateKey, publicKey: new Uint8Array(Buffer.from(x, 'base64url')) };
 }
 
 export class KeyManager {
@@ -83,8 +111,22 @@ export class KeyManager {
       throw new CloisterError('CONFIG_INVALID', 'key rotation interval must be at least 1 s and grace non-negative');
     }
     if (options.configDigest.byteLength !== 32) throw new CloisterError('CONFIG_INVALID', 'config digest must be 32 bytes');
+    const fleet = options.fleet;
+    if (fleet !== undefined) {
+      const [newest, previous] = fleet;
+      if (newest === undefined || fleet.length > 2) throw new CloisterError('CONFIG_INVALID', 'give one or two fleet keys, newest first');
+      if (newest.expiresAtMs <= this.now()) throw new CloisterError('KEY_STALE', `the fleet key (id ${newest.keyId}) expired at ${new Date(newest.expiresAtMs).toISOString()}`);
+      this.cur = this.mintFleet(newest);
+      if (previous !== undefined && previous.expiresAtMs > this.now()) this.prev = { gen: this.mintFleet(previous), until: previous.expiresAtMs };
+      return;
+    }
     // Random first key id, so a restarted server rarely reuses the id a client still holds.
     this.cur = this.mint(randomInt(256), this.now());
+  }
+
+  /** True when the keys come from the key broker's fleet key (no local rotation). */
+  get fleet(): boolean {
+    return this.options.fleet !== undefined;
   }
 
   /** The current generation, rotating first if its interval has passed. */
@@ -93,8 +135,9 @@ export class KeyManager {
     return this.cur;
   }
 
-  /** Forces a rotation now (operators, tests). */
+  /** Forces a rotation now (operators, tests). Fleet keys rotate at the broker, never here. */
   rotate(): KeyGeneration {
+    if (this.fleet) throw new CloisterError('CONFIG_INVALID', 'fleet keys rotate at the key broker, not in a replica');
     const now = this.now();
     if (this.prev !== undefined) this.retired.add(this.prev.gen.keyId);
     this.prev = { gen: this.cur, until: now + this.graceMs };
@@ -126,6 +169,13 @@ export class KeyManager {
 
   private tick(): void {
     const now = this.now();
+    if (this.fleet) {
+      if (this.prev !== undefined && now >= this.prev.until) {
+        this.retired.add(this.prev.gen.keyId);
+        this.prev = undefined;
+      }
+      return;
+    }
     if (this.prev !== undefined && now >= this.prev.until) {
       this.retired.add(this.prev.gen.keyId);
       this.prev = undefined;
@@ -133,12 +183,22 @@ export class KeyManager {
     if (now >= this.cur.rotateAtMs) this.rotate();
   }
 
-  private mint(keyId: number, now: number): KeyGeneration {
+  private mintFleet(k: FleetKey): KeyGeneration {
+    if (k.hpkePrivateKey.byteLength !== 32) throw new CloisterError('CONFIG_INVALID', 'a fleet HPKE key must be 32 bytes');
+    // Every replica derives the same key config from the same fleet key: same times, same keys.
+    return this.mint(k.keyId, k.notBeforeMs, { recipient: HpkeRecipientKey.fromPrivateKey(k.hpkePrivateKey), receipt: receiptKeyFromSeed(k.receiptSeed), expiresAtMs: k.expiresAtMs });
+  }
+
+  private mint(
+    keyId: number,
+    now: number,
+    given?: { readonly recipient: HpkeRecipientKey; readonly receipt: { privateKey: KeyObject; publicKey: Uint8Array }; readonly expiresAtMs: number },
+  ): KeyGeneration {
     this.retired.delete(keyId);
-    const recipient = HpkeRecipientKey.generate();
-    const { privateKey: receiptKey, publicKey: receiptPublicKey } = generateReceiptKeyPair();
+    const recipient = given?.recipient ?? HpkeRecipientKey.generate();
+    const { privateKey: receiptKey, publicKey: receiptPublicKey } = given?.receipt ?? generateReceiptKeyPair();
     const hpkePublicKey = recipient.publicKey;
-    const rotateAtMs = now + this.rotationIntervalMs;
+    const rotateAtMs = given === undefined ? now + this.rotationIntervalMs : given.expiresAtMs;
     const config: KeyConfig = {
       version: 1,
       keyId,
@@ -152,7 +212,7 @@ export class KeyManager {
       platform: this.options.platform,
       notBefore: Math.floor(now / 1000),
       // A client may use the key while it is current or in its grace period.
-      expiresAt: Math.ceil((rotateAtMs + this.graceMs) / 1000),
+      expiresAt: given === undefined ? Math.ceil((rotateAtMs + this.graceMs) / 1000) : Math.floor(given.expiresAtMs / 1000),
       ...(this.options.engine === undefined ? {} : { engine: this.options.engine }),
     };
     const keyConfig = encodeKeyConfig(config);

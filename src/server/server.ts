@@ -16,7 +16,7 @@ import { EvidenceService } from './evidence.js';
 import type { HandlerDeps } from './handler.js';
 import type { ClientKeyTable } from './client-keys.js';
 import { DEFAULT_KEY_GRACE_MS, DEFAULT_KEY_ROTATION_INTERVAL_MS, KeyManager } from './keys.js';
-import type { KeyGeneration } from './keys.js';
+import type { FleetKey, KeyGeneration } from './keys.js';
 import { silentLogger } from './log.js';
 import type { Logger } from './log.js';
 import { resolveLimits } from './options.js';
@@ -65,6 +65,8 @@ export interface CloisterServerOptions {
    * (UNAUTHORIZED otherwise). Not measured into configDigest: the keys change without a new image.
    */
   readonly clientKeys?: ClientKeyTable;
+  /** Fleet keys from the key broker (`cloister serve --fleet-key`; src/server/keys.ts FleetKey). */
+  readonly fleetKeys?: readonly FleetKey[];
 }
 
 export interface ServerAddress {
@@ -149,6 +151,7 @@ export class CloisterServer {
       graceMs: keyGraceMs,
       now,
       onRotate: (g: KeyGeneration) => logger.log('info', 'key.rotated', { keyId: g.keyId }),
+      ...(options.fleetKeys === undefined ? {} : { fleet: options.fleetKeys }),
     });
     const evidence = new EvidenceService(
       options.attester,

@@ -21,8 +21,10 @@ import { SessionOpening } from '../../src/protocol/session.js';
 import type { ClientSession } from '../../src/protocol/session.js';
 import type { KeyConfig } from '../../src/protocol/key-config.js';
 import type { ServerLimits } from '../../src/server/options.js';
-import { codeOf, fakeClassify, startTestServer } from './helpers.js';
-import type { TestServer } from './helpers.js';
+import { codeOfAsync as codeOf } from '../helpers/errors.js';
+import { fakeClassify } from '../helpers/engines.js';
+import { startTestServer } from '../helpers/test-server.js';
+import type { TestServer } from '../helpers/test-server.js';
 
 let servers: TestServer[] = [];
 afterEach(async () => {

@@ -16,8 +16,9 @@ import { startGateway } from '../../src/client/gateway/index.js';
 import type { Gateway } from '../../src/client/gateway/index.js';
 import { buildDemoModels } from '../../tools/demo-model/build.js';
 import { GenerationEngine } from '../../src/inference/generation/engine.js';
-import { startTestServer, until } from '../e2e/helpers.js';
-import type { TestServer } from '../e2e/helpers.js';
+import { startTestServer } from '../helpers/test-server.js';
+import { until } from '../helpers/until.js';
+import type { TestServer } from '../helpers/test-server.js';
 
 let dir: string;
 let engine: GenerationEngine;

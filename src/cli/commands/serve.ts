@@ -29,6 +29,7 @@ import { CloisterServer } from '../../server/server.js';
 import type { ListenTarget } from '../../server/server.js';
 import { one, parseArgs, UsageError, withEnv } from './args.js';
 import type { Engine } from '../../inference/types.js';
+import type { Attester } from '../../core/types.js';
 import { UPSTREAM_SERVE_FLAGS, UPSTREAM_SERVE_USAGE, upstreamFromArgs } from '../../inference/upstream/index.js';
 import { ClientKeyTable, DEFAULT_CLIENT_KEY_REQUESTS_PER_MINUTE, MAX_CLIENT_KEY_REQUESTS_PER_MINUTE } from '../../server/client-keys.js';
 import { TDX_COLLATERAL_FLAGS, tdxCollateralFromArgs } from './tdx-collateral-args.js';
@@ -70,6 +71,11 @@ const USAGE = `usage: cloister serve --model [name=]dir [--model ...] [--embedde
   --client-keys FILE   require a client API key in every sealed request: one id:sha256hex[:per-minute]
                        per line (the SHA-256 of each key; printf %s KEY | sha256sum); default: none required
   --client-key-requests-per-minute n  quota of a key whose line names none (default 600)
+  --key-broker URL     where the data keys of sealed --model directories (cloister model seal) are
+                       released to this TEE's evidence; each is decrypted in memory, its digest
+                       checked, before anything is served (docs/KEYS.md)
+  --fleet-key NAME     serve the key broker's fleet key NAME (with --key-broker): every replica
+                       publishes the same key config, so a client that verified one can use all
 
 TDX collateral (attached to the evidence so clients can verify offline; docs/DEPLOY.md):
   --tdx-collateral FILE|none          read it from FILE (re-read at each refresh), or attach none
@@ -109,7 +115,7 @@ const BAR = '='.repeat(78);
 /** Value options of `cloister serve`; each can also come from CLOISTER_<NAME> (args.ts envNameOf). */
 export const SERVE_OPTIONS: readonly string[] = [
   'model', 'embedder', 'generator', 'generator-dtype', 'max-generations', 'max-generation-queue', 'max-kv-tokens', 'max-new-tokens', 'listen', 'socket', 'platform', 'state-dir', 'key-rotation-minutes', 'request-timeout-s', 'log-level',
-  'max-input-chars', 'tls-cert', 'tls-key', 'drain-timeout-s', 'pad-responses', 'client-keys', 'client-key-requests-per-minute', ...UPSTREAM_SERVE_FLAGS, ...TDX_COLLATERAL_FLAGS,
+  'max-input-chars', 'tls-cert', 'tls-key', 'drain-timeout-s', 'pad-responses', 'client-keys', 'client-key-requests-per-minute', 'key-broker', 'fleet-key', ...UPSTREAM_SERVE_FLAGS, ...TDX_COLLATERAL_FLAGS,
 ];
 const SERVE_SPEC = { values: SERVE_OPTIONS, multi: ['model', 'embedder', 'generator'] } as const;
 
@@ -137,6 +143,10 @@ export interface ServeConfig {
   readonly clientKeys: { readonly path: string; readonly perMinute: number } | undefined;
   /** The TDX collateral options (tdx-collateral-args.ts), read when the platform is TDX. */
   readonly tdxArg: (name: string) => string | undefined;
+  /** --key-broker: the key broker for sealed models and fleet keys. */
+  readonly keyBroker?: string;
+  /** --fleet-key: the broker's fleet key to serve. */
+  readonly fleetKey?: string;
 }
 
 function positiveInt(text: string | undefined, name: string, max: number): number | undefined {
@@ -202,6 +212,7 @@ export function parseServeConfig(argv: readonly string[], env: Readonly<Record<s
       padResponses: padText === 'on',
       clientKeys: clientKeysPath === undefined ? undefined : { path: resolve(clientKeysPath), perMinute: keyQuota ?? DEFAULT_CLIENT_KEY_REQUESTS_PER_MINUTE },
       tdxArg: (name: string) => one(args, name),
+      ...keyBrokerArg(one(args, 'key-broker'), one(args, 'fleet-key')),
     };
   } catch (err) {
     if (err instanceof CloisterError && (err.code === 'INVALID_ARGUMENT' || err.code === 'CONFIG_INVALID')) throw new UsageError(args.label(err.message));
@@ -233,6 +244,14 @@ function generationArgs(args: ReturnType<typeof withEnv>): GenerationEngineOptio
   };
 }
 
+function keyBrokerArg(url: string | undefined, fleetKey: string | undefined): { keyBroker?: string; fleetKey?: string } {
+  if (fleetKey !== undefined && url === undefined) throw new UsageError('--fleet-key needs --key-broker');
+  if (fleetKey !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(fleetKey)) throw new UsageError('--fleet-key must be a key name');
+  if (url === undefined) return {};
+  if (!/^https?:\/\/[^\s]+$/.test(url)) throw new UsageError('--key-broker must be an http:// or https:// URL');
+  return { keyBroker: url, ...(fleetKey === undefined ? {} : { fleetKey }) };
+}
+
 function isLogLevel(v: string): v is LogLevel {
   return v === 'debug' || v === 'info' || v === 'warn' || v === 'error';
 }
@@ -261,10 +280,23 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
   const selection = await selectPlatform(platformArg);
   const logger = createLogger({ minLevel: level });
 
+  // Sealed models: their data keys are released to this TEE's evidence, then they are opened in memory.
+  const { fetchFleetKeys, openSealedModels } = await import('../../server/sealed-models.js');
+  let releaseAttester: Promise<Attester> | undefined;
+  const attester = (): Promise<Attester> =>
+    (releaseAttester ??= (async () => {
+      const { createPlatformAttester } = await import('../../server/platform.js');
+      const { codeDigest } = await import('../../server/code-digest.js');
+      // Simulated: PCR0 is this code, and the root is the state directory's (a release policy pins both).
+      return (await createPlatformAttester(selection, { codeDigest: await codeDigest() }, { simulatedStateDir: stateDir })).attester;
+    })());
+  const opened = await openSealedModels(models, { ...(config.keyBroker === undefined ? {} : { keyBroker: config.keyBroker }), attester });
+  const fleetKeys = config.fleetKey === undefined || config.keyBroker === undefined ? undefined : await fetchFleetKeys(config.fleetKey, { keyBroker: config.keyBroker, attester: await attester() });
+
   const engines: Engine[] = [];
   if (models.length > 0) {
     const { OnnxEngine } = await import('../../inference/onnx/engine.js');
-    engines.push(new OnnxEngine({ models, ...(maxInputChars === undefined ? {} : { maxInputChars }) }));
+    engines.push(new OnnxEngine({ models: opened.models, ...(maxInputChars === undefined ? {} : { maxInputChars }) }));
   }
   if (config.generation !== undefined) {
     const { GenerationEngine } = await import('../../inference/generation/engine.js');
@@ -273,6 +305,8 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
   // The upstream start() waits for the engine and runs the canary: nothing listens before it passes.
   if (upstream !== undefined) engines.push(upstream);
   for (const e of engines) await e.start();
+  // The engines hold their own copies now: the decrypted model files are zeroed and dropped.
+  opened.wipe();
 
   const keyRotationIntervalMs = rotationMinutes === undefined ? undefined : rotationMinutes * 60_000;
   const tdxCollateral = selection.platform === 'tdx' ? tdxCollateralFromArgs(config.tdxArg) : undefined;
@@ -304,6 +338,7 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
     ...(tls === undefined ? {} : { tls }),
     ...(config.padResponses ? {} : { padResponses: false }),
     ...(clientKeys === undefined ? {} : { clientKeys }),
+    ...(fleetKeys === undefined ? {} : { fleetKeys }),
   });
   const address = await server.listen(target).catch(async (err: unknown) => {
     for (const e of engines) await e.close().catch(() => undefined);
@@ -334,7 +369,8 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
     lines.push(`http:       ${address.httpUrl}  (GET /v1/evidence, POST /v1/sealed)`);
     lines.push(`operator:   ${address.httpUrl}/healthz  /readyz  /metrics`);
   }
-  lines.push(`models:     ${server.router.models().map((m) => `${m.name} (${m.task})`).join(', ')}`);
+  lines.push(`models:     ${server.router.models().map((m) => `${m.name} (${m.task}${opened.sealed.includes(m.name) ? ', sealed: unsealed in memory' : ''})`).join(', ')}`);
+  if (fleetKeys !== undefined) lines.push(`fleet key:  ${config.fleetKey ?? ''} (key id ${fleetKeys[0]?.keyId ?? 0}; the same key config on every replica)`);
   if (clientKeys !== undefined) lines.push(`client keys: ${clientKeys.size} from ${config.clientKeys?.path ?? ''} (required in every request)`);
   const url = address.httpUrl ?? address.wsUrl;
   // The development policy pins the simulated root's SHA-256: that pin is the client's

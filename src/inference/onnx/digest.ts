@@ -36,6 +36,11 @@ interface FileEntry {
   readonly abs: string;
 }
 
+/** Every regular file below `root`, sorted by UTF-8 path (the digest's order and rules). */
+export async function listModelFiles(root: string, maxFiles: number = DEFAULT_MAX_MODEL_FILES): Promise<readonly { readonly rel: string; readonly abs: string }[]> {
+  return listFiles(root, maxFiles);
+}
+
 async function listFiles(root: string, maxFiles: number): Promise<FileEntry[]> {
   const out: FileEntry[] = [];
   const walk = async (dir: string, prefix: readonly string[]): Promise<void> => {
@@ -113,6 +118,30 @@ export async function digestFileSet(label: string, entries: readonly { readonly 
     if (read !== st.size) {
       throw new CloisterError('CONFIG_INVALID', 'a file changed while it was being hashed', { detail: { path: f.rel } });
     }
+  }
+  return new Uint8Array(hash.digest());
+}
+
+/**
+ * The model digest (construction above) of a model held in memory: `files` maps each
+ * relative path to its contents. Gives the same digest as `modelDigest` on a directory
+ * holding exactly these files.
+ */
+export function modelDigestOfFiles(files: ReadonlyMap<string, Uint8Array>): Uint8Array {
+  const entries = [...files.entries()].map(([rel, bytes]) => ({ relBytes: Buffer.from(rel, 'utf8'), bytes }));
+  entries.sort((a, b) => Buffer.compare(a.relBytes, b.relBytes));
+  const hash = createHash('sha256');
+  hash.update(Buffer.from(MODEL_DIGEST_LABEL, 'utf8'));
+  hash.update(Buffer.of(0));
+  for (const e of entries) {
+    const header = Buffer.alloc(4);
+    header.writeUInt32BE(e.relBytes.length, 0);
+    hash.update(header);
+    hash.update(e.relBytes);
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64BE(BigInt(e.bytes.byteLength), 0);
+    hash.update(len);
+    hash.update(e.bytes);
   }
   return new Uint8Array(hash.digest());
 }

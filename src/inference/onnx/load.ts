@@ -11,11 +11,11 @@ import { dirname, join } from 'node:path';
 
 import { CloisterError } from '../../errors.js';
 import type { Operation } from '../types.js';
-import { modelDigest } from './digest.js';
+import { modelDigest, modelDigestOfFiles } from './digest.js';
 import { inferTexts } from './infer.js';
 import type { LoadedModel, OnnxTask } from './infer.js';
 import { modelRunner, type ModelRunner } from './runner.js';
-import { loadTransformers } from './transformers-env.js';
+import { loadTransformers, registerMemoryModel } from './transformers-env.js';
 import { isRecord } from '../../core/validate.js';
 
 export interface OnnxModelConfig {
@@ -25,6 +25,12 @@ export interface OnnxModelConfig {
   readonly dir: string;
   /** Task to serve; default: inferred from config.json `architectures`. */
   readonly task?: OnnxTask;
+  /**
+   * The model held in memory instead (a sealed model opened inside the TEE): relative path ->
+   * contents. `dir` is then only a virtual name (an absolute path that must not exist on disk),
+   * and nothing is read from disk.
+   */
+  readonly files?: ReadonlyMap<string, Uint8Array>;
 }
 
 export interface LoadOptions {
@@ -83,27 +89,58 @@ async function disposePipeline(pipe: unknown): Promise<void> {
   }
 }
 
+/** Where a model's files come from: its directory, or memory (a sealed model). */
+interface ModelSource {
+  mustExist(rel: string): Promise<void>;
+  readText(rel: string): Promise<string>;
+  digest(): Promise<Uint8Array>;
+}
+
+function diskSource(dir: string, maxFiles: number): ModelSource {
+  return {
+    mustExist: (rel) => mustExist(join(dir, ...rel.split('/')), rel),
+    readText: (rel) => readFile(join(dir, ...rel.split('/')), 'utf8'),
+    digest: () => modelDigest(dir, { maxFiles }),
+  };
+}
+
+function memorySource(files: ReadonlyMap<string, Uint8Array>): ModelSource {
+  return {
+    mustExist: (rel) => (files.has(rel) ? Promise.resolve() : Promise.reject(new CloisterError('NOT_FOUND', `model ${rel} not found`, { detail: { file: rel } }))),
+    readText: (rel) => {
+      const b = files.get(rel);
+      return b === undefined ? Promise.reject(new CloisterError('NOT_FOUND', `model ${rel} not found`)) : Promise.resolve(new TextDecoder('utf-8', { fatal: true }).decode(b));
+    },
+    digest: () => Promise.resolve(modelDigestOfFiles(files)),
+  };
+}
+
 /** tokenizer.json and tokenizer_config.json (absent: {}), read between the two digests. */
-async function readTokenizerFiles(dir: string): Promise<{ tokenizerJson: unknown; tokenizerConfig: unknown }> {
-  const tokenizerJson: unknown = JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8'));
-  const configText = await readFile(join(dir, 'tokenizer_config.json'), 'utf8').catch(() => '{}');
+async function readTokenizerFiles(src: ModelSource): Promise<{ tokenizerJson: unknown; tokenizerConfig: unknown }> {
+  const tokenizerJson: unknown = JSON.parse(await src.readText('tokenizer.json'));
+  const configText = await src.readText('tokenizer_config.json').catch(() => '{}');
   const tokenizerConfig: unknown = JSON.parse(configText);
   return { tokenizerJson, tokenizerConfig };
 }
 
 /** config.json read and checked: the task to serve and its labels. */
-async function readModelConfig(cfg: OnnxModelConfig): Promise<{ task: OnnxTask; labels: string[] }> {
+async function readModelConfig(cfg: OnnxModelConfig, src: ModelSource): Promise<{ task: OnnxTask; labels: string[] }> {
   const dir = cfg.dir;
-  const dirStat = await stat(dir).catch((cause: unknown) => {
-    throw new CloisterError('NOT_FOUND', 'model directory not found', { cause, detail: { model: cfg.name } });
-  });
-  if (!dirStat.isDirectory()) throw new CloisterError('CONFIG_INVALID', 'model path is not a directory', { detail: { model: cfg.name } });
-  await mustExist(join(dir, 'config.json'), 'config.json');
-  await mustExist(join(dir, 'tokenizer.json'), 'tokenizer.json');
-  await mustExist(join(dir, 'onnx', 'model.onnx'), 'onnx/model.onnx');
+  if (cfg.files === undefined) {
+    const dirStat = await stat(dir).catch((cause: unknown) => {
+      throw new CloisterError('NOT_FOUND', 'model directory not found', { cause, detail: { model: cfg.name } });
+    });
+    if (!dirStat.isDirectory()) throw new CloisterError('CONFIG_INVALID', 'model path is not a directory', { detail: { model: cfg.name } });
+  } else if (await stat(dir).then(() => true, () => false)) {
+    // The virtual name must miss on disk, so transformers.js can only read the memory copy.
+    throw new CloisterError('CONFIG_INVALID', 'the virtual directory of an in-memory model exists on disk', { detail: { model: cfg.name } });
+  }
+  await src.mustExist('config.json');
+  await src.mustExist('tokenizer.json');
+  await src.mustExist('onnx/model.onnx');
   let config: unknown;
   try {
-    config = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8'));
+    config = JSON.parse(await src.readText('config.json'));
   } catch (cause) {
     throw new CloisterError('CONFIG_INVALID', 'config.json is not valid JSON', { cause, detail: { model: cfg.name } });
   }
@@ -124,9 +161,10 @@ async function readModelConfig(cfg: OnnxModelConfig): Promise<{ task: OnnxTask; 
 }
 
 /** The model runner for `dir` (transformers.js loads model and tokenizer; runner.ts drives them). */
-async function createRunner(cfg: OnnxModelConfig, task: OnnxTask, options: LoadOptions): Promise<ModelRunner> {
+async function createRunner(cfg: OnnxModelConfig, src: ModelSource, task: OnnxTask, options: LoadOptions): Promise<ModelRunner> {
   const dir = cfg.dir;
   const mod = await loadTransformers(dirname(dir));
+  const unregister = cfg.files === undefined ? undefined : registerMemoryModel(dir, cfg.files);
   let created: unknown;
   try {
     const sessionOptions: Record<string, unknown> = {};
@@ -139,10 +177,12 @@ async function createRunner(cfg: OnnxModelConfig, task: OnnxTask, options: LoadO
       model_file_name: 'model',
       session_options: sessionOptions,
     });
-    return modelRunner(created, mod, await readTokenizerFiles(dir));
+    return modelRunner(created, mod, await readTokenizerFiles(src));
   } catch (cause) {
     await disposePipeline(created);
     throw new CloisterError('CONFIG_INVALID', 'the model could not be loaded', { cause, detail: { model: cfg.name, task } });
+  } finally {
+    unregister?.();
   }
 }
 
@@ -168,12 +208,13 @@ async function selfCheck(model: LoadedModel): Promise<void> {
   }
 }
 
-/** Load, measure and check one model directory (`cfg.dir` already absolute). */
+/** Load, measure and check one model directory or in-memory model (`cfg.dir` already absolute). */
 export async function loadModel(cfg: OnnxModelConfig, options: LoadOptions): Promise<LoadedModel> {
-  const { task, labels } = await readModelConfig(cfg);
-  const before = await modelDigest(cfg.dir, { maxFiles: options.maxModelFiles });
-  const runner = await createRunner(cfg, task, options);
-  const after = await modelDigest(cfg.dir, { maxFiles: options.maxModelFiles });
+  const src = cfg.files === undefined ? diskSource(cfg.dir, options.maxModelFiles) : memorySource(cfg.files);
+  const { task, labels } = await readModelConfig(cfg, src);
+  const before = await src.digest();
+  const runner = await createRunner(cfg, src, task, options);
+  const after = await src.digest();
   if (!sameBytes(before, after)) {
     await runner.dispose();
     throw new CloisterError('CONFIG_INVALID', 'model files changed while loading', { detail: { model: cfg.name } });

@@ -1,0 +1,216 @@
+/**
+ * Issue 13's "done when", as a user runs it (compiled dist/, child processes):
+ * `cloister keys serve`, `keys dev-policy`, `model seal` (no 4 KiB plaintext block in the
+ * sealed directory), `serve --model name=<sealed> --key-broker` and `infer` giving the same
+ * label as the plaintext model; a broker policy pinning another measurement makes serve exit
+ * non-zero with POLICY_MISMATCH; the audit shows both decisions. Then the broker is killed
+ * (SIGKILL) while admin writes are in flight: every acknowledged key is there after restart.
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parsePolicy } from '../../src/verifier/policy.js';
+import { connect } from '../../src/client/client.js';
+import { buildDemoModels } from '../../tools/demo-model/build.js';
+import { readSecretFile } from '../../src/keys/admin-auth.js';
+import { BrokerAdminClient } from '../../src/keys/client.js';
+import { until } from '../helpers/until.js';
+
+const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+const cli = resolve(repoRoot, 'dist', 'cli', 'main.js');
+const haveDist = existsSync(cli);
+if (!haveDist) console.warn('test/e2e/sealed-model-cli.test.ts skipped: dist/cli/main.js missing (run `npm run build`)');
+const TEXT = 'chest pain radiating to the left arm';
+
+function runCli(args: string[], timeoutMs = 60_000): Promise<{ code: number; out: string; err: string }> {
+  return new Promise((done) => {
+    const child = spawn(process.execPath, [cli, ...args], { cwd: repoRoot });
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      done({ code: code ?? 1, out, err });
+    });
+  });
+}
+
+interface Proc {
+  child: ChildProcess;
+  out: () => string;
+}
+
+function start(args: string[]): Proc {
+  const child = spawn(process.execPath, [cli, ...args], { cwd: repoRoot });
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  return { child, out: () => out };
+}
+
+async function stop(p: Proc | undefined, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (p === undefined || p.child.exitCode !== null) return;
+  const exited = new Promise((r) => p.child.once('exit', r));
+  p.child.kill(signal);
+  await exited;
+}
+
+async function startBroker(store: string, extra: string[] = []): Promise<{ proc: Proc; url: string }> {
+  const proc = start(['keys', 'serve', '--listen', '127.0.0.1:0', '--store', store, ...extra]);
+  await until(() => /key broker: (http:\/\/\S+)/.test(proc.out()), 2000);
+  return { proc, url: /key broker: (http:\/\/\S+)/.exec(proc.out())?.[1] ?? '' };
+}
+
+async function filesUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) if (e.isFile()) out.push(join(e.parentPath, e.name));
+  return out;
+}
+
+describe.skipIf(!haveDist)('sealed model through the key broker (child processes)', () => {
+  let dir: string;
+  let broker: { proc: Proc; url: string };
+  let server: Proc | undefined;
+  let MODEL: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'cloister-sealed-cli-'));
+    // The demo classifier, built here (a fresh clone has no models/demo until npm start).
+    MODEL = (await buildDemoModels({ outDir: join(dir, 'models') })).classifierDir;
+    broker = await startBroker(join(dir, 'store'));
+  });
+  afterAll(async () => {
+    await stop(server);
+    await stop(broker.proc);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('seals, serves from the broker, answers as the plaintext model; another measurement is refused; the audit shows both', async () => {
+    const state = join(dir, 'state');
+    const admin = join(dir, 'store', 'admin.key');
+    const pol = await runCli(['keys', 'dev-policy', '--state-dir', state]);
+    expect(pol.code).toBe(0);
+    await writeFile(join(dir, 'policy.json'), pol.out);
+    const seal = await runCli(['model', 'seal', MODEL, '--out', join(dir, 'sealed'), '--key-broker', broker.url, '--admin-key-file', admin, '--policy', join(dir, 'policy.json')]);
+    expect(seal.err).toBe('');
+    expect(seal.code).toBe(0);
+
+    // No 4 KiB block of any plaintext model file appears in any sealed file.
+    const sealedBytes = await Promise.all((await filesUnder(join(dir, 'sealed'))).map((f) => readFile(f)));
+    for (const f of await filesUnder(MODEL)) {
+      const plain = await readFile(f);
+      for (let off = 0; off + 4096 <= plain.length; off += 4096) for (const s of sealedBytes) expect(s.includes(plain.subarray(off, off + 4096))).toBe(false);
+    }
+
+    server = start(['serve', '--model', `classifier=${join(dir, 'sealed')}`, '--key-broker', broker.url, '--platform', 'simulated', '--state-dir', state, '--listen', '127.0.0.1:0']);
+    await until(() => /http:\s+(http:\/\/\S+)/.test(server?.out() ?? '') || server?.child.exitCode !== null, 6000);
+    const httpUrl = /http:\s+(http:\/\/\S+)/.exec(server.out())?.[1];
+    expect(server.out()).toContain('sealed: unsealed in memory');
+    expect(httpUrl).toBeDefined();
+    const sealedAnswer = await runCli(['infer', '--url', httpUrl ?? '', '--policy', join(state, 'policy.json'), '--text', TEXT]);
+    expect(sealedAnswer.code).toBe(0);
+    await stop(server);
+
+    // The same text through the plaintext model.
+    const plainState = join(dir, 'plain-state');
+    server = start(['serve', '--model', `classifier=${MODEL}`, '--platform', 'simulated', '--state-dir', plainState, '--listen', '127.0.0.1:0']);
+    await until(() => /http:\s+(http:\/\/\S+)/.test(server?.out() ?? ''), 6000);
+    const plainUrl = /http:\s+(http:\/\/\S+)/.exec(server.out())?.[1] ?? '';
+    const plainAnswer = await runCli(['infer', '--url', plainUrl, '--policy', join(plainState, 'policy.json'), '--text', TEXT]);
+    await stop(server);
+    const label = (s: string): string => s.split('\n')[0]?.split('\t')[0] ?? '';
+    expect(label(sealedAnswer.out)).toBe(label(plainAnswer.out));
+    expect(label(sealedAnswer.out)).not.toBe('');
+
+    // A policy that pins another measurement: serve exits non-zero with a coded error.
+    const other = pol.out.replace(/"0": "([0-9a-f])/, (_m, c: string) => `"0": "${c === '0' ? '1' : '0'}`);
+    expect(other).not.toBe(pol.out);
+    await writeFile(join(dir, 'other.json'), other);
+    const seal2 = await runCli(['model', 'seal', MODEL, '--out', join(dir, 'sealed-other'), '--key-name', 'other', '--key-broker', broker.url, '--admin-key-file', admin, '--policy', join(dir, 'other.json')]);
+    expect(seal2.code).toBe(0);
+    const refused = await runCli(['serve', '--model', `classifier=${join(dir, 'sealed-other')}`, '--key-broker', broker.url, '--platform', 'simulated', '--state-dir', state, '--listen', '127.0.0.1:0']);
+    expect(refused.code).toBe(1);
+    expect(refused.err).toContain('POLICY_MISMATCH');
+    expect(refused.out).not.toContain('websocket:');
+
+    const audit = await runCli(['keys', 'audit', '--broker', broker.url, '--admin-key-file', admin]);
+    const releases = audit.out
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((r) => r['event'] === 'release');
+    expect(releases.map((r) => [r['key'], r['allowed'], r['code']])).toEqual([
+      ['classifier', true, undefined],
+      ['other', false, 'POLICY_MISMATCH'],
+    ]);
+  }, 240_000);
+
+  it('serve --fleet-key: two servers publish the same key config from the broker', async () => {
+    const state = join(dir, 'state');
+    const admin = join(dir, 'store', 'admin.key');
+    const reg = await runCli(['keys', 'register', 'fleet', '--kind', 'fleet', '--policy', join(dir, 'policy.json'), '--broker', broker.url, '--admin-key-file', admin]);
+    expect(reg.code).toBe(0);
+    const a = start(['serve', '--model', `classifier=${MODEL}`, '--fleet-key', 'fleet', '--key-broker', broker.url, '--platform', 'simulated', '--state-dir', state, '--listen', '127.0.0.1:0']);
+    const b = start(['serve', '--model', `classifier=${MODEL}`, '--fleet-key', 'fleet', '--key-broker', broker.url, '--platform', 'simulated', '--state-dir', state, '--listen', '127.0.0.1:0']);
+    try {
+      const url = (p: Proc): string | undefined => /http:\s+(http:\/\/\S+)/.exec(p.out())?.[1];
+      await until(() => (url(a) !== undefined && url(b) !== undefined) || a.child.exitCode !== null || b.child.exitCode !== null, 6000);
+      expect(a.out()).toContain('fleet key:  fleet');
+      const policy = parsePolicy(await readFile(join(state, 'policy.json')));
+      const keyConfigOf = async (p: Proc): Promise<string> => {
+        const c = await connect(url(p) ?? '', { policy });
+        try {
+          expect((await c.classify(TEXT))[0]?.label).toBe('cardiology');
+          return JSON.stringify(c.keyConfig, (_k, v: unknown) => (v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v));
+        } finally {
+          await c.close();
+        }
+      };
+      expect(await keyConfigOf(b)).toBe(await keyConfigOf(a));
+    } finally {
+      await stop(a);
+      await stop(b);
+    }
+  }, 120_000);
+
+  it('a broker killed (SIGKILL) during admin writes keeps every acknowledged key and restarts', async () => {
+    const store = join(dir, 'crash-store');
+    // No per-source limit in the way: the writers must still be writing when the kill lands.
+    const b = await startBroker(store, ['--requests-per-minute', '1000000']);
+    const client = new BrokerAdminClient(b.url, await readSecretFile(join(store, 'admin.key'), 'admin secret'));
+    const policy = { version: 1, platforms: { simulated: { pcrs: { '0': 'ab'.repeat(48) } } } };
+    const acked: string[] = [];
+    let n = 0;
+    const writers = [0, 1, 2, 3].map(async () => {
+      for (;;) {
+        const name = `k${n++}`;
+        try {
+          await client.register(name, 'fleet', policy);
+          acked.push(name);
+        } catch {
+          return;
+        }
+      }
+    });
+    await until(() => acked.length >= 20, 3000);
+    b.proc.child.kill('SIGKILL');
+    await Promise.all(writers);
+    const again = await startBroker(store);
+    try {
+      const client2 = new BrokerAdminClient(again.url, await readSecretFile(join(store, 'admin.key'), 'admin secret'));
+      const listed = (await client2.list()) as { keys: { name: string }[] };
+      const names = new Set(listed.keys.map((k) => k.name));
+      for (const a of acked) expect(names.has(a)).toBe(true);
+      // Still writable after the recovery.
+      await client2.register('after-crash', 'fleet', policy);
+    } finally {
+      await stop(again.proc);
+    }
+  }, 120_000);
+});
