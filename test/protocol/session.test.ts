@@ -25,6 +25,7 @@ import {
   SessionOpening,
 } from '../../src/protocol/session.js';
 import type { ClientSession, SessionState } from '../../src/protocol/session.js';
+import { decodeWireMessage, encodeWireMessage } from '../../src/protocol/wire.js';
 import { codeOf } from '../helpers/errors.js';
 
 const kp = generateX25519KeyPair();
@@ -210,5 +211,16 @@ describe('sessions', () => {
     expect(w.fresh(5 + SESSION_REPLAY_WINDOW)).toBe(false);
     expect(w.fresh(6 + SESSION_REPLAY_WINDOW)).toBe(true);
     expect(codeOf(() => w.accept(6))).toBe('REPLAY');
+  });
+
+  it('wire: sopen and sreq frames, evidence-req v, strictly', () => {
+    const body = Uint8Array.of(1, 2, 3);
+    for (const t of ['sopen', 'sreq'] as const) expect(decodeWireMessage(encodeWireMessage({ t, sid: 7, body }))).toEqual({ t, sid: 7, body });
+    expect(codeOf(() => decodeWireMessage(encodeCbor({ t: 'sreq', sid: 7 })))).toBe('MALFORMED');
+    expect(codeOf(() => decodeWireMessage(encodeCbor({ t: 'sopen', sid: 7, body, x: 1 })))).toBe('MALFORMED');
+    expect(decodeWireMessage(encodeWireMessage({ t: 'evidence-req', v: 2 }))).toEqual({ t: 'evidence-req', v: 2 });
+    expect(decodeWireMessage(encodeWireMessage({ t: 'evidence-req' }))).toEqual({ t: 'evidence-req' });
+    for (const v of [0, 1, 3]) expect(codeOf(() => decodeWireMessage(encodeCbor({ t: 'evidence-req', v })))).toBe('MALFORMED');
+    expect(codeOf(() => encodeWireMessage({ t: 'evidence-req', v: 3 }))).toBe('INVALID_ARGUMENT');
   });
 });
