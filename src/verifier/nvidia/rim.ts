@@ -68,14 +68,22 @@ interface SignedXmlLike {
   checkSignature(xml: string): boolean;
   getSignedReferences(): string[];
 }
-const requireCjs = createRequire(import.meta.url);
-const { DOMParser } = requireCjs('@xmldom/xmldom') as {
-  DOMParser: new (options: { errorHandler: XmlErrorHandler }) => { parseFromString(text: string, mime: string): XmlDocument };
-};
-const { SignedXml, C14nCanonicalization } = requireCjs('xml-crypto') as {
-  SignedXml: new (options: { publicCert: string; getCertFromKeyInfo: () => null }) => SignedXmlLike;
-  C14nCanonicalization: unknown;
-};
+interface XmlLibraries {
+  readonly DOMParser: new (options: { errorHandler: XmlErrorHandler }) => { parseFromString(text: string, mime: string): XmlDocument };
+  readonly SignedXml: new (options: { publicCert: string; getCertFromKeyInfo: () => null }) => SignedXmlLike;
+  readonly C14nCanonicalization: unknown;
+}
+let xmlLibraries: XmlLibraries | undefined;
+/** Loaded on first use: every CLI command imports the verifier, few verify a RIM. */
+function xml(): XmlLibraries {
+  if (xmlLibraries === undefined) {
+    const requireCjs = createRequire(import.meta.url);
+    const dom = requireCjs('@xmldom/xmldom') as Pick<XmlLibraries, 'DOMParser'>;
+    const crypto = requireCjs('xml-crypto') as Pick<XmlLibraries, 'SignedXml' | 'C14nCanonicalization'>;
+    xmlLibraries = { DOMParser: dom.DOMParser, SignedXml: crypto.SignedXml, C14nCanonicalization: crypto.C14nCanonicalization };
+  }
+  return xmlLibraries;
+}
 
 const DSIG_NS = 'http://www.w3.org/2000/09/xmldsig#';
 const SWID_NS = 'http://standards.iso.org/iso/19770/-2/2015/schema.xsd';
@@ -145,7 +153,7 @@ function fail(what: string, message: string, code: 'EVIDENCE_MALFORMED' | 'EVIDE
 /** Strict XML parse: any parser warning or error is a failure. */
 function parseXml(text: string, what: string): XmlDocument {
   const problems: string[] = [];
-  const parser = new DOMParser({
+  const parser = new (xml().DOMParser)({
     errorHandler: {
       warning: (m: string) => problems.push(m),
       error: (m: string) => problems.push(m),
@@ -289,6 +297,7 @@ export function verifyRim(input: Uint8Array | string, options: VerifyRimOptions)
   });
   if (!chain.ok) throw new CloisterError(chain.code, `${what} signer chain: ${chain.message}`);
 
+  const { SignedXml, C14nCanonicalization } = xml();
   const sx = new SignedXml({ publicCert: chain.leafPublicKey.export({ type: 'spki', format: 'pem' }).toString(), getCertFromKeyInfo: () => null });
   sx.HashAlgorithms[ALG_SHA384] = Sha384;
   sx.SignatureAlgorithms[ALG_ECDSA_SHA384] = EcdsaSha384;
