@@ -36,6 +36,7 @@ import { keyConfigDigest, sealTargetFromKeyConfig } from '../protocol/key-config
 import type { KeyConfig } from '../protocol/key-config.js';
 import { timingSafeEqualBytes } from '../crypto/ct.js';
 import { sealChunkedRequest } from '../protocol/chunked.js';
+import type { LabelScore, TokenEntity } from '../protocol/messages.js';
 import type { ChunkedResponseOpener, OpenedChunk } from '../protocol/chunked.js';
 import { CAPABILITIES, MAX_CLIENT_KEY_BYTES, ReceiptHasher, decodeResponseChunk, encodeSealedRequest, isClientKey, verifyReceipt } from '../protocol/messages.js';
 import { digestsOfReceiptMessage } from '../protocol/receipt.js';
@@ -167,10 +168,8 @@ export interface ClassifyOptions {
   readonly signal?: AbortSignal;
 }
 
-export interface LabelScore {
-  readonly label: string;
-  readonly score: number;
-}
+
+export type { LabelScore, TokenEntity };
 
 export const DEFAULT_CLIENT_REQUEST_TIMEOUT_MS = 120_000;
 
@@ -210,12 +209,6 @@ export function checkText(text: unknown, what: string): asserts text is string {
   }
 }
 
-export interface TokenEntity {
-  readonly entity: string;
-  readonly score: number;
-  readonly index: number;
-  readonly word: string;
-}
 
 function isTokenEntities(v: unknown): v is TokenEntity[] {
   return (

@@ -26,7 +26,8 @@ import { CloisterError } from '../../errors.js';
 import type { Engine, EngineRequest, ModelInfo, Operation, RunOptions } from '../types.js';
 import { buildBatchInputs } from './batch-inputs.js';
 import { DEFAULT_MAX_MODEL_FILES, modelDigest } from './digest.js';
-import { type LabelScore, meanPoolNormalized, rankLabels, tokenEntities } from './postprocess.js';
+import { meanPoolNormalized, rankLabels, tokenEntities } from './postprocess.js';
+import type { LabelScore } from '../../protocol/messages.js';
 import { modelRunner, type ModelRunner } from './runner.js';
 import { loadTransformers } from './transformers-env.js';
 import { isRecord, positiveInt } from '../../core/validate.js';
@@ -78,7 +79,6 @@ export const ONNX_ENGINE_DEFAULTS = {
   maxInputChars: 16_384,
 } as const;
 
-export type { LabelScore as ClassLabelScore, TokenEntity } from './postprocess.js';
 
 const OPERATION_OF: Readonly<Record<OnnxTask, Operation>> = {
   'text-classification': 'classify',
