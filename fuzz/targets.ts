@@ -41,7 +41,7 @@ import { decodeCoseSign1 } from '../src/verifier/nitro/cose.js';
 import { parseNitroDocument } from '../src/verifier/nitro/document.js';
 import { verifyNitroDocument } from '../src/verifier/nitro/verify.js';
 import { parseSnpReport } from '../src/verifier/sev-snp/report.js';
-import { sevSnpPolicy, verifySevSnpEvidence } from '../src/verifier/sev-snp/index.js';
+import { sevSnpPolicy } from '../src/verifier/sev-snp/index.js';
 import { parseTdxQuote } from '../src/verifier/tdx/quote.js';
 import { parseNvidiaAttestationReport, reportBytesFrom } from '../src/verifier/nvidia/spdm.js';
 import { decodeGpuEvidence, encodeGpuEvidence } from '../src/protocol/gpu-evidence.js';
@@ -49,6 +49,7 @@ import { loadNativeCrypto, NATIVE_AEAD_AES_128_GCM, NATIVE_AEAD_AES_256_GCM, NAT
 import { readVector, readVectorJson } from '../test/helpers/vectors.js';
 import { equalBytes, mutatedInputs } from './mutate.js';
 import type { MutatedInput } from './mutate.js';
+import { inspectSevSnpEvidence } from '../src/verifier/inspect.js';
 
 /** A property violation: what went wrong and the input, as hex, to reproduce it. */
 export class FuzzFailure extends Error {
@@ -452,10 +453,10 @@ const snpVerify: FuzzTarget = {
     const seed = readVector('sev-snp/snp_virtee_milan_report.bin');
     const vcek = readVector('sev-snp/snp_virtee_milan_vcek.der');
     const original = parseSnpReport(seed);
-    const options = { policy: sevSnpPolicy({ measurements: [original.measurement] }), vcek, at: new Date('2024-06-01T00:00:00Z'), expectedReportData: original.reportData };
+    const options = { policy: sevSnpPolicy({ measurements: [original.measurement] }), vcek, at: new Date('2024-06-01T00:00:00Z'), binding: { kind: 'exact' as const, reportData: original.reportData } };
     return erase(
       fc.asyncProperty(mutatedInputs([seed], { randomWeight: 0 }), async (m) => {
-        const report = await verifySevSnpEvidence({ platform: 'sev-snp', evidence: m.bytes, keyConfig: new Uint8Array([1]) }, options);
+        const report = await inspectSevSnpEvidence({ platform: 'sev-snp', evidence: m.bytes, keyConfig: new Uint8Array([1]) }, options);
         const internal = report.steps.find((s) => s.code === 'INTERNAL');
         if (internal !== undefined) throw new FuzzFailure(`snp-verify: step ${internal.step} crashed (INTERNAL) on ${hex(m.bytes)}`);
         if (report.ok && !m.unchanged) throw acceptedMutant('snp-verify', m);

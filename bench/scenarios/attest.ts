@@ -25,11 +25,10 @@ import type { VerificationReport } from '../../src/core/types.js';
 import { nitroBindingFor } from '../../src/protocol/binding.js';
 import { verifyNitroDocument } from '../../src/verifier/nitro/verify.js';
 import { createSimulatedAttester } from '../../src/attester/simulated/attester.js';
-import { verifySevSnpEvidence } from '../../src/verifier/sev-snp/verify.js';
 import { sevSnpPolicy } from '../../src/verifier/sev-snp/policy.js';
-import { verifyTdxEvidence } from '../../src/verifier/tdx/verify.js';
 import { tdxPolicy } from '../../src/verifier/tdx/policy.js';
 import { parseTdxQuote } from '../../src/verifier/tdx/quote.js';
+import { inspectSevSnpEvidence, inspectTdxEvidence } from '../../src/verifier/inspect.js';
 
 interface Platform {
   readonly name: string;
@@ -111,10 +110,10 @@ export const scenario: Scenario = {
         name: 'sev-snp',
         tolerated: ['binding'],
         verify: () =>
-          verifySevSnpEvidence(
+          inspectSevSnpEvidence(
             { platform: 'sev-snp', evidence: report, keyConfig: new Uint8Array(1), certificates: vcek },
             // Inside the VCEK's validity (2023-04-03..2030-04-03, from the sidecar).
-            { policy, at: new Date('2024-06-01T00:00:00Z'), skipBinding: true },
+            { policy, at: new Date('2024-06-01T00:00:00Z') },
           ),
       });
     } else out.notes.push('sev-snp: test/vectors absent, real SEV-SNP report skipped');
@@ -180,6 +179,6 @@ async function loadTdx(vectors: string, notes: string[]): Promise<Platform | und
   return {
     name: 'tdx',
     tolerated: ['binding'],
-    verify: () => verifyTdxEvidence({ platform: 'tdx', evidence: quote, keyConfig: new Uint8Array(1), collateral }, { policy, at, skipBinding: true }),
+    verify: () => inspectTdxEvidence({ platform: 'tdx', evidence: quote, keyConfig: new Uint8Array(1), collateral }, { policy, at }),
   };
 }

@@ -41,6 +41,7 @@ import { sealRequest } from '../protocol/request.js';
 import type { SealRequestOptions } from '../protocol/request.js';
 import { SESSION_PROTOCOL_VERSION, SessionOpening } from '../protocol/session.js';
 import type { ClientSession } from '../protocol/session.js';
+import type { LabelScore, TokenEntity } from '../protocol/messages.js';
 import { digestsOfReceiptMessage } from '../protocol/receipt.js';
 import type { ReceiptRecord } from '../protocol/receipt.js';
 import type { CborInput } from '../core/cbor.js';
@@ -180,10 +181,8 @@ export interface ClassifyOptions {
   readonly signal?: AbortSignal;
 }
 
-export interface LabelScore {
-  readonly label: string;
-  readonly score: number;
-}
+
+export type { LabelScore, TokenEntity };
 
 export const DEFAULT_CLIENT_REQUEST_TIMEOUT_MS = 120_000;
 /** A session is not used for a new request this close to its age or idle bound (the request could cross it). */
@@ -235,12 +234,6 @@ export function checkText(text: unknown, what: string): asserts text is string {
   }
 }
 
-export interface TokenEntity {
-  readonly entity: string;
-  readonly score: number;
-  readonly index: number;
-  readonly word: string;
-}
 
 function isTokenEntities(v: unknown): v is TokenEntity[] {
   return (

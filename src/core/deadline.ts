@@ -1,11 +1,9 @@
 /**
  * A per-request abort signal that fires on a caller's signal or at a deadline.
  *
- * Why not `AbortSignal.any([parent, AbortSignal.timeout(ms)])`: in Node 20 that pair costs
- * about 30 us per request (a composite signal tracked through weak references and a
- * finalization registry, plus a timeout signal that lives until its timer fires), which was a
- * visible share of a sealed request's CPU in the e2e benchmark. One AbortController, one
- * listener on the parent and one timer do the same job and are released at `dispose()`.
+ * Not `AbortSignal.any([parent, AbortSignal.timeout(ms)])` (its cost: docs/PERFORMANCE.md,
+ * "Measured costs behind the code"): one AbortController, one listener on the parent and one
+ * timer do the same job and are released at `dispose()`.
  */
 
 export interface Deadline {

@@ -1,9 +1,8 @@
 /**
  * Pooled CSPRNG output for the per-request hot path (response nonces, request ids).
  *
- * In Node 20 every `randomBytes` / `randomFillSync` call costs 5-30 us whatever its size
- * (one OpenSSL RAND_bytes call plus the binding's fixed cost): the single 16-byte response
- * nonce was 18 % of a 1 KiB request open + response seal. Here one `randomFillSync` fills
+ * Each `randomBytes` call has a fixed cost whatever its size (docs/PERFORMANCE.md, "Measured
+ * costs behind the code"). Here one `randomFillSync` fills
  * a pool of POOL_SIZE bytes and the bytes are handed out in order, each exactly once: a slice
  * is copied out and zeroed in the pool as it leaves, so the pool never hands out the same
  * bytes twice and never holds bytes a caller already has. The output is the same OpenSSL

@@ -1,5 +1,6 @@
 /**
- * Upstream connectors: how the relay reaches the enclave.
+ * Enclave-leg connectors: how the relay reaches the enclave ("upstream" in this codebase is
+ * only ever the LLM engine, src/inference/upstream/).
  *
  * Node cannot open AF_VSOCK sockets (libuv guesses the handle type from the socket family and
  * rejects vsock), so the vsock leg is made by `socat - VSOCK-CONNECT:<cid>:<port>`, one child
@@ -16,7 +17,7 @@ import { Duplex } from 'node:stream';
 import { CloisterError } from '../errors.js';
 import { checkUnixSocketPath } from '../core/unix-socket.js';
 
-export interface UpstreamConnector {
+export interface EnclaveConnector {
   /** Human-readable, content-free description for logs, e.g. "vsock:16:5000". */
   readonly description: string;
   /** Opens one stream to the enclave. Must honour `signal` (the relay's connect timeout). */
@@ -24,7 +25,7 @@ export interface UpstreamConnector {
 }
 
 /** Connects to a Unix domain socket (tests, or a socat bridge the operator runs). */
-export function unixConnector(path: string): UpstreamConnector {
+export function unixConnector(path: string): EnclaveConnector {
   if (typeof path !== 'string' || path === '') throw new CloisterError('CONFIG_INVALID', 'unix socket path is empty');
   checkUnixSocketPath(path);
   return {
@@ -32,13 +33,13 @@ export function unixConnector(path: string): UpstreamConnector {
     connect(signal: AbortSignal): Promise<Duplex> {
       return new Promise<Duplex>((resolve, reject) => {
         if (signal.aborted) {
-          reject(new CloisterError('TIMEOUT', 'upstream connect aborted'));
+          reject(new CloisterError('TIMEOUT', 'enclave leg connect aborted'));
           return;
         }
         const socket: Socket = createConnection({ path });
         const onAbort = (): void => {
           socket.destroy();
-          reject(new CloisterError('TIMEOUT', 'upstream connect timed out'));
+          reject(new CloisterError('TIMEOUT', 'enclave leg connect timed out'));
         };
         signal.addEventListener('abort', onAbort, { once: true });
         socket.once('connect', () => {
@@ -47,7 +48,7 @@ export function unixConnector(path: string): UpstreamConnector {
         });
         socket.once('error', (err) => {
           signal.removeEventListener('abort', onAbort);
-          reject(new CloisterError('CONNECTION_FAILED', 'upstream unix socket connect failed', { cause: err }));
+          reject(new CloisterError('CONNECTION_FAILED', 'enclave leg unix socket connect failed', { cause: err }));
         });
       });
     },
@@ -72,9 +73,9 @@ export function socatVsockArgv(cid: number, port: number): string[] {
 /**
  * A vsock connector that spawns socat per connection. The stream is "connected" once socat
  * has started; if socat then fails to reach the enclave it exits and the stream ends, which
- * the relay handles like any upstream close.
+ * the relay handles like any close of the enclave leg.
  */
-export function vsockSocatConnector(options: VsockSocatOptions): UpstreamConnector {
+export function vsockSocatConnector(options: VsockSocatOptions): EnclaveConnector {
   const argv = socatVsockArgv(options.cid, options.port);
   const socat = options.socatPath ?? 'socat';
   return {
@@ -82,7 +83,7 @@ export function vsockSocatConnector(options: VsockSocatOptions): UpstreamConnect
     connect(signal: AbortSignal): Promise<Duplex> {
       return new Promise<Duplex>((resolve, reject) => {
         if (signal.aborted) {
-          reject(new CloisterError('TIMEOUT', 'upstream connect aborted'));
+          reject(new CloisterError('TIMEOUT', 'enclave leg connect aborted'));
           return;
         }
         // stderr is discarded: socat's diagnostics can include addresses but never payload,
@@ -110,7 +111,7 @@ export function vsockSocatConnector(options: VsockSocatOptions): UpstreamConnect
         const onAbort = (): void => {
           kill();
           duplex.destroy();
-          reject(new CloisterError('TIMEOUT', 'upstream connect timed out'));
+          reject(new CloisterError('TIMEOUT', 'enclave leg connect timed out'));
         };
         signal.addEventListener('abort', onAbort, { once: true });
         child.once('spawn', () => {

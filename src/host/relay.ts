@@ -1,6 +1,6 @@
 /**
  * The parent-side relay: accepts client connections (TCP, optionally TLS) and forwards each
- * one, byte for byte, to the enclave through an UpstreamConnector (vsock via socat, or a
+ * one, byte for byte, to the enclave through an EnclaveConnector (vsock via socat, or a
  * Unix socket). It is outside the trust boundary (DESIGN.md "Trust model"): everything it
  * carries is HPKE-sealed, and it never reads, logs or stores content. It keeps only counters.
  *
@@ -13,7 +13,7 @@ import type { Duplex } from 'node:stream';
 import { createSecureContext, TLSSocket } from 'node:tls';
 import type { SecureContext } from 'node:tls';
 import { CloisterError } from '../errors.js';
-import type { UpstreamConnector } from './enclave-leg.js';
+import type { EnclaveConnector } from './enclave-leg.js';
 import { LOCAL_SOURCE, sourceOf } from '../core/source-address.js';
 import { positiveInt } from '../core/validate.js';
 
@@ -30,7 +30,7 @@ export type RelayListen = { readonly host: string; readonly port: number } | { r
 
 export interface RelayOptions {
   readonly listen: RelayListen;
-  readonly upstream: UpstreamConnector;
+  readonly enclave: EnclaveConnector;
   /** PEM certificate chain and key: when given, clients speak TLS to the relay. */
   readonly tls?: { readonly cert: string | Uint8Array; readonly key: string | Uint8Array };
   /** Concurrent client connections; more are closed at once. Default 1024. */
@@ -105,7 +105,7 @@ export function formatRelayMetrics(s: RelayStats): string {
 
 export class Relay {
   private readonly server: Server;
-  private readonly connections = new Set<{ client: Duplex; upstream?: Duplex }>();
+  private readonly connections = new Set<{ client: Duplex; enclave?: Duplex }>();
   private readonly maxConnections: number;
   private readonly maxConnectionsPerSource: number;
   /** Open client connections per source address (sources with none are removed). */
@@ -240,7 +240,7 @@ export class Relay {
 
   /** Connects the client to the enclave and pumps bytes both ways. */
   private bridge(client: Socket | TLSSocket, raw: Socket): void {
-    const entry: { client: Duplex; upstream?: Duplex } = { client };
+    const entry: { client: Duplex; enclave?: Duplex } = { client };
     this.connections.add(entry);
     let bytesIn = 0;
     let bytesOut = 0;
@@ -249,7 +249,7 @@ export class Relay {
       if (finished) return;
       finished = true;
       client.destroy();
-      entry.upstream?.destroy();
+      entry.enclave?.destroy();
       this.connections.delete(entry);
       this.emit({ type: 'closed', bytesIn, bytesOut });
       this.closed();
@@ -265,27 +265,27 @@ export class Relay {
 
     const ac = new AbortController();
     const timer = setTimeout(() => ac.abort(), this.connectTimeoutMs);
-    this.options.upstream.connect(ac.signal).then(
-      (upstream) => {
+    this.options.enclave.connect(ac.signal).then(
+      (enclave) => {
         clearTimeout(timer);
         if (finished) {
-          upstream.destroy();
+          enclave.destroy();
           return;
         }
-        entry.upstream = upstream;
-        upstream.on('error', finish);
-        upstream.once('close', finish);
+        entry.enclave = enclave;
+        enclave.on('error', finish);
+        enclave.once('close', finish);
         client.on('data', (chunk: Buffer) => {
           bytesIn += chunk.byteLength;
           this.counters.bytesToEnclave += chunk.byteLength;
         });
-        upstream.on('data', (chunk: Buffer) => {
+        enclave.on('data', (chunk: Buffer) => {
           bytesOut += chunk.byteLength;
           this.counters.bytesFromEnclave += chunk.byteLength;
         });
         // pipe() applies backpressure both ways and half-closes on 'end'.
-        client.pipe(upstream);
-        upstream.pipe(client);
+        client.pipe(enclave);
+        enclave.pipe(client);
         client.resume();
       },
       (err: unknown) => {
@@ -328,7 +328,7 @@ export class Relay {
           const forced = this.connections.size;
           for (const c of [...this.connections]) {
             c.client.destroy();
-            c.upstream?.destroy();
+            c.enclave?.destroy();
           }
           r(forced);
         }, this.drainTimeoutMs);

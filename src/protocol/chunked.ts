@@ -65,7 +65,7 @@ export interface OpenedChunk {
   readonly final: boolean;
 }
 
-function resolveLimits(l: Partial<ChunkedLimits> | undefined): ChunkedLimits {
+function resolveChunkedLimits(l: Partial<ChunkedLimits> | undefined): ChunkedLimits {
   // Fast path (per request on the server): the frozen defaults, or limits already resolved.
   if (l === undefined || l === DEFAULT_CHUNKED_LIMITS || resolved.has(l)) return l === undefined ? DEFAULT_CHUNKED_LIMITS : (l as ChunkedLimits);
   const out = { ...DEFAULT_CHUNKED_LIMITS, ...l };
@@ -78,7 +78,7 @@ function resolveLimits(l: Partial<ChunkedLimits> | undefined): ChunkedLimits {
   return frozen;
 }
 
-/** Limits objects that `resolveLimits` produced (validated and frozen). */
+/** Limits objects that `resolveChunkedLimits` produced (validated and frozen). */
 const resolved = new WeakSet<object>();
 
 /**
@@ -86,7 +86,7 @@ const resolved = new WeakSet<object>();
  * body (Content-Length or bytes received so far) beyond this before doing any crypto.
  */
 export function maxSealedRequestLength(limits?: Partial<ChunkedLimits>): number {
-  const l = resolveLimits(limits);
+  const l = resolveChunkedLimits(limits);
   return REQUEST_HEADER_LENGTH + 32 + l.maxMessageBytes + l.maxChunks * (AEAD_TAG + varintLength(l.maxChunkLength));
 }
 
@@ -328,7 +328,7 @@ export class ChunkedResponseOpener extends ChunkReader {
   constructor(p: SuiteParams, context: HpkeSenderContext, enc: Uint8Array, limits?: Partial<ChunkedLimits>) {
     // A response is consumed chunk by chunk, so only the per-chunk bound matters; the
     // chunk count is bounded by the counter instead of maxChunks.
-    super({ ...resolveLimits({ maxChunkLength: MAX_RESPONSE_CHUNK_LENGTH, ...limits }), maxChunks: MAX_SEQUENCE });
+    super({ ...resolveChunkedLimits({ maxChunkLength: MAX_RESPONSE_CHUNK_LENGTH, ...limits }), maxChunks: MAX_SEQUENCE });
     this.#p = p;
     this.#context = context;
     this.#enc = enc;
@@ -448,7 +448,7 @@ export class ChunkedRequestOpener extends ChunkReader {
   #responded = false;
 
   constructor(lookupKey: LookupKey, limits?: Partial<ChunkedLimits>) {
-    super(resolveLimits(limits));
+    super(resolveChunkedLimits(limits));
     this.#lookupKey = lookupKey;
   }
 
@@ -518,7 +518,7 @@ interface OpenedChunkedRequest {
 /** Server: open a whole sealed request body (bounded by `limits`). */
 export function openChunkedRequest(lookupKey: LookupKey, bytes: Uint8Array, limits?: Partial<ChunkedLimits>): OpenedChunkedRequest {
   assertBytes(bytes, 'bytes');
-  const l = resolveLimits(limits);
+  const l = resolveChunkedLimits(limits);
   if (bytes.byteLength > maxSealedRequestLength(l)) {
     throw new CloisterError('LIMIT_EXCEEDED', 'sealed request too large', { detail: { limit: 'maxSealedRequestLength' } });
   }

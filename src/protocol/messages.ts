@@ -20,6 +20,20 @@ export const MESSAGE_VERSION = 1;
  */
 export const CAPABILITIES = ['json', 'pad'] as const;
 export type Capability = (typeof CAPABILITIES)[number];
+/** One label of a text-classification result, as the engine returns it and the client reads it. */
+export interface LabelScore {
+  readonly label: string;
+  readonly score: number;
+}
+
+/** One entity of a token-classification result. */
+export interface TokenEntity {
+  readonly entity: string;
+  readonly score: number;
+  readonly index: number;
+  readonly word: string;
+}
+
 /** Bounds on the `caps` field: entries, and the length of each (ASCII a-z, 0-9, '-'). */
 export const MAX_CAPS = 16;
 export const MAX_CAP_BYTES = 32;

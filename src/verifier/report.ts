@@ -74,24 +74,24 @@ export class StepRunner {
 /** The policy stage's pass detail when the caller gave no policy (raw evidence inspection). */
 export const POLICY_SKIPPED = 'skipped: no policy given (inspection only)';
 
-/** What the SEV-SNP / TDX binding stage checks report_data against. */
-interface ReportDataExpectation {
-  /** The client's nonce, bound into report_data together with the key config. */
-  readonly nonce?: Uint8Array;
-  /** Exact 64-byte report_data, replacing the key-config binding (evidence not made by Cloister). */
-  readonly expectedReportData?: Uint8Array;
-  /** Check nothing (raw evidence inspection without a key config); the step says "skipped". */
-  readonly skipBinding?: boolean;
-}
+/**
+ * What the SEV-SNP / TDX binding stage checks report_data against: the key config and the
+ * client's nonce (verifyEvidence and the platform verifiers: always), or, for inspection only
+ * (inspect.ts), an exact 64-byte value or nothing.
+ */
+export type ReportDataCheck =
+  | { readonly kind: 'key-config'; readonly nonce?: Uint8Array }
+  | { readonly kind: 'exact'; readonly reportData: Uint8Array }
+  | { readonly kind: 'unchecked' };
 
 /**
  * The SEV-SNP / TDX binding stage: report_data must equal
- * SHA-512("cloister/attest/v1\0" || keyConfig || nonce) (binding.ts), or the caller's exact
+ * SHA-512("cloister/attest/v1\0" || keyConfig || nonce) (binding.ts), or the inspection's exact
  * 64-byte value, compared in constant time. Throws CloisterError(BINDING_MISMATCH).
  */
-export function checkReportData(reportData: Uint8Array, keyConfig: Uint8Array, expect: ReportDataExpectation): string | undefined {
-  if (expect.skipBinding === true) return 'skipped: no key config to bind (raw evidence inspection)';
-  const expected = expect.expectedReportData ?? reportDataFor(keyConfig, expect.nonce);
+export function checkReportData(reportData: Uint8Array, keyConfig: Uint8Array, check: ReportDataCheck): string | undefined {
+  if (check.kind === 'unchecked') return 'skipped: no key config to bind (raw evidence inspection)';
+  const expected = check.kind === 'exact' ? check.reportData : reportDataFor(keyConfig, check.nonce);
   if (expected.byteLength !== REPORT_DATA_BYTES || !timingSafeEqualBytes(expected, reportData)) {
     throw new CloisterError('BINDING_MISMATCH', 'report_data does not bind the key config and nonce');
   }

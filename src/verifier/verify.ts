@@ -65,9 +65,9 @@ export interface VerifyEvidenceOptions {
   /** The nonce the client sent with its evidence request (0..64 bytes; empty = none). */
   readonly nonce?: Uint8Array;
   /** Extra SEV-SNP inputs (a VCEK from a file, a KDS client, test roots). */
-  readonly sevSnp?: Omit<SevSnpVerifyOptions, 'policy' | 'at' | 'nonce' | 'expectedReportData' | 'skipBinding'>;
+  readonly sevSnp?: Omit<SevSnpVerifyOptions, 'policy' | 'at' | 'nonce'>;
   /** Extra TDX inputs (collateral from a file, a PCS fetcher, limits). */
-  readonly tdx?: Omit<TdxVerifyOptions, 'policy' | 'at' | 'nonce' | 'expectedReportData' | 'skipBinding'>;
+  readonly tdx?: Omit<TdxVerifyOptions, 'policy' | 'at' | 'nonce'>;
   /** Nitro/simulated document limits (sizes, clock skew). maxAgeMs defaults to the policy's maxAgeSeconds. */
   readonly nitro?: Omit<VerifyNitroOptions, 'platform' | 'trustedRoots' | 'rootSha256' | 'at' | 'pcrs' | 'binding'>;
   /** GPU evidence limits; the root replacements are for tests only. */
@@ -98,17 +98,6 @@ export class EvidenceVerificationError extends CloisterError {
     this.report = report;
     this.step = step;
   }
-}
-
-/**
- * The key-config binding is always checked on this path. The option types already leave out
- * the inspection-only switches; this also strips them from objects an untyped caller passes.
- */
-function bindingEnforced<T extends object>(options: T | undefined): T {
-  const copy: Record<string, unknown> = { ...(options ?? {}) };
-  delete copy['skipBinding'];
-  delete copy['expectedReportData'];
-  return copy as T;
 }
 
 function failWith(platform: Platform, steps: readonly VerificationStep[], step: string, code: ErrorCode, message: string, claims?: VerifiedClaims): never {
@@ -171,7 +160,7 @@ async function verifyPlatform(
       if (section === undefined) return failWith('sev-snp', preSteps, 'policy', 'POLICY_MISMATCH', 'unreachable: no policy section');
       return verifySevSnpEvidence(
         { platform: 'sev-snp', evidence: bundle.evidence, keyConfig: keyConfigBytes, ...(bundle.certificates === undefined ? {} : { certificates: bundle.certificates }) },
-        { ...bindingEnforced(options.sevSnp), policy: section, at, ...(options.nonce === undefined ? {} : { nonce: options.nonce }) },
+        { ...options.sevSnp, policy: section, at, ...(options.nonce === undefined ? {} : { nonce: options.nonce }) },
       );
     }
     case 'tdx': {
@@ -179,7 +168,7 @@ async function verifyPlatform(
       if (section === undefined) return failWith('tdx', preSteps, 'policy', 'POLICY_MISMATCH', 'unreachable: no policy section');
       return verifyTdxEvidence(
         { platform: 'tdx', evidence: bundle.evidence, keyConfig: keyConfigBytes, ...(bundle.collateral === undefined ? {} : { collateral: bundle.collateral }) },
-        { ...bindingEnforced(options.tdx), policy: section, at, ...(options.nonce === undefined ? {} : { nonce: options.nonce }) },
+        { ...options.tdx, policy: section, at, ...(options.nonce === undefined ? {} : { nonce: options.nonce }) },
       );
     }
   }

@@ -8,20 +8,20 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { CloisterError } from '../../src/errors.js';
 import { parseListen, startGateway } from '../../src/client/gateway/index.js';
 import type { Gateway, GatewayOptions } from '../../src/client/gateway/index.js';
-import type { SealedRequest, SealedRequester } from '../../src/client/openai/index.js';
+import type { SealedRequestInput, SealedRequester } from '../../src/client/openai/index.js';
 import { until } from '../helpers/until.js';
 
 /** Fake sealed client: yields the scripted results, records requests, can hold on a gate. */
 class FakeSealed implements SealedRequester {
-  readonly requests: SealedRequest[] = [];
+  readonly requests: SealedRequestInput[] = [];
   aborted = 0;
-  script: (req: SealedRequest) => AsyncGenerator<unknown>;
+  script: (req: SealedRequestInput) => AsyncGenerator<unknown>;
 
-  constructor(script: (req: SealedRequest) => AsyncGenerator<unknown>) {
+  constructor(script: (req: SealedRequestInput) => AsyncGenerator<unknown>) {
     this.script = script;
   }
 
-  request(req: SealedRequest): AsyncIterable<unknown> {
+  request(req: SealedRequestInput): AsyncIterable<unknown> {
     this.requests.push(req);
     req.signal?.addEventListener('abort', () => this.aborted++, { once: true });
     return this.script(req);

@@ -9,7 +9,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { formatRelayMetrics, formatRelayStats, Relay, RELAY_DEFAULTS, startRelay } from '../../src/host/relay.js';
 import type { RelayEvent, RelayOptions } from '../../src/host/relay.js';
 import { socatVsockArgv, unixConnector, vsockSocatConnector } from '../../src/host/enclave-leg.js';
-import type { UpstreamConnector } from '../../src/host/enclave-leg.js';
+import type { EnclaveConnector } from '../../src/host/enclave-leg.js';
 import { CloisterError } from '../../src/errors.js';
 import { until } from '../helpers/until.js';
 
@@ -59,8 +59,8 @@ afterEach(async () => {
   for (const s of servers.splice(0)) await new Promise((r) => s.close(r));
 });
 
-async function relayTo(upstream: UpstreamConnector, extra: Partial<RelayOptions> = {}, events: RelayEvent[] = []): Promise<Relay> {
-  const relay = await startRelay({ listen: { host: '127.0.0.1', port: 0 }, upstream, drainTimeoutMs: 2000, onEvent: (e) => events.push(e), ...extra });
+async function relayTo(enclave: EnclaveConnector, extra: Partial<RelayOptions> = {}, events: RelayEvent[] = []): Promise<Relay> {
+  const relay = await startRelay({ listen: { host: '127.0.0.1', port: 0 }, enclave, drainTimeoutMs: 2000, onEvent: (e) => events.push(e), ...extra });
   relays.push(relay);
   return relay;
 }
@@ -138,7 +138,7 @@ describe('relay forwarding', () => {
     const enclave = await echoEnclave();
     servers.push(enclave.server);
     const listenPath = sockPath();
-    const relay = await startRelay({ listen: { path: listenPath }, upstream: unixConnector(enclave.path) });
+    const relay = await startRelay({ listen: { path: listenPath }, enclave: unixConnector(enclave.path) });
     relays.push(relay);
     expect(relay.address()).toBe(listenPath);
     const c = netConnect({ path: listenPath });
@@ -224,7 +224,7 @@ describe('relay limits', () => {
 
   it('connectTimeoutMs: gives up on an enclave that does not answer', async () => {
     const aborted: boolean[] = [];
-    const hanging: UpstreamConnector = {
+    const hanging: EnclaveConnector = {
       description: 'test:hang',
       connect: (signal) =>
         new Promise<Duplex>((_, reject) => {
@@ -260,7 +260,7 @@ describe('relay limits', () => {
   it('rejects invalid limit values', () => {
     const up = unixConnector('/x');
     for (const bad of [{ maxConnections: 0 }, { maxConnectionsPerSource: 0 }, { idleTimeoutMs: -1 }, { connectTimeoutMs: 1.5 }, { drainTimeoutMs: Number.NaN }]) {
-      expect(() => new Relay({ listen: { host: '127.0.0.1', port: 0 }, upstream: up, ...bad })).toThrow(/positive integer/);
+      expect(() => new Relay({ listen: { host: '127.0.0.1', port: 0 }, enclave: up, ...bad })).toThrow(/positive integer/);
     }
     expect(RELAY_DEFAULTS.maxConnections).toBeGreaterThan(0);
   });

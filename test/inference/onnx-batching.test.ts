@@ -12,7 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildDemoModels, type DemoModelsResult } from '../../tools/demo-model/build.js';
 import { loadClinicalNotes } from '../../tools/demo-model/dataset.js';
 import { buildBatchInputs } from '../../src/inference/onnx/batch-inputs.js';
-import { type ClassLabelScore, OnnxEngine, type OnnxEngineOptions, type TokenEntity } from '../../src/inference/onnx/engine.js';
+import { OnnxEngine, type OnnxEngineOptions } from '../../src/inference/onnx/engine.js';
+import type { LabelScore, TokenEntity } from '../../src/protocol/messages.js';
 import { loadTransformers } from '../../src/inference/onnx/transformers-env.js';
 import { fastWordPiece, PROBE_TEXTS } from '../../src/inference/onnx/wordpiece.js';
 import { makeTagger } from '../helpers/tagger.js';
@@ -88,8 +89,8 @@ function expectSameResults(op: EngineRequest['op'], got: unknown[], want: unknow
     return;
   }
   expect(got).toHaveLength(want.length);
-  (want as ClassLabelScore[][]).forEach((row, i) => {
-    const g = (got as ClassLabelScore[][])[i] ?? [];
+  (want as LabelScore[][]).forEach((row, i) => {
+    const g = (got as LabelScore[][])[i] ?? [];
     expect(g.map((x) => x.label)).toEqual(row.map((x) => x.label));
     row.forEach((x, k) => expect(g[k]?.score).toBeCloseTo(x.score, 6));
   });
@@ -167,8 +168,8 @@ describe('the engine returns what the transformers.js pipelines return', () => {
   it('classification scores are sorted, sum to 1, and topK cuts the same ranking', async () => {
     const e = await newEngine();
     try {
-      const all = (await one(e, req('classify', 'classifier', notes[5] ?? '', { topK: 6 }))) as ClassLabelScore[];
-      const top2 = (await one(e, req('classify', 'classifier', notes[5] ?? '', { topK: 2 }))) as ClassLabelScore[];
+      const all = (await one(e, req('classify', 'classifier', notes[5] ?? '', { topK: 6 }))) as LabelScore[];
+      const top2 = (await one(e, req('classify', 'classifier', notes[5] ?? '', { topK: 2 }))) as LabelScore[];
       expect(top2).toEqual(all.slice(0, 2));
       for (let k = 1; k < all.length; k++) expect(all[k - 1]?.score ?? 0).toBeGreaterThanOrEqual(all[k]?.score ?? 1);
       expect(all.reduce((a, x) => a + x.score, 0)).toBeCloseTo(1, 5);

@@ -13,7 +13,8 @@ import { encodeOnnxModel, float32Raw, ONNX_FLOAT, ONNX_INT64 } from '../../tools
 import { PAD_ID } from '../../tools/demo-model/tokenizer.js';
 import { predictProbabilities } from '../../tools/demo-model/train.js';
 import { modelDigest } from '../../src/inference/onnx/digest.js';
-import { type ClassLabelScore, OnnxEngine, type OnnxEngineOptions } from '../../src/inference/onnx/engine.js';
+import { OnnxEngine, type OnnxEngineOptions } from '../../src/inference/onnx/engine.js';
+import type { LabelScore } from '../../src/protocol/messages.js';
 import type { EngineRequest } from '../../src/inference/types.js';
 import { codeOfAsync, NO_THROW } from '../helpers/errors.js';
 
@@ -95,7 +96,7 @@ describe('OnnxEngine with the demo models', () => {
     const chunks: string[][] = [];
     for (let i = 0; i < texts.length; i += 64) chunks.push(texts.slice(i, i + 64)); // maxInputsPerRequest
     const parts = await Promise.all(chunks.map((c) => one(engine, req('classify', 'demo-classifier', c))));
-    const out = (parts as ClassLabelScore[][][]).flat();
+    const out = (parts as LabelScore[][][]).flat();
     expect(out).toHaveLength(texts.length);
     let correct = 0;
     out.forEach((r, i) => {
@@ -129,7 +130,7 @@ describe('OnnxEngine with the demo models', () => {
     expect(logits?.dims).toEqual([ids.length, training.labels.length]);
     const data = logits?.data as Float32Array;
 
-    const viaEngine = (await one(engine, req('classify', 'demo-classifier', notes.map((n) => n.text), { topK: 6 }))) as ClassLabelScore[][];
+    const viaEngine = (await one(engine, req('classify', 'demo-classifier', notes.map((n) => n.text), { topK: 6 }))) as LabelScore[][];
     ids.forEach((row, i) => {
       const z = Array.from(data.subarray(i * 6, i * 6 + 6));
       const max = Math.max(...z);
@@ -147,11 +148,11 @@ describe('OnnxEngine with the demo models', () => {
   });
 
   it('returns top-k labels sorted by score, for one string or several', async () => {
-    const single = (await one(engine, req('classify', 'demo-classifier', 'Itchy scaly rash on the elbows', { topK: 3 }))) as ClassLabelScore[];
+    const single = (await one(engine, req('classify', 'demo-classifier', 'Itchy scaly rash on the elbows', { topK: 3 }))) as LabelScore[];
     expect(single).toHaveLength(3);
     expect(single[0]?.label).toBe('dermatology');
     expect((single[0]?.score ?? 0) >= (single[1]?.score ?? 1)).toBe(true);
-    const all = (await one(engine, req('classify', 'demo-classifier', ['knee swelling after a twisting injury'], { topK: 6 }))) as ClassLabelScore[][];
+    const all = (await one(engine, req('classify', 'demo-classifier', ['knee swelling after a twisting injury'], { topK: 6 }))) as LabelScore[][];
     expect(all[0]?.map((x) => x.label).sort()).toEqual([...training.labels].sort());
     expect(all[0]?.reduce((a, x) => a + x.score, 0)).toBeCloseTo(1, 5);
   });
@@ -213,7 +214,7 @@ describe('OnnxEngine with the demo models', () => {
         if (requests[i]?.op === 'embed') {
           (x as number[][]).forEach((row, r) => row.forEach((v, k) => expect((y as number[][])[r]?.[k]).toBeCloseTo(v, 6)));
         } else {
-          const norm = (v: unknown): ClassLabelScore[][] => (Array.isArray((v as unknown[])[0]) ? (v as ClassLabelScore[][]) : [v as ClassLabelScore[]]);
+          const norm = (v: unknown): LabelScore[][] => (Array.isArray((v as unknown[])[0]) ? (v as LabelScore[][]) : [v as LabelScore[]]);
           norm(x).forEach((row, r) =>
             row.forEach((e, k) => {
               expect(norm(y)[r]?.[k]?.label).toBe(e.label);

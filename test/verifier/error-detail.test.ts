@@ -9,13 +9,13 @@ import { createSimulatedAttester } from '../../src/attester/simulated/attester.j
 import type { SimulatedAttester } from '../../src/attester/simulated/attester.js';
 import { policyFromJson } from '../../src/verifier/policy.js';
 import { verifyEvidence } from '../../src/verifier/verify.js';
-import { verifySevSnpEvidence, sevSnpPolicy, parseSnpReport } from '../../src/verifier/sev-snp/index.js';
-import { verifyTdxEvidence } from '../../src/verifier/tdx/index.js';
+import { sevSnpPolicy, parseSnpReport } from '../../src/verifier/sev-snp/index.js';
 import { tdxPolicy } from '../../src/verifier/tdx/policy.js';
 import { parseTdxQuote } from '../../src/verifier/tdx/quote.js';
 import { encodeKeyConfig } from '../../src/protocol/key-config.js';
 import type { VerificationReport } from '../../src/core/types.js';
 import { describeWithVectors, readVector, readVectorJson } from '../helpers/vectors.js';
+import { inspectSevSnpEvidence, inspectTdxEvidence } from '../../src/verifier/inspect.js';
 
 const T0 = Date.UTC(2026, 0, 15, 12, 0, 0);
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -96,9 +96,9 @@ describeWithVectors(['sev-snp', 'tdx'], 'SEV-SNP and TDX', () => {
   it('SEV-SNP: the launch measurement, expected and actual', async () => {
     const report = readVector('sev-snp/snp_virtee_milan_report.bin');
     const actual = hex(parseSnpReport(report).measurement);
-    const r = await verifySevSnpEvidence(
+    const r = await inspectSevSnpEvidence(
       { platform: 'sev-snp', evidence: report, keyConfig: new Uint8Array(0) },
-      { policy: sevSnpPolicy({ measurements: [new Uint8Array(48).fill(7)] }), vcek: readVector('sev-snp/snp_virtee_milan_vcek.der'), at: new Date('2024-06-01T00:00:00Z'), skipBinding: true },
+      { policy: sevSnpPolicy({ measurements: [new Uint8Array(48).fill(7)] }), vcek: readVector('sev-snp/snp_virtee_milan_vcek.der'), at: new Date('2024-06-01T00:00:00Z') },
     );
     expect(failed(r)).toEqual({ code: 'POLICY_MISMATCH', detail: `launch measurement is ${actual}; the policy expects ${'07'.repeat(48)}` });
   });
@@ -107,9 +107,9 @@ describeWithVectors(['sev-snp', 'tdx'], 'SEV-SNP and TDX', () => {
     const quote = readVector('tdx/tdx_phala_v4_quote.bin');
     const actual = hex(parseTdxQuote(quote).report.mrTd);
     const now = readVectorJson<{ now_used: number }>('tdx/tdx_phala_v4.json').now_used - 3600;
-    const r = await verifyTdxEvidence(
+    const r = await inspectTdxEvidence(
       { platform: 'tdx', evidence: quote, keyConfig: new Uint8Array(0), collateral: readVector('tdx/tdx_phala_v4_collateral.json') },
-      { policy: tdxPolicy({ mrTd: [new Uint8Array(48).fill(1), new Uint8Array(48).fill(2)], rtmr0: [new Uint8Array(48)], rtmr1: [new Uint8Array(48)], rtmr2: [new Uint8Array(48)] }), at: new Date(now * 1000), skipBinding: true },
+      { policy: tdxPolicy({ mrTd: [new Uint8Array(48).fill(1), new Uint8Array(48).fill(2)], rtmr0: [new Uint8Array(48)], rtmr1: [new Uint8Array(48)], rtmr2: [new Uint8Array(48)] }), at: new Date(now * 1000) },
     );
     expect(failed(r)).toEqual({ code: 'POLICY_MISMATCH', detail: `MRTD is ${actual}; the policy expects one of ${'01'.repeat(48)}, ${'02'.repeat(48)}` });
   });

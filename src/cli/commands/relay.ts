@@ -10,7 +10,7 @@ import { CloisterError } from '../../errors.js';
 import { formatRelayMetrics, formatRelayStats, RELAY_DEFAULTS, startRelay } from '../../host/relay.js';
 import type { RelayEvent, RelayListen } from '../../host/relay.js';
 import { unixConnector, vsockSocatConnector } from '../../host/enclave-leg.js';
-import type { UpstreamConnector } from '../../host/enclave-leg.js';
+import type { EnclaveConnector } from '../../host/enclave-leg.js';
 
 export const summary = 'relay client connections to the enclave: cloister relay --listen host:port --vsock-cid N --vsock-port P';
 
@@ -84,12 +84,12 @@ export async function run(argv: string[]): Promise<number> {
 
   const cid = int('vsock-cid', values['vsock-cid']);
   const vport = int('vsock-port', values['vsock-port']);
-  let upstream: UpstreamConnector;
+  let enclave: EnclaveConnector;
   if (values.unix !== undefined) {
     if (cid !== undefined || vport !== undefined) throw new CloisterError('CONFIG_INVALID', 'give either --unix or --vsock-cid/--vsock-port, not both');
-    upstream = unixConnector(values.unix);
+    enclave = unixConnector(values.unix);
   } else if (cid !== undefined && vport !== undefined) {
-    upstream = vsockSocatConnector(values.socat === undefined ? { cid, port: vport } : { cid, port: vport, socatPath: values.socat });
+    enclave = vsockSocatConnector(values.socat === undefined ? { cid, port: vport } : { cid, port: vport, socatPath: values.socat });
   } else {
     throw new CloisterError('CONFIG_INVALID', 'give --vsock-cid and --vsock-port, or --unix');
   }
@@ -116,12 +116,12 @@ export async function run(argv: string[]): Promise<number> {
   };
   const relay = await startRelay({
     listen,
-    upstream,
+    enclave,
     ...(certFile !== undefined && keyFile !== undefined ? { tls: { cert: readFileSync(certFile), key: readFileSync(keyFile) } } : {}),
     ...limits,
     onEvent: log,
   });
-  console.error(`cloister relay: ${relay.address()} -> ${upstream.description}${certFile !== undefined ? ' (TLS)' : ''}`);
+  console.error(`cloister relay: ${relay.address()} -> ${enclave.description}${certFile !== undefined ? ' (TLS)' : ''}`);
 
   let metricsServer: Server | undefined;
   if (values.metrics !== undefined) {

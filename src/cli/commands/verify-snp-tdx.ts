@@ -19,8 +19,8 @@ import { readFile, stat } from 'node:fs/promises';
 import { CloisterError } from '../../errors.js';
 import { fromHex } from '../../core/hex.js';
 import type { Policy } from '../../verifier/policy.js';
-import { verifySevSnpEvidence } from '../../verifier/sev-snp/index.js';
-import { verifyTdxEvidence } from '../../verifier/tdx/index.js';
+import { inspectSevSnpEvidence, inspectTdxEvidence } from '../../verifier/inspect.js';
+import type { ReportDataCheck } from '../../verifier/report.js';
 import { PcsCollateralFetcher } from '../../verifier/tdx/collateral.js';
 import type { VerificationReport } from '../../core/types.js';
 import { certificateFromFile } from '../../verifier/x509/certificate.js';
@@ -78,7 +78,7 @@ async function readAux(path: string, what: string): Promise<Uint8Array> {
 
 interface Binding {
   readonly keyConfig: Uint8Array;
-  readonly options: { expectedReportData?: Uint8Array; skipBinding?: boolean; nonce?: Uint8Array };
+  readonly check: ReportDataCheck;
 }
 
 async function bindingFrom(ctx: SnpTdxContext): Promise<Binding> {
@@ -88,26 +88,30 @@ async function bindingFrom(ctx: SnpTdxContext): Promise<Binding> {
     if (rd !== undefined || kc !== undefined) {
       throw new CloisterError('INVALID_ARGUMENT', '--report-data and --key-config do not apply to an evidence file: it carries the key config the evidence binds');
     }
-    return { keyConfig: ctx.file.keyConfigBytes, options: ctx.nonce === undefined ? {} : { nonce: ctx.nonce } };
+    return { keyConfig: ctx.file.keyConfigBytes, check: keyConfigCheck(ctx.nonce) };
   }
   if (rd !== undefined && kc !== undefined) {
     throw new CloisterError('INVALID_ARGUMENT', '--report-data and --key-config are alternatives; give one');
   }
   if (rd !== undefined) {
-    return { keyConfig: new Uint8Array(0), options: { expectedReportData: fromHex(rd.toLowerCase(), 64, '--report-data') } };
+    return { keyConfig: new Uint8Array(0), check: { kind: 'exact', reportData: fromHex(rd.toLowerCase(), 64, '--report-data') } };
   }
   if (kc !== undefined) {
-    return { keyConfig: await readAux(kc, 'key config file'), options: ctx.nonce === undefined ? {} : { nonce: ctx.nonce } };
+    return { keyConfig: await readAux(kc, 'key config file'), check: keyConfigCheck(ctx.nonce) };
   }
   if (ctx.nonce !== undefined) throw new CloisterError('INVALID_ARGUMENT', '--nonce needs --key-config for SEV-SNP and TDX evidence');
-  return { keyConfig: new Uint8Array(0), options: { skipBinding: true } };
+  return { keyConfig: new Uint8Array(0), check: { kind: 'unchecked' } };
 }
 
-function section<K extends 'sev-snp' | 'tdx'>(policy: Policy | undefined, key: K): NonNullable<Policy['platforms'][K]> | 'none' {
-  if (policy === undefined) return 'none';
+function keyConfigCheck(nonce: Uint8Array | undefined): ReportDataCheck {
+  return { kind: 'key-config', ...(nonce === undefined ? {} : { nonce }) };
+}
+
+function section<K extends 'sev-snp' | 'tdx'>(policy: Policy | undefined, key: K): { policy?: NonNullable<Policy['platforms'][K]> } {
+  if (policy === undefined) return {};
   const s = policy.platforms[key];
   if (s === undefined) throw new CloisterError('POLICY_MISMATCH', `the policy has no ${key} section`);
-  return s;
+  return { policy: s };
 }
 
 export const sevSnpHandler: SnpTdxHandler = {
@@ -120,7 +124,7 @@ export const sevSnpHandler: SnpTdxHandler = {
       throw new CloisterError('INVALID_ARGUMENT', '--certs does not apply: the evidence file carries its certificate table');
     }
     const certificates = ctx.file?.certificates ?? (certs === undefined ? undefined : await readAux(certs, 'certificate table file'));
-    return verifySevSnpEvidence(
+    return inspectSevSnpEvidence(
       {
         platform: 'sev-snp',
         evidence: ctx.evidence,
@@ -128,9 +132,9 @@ export const sevSnpHandler: SnpTdxHandler = {
         ...(certificates === undefined ? {} : { certificates }),
       },
       {
-        policy: section(ctx.policy, 'sev-snp'),
+        ...section(ctx.policy, 'sev-snp'),
         at: ctx.at,
-        ...binding.options,
+        binding: binding.check,
         ...(vcek === undefined ? {} : { vcek: certificateFromFile(await readAux(vcek, 'VCEK file'), vcek, 'VCEK file') }),
       },
     );
@@ -149,12 +153,12 @@ export const tdxHandler: SnpTdxHandler = {
       throw new CloisterError('INVALID_ARGUMENT', '--platform tdx needs collateral: --collateral <json> (offline), --pccs <url> (Intel PCS or a PCCS), or an evidence file that carries it');
     }
     const binding = await bindingFrom(ctx);
-    return verifyTdxEvidence(
+    return inspectTdxEvidence(
       { platform: 'tdx', evidence: ctx.evidence, keyConfig: binding.keyConfig, ...(ctx.file?.collateral === undefined ? {} : { collateral: ctx.file.collateral }) },
       {
-        policy: section(ctx.policy, 'tdx'),
+        ...section(ctx.policy, 'tdx'),
         at: ctx.at,
-        ...binding.options,
+        binding: binding.check,
         ...(path === undefined ? {} : { collateral: await readAux(path, 'collateral file') }),
         ...(pccs === undefined ? {} : { pcs: new PcsCollateralFetcher({ baseUrl: pccs }) }),
       },

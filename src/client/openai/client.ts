@@ -20,8 +20,8 @@ import type {
   CreateEmbeddingResponse,
   EmbeddingCreateParams,
   ModelList,
-  RequestOptions,
-  SealedRequest,
+  OpenAIRequestOptions,
+  SealedRequestInput,
   SealedRequester,
 } from './types.js';
 
@@ -34,22 +34,22 @@ type Streaming<T> = T & { readonly stream: true };
 type NonStreaming<T> = T & { readonly stream?: false | null };
 
 interface ChatCompletions {
-  create(body: Streaming<ChatCompletionCreateParams>, options?: RequestOptions): Promise<SealedStream<ChatCompletionChunk>>;
-  create(body: NonStreaming<ChatCompletionCreateParams>, options?: RequestOptions): Promise<ChatCompletion>;
-  create(body: ChatCompletionCreateParams, options?: RequestOptions): Promise<ChatCompletion | SealedStream<ChatCompletionChunk>>;
+  create(body: Streaming<ChatCompletionCreateParams>, options?: OpenAIRequestOptions): Promise<SealedStream<ChatCompletionChunk>>;
+  create(body: NonStreaming<ChatCompletionCreateParams>, options?: OpenAIRequestOptions): Promise<ChatCompletion>;
+  create(body: ChatCompletionCreateParams, options?: OpenAIRequestOptions): Promise<ChatCompletion | SealedStream<ChatCompletionChunk>>;
 }
 
 interface Completions {
-  create(body: Streaming<CompletionCreateParams>, options?: RequestOptions): Promise<SealedStream<Completion>>;
-  create(body: NonStreaming<CompletionCreateParams>, options?: RequestOptions): Promise<Completion>;
-  create(body: CompletionCreateParams, options?: RequestOptions): Promise<Completion | SealedStream<Completion>>;
+  create(body: Streaming<CompletionCreateParams>, options?: OpenAIRequestOptions): Promise<SealedStream<Completion>>;
+  create(body: NonStreaming<CompletionCreateParams>, options?: OpenAIRequestOptions): Promise<Completion>;
+  create(body: CompletionCreateParams, options?: OpenAIRequestOptions): Promise<Completion | SealedStream<Completion>>;
 }
 
 export interface OpenAIClient {
   readonly chat: { readonly completions: ChatCompletions };
   readonly completions: Completions;
-  readonly embeddings: { create(body: EmbeddingCreateParams, options?: RequestOptions): Promise<CreateEmbeddingResponse> };
-  readonly models: { list(options?: RequestOptions): Promise<ModelList> };
+  readonly embeddings: { create(body: EmbeddingCreateParams, options?: OpenAIRequestOptions): Promise<CreateEmbeddingResponse> };
+  readonly models: { list(options?: OpenAIRequestOptions): Promise<ModelList> };
 }
 
 /**
@@ -104,7 +104,7 @@ export function createOpenAIClient(sealed: SealedRequester, options: OpenAIClien
     op: 'chat' | 'completion' | 'embeddings' | 'models',
     body: Readonly<Record<string, unknown>>,
     stream: boolean,
-    requestOptions: RequestOptions | undefined,
+    requestOptions: OpenAIRequestOptions | undefined,
   ): Promise<unknown> => {
     const model = modelOf(body);
     if (!stream) return single(sealed, { op, model, input: body, stream: false, ...signalOf(requestOptions) });
@@ -121,9 +121,9 @@ export function createOpenAIClient(sealed: SealedRequester, options: OpenAIClien
     return new SealedStream(iterator, first, controller);
   };
 
-  const chatCreate = (body: ChatCompletionCreateParams, requestOptions?: RequestOptions): Promise<unknown> =>
+  const chatCreate = (body: ChatCompletionCreateParams, requestOptions?: OpenAIRequestOptions): Promise<unknown> =>
     call('chat', body, body.stream === true, requestOptions);
-  const completionCreate = (body: CompletionCreateParams, requestOptions?: RequestOptions): Promise<unknown> =>
+  const completionCreate = (body: CompletionCreateParams, requestOptions?: OpenAIRequestOptions): Promise<unknown> =>
     call('completion', body, body.stream === true, requestOptions);
 
   return {
@@ -143,12 +143,12 @@ export function createOpenAIClient(sealed: SealedRequester, options: OpenAIClien
   };
 }
 
-function signalOf(options: RequestOptions | undefined): { signal?: AbortSignal } {
+function signalOf(options: OpenAIRequestOptions | undefined): { signal?: AbortSignal } {
   return options?.signal === undefined ? {} : { signal: options.signal };
 }
 
 /** A non-streamed answer is exactly one object. */
-async function single(sealed: SealedRequester, request: SealedRequest): Promise<unknown> {
+async function single(sealed: SealedRequester, request: SealedRequestInput): Promise<unknown> {
   const items: unknown[] = [];
   for await (const item of sealed.request(request)) {
     items.push(item);

@@ -7,13 +7,13 @@ import type { Operation } from '../../inference/types.js';
 
 /** What the facade needs from the core SDK: its generic sealed request. */
 export interface SealedRequester {
-  request(request: SealedRequest): AsyncIterable<unknown>;
+  request(request: SealedRequestInput): AsyncIterable<unknown>;
   /** The models of the verified key config (CloisterClient.models()). */
   models?(): readonly { readonly name: string; readonly task: string }[];
 }
 
-/** Shaped like the core SDK's RequestOptions (src/client/client.ts), so a CloisterClient fits. */
-export interface SealedRequest {
+/** Shaped like the core SDK's OpenAIRequestOptions (src/client/client.ts), so a CloisterClient fits. */
+export interface SealedRequestInput {
   readonly op: Operation;
   readonly model: string;
   /** A JSON-like value (the OpenAI body); it travels as CBOR inside the sealed request. */
@@ -23,7 +23,7 @@ export interface SealedRequest {
   readonly signal?: AbortSignal;
 }
 
-export interface RequestOptions {
+export interface OpenAIRequestOptions {
   /** Cancels the sealed request (and, inside the TEE, the engine's work on it). */
   readonly signal?: AbortSignal;
 }

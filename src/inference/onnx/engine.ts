@@ -30,7 +30,7 @@ import { inferTexts } from './infer.js';
 import type { LoadedModel } from './infer.js';
 import { loadModel, OPERATION_OF } from './load.js';
 import type { OnnxModelConfig } from './load.js';
-import type { LabelScore } from './postprocess.js';
+import type { LabelScore } from '../../protocol/messages.js';
 import { positiveInt } from '../../core/validate.js';
 
 export type { OnnxTask } from './infer.js';
@@ -65,7 +65,6 @@ export const ONNX_ENGINE_DEFAULTS = {
   maxInputChars: 16_384,
 } as const;
 
-export type { LabelScore as ClassLabelScore, TokenEntity } from './postprocess.js';
 
 function engineFailed(model: LoadedModel, cause: unknown): CloisterError {
   // No `cause`: library errors may quote tokens or inputs; keep only the error's class name.

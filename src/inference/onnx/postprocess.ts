@@ -5,18 +5,7 @@
  * was batched with; the arithmetic repeats the pipelines' float32 steps in the same order, so
  * the results are the ones the pipelines returned (a test compares them).
  */
-
-export interface LabelScore {
-  readonly label: string;
-  readonly score: number;
-}
-
-export interface TokenEntity {
-  readonly entity: string;
-  readonly score: number;
-  readonly index: number;
-  readonly word: string;
-}
+import type { LabelScore, TokenEntity } from '../../protocol/messages.js';
 
 /**
  * softmax over `logits[offset, offset + n)` into `out` (float32 like the pipeline's

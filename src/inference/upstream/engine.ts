@@ -106,9 +106,8 @@ export class UpstreamEngine implements Engine {
     }
     const streaming = request.stream && (op === 'chat' || op === 'completion');
     const body = op === 'models' ? undefined : this.#body(op, request, streaming);
-    // One signal for the caller's cancel and the engine's close. Not AbortSignal.any: in Node 20
-    // that costs about 25-30 us per request (weak refs, a finalization registry); one
-    // controller and two listeners removed in `finally` do the same job.
+    // One signal for the caller's cancel and the engine's close; not AbortSignal.any (its cost:
+    // docs/PERFORMANCE.md, "Measured costs behind the code").
     const linked = linkSignals(callerSignal, this.#closing.signal);
     const signal = linked.signal;
     let release: (() => void) | undefined;

@@ -18,6 +18,7 @@ import { timingSafeEqualBytes } from '../../crypto/ct.js';
 import { CloisterError } from '../../errors.js';
 import { isAllZero, toHex } from '../../core/hex.js';
 import { checkReportData, POLICY_SKIPPED, StepRunner } from '../report.js';
+import type { ReportDataCheck } from '../report.js';
 import type { EvidenceBundle, VerificationReport, VerifiedClaims } from '../../core/types.js';
 import { parseCertTable, SNP_CERT_GUIDS, type CertTableLimits } from './cert-table.js';
 import { parseAmdEndorsementKey, verifyAmdChain, type AmdEndorsementKey } from './certs.js';
@@ -29,25 +30,12 @@ import { verifySnpReportSignature } from './signature.js';
 import { decodeTcb, encodeTcb, type SnpProduct, type SnpTcbParts } from './tcb.js';
 
 export interface SevSnpVerifyOptions {
-  /**
-   * The client policy ("sev-snp" section, parsed). Required. The literal 'none' is for raw
-   * evidence inspection (CLI without --policy): the policy step then reads "skipped".
-   */
-  readonly policy: SevSnpPolicy | 'none';
+  /** The client policy ("sev-snp" section, parsed). Inspection without one: inspect.ts. */
+  readonly policy: SevSnpPolicy;
   /** Verification instant for certificate validity. Default: now. */
   readonly at?: Date;
   /** The client's nonce, bound into report_data together with the bundle's key config. */
   readonly nonce?: Uint8Array;
-  /**
-   * Expected 64-byte report_data, replacing the key-config binding (for evidence that was not
-   * produced by Cloister, e.g. `cloister verify --report-data`).
-   */
-  readonly expectedReportData?: Uint8Array;
-  /**
-   * Do not check report_data at all: only for inspecting raw evidence without a key config.
-   * The report is then never `ok`-for-use by a client; the binding step says "skipped".
-   */
-  readonly skipBinding?: boolean;
   /** A VCEK/VLEK (DER) from a file, used when the bundle carries none. */
   readonly vcek?: Uint8Array;
   /** Optional KDS client, consulted only when no VCEK is available otherwise. */
@@ -149,8 +137,20 @@ function claimsOf(report: SnpReport, product: SnpProduct, ek: AmdEndorsementKey,
   };
 }
 
-/** Verify SEV-SNP evidence. Never throws for bad evidence: failures are steps with codes. */
-export async function verifySevSnpEvidence(bundle: EvidenceBundle, options: SevSnpVerifyOptions): Promise<VerificationReport> {
+/**
+ * Verify SEV-SNP evidence against a policy, with report_data bound to the bundle's key config
+ * and the nonce. Never throws for bad evidence: failures are steps with codes.
+ */
+export function verifySevSnpEvidence(bundle: EvidenceBundle, options: SevSnpVerifyOptions): Promise<VerificationReport> {
+  return runSevSnpStages(bundle, options, { kind: 'key-config', ...(options.nonce === undefined ? {} : { nonce: options.nonce }) });
+}
+
+/** The stages, for verifySevSnpEvidence and (policy 'none', another report_data check) inspect.ts. */
+export async function runSevSnpStages(
+  bundle: EvidenceBundle,
+  options: Omit<SevSnpVerifyOptions, 'policy' | 'nonce'> & { readonly policy: SevSnpPolicy | 'none' },
+  binding: ReportDataCheck,
+): Promise<VerificationReport> {
   const run = new StepRunner('sev-snp');
   const at = options.at ?? new Date();
 
@@ -232,6 +232,6 @@ export async function verifySevSnpEvidence(bundle: EvidenceBundle, options: SevS
     checkSevSnpPolicy(rep, reportedTcb, options.policy);
     return undefined;
   });
-  run.run('binding', 'BINDING_MISMATCH', () => checkReportData(rep.reportData, bundle.keyConfig, options));
+  run.run('binding', 'BINDING_MISMATCH', () => checkReportData(rep.reportData, bundle.keyConfig, binding));
   return run.finish();
 }

@@ -15,7 +15,7 @@ import { CloisterError } from '../../errors.js';
 import { collateralNextUpdate, fetchTdxCollateral } from './pcs.js';
 import type { PcsFetchOptions } from './pcs.js';
 import { parseTdxCollateral } from './collateral.js';
-import { verifyTdxEvidence } from './verify.js';
+import { inspectTdxEvidence } from '../inspect.js';
 
 const DEFAULT_COLLATERAL_REFRESH_INTERVAL_MS = 60 * 60 * 1000;
 const DEFAULT_COLLATERAL_REFRESH_MARGIN_MS = 24 * 60 * 60 * 1000;
@@ -110,9 +110,9 @@ export class TdxCollateralSource {
     // It must verify our own quote now (chain, CRLs, signatures, validity); the TCB status is
     // for clients' policies to judge, so only the stages up to "quote" count here.
     const now = this.#now();
-    const report = await verifyTdxEvidence(
+    const report = await inspectTdxEvidence(
       { platform: 'tdx', evidence: quote, keyConfig: new Uint8Array(0), collateral: bytes },
-      { policy: 'none', at: new Date(now), skipBinding: true, ...(this.#o.rootCaPem === undefined ? {} : { rootCaPem: this.#o.rootCaPem }) },
+      { at: new Date(now), ...(this.#o.rootCaPem === undefined ? {} : { rootCaPem: this.#o.rootCaPem }) },
     );
     const failed = report.steps.find((s) => !s.ok && ['decode', 'collateral', 'quote'].includes(s.step));
     if (failed !== undefined) throw new CloisterError('ATTESTER_FAILED', `TDX collateral from ${this.describe()} does not verify this server's quote: ${failed.code ?? ''} ${failed.detail ?? ''}`.trim());

@@ -22,6 +22,7 @@ import { CloisterError } from '../../errors.js';
 import type { ErrorCode } from '../../errors.js';
 import { toHex } from '../../core/hex.js';
 import { checkReportData, POLICY_SKIPPED, StepRunner } from '../report.js';
+import type { ReportDataCheck } from '../report.js';
 import type { EvidenceBundle, VerificationReport, VerifiedClaims } from '../../core/types.js';
 import { parseTdxCollateral, type PcsCollateralFetcher } from './collateral.js';
 import { checkTdxCollateralCrls } from './crl.js';
@@ -31,19 +32,12 @@ import { INTEL_SGX_ROOT_CA_FINGERPRINT256, INTEL_SGX_ROOT_CA_PEM } from './roots
 import { pemToDerList } from '../x509/certificate.js';
 
 export interface TdxVerifyOptions {
-  /**
-   * The client policy ("tdx" section, parsed). Required. The literal 'none' is for raw
-   * evidence inspection (CLI without --policy): the policy step reads "skipped" and only
-   * UpToDate is accepted as TCB status.
-   */
-  readonly policy: TdxPolicy | 'none';
+  /** The client policy ("tdx" section, parsed). Inspection without one: inspect.ts. */
+  readonly policy: TdxPolicy;
   /** Verification instant (collateral and certificate validity). Default: now. */
   readonly at?: Date;
+  /** The client's nonce, bound into report_data together with the bundle's key config. */
   readonly nonce?: Uint8Array;
-  /** Expected 64-byte report_data, replacing the key-config binding. */
-  readonly expectedReportData?: Uint8Array;
-  /** Do not check report_data (raw evidence inspection only). */
-  readonly skipBinding?: boolean;
   /** Collateral from a file (JSON bytes or object), used when the bundle carries none. */
   readonly collateral?: Uint8Array | Collateral;
   /** Optional PCS fetcher, consulted only when no collateral is available otherwise. */
@@ -152,8 +146,23 @@ function checkPresentedPckChain(q: TdxQuote, root: X509Certificate): void {
   }
 }
 
-/** Verify TDX evidence. Never throws for bad evidence: failures are steps with codes. */
-export async function verifyTdxEvidence(bundle: EvidenceBundle, options: TdxVerifyOptions): Promise<VerificationReport> {
+/**
+ * Verify TDX evidence against a policy, with report_data bound to the bundle's key config and
+ * the nonce. Never throws for bad evidence: failures are steps with codes.
+ */
+export function verifyTdxEvidence(bundle: EvidenceBundle, options: TdxVerifyOptions): Promise<VerificationReport> {
+  return runTdxStages(bundle, options, { kind: 'key-config', ...(options.nonce === undefined ? {} : { nonce: options.nonce }) });
+}
+
+/**
+ * The stages, for verifyTdxEvidence and (policy 'none': only UpToDate TCB status; another
+ * report_data check) inspect.ts.
+ */
+export async function runTdxStages(
+  bundle: EvidenceBundle,
+  options: Omit<TdxVerifyOptions, 'policy' | 'nonce'> & { readonly policy: TdxPolicy | 'none' },
+  binding: ReportDataCheck,
+): Promise<VerificationReport> {
   const run = new StepRunner('tdx');
   const at = options.at ?? new Date();
   const nowSecs = Math.floor(at.getTime() / 1000);
@@ -242,6 +251,6 @@ export async function verifyTdxEvidence(bundle: EvidenceBundle, options: TdxVeri
     // Undefined, or the loud note that the unsafe switch left RTMR0..2 unchecked.
     return checkTdxPolicy(q.report, options.policy);
   });
-  run.run('binding', 'BINDING_MISMATCH', () => checkReportData(q.report.reportData, bundle.keyConfig, options));
+  run.run('binding', 'BINDING_MISMATCH', () => checkReportData(q.report.reportData, bundle.keyConfig, binding));
   return run.finish();
 }

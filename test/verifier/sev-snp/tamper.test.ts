@@ -9,11 +9,11 @@ import {
   parseAmdEndorsementKey,
   parseSnpReport,
   sevSnpPolicy,
-  verifySevSnpEvidence,
   type SnpReport,
 } from '../../../src/verifier/sev-snp/index.js';
 import type { VerificationReport } from '../../../src/core/types.js';
 import { describeWithVectors, readVector } from '../../helpers/vectors.js';
+import { inspectSevSnpEvidence } from '../../../src/verifier/inspect.js';
 
 const read = (f: string): Uint8Array => readVector(`sev-snp/${f}`);
 const AT = new Date('2024-06-01T00:00:00Z');
@@ -24,13 +24,13 @@ function firstFailure(r: VerificationReport): { step: string; code?: string } | 
 
 async function verifyBytes(report: Uint8Array): Promise<VerificationReport> {
   const original = parseSnpReport(read('snp_virtee_milan_report.bin'));
-  return verifySevSnpEvidence(
+  return inspectSevSnpEvidence(
     { platform: 'sev-snp', evidence: report, keyConfig: new Uint8Array([1]) },
     {
       policy: sevSnpPolicy({ measurements: [original.measurement] }),
       vcek: read('snp_virtee_milan_vcek.der'),
       at: AT,
-      expectedReportData: original.reportData,
+      binding: { kind: 'exact', reportData: original.reportData },
     },
   );
 }

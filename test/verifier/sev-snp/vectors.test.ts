@@ -18,6 +18,7 @@ import {
 import type { EvidenceBundle, VerificationReport } from '../../../src/core/types.js';
 import { hex } from '../../helpers/bytes.js';
 import { describeWithVectors, readVector, readVectorJson } from '../../helpers/vectors.js';
+import { inspectSevSnpEvidence } from '../../../src/verifier/inspect.js';
 
 const read = (f: string): Uint8Array => readVector(`sev-snp/${f}`);
 const sidecar = (f: string): Record<string, unknown> => readVectorJson<Record<string, unknown>>(`sev-snp/${f}`);
@@ -48,11 +49,11 @@ function bundle(report: Uint8Array, certificates?: Uint8Array): EvidenceBundle {
 /** Parse `v`'s report and verify it against the default policy for its sidecar measurement. */
 async function verifyWithDefaultPolicy(v: Vec): Promise<{ r: SnpReport; res: VerificationReport }> {
   const r = parseSnpReport(read(v.report));
-  const res = await verifySevSnpEvidence(bundle(read(v.report)), {
+  const res = await inspectSevSnpEvidence(bundle(read(v.report)), {
     policy: sevSnpPolicy({ measurements: [measurementOf(v.json)] }),
     vcek: read(v.vcek),
     at: v.at,
-    expectedReportData: r.reportData,
+    binding: { kind: 'exact', reportData: r.reportData },
   });
   return { r, res };
 }
@@ -80,11 +81,11 @@ describeWithVectors('sev-snp', 'SEV-SNP real vectors', () => {
       });
 
       it('verifies chain, signature, TCB and chip_id with the VCEK given by the caller', async () => {
-        const res = await verifySevSnpEvidence(bundle(report()), {
+        const res = await inspectSevSnpEvidence(bundle(report()), {
           policy: policy({ allowDebug: true }),
           vcek: vcek(),
           at: v.at,
-          expectedReportData: parseSnpReport(report()).reportData,
+          binding: { kind: 'exact', reportData: parseSnpReport(report()).reportData },
         });
         expect(res.steps.map((s) => [s.step, s.ok])).toEqual([
           ['decode', true],
@@ -116,10 +117,9 @@ describeWithVectors('sev-snp', 'SEV-SNP real vectors', () => {
         ]);
         const padded = new Uint8Array(table.byteLength + 4096);
         padded.set(table);
-        const res = await verifySevSnpEvidence(bundle(report(), padded), {
+        const res = await inspectSevSnpEvidence(bundle(report(), padded), {
           policy: policy({ allowDebug: true }),
           at: v.at,
-          skipBinding: true,
         });
         expect(failing(res)).toBeUndefined();
         expect(res.ok).toBe(true);
@@ -134,22 +134,20 @@ describeWithVectors('sev-snp', 'SEV-SNP real vectors', () => {
 
       it('rejects a chain verified with the wrong product roots', async () => {
         const other = v.product === 'Milan' ? 'Genoa' : 'Milan';
-        const res = await verifySevSnpEvidence(bundle(report()), {
+        const res = await inspectSevSnpEvidence(bundle(report()), {
           policy: policy({ allowDebug: true, products: [other, 'Turin'] }),
           vcek: vcek(),
           at: v.at,
-          skipBinding: true,
         });
         expect(step(res, 'chain')).toMatchObject({ ok: false, code: 'ROOT_UNTRUSTED' });
         expect(res.claims).toBeUndefined();
       });
 
       it('rejects outside the VCEK validity window', async () => {
-        const res = await verifySevSnpEvidence(bundle(report()), {
+        const res = await inspectSevSnpEvidence(bundle(report()), {
           policy: policy({ allowDebug: true }),
           vcek: vcek(),
           at: new Date('2040-01-01T00:00:00Z'),
-          skipBinding: true,
         });
         expect(step(res, 'chain')).toMatchObject({ ok: false, code: 'CERT_EXPIRED' });
       });
@@ -157,11 +155,10 @@ describeWithVectors('sev-snp', 'SEV-SNP real vectors', () => {
       it('rejects another VCEK (signature fails or chip/TCB differ)', async () => {
         const otherVcek = VECS.find((o) => o.vcek !== v.vcek && o.product === v.product);
         if (!otherVcek) return;
-        const res = await verifySevSnpEvidence(bundle(report()), {
+        const res = await inspectSevSnpEvidence(bundle(report()), {
           policy: policy({ allowDebug: true }),
           vcek: read(otherVcek.vcek),
           at: v.at,
-          skipBinding: true,
         });
         expect(res.ok).toBe(false);
         expect(step(res, 'signature')).toMatchObject({ ok: false, code: 'EVIDENCE_SIGNATURE_INVALID' });
@@ -192,11 +189,10 @@ describeWithVectors('sev-snp', 'SEV-SNP real vectors', () => {
   it('rejects a report whose measurement is not in the policy', async () => {
     const v = VECS[0];
     if (!v) throw new Error('missing vector');
-    const res = await verifySevSnpEvidence(bundle(read(v.report)), {
+    const res = await inspectSevSnpEvidence(bundle(read(v.report)), {
       policy: sevSnpPolicy({ measurements: [new Uint8Array(48)] }),
       vcek: read(v.vcek),
       at: v.at,
-      skipBinding: true,
     });
     expect(step(res, 'policy')).toMatchObject({ ok: false, code: 'POLICY_MISMATCH' });
   });
@@ -224,10 +220,9 @@ describeWithVectors('sev-snp', 'SEV-SNP real vectors', () => {
       { guid: SNP_CERT_GUIDS.ARK, data: der(genoa.arkPem) },
       { guid: SNP_CERT_GUIDS.VCEK, data: read(v.vcek) },
     ]);
-    const res = await verifySevSnpEvidence(bundle(read(v.report), table), {
+    const res = await inspectSevSnpEvidence(bundle(read(v.report), table), {
       policy: sevSnpPolicy({ measurements: [measurementOf(v.json)] }),
       at: v.at,
-      skipBinding: true,
     });
     expect(step(res, 'chain')).toMatchObject({ ok: false, code: 'ROOT_UNTRUSTED' });
   });

@@ -13,7 +13,6 @@ import { afterAll, afterEach, beforeEach, expect, it } from 'vitest';
 import { TdxCollateralSource } from '../../../src/verifier/tdx/collateral-source.js';
 import { PcsCollateralFetcher } from '../../../src/verifier/tdx/collateral.js';
 import { fetchTdxCollateral, pckPlatformOf } from '../../../src/verifier/tdx/pcs.js';
-import { verifyTdxEvidence } from '../../../src/verifier/tdx/index.js';
 import { tdxPolicy } from '../../../src/verifier/tdx/policy.js';
 import { parseTdxQuote } from '../../../src/verifier/tdx/quote.js';
 import { TdxConfigfsAttester } from '../../../src/attester/tsm/attesters.js';
@@ -23,6 +22,7 @@ import { codeOf } from '../../helpers/errors.js';
 import { startStandinPccs } from '../../helpers/pccs.js';
 import type { StandinPccs } from '../../helpers/pccs.js';
 import { describeWithVectors, readVector, readVectorJson } from '../../helpers/vectors.js';
+import { inspectTdxEvidence } from '../../../src/verifier/inspect.js';
 
 const work = mkdtempSync(path.join(tmpdir(), 'cloister-pccs-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -63,9 +63,9 @@ describeWithVectors('tdx', 'TDX collateral from a (stand-in) PCCS', () => {
       ].sort(),
     );
     expect(fetched.nextUpdate.toISOString()).toBe('2025-07-19T10:00:35.000Z'); // the PCK CRL's nextUpdate, the earliest part
-    const r = await verifyTdxEvidence(
+    const r = await inspectTdxEvidence(
       { platform: 'tdx', evidence: q, keyConfig: new Uint8Array(0), collateral: fetched.bytes },
-      { policy: tdxPolicy({ mrTd: [parseTdxQuote(q).report.mrTd], rtmr0: [parseTdxQuote(q).report.rtmrs[0]], rtmr1: [parseTdxQuote(q).report.rtmrs[1]], rtmr2: [parseTdxQuote(q).report.rtmrs[2]] }), at: new Date(NOW), skipBinding: true },
+      { policy: tdxPolicy({ mrTd: [parseTdxQuote(q).report.mrTd], rtmr0: [parseTdxQuote(q).report.rtmrs[0]], rtmr1: [parseTdxQuote(q).report.rtmrs[1]], rtmr2: [parseTdxQuote(q).report.rtmrs[2]] }), at: new Date(NOW) },
     );
     expect(r.steps.filter((s) => !s.ok)).toEqual([]);
     expect(r.claims?.details['tcbStatus']).toBe('UpToDate');
@@ -165,10 +165,10 @@ describeWithVectors('tdx', 'TDX collateral from a (stand-in) PCCS', () => {
     const q = quote();
     const fetcher = new PcsCollateralFetcher({ baseUrl: pccs.url });
     const bundle = { platform: 'tdx' as const, evidence: q, keyConfig: new Uint8Array(0), collateral: new TextEncoder().encode('{"not":"collateral"}') };
-    const opts = { policy: tdxPolicy({ mrTd: [parseTdxQuote(q).report.mrTd], rtmr0: [parseTdxQuote(q).report.rtmrs[0]], rtmr1: [parseTdxQuote(q).report.rtmrs[1]], rtmr2: [parseTdxQuote(q).report.rtmrs[2]] }), at: new Date(NOW), skipBinding: true, pcs: fetcher };
-    const fromEvidence = await verifyTdxEvidence(bundle, opts);
+    const opts = { policy: tdxPolicy({ mrTd: [parseTdxQuote(q).report.mrTd], rtmr0: [parseTdxQuote(q).report.rtmrs[0]], rtmr1: [parseTdxQuote(q).report.rtmrs[1]], rtmr2: [parseTdxQuote(q).report.rtmrs[2]] }), at: new Date(NOW), pcs: fetcher };
+    const fromEvidence = await inspectTdxEvidence(bundle, opts);
     expect(fromEvidence.steps.find((s) => !s.ok)?.step).toBe('collateral');
-    const own = await verifyTdxEvidence(bundle, { ...opts, ignoreEvidenceCollateral: true });
+    const own = await inspectTdxEvidence(bundle, { ...opts, ignoreEvidenceCollateral: true });
     expect(own.steps.filter((s) => !s.ok)).toEqual([]);
     expect(own.steps.find((s) => s.step === 'collateral')?.detail).toBe('fetched from PCS / PCCS');
   });

@@ -15,6 +15,7 @@ import {
 import type { EvidenceBundle, VerificationReport } from '../../../src/core/types.js';
 import { hex } from '../../helpers/bytes.js';
 import { describeWithVectors, readVector, readVectorJson } from '../../helpers/vectors.js';
+import { inspectTdxEvidence } from '../../../src/verifier/inspect.js';
 
 const read = (f: string): Uint8Array => readVector(`tdx/${f}`);
 const sidecar = (f: string): Record<string, unknown> => readVectorJson<Record<string, unknown>>(`tdx/${f}`);
@@ -51,10 +52,10 @@ describeWithVectors('tdx', 'TDX real vectors', () => {
     const quote = read('tdx_phala_v4_quote.bin');
     const q = parseTdxQuote(quote);
     expect(q.version).toBe(4);
-    const res = await verifyTdxEvidence(bundle(quote, read('tdx_phala_v4_collateral.json')), {
+    const res = await inspectTdxEvidence(bundle(quote, read('tdx_phala_v4_collateral.json')), {
       policy: policyFor(quote, { rtmr0: [hex(measured['rtmr0'] ?? '')] }),
       at: verifyTime(meta),
-      expectedReportData: hex(measured['report_data'] ?? ''),
+      binding: { kind: 'exact' as const, reportData: hex(measured['report_data'] ?? '') },
     });
     expect(res.steps.map((s) => [s.step, s.ok])).toEqual([
       ['decode', true],
@@ -73,8 +74,8 @@ describeWithVectors('tdx', 'TDX real vectors', () => {
   it('a byte changed in the root certificate embedded in the quote fails ROOT_UNTRUSTED (dcap-qvl alone ignores that root)', async () => {
     const meta = sidecar('tdx_phala_v4.json');
     const quote = read('tdx_phala_v4_quote.bin');
-    const opts = { policy: policyFor(quote), collateral: read('tdx_phala_v4_collateral.json'), at: verifyTime(meta), skipBinding: true };
-    expect((await verifyTdxEvidence(bundle(quote), opts)).ok).toBe(true);
+    const opts = { policy: policyFor(quote), collateral: read('tdx_phala_v4_collateral.json'), at: verifyTime(meta) };
+    expect((await inspectTdxEvidence(bundle(quote), opts)).ok).toBe(true);
     // The third PEM block of the certification data is the presented root.
     const text = Buffer.from(quote).toString('latin1');
     const begin = '-----BEGIN CERTIFICATE-----';
@@ -86,7 +87,7 @@ describeWithVectors('tdx', 'TDX real vectors', () => {
       const ch = String.fromCharCode(tampered[at] ?? 0);
       expect(ch, `offset ${at}`).toMatch(/[A-Za-z0-9+/]/);
       tampered[at] = (ch === 'A' ? 'B' : 'A').charCodeAt(0); // still canonical base64 PEM, different DER
-      const res = await verifyTdxEvidence(bundle(tampered), opts);
+      const res = await inspectTdxEvidence(bundle(tampered), opts);
       const failed = res.steps.find((st) => !st.ok);
       expect(res.ok).toBe(false);
       expect(failed).toMatchObject({ step: 'quote', code: 'ROOT_UNTRUSTED' });
@@ -99,7 +100,7 @@ describeWithVectors('tdx', 'TDX real vectors', () => {
     const quote = read('tdx_phala_v4_quote.bin');
     const coll = JSON.parse(new TextDecoder().decode(read('tdx_phala_v4_collateral.json'))) as Record<string, string>;
     const run = async (c: Record<string, string>, at = verifyTime(meta)): Promise<{ code?: string; detail?: string }> => {
-      const res = await verifyTdxEvidence(bundle(quote, new TextEncoder().encode(JSON.stringify(c))), { policy: policyFor(quote), at, skipBinding: true });
+      const res = await inspectTdxEvidence(bundle(quote, new TextEncoder().encode(JSON.stringify(c))), { policy: policyFor(quote), at });
       const failed = res.steps.find((st) => !st.ok);
       return failed === undefined ? {} : { ...(failed.code === undefined ? {} : { code: failed.code }), ...(failed.detail === undefined ? {} : { detail: failed.detail }) };
     };
@@ -130,10 +131,9 @@ describeWithVectors('tdx', 'TDX real vectors', () => {
 
   it('phala v4 collateral is rejected after it expires', async () => {
     const quote = read('tdx_phala_v4_quote.bin');
-    const res = await verifyTdxEvidence(bundle(quote, read('tdx_phala_v4_collateral.json')), {
+    const res = await inspectTdxEvidence(bundle(quote, read('tdx_phala_v4_collateral.json')), {
       policy: policyFor(quote),
       at: new Date('2025-09-01T00:00:00Z'),
-      skipBinding: true,
     });
     expect(step(res, 'quote')).toMatchObject({ ok: false, code: 'CERT_EXPIRED' });
   });
@@ -141,10 +141,9 @@ describeWithVectors('tdx', 'TDX real vectors', () => {
   it('phala outdated v5 quote fails: no matching TCB level', async () => {
     const quote = read('tdx_phala_outdated_quote.bin');
     expect(parseTdxQuote(quote).version).toBe(5);
-    const res = await verifyTdxEvidence(bundle(quote, read('tdx_phala_outdated_collateral.json')), {
+    const res = await inspectTdxEvidence(bundle(quote, read('tdx_phala_outdated_collateral.json')), {
       policy: policyFor(quote, { acceptedTcbStatuses: ['UpToDate', 'OutOfDate'] }),
       at: OUTDATED_NOW,
-      skipBinding: true,
     });
     expect(res.ok).toBe(false);
     expect(step(res, 'quote')).toMatchObject({ ok: false, code: 'TCB_STATUS_REJECTED' });
@@ -154,20 +153,18 @@ describeWithVectors('tdx', 'TDX real vectors', () => {
 
   it('go-tdx-guest SPR E4 quote fails: its appended test text is rejected, and without it no TCB level matches', async () => {
     const raw = read('tdx_gotdxguest_spr_e4_quote.bin');
-    const withJunk = await verifyTdxEvidence(bundle(raw, read('tdx_gotdxguest_spr_e4_collateral.json')), {
+    const withJunk = await inspectTdxEvidence(bundle(raw, read('tdx_gotdxguest_spr_e4_collateral.json')), {
       policy: tdxPolicy({ mrTd: [new Uint8Array(48)], rtmr0: [new Uint8Array(48)], rtmr1: [new Uint8Array(48)], rtmr2: [new Uint8Array(48)] }),
       at: new Date('2023-07-01T01:00:00Z'),
-      skipBinding: true,
     });
     expect(step(withJunk, 'decode')).toMatchObject({ ok: false, code: 'EVIDENCE_MALFORMED' });
     // go-tdx-guest appends "\nextra bytes(only for testing purpose)\n" (39 bytes) to the quote.
     const tail = new TextDecoder().decode(raw.subarray(raw.byteLength - 39));
     expect(tail).toContain('extra bytes');
     const quote = raw.subarray(0, raw.byteLength - 39);
-    const res = await verifyTdxEvidence(bundle(quote, read('tdx_gotdxguest_spr_e4_collateral.json')), {
+    const res = await inspectTdxEvidence(bundle(quote, read('tdx_gotdxguest_spr_e4_collateral.json')), {
       policy: policyFor(quote),
       at: new Date('2023-07-01T01:00:00Z'),
-      skipBinding: true,
     });
     expect(res.ok).toBe(false);
     expect(step(res, 'quote')).toMatchObject({ ok: false, code: 'TCB_STATUS_REJECTED' });
@@ -177,11 +174,11 @@ describeWithVectors('tdx', 'TDX real vectors', () => {
     const meta = sidecar('tdx_gotdxguest_v5.json');
     const quote = read('tdx_gotdxguest_v5_quote.bin');
     expect(parseTdxQuote(quote).version).toBe(5);
-    const res = await verifyTdxEvidence(bundle(quote), {
+    const res = await inspectTdxEvidence(bundle(quote), {
       policy: policyFor(quote),
       collateral: read('tdx_phala_outdated_collateral.json'),
       at: verifyTime(meta),
-      expectedReportData: parseTdxQuote(quote).report.reportData,
+      binding: { kind: 'exact' as const, reportData: parseTdxQuote(quote).report.reportData },
     });
     expect(step(res, 'quote')?.ok).toBe(true);
     expect(res.claims?.details['tcbStatus']).toBe('UpToDate');
@@ -196,9 +193,9 @@ describeWithVectors('tdx', 'TDX real vectors', () => {
     const opts = {
       collateral: read('tdx_phala_outdated_collateral.json'),
       at: OUTDATED_NOW,
-      expectedReportData: hex(measured['report_data'] ?? ''),
+      binding: { kind: 'exact' as const, reportData: hex(measured['report_data'] ?? '') },
     };
-    const strict = await verifyTdxEvidence(bundle(quote), { ...opts, policy: policyFor(quote) });
+    const strict = await inspectTdxEvidence(bundle(quote), { ...opts, policy: policyFor(quote) });
     expect(strict.ok).toBe(false);
     expect(step(strict, 'tcb-status')).toMatchObject({ ok: false, code: 'TCB_STATUS_REJECTED' });
     expect(strict.claims?.details['tcbStatus']).toBe('OutOfDate');
@@ -209,7 +206,7 @@ describeWithVectors('tdx', 'TDX real vectors', () => {
     expect(step(strict, 'tcb-status')?.detail).toContain('INTEL-SA-01036');
     expect(strict.claims?.measurements['MRTD']).toBe(measured['mr_td']);
 
-    const lenient = await verifyTdxEvidence(bundle(quote), { ...opts, policy: policyFor(quote, { acceptedTcbStatuses: ['UpToDate', 'OutOfDate'] }) });
+    const lenient = await inspectTdxEvidence(bundle(quote), { ...opts, policy: policyFor(quote, { acceptedTcbStatuses: ['UpToDate', 'OutOfDate'] }) });
     expect(lenient.ok).toBe(true);
   });
 
@@ -220,10 +217,9 @@ describeWithVectors('tdx', 'TDX real vectors', () => {
     const bad = quote.slice();
     const mrTdOffset = 48 + 16 + 48 + 48 + 8 + 8 + 8;
     bad[mrTdOffset] = (bad[mrTdOffset] ?? 0) ^ 1; // first byte of MRTD
-    const res = await verifyTdxEvidence(bundle(bad, read('tdx_phala_v4_collateral.json')), {
+    const res = await inspectTdxEvidence(bundle(bad, read('tdx_phala_v4_collateral.json')), {
       policy,
       at: verifyTime(meta),
-      skipBinding: true,
     });
     expect(step(res, 'quote')).toMatchObject({ ok: false, code: 'EVIDENCE_SIGNATURE_INVALID' });
   });
@@ -255,13 +251,12 @@ describeWithVectors('tdx', 'TDX real vectors', () => {
     const quote = read('tdx_phala_v4_quote.bin');
     const c = sidecar('tdx_phala_v4_collateral.json');
     c['extra'] = 1;
-    const res = await verifyTdxEvidence(bundle(quote, new TextEncoder().encode(JSON.stringify(c))), {
+    const res = await inspectTdxEvidence(bundle(quote, new TextEncoder().encode(JSON.stringify(c))), {
       policy: policyFor(quote),
       at: new Date((1752920162 - BEFORE_CRL_EXPIRY_S) * 1000),
-      skipBinding: true,
     });
     expect(step(res, 'collateral')).toMatchObject({ ok: false, code: 'EVIDENCE_MALFORMED' });
-    const none = await verifyTdxEvidence(bundle(quote), { policy: policyFor(quote), at: new Date((1752920162 - BEFORE_CRL_EXPIRY_S) * 1000), skipBinding: true });
+    const none = await inspectTdxEvidence(bundle(quote), { policy: policyFor(quote), at: new Date((1752920162 - BEFORE_CRL_EXPIRY_S) * 1000) });
     expect(step(none, 'collateral')).toMatchObject({ ok: false, code: 'NOT_FOUND' });
   });
 });
