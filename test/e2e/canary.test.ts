@@ -46,7 +46,7 @@ describe('canary: request and response content never reaches logs or the wire in
       expect(wire.includes(Buffer.from(needle))).toBe(false);
     }
     // every log line is JSON with only the allowed keys
-    const allowed = new Set(['ts', 'level', 'event', 'requestId', 'conn', 'sid', 'keyId', 'code', 'bytesIn', 'bytesOut', 'chunks', 'durationMs', 'inFlight', 'connections', 'port', 'closeCode', 'dropped']);
+    const allowed = new Set(['ts', 'level', 'event', 'requestId', 'conn', 'sid', 'session', 'keyId', 'code', 'bytesIn', 'bytesOut', 'chunks', 'durationMs', 'inFlight', 'connections', 'port', 'closeCode', 'dropped']);
     for (const l of lines) for (const k of Object.keys(JSON.parse(l) as object)) expect(allowed.has(k)).toBe(true);
   });
 });

@@ -109,7 +109,8 @@ describe('response and request sizes on the wire (demo classifier)', () => {
 
   /** Per note: the top label and the bytes each way for its classify call. */
   async function measure(kind: 'ws' | 'http', options: Partial<ConnectOptions> = {}): Promise<{ label: string; up: number; down: number }[]> {
-    const c: CloisterClient = await connect(url(kind), { policy: t.policy, trustedRoots: t.trustedRoots, ...options });
+    // v1 one-shot exchanges: each request's bytes on the wire are its own (a session adds an open to the first).
+    const c: CloisterClient = await connect(url(kind), { policy: t.policy, trustedRoots: t.trustedRoots, sessions: false, ...options });
     try {
       const out: { label: string; up: number; down: number }[] = [];
       for (const note of NOTES) {
@@ -178,7 +179,7 @@ describe('streamed chunks, and a server with padding off (fake engine)', () => {
     const t = await startTestServer({ engine: new FakeEngine(), padResponses: serverPad });
     const proxy = await countingProxy(t.urls.port ?? 0);
     try {
-      const c = await connect(`ws://127.0.0.1:${proxy.port}/`, { policy: t.policy, trustedRoots: t.trustedRoots, pad: clientPad });
+      const c = await connect(`ws://127.0.0.1:${proxy.port}/`, { policy: t.policy, trustedRoots: t.trustedRoots, pad: clientPad, sessions: false });
       try {
         const out: number[] = [];
         for (const size of sizes) {

@@ -257,7 +257,9 @@ describe('server limits, each hit', () => {
 
   it('maxReplayEntries: OVERLOADED once the replay window is full', async () => {
     const t = await server({ maxReplayEntries: 2 });
-    const c = await client(t);
+    // v1 one-shot requests: session requests use their sequence numbers, not this window.
+    const c = await connect(t.wsUrl, { policy: t.policy, trustedRoots: t.trustedRoots, sessions: false });
+    open.push(c);
     await c.classify('a', { model: 'fake-cls' });
     await c.classify('b', { model: 'fake-cls' });
     expect(await codeOfAsync(c.classify('c', { model: 'fake-cls' }))).toBe('OVERLOADED');
