@@ -545,6 +545,11 @@ export class ReceiptLog {
     return { treeHead: head, path: this.#log.inclusionProof(index, size) };
   }
 
+  /** PATH(index, D[size]) for a later proof request (to a head of `size` the client holds). */
+  inclusionProof(index: number, size: number): Uint8Array[] {
+    return this.#log.inclusionProof(index, size);
+  }
+
   /** PROOF(first, D[second]) between two sizes (both at most the log's size). */
   consistencyProof(first: number, second: number): Uint8Array[] {
     return this.#log.consistencyProof(first, second);
