@@ -27,6 +27,7 @@ const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
   attest: () => import('./commands/attest.js'),
   policy: () => import('./commands/policy.js'),
   receipt: () => import('./commands/receipt.js'),
+  audit: () => import('./commands/audit.js'),
 };
 
 export const EXIT_OK = 0;
