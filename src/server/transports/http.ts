@@ -4,6 +4,8 @@
  * - `POST /v1/sealed`: body = the sealed request (at most `maxRequestBytes`); response = the
  *   chunked sealed response, streamed as the engine produces it (status 200), or a CBOR
  *   {t:'err', code} with a 4xx/5xx status when the request could not be opened.
+ * - `POST /v1/ohttp`: standard Oblivious HTTP (RFC 9458, `message/ohttp-req`) with Binary HTTP
+ *   (RFC 9292) inside, for OpenAI-shaped requests from unmodified OHTTP clients (../ohttp-gateway.ts).
  * - `GET /healthz`, `/readyz`, `/metrics`: operator endpoints in plain text / JSON (../ops.ts).
  * The end of the HTTP body is the end of the sealed stream: a body cut short lacks its
  * authenticated final chunk, which the client reports as STREAM_TRUNCATED.
@@ -15,6 +17,7 @@ import type { ErrorCode } from '../../errors.js';
 import { encodeWireMessage, LIMIT_HEADER, MAX_NONCE_BYTES } from '../../protocol/wire.js';
 import type { ServerContext } from '../context.js';
 import { handleSealedRequest } from '../handler.js';
+import { handleOhttpRequest, OHTTP_PATH, OHTTP_RESPONSE_MEDIA_TYPE } from '../ohttp-gateway.js';
 import type { SlidingWindowLimiter } from '../rate-limit.js';
 import { OP_NONE } from '../stats.js';
 import { handleOps, OPS_PATHS } from '../ops.js';
@@ -99,9 +102,9 @@ export class HttpTransport {
       if (req.method !== 'GET') return sendError(res, 'PROTOCOL_VIOLATION');
       return this.evidence(req, res, url);
     }
-    if (url.pathname === SEALED_PATH) {
+    if (url.pathname === SEALED_PATH || url.pathname === OHTTP_PATH) {
       if (req.method !== 'POST') return sendError(res, 'PROTOCOL_VIOLATION');
-      return this.sealed(req, res);
+      return this.sealed(req, res, url.pathname === OHTTP_PATH);
     }
     if (this.ops !== undefined && OPS_PATHS.has(url.pathname)) return handleOps(this.ops, url.pathname, req, res);
     sendError(res, 'NOT_FOUND');
@@ -140,7 +143,8 @@ export class HttpTransport {
     );
   }
 
-  private sealed(req: IncomingMessage, res: ServerResponse): void {
+  /** `POST /v1/sealed`, or with `standard` the RFC 9458 + RFC 9292 gateway at `POST /v1/ohttp` (../ohttp-gateway.ts): same upload limits. */
+  private sealed(req: IncomingMessage, res: ServerResponse, standard = false): void {
     const { limits, stats, logger, sources } = this.ctx;
     const { conn, source } = this.infoOf(req.socket);
     const reject = (code: ErrorCode, fields: { readonly bytesIn?: number; readonly limit?: keyof typeof limits }, close: boolean): void => {
@@ -270,6 +274,17 @@ export class HttpTransport {
       }
       stats.inFlight++;
       counted = true;
+      if (standard) {
+        handleOhttpRequest(this.ctx.handlerDeps, body, abort.signal)
+          .then((outcome) => {
+            if (outcome.kind === 'error') return sendError(res, outcome.code);
+            res.writeHead(200, { 'content-type': OHTTP_RESPONSE_MEDIA_TYPE, 'content-length': outcome.body.byteLength, 'cache-control': 'no-store' });
+            res.end(outcome.body);
+          })
+          .catch(() => res.destroy())
+          .finally(finish);
+        return;
+      }
       const out = {
         write: (bytes: Uint8Array): Promise<void> | undefined => {
           if (abort.signal.aborted) return undefined;
