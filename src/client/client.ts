@@ -24,7 +24,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { randomBytesPooled } from '../crypto/random.js';
-import { CloisterError, isErrorCode } from '../errors.js';
+import { CloisterError } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
 import type { EvidenceBundle, Platform, VerificationReport } from '../attestation/types.js';
 import { verifyEvidence } from '../attestation/verify.js';
@@ -35,9 +35,9 @@ import type { Policy } from '../attestation/policy.js';
 import { keyConfigDigest, sealTargetFromKeyConfig } from '../protocol/key-config.js';
 import type { KeyConfig } from '../protocol/key-config.js';
 import { timingSafeEqualBytes } from '../crypto/ct.js';
-import { sealChunkedRequest } from '../protocol/chunked.js';
-import type { ChunkedResponseOpener, OpenedChunk } from '../protocol/chunked.js';
-import { CAPABILITIES, MAX_CLIENT_KEY_BYTES, ReceiptHasher, decodeResponseChunk, encodeSealedRequest, isClientKey, verifyReceipt } from '../protocol/messages.js';
+import { CAPABILITIES, MAX_CLIENT_KEY_BYTES, isClientKey, verifyReceipt } from '../protocol/messages.js';
+import type { SealedRequest } from '../protocol/messages.js';
+import { sealRequest } from '../protocol/request.js';
 import { digestsOfReceiptMessage } from '../protocol/receipt.js';
 import type { ReceiptRecord } from '../protocol/receipt.js';
 import type { CborInput } from '../protocol/cbor.js';
@@ -499,7 +499,7 @@ export class CloisterClient {
     const aeadId = (this.options.aead ?? 'aes-128-gcm') === 'aes-128-gcm' ? AEAD_AES_128_GCM : AEAD_CHACHA20_POLY1305;
     if (!keyConfig.aeadIds.includes(aeadId)) throw new CloisterError('UNSUPPORTED_SUITE', 'the server does not offer this AEAD');
     const pad = this.options.pad !== false;
-    const plaintext = encodeSealedRequest({
+    const request: SealedRequest = {
       v: 1,
       op: req.op,
       model: req.model,
@@ -510,87 +510,39 @@ export class CloisterClient {
       id,
       caps: pad ? CAPABILITIES : CAPABILITIES_NO_PAD,
       ...(this.options.apiKey === undefined ? {} : { key: this.options.apiKey }),
-    }, { pad });
-    const sealed = sealChunkedRequest(sealTargetFromKeyConfig(keyConfig, aeadId), plaintext);
-    state.sealedTo = keyConfig;
-    const receipt = new ReceiptHasher(plaintext);
-    plaintext.fill(0);
-
-    const deadline = this.startExchange(sealed.bytes, req.signal);
-    const exchange = deadline.exchange;
-    const opener: ChunkedResponseOpener = sealed.response;
-    let serverError: CloisterError | undefined;
-    let complete = false;
-
-    /** The results carried by `chunks`, in order (empty when they carry none). */
-    const handle = (chunks: OpenedChunk[]): unknown[] => {
-      const results: unknown[] = [];
-      for (const chunk of chunks) {
-        const msg = decodeResponseChunk(chunk.plaintext);
-        if (!chunk.final) {
-          receipt.update(chunk.plaintext);
-          if (msg.t === 'data') {
-            if (serverError !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'data after an error chunk');
-            state.started = true;
-            results.push(msg.data);
-          } else if (msg.t === 'items') {
-            // Results the server had at the same moment, sealed together: one by one, in order.
-            if (serverError !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'data after an error chunk');
-            state.started = true;
-            for (const item of msg.items) results.push(item);
-          } else if (msg.t === 'json') {
-            // Results relayed as JSON text (an upstream engine's events): the caller gets the
-            // parsed values, exactly as from an `items` chunk.
-            if (serverError !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'data after an error chunk');
-            state.started = true;
-            for (const text of msg.items) results.push(parseJsonResult(text));
-          } else if (msg.t === 'error') {
-            // The message is sealed by the attested server: the generic text of the code, or a
-            // content-free one naming a limit and its value, or what the server offers.
-            const text = msg.message.length > 0 && msg.message.length <= 2048 ? msg.message : undefined;
-            serverError = new CloisterError(isErrorCode(msg.code) ? msg.code : 'INTERNAL', text, { detail: { origin: 'server' } });
-          } else {
-            throw new CloisterError('PROTOCOL_VIOLATION', 'end message in a non-final chunk');
-          }
-          continue;
-        }
-        if (msg.t !== 'end') throw new CloisterError('PROTOCOL_VIOLATION', 'final chunk is not an end message');
-        // The receipt covers the chunks before the final one only: a result in `end.data`
-        // would reach the caller unsigned. No server sends it (PROTOCOL.md section 4); refuse it.
-        if (msg.data !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'the final end chunk carries data, which the receipt does not cover');
-        const message = receipt.message();
-        const ok = verifyReceipt(keyConfig.receiptPublicKey, message, msg.receipt);
-        if (!ok) throw new CloisterError('RECEIPT_INVALID', 'receipt signature does not verify');
-        complete = true;
+    };
+    const { bytes, reader } = sealRequest(sealTargetFromKeyConfig(keyConfig, aeadId), request, {
+      pad,
+      verify: (message, signature) => verifyReceipt(keyConfig.receiptPublicKey, message, signature),
+      onReceipt: (message, signature) =>
         this.deliverReceipt(req, {
           version: 1,
           keyId: keyConfig.keyId,
           keyConfigDigest: keyConfigDigest(keyConfigBytes),
           ...digestsOfReceiptMessage(message),
-          signature: msg.receipt,
-        });
-      }
-      return results;
-    };
+          signature,
+        }),
+      parseJson: parseJsonResult,
+    });
+    state.sealedTo = keyConfig;
 
+    const deadline = this.startExchange(bytes, req.signal);
     try {
-      for await (const piece of exchange.pieces) {
-        if (complete) throw new CloisterError('PROTOCOL_VIOLATION', 'data after the final chunk');
-        const results = handle(exchange.mode === 'frames' ? opener.openFrame(piece) : opener.push(piece));
+      for await (const piece of deadline.exchange.pieces) {
+        const results = reader.push(piece);
+        state.started = reader.started;
         if (results.length > 0) yield results;
       }
-      if (!complete) {
-        if (exchange.mode === 'frames') throw new CloisterError('STREAM_TRUNCATED');
-        const results = handle(opener.finish());
-        if (results.length > 0) yield results;
-      }
+      const results = reader.finish();
+      if (results.length > 0) yield results;
     } catch (err) {
+      state.started ||= reader.started;
       if (deadline.timedOut && !(req.signal?.aborted ?? false)) throw new CloisterError('TIMEOUT', 'no complete response before the deadline', { cause: err });
       throw err;
     } finally {
       deadline.dispose();
     }
-    if (serverError !== undefined) throw serverError;
+    if (reader.serverError !== undefined) throw reader.serverError;
   }
 
   private deliverReceipt(req: RequestOptions, record: ReceiptRecord): void {

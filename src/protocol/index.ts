@@ -64,3 +64,7 @@ export type { Operation, SealedRequest, MessageLimits, ResponseChunk, ReceiptKey
 export type { CborInput } from './cbor.js';
 export { checkReceipt, receiptDigests, receiptMessage, receiptFromJson, receiptToJson } from './receipt.js';
 export type { ReceiptRecord, CheckReceiptExpect } from './receipt.js';
+export { ResponseReader, ResponseWriter } from './response.js';
+export type { ChunkOpener, ChunkSealer, ResponseReaderOptions, ResponseWriterOptions } from './response.js';
+export { openRequest, sealRequest } from './request.js';
+export type { OpenedRequest, RequestKey, SealRequestOptions, SealedExchangeRequest } from './request.js';

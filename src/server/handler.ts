@@ -13,9 +13,10 @@
  */
 import { CloisterError, ERROR_CODES, asCloisterError, wireCodeOf } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
-import { MAX_RESPONSE_CHUNK_LENGTH, openChunkedRequest } from '../protocol/chunked.js';
 import type { ClientKeyTable } from './client-keys.js';
-import { JsonResults, ReceiptHasher, decodeSealedRequest, encodeResponseChunk, encodeResultsChunk, padChunkPlaintext } from '../protocol/messages.js';
+import { JsonResults } from '../protocol/messages.js';
+import { openRequest } from '../protocol/request.js';
+import type { OpenedRequest } from '../protocol/request.js';
 import type { KeyGeneration, KeyManager } from './keys.js';
 import type { ReplayWindow } from './replay.js';
 import type { EngineRouter } from './router.js';
@@ -138,27 +139,77 @@ function raceAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
+interface TurnLimits {
+  /** Most results in one group. */
+  readonly maxItems: number;
+  /** Most JsonResults text (UTF-16 code units) in one group. */
+  readonly maxTextChars: number;
+  /** A stream: its first group carries only the first result (time to first token). */
+  readonly stream: boolean;
+}
+
+const textChars = (v: unknown): number => (v instanceof JsonResults ? v.chars : 0);
+
+/**
+ * Pulls the engine's results and hands them to `seal` in groups: the results the engine
+ * already has - those that resolve before this event-loop turn ends, e.g. every token parsed
+ * from one upstream read - go together (PROTOCOL.md section 4: no added latency, one AEAD,
+ * one frame). The first group of a stream carries only the first result (time to first
+ * token: not sealed after up to maxItems - 1 more); later groups take what is ready. Stops at
+ * `signal` (Aborted) and then stops the engine's generator without waiting on it.
+ */
+async function forEachTurn(
+  results: AsyncIterable<unknown>,
+  limits: TurnLimits,
+  signal: AbortSignal,
+  seal: (items: unknown[], first: boolean) => Promise<void>,
+): Promise<void> {
+  const iterator = results[Symbol.asyncIterator]();
+  try {
+    let next = iterator.next();
+    let done = false;
+    let first = true;
+    while (!done) {
+      const step = await raceAbort(next, signal);
+      if (step.done === true) break;
+      const items: unknown[] = [step.value];
+      let chars = textChars(step.value);
+      const limit = first && limits.stream ? 1 : limits.maxItems;
+      const turn = turnEnd();
+      try {
+        for (;;) {
+          next = iterator.next();
+          if (items.length >= limit || chars >= limits.maxTextChars) break;
+          const more = await raceAbort(Promise.race([next, turn.promise]), signal);
+          if (more === TURN_END) break;
+          if (more.done === true) {
+            done = true;
+            break;
+          }
+          items.push(more.value);
+          chars += textChars(more.value);
+        }
+      } finally {
+        turn.cancel();
+      }
+      await seal(items, first);
+      first = false;
+    }
+  } finally {
+    // Stop the engine's generator (it also sees `signal`); never wait on a stuck engine.
+    if (signal.aborted) void Promise.resolve(iterator.return?.()).catch(() => undefined);
+  }
+}
+
 export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, out: ResponseOut, ctx: RequestContext): Promise<void> {
   const requestId = newServerRequestId();
   const started = performance.now();
   const base = { requestId, conn: ctx.conn, ...(ctx.sid === undefined ? {} : { sid: ctx.sid }), bytesIn: body.byteLength };
   deps.stats.sealedRequestsReceived++;
 
-  let opened: ReturnType<typeof openChunkedRequest>;
-  // The generation that opened the request also signs its receipt: looked up once, here. A
-  // second lookup could throw KEY_STALE (grace ended in between) after the request was opened,
-  // outside any error path, and the client would get no answer.
-  let generation: KeyGeneration | undefined;
+  let opened: OpenedRequest<KeyGeneration>;
   try {
-    opened = openChunkedRequest(
-      (keyId, suite) => {
-        generation = deps.keys.lookup(keyId, suite);
-        return generation.recipient;
-      },
-      body,
-      { maxMessageBytes: deps.maxRequestBytes },
-    );
-    if (generation === undefined) throw new CloisterError('INTERNAL', 'request opened without a key lookup');
+    opened = openRequest((keyId, suite) => deps.keys.lookup(keyId, suite), body, { maxMessageBytes: deps.maxRequestBytes });
   } catch (err) {
     const code = asCloisterError(err, 'DECRYPT_FAILED').code;
     deps.stats.count(code);
@@ -168,11 +219,8 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
     return;
   }
   deps.stats.requestsOpened++;
-  const signer = generation;
-  const sealer = opened.response;
-  const receipt = new ReceiptHasher(opened.plaintext);
+  const writer = opened.writer;
   let bytesOut = 0;
-  let chunks = 0;
 
   const deadline = startDeadline(deps.requestTimeoutMs, ctx.signal);
   const signal = deadline.signal;
@@ -187,39 +235,20 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
     const wait = out.write(bytes);
     if (wait !== undefined) await raceAbort(wait, until);
   };
-  // Set once the request decoded and declared `pad`: every later chunk with content (data,
-  // items, json, error) is padded to its size bucket. The final `end` chunk carries only the
-  // 64-byte receipt, the same length for every answer, so it is not padded.
-  let pad = false;
-  const sealData = async (unpadded: Uint8Array, until: AbortSignal): Promise<void> => {
-    const plaintext = pad ? padChunkPlaintext(unpadded, MAX_RESPONSE_CHUNK_LENGTH - 16) : unpadded;
-    if (plaintext.byteLength + 16 > MAX_RESPONSE_CHUNK_LENGTH) {
-      // The client opens no bigger chunk (one limit for both sides): refuse, sealed, by name.
-      throw new CloisterError('LIMIT_EXCEEDED', `a result of ${plaintext.byteLength} bytes exceeds the response chunk limit (MAX_RESPONSE_CHUNK_LENGTH = ${MAX_RESPONSE_CHUNK_LENGTH} bytes)`, {
-        detail: { limit: 'MAX_RESPONSE_CHUNK_LENGTH', max: MAX_RESPONSE_CHUNK_LENGTH, public: true },
-      });
-    }
-    receipt.update(plaintext);
-    chunks++;
-    await write(sealer.sealChunk(plaintext), until);
-  };
-  const sealEnd = async (until: AbortSignal): Promise<void> => {
-    const signature = signer.signReceipt(receipt.message());
-    await write(sealer.sealFinal(encodeResponseChunk({ t: 'end', receipt: signature })), until);
+  const end = async (until: AbortSignal): Promise<void> => {
+    await write(writer.end(), until);
     out.end();
   };
-  let responseStarted = false;
 
   let code: ErrorCode | undefined;
   // The metrics label: an operation from the closed list once the request decoded, else OP_NONE.
   let op: string = OP_NONE;
   let reportDeadline: Deadline | undefined;
   try {
-    await write(sealer.start(), signal);
-    responseStarted = true;
-    const req = decodeSealedRequest(opened.plaintext, { maxRequestBytes: deps.maxRequestBytes });
+    await write(writer.start(), signal);
+    const req = opened.decode({ maxRequestBytes: deps.maxRequestBytes });
     op = req.op;
-    pad = deps.padResponses !== false && req.caps?.includes('pad') === true;
+    writer.padChunks(deps.padResponses !== false && req.caps?.includes('pad') === true);
     // The timestamp first (cheap, records nothing), then routing; the id is recorded only
     // for a request that will be served, so requests for models or operations that do not
     // exist cannot fill the replay window.
@@ -231,56 +260,17 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
     deps.replay.check(req.id, req.ts);
     const json = req.caps?.includes('json') === true;
     const results = engine.run({ op: req.op, model: req.model, input: req.input, params: req.params ?? {}, stream: req.stream }, { signal });
-    const iterator = results[Symbol.asyncIterator]();
-    const maxItems = deps.maxItemsPerChunk ?? DEFAULT_MAX_ITEMS_PER_CHUNK;
-    const maxTextChars = deps.maxChunkTextChars ?? DEFAULT_MAX_CHUNK_TEXT_CHARS;
-    const textChars = (v: unknown): number => (v instanceof JsonResults ? v.chars : 0);
-    try {
-      let next = iterator.next();
-      let done = false;
-      let firstChunk = true;
-      while (!done) {
-        const step = await raceAbort(next, signal);
-        if (step.done === true) break;
-        const items: unknown[] = [step.value];
-        let chars = textChars(step.value);
-        // Results the engine already has - those that resolve before this event-loop turn
-        // ends, e.g. every token parsed from one upstream read - are sealed together in one
-        // `items` chunk (PROTOCOL.md section 4): no added latency, one AEAD, one frame.
-        // The first chunk of a stream carries only the first result (time to first token:
-        // not sealed after up to maxItems - 1 more); later chunks group what is ready.
-        const limit = firstChunk && req.stream ? 1 : maxItems;
-        const turn = turnEnd();
-        try {
-          for (;;) {
-            next = iterator.next();
-            if (items.length >= limit || chars >= maxTextChars) break;
-            const more = await raceAbort(Promise.race([next, turn.promise]), signal);
-            if (more === TURN_END) break;
-            if (more.done === true) {
-              done = true;
-              break;
-            }
-            items.push(more.value);
-            chars += textChars(more.value);
-          }
-        } finally {
-          turn.cancel();
-        }
-        // Engines yield plain JSON-like values (encodeCbor rejects anything else: ENGINE_FAILED)
-        // or JsonResults, relayed as JSON text in a `json` chunk (PROTOCOL.md section 4).
-        // `json` chunks only for clients that declared them (PROTOCOL.md section 4, capabilities).
-        await sealData(encodeResultsChunk(items, { json }), signal);
-        // Time to first token: the first chunk of a stream leaves now, not with the rest of
-        // what this turn produces (an engine may have many more results ready).
-        if (firstChunk && req.stream) out.flush?.();
-        firstChunk = false;
-      }
-    } finally {
-      // Stop the engine's generator (it also sees `signal`); never wait on a stuck engine.
-      if (signal.aborted) void Promise.resolve(iterator.return?.()).catch(() => undefined);
-    }
-    await sealEnd(signal);
+    const limits = { maxItems: deps.maxItemsPerChunk ?? DEFAULT_MAX_ITEMS_PER_CHUNK, maxTextChars: deps.maxChunkTextChars ?? DEFAULT_MAX_CHUNK_TEXT_CHARS, stream: req.stream };
+    await forEachTurn(results, limits, signal, async (items, first) => {
+      // Engines yield plain JSON-like values (encodeCbor rejects anything else: ENGINE_FAILED)
+      // or JsonResults, relayed as JSON text in a `json` chunk (PROTOCOL.md section 4), only
+      // for clients that declared them (PROTOCOL.md section 4, capabilities).
+      await write(writer.results(items, { json }), signal);
+      // Time to first token: the first chunk of a stream leaves now, not with the rest of
+      // what this turn produces (an engine may have many more results ready).
+      if (first && req.stream) out.flush?.();
+    });
+    await end(signal);
   } catch (err) {
     if (ctx.signal.aborted) {
       code = 'CANCELLED';
@@ -294,12 +284,9 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
         // their values, the models and operations on offer.
         const wire = wireCodeOf(code);
         const message = (err instanceof CloisterError && err.code === wire ? publicMessageOf(err) : undefined) ?? ERROR_CODES[wire];
-        if (!responseStarted) {
-          await write(sealer.start(), report);
-          responseStarted = true;
-        }
-        await sealData(encodeResponseChunk({ t: 'error', code: wire, message }), report);
-        await sealEnd(report);
+        if (!writer.started) await write(writer.start(), report);
+        await write(writer.error(wire, message), report);
+        await end(report);
       } catch {
         // Not written within the grace (or the client went away): the transport closes the
         // response; the outcome stays `code` unless the client cancelled.
@@ -310,6 +297,7 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
     deadline.dispose();
     reportDeadline?.dispose();
   }
+  const chunks = writer.chunks;
 
   const elapsedMs = performance.now() - started;
   const durationMs = Math.round(elapsedMs);

@@ -15,7 +15,6 @@
 import type { WebSocket } from 'ws';
 import { asCloisterError, wireCodeOf } from '../../errors.js';
 import type { ErrorCode } from '../../errors.js';
-import { concatBytes } from '../../crypto/bytes.js';
 import { decodeWireMessage, encodeWireMessage, IDLE_CLOSE_REASON } from '../../protocol/wire.js';
 import type { WireMessage } from '../../protocol/wire.js';
 import type { ServerContext } from '../context.js';
@@ -23,6 +22,8 @@ import { handleSealedRequest } from '../handler.js';
 import type { SlidingWindowLimiter } from '../rate-limit.js';
 import { OP_NONE } from '../stats.js';
 import { LOCAL_SOURCE } from '../sources.js';
+import { ResponseFrames } from './ws-frames.js';
+import type { FrameSink } from './ws-frames.js';
 
 /**
  * Pre-open failures of a sealed request that cost the server an X25519 (and AEAD) before
@@ -31,8 +32,7 @@ import { LOCAL_SOURCE } from '../sources.js';
  */
 const COSTLY_REJECTIONS: ReadonlySet<ErrorCode> = new Set(['DECRYPT_FAILED', 'MALFORMED', 'LIMIT_EXCEEDED', 'PROTOCOL_VIOLATION']);
 
-/** Largest sealed-stream piece in one `res` frame (see the flush in onRequest). */
-export const RESPONSE_FRAME_BODY_BYTES = 1024 * 1024;
+export { RESPONSE_FRAME_BODY_BYTES } from './ws-frames.js';
 
 export class WsSession {
   private readonly streams = new Map<number, AbortController>();
@@ -246,65 +246,31 @@ export class WsSession {
     const abort = new AbortController();
     this.streams.set(sid, abort);
     stats.inFlight++;
-    // Response bytes written in the same event-loop turn (the chunks an engine produced
-    // together, the final chunk) leave in ONE `res` frame: the sealed stream is
-    // self-delimiting, so the client's parser takes any split, and the frame that carries
-    // the end of the final chunk has `fin` (no separate `end` frame). Nothing waits for more
-    // data: the flush is a process.nextTick, which runs once the promise continuations of
-    // the current turn are done but before any I/O or timer (setImmediate would wait for
-    // the rest of the poll phase).
-    // The first write (the response nonce, useless to the client on its own) is held until
-    // the next one, so even an engine that answers in a later turn costs one frame. The
-    // handler's `flush` sends the first chunk of a stream at once (time to first token).
-    let pending: Uint8Array[] = [];
-    let pendingBytes = 0;
-    let scheduled = false;
-    let writes = 0;
-    const flush = (fin: boolean): void => {
-      scheduled = false;
-      const body = pending.length === 1 && pending[0] !== undefined ? pending[0] : concatBytes(...pending);
-      const n = pendingBytes;
-      pending = [];
-      pendingBytes = 0;
-      this.queuedBytes -= n;
-      if (abort.signal.aborted) {
-        // A cancelled stream's unsent bytes are dropped; release any writer waiting on them.
-        if (n > 0 && this.queuedBytes <= this.ctx.limits.highWaterMarkBytes) this.drained();
-        return;
-      }
-      if (n === 0 && !fin) return;
-      // `res` frames carry arbitrary splits of the sealed stream: a big response chunk (up to
-      // MAX_RESPONSE_CHUNK_LENGTH) leaves in frames of at most RESPONSE_FRAME_BODY_BYTES,
-      // well under the client's message limit (4 MiB by default).
-      for (let off = 0; ; off += RESPONSE_FRAME_BODY_BYTES) {
-        const last = off + RESPONSE_FRAME_BODY_BYTES >= body.byteLength;
-        const part = off === 0 && last ? body : body.subarray(off, Math.min(off + RESPONSE_FRAME_BODY_BYTES, body.byteLength));
-        void this.send(fin && last ? { t: 'res', sid, body: part, fin: true } : { t: 'res', sid, body: part });
-        if (last) break;
-      }
-    };
-    const out = {
-      write: (bytes: Uint8Array): Promise<void> | undefined => {
-        if (abort.signal.aborted || this.closed) return undefined;
-        pending.push(bytes);
-        pendingBytes += bytes.byteLength;
-        // Counted as queued from now on, so backpressure sees bytes not yet framed.
-        this.enqueue(bytes.byteLength);
-        writes++;
-        if (writes > 1 && !scheduled) {
-          scheduled = true;
-          process.nextTick(flush, false);
-        }
-        return this.wait();
+    const out = new ResponseFrames(sid, abort.signal, this.frameSink(sid));
+    handleSealedRequest(this.ctx.handlerDeps, body, out, { conn: this.conn, sid, signal: abort.signal })
+      .catch(() => undefined)
+      .finally(() => {
+        out.release();
+        stats.inFlight--;
+        if (this.streams.get(sid) === abort) this.streams.delete(sid);
+        if (this.ctx.state.draining && this.streams.size === 0) this.drain();
+        else this.armIdle();
+      });
+  }
+
+  /** What stream `sid`'s frames need from this connection (queue accounting, send, errors). */
+  private frameSink(sid: number): FrameSink {
+    return {
+      isClosed: () => this.closed,
+      enqueue: (n) => this.enqueue(n),
+      unqueue: (n, dropped) => {
+        this.queuedBytes -= n;
+        // Dropped bytes (a cancelled stream) will never drain: release any writer waiting on them.
+        if (dropped && n > 0 && this.queuedBytes <= this.ctx.limits.highWaterMarkBytes) this.drained();
       },
-      flush: () => {
-        if (pendingBytes > 0) flush(false);
-      },
-      end: () => {
-        if (abort.signal.aborted) return;
-        flush(true);
-      },
-      fail: (code: ErrorCode) => {
+      send: (msg) => void this.send(msg),
+      wait: () => this.wait(),
+      fail: (code) => {
         this.sendError(code, sid);
         // Junk sealed requests (each costs an X25519) count against maxBadFramesPerConnection.
         if (COSTLY_REJECTIONS.has(code)) {
@@ -313,17 +279,6 @@ export class WsSession {
         }
       },
     };
-    handleSealedRequest(this.ctx.handlerDeps, body, out, { conn: this.conn, sid, signal: abort.signal })
-      .catch(() => undefined)
-      .finally(() => {
-        // Bytes still held (a response nonce with nothing after it: cancelled, or the handler
-        // stopped) leave or, when cancelled, are dropped: queuedBytes must not keep them.
-        if (pendingBytes > 0) flush(false);
-        stats.inFlight--;
-        if (this.streams.get(sid) === abort) this.streams.delete(sid);
-        if (this.ctx.state.draining && this.streams.size === 0) this.drain();
-        else this.armIdle();
-      });
   }
 
   /**
