@@ -503,6 +503,11 @@ export class ReceiptLog {
     return this.#log.size;
   }
 
+  /** The key config (generation) whose log this is. */
+  get keyConfigDigest(): Uint8Array {
+    return this.#keyConfigDigest.slice();
+  }
+
   /** Appends an encoded leaf (strictly decoded first); returns its index. LIMIT_EXCEEDED when full. */
   append(leaf: Uint8Array): number {
     const l = decodeReceiptLeaf(leaf);

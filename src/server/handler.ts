@@ -14,7 +14,10 @@
 import { CloisterError, ERROR_CODES, asCloisterError, wireCodeOf } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
 import type { ClientKeyTable } from './client-keys.js';
-import { JsonResults } from '../protocol/messages.js';
+import { JsonResults, RECEIPT_PROOF_CAPABILITY } from '../protocol/messages.js';
+import type { SealedRequest } from '../protocol/messages.js';
+import type { ReceiptV2WriterContext } from '../protocol/response.js';
+import type { Engine } from '../inference/types.js';
 import { openRequest } from '../protocol/request.js';
 import type { OpenedRequest } from '../protocol/request.js';
 import type { KeyGeneration, KeyManager } from './keys.js';
@@ -201,6 +204,26 @@ async function forEachTurn(
   }
 }
 
+/** What the server enforced for a routed request, and where the leaf goes (receipts v2). */
+function receiptV2Context(key: KeyGeneration, engine: Engine, req: SealedRequest, receivedAt: number): ReceiptV2WriterContext {
+  const info = engine.models().find((m) => m.name === req.model);
+  if (info === undefined || req.salt === undefined) throw new CloisterError('INTERNAL', 'a routed model the engine does not list');
+  const id = engine.identity?.();
+  return {
+    salt: req.salt,
+    log: key.receiptLog,
+    model: { name: info.name, digest: Uint8Array.from(info.digest) },
+    policy: {
+      retention: 'none',
+      engine: id === undefined ? engine.kind : `${engine.kind} ${id.kind} ${id.model}${id.imageDigest === undefined ? '' : ` ${id.imageDigest}`}`.slice(0, 256),
+      route: engine.kind === 'onnx' ? 'local' : engine.kind,
+    },
+    receivedAt,
+    withProof: req.caps?.includes(RECEIPT_PROOF_CAPABILITY) === true,
+    now: Date.now,
+  };
+}
+
 export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, out: ResponseOut, ctx: RequestContext): Promise<void> {
   const requestId = newServerRequestId();
   const started = performance.now();
@@ -219,6 +242,7 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
     return;
   }
   deps.stats.requestsOpened++;
+  const receivedAt = Date.now();
   const writer = opened.writer;
   let bytesOut = 0;
 
@@ -258,6 +282,8 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
     if (deps.clientKeys !== undefined) Object.assign(base, { clientKey: deps.clientKeys.authorize(req.key) });
     const engine = deps.router.route(req.op, req.model);
     deps.replay.check(req.id, req.ts);
+    // Receipts v2 (PROTOCOL.md section 11): the client sent a salt and the receipt2 capability.
+    if (req.salt !== undefined) writer.receiptV2(receiptV2Context(opened.key, engine, req, receivedAt));
     const json = req.caps?.includes('json') === true;
     const results = engine.run({ op: req.op, model: req.model, input: req.input, params: req.params ?? {}, stream: req.stream }, { signal });
     const limits = { maxItems: deps.maxItemsPerChunk ?? DEFAULT_MAX_ITEMS_PER_CHUNK, maxTextChars: deps.maxChunkTextChars ?? DEFAULT_MAX_CHUNK_TEXT_CHARS, stream: req.stream };

@@ -22,7 +22,9 @@ import {
   KEM_DHKEM_X25519_HKDF_SHA256,
 } from '../crypto/hpke/suite.js';
 import type { HpkeSuite } from '../crypto/hpke/suite.js';
-import { encodeKeyConfig } from '../protocol/key-config.js';
+import { encodeKeyConfig, keyConfigDigest } from '../protocol/key-config.js';
+import { ReceiptLog } from '../protocol/receipt-v2.js';
+import type { ReceiptLogOptions } from '../protocol/receipt-v2.js';
 import { generateReceiptKeyPair, signReceipt } from '../protocol/messages.js';
 import type { KeyConfig } from '../protocol/key-config.js';
 
@@ -44,6 +46,8 @@ export interface KeyGeneration {
   readonly rotateAtMs: number;
   /** Signs a receipt message with this generation's Ed25519 key. */
   signReceipt(message: Uint8Array): Uint8Array;
+  /** Receipts v2: this generation's append-only log, tree heads signed with its receipt key. */
+  readonly receiptLog: ReceiptLog;
 }
 
 export interface KeyManagerOptions {
@@ -57,6 +61,8 @@ export interface KeyManagerOptions {
   readonly now?: () => number;
   /** Called after each rotation (logging). */
   readonly onRotate?: (current: KeyGeneration) => void;
+  /** Receipts v2 log bounds and tree head period (per generation). */
+  readonly receiptLog?: ReceiptLogOptions;
 }
 
 export class KeyManager {
@@ -154,6 +160,7 @@ export class KeyManager {
       notBeforeMs: now,
       rotateAtMs,
       signReceipt: (message: Uint8Array) => signReceipt(receiptKey, message),
+      receiptLog: new ReceiptLog(keyConfigDigest(keyConfig), (message) => signReceipt(receiptKey, message), this.options.receiptLog),
     });
   }
 }

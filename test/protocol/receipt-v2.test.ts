@@ -28,6 +28,9 @@ import {
 } from '../../src/protocol/receipt-v2.js';
 import type { LeafExpectation, ReceiptLeaf } from '../../src/protocol/receipt-v2.js';
 import { codeOf } from '../helpers/errors.js';
+import { KeyManager } from '../../src/server/keys.js';
+import { openRequest, sealRequest } from '../../src/protocol/request.js';
+import { decodeKeyConfig, keyConfigDigest, sealTargetFromKeyConfig } from '../../src/protocol/key-config.js';
 
 const sha = (s: string): Uint8Array => new Uint8Array(createHash('sha256').update(s).digest());
 const KC = sha('key config');
@@ -253,5 +256,40 @@ describe('signed tree heads and the receipt log', () => {
     expect(v.signaturesVerified).toBe(4);
     v.verify(heads[0] as (typeof heads)[number]);
     expect(v.signaturesVerified).toBe(5);
+  });
+});
+
+describe('receipts v2 through the response writer and reader', () => {
+  it('an aborted stream: the leaf says aborted after k chunks with the code; the reader agrees; a tampered leaf fails', () => {
+    const model = { name: 'm', task: 'text-generation', operations: ['generate' as const], digest: new Uint8Array(32).fill(5) };
+    const keys = new KeyManager({ platform: 'simulated', models: [model], configDigest: new Uint8Array(32).fill(7) });
+    const gen = keys.current();
+    const kc = decodeKeyConfig(gen.keyConfig);
+    const salt = new Uint8Array(32).fill(3);
+    const records: unknown[] = [];
+    const exchange = (tamper: boolean): unknown[] => {
+      const { bytes, reader } = sealRequest(sealTargetFromKeyConfig(kc), { v: 1, op: 'generate', model: 'm', input: 'x', stream: true, ts: Date.now(), id: new Uint8Array(16).fill(1), caps: ['json', 'receipt-proof', 'receipt2'], salt }, {
+        pad: false,
+        verify: () => false,
+        receiptV2: { salt, keyConfigDigest: keyConfigDigest(gen.keyConfig), model: { name: 'm', digest: model.digest }, verifier: new TreeHeadVerifier(kc.receiptPublicKey, keyConfigDigest(gen.keyConfig)), requireProof: true },
+        onReceiptV2: (r) => records.push(r),
+      });
+      const opened = openRequest(() => gen, bytes, { maxMessageBytes: 1 << 20 });
+      const req = opened.decode();
+      expect(req.salt).toEqual(salt);
+      const w = opened.writer;
+      w.receiptV2({ salt: req.salt as Uint8Array, log: gen.receiptLog, model: { name: 'm', digest: model.digest }, policy: { retention: 'none', engine: 'test', route: 'local' }, receivedAt: Date.now(), withProof: true, now: Date.now });
+      const out = [w.start(), w.results([{ a: 1 }], { json: false }), w.results([{ a: 2 }], { json: false }), w.error(tamper ? 'ENGINE_FAILED' : 'TIMEOUT', 'x')];
+      const end = w.end();
+      const results = out.flatMap((b) => reader.push(b));
+      if (tamper) end[end.byteLength - 1] = (end[end.byteLength - 1] as number) ^ 1;
+      return [...results, ...reader.push(end), ...reader.finish(), reader.serverError?.code];
+    };
+    expect(exchange(false)).toEqual([{ a: 1 }, { a: 2 }, 'TIMEOUT']);
+    expect(records).toHaveLength(1);
+    const leaf = decodeReceiptLeaf((records[0] as { leaf: Uint8Array }).leaf);
+    expect(leaf.outcome).toEqual({ status: 'aborted', chunks: 2, code: 'TIMEOUT' });
+    // A flipped byte of the sealed final chunk never opens.
+    expect(() => exchange(true)).toThrow();
   });
 });

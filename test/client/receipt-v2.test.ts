@@ -1,0 +1,85 @@
+/**
+ * Receipts v2 end to end: a client that asks for them (ConnectOptions.receiptsV2) gets an
+ * `end2` receipt whose leaf it checks against the exchange it saw, with the inclusion proof
+ * when it asks (receiptProofs; one tree-head signature verified per head); its records and
+ * its evidence file make an audit bundle that verifies offline, for a classify request and a
+ * streamed generation (aborted streams: test/protocol/receipt-v2.test.ts). A v1 client is unchanged.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connect } from '../../src/client/client.js';
+import { buildAuditBundle } from '../../src/protocol/audit-bundle.js';
+import type { AuditRecord } from '../../src/protocol/audit-bundle.js';
+import { decodeReceiptLeaf } from '../../src/protocol/receipt-v2.js';
+import type { ReceiptV2Record } from '../../src/protocol/response.js';
+import { verifyAuditBundle } from '../../src/verifier/audit.js';
+import { fakeClassify, startTestServer } from '../e2e/helpers.js';
+import type { TestServer } from '../e2e/helpers.js';
+
+describe('receipts v2 over the SDK', () => {
+  let t: TestServer;
+  beforeAll(async () => {
+    t = await startTestServer();
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('classify and a streamed generation: checked leaves with proofs, one audit bundle that verifies', async () => {
+    const records: ReceiptV2Record[] = [];
+    const v1: unknown[] = [];
+    const c = await connect(t.httpUrl, { policy: t.policy, trustedRoots: t.trustedRoots, receiptsV2: true, receiptProofs: true, onReceiptV2: (r) => records.push(r), onReceipt: (r) => v1.push(r) });
+    try {
+      expect(await c.classify('chest pain', { model: 'fake-cls' })).toEqual(fakeClassify('chest pain'));
+      const streamed: unknown[] = [];
+      for await (const x of c.request({ op: 'generate', model: 'fake-gen', input: 'go', params: { n: 4, size: 3 }, stream: true })) streamed.push(x);
+      expect(streamed).toHaveLength(4);
+      expect(v1).toEqual([]);
+      expect(records).toHaveLength(2);
+      const leaves = records.map((r) => decodeReceiptLeaf(r.leaf));
+      expect(leaves[0]?.model.name).toBe('fake-cls');
+      expect(leaves[0]?.outcome).toEqual({ status: 'complete', chunks: 1 });
+      expect(leaves[1]?.model.name).toBe('fake-gen');
+      expect(leaves[1]?.outcome.status).toBe('complete');
+      expect(leaves.every((l) => l.policy.retention === 'none' && l.policy.engine === 'fake')).toBe(true);
+      expect(records.every((r) => r.proof !== undefined)).toBe(true);
+      // One bundle for the session: each record's own head; the client proves consistency between them from the log.
+      const auditRecords = records.map((r): AuditRecord => ({ leaf: r.leaf, index: r.index, salt: r.salt, proof: r.proof as NonNullable<ReceiptV2Record['proof']> }));
+      const log = t.server.keys.current().receiptLog;
+      const sizes = auditRecords.map((r) => r.index + 1);
+      const consistency = sizes.slice(1).map((second, i) => ({ first: sizes[i] as number, second, path: log.consistencyProof(sizes[i] as number, second) }));
+      const bundle = buildAuditBundle(c.evidenceFile(), auditRecords, consistency);
+      const report = await verifyAuditBundle(bundle, { simulatedRoots: [t.attester.rootPem] });
+      expect(report.receipts.map((r) => r.leaf.model.name)).toEqual(leaves.map((l) => l.model.name));
+      expect(report.platform).toBe('simulated');
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('without receiptProofs the leaf comes alone; the server signs heads only periodically', async () => {
+    const records: ReceiptV2Record[] = [];
+    const c = await connect(t.httpUrl, { policy: t.policy, trustedRoots: t.trustedRoots, receiptsV2: true, onReceiptV2: (r) => records.push(r) });
+    const log = t.server.keys.current().receiptLog;
+    const before = log.signatures;
+    try {
+      for (let i = 0; i < 5; i++) await c.classify(`note ${i}`, { model: 'fake-cls' });
+    } finally {
+      await c.close();
+    }
+    expect(records).toHaveLength(5);
+    expect(records.every((r) => r.proof === undefined)).toBe(true);
+    // At most one periodic head within the default 1 s interval for five requests (not one per request).
+    expect(log.signatures - before).toBeLessThanOrEqual(2);
+  });
+
+  it('a v1 client is unchanged (signature receipt, no v2 record)', async () => {
+    const v1: unknown[] = [];
+    const c = await connect(t.httpUrl, { policy: t.policy, trustedRoots: t.trustedRoots, onReceipt: (r) => v1.push(r) });
+    try {
+      await c.classify('x', { model: 'fake-cls' });
+    } finally {
+      await c.close();
+    }
+    expect(v1).toHaveLength(1);
+  });
+});
