@@ -118,6 +118,14 @@ export class KeyManager {
     throw new CloisterError('UNKNOWN_KEY_ID', undefined, { detail: { keyId } });
   }
 
+  /** The current or previous (in its grace) generation with this key id, without a suite check (public log reads). */
+  byKeyId(keyId: number): KeyGeneration | undefined {
+    this.tick();
+    if (keyId === this.cur.keyId) return this.cur;
+    if (this.prev !== undefined && keyId === this.prev.gen.keyId) return this.prev.gen;
+    return undefined;
+  }
+
   private tick(): void {
     const now = this.now();
     if (this.prev !== undefined && now >= this.prev.until) {

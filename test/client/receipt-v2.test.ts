@@ -9,7 +9,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../../src/client/client.js';
 import { buildAuditBundle } from '../../src/protocol/audit-bundle.js';
 import type { AuditRecord } from '../../src/protocol/audit-bundle.js';
-import { decodeReceiptLeaf } from '../../src/protocol/receipt-v2.js';
+import { TreeHeadVerifier, decodeReceiptLeaf, decodeSignedTreeHead } from '../../src/protocol/receipt-v2.js';
+import type { SignedTreeHead } from '../../src/protocol/receipt-v2.js';
+import { decodeKeyConfig, keyConfigDigest } from '../../src/protocol/key-config.js';
+import { decodeCbor } from '../../src/protocol/cbor.js';
+import { merkleLeafHash, verifyConsistency, verifyInclusion } from '../../src/protocol/merkle.js';
 import type { ReceiptV2Record } from '../../src/protocol/response.js';
 import { verifyAuditBundle } from '../../src/verifier/audit.js';
 import { fakeClassify, startTestServer } from '../e2e/helpers.js';
@@ -70,6 +74,45 @@ describe('receipts v2 over the SDK', () => {
     expect(records.every((r) => r.proof === undefined)).toBe(true);
     // At most one periodic head within the default 1 s interval for five requests (not one per request).
     expect(log.signatures - before).toBeLessThanOrEqual(2);
+  });
+
+  it('heads and proofs are published at /v1/log/*: a later proof, a published head, consistency with the client\'s own head', async () => {
+    const records: ReceiptV2Record[] = [];
+    const c = await connect(t.httpUrl, { policy: t.policy, trustedRoots: t.trustedRoots, receiptsV2: true, receiptProofs: true, onReceiptV2: (r) => records.push(r) });
+    try {
+      await c.classify('first', { model: 'fake-cls' });
+    } finally {
+      await c.close();
+    }
+    const mine = records[0] as ReceiptV2Record;
+    const kc = decodeKeyConfig(t.server.keys.current().keyConfig);
+    const kcDigest = keyConfigDigest(t.server.keys.current().keyConfig);
+    const verifier = new TreeHeadVerifier(kc.receiptPublicKey, kcDigest);
+    const myHead = verifier.verify(mine.proof?.treeHead as SignedTreeHead);
+    // More traffic, then the operator's periodic publication (signed at most once per interval).
+    const c2 = await connect(t.httpUrl, { policy: t.policy, trustedRoots: t.trustedRoots, receiptsV2: true });
+    try {
+      await c2.classify('second', { model: 'fake-cls' });
+    } finally {
+      await c2.close();
+    }
+    t.server.keys.current().receiptLog.signHead();
+    const get = async (path: string): Promise<Map<string, unknown>> => {
+      const res = await fetch(`${t.httpUrl}${path}`);
+      expect(res.status).toBe(200);
+      return decodeCbor(new Uint8Array(await res.arrayBuffer())) as Map<string, unknown>;
+    };
+    const published = verifier.verify(decodeSignedTreeHead((await get('/v1/log/head')).get('sth') as Uint8Array));
+    expect(published.treeSize).toBeGreaterThan(myHead.treeSize);
+    const cons = (await get(`/v1/log/consistency?first=${myHead.treeSize}&second=${published.treeSize}`)).get('path') as Uint8Array[];
+    expect(verifyConsistency(myHead.treeSize, published.treeSize, myHead.rootHash, published.rootHash, cons)).toBe(true);
+    const path = (await get(`/v1/log/proof?index=${mine.index}&size=${published.treeSize}`)).get('path') as Uint8Array[];
+    expect(verifyInclusion(mine.index, published.treeSize, merkleLeafHash(mine.leaf), path, published.rootHash)).toBe(true);
+    // Bad queries are coded errors.
+    expect((await fetch(`${t.httpUrl}/v1/log/proof?index=x&size=1`)).status).toBe(400);
+    expect((await fetch(`${t.httpUrl}/v1/log/proof?index=9999&size=1`)).status).toBe(400);
+    expect((await fetch(`${t.httpUrl}/v1/log/head?key=${(kc.keyId + 1) % 256}`)).status).toBe(400);
+    expect((await fetch(`${t.httpUrl}/v1/log/head`, { method: 'POST' })).status).toBe(405);
   });
 
   it('a v1 client is unchanged (signature receipt, no v2 record)', async () => {

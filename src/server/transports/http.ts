@@ -6,6 +6,7 @@
  *   {t:'err', code} with a 4xx/5xx status when the request could not be opened.
  * - `POST /v1/ohttp`: standard Oblivious HTTP (RFC 9458, `message/ohttp-req`) with Binary HTTP
  *   (RFC 9292) inside, for OpenAI-shaped requests from unmodified OHTTP clients (../ohttp-gateway.ts).
+ * - `GET /v1/log/head`, `/v1/log/proof`, `/v1/log/consistency`: receipts-v2 tree heads and proofs (../log-endpoint.ts).
  * - `GET /healthz`, `/readyz`, `/metrics`: operator endpoints in plain text / JSON (../ops.ts).
  * The end of the HTTP body is the end of the sealed stream: a body cut short lacks its
  * authenticated final chunk, which the client reports as STREAM_TRUNCATED.
@@ -18,6 +19,7 @@ import { encodeWireMessage, LIMIT_HEADER, MAX_NONCE_BYTES } from '../../protocol
 import type { ServerContext } from '../context.js';
 import { handleSealedRequest } from '../handler.js';
 import { handleOhttpRequest, OHTTP_PATH, OHTTP_RESPONSE_MEDIA_TYPE } from '../ohttp-gateway.js';
+import { answerLog, LOG_PATHS } from '../log-endpoint.js';
 import type { SlidingWindowLimiter } from '../rate-limit.js';
 import { OP_NONE } from '../stats.js';
 import { handleOps, OPS_PATHS } from '../ops.js';
@@ -105,6 +107,14 @@ export class HttpTransport {
     if (url.pathname === SEALED_PATH || url.pathname === OHTTP_PATH) {
       if (req.method !== 'POST') return sendError(res, 'PROTOCOL_VIOLATION');
       return this.sealed(req, res, url.pathname === OHTTP_PATH);
+    }
+    if (LOG_PATHS.has(url.pathname)) {
+      if (req.method !== 'GET') return sendError(res, 'PROTOCOL_VIOLATION');
+      const answer = answerLog(this.ctx.keys, url);
+      if ('code' in answer) return sendError(res, answer.code);
+      res.writeHead(200, { 'content-type': CBOR_TYPE, 'content-length': answer.body.byteLength, 'cache-control': 'no-store' });
+      res.end(answer.body);
+      return;
     }
     if (this.ops !== undefined && OPS_PATHS.has(url.pathname)) return handleOps(this.ops, url.pathname, req, res);
     sendError(res, 'NOT_FOUND');
