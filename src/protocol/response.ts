@@ -202,7 +202,15 @@ export class ResponseWriter {
         outcome,
         ...(ctx.session === undefined ? {} : { session: ctx.session }),
       });
-      const index = ctx.log.append(leaf);
+      let index: number;
+      try {
+        index = ctx.log.append(leaf);
+      } catch (err) {
+        // A full log (maxLeaves) must not cost the client its answer: a version-1 receipt instead.
+        if (!(err instanceof CloisterError && err.code === 'LIMIT_EXCEEDED')) throw err;
+        this.#v2 = undefined;
+        return this.end();
+      }
       // The periodic head (at most one signature per treeHeadIntervalMs); a proof asked for in-band needs a head over this leaf.
       if (!ctx.withProof) ctx.log.headIfDue();
       const receipt: EndReceipt = ctx.withProof ? { leaf, index, proof: ctx.log.proofFor(index) } : { leaf, index };

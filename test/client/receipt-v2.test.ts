@@ -115,6 +115,21 @@ describe('receipts v2 over the SDK', () => {
     expect((await fetch(`${t.httpUrl}/v1/log/head`, { method: 'POST' })).status).toBe(405);
   });
 
+  it('a full log (receiptLog.maxLeaves) falls back to a version-1 receipt, never a lost answer', async () => {
+    const small = await startTestServer({ receiptLog: { maxLeaves: 1 } });
+    const v1: unknown[] = [];
+    const v2: unknown[] = [];
+    const c = await connect(small.httpUrl, { policy: small.policy, trustedRoots: small.trustedRoots, receiptsV2: true, onReceiptV2: (r) => v2.push(r), onReceipt: (r) => v1.push(r) });
+    try {
+      expect(await c.classify('a', { model: 'fake-cls' })).toEqual(fakeClassify('a'));
+      expect(await c.classify('b', { model: 'fake-cls' })).toEqual(fakeClassify('b'));
+    } finally {
+      await c.close();
+      await small.close();
+    }
+    expect([v2.length, v1.length]).toEqual([1, 1]);
+  });
+
   it('a v1 client is unchanged (signature receipt, no v2 record)', async () => {
     const v1: unknown[] = [];
     const c = await connect(t.httpUrl, { policy: t.policy, trustedRoots: t.trustedRoots, onReceipt: (r) => v1.push(r) });
