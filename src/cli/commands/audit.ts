@@ -178,6 +178,7 @@ export async function run(argv: string[], io: AuditIo = defaultIo): Promise<numb
     io.out(USAGE);
     return sub === undefined ? 2 : 0;
   }
+  if (sub.startsWith('--')) throw new UsageError(`unknown option ${sub}\n${USAGE}`);
   if (sub === 'export') return exportBundle(rest, io);
   if (sub === 'verify') return verifyCommand(rest, io);
   throw new UsageError(`unknown subcommand '${sub}'\n${USAGE}`);
