@@ -12,8 +12,8 @@
  * (section 3.6: "field names MUST be lowercase"), values free of NUL, CR and LF.
  */
 import { CloisterError } from '../errors.js';
-import { concatBytes, utf8 } from '../crypto/bytes.js';
-import { readVarint, encodeVarint } from './varint.js';
+import { concatBytes, utf8 } from '../core/bytes.js';
+import { readVarint, encodeVarint } from '../core/varint.js';
 
 export interface BhttpLimits {
   /** Most field lines in one field section. Default 128. */

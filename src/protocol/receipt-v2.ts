@@ -18,10 +18,10 @@
 import { createHash } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { CloisterError } from '../errors.js';
-import { concatBytes, copyBytes, utf8 } from '../crypto/bytes.js';
+import { concatBytes, copyBytes, utf8 } from '../core/bytes.js';
 import { timingSafeEqualBytes } from '../crypto/ct.js';
-import { decodeCbor, encodeCbor } from './cbor.js';
-import type { CborInput, CborKey, CborValue } from './cbor.js';
+import { decodeCbor, encodeCbor } from '../core/cbor.js';
+import type { CborInput, CborKey, CborValue } from '../core/cbor.js';
 import { MERKLE_HASH_LENGTH, MAX_PROOF_HASHES, MerkleLog, merkleLeafHash, verifyInclusion } from './merkle.js';
 import type { MerkleLogOptions } from './merkle.js';
 import { RECEIPT_SIGNATURE_LENGTH, signReceipt, verifyReceipt } from './messages.js';

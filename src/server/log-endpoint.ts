@@ -14,7 +14,7 @@
  */
 import { CloisterError } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
-import { encodeCbor } from '../protocol/cbor.js';
+import { encodeCbor } from '../core/cbor.js';
 import { encodeSignedTreeHead } from '../protocol/receipt-v2.js';
 import type { KeyManager } from './keys.js';
 

@@ -29,7 +29,7 @@ import { JsonResults } from '../protocol/messages.js';
 import type { Operation } from '../inference/types.js';
 import type { HandlerDeps } from './handler.js';
 import { publicMessageOf } from './handler.js';
-import { startDeadline } from '../util/deadline.js';
+import { startDeadline } from '../core/deadline.js';
 import { CODE_OK, OP_NONE } from './stats.js';
 
 export const OHTTP_PATH = '/v1/ohttp';

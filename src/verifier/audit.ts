@@ -1,5 +1,5 @@
 /**
- * Offline verification of an audit bundle (src/protocol/audit-bundle.ts; docs/PROTOCOL.md
+ * Offline verification of an audit bundle (audit-bundle.ts; docs/PROTOCOL.md
  * section 11): an auditor needs the bundle and the vendor roots, nothing else. In order:
  *
  *   decode -> evidence -> tree-heads -> consistency -> receipts -> content (optional)
@@ -21,20 +21,20 @@
  */
 import { CloisterError } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
-import { decodeEvidenceFile } from '../attestation/evidence-file.js';
-import { nitroBindingFor } from '../attestation/binding.js';
-import { verifyNitroDocument } from '../attestation/nitro/verify.js';
-import { verifySevSnpEvidence } from '../attestation/sev-snp/verify.js';
-import { verifyTdxEvidence } from '../attestation/tdx/verify.js';
-import { KEY_CONFIG_CLOCK_SKEW_SECONDS, verifyEvidence } from '../attestation/verify.js';
-import type { Policy } from '../attestation/policy.js';
-import type { Platform, VerificationReport, VerifiedClaims } from '../attestation/types.js';
-import type { CertificateInput } from '../attestation/x509/certificate.js';
+import { decodeEvidenceFile } from './evidence-file.js';
+import { nitroBindingFor } from '../protocol/binding.js';
+import { verifyNitroDocument } from './nitro/verify.js';
+import { verifySevSnpEvidence } from './sev-snp/verify.js';
+import { verifyTdxEvidence } from './tdx/verify.js';
+import { KEY_CONFIG_CLOCK_SKEW_SECONDS, verifyEvidence } from './verify.js';
+import type { Policy } from './policy.js';
+import type { Platform, VerificationReport, VerifiedClaims } from '../core/types.js';
+import type { CertificateInput } from './x509/certificate.js';
 import { timingSafeEqualBytes } from '../crypto/ct.js';
 import { decodeKeyConfig, keyConfigDigest } from '../protocol/key-config.js';
 import type { KeyConfig } from '../protocol/key-config.js';
 import { merkleLeafHash, verifyConsistency, verifyInclusion } from '../protocol/merkle.js';
-import { decodeAuditBundle } from '../protocol/audit-bundle.js';
+import { decodeAuditBundle } from './audit-bundle.js';
 import {
   TreeHeadVerifier,
   decodeReceiptLeaf,

@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../src/cli/commands/audit.js';
 import { UsageError } from '../../src/cli/commands/args.js';
-import { encodeAuditRecord } from '../../src/protocol/audit-bundle.js';
-import { concatBytes } from '../../src/crypto/bytes.js';
+import { encodeAuditRecord } from '../../src/verifier/audit-bundle.js';
+import { concatBytes } from '../../src/core/bytes.js';
 import { auditFixture } from '../helpers/audit.js';
 import type { AuditFixture } from '../helpers/audit.js';
 

@@ -7,12 +7,12 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../../src/client/client.js';
-import { buildAuditBundle } from '../../src/protocol/audit-bundle.js';
-import type { AuditRecord } from '../../src/protocol/audit-bundle.js';
+import { buildAuditBundle } from '../../src/verifier/audit-bundle.js';
+import type { AuditRecord } from '../../src/verifier/audit-bundle.js';
 import { TreeHeadVerifier, decodeReceiptLeaf, decodeSignedTreeHead } from '../../src/protocol/receipt-v2.js';
 import type { SignedTreeHead } from '../../src/protocol/receipt-v2.js';
 import { decodeKeyConfig, keyConfigDigest } from '../../src/protocol/key-config.js';
-import { decodeCbor } from '../../src/protocol/cbor.js';
+import { decodeCbor } from '../../src/core/cbor.js';
 import { merkleLeafHash, verifyConsistency, verifyInclusion } from '../../src/protocol/merkle.js';
 import type { ReceiptV2Record } from '../../src/protocol/response.js';
 import { verifyAuditBundle } from '../../src/verifier/audit.js';

@@ -4,9 +4,9 @@
  * tree heads, and the client's audit records. Not a test file itself.
  */
 import { createHash } from 'node:crypto';
-import { createSimulatedAttester } from '../../src/attestation/simulated/attester.js';
-import type { SimulatedAttester } from '../../src/attestation/simulated/attester.js';
-import { encodeEvidenceFile } from '../../src/attestation/evidence-file.js';
+import { createSimulatedAttester } from '../../src/attester/simulated/attester.js';
+import type { SimulatedAttester } from '../../src/attester/simulated/attester.js';
+import { encodeEvidenceFile } from '../../src/verifier/evidence-file.js';
 import { encodeKeyConfig, keyConfigDigest } from '../../src/protocol/key-config.js';
 import { generateReceiptKeyPair, signReceipt } from '../../src/protocol/messages.js';
 import {
@@ -17,7 +17,7 @@ import {
   saltedRequestHash,
   saltedResponseHash,
 } from '../../src/protocol/receipt-v2.js';
-import type { AuditRecord } from '../../src/protocol/audit-bundle.js';
+import type { AuditRecord } from '../../src/verifier/audit-bundle.js';
 
 export const AUDIT_T0 = Date.UTC(2026, 0, 15, 12, 0, 0);
 export const AUDIT_MODEL = { name: 'classifier', digest: new Uint8Array(createHash('sha256').update('audit model').digest()) };

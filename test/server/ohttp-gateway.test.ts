@@ -6,7 +6,7 @@
  * the server's HTTP listener at POST /v1/ohttp.
  */
 import { describe, expect, it } from 'vitest';
-import { encapsulateRequest } from '../../src/protocol/ohttp.js';
+import { encapsulateRequest } from '../helpers/ohttp-rfc9458.js';
 import { decodeKeyConfig, sealTargetFromKeyConfig } from '../../src/protocol/key-config.js';
 import { decodeBhttpResponse, encodeBhttpRequest } from '../../src/protocol/bhttp.js';
 import type { BhttpField } from '../../src/protocol/bhttp.js';

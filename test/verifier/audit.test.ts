@@ -1,19 +1,19 @@
 /**
- * Audit bundles (src/protocol/audit-bundle.ts, src/verifier/audit.ts): built from a client's
+ * Audit bundles (src/verifier/audit-bundle.ts, src/verifier/audit.ts): built from a client's
  * records over simulated evidence, verified offline with only the bundle and the (simulated)
  * root; every flipped byte of a bundle fails; a forged head, an inconsistent log, a receipt of
  * another key config, a wrong salt or content fail with RECEIPT_INVALID at the named step.
  */
 import { describe, expect, it } from 'vitest';
 import { CloisterError } from '../../src/errors.js';
-import { policyFromJson } from '../../src/attestation/policy.js';
+import { policyFromJson } from '../../src/verifier/policy.js';
 import {
   buildAuditBundle,
   decodeAuditBundle,
   decodeAuditRecord,
   encodeAuditBundle,
   encodeAuditRecord,
-} from '../../src/protocol/audit-bundle.js';
+} from '../../src/verifier/audit-bundle.js';
 import { ReceiptLog, decodeReceiptLeaf, encodeReceiptLeaf, encodeSignedTreeHead, signTreeHead } from '../../src/protocol/receipt-v2.js';
 import { MerkleLog } from '../../src/protocol/merkle.js';
 import { generateReceiptKeyPair, signReceipt } from '../../src/protocol/messages.js';

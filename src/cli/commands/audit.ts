@@ -15,11 +15,11 @@
  */
 import { writeFile } from 'node:fs/promises';
 import { CloisterError, isErrorCode } from '../../errors.js';
-import { MAX_EVIDENCE_FILE_BYTES } from '../../attestation/evidence-file.js';
-import { parsePolicy } from '../../attestation/policy.js';
-import { certificatesFromFile } from '../../attestation/x509/certificate.js';
-import { toHex } from '../../crypto/bytes.js';
-import { MAX_AUDIT_BUNDLE_BYTES, MAX_AUDIT_RECORD_BYTES, buildAuditBundle, decodeAuditRecord } from '../../protocol/audit-bundle.js';
+import { MAX_EVIDENCE_FILE_BYTES } from '../../verifier/evidence-file.js';
+import { parsePolicy } from '../../verifier/policy.js';
+import { certificatesFromFile } from '../../verifier/x509/certificate.js';
+import { toHex } from '../../core/hex.js';
+import { MAX_AUDIT_BUNDLE_BYTES, MAX_AUDIT_RECORD_BYTES, buildAuditBundle, decodeAuditRecord } from '../../verifier/audit-bundle.js';
 import { verifyAuditBundle } from '../../verifier/audit.js';
 import type { AuditContent, AuditReport } from '../../verifier/audit.js';
 import { one, parseArgs, UsageError } from './args.js';

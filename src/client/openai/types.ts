@@ -28,7 +28,7 @@ export interface RequestOptions {
   readonly signal?: AbortSignal;
 }
 
-export interface ChatMessage {
+interface ChatMessage {
   readonly role: string;
   readonly content?: unknown;
   readonly [key: string]: unknown;

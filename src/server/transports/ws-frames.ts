@@ -13,7 +13,7 @@
  * `flush` sends the first chunk of a stream at once (time to first token).
  */
 import type { ErrorCode } from '../../errors.js';
-import { concatBytes } from '../../crypto/bytes.js';
+import { concatBytes } from '../../core/bytes.js';
 import type { WireMessage } from '../../protocol/wire.js';
 import type { ResponseOut } from '../handler.js';
 
