@@ -29,6 +29,7 @@ const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
   receipt: () => import('./commands/receipt.js'),
   keys: () => import('./commands/keys.js'),
   model: () => import('./commands/model.js'),
+  audit: () => import('./commands/audit.js'),
 };
 
 const EXIT_OK = 0;

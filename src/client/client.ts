@@ -35,7 +35,9 @@ import type { Policy } from '../verifier/policy.js';
 import { keyConfigDigest, sealTargetFromKeyConfig } from '../protocol/key-config.js';
 import type { KeyConfig } from '../protocol/key-config.js';
 import { timingSafeEqualBytes } from '../crypto/ct.js';
-import { CAPABILITIES, MAX_CLIENT_KEY_BYTES, isClientKey, verifyReceipt } from '../protocol/messages.js';
+import { CAPABILITIES, MAX_CLIENT_KEY_BYTES, RECEIPT_PROOF_CAPABILITY, RECEIPT_V2_CAPABILITY, REQUEST_SALT_LENGTH, isClientKey, verifyReceipt } from '../protocol/messages.js';
+import { TreeHeadVerifier } from '../protocol/receipt-v2.js';
+import type { ReceiptV2ReaderContext, ReceiptV2Record } from '../protocol/response.js';
 import type { SealedRequest } from '../protocol/messages.js';
 import { sealRequest } from '../protocol/request.js';
 import type { SealRequestOptions } from '../protocol/request.js';
@@ -125,6 +127,18 @@ export interface ConnectOptions {
    * one-shot exchange (unlinkable requests, e.g. through an OHTTP relay).
    */
   readonly sessions?: boolean;
+  /**
+   * Receipts v2 (docs/PROTOCOL.md section 12), opt-in: every request carries a fresh 32-byte
+   * salt and the `receipt2` capability; the server answers with a Merkle-log receipt leaf
+   * (salted hashes, model, enforced policy, times, outcome) that the client checks against
+   * the exchange it saw (RECEIPT_INVALID otherwise). Servers from before receipts v2 refuse
+   * the request (MALFORMED). Default false.
+   */
+  readonly receiptsV2?: boolean;
+  /** With receiptsV2: ask for the inclusion proof to a signed tree head in-band (`receipt-proof`), verified once per head. Default false. */
+  readonly receiptProofs?: boolean;
+  /** With receiptsV2: each verified receipt (leaf, index, salt, proof): with `evidenceFile()`, an audit record (`encodeAuditRecord`). */
+  readonly onReceiptV2?: (record: ReceiptV2Record) => void;
   /** Clock, for tests. */
   readonly now?: () => number;
 }
@@ -529,6 +543,9 @@ export class CloisterClient {
     const keyConfig = entry?.keyConfig ?? this.attested.keyConfig;
     const keyConfigBytes = entry?.keyConfigBytes ?? this.attested.bundle.keyConfig;
     const pad = this.options.pad !== false;
+    const v2 = this.options.receiptsV2 === true ? this.receiptV2Context(keyConfig, keyConfigBytes, req.model) : undefined;
+    const baseCaps = pad ? CAPABILITIES : CAPABILITIES_NO_PAD;
+    const caps = v2 === undefined ? baseCaps : [...baseCaps, RECEIPT_V2_CAPABILITY, ...(v2.requireProof ? [RECEIPT_PROOF_CAPABILITY] : [])];
     const request: SealedRequest = {
       v: 1,
       op: req.op,
@@ -538,8 +555,9 @@ export class CloisterClient {
       stream: req.stream ?? false,
       ts: now(),
       id,
-      caps: pad ? CAPABILITIES : CAPABILITIES_NO_PAD,
+      caps,
       ...(this.options.apiKey === undefined ? {} : { key: this.options.apiKey }),
+      ...(v2 === undefined ? {} : { salt: v2.salt }),
     };
     const readerOptions: SealRequestOptions = {
       pad,
@@ -553,6 +571,8 @@ export class CloisterClient {
           signature,
         }),
       parseJson: parseJsonResult,
+      ...(v2 === undefined ? {} : { receiptV2: v2 }),
+      ...(this.options.onReceiptV2 === undefined ? {} : { onReceiptV2: this.options.onReceiptV2 }),
     };
     const { bytes, reader } = session === undefined ? sealRequest(sealTargetFromKeyConfig(keyConfig, aeadId), request, readerOptions) : session.seal(request, readerOptions);
     state.sealedTo = keyConfig;
@@ -651,6 +671,23 @@ export class CloisterClient {
         deadline.dispose();
       }
     }
+  }
+
+  /** Tree head verifiers per key config (one signature per head), bounded. */
+  private readonly treeHeadVerifiers = new Map<string, TreeHeadVerifier>();
+
+  private receiptV2Context(keyConfig: KeyConfig, keyConfigBytes: Uint8Array, model: string): ReceiptV2ReaderContext {
+    const served = keyConfig.models.find((m) => m.name === model);
+    if (served === undefined) throw new CloisterError('UNKNOWN_MODEL', 'receipts v2 name a model the key config lists; this one is not listed');
+    const digest = keyConfigDigest(keyConfigBytes);
+    const id = Buffer.from(digest).toString('hex');
+    let verifier = this.treeHeadVerifiers.get(id);
+    if (verifier === undefined) {
+      if (this.treeHeadVerifiers.size >= 8) this.treeHeadVerifiers.clear();
+      verifier = new TreeHeadVerifier(keyConfig.receiptPublicKey, digest);
+      this.treeHeadVerifiers.set(id, verifier);
+    }
+    return { salt: new Uint8Array(randomBytes(REQUEST_SALT_LENGTH)), keyConfigDigest: digest, model: { name: served.name, digest: served.digest }, verifier, requireProof: this.options.receiptProofs === true };
   }
 
   private deliverReceipt(req: RequestOptions, record: ReceiptRecord): void {

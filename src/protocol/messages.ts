@@ -19,6 +19,16 @@ export const MESSAGE_VERSION = 1;
  * padded to size buckets (`padChunkPlaintext`). A server ignores capabilities it does not know.
  */
 export const CAPABILITIES = ['json', 'pad'] as const;
+/**
+ * Receipts v2 (PROTOCOL.md section 12), opt-in: `receipt2` - the request carries a 32-byte
+ * `salt` and the final chunk is `end2` with a Merkle-log receipt; `receipt-proof` - and with
+ * the inclusion proof to a signed tree head. Declared only by clients that ask for them (a
+ * server from before them refuses the `salt` field: MALFORMED).
+ */
+export const RECEIPT_V2_CAPABILITY = 'receipt2';
+export const RECEIPT_PROOF_CAPABILITY = 'receipt-proof';
+/** Length of the request's receipt salt (`salt`). */
+export const REQUEST_SALT_LENGTH = 32;
 export type Capability = (typeof CAPABILITIES)[number];
 /** One label of a text-classification result, as the engine returns it and the client reads it. */
 export interface LabelScore {
@@ -64,6 +74,11 @@ export interface SealedRequest {
    * MAX_CLIENT_KEY_BYTES printable ASCII characters. Sent only when the caller configured one.
    */
   readonly key?: string;
+  /**
+   * The receipt salt (receipts v2): exactly REQUEST_SALT_LENGTH random bytes, sent together
+   * with the `receipt2` capability; the server's receipt leaf holds only salted hashes.
+   */
+  readonly salt?: Uint8Array;
 }
 
 /** Longest client API key in a sealed request, in bytes; printable ASCII (0x21..0x7e) only. */
@@ -242,10 +257,14 @@ export function encodeSealedRequest(r: SealedRequest, options: { readonly pad?: 
   const caps = [...new Set(r.caps ?? CAPABILITIES)].sort();
   if (caps.length > MAX_CAPS || !caps.every((c) => CAP_RE.test(c))) throw new CloisterError('INVALID_ARGUMENT', 'caps: at most 16 names of a-z, 0-9 and -');
   if (r.key !== undefined && !isClientKey(r.key)) throw new CloisterError('INVALID_ARGUMENT', `key: 1 to ${MAX_CLIENT_KEY_BYTES} printable ASCII characters`);
+  if ((r.salt !== undefined) !== caps.includes(RECEIPT_V2_CAPABILITY) || (r.salt !== undefined && r.salt.byteLength !== REQUEST_SALT_LENGTH)) {
+    throw new CloisterError('INVALID_ARGUMENT', `salt: ${REQUEST_SALT_LENGTH} bytes, sent exactly when the ${RECEIPT_V2_CAPABILITY} capability is declared`);
+  }
   const fields = {
     v: MESSAGE_VERSION, op: r.op, model: r.model, input: r.input, params: r.params, stream: r.stream, ts: r.ts, id: r.id,
     caps: caps.length === 0 ? undefined : caps,
     key: r.key,
+    salt: r.salt,
   };
   const plain = encodeCbor(fields);
   if (options.pad !== true) return plain;
@@ -271,7 +290,7 @@ export function decodeSealedRequest(bytes: Uint8Array, limits?: Partial<MessageL
       detail: { field: 'v', supported: MESSAGE_VERSION },
     });
   }
-  const m = strictMap(root, 'request', ['v', 'op', 'model', 'input', 'stream', 'ts', 'id'], ['params', 'caps', 'key', 'pad']);
+  const m = strictMap(root, 'request', ['v', 'op', 'model', 'input', 'stream', 'ts', 'id'], ['params', 'caps', 'key', 'pad', 'salt']);
   checkPad(m, bytes.byteLength);
   if (m.get('v') !== MESSAGE_VERSION) throw bad('v', 'unsupported version');
   const op = m.get('op');
@@ -312,7 +331,14 @@ export function decodeSealedRequest(bytes: Uint8Array, limits?: Partial<MessageL
   }
   const key = m.get('key');
   if (key !== undefined && !isClientKey(key)) throw bad('key', `must be 1 to ${MAX_CLIENT_KEY_BYTES} printable ASCII characters`);
-  return { v: MESSAGE_VERSION, op: op as Operation, model, input, ...(params === undefined ? {} : { params }), stream, ts, id, caps, ...(key === undefined ? {} : { key }) };
+  const salt = m.get('salt');
+  if (salt !== undefined && (!(salt instanceof Uint8Array) || salt.byteLength !== REQUEST_SALT_LENGTH)) throw bad('salt', `must be ${REQUEST_SALT_LENGTH} bytes`);
+  if ((salt !== undefined) !== caps.includes(RECEIPT_V2_CAPABILITY)) throw bad('salt', `goes exactly with the ${RECEIPT_V2_CAPABILITY} capability`);
+  return {
+    v: MESSAGE_VERSION, op: op as Operation, model, input, ...(params === undefined ? {} : { params }), stream, ts, id, caps,
+    ...(key === undefined ? {} : { key }),
+    ...(salt === undefined ? {} : { salt }),
+  };
 }
 
 export type ResponseChunk =
@@ -330,7 +356,9 @@ export type ResponseChunk =
    */
   | { readonly t: 'json'; readonly items: readonly string[] }
   | { readonly t: 'error'; readonly code: ErrorCode; readonly message: string }
-  | { readonly t: 'end'; readonly data?: CborInput; readonly receipt: Uint8Array };
+  | { readonly t: 'end'; readonly data?: CborInput; readonly receipt: Uint8Array }
+  /** The final chunk with a receipts-v2 receipt (receipt-v2.ts `encodeEndReceipt`): leaf, index, optional proof. */
+  | { readonly t: 'end2'; readonly receipt: Uint8Array };
 
 export function encodeResponseChunk(c: ResponseChunk): Uint8Array {
   switch (c.t) {
@@ -350,6 +378,9 @@ export function encodeResponseChunk(c: ResponseChunk): Uint8Array {
     case 'end':
       if (c.receipt.byteLength !== RECEIPT_SIGNATURE_LENGTH) throw new CloisterError('INVALID_ARGUMENT', 'receipt must be 64 bytes');
       return encodeCbor({ t: 'end', data: c.data, receipt: c.receipt });
+    case 'end2':
+      if (!(c.receipt instanceof Uint8Array) || c.receipt.byteLength === 0) throw new CloisterError('INVALID_ARGUMENT', 'an end2 receipt is a non-empty byte string');
+      return encodeCbor({ t: 'end2', receipt: c.receipt });
   }
 }
 
@@ -395,6 +426,12 @@ export function decodeResponseChunk(bytes: Uint8Array, limits?: Partial<MessageL
     if (!(receipt instanceof Uint8Array) || receipt.byteLength !== RECEIPT_SIGNATURE_LENGTH) throw bad('receipt', 'must be 64 bytes');
     const data = m.get('data');
     return { t: 'end', ...(data === undefined ? {} : { data: toPlain(data) }), receipt };
+  }
+  if (t === 'end2') {
+    const m = strictMap(root, 'chunk', ['t', 'receipt'], []);
+    const receipt = m.get('receipt');
+    if (!(receipt instanceof Uint8Array) || receipt.byteLength === 0) throw bad('receipt', 'must be a non-empty byte string');
+    return { t: 'end2', receipt };
   }
   throw bad('t', 'unknown chunk type');
 }

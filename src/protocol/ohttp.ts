@@ -1,11 +1,16 @@
 /**
  * The parts of Oblivious HTTP (RFC 9458) that the chunked variant (chunked.ts) shares: the
- * request header, the HPKE info, the key lookup and the response-key derivation. The
- * non-chunked encapsulation itself is test code (test/helpers/ohttp-rfc9458.ts), kept to
- * check these parts against the RFC's Appendix A.
+ * request header, the HPKE info, the key lookup and the response-key derivation; and the
+ * server side of the non-chunked encapsulation (`decapsulateRequest`, `OhttpResponseSealer`),
+ * which the standard OHTTP gateway uses (src/server/ohttp-gateway.ts, Binary HTTP inside).
+ * The client side is test code (test/helpers/ohttp-rfc9458.ts); both are checked against the
+ * RFC's Appendix A.
  */
 import { CloisterError } from '../errors.js';
-import { concatBytes, utf8 } from '../core/bytes.js';
+import { assertBytes, concatBytes, copyBytes, utf8 } from '../core/bytes.js';
+import { aeadSeal } from '../crypto/aead.js';
+import { setupBaseRecipient } from '../crypto/hpke/setup.js';
+import { randomBytesPooled } from '../crypto/random.js';
 import { hkdfExpand, hkdfExtract } from '../crypto/hkdf.js';
 import type { HpkeRecipientContext, HpkeSenderContext } from '../crypto/hpke/context.js';
 import type { HpkeRecipientKey } from '../crypto/hpke/kem.js';
@@ -84,3 +89,59 @@ export function deriveResponseKeys(
 
 const LABEL_KEY = utf8('key');
 const LABEL_NONCE = utf8('nonce');
+
+// --- The non-chunked encapsulation, server side (RFC 9458 sections 4.3, 4.4) ---------------
+
+/** HPKE info and export labels of the standard (non-chunked) encapsulation, Binary HTTP inside. */
+export const OHTTP_REQUEST_LABEL = 'message/bhttp request';
+export const OHTTP_RESPONSE_LABEL = 'message/bhttp response';
+const EMPTY = new Uint8Array(0);
+
+/** Server side: seals the one response to a request it opened. */
+export class OhttpResponseSealer {
+  readonly #p: SuiteParams;
+  readonly #context: HpkeRecipientContext;
+  readonly #enc: Uint8Array;
+  #used = false;
+
+  /** Internal: returned by `decapsulateRequest`. */
+  constructor(p: SuiteParams, context: HpkeRecipientContext, enc: Uint8Array) {
+    this.#p = p;
+    this.#context = context;
+    this.#enc = enc;
+  }
+
+  /** `responseNonce` pins the nonce for test vectors; normally it is random. */
+  seal(plaintext: Uint8Array, options?: { readonly responseNonce?: Uint8Array }): Uint8Array {
+    assertBytes(plaintext, 'plaintext');
+    if (this.#used) throw new CloisterError('PROTOCOL_VIOLATION', 'response already sealed');
+    const nr = Math.max(this.#p.nn, this.#p.nk);
+    const responseNonce = options?.responseNonce === undefined ? randomBytesPooled(nr) : copyBytes(options.responseNonce);
+    assertBytes(responseNonce, 'responseNonce', nr);
+    this.#used = true;
+    const { key, nonce } = deriveResponseKeys(this.#p, this.#context, OHTTP_RESPONSE_LABEL, this.#enc, responseNonce);
+    return concatBytes(responseNonce, aeadSeal(this.#p.cipher, key, nonce, EMPTY, plaintext));
+  }
+}
+
+export interface DecapsulatedRequest {
+  readonly plaintext: Uint8Array;
+  readonly keyId: number;
+  readonly suite: HpkeSuite;
+  readonly response: OhttpResponseSealer;
+}
+
+/** Server: parse, look the key up, open (RFC 9458 section 4.3). */
+export function decapsulateRequest(lookupKey: LookupKey, bytes: Uint8Array): DecapsulatedRequest {
+  assertBytes(bytes, 'encapsulatedRequest');
+  const { keyId, suite } = parseRequestHeader(bytes);
+  const p = suiteParams(suite);
+  if (bytes.byteLength < REQUEST_HEADER_LENGTH + p.nenc + p.nt) throw new CloisterError('MALFORMED', 'encapsulated request too short');
+  const key = lookupKey(keyId, suite);
+  const hdr = bytes.subarray(0, REQUEST_HEADER_LENGTH);
+  const enc = copyBytes(bytes.subarray(REQUEST_HEADER_LENGTH, REQUEST_HEADER_LENGTH + p.nenc));
+  const context = setupBaseRecipient(suite, enc, key, requestInfo(OHTTP_REQUEST_LABEL, hdr));
+  const plaintext = context.open(bytes.subarray(REQUEST_HEADER_LENGTH + p.nenc));
+  return { plaintext, keyId, suite, response: new OhttpResponseSealer(p, context, enc) };
+}
+

@@ -15,6 +15,54 @@ import type { ErrorCode } from '../errors.js';
 import { MAX_RESPONSE_CHUNK_LENGTH } from './chunked.js';
 import type { OpenedChunk } from './chunked.js';
 import { ReceiptHasher, decodeResponseChunk, encodeResponseChunk, encodeResultsChunk, padChunkPlaintext } from './messages.js';
+import {
+  SaltedResponseHasher,
+  checkInclusion,
+  checkLeaf,
+  decodeEndReceipt,
+  encodeEndReceipt,
+  encodeReceiptLeaf,
+  saltCommitment,
+  saltedRequestHash,
+} from './receipt-v2.js';
+import type { EndReceipt, EnforcedPolicy, InclusionProof, ReceiptLog, TreeHeadVerifier } from './receipt-v2.js';
+
+/** What the server needs to write a receipts-v2 receipt (PROTOCOL.md section 12). */
+export interface ReceiptV2WriterContext {
+  /** The client's salt (the request's `salt`). */
+  readonly salt: Uint8Array;
+  /** The log of the key generation that opened the request. */
+  readonly log: ReceiptLog;
+  readonly model: { readonly name: string; readonly digest: Uint8Array };
+  readonly policy: EnforcedPolicy;
+  /** Server time the request was opened (Unix ms). */
+  readonly receivedAt: number;
+  /** Include the inclusion proof to a signed tree head (the `receipt-proof` capability). */
+  readonly withProof: boolean;
+  readonly now: () => number;
+  readonly session?: Uint8Array;
+}
+
+/** What the client needs to check a receipts-v2 receipt. */
+export interface ReceiptV2ReaderContext {
+  readonly salt: Uint8Array;
+  readonly keyConfigDigest: Uint8Array;
+  /** The model asked for and its digest in the verified key config. */
+  readonly model: { readonly name: string; readonly digest: Uint8Array };
+  /** Verifies tree heads of this key config (one signature per head). */
+  readonly verifier: TreeHeadVerifier;
+  /** Require the inclusion proof (the client declared `receipt-proof`). */
+  readonly requireProof: boolean;
+  readonly session?: Uint8Array;
+}
+
+/** A verified receipts-v2 receipt as the client keeps it (an audit record when it has its proof). */
+export interface ReceiptV2Record {
+  readonly leaf: Uint8Array;
+  readonly index: number;
+  readonly salt: Uint8Array;
+  readonly proof?: InclusionProof;
+}
 
 const AEAD_TAG = 16;
 /** Longest server error message the reader hands on (a longer one is replaced by the code's text). */
@@ -55,11 +103,24 @@ export class ResponseWriter {
   #ended = false;
   #pad = false;
   #chunks = 0;
+  readonly #requestPlaintext: Uint8Array;
+  #v2: { readonly ctx: ReceiptV2WriterContext; readonly hasher: SaltedResponseHasher; readonly requestHash: Uint8Array } | undefined;
+  #errorCode: string | undefined;
 
   constructor(sealer: ChunkSealer, requestPlaintext: Uint8Array, options: ResponseWriterOptions) {
     this.#sealer = sealer;
     this.#receipt = new ReceiptHasher(requestPlaintext);
     this.#sign = options.sign;
+    this.#requestPlaintext = requestPlaintext;
+  }
+
+  /**
+   * Ends this response with a receipts-v2 receipt (`end2`) instead of a signature: call once
+   * the request is routed, before any chunk. The leaf goes into the generation's log.
+   */
+  receiptV2(ctx: ReceiptV2WriterContext): void {
+    if (this.#chunks > 0 || this.#ended || this.#v2 !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'receipts v2 must be chosen before any chunk');
+    this.#v2 = { ctx, hasher: new SaltedResponseHasher(ctx.salt), requestHash: saltedRequestHash(ctx.salt, this.#requestPlaintext) };
   }
 
   /** Whether the response nonce was produced. */
@@ -108,18 +169,55 @@ export class ResponseWriter {
     }
     const sealed = this.#sealer.sealChunk(plaintext);
     this.#receipt.update(plaintext);
+    this.#v2?.hasher.update(plaintext);
     this.#chunks++;
     return sealed;
   }
 
   /** The sealed error chunk (a wire code and a content-free message). */
   error(code: ErrorCode, message: string): Uint8Array {
-    return this.data(encodeResponseChunk({ t: 'error', code, message }));
+    const bytes = this.data(encodeResponseChunk({ t: 'error', code, message }));
+    this.#errorCode = code;
+    return bytes;
   }
 
   /** The final chunk with the receipt; nothing can be written after it. */
   end(): Uint8Array {
     if (this.#ended) throw new CloisterError('PROTOCOL_VIOLATION', 'response already ended');
+    const v2 = this.#v2;
+    if (v2 !== undefined) {
+      const { ctx } = v2;
+      // Aborted after chunk k: the chunks before the error chunk carried results.
+      const outcome = this.#errorCode === undefined ? { status: 'complete' as const, chunks: this.#chunks } : { status: 'aborted' as const, chunks: this.#chunks - 1, code: this.#errorCode };
+      const leaf = encodeReceiptLeaf({
+        version: 2,
+        keyConfigDigest: ctx.log.keyConfigDigest,
+        model: ctx.model,
+        requestHash: v2.requestHash,
+        responseHash: v2.hasher.digest(),
+        saltCommitment: saltCommitment(ctx.salt),
+        policy: ctx.policy,
+        receivedAt: ctx.receivedAt,
+        completedAt: Math.max(ctx.receivedAt, ctx.now()),
+        outcome,
+        ...(ctx.session === undefined ? {} : { session: ctx.session }),
+      });
+      let index: number;
+      try {
+        index = ctx.log.append(leaf);
+      } catch (err) {
+        // A full log (maxLeaves) must not cost the client its answer: a version-1 receipt instead.
+        if (!(err instanceof CloisterError && err.code === 'LIMIT_EXCEEDED')) throw err;
+        this.#v2 = undefined;
+        return this.end();
+      }
+      // The periodic head (at most one signature per treeHeadIntervalMs); a proof asked for in-band needs a head over this leaf.
+      if (!ctx.withProof) ctx.log.headIfDue();
+      const receipt: EndReceipt = ctx.withProof ? { leaf, index, proof: ctx.log.proofFor(index) } : { leaf, index };
+      const bytes = this.#sealer.sealFinal(encodeResponseChunk({ t: 'end2', receipt: encodeEndReceipt(receipt) }));
+      this.#ended = true;
+      return bytes;
+    }
     const signature = this.#sign(this.#receipt.message());
     const bytes = this.#sealer.sealFinal(encodeResponseChunk({ t: 'end', receipt: signature }));
     this.#ended = true;
@@ -134,6 +232,9 @@ export interface ResponseReaderOptions {
   readonly onReceipt?: (message: Uint8Array, signature: Uint8Array) => void;
   /** Parses a `json` chunk item (default JSON.parse; MALFORMED without the text on failure). */
   readonly parseJson?: (text: string) => unknown;
+  /** The client asked for receipts v2: an `end2` final chunk is checked with this, and handed to `onReceiptV2`. */
+  readonly receiptV2?: ReceiptV2ReaderContext;
+  readonly onReceiptV2?: (record: ReceiptV2Record) => void;
 }
 
 /**
@@ -150,11 +251,15 @@ export class ResponseReader {
   #started = false;
   #complete = false;
   #failed = false;
+  readonly #v2: { readonly hasher: SaltedResponseHasher; readonly requestHash: Uint8Array } | undefined;
+  #chunks = 0;
 
   constructor(opener: ChunkOpener, requestPlaintext: Uint8Array, options: ResponseReaderOptions) {
     this.#opener = opener;
     this.#receipt = new ReceiptHasher(requestPlaintext);
     this.#options = options;
+    const v2 = options.receiptV2;
+    this.#v2 = v2 === undefined ? undefined : { hasher: new SaltedResponseHasher(v2.salt), requestHash: saltedRequestHash(v2.salt, requestPlaintext) };
   }
 
   /** Whether any result was opened (the caller may have seen it: a request is not resent then). */
@@ -199,6 +304,8 @@ export class ResponseReader {
       const msg = decodeResponseChunk(chunk.plaintext);
       if (!chunk.final) {
         this.#receipt.update(chunk.plaintext);
+        this.#v2?.hasher.update(chunk.plaintext);
+        this.#chunks++;
         if (msg.t === 'error') {
           // Sealed by the attested server: the generic text of the code, or a content-free one
           // naming a limit and its value, or what the server offers.
@@ -206,7 +313,7 @@ export class ResponseReader {
           this.#serverError = new CloisterError(isErrorCode(msg.code) ? msg.code : 'INTERNAL', text, { detail: { origin: 'server' } });
           continue;
         }
-        if (msg.t === 'end') throw new CloisterError('PROTOCOL_VIOLATION', 'end message in a non-final chunk');
+        if (msg.t === 'end' || msg.t === 'end2') throw new CloisterError('PROTOCOL_VIOLATION', 'end message in a non-final chunk');
         if (this.#serverError !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'data after an error chunk');
         this.#started = true;
         if (msg.t === 'data') results.push(msg.data);
@@ -214,6 +321,10 @@ export class ResponseReader {
         else if (msg.t === 'items') for (const item of msg.items) results.push(item);
         // Results relayed as JSON text (an upstream engine's events): the parsed values.
         else for (const text of msg.items) results.push(this.#parseJson(text));
+        continue;
+      }
+      if (msg.t === 'end2') {
+        this.#readEnd2(msg.receipt);
         continue;
       }
       if (msg.t !== 'end') throw new CloisterError('PROTOCOL_VIOLATION', 'final chunk is not an end message');
@@ -226,6 +337,28 @@ export class ResponseReader {
       this.#options.onReceipt?.(message, msg.receipt);
     }
     return results;
+  }
+
+  /** A receipts-v2 final chunk: only when asked for; the leaf must describe this exchange. */
+  #readEnd2(bytes: Uint8Array): void {
+    const ctx = this.#options.receiptV2;
+    const v2 = this.#v2;
+    if (ctx === undefined || v2 === undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'an end2 receipt the client did not ask for');
+    const r = decodeEndReceipt(bytes);
+    checkLeaf(r.leaf, {
+      keyConfigDigest: ctx.keyConfigDigest,
+      salt: ctx.salt,
+      requestHash: v2.requestHash,
+      responseHash: v2.hasher.digest(),
+      model: ctx.model,
+      chunks: this.#chunks - (this.#serverError === undefined ? 0 : 1),
+      aborted: this.#serverError !== undefined,
+      ...(ctx.session === undefined ? {} : { session: ctx.session }),
+    });
+    if (r.proof !== undefined) checkInclusion(ctx.verifier, r.leaf, r.index, r.proof);
+    else if (ctx.requireProof) throw new CloisterError('RECEIPT_INVALID', 'receipt: the inclusion proof the client asked for is missing');
+    this.#complete = true;
+    this.#options.onReceiptV2?.({ leaf: r.leaf, index: r.index, salt: ctx.salt, ...(r.proof === undefined ? {} : { proof: r.proof }) });
   }
 
   #parseJson(text: string): unknown {

@@ -14,10 +14,13 @@
 import { CloisterError, ERROR_CODES, asCloisterError, wireCodeOf } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
 import type { ClientKeyTable } from './client-keys.js';
-import { JsonResults } from '../protocol/messages.js';
+import { JsonResults, RECEIPT_PROOF_CAPABILITY } from '../protocol/messages.js';
+import type { SealedRequest } from '../protocol/messages.js';
 import { openChunkedRequest } from '../protocol/chunked.js';
+import type { ReceiptV2WriterContext } from '../protocol/response.js';
+import type { Engine } from '../inference/types.js';
 import { openRequest } from '../protocol/request.js';
-import type { OpenedRequest, RequestKey } from '../protocol/request.js';
+import type { OpenedRequest } from '../protocol/request.js';
 import { OPEN_MAX_BYTES, openSessionRequest, parseSessionRequestHeader } from '../protocol/session.js';
 import type { ServerSession, SessionTable } from './sessions.js';
 import type { KeyGeneration, KeyManager } from './keys.js';
@@ -125,7 +128,7 @@ class Aborted extends Error {}
  * The message of an error raised as content-free (`detail.public === true`: it names limits,
  * values, models, operations, never request data), for the sealed error chunk; else undefined.
  */
-function publicMessageOf(err: unknown): string | undefined {
+export function publicMessageOf(err: unknown): string | undefined {
   return err instanceof CloisterError && err.detail?.['public'] === true ? err.message : undefined;
 }
 
@@ -215,6 +218,26 @@ function logBase(ctx: RequestContext, body: Uint8Array): { requestId: ServerRequ
   return { requestId: newServerRequestId(), conn: ctx.conn, ...(ctx.sid === undefined ? {} : { sid: ctx.sid }), bytesIn: body.byteLength };
 }
 type LogBase = ReturnType<typeof logBase>;
+
+/** What the server enforced for a routed request, and where the leaf goes (receipts v2). */
+function receiptV2Context(key: KeyGeneration, engine: Engine, req: SealedRequest, receivedAt: number): ReceiptV2WriterContext {
+  const info = engine.models().find((m) => m.name === req.model);
+  if (info === undefined || req.salt === undefined) throw new CloisterError('INTERNAL', 'a routed model the engine does not list');
+  const id = engine.identity?.();
+  return {
+    salt: req.salt,
+    log: key.receiptLog,
+    model: { name: info.name, digest: Uint8Array.from(info.digest) },
+    policy: {
+      retention: 'none',
+      engine: id === undefined ? engine.kind : `${engine.kind} ${id.kind} ${id.model}${id.imageDigest === undefined ? '' : ` ${id.imageDigest}`}`.slice(0, 256),
+      route: engine.kind === 'onnx' ? 'local' : engine.kind,
+    },
+    receivedAt,
+    withProof: req.caps?.includes(RECEIPT_PROOF_CAPABILITY) === true,
+    now: Date.now,
+  };
+}
 
 /** A request that could not be opened: a plaintext coded error (crypto failures read DECRYPT_FAILED). */
 function reject(deps: HandlerDeps, base: LogBase, started: number, out: ResponseOut, err: unknown): void {
@@ -315,7 +338,7 @@ export async function handleSessionOpen(deps: HandlerDeps, body: Uint8Array, out
 /** Serves an opened request (decode, checks, engine, sealed answer); returns the bytes written. */
 async function serve(
   deps: HandlerDeps,
-  opened: OpenedRequest<RequestKey>,
+  opened: OpenedRequest<KeyGeneration>,
   out: ResponseOut,
   ctx: RequestContext,
   base: LogBase & { session?: number },
@@ -323,6 +346,7 @@ async function serve(
   options: { readonly replay: boolean; readonly ended?: string },
 ): Promise<number> {
   deps.stats.requestsOpened++;
+  const receivedAt = Date.now();
   const writer = opened.writer;
   let bytesOut = 0;
 
@@ -366,6 +390,8 @@ async function serve(
     const engine = deps.router.route(req.op, req.model);
     // In a session the sequence number already refused any replay (no global window).
     if (options.replay) deps.replay.check(req.id, req.ts);
+    // Receipts v2 (PROTOCOL.md section 12): the client sent a salt and the receipt2 capability.
+    if (req.salt !== undefined) writer.receiptV2(receiptV2Context(opened.key, engine, req, receivedAt));
     const json = req.caps?.includes('json') === true;
     const results = engine.run({ op: req.op, model: req.model, input: req.input, params: req.params ?? {}, stream: req.stream }, { signal });
     const limits = { maxItems: deps.maxItemsPerChunk ?? DEFAULT_MAX_ITEMS_PER_CHUNK, maxTextChars: deps.maxChunkTextChars ?? DEFAULT_MAX_CHUNK_TEXT_CHARS, stream: req.stream };

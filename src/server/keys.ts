@@ -23,7 +23,9 @@ import {
   KEM_DHKEM_X25519_HKDF_SHA256,
 } from '../crypto/hpke/suite.js';
 import type { HpkeSuite } from '../crypto/hpke/suite.js';
-import { encodeKeyConfig } from '../protocol/key-config.js';
+import { encodeKeyConfig, keyConfigDigest } from '../protocol/key-config.js';
+import { ReceiptLog } from '../protocol/receipt-v2.js';
+import type { ReceiptLogOptions } from '../protocol/receipt-v2.js';
 import { generateReceiptKeyPair, signReceipt } from '../protocol/messages.js';
 import type { KeyConfig } from '../protocol/key-config.js';
 import { SESSION_PROTOCOL_VERSION } from '../protocol/session.js';
@@ -51,6 +53,8 @@ export interface KeyGeneration {
   readonly rotateAtMs: number;
   /** Signs a receipt message with this generation's Ed25519 key. */
   signReceipt(message: Uint8Array): Uint8Array;
+  /** Receipts v2: this generation's append-only log, tree heads signed with its receipt key. */
+  readonly receiptLog: ReceiptLog;
 }
 
 interface KeyManagerOptions {
@@ -71,6 +75,8 @@ interface KeyManagerOptions {
    * expires; nothing rotates locally (the broker rotates, replicas restart or re-fetch).
    */
   readonly fleet?: readonly FleetKey[];
+  /** Receipts v2 log bounds and tree head period (per generation). */
+  readonly receiptLog?: ReceiptLogOptions;
 }
 
 export interface FleetKey {
@@ -167,6 +173,14 @@ export class KeyManager {
     return gen.generation === this.cur.generation || gen.generation === this.prev?.gen.generation;
   }
 
+  /** The current or previous (in its grace) generation with this key id, without a suite check (public log reads). */
+  byKeyId(keyId: number): KeyGeneration | undefined {
+    this.tick();
+    if (keyId === this.cur.keyId) return this.cur;
+    if (this.prev !== undefined && keyId === this.prev.gen.keyId) return this.prev.gen;
+    return undefined;
+  }
+
   private tick(): void {
     const now = this.now();
     if (this.fleet) {
@@ -228,6 +242,7 @@ export class KeyManager {
       notBeforeMs: now,
       rotateAtMs,
       signReceipt: (message: Uint8Array) => signReceipt(receiptKey, message),
+      receiptLog: new ReceiptLog(keyConfigDigest(keyConfig), (message) => signReceipt(receiptKey, message), this.options.receiptLog),
     });
   }
 }

@@ -16,6 +16,7 @@ import { EvidenceService } from './evidence.js';
 import type { HandlerDeps } from './handler.js';
 import type { ClientKeyTable } from './client-keys.js';
 import { DEFAULT_KEY_GRACE_MS, DEFAULT_KEY_ROTATION_INTERVAL_MS, KeyManager } from './keys.js';
+import type { ReceiptLogOptions } from '../protocol/receipt-v2.js';
 import type { FleetKey, KeyGeneration } from './keys.js';
 import { silentLogger } from './log.js';
 import type { Logger } from './log.js';
@@ -45,6 +46,8 @@ export interface CloisterServerOptions {
   readonly keyRotationIntervalMs?: number;
   /** How long the previous generation still opens requests after a rotation. Default 5 min. */
   readonly keyGraceMs?: number;
+  /** Receipts v2 (PROTOCOL.md section 12): per-generation log bound (`maxLeaves`), head period (`treeHeadIntervalMs`), heads kept. */
+  readonly receiptLog?: Omit<ReceiptLogOptions, 'now'>;
   /** Clock, for tests. */
   readonly now?: () => number;
   /**
@@ -150,6 +153,7 @@ export class CloisterServer {
       rotationIntervalMs: keyRotationIntervalMs,
       graceMs: keyGraceMs,
       now,
+      ...(options.receiptLog === undefined ? {} : { receiptLog: { ...options.receiptLog, ...(options.now === undefined ? {} : { now: options.now }) } }),
       onRotate: (g: KeyGeneration) => logger.log('info', 'key.rotated', { keyId: g.keyId }),
       ...(options.fleetKeys === undefined ? {} : { fleet: options.fleetKeys }),
     });

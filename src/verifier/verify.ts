@@ -40,7 +40,7 @@ import type { NvidiaGpuClaims } from './nvidia/verify.js';
 export { verifyNitroDocument } from './nitro/verify.js';
 
 /** Tolerance for a key config's notBefore against the client's clock. */
-const KEY_CONFIG_CLOCK_SKEW_SECONDS = 30;
+export const KEY_CONFIG_CLOCK_SKEW_SECONDS = 30;
 
 /**
  * Roots the caller trusts, per platform. Simulated evidence is accepted only with explicit

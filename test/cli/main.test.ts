@@ -15,7 +15,7 @@ const cli = resolve(repoRoot, 'dist', 'cli', 'main.js');
 const haveDist = existsSync(cli);
 if (!haveDist) console.warn('test/cli/main.test.ts skipped: dist/cli/main.js missing (run `npm run build`)');
 
-const COMMANDS = ['attest', 'eif', 'gateway', 'infer', 'keys', 'model', 'policy', 'receipt', 'relay', 'serve', 'verify'];
+const COMMANDS = ['attest', 'audit', 'eif', 'gateway', 'infer', 'keys', 'model', 'policy', 'receipt', 'relay', 'serve', 'verify'];
 
 function runCli(args: string[], options: { env?: Record<string, string>; closeStdout?: boolean } = {}): Promise<{ code: number; out: string; err: string }> {
   return new Promise((done) => {

@@ -1,23 +1,21 @@
 /**
- * Oblivious HTTP message encapsulation (RFC 9458), non-chunked: test code only. The
- * Cloister wire uses the chunked variant (src/protocol/chunked.ts); this one checks the
- * shared header, HPKE info and response-key derivation (src/protocol/ohttp.ts) against the
- * RFC's Appendix A vectors.
+ * Oblivious HTTP message encapsulation (RFC 9458), non-chunked, client side: test code (a
+ * standard OHTTP client). The server side (decapsulateRequest) is product code in
+ * src/protocol/ohttp.ts, used by the standard gateway (src/server/ohttp-gateway.ts); both
+ * are checked against the RFC's Appendix A vectors.
  */
 import { CloisterError } from '../../src/errors.js';
-import { aeadOpen, aeadSeal } from '../../src/crypto/aead.js';
+import { aeadOpen } from '../../src/crypto/aead.js';
 import { assertBytes, concatBytes, copyBytes } from '../../src/core/bytes.js';
-import type { HpkeRecipientContext, HpkeSenderContext } from '../../src/crypto/hpke/context.js';
-import { setupBaseRecipient, setupBaseSender } from '../../src/crypto/hpke/setup.js';
+import type { HpkeSenderContext } from '../../src/crypto/hpke/context.js';
+import { setupBaseSender } from '../../src/crypto/hpke/setup.js';
 import type { SetupSenderOptions } from '../../src/crypto/hpke/setup.js';
 import { KEM_DHKEM_X25519_HKDF_SHA256, suiteFromIds, suiteParams } from '../../src/crypto/hpke/suite.js';
-import type { HpkeSuite, SuiteParams } from '../../src/crypto/hpke/suite.js';
-import { randomBytesPooled } from '../../src/crypto/random.js';
-import { deriveResponseKeys, encodeRequestHeader, parseRequestHeader, REQUEST_HEADER_LENGTH, requestInfo } from '../../src/protocol/ohttp.js';
-import type { LookupKey, SealTarget } from '../../src/protocol/ohttp.js';
+import type { SuiteParams } from '../../src/crypto/hpke/suite.js';
+import { deriveResponseKeys, encodeRequestHeader, OHTTP_REQUEST_LABEL, OHTTP_RESPONSE_LABEL, requestInfo } from '../../src/protocol/ohttp.js';
+export { decapsulateRequest } from '../../src/protocol/ohttp.js';
+import type { SealTarget } from '../../src/protocol/ohttp.js';
 
-const OHTTP_REQUEST_LABEL = 'message/bhttp request';
-const OHTTP_RESPONSE_LABEL = 'message/bhttp response';
 const EMPTY = new Uint8Array(0);
 
 /** Client side: opens the one response to a request it sealed. */
@@ -47,33 +45,6 @@ class OhttpResponseOpener {
   }
 }
 
-/** Server side: seals the one response to a request it opened. */
-class OhttpResponseSealer {
-  readonly #p: SuiteParams;
-  readonly #context: HpkeRecipientContext;
-  readonly #enc: Uint8Array;
-  #used = false;
-
-  /** Internal: returned by `decapsulateRequest`. */
-  constructor(p: SuiteParams, context: HpkeRecipientContext, enc: Uint8Array) {
-    this.#p = p;
-    this.#context = context;
-    this.#enc = enc;
-  }
-
-  /** `responseNonce` pins the nonce for test vectors; normally it is random. */
-  seal(plaintext: Uint8Array, options?: { readonly responseNonce?: Uint8Array }): Uint8Array {
-    assertBytes(plaintext, 'plaintext');
-    if (this.#used) throw new CloisterError('PROTOCOL_VIOLATION', 'response already sealed');
-    const nr = Math.max(this.#p.nn, this.#p.nk);
-    const responseNonce = options?.responseNonce === undefined ? randomBytesPooled(nr) : copyBytes(options.responseNonce);
-    assertBytes(responseNonce, 'responseNonce', nr);
-    this.#used = true;
-    const { key, nonce } = deriveResponseKeys(this.#p, this.#context, OHTTP_RESPONSE_LABEL, this.#enc, responseNonce);
-    return concatBytes(responseNonce, aeadSeal(this.#p.cipher, key, nonce, EMPTY, plaintext));
-  }
-}
-
 interface EncapsulatedRequest {
   readonly bytes: Uint8Array;
   readonly response: OhttpResponseOpener;
@@ -87,27 +58,6 @@ export function encapsulateRequest(target: SealTarget, plaintext: Uint8Array, op
   const { enc, context } = setupBaseSender(p.suite, target.publicKey, requestInfo(OHTTP_REQUEST_LABEL, hdr), options);
   const ct = context.seal(plaintext);
   return { bytes: concatBytes(hdr, enc, ct), response: new OhttpResponseOpener(p, context, enc) };
-}
-
-interface DecapsulatedRequest {
-  readonly plaintext: Uint8Array;
-  readonly keyId: number;
-  readonly suite: HpkeSuite;
-  readonly response: OhttpResponseSealer;
-}
-
-/** Server: parse, look the key up, open (RFC 9458 section 4.3). */
-export function decapsulateRequest(lookupKey: LookupKey, bytes: Uint8Array): DecapsulatedRequest {
-  assertBytes(bytes, 'encapsulatedRequest');
-  const { keyId, suite } = parseRequestHeader(bytes);
-  const p = suiteParams(suite);
-  if (bytes.byteLength < REQUEST_HEADER_LENGTH + p.nenc + p.nt) throw new CloisterError('MALFORMED', 'encapsulated request too short');
-  const key = lookupKey(keyId, suite);
-  const hdr = bytes.subarray(0, REQUEST_HEADER_LENGTH);
-  const enc = copyBytes(bytes.subarray(REQUEST_HEADER_LENGTH, REQUEST_HEADER_LENGTH + p.nenc));
-  const context = setupBaseRecipient(suite, enc, key, requestInfo(OHTTP_REQUEST_LABEL, hdr));
-  const plaintext = context.open(bytes.subarray(REQUEST_HEADER_LENGTH + p.nenc));
-  return { plaintext, keyId, suite, response: new OhttpResponseSealer(p, context, enc) };
 }
 
 // --- Key configuration encoding (RFC 9458 section 3) ------------------------------------

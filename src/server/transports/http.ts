@@ -4,6 +4,9 @@
  * - `POST /v1/sealed`: body = the sealed request (at most `maxRequestBytes`); response = the
  *   chunked sealed response, streamed as the engine produces it (status 200), or a CBOR
  *   {t:'err', code} with a 4xx/5xx status when the request could not be opened.
+ * - `POST /v1/ohttp`: standard Oblivious HTTP (RFC 9458, `message/ohttp-req`) with Binary HTTP
+ *   (RFC 9292) inside, for OpenAI-shaped requests from unmodified OHTTP clients (../ohttp-gateway.ts).
+ * - `GET /v1/log/head`, `/v1/log/proof`, `/v1/log/consistency`: receipts-v2 tree heads and proofs (../log-endpoint.ts).
  * - `GET /healthz`, `/readyz`, `/metrics`: operator endpoints in plain text / JSON (../ops.ts).
  * The end of the HTTP body is the end of the sealed stream: a body cut short lacks its
  * authenticated final chunk, which the client reports as STREAM_TRUNCATED.
@@ -17,6 +20,8 @@ import { CHUNKED_RESPONSE_TYPE } from '../../protocol/chunked.js';
 import type { ServerContext } from '../context.js';
 import { handleSealedRequest, handleSessionOpen, handleSessionRequest } from '../handler.js';
 import type { RequestHandler } from '../handler.js';
+import { handleOhttpRequest, OHTTP_PATH, OHTTP_RESPONSE_MEDIA_TYPE } from '../ohttp-gateway.js';
+import { answerLog, LOG_PATHS } from '../log-endpoint.js';
 import type { SlidingWindowLimiter } from '../rate-limit.js';
 import { OP_NONE } from '../stats.js';
 import { handleOps, OPS_PATHS } from '../ops.js';
@@ -111,6 +116,18 @@ export class HttpTransport {
       if (req.method !== 'POST') return sendError(res, 'PROTOCOL_VIOLATION');
       return this.sealed(req, res, handler);
     }
+    if (url.pathname === OHTTP_PATH) {
+      if (req.method !== 'POST') return sendError(res, 'PROTOCOL_VIOLATION');
+      return this.sealed(req, res, null);
+    }
+    if (LOG_PATHS.has(url.pathname)) {
+      if (req.method !== 'GET') return sendError(res, 'PROTOCOL_VIOLATION');
+      const answer = answerLog(this.ctx.keys, url);
+      if ('code' in answer) return sendError(res, answer.code);
+      res.writeHead(200, { 'content-type': CBOR_TYPE, 'content-length': answer.body.byteLength, 'cache-control': 'no-store' });
+      res.end(answer.body);
+      return;
+    }
     if (this.ops !== undefined && OPS_PATHS.has(url.pathname)) return handleOps(this.ops, url.pathname, req, res);
     sendError(res, 'NOT_FOUND');
   }
@@ -152,7 +169,8 @@ export class HttpTransport {
     );
   }
 
-  private sealed(req: IncomingMessage, res: ServerResponse, handle: RequestHandler): void {
+  /** A sealed request for `handle`, or with `handle` null the RFC 9458 + RFC 9292 gateway at `POST /v1/ohttp` (../ohttp-gateway.ts): same upload limits. */
+  private sealed(req: IncomingMessage, res: ServerResponse, handle: RequestHandler | null): void {
     const { limits, stats, logger, sources } = this.ctx;
     const { conn, source } = this.infoOf(req.socket);
     const reject = (code: ErrorCode, fields: { readonly bytesIn?: number; readonly limit?: keyof typeof limits }, close: boolean): void => {
@@ -282,6 +300,17 @@ export class HttpTransport {
       }
       stats.inFlight++;
       counted = true;
+      if (handle === null) {
+        handleOhttpRequest(this.ctx.handlerDeps, body, abort.signal)
+          .then((outcome) => {
+            if (outcome.kind === 'error') return sendError(res, outcome.code);
+            res.writeHead(200, { 'content-type': OHTTP_RESPONSE_MEDIA_TYPE, 'content-length': outcome.body.byteLength, 'cache-control': 'no-store' });
+            res.end(outcome.body);
+          })
+          .catch(() => res.destroy())
+          .finally(finish);
+        return;
+      }
       const out = {
         write: (bytes: Uint8Array): Promise<void> | undefined => {
           if (abort.signal.aborted) return undefined;

@@ -33,6 +33,7 @@ import type { FrameSink } from './ws-frames.js';
  */
 const COSTLY_REJECTIONS: ReadonlySet<ErrorCode> = new Set(['DECRYPT_FAILED', 'MALFORMED', 'LIMIT_EXCEEDED', 'PROTOCOL_VIOLATION']);
 
+export { RESPONSE_FRAME_BODY_BYTES } from './ws-frames.js';
 
 export class WsSession {
   private readonly streams = new Map<number, AbortController>();
