@@ -32,7 +32,7 @@ import { encodeEvidenceFile } from '../verifier/evidence-file.js';
 import type { TrustedRoots, VerifyEvidenceOptions } from '../verifier/verify.js';
 import { parsePolicy } from '../verifier/policy.js';
 import type { Policy } from '../verifier/policy.js';
-import { keyConfigDigest, sealTargetFromKeyConfig } from '../protocol/key-config.js';
+import { keyConfigDigest, keyGenerationDigest, sealTargetFromKeyConfig } from '../protocol/key-config.js';
 import type { KeyConfig } from '../protocol/key-config.js';
 import { timingSafeEqualBytes } from '../crypto/ct.js';
 import { CAPABILITIES, MAX_CLIENT_KEY_BYTES, RECEIPT_PROOF_CAPABILITY, RECEIPT_V2_CAPABILITY, REQUEST_SALT_LENGTH, isClientKey, verifyReceipt } from '../protocol/messages.js';
@@ -543,7 +543,7 @@ export class CloisterClient {
     const keyConfig = entry?.keyConfig ?? this.attested.keyConfig;
     const keyConfigBytes = entry?.keyConfigBytes ?? this.attested.bundle.keyConfig;
     const pad = this.options.pad !== false;
-    const v2 = this.options.receiptsV2 === true ? this.receiptV2Context(keyConfig, keyConfigBytes, req.model) : undefined;
+    const v2 = this.options.receiptsV2 === true ? this.receiptV2Context(keyConfig, req.model) : undefined;
     const baseCaps = pad ? CAPABILITIES : CAPABILITIES_NO_PAD;
     const caps = v2 === undefined ? baseCaps : [...baseCaps, RECEIPT_V2_CAPABILITY, ...(v2.requireProof ? [RECEIPT_PROOF_CAPABILITY] : [])];
     const request: SealedRequest = {
@@ -676,10 +676,11 @@ export class CloisterClient {
   /** Tree head verifiers per key config (one signature per head), bounded. */
   private readonly treeHeadVerifiers = new Map<string, TreeHeadVerifier>();
 
-  private receiptV2Context(keyConfig: KeyConfig, keyConfigBytes: Uint8Array, model: string): ReceiptV2ReaderContext {
+  private receiptV2Context(keyConfig: KeyConfig, model: string): ReceiptV2ReaderContext {
     const served = keyConfig.models.find((m) => m.name === model);
     if (served === undefined) throw new CloisterError('UNKNOWN_MODEL', 'receipts v2 name a model the key config lists; this one is not listed');
-    const digest = keyConfigDigest(keyConfigBytes);
+    // The generation's digest: the same for the v1 and the v2 (sessions) form of its key config.
+    const digest = keyGenerationDigest(keyConfig);
     const id = Buffer.from(digest).toString('hex');
     let verifier = this.treeHeadVerifiers.get(id);
     if (verifier === undefined) {

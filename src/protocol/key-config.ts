@@ -294,6 +294,18 @@ export function keyConfigDigest(bytes: Uint8Array): Uint8Array {
   return new Uint8Array(createHash('sha256').update(bytes).digest());
 }
 
+/**
+ * The digest that names a key generation in receipts v2 (leaves and tree heads, PROTOCOL.md
+ * section 12): SHA-256 of the key config encoded without `protocols` (key 14), i.e. of its v1
+ * form. A generation's v1 and v2 key configs differ only in that key and are both attested,
+ * so clients of either form, and an auditor holding either, name the same log.
+ */
+export function keyGenerationDigest(kc: KeyConfig): Uint8Array {
+  const { protocols: _protocols, ...v1 } = kc;
+  void _protocols;
+  return keyConfigDigest(encodeKeyConfig(v1));
+}
+
 /** Where to seal for this key config; `aeadId` defaults to the first listed. */
 export function sealTargetFromKeyConfig(kc: KeyConfig, aeadId?: number): SealTarget {
   const a = aeadId ?? kc.aeadIds[0];

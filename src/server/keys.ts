@@ -23,7 +23,7 @@ import {
   KEM_DHKEM_X25519_HKDF_SHA256,
 } from '../crypto/hpke/suite.js';
 import type { HpkeSuite } from '../crypto/hpke/suite.js';
-import { encodeKeyConfig, keyConfigDigest } from '../protocol/key-config.js';
+import { encodeKeyConfig, keyGenerationDigest } from '../protocol/key-config.js';
 import { ReceiptLog } from '../protocol/receipt-v2.js';
 import type { ReceiptLogOptions } from '../protocol/receipt-v2.js';
 import { generateReceiptKeyPair, signReceipt } from '../protocol/messages.js';
@@ -242,7 +242,7 @@ export class KeyManager {
       notBeforeMs: now,
       rotateAtMs,
       signReceipt: (message: Uint8Array) => signReceipt(receiptKey, message),
-      receiptLog: new ReceiptLog(keyConfigDigest(keyConfig), (message) => signReceipt(receiptKey, message), this.options.receiptLog),
+      receiptLog: new ReceiptLog(keyGenerationDigest(config), (message) => signReceipt(receiptKey, message), this.options.receiptLog),
     });
   }
 }

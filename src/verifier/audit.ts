@@ -30,7 +30,7 @@ import type { Policy } from './policy.js';
 import type { Platform, VerificationReport, VerifiedClaims } from '../core/types.js';
 import type { CertificateInput } from './x509/certificate.js';
 import { timingSafeEqualBytes } from '../crypto/ct.js';
-import { decodeKeyConfig, keyConfigDigest } from '../protocol/key-config.js';
+import { decodeKeyConfig, keyGenerationDigest } from '../protocol/key-config.js';
 import type { KeyConfig } from '../protocol/key-config.js';
 import { merkleLeafHash, verifyConsistency, verifyInclusion } from '../protocol/merkle.js';
 import { decodeAuditBundle } from './audit-bundle.js';
@@ -159,7 +159,7 @@ export async function verifyAuditBundle(bytes: Uint8Array, options: VerifyAuditO
   const file = stage('decode', () => decodeEvidenceFile(bundle.evidence));
   const kcBytes = file.bundle.keyConfig;
   const kc = stage('decode', () => decodeKeyConfig(kcBytes));
-  const kcDigest = keyConfigDigest(kcBytes);
+  const kcDigest = keyGenerationDigest(kc);
   const leaves = bundle.entries.map((e) => stage('decode', () => decodeReceiptLeaf(e.leaf)));
   const earliest = Math.min(...leaves.map((l) => l.receivedAt));
   const at = options.at ?? new Date(earliest);
