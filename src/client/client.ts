@@ -159,6 +159,11 @@ export interface RequestOptions {
   readonly signal?: AbortSignal;
   /** This request's verified receipt (in addition to ConnectOptions.onReceipt). */
   readonly onReceipt?: (receipt: ReceiptRecord) => void;
+  /**
+   * The server's `report` for this answer (output guard verdict, retrieval facts; no content),
+   * delivered once the receipt that covers it verified.
+   */
+  readonly onReport?: (report: unknown) => void;
 }
 
 export interface ClassifyOptions {
@@ -521,6 +526,7 @@ export class CloisterClient {
     const opener: ChunkedResponseOpener = sealed.response;
     let serverError: CloisterError | undefined;
     let complete = false;
+    let report: unknown;
 
     /** The results carried by `chunks`, in order (empty when they carry none). */
     const handle = (chunks: OpenedChunk[]): unknown[] => {
@@ -544,6 +550,9 @@ export class CloisterClient {
             if (serverError !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'data after an error chunk');
             state.started = true;
             for (const text of msg.items) results.push(parseJsonResult(text));
+          } else if (msg.t === 'report') {
+            if (report !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'a second report chunk');
+            report = msg.report;
           } else if (msg.t === 'error') {
             // The message is sealed by the attested server: the generic text of the code, or a
             // content-free one naming a limit and its value, or what the server offers.
@@ -569,6 +578,13 @@ export class CloisterClient {
           ...digestsOfReceiptMessage(message),
           signature: msg.receipt,
         });
+        if (report !== undefined) {
+          try {
+            req.onReport?.(report);
+          } catch {
+            // A throwing callback must not fail a verified answer.
+          }
+        }
       }
       return results;
     };

@@ -13,6 +13,7 @@
  */
 import { CloisterError, ERROR_CODES, asCloisterError, wireCodeOf } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
+import type { CborInput } from '../protocol/cbor.js';
 import { MAX_RESPONSE_CHUNK_LENGTH, openChunkedRequest } from '../protocol/chunked.js';
 import type { ClientKeyTable } from './client-keys.js';
 import { JsonResults, ReceiptHasher, decodeSealedRequest, encodeResponseChunk, encodeResultsChunk, padChunkPlaintext } from '../protocol/messages.js';
@@ -24,6 +25,10 @@ import { newServerRequestId } from './log.js';
 import { CODE_OK, OP_NONE } from './stats.js';
 import type { ServerStats } from './stats.js';
 import { startDeadline } from '../util/deadline.js';
+import { DEFAULT_GUARD_POLICY } from '../guard/policy.js';
+import type { GuardPolicy } from '../guard/policy.js';
+import { GUARDED_OPERATIONS, guardResults, requestPolicy } from '../guard/output.js';
+import type { GuardedResults } from '../guard/output.js';
 import type { Deadline } from '../util/deadline.js';
 
 /** Where the sealed response stream goes. */
@@ -77,6 +82,11 @@ export interface HandlerDeps {
   readonly padResponses?: boolean;
   /** Client API keys and per-key quotas (`serve --client-keys`); absent: no key required, any key ignored. */
   readonly clientKeys?: ClientKeyTable;
+  /**
+   * The output guard's policy for every answer (src/guard/, docs/GUARD.md); a request's
+   * `params.guard` or a collection may make it stricter. Default DEFAULT_GUARD_POLICY (redact).
+   */
+  readonly guardPolicy?: GuardPolicy;
 }
 
 /** Most engine results sealed together in one `items` chunk (`HandlerDeps.maxItemsPerChunk`). */
@@ -214,6 +224,7 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
   // The metrics label: an operation from the closed list once the request decoded, else OP_NONE.
   let op: string = OP_NONE;
   let reportDeadline: Deadline | undefined;
+  let guarded: GuardedResults | undefined;
   try {
     await write(sealer.start(), signal);
     responseStarted = true;
@@ -230,8 +241,12 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
     const engine = deps.router.route(req.op, req.model);
     deps.replay.check(req.id, req.ts);
     const json = req.caps?.includes('json') === true;
-    const results = engine.run({ op: req.op, model: req.model, input: req.input, params: req.params ?? {}, stream: req.stream }, { signal });
-    const iterator = results[Symbol.asyncIterator]();
+    // The output guard (src/guard/output.ts) sits between the engine and the sealing; its
+    // `guard` param is the server's, not the engine's.
+    const { guard: requestedGuard, ...params } = req.params ?? {};
+    const policy = requestPolicy(deps.guardPolicy ?? DEFAULT_GUARD_POLICY, requestedGuard);
+    guarded = guardResults(req.op, req.stream, engine.run({ op: req.op, model: req.model, input: req.input, params, stream: req.stream }, { signal }), policy);
+    const iterator = guarded.results[Symbol.asyncIterator]();
     const maxItems = deps.maxItemsPerChunk ?? DEFAULT_MAX_ITEMS_PER_CHUNK;
     const maxTextChars = deps.maxChunkTextChars ?? DEFAULT_MAX_CHUNK_TEXT_CHARS;
     const textChars = (v: unknown): number => (v instanceof JsonResults ? v.chars : 0);
@@ -280,6 +295,12 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
       // Stop the engine's generator (it also sees `signal`); never wait on a stuck engine.
       if (signal.aborted) void Promise.resolve(iterator.return?.()).catch(() => undefined);
     }
+    // The guard's verdict and the engine's facts, covered by the receipt (PROTOCOL.md section
+    // 4, `report` chunks): only when there is something to report and the client reads it.
+    const report = guarded.report();
+    if (req.caps?.includes('report') === true && (report.guard.action !== 'pass' || Object.keys(report.facts).length > 0)) {
+      await sealData(encodeResponseChunk({ t: 'report', report: { guard: { ...report.guard }, ...(report.facts as Record<string, CborInput>) } }), signal);
+    }
     await sealEnd(signal);
   } catch (err) {
     if (ctx.signal.aborted) {
@@ -309,6 +330,11 @@ export async function handleSealedRequest(deps: HandlerDeps, body: Uint8Array, o
   } finally {
     deadline.dispose();
     reportDeadline?.dispose();
+  }
+  if (guarded !== undefined && (GUARDED_OPERATIONS as ReadonlySet<string>).has(op)) {
+    const g = guarded.report().guard;
+    deps.stats.guardActions.set(g.action, (deps.stats.guardActions.get(g.action) ?? 0) + 1);
+    for (const [t, n] of Object.entries(g.found)) deps.stats.guardFindings.set(t, (deps.stats.guardFindings.get(t) ?? 0) + n);
   }
 
   const elapsedMs = performance.now() - started;

@@ -33,6 +33,7 @@ export const LOG_EVENTS = [
   'request.cancelled',
   'key.rotated',
   'key.retired',
+  'collections.loaded',
 ] as const;
 export type LogEvent = (typeof LOG_EVENTS)[number];
 
@@ -70,10 +71,17 @@ export interface LogFields {
   readonly limit?: keyof ServerLimits;
   /** The id of the client API key a request carried (src/server/client-keys.ts), never the key. */
   readonly clientKey?: string;
+  /** Sealed collections at start (src/collections/): counts only. */
+  readonly collections?: number;
+  readonly documents?: number;
+  readonly corrupt?: number;
+  readonly truncated?: number;
+  readonly compacted?: number;
 }
 
 const NUMERIC_FIELDS: ReadonlySet<string> = new Set([
   'conn', 'sid', 'keyId', 'bytesIn', 'bytesOut', 'chunks', 'durationMs', 'inFlight', 'connections', 'port', 'closeCode',
+  'collections', 'documents', 'corrupt', 'truncated', 'compacted',
 ]);
 /** Size fields: a log line never holds an exact request or response size (`logSizeBucket`). */
 const SIZE_FIELDS: ReadonlySet<string> = new Set(['bytesIn', 'bytesOut']);

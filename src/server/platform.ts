@@ -17,6 +17,7 @@
  */
 import { CloisterError } from '../errors.js';
 import { PLATFORMS } from '../attestation/types.js';
+import type { GuardPolicy } from '../guard/policy.js';
 import type { Attester, Platform } from '../attestation/types.js';
 import type { SimulatedMeasurementInputs } from '../attestation/simulated/index.js';
 import { createTeeAttester, detectPlatform } from '../attestation/tsm/detect.js';
@@ -153,6 +154,8 @@ export interface ServePlatformInput {
   readonly limits?: Partial<ServerLimits>;
   /** CloisterServerOptions.padResponses (measured into the config digest when false). */
   readonly padResponses?: boolean;
+  /** CloisterServerOptions.guardPolicy (measured into the config digest when not redact). */
+  readonly guardPolicy?: GuardPolicy;
   /** Where the code digest is taken (simulated PCR0). Default: this package. */
   readonly code?: CodeDigestOptions;
   readonly options?: PlatformOptions;
@@ -171,6 +174,7 @@ export async function preparePlatform(input: ServePlatformInput): Promise<Platfo
     ...(input.limits === undefined ? {} : { limits: input.limits }),
     ...(input.keyRotationIntervalMs === undefined ? {} : { keyRotationIntervalMs: input.keyRotationIntervalMs }),
     ...(input.padResponses === false ? { padResponses: false } : {}),
+    ...(input.guardPolicy === undefined ? {} : { guardPolicy: input.guardPolicy }),
   });
   const models = input.engines.flatMap((e) => [...e.models()]).sort((a, b) => (a.name < b.name ? -1 : 1));
   return createPlatformAttester(

@@ -12,6 +12,7 @@ import { CloisterError } from '../errors.js';
 import type { Attester, Platform } from '../attestation/types.js';
 import type { Engine, ModelInfo } from '../inference/types.js';
 import type { ServerContext } from './context.js';
+import type { GuardPolicy } from '../guard/policy.js';
 import { EvidenceService } from './evidence.js';
 import type { HandlerDeps } from './handler.js';
 import type { ClientKeyTable } from './client-keys.js';
@@ -64,6 +65,11 @@ export interface CloisterServerOptions {
    * (UNAUTHORIZED otherwise). Not measured into configDigest: the keys change without a new image.
    */
   readonly clientKeys?: ClientKeyTable;
+  /**
+   * The output guard's policy for every answer (src/guard/, docs/GUARD.md). Default redact;
+   * another value is measured into the config digest.
+   */
+  readonly guardPolicy?: GuardPolicy;
 }
 
 export interface ServerAddress {
@@ -90,6 +96,7 @@ export function serverConfigDigest(input: {
   readonly keyRotationIntervalMs?: number;
   readonly keyGraceMs?: number;
   readonly padResponses?: boolean;
+  readonly guardPolicy?: GuardPolicy;
 }): Uint8Array {
   const limits = resolveLimits(input.limits);
   const models = new EngineRouter(input.engines).models();
@@ -103,6 +110,8 @@ export function serverConfigDigest(input: {
     keyGraceMs: input.keyGraceMs ?? DEFAULT_KEY_GRACE_MS,
     // Only when off, so the digest of a default configuration is unchanged.
     ...(input.padResponses === false ? { padResponses: false } : {}),
+    // Only when not the default (redact), so the digest of a default configuration is unchanged.
+    ...(input.guardPolicy === undefined || input.guardPolicy === 'redact' ? {} : { guardPolicy: input.guardPolicy }),
   });
   return Uint8Array.from(createHash('sha256').update(canonical).digest());
 }
@@ -178,6 +187,7 @@ export class CloisterServer {
       reportGraceMs: this.limits.reportGraceMs,
       padResponses: options.padResponses !== false,
       ...(options.clientKeys === undefined ? {} : { clientKeys: options.clientKeys }),
+      ...(options.guardPolicy === undefined ? {} : { guardPolicy: options.guardPolicy }),
     };
     this.evidence = evidence;
     this.ctx = { limits: this.limits, keys: this.keys, evidence, sources, logger, stats: this.stats, handlerDeps, state: { draining: false } };

@@ -1,0 +1,83 @@
+/**
+ * Incremental guarding of streamed text (docs/GUARD.md, "Streaming"). Text is held back until
+ * no identifier can still be growing across the release point:
+ * - the release point is the last whitespace at least `lookaheadChars` (default
+ *   MAX_SPACED_IDENTIFIER_CHARS) before the end of what arrived, so an identifier that may
+ *   contain spaces (an address, "Jan 5, 2020") is fully in view before any of it is released,
+ *   and a space-free one (an email, an SSN) is never cut: it is released only once whitespace
+ *   follows it;
+ * - an identifier that starts before the release point and ends after it moves the point
+ *   back to its start;
+ * - at most `maxHoldChars` (default 4096) are held: beyond, the text is released at the
+ *   lookahead point even without whitespace (a stream with no spaces at all), so memory stays
+ *   bounded.
+ * Latency cost: a token reaches the client once about `lookaheadChars` more characters (about
+ * 16 tokens) arrived, or at the end of the answer.
+ */
+import { CloisterError } from '../errors.js';
+import type { GuardTally } from './policy.js';
+import { MAX_SPACED_IDENTIFIER_CHARS, detectIdentifiers } from './rules.js';
+
+export const DEFAULT_LOOKAHEAD_CHARS = MAX_SPACED_IDENTIFIER_CHARS;
+export const DEFAULT_MAX_HOLD_CHARS = 4096;
+
+export interface StreamGuardOptions {
+  readonly lookaheadChars?: number;
+  readonly maxHoldChars?: number;
+}
+
+export class StreamGuard {
+  readonly #tally: GuardTally;
+  readonly #lookahead: number;
+  readonly #maxHold: number;
+  #pending = '';
+
+  constructor(tally: GuardTally, options: StreamGuardOptions = {}) {
+    this.#tally = tally;
+    this.#lookahead = options.lookaheadChars ?? DEFAULT_LOOKAHEAD_CHARS;
+    this.#maxHold = options.maxHoldChars ?? DEFAULT_MAX_HOLD_CHARS;
+    if (!Number.isSafeInteger(this.#lookahead) || this.#lookahead < 1 || !Number.isSafeInteger(this.#maxHold) || this.#maxHold <= this.#lookahead) {
+      throw new CloisterError('CONFIG_INVALID', `guard lookaheadChars must be >= 1 and maxHoldChars greater than it (got ${this.#lookahead}, ${this.#maxHold})`);
+    }
+  }
+
+  /** Characters held back, not yet released. */
+  get held(): number {
+    return this.#pending.length;
+  }
+
+  /** Adds streamed text; returns what can be released now (possibly ''), guarded. */
+  push(text: string): string {
+    this.#pending += text;
+    const text2 = this.#pending;
+    const limit = text2.length - this.#lookahead;
+    if (limit <= 0) return '';
+    let cut = -1;
+    for (let i = limit; i > 0; i--) {
+      const c = text2.charCodeAt(i - 1);
+      if (c === 0x20 || c === 0x0a || c === 0x09 || c === 0x0d) {
+        cut = i;
+        break;
+      }
+    }
+    if (cut <= 0) {
+      if (text2.length <= this.#maxHold) return '';
+      cut = limit;
+    }
+    const findings = detectIdentifiers(text2);
+    for (const f of findings) {
+      if (f.start < cut && f.end > cut) cut = f.start;
+    }
+    if (cut <= 0) return '';
+    const released = text2.slice(0, cut);
+    this.#pending = text2.slice(cut);
+    return this.#tally.apply(released, findings.filter((f) => f.end <= cut));
+  }
+
+  /** The end of the text: releases everything held, guarded. */
+  finish(): string {
+    const rest = this.#pending;
+    this.#pending = '';
+    return rest.length === 0 ? '' : this.#tally.apply(rest, detectIdentifiers(rest));
+  }
+}
