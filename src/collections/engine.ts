@@ -202,7 +202,7 @@ export class CollectionsEngine implements Engine {
       case 'retrieve': {
         const k = input['top_k'] ?? DEFAULT_RAG_TOP_K;
         const got = await store.retrieve(id, cap, input['query'] as string, k as number, signal);
-        yield facts('retrieve', got, { chunks: got.chunks.map((c) => ({ document: c.document, start: c.start, end: c.end, digest: c.digest })) });
+        yield facts('retrieve', got, { chunks: got.chunks.map((c) => ({ document: c.document, start: c.start, end: c.end, digest: toHex(c.digest) })) });
         yield {
           collection: got.id,
           version: got.version,
@@ -244,7 +244,7 @@ export class CollectionsEngine implements Engine {
     const citations = got.chunks.map((c, i) => ({ index: i + 1, document: c.document, start: c.start, end: c.end, score: c.score }));
     const retrieval = { collection: got.id, version: got.version, head: got.head, mode: got.mode, chunks: got.chunks.map((c) => ({ document: c.document, start: c.start, end: c.end, digest: toHex(c.digest) })) };
     yield new ReportFacts({
-      retrieval: { collection: got.id, version: got.version, head: got.head, chunks: got.chunks.map((c) => ({ document: c.document, start: c.start, end: c.end, digest: c.digest })) },
+      retrieval,
       injection: { flagged: built.flagged },
     }, policy);
     const body: Record<string, unknown> = { ...input };

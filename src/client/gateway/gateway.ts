@@ -37,6 +37,7 @@ import { timingSafeEqualBytes } from '../../crypto/ct.js';
 import { isLoopbackHost } from '../../inference/upstream/target.js';
 import type { SealedRequester } from '../openai/types.js';
 import { embedWithOnnx, isOnnxEmbedder } from '../openai/onnx-embeddings.js';
+import { COLLECTIONS_PREFIX, collectionInput, runCollectionCall } from './collections.js';
 
 export interface GatewayOptions {
   /** The verified sealed client (the core SDK's `connect(...)` result). */
@@ -161,6 +162,19 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       return sendError(res, new CloisterError('UNAUTHORIZED', 'missing or wrong API key (Authorization: Bearer)'), 401);
     }
     const path = (req.url ?? '').split('?')[0] ?? '';
+    if (path === COLLECTIONS_PREFIX || path.startsWith(`${COLLECTIONS_PREFIX}/`)) {
+      // Sealed collections (./collections.ts): one sealed `collection` request per call.
+      const hasBody = req.method === 'POST';
+      if (hasBody && (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() !== 'application/json') {
+        return sendError(res, new CloisterError('INVALID_ARGUMENT', 'Content-Type must be application/json'), 415);
+      }
+      const input = collectionInput(req.method ?? 'GET', path, req.headers, hasBody ? await readJsonObject(req, maxRequestBytes) : {});
+      const controller = new AbortController();
+      res.on('close', () => {
+        if (!res.writableFinished) controller.abort();
+      });
+      return sendJson(res, 200, await runCollectionCall(options.client, input, controller.signal));
+    }
     const route = Object.prototype.hasOwnProperty.call(ROUTES, path) ? ROUTES[path] : undefined;
     if (route === undefined) return sendError(res, new CloisterError('NOT_FOUND', 'no such endpoint'), 404);
     if (req.method !== route.method) {
@@ -197,13 +211,25 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     }
     const input: Record<string, unknown> = { ...body, model };
     const stream = (route.op === 'chat' || route.op === 'completion') && body['stream'] === true;
+    // `collection` on a chat request: attested RAG over a sealed collection (sealed op `rag`);
+    // `guard`: a stricter output guard policy for this answer (docs/GUARD.md).
+    const op = route.op === 'chat' && body['collection'] !== undefined ? 'rag' : route.op;
+    const guard = body['guard'];
+    delete input['guard'];
+    let report: unknown;
 
     // The application hanging up cancels the sealed request (and the engine's work).
     const controller = new AbortController();
     res.on('close', () => {
       if (!res.writableFinished) controller.abort();
     });
-    const results = options.client.request({ op: route.op, model, input: route.op === 'models' ? null : input, stream, signal: controller.signal });
+    const results = options.client.request({
+      op, model, input: route.op === 'models' ? null : input, stream, signal: controller.signal,
+      ...(guard === undefined ? {} : { params: { guard } }),
+      onReport: (r) => {
+        report = r;
+      },
+    });
     const iterator = results[Symbol.asyncIterator]();
 
     try {
@@ -213,7 +239,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         if (first.done === true) throw new CloisterError('PROTOCOL_VIOLATION', 'the server sent no result');
         const extra = await iterator.next();
         if (extra.done !== true) throw new CloisterError('PROTOCOL_VIOLATION', 'a non-streamed answer must be exactly one result');
-        return sendJson(res, 200, first.value);
+        const value: unknown = first.value;
+        // The signed report (output guard verdict, retrieval facts) rides along when there is one.
+        return sendJson(res, 200, report !== undefined && typeof value === 'object' && value !== null && !Array.isArray(value) ? { ...value, cloister_report: report } : value);
       }
       res.writeHead(200, {
         'content-type': 'text/event-stream; charset=utf-8',
@@ -247,7 +275,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         res.end();
         return;
       }
-      // The sealed stream ended with its authenticated final chunk.
+      // The sealed stream ended with its authenticated final chunk; the signed report, if any,
+      // goes as one more chunk-shaped event (no choices) before [DONE].
+      if (report !== undefined && !(await writeEvent(res, `data: ${JSON.stringify({ object: 'cloister.report', choices: [], cloister_report: report })}\n\n`))) return;
       if (await writeEvent(res, 'data: [DONE]\n\n')) res.end();
     } catch (err) {
       if (controller.signal.aborted && res.destroyed) return;
@@ -381,6 +411,9 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   ENGINE_UNAVAILABLE: 503,
   CONNECTION_FAILED: 502,
   CANCELLED: 499,
+  CAPABILITY_INVALID: 403,
+  OUTPUT_BLOCKED: 422,
+  STORAGE_CORRUPT: 500,
 };
 
 /** OpenAI-shaped error body; `code` is the Cloister error code (no content ever). */
