@@ -48,12 +48,13 @@ function validDate(month: number, day: number): boolean {
 }
 
 const RULES: readonly Rule[] = [
-  // Labelled SSN without separators first, so the label is redacted with the number.
-  { type: 'SSN', re: /\b(?:SSN|social security(?: number| no\.?)?)\s*[:#]?\s*(\d{3})[- ]?(\d{2})[- ]?(\d{4})\b/gi, valid: (m) => validSsn(m[1] ?? '', m[2] ?? '', m[3] ?? '') },
+  // A labelled SSN may lack separators; the label stays, the number goes.
+  { type: 'SSN', re: /(?<=\b(?:SSN|social security(?: number| no\.?)?)\s*[:#]?\s*)(\d{3})[- ]?(\d{2})[- ]?(\d{4})\b/gi, valid: (m) => validSsn(m[1] ?? '', m[2] ?? '', m[3] ?? '') },
   { type: 'SSN', re: /\b(\d{3})[- ](\d{2})[- ](\d{4})\b/g, valid: (m) => validSsn(m[1] ?? '', m[2] ?? '', m[3] ?? '') },
-  { type: 'MRN', re: /\b(?:MRN|medical record(?: number| no\.?| #)?)\s*[:#]?\s*[A-Z]{0,3}-?\d{5,12}\b/gi },
+  { type: 'MRN', re: /(?<=\b(?:MRN|medical record(?: number| no\.?| #)?)\s*[:#]?\s*)[A-Z]{0,3}-?\d{5,12}\b/gi },
   { type: 'EMAIL', re: /\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}\b/g },
-  { type: 'CARD', re: /\b\d(?:[ -]?\d){12,18}\b/g, valid: (m) => luhn(m[0].replace(/[ -]/g, '')) },
+  // 13 to 19 digits in groups of four with one separator style (or none), Luhn-checked.
+  { type: 'CARD', re: /\b\d{4}([ -]?)\d{4}\1\d{4}\1\d{1,7}\b/g, valid: (m) => luhn(m[0].replace(/[ -]/g, '')) },
   { type: 'PHONE', re: /(?:\+?1[ .-]?)?(?:\(\d{3}\)[ .-]?|\b\d{3}[ .-])\d{3}[ .-]\d{4}\b/g },
   { type: 'DATE', re: /\b(\d{1,2})[/.-](\d{1,2})[/.-](\d{4}|\d{2})\b/g, valid: (m) => validDate(Number(m[1]), Number(m[2])) },
   { type: 'DATE', re: /\b(\d{4})-(\d{2})-(\d{2})\b/g, valid: (m) => validDate(Number(m[2]), Number(m[3])) },

@@ -17,9 +17,15 @@
 import { CloisterError } from '../errors.js';
 import type { GuardTally } from './policy.js';
 import { MAX_SPACED_IDENTIFIER_CHARS, detectIdentifiers } from './rules.js';
+import type { Finding } from './rules.js';
 
 export const DEFAULT_LOOKAHEAD_CHARS = MAX_SPACED_IDENTIFIER_CHARS;
 export const DEFAULT_MAX_HOLD_CHARS = 4096;
+/**
+ * Released text kept as left context for the rules (labelled identifiers such as
+ * "SSN: 123456789" look behind the number): a label released before its number still counts.
+ */
+const CONTEXT_CHARS = 48;
 
 export interface StreamGuardOptions {
   readonly lookaheadChars?: number;
@@ -31,6 +37,7 @@ export class StreamGuard {
   readonly #lookahead: number;
   readonly #maxHold: number;
   #pending = '';
+  #context = '';
 
   constructor(tally: GuardTally, options: StreamGuardOptions = {}) {
     this.#tally = tally;
@@ -64,13 +71,14 @@ export class StreamGuard {
       if (text2.length <= this.#maxHold) return '';
       cut = limit;
     }
-    const findings = detectIdentifiers(text2);
+    const findings = this.#detect(text2);
     for (const f of findings) {
       if (f.start < cut && f.end > cut) cut = f.start;
     }
     if (cut <= 0) return '';
     const released = text2.slice(0, cut);
     this.#pending = text2.slice(cut);
+    this.#context = (this.#context + released).slice(-CONTEXT_CHARS);
     return this.#tally.apply(released, findings.filter((f) => f.end <= cut));
   }
 
@@ -78,6 +86,18 @@ export class StreamGuard {
   finish(): string {
     const rest = this.#pending;
     this.#pending = '';
-    return rest.length === 0 ? '' : this.#tally.apply(rest, detectIdentifiers(rest));
+    return rest.length === 0 ? '' : this.#tally.apply(rest, this.#detect(rest));
+  }
+
+  /** Findings in `text` (offsets into it), with the released context in view of the rules. */
+  #detect(text: string): Finding[] {
+    const ctx = this.#context.length;
+    if (ctx === 0) return detectIdentifiers(text);
+    const out: Finding[] = [];
+    for (const f of detectIdentifiers(this.#context + text)) {
+      // A span that starts in released text was complete when that text was released.
+      if (f.start >= ctx) out.push({ type: f.type, start: f.start - ctx, end: f.end - ctx });
+    }
+    return out;
   }
 }
