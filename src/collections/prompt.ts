@@ -31,13 +31,15 @@ export function ragSystemPrompt(boundary: string): string {
   ].join(' ');
 }
 
+const ROLES = 'system|assistant|user|developer|tool';
 const CONTROL_SEQUENCES: readonly RegExp[] = [
-  /<\|[^|>]{0,32}\|>/g,
+  new RegExp(`<\\|[^|>]{0,32}\\|>(?:[ \\t]*(?:${ROLES})\\b)?`, 'gi'),
   /\[\/?INST\]/gi,
   /<<\/?SYS>>/gi,
   /<\/?s>/gi,
   /<\/?documents[^>]{0,64}>?/gi,
-  /^[ \t]*(?:#{1,6}[ \t]*)?(?:system|assistant|user|developer|tool)[ \t]*:/gim,
+  // A role prefix at the start of a line or of a sentence.
+  new RegExp(`(?:^|(?<=[.!?]\\s{1,4}))[ \\t]*(?:#{1,6}[ \\t]*)?(?:${ROLES})[ \\t]*:`, 'gim'),
 ];
 
 const DIRECTIVES: readonly RegExp[] = [
@@ -51,6 +53,7 @@ const DIRECTIVES: readonly RegExp[] = [
   /\b(?:send|email|post|upload|forward|transmit)\b[^.!?\n]{0,80}(?:https?:\/\/|\b\S+@\S+\.\w+)/i,
   /!\[[^\]]{0,100}\]\(\s*https?:/i,
   /\b(?:respond|answer|reply) (?:only )?with\b/i,
+  /\b(?:respond|answer|reply)\b[^.!?\n]{0,40}\b(?:only|always)\b/i,
   /\bas an ai\b[^.!?\n]{0,40}\b(?:must|should|will)\b/i,
 ];
 
@@ -59,8 +62,14 @@ export const REMOVED_TEXT = '[instruction-like text removed]';
 /** A document chunk made safe to place in the prompt, and how many directives it had. */
 export function sanitizeChunk(text: string): { readonly text: string; readonly flagged: number } {
   let t = text;
-  for (const re of CONTROL_SEQUENCES) t = t.replace(re, ' ');
   let flagged = 0;
+  // Control sequences are removed, and each counts as a flag: documents do not contain them.
+  for (const re of CONTROL_SEQUENCES) {
+    t = t.replace(re, () => {
+      flagged++;
+      return ' ';
+    });
+  }
   // Sentence by sentence (and line by line): a sentence with a directive goes as a whole.
   const parts = t.split(/(?<=[.!?\n])\s+/);
   const kept = parts.map((s) => {
