@@ -8,6 +8,7 @@ export const SCENARIOS: Readonly<Record<string, () => Promise<Scenario>>> = {
   attest: async () => (await import('./attest.js')).scenario,
   batch: async () => (await import('./batch.js')).scenario,
   memory: async () => (await import('./memory.js')).scenario,
+  rag: async () => (await import('./rag.js')).scenario,
 };
 
 export const SCENARIO_NAMES: readonly string[] = Object.keys(SCENARIOS);

@@ -17,6 +17,7 @@ export interface Finding {
 
 interface Rule {
   readonly type: IdentifierType;
+  /** Global; a named group `pre` (a label such as "SSN:") is matched but not part of the span. */
   readonly re: RegExp;
   readonly valid?: (m: RegExpExecArray) => boolean;
 }
@@ -49,9 +50,9 @@ function validDate(month: number, day: number): boolean {
 
 const RULES: readonly Rule[] = [
   // A labelled SSN may lack separators; the label stays, the number goes.
-  { type: 'SSN', re: /(?<=\b(?:SSN|social security(?: number| no\.?)?)\s*[:#]?\s*)(\d{3})[- ]?(\d{2})[- ]?(\d{4})\b/gi, valid: (m) => validSsn(m[1] ?? '', m[2] ?? '', m[3] ?? '') },
+  { type: 'SSN', re: /(?<pre>\b(?:SSN|social security(?: number| no\.?)?)\s*[:#]?\s*)(\d{3})[- ]?(\d{2})[- ]?(\d{4})\b/gi, valid: (m) => validSsn(m[2] ?? '', m[3] ?? '', m[4] ?? '') },
   { type: 'SSN', re: /\b(\d{3})[- ](\d{2})[- ](\d{4})\b/g, valid: (m) => validSsn(m[1] ?? '', m[2] ?? '', m[3] ?? '') },
-  { type: 'MRN', re: /(?<=\b(?:MRN|medical record(?: number| no\.?| #)?)\s*[:#]?\s*)[A-Z]{0,3}-?\d{5,12}\b/gi },
+  { type: 'MRN', re: /(?<pre>\b(?:MRN|medical record(?: number| no\.?| #)?)\s*[:#]?\s*)[A-Z]{0,3}-?\d{5,12}\b/gi },
   { type: 'EMAIL', re: /\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}\b/g },
   // 13 to 19 digits in groups of four with one separator style (or none), Luhn-checked.
   { type: 'CARD', re: /\b\d{4}([ -]?)\d{4}\1\d{4}\1\d{1,7}\b/g, valid: (m) => luhn(m[0].replace(/[ -]/g, '')) },
@@ -83,7 +84,8 @@ export function detectIdentifiers(text: string): Finding[] {
         rule.re.lastIndex++;
         continue;
       }
-      if (rule.valid === undefined || rule.valid(m)) all.push({ type: rule.type, start: m.index, end: m.index + m[0].length });
+      const pre = m.groups?.['pre']?.length ?? 0;
+      if (rule.valid === undefined || rule.valid(m)) all.push({ type: rule.type, start: m.index + pre, end: m.index + m[0].length });
     }
   }
   all.sort((a, b) => a.start - b.start || b.end - a.end);

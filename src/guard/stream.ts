@@ -11,8 +11,10 @@
  * - at most `maxHoldChars` (default 4096) are held: beyond, the text is released at the
  *   lookahead point even without whitespace (a stream with no spaces at all), so memory stays
  *   bounded.
- * Latency cost: a token reaches the client once about `lookaheadChars` more characters (about
- * 16 tokens) arrived, or at the end of the answer.
+ * - text is released in steps of at least `releaseStepChars` (default 32): the rules run once
+ *   per step, not once per token.
+ * Latency cost: a token reaches the client once `lookaheadChars` to `lookaheadChars +
+ * releaseStepChars` more characters (about 16 to 24 tokens) arrived, or at the end of the answer.
  */
 import { CloisterError } from '../errors.js';
 import type { GuardTally } from './policy.js';
@@ -27,15 +29,19 @@ export const DEFAULT_MAX_HOLD_CHARS = 4096;
  */
 const CONTEXT_CHARS = 48;
 
+export const DEFAULT_RELEASE_STEP_CHARS = 32;
+
 export interface StreamGuardOptions {
   readonly lookaheadChars?: number;
   readonly maxHoldChars?: number;
+  readonly releaseStepChars?: number;
 }
 
 export class StreamGuard {
   readonly #tally: GuardTally;
   readonly #lookahead: number;
   readonly #maxHold: number;
+  readonly #step: number;
   #pending = '';
   #context = '';
 
@@ -43,6 +49,8 @@ export class StreamGuard {
     this.#tally = tally;
     this.#lookahead = options.lookaheadChars ?? DEFAULT_LOOKAHEAD_CHARS;
     this.#maxHold = options.maxHoldChars ?? DEFAULT_MAX_HOLD_CHARS;
+    this.#step = options.releaseStepChars ?? DEFAULT_RELEASE_STEP_CHARS;
+    if (!Number.isSafeInteger(this.#step) || this.#step < 1) throw new CloisterError('CONFIG_INVALID', `guard releaseStepChars must be a positive integer (got ${this.#step})`);
     if (!Number.isSafeInteger(this.#lookahead) || this.#lookahead < 1 || !Number.isSafeInteger(this.#maxHold) || this.#maxHold <= this.#lookahead) {
       throw new CloisterError('CONFIG_INVALID', `guard lookaheadChars must be >= 1 and maxHoldChars greater than it (got ${this.#lookahead}, ${this.#maxHold})`);
     }
@@ -58,7 +66,7 @@ export class StreamGuard {
     this.#pending += text;
     const text2 = this.#pending;
     const limit = text2.length - this.#lookahead;
-    if (limit <= 0) return '';
+    if (limit < this.#step) return '';
     let cut = -1;
     for (let i = limit; i > 0; i--) {
       const c = text2.charCodeAt(i - 1);
