@@ -57,7 +57,7 @@ export const DEFAULT_COLLECTION_LIMITS: CollectionLimits = Object.freeze({
   maxCollections: 64,
   maxDocumentsPerCollection: 100_000,
   maxChunksPerCollection: 1_000_000,
-  maxDocumentsPerAdd: 256,
+  maxDocumentsPerAdd: 1024,
   maxDocumentChars: 200_000,
   maxDocumentIdChars: 256,
   maxMetadataChars: 4096,
