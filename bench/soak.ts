@@ -34,7 +34,7 @@ import { WebSocket } from 'ws';
 import { CloisterError } from '../src/errors.js';
 import { connect } from '../src/client/client.js';
 import type { CloisterClient } from '../src/client/client.js';
-import { parsePolicy } from '../src/attestation/policy.js';
+import { parsePolicy } from '../src/verifier/policy.js';
 import { ensureDemoModels } from './lib/demo.js';
 import { freePort, repoRoot, sleep } from './lib/procs.js';
 

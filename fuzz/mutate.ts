@@ -6,7 +6,7 @@
  * failing case to a small list of operations, which the runner prints with the seed.
  */
 import fc from 'fast-check';
-import { concatBytes } from '../src/crypto/bytes.js';
+import { concatBytes } from '../src/core/bytes.js';
 
 export type Mutation =
   | { readonly op: 'flip'; readonly at: number; readonly bit: number }

@@ -15,8 +15,8 @@
 import { createCipheriv, createDecipheriv } from 'node:crypto';
 import fc from 'fast-check';
 import { CloisterError } from '../src/errors.js';
-import { decodeCbor, encodeCbor } from '../src/protocol/cbor.js';
-import type { CborInput } from '../src/protocol/cbor.js';
+import { decodeCbor, encodeCbor } from '../src/core/cbor.js';
+import type { CborInput } from '../src/core/cbor.js';
 import { decodeWireMessage, encodeWireMessage } from '../src/protocol/wire.js';
 import type { WireMessage } from '../src/protocol/wire.js';
 import {
@@ -37,12 +37,12 @@ import type { KeyConfig, ResponseChunk, SealedRequest } from '../src/protocol/in
 import { HpkeRecipientKey, suiteFromIds } from '../src/crypto/index.js';
 import { SseParser } from '../src/inference/upstream/sse.js';
 import type { SseEvent } from '../src/inference/upstream/sse.js';
-import { decodeCoseSign1 } from '../src/attestation/nitro/cose.js';
-import { parseNitroDocument } from '../src/attestation/nitro/document.js';
-import { verifyNitroDocument } from '../src/attestation/nitro/verify.js';
-import { parseSnpReport } from '../src/attestation/sev-snp/report.js';
-import { sevSnpPolicy, verifySevSnpEvidence } from '../src/attestation/sev-snp/index.js';
-import { parseTdxQuote } from '../src/attestation/tdx/quote.js';
+import { decodeCoseSign1 } from '../src/verifier/nitro/cose.js';
+import { parseNitroDocument } from '../src/verifier/nitro/document.js';
+import { verifyNitroDocument } from '../src/verifier/nitro/verify.js';
+import { parseSnpReport } from '../src/verifier/sev-snp/report.js';
+import { sevSnpPolicy, verifySevSnpEvidence } from '../src/verifier/sev-snp/index.js';
+import { parseTdxQuote } from '../src/verifier/tdx/quote.js';
 import { loadNativeCrypto, NATIVE_AEAD_AES_128_GCM, NATIVE_AEAD_AES_256_GCM, NATIVE_AEAD_CHACHA20_POLY1305 } from '../src/native/crypto.js';
 import { readVector, readVectorJson } from '../test/helpers/vectors.js';
 import { equalBytes, mutatedInputs } from './mutate.js';
@@ -200,7 +200,6 @@ function sampleWire(): WireMessage[] {
     { t: 'evidence', bundle: { platform: 'sev-snp', evidence: new Uint8Array(64).fill(2), keyConfig: new Uint8Array(20).fill(3), certificates: new Uint8Array(10) } },
     { t: 'req', sid: 1, body: new Uint8Array(50).fill(4) },
     { t: 'res', sid: 0xffff_ffff, body: new Uint8Array(30).fill(5), fin: true },
-    { t: 'end', sid: 9 },
     { t: 'cancel', sid: 10 },
     { t: 'err', sid: 11, code: 'OVERLOADED' },
     { t: 'err', code: 'RATE_LIMITED' },

@@ -9,7 +9,7 @@
  *        [--signing-certificate cert.pem --private-key key.pem] [--source-date-epoch N]
  *
  * Steps: docker (or podman) build of Dockerfile.enclave -> nitro-cli build-enclave -> parse
- * nitro-cli's measurements -> measure the produced EIF ourselves (src/attestation/nitro/eif)
+ * nitro-cli's measurements -> measure the produced EIF ourselves (src/image/eif)
  * and refuse to continue unless both agree -> write measurements.json and policy.json.
  * Requires `npm run build` first (the EIF measurement and model digest come from dist/).
  */
@@ -32,7 +32,7 @@ import {
 } from './enclave-common.mjs';
 
 async function loadDist() {
-  const measure = join(repoRoot, 'dist', 'attestation', 'nitro', 'eif', 'measure.js');
+  const measure = join(repoRoot, 'dist', 'image', 'eif', 'measure.js');
   const digest = join(repoRoot, 'dist', 'inference', 'onnx', 'digest.js');
   if (!existsSync(measure) || !existsSync(digest)) throw new ToolError('dist/ is missing: run `npm run build` first');
   const [m, d] = await Promise.all([import(pathToFileURL(measure).href), import(pathToFileURL(digest).href)]);

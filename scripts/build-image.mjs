@@ -34,7 +34,7 @@ import { ToolError, dockerfileDefaultNodeImage, isPinnedImage, repoRoot, require
 
 async function loadDist(withEif) {
   const need = { digest: join(repoRoot, 'dist', 'inference', 'onnx', 'digest.js'), code: join(repoRoot, 'dist', 'server', 'code-digest.js') };
-  if (withEif) need.build = join(repoRoot, 'dist', 'attestation', 'nitro', 'eif', 'build.js');
+  if (withEif) need.build = join(repoRoot, 'dist', 'image', 'eif', 'build.js');
   for (const p of Object.values(need)) if (!existsSync(p)) throw new ToolError(`${relative(repoRoot, p)} is missing: run \`npm run build\` first`);
   const d = await import(pathToFileURL(need.digest).href);
   const c = await import(pathToFileURL(need.code).href);

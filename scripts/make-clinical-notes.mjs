@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 // Regenerates data/clinical-notes.jsonl (the demo model's training set) from the phrase banks
-// in src/inference/demo-model/dataset.ts. Deterministic; run `npm run build` first.
+// in tools/demo-model/dataset.ts. Deterministic.
 import { writeFile } from 'node:fs/promises';
 
-import { encodeClinicalNotes, generateClinicalNotes } from '../dist/inference/demo-model/dataset.js';
+import { importTool } from './tools-build.mjs';
+
+const { encodeClinicalNotes, generateClinicalNotes } = await importTool('demo-model/dataset');
 
 const target = new URL('../data/clinical-notes.jsonl', import.meta.url);
 const notes = generateClinicalNotes();

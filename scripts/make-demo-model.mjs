@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 // Trains and writes the bundled demo models (no network): models/demo/classifier and
 // models/demo/embedder by default, or the directory given as the first argument.
-// Uses the compiled library: run `npm run build` first (npm install runs it via `prepare`).
+// The builders are build-time tools (tools/demo-model/, compiled here into build/tools/, never
+// into dist/): they need the dev dependencies (`npm ci`).
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { buildDemoModels } from '../dist/inference/demo-model/build.js';
+import { importTool } from './tools-build.mjs';
+
+const { buildDemoModels } = await importTool('demo-model/build');
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const outDir = resolve(process.argv[2] ?? resolve(repoRoot, 'models', 'demo'));

@@ -80,7 +80,7 @@ const OPAQUE_ON_WIRE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'DECRYPT_FAILED',
 ]);
 
-export interface CloisterErrorOptions {
+interface CloisterErrorOptions {
   cause?: unknown;
   /** Non-content diagnostic detail (field names, lengths, step names). Never payload bytes. */
   detail?: Readonly<Record<string, string | number | boolean>>;

@@ -10,15 +10,13 @@ export {
   EvidenceVerificationError,
   parsePolicy,
   policyFromJson,
-  createSimulatedAttester,
-  detectPlatform,
-  createTeeAttester,
   verifySevSnpEvidence,
   verifyTdxEvidence,
   PLATFORMS,
   encodeEvidenceFile,
   decodeEvidenceFile,
-} from './attestation/index.js';
+} from './verifier/index.js';
+export { createSimulatedAttester, detectPlatform, createTeeAttester } from './attester/index.js';
 export type {
   Attester,
   EvidenceBundle,
@@ -29,7 +27,7 @@ export type {
   VerifiedClaims,
   VerifiedEvidence,
   VerifyEvidenceOptions,
-} from './attestation/index.js';
+} from './verifier/index.js';
 export { decodeKeyConfig, encodeKeyConfig } from './protocol/index.js';
 export type { KeyConfig } from './protocol/index.js';
 export { CloisterServer, DEFAULT_LIMITS } from './server/index.js';

@@ -14,7 +14,7 @@ import type { AddressInfo } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import { decodeWireMessage, encodeWireMessage } from '../../src/protocol/wire.js';
 import { decodeResponseChunk, decodeSealedRequest, encodeResponseChunk, encodeSealedRequest } from '../../src/protocol/messages.js';
-import type { CborInput } from '../../src/protocol/cbor.js';
+import type { CborInput } from '../../src/core/cbor.js';
 import type { Engine } from '../../src/inference/types.js';
 
 const MAX_PAYLOAD = 1024 * 1024;
@@ -47,7 +47,7 @@ export async function startPlainServer(engine: Engine): Promise<PlainServer> {
           )) {
             ws.send(encodeWireMessage({ t: 'res', sid, body: encodeResponseChunk({ t: 'data', data: chunk as CborInput }) }));
           }
-          ws.send(encodeWireMessage({ t: 'end', sid }));
+          ws.send(encodeWireMessage({ t: 'res', sid, body: new Uint8Array(0), fin: true }));
         } catch {
           ws.send(encodeWireMessage({ t: 'err', sid, code: 'ENGINE_FAILED' }));
         }
@@ -86,10 +86,10 @@ export class PlainClient {
       if (msg.sid === undefined) return;
       const p = this.#pending.get(msg.sid);
       if (p === undefined) return;
-      if (msg.t === 'res') {
+      if (msg.t === 'res' && msg.fin !== true) {
         const c = decodeResponseChunk(msg.body);
         if (c.t === 'data') p.chunks.push(c.data);
-      } else if (msg.t === 'end') {
+      } else if (msg.t === 'res') {
         this.#pending.delete(msg.sid);
         p.resolve(p.chunks);
       } else {

@@ -13,7 +13,7 @@ import { fork } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { createSimulatedAttester } from '../../src/attestation/simulated/attester.js';
+import { createSimulatedAttester } from '../../src/attester/simulated/attester.js';
 import { developmentPolicy } from '../../src/client/dev-policy.js';
 import { OnnxEngine } from '../../src/inference/onnx/engine.js';
 import { UpstreamEngine } from '../../src/inference/upstream/engine.js';

@@ -21,15 +21,15 @@ import type { Arm } from '../lib/harness.js';
 import { serialLoop } from '../lib/load.js';
 import { ResultBuilder } from '../lib/scenario.js';
 import type { Scenario, ScenarioContext, ScenarioResult } from '../lib/scenario.js';
-import type { VerificationReport } from '../../src/attestation/types.js';
-import { nitroBindingFor } from '../../src/attestation/binding.js';
-import { verifyNitroDocument } from '../../src/attestation/nitro/verify.js';
-import { createSimulatedAttester } from '../../src/attestation/simulated/attester.js';
-import { verifySevSnpEvidence } from '../../src/attestation/sev-snp/verify.js';
-import { sevSnpPolicy } from '../../src/attestation/sev-snp/policy.js';
-import { verifyTdxEvidence } from '../../src/attestation/tdx/verify.js';
-import { tdxPolicy } from '../../src/attestation/tdx/policy.js';
-import { parseTdxQuote } from '../../src/attestation/tdx/quote.js';
+import type { VerificationReport } from '../../src/core/types.js';
+import { nitroBindingFor } from '../../src/protocol/binding.js';
+import { verifyNitroDocument } from '../../src/verifier/nitro/verify.js';
+import { createSimulatedAttester } from '../../src/attester/simulated/attester.js';
+import { verifySevSnpEvidence } from '../../src/verifier/sev-snp/verify.js';
+import { sevSnpPolicy } from '../../src/verifier/sev-snp/policy.js';
+import { verifyTdxEvidence } from '../../src/verifier/tdx/verify.js';
+import { tdxPolicy } from '../../src/verifier/tdx/policy.js';
+import { parseTdxQuote } from '../../src/verifier/tdx/quote.js';
 
 interface Platform {
   readonly name: string;

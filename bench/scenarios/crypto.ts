@@ -32,7 +32,7 @@ import type { Scenario, ScenarioContext, ScenarioResult } from '../lib/scenario.
 import { AEAD_AES_128_GCM, KDF_HKDF_SHA256, KEM_DHKEM_X25519_HKDF_SHA256, suiteFromIds } from '../../src/crypto/hpke/suite.js';
 import { HpkeRecipientKey } from '../../src/crypto/hpke/kem.js';
 import { setupBaseSender } from '../../src/crypto/hpke/setup.js';
-import { portableSetupBaseRecipient } from '../../src/crypto/hpke-portable.js';
+import { portableSetupBaseRecipient } from '../../test/helpers/hpke-portable.js';
 import { openChunkedRequest, sealChunkedRequest } from '../../src/protocol/chunked.js';
 import { activeNative, cryptoBackendInfo, useCryptoBackend } from '../../src/crypto/backend.js';
 import type { CryptoBackendName } from '../../src/crypto/backend.js';

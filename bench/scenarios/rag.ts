@@ -21,7 +21,7 @@ import { ExactIndex, UsearchIndex } from '../../src/collections/vector-index.js'
 import { guardResults } from '../../src/guard/output.js';
 import { OnnxEngine } from '../../src/inference/onnx/engine.js';
 import { JsonResults } from '../../src/protocol/messages.js';
-import { createSimulatedAttester } from '../../src/attestation/simulated/attester.js';
+import { createSimulatedAttester } from '../../src/attester/simulated/attester.js';
 import { developmentPolicy } from '../../src/client/dev-policy.js';
 import { CloisterServer, serverConfigDigest } from '../../src/server/server.js';
 import { compare, ratio, target } from '../lib/harness.js';

@@ -29,9 +29,9 @@ const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
   receipt: () => import('./commands/receipt.js'),
 };
 
-export const EXIT_OK = 0;
-export const EXIT_FAILURE = 1;
-export const EXIT_USAGE = 2;
+const EXIT_OK = 0;
+const EXIT_FAILURE = 1;
+const EXIT_USAGE = 2;
 
 /** The package version (package.json next to dist/ or src/). */
 function version(): string {
@@ -79,7 +79,7 @@ function quietOnClosedPipe(stream: NodeJS.WriteStream): void {
  * A usage error: ours, node:util parseArgs' (ERR_PARSE_ARGS_*), or an invalid argument that
  * did not come from the server.
  */
-export function isUsageError(err: unknown): boolean {
+function isUsageError(err: unknown): boolean {
   if (err instanceof UsageError) return true;
   const nodeCode = (err as { code?: unknown } | null)?.code;
   if (err instanceof Error && typeof nodeCode === 'string' && nodeCode.startsWith('ERR_PARSE_ARGS_')) return true;

@@ -26,12 +26,12 @@ import { randomBytes } from 'node:crypto';
 import { randomBytesPooled } from '../crypto/random.js';
 import { CloisterError, isErrorCode } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
-import type { EvidenceBundle, Platform, VerificationReport } from '../attestation/types.js';
-import { verifyEvidence } from '../attestation/verify.js';
-import { encodeEvidenceFile } from '../attestation/evidence-file.js';
-import type { TrustedRoots, VerifyEvidenceOptions } from '../attestation/verify.js';
-import { parsePolicy } from '../attestation/policy.js';
-import type { Policy } from '../attestation/policy.js';
+import type { EvidenceBundle, Platform, VerificationReport } from '../core/types.js';
+import { verifyEvidence } from '../verifier/verify.js';
+import { encodeEvidenceFile } from '../verifier/evidence-file.js';
+import type { TrustedRoots, VerifyEvidenceOptions } from '../verifier/verify.js';
+import { parsePolicy } from '../verifier/policy.js';
+import type { Policy } from '../verifier/policy.js';
 import { keyConfigDigest, sealTargetFromKeyConfig } from '../protocol/key-config.js';
 import type { KeyConfig } from '../protocol/key-config.js';
 import { timingSafeEqualBytes } from '../crypto/ct.js';
@@ -40,13 +40,13 @@ import type { ChunkedResponseOpener, OpenedChunk } from '../protocol/chunked.js'
 import { CAPABILITIES, MAX_CLIENT_KEY_BYTES, ReceiptHasher, decodeResponseChunk, encodeSealedRequest, isClientKey, verifyReceipt } from '../protocol/messages.js';
 import { digestsOfReceiptMessage } from '../protocol/receipt.js';
 import type { ReceiptRecord } from '../protocol/receipt.js';
-import type { CborInput } from '../protocol/cbor.js';
+import type { CborInput } from '../core/cbor.js';
 import { AEAD_AES_128_GCM, AEAD_CHACHA20_POLY1305 } from '../crypto/hpke/suite.js';
 import type { Operation } from '../inference/types.js';
 import { HttpClientTransport } from './http-transport.js';
 import type { ClientTransport, SealedExchange, TransportLimits } from './transport.js';
 import { WsClientTransport } from './ws-transport.js';
-import { startDeadline } from '../util/deadline.js';
+import { startDeadline } from '../core/deadline.js';
 import { targetOf } from './connection-error.js';
 
 export interface ConnectOptions {
@@ -370,7 +370,7 @@ export class CloisterClient {
 
   /**
    * The evidence in use as an evidence file (the format `cloister attest --out` writes): save
-   * it, and anyone can verify it later with `cloister verify FILE` (src/attestation/evidence-file.ts).
+   * it, and anyone can verify it later with `cloister verify FILE` (src/verifier/evidence-file.ts).
    */
   evidenceFile(): Uint8Array {
     return encodeEvidenceFile(this.attested.bundle, this.attested.nonce);
@@ -592,11 +592,10 @@ export class CloisterClient {
     try {
       for await (const piece of exchange.pieces) {
         if (complete) throw new CloisterError('PROTOCOL_VIOLATION', 'data after the final chunk');
-        const results = handle(exchange.mode === 'frames' ? opener.openFrame(piece) : opener.push(piece));
+        const results = handle(opener.push(piece));
         if (results.length > 0) yield results;
       }
       if (!complete) {
-        if (exchange.mode === 'frames') throw new CloisterError('STREAM_TRUNCATED');
         const results = handle(opener.finish());
         if (results.length > 0) yield results;
       }

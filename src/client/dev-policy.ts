@@ -9,10 +9,11 @@
  */
 import { createHash } from 'node:crypto';
 import { CloisterError } from '../errors.js';
-import type { EvidenceBundle } from '../attestation/types.js';
-import { decodeCoseSign1 } from '../attestation/nitro/cose.js';
-import { parseNitroDocument } from '../attestation/nitro/document.js';
+import type { EvidenceBundle } from '../core/types.js';
+import { decodeCoseSign1 } from '../verifier/nitro/cose.js';
+import { parseNitroDocument } from '../verifier/nitro/document.js';
 import { decodeKeyConfig } from '../protocol/key-config.js';
+import { toHex } from '../core/hex.js';
 
 /** Evidence age a development policy accepts. */
 export const DEV_POLICY_MAX_AGE_SECONDS = 300;
@@ -25,16 +26,14 @@ export interface DevelopmentPolicyInput {
   readonly models: readonly { readonly name: string; readonly digest: Uint8Array }[];
 }
 
-const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
-
-/** The policy JSON object (see src/attestation/policy.ts) for a simulated server. */
+/** The policy JSON object (see src/verifier/policy.ts) for a simulated server. */
 export function developmentPolicy(input: DevelopmentPolicyInput): Record<string, unknown> {
   const pcrs: Record<string, string> = {};
   if (input.pcrs instanceof Map) {
     for (const i of [0, 1, 2]) {
       const v = input.pcrs.get(i);
       if (v === undefined) throw new CloisterError('EVIDENCE_MALFORMED', `simulated evidence lacks PCR${i}`);
-      pcrs[String(i)] = hex(v);
+      pcrs[String(i)] = toHex(v);
     }
   } else {
     Object.assign(pcrs, input.pcrs);
@@ -42,7 +41,7 @@ export function developmentPolicy(input: DevelopmentPolicyInput): Record<string,
   return {
     version: 1,
     platforms: { simulated: { pcrs, rootSha256: input.rootSha256Hex, maxAgeSeconds: DEV_POLICY_MAX_AGE_SECONDS } },
-    models: Object.fromEntries(input.models.map((m) => [m.name, hex(m.digest)])),
+    models: Object.fromEntries(input.models.map((m) => [m.name, toHex(m.digest)])),
     nonceRequired: false,
   };
 }

@@ -2,15 +2,15 @@
  * HTTP client transport over `fetch`: `GET /v1/evidence?nonce=hex`, `POST /v1/sealed`
  * with the sealed request as the body and the chunked sealed response streamed back.
  */
-import { concatBytes } from '../crypto/bytes.js';
+import { concatBytes } from '../core/bytes.js';
 import { CloisterError, isErrorCode } from '../errors.js';
-import type { EvidenceBundle } from '../attestation/types.js';
+import type { EvidenceBundle } from '../core/types.js';
 import { decodeWireMessage, LIMIT_HEADER } from '../protocol/wire.js';
+import { CHUNKED_RESPONSE_TYPE } from '../protocol/chunked.js';
 import { connectionFailed, notCloister, targetOf } from './connection-error.js';
 import { DEFAULT_CLIENT_MAX_MESSAGE_BYTES, DEFAULT_CONNECT_TIMEOUT_MS } from './transport.js';
 import type { ClientTransport, SealedExchange, TransportLimits } from './transport.js';
 
-const CHUNKED_RESPONSE_TYPE = 'message/ohttp-chunked-res';
 
 function tooLarge(max: number): CloisterError {
   return new CloisterError('LIMIT_EXCEEDED', `the server's message exceeds the client's maxMessageBytes (${max} bytes)`, { detail: { limit: 'maxMessageBytes', max } });
@@ -117,7 +117,7 @@ export class HttpClientTransport implements ClientTransport {
   }
 
   exchange(sealed: Uint8Array, signal?: AbortSignal): SealedExchange {
-    return { mode: 'stream', pieces: this.pieces(sealed, signal) };
+    return { pieces: this.pieces(sealed, signal) };
   }
 
   private async *pieces(sealed: Uint8Array, signal: AbortSignal | undefined): AsyncGenerator<Uint8Array> {

@@ -3,16 +3,11 @@
  * transport returns is attacker-controlled; the client verifies it (evidence) or opens it
  * (sealed response) before use.
  */
-import type { EvidenceBundle } from '../attestation/types.js';
+import type { EvidenceBundle } from '../core/types.js';
 
 /** The response stream of one sealed request, as the transport delivers it. */
 export interface SealedExchange {
-  /**
-   * 'frames': each piece is exactly one framed chunk (the first: the response nonce);
-   * 'stream': pieces are arbitrary splits of the byte stream.
-   */
-  readonly mode: 'frames' | 'stream';
-  /** Yields pieces; returns at the transport's end of stream; throws a CloisterError on a coded error or a broken connection. */
+  /** Yields pieces (arbitrary splits of the byte stream); returns at the transport's end of stream; throws a CloisterError on a coded error or a broken connection. */
   readonly pieces: AsyncIterable<Uint8Array>;
 }
 

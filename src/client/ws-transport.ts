@@ -6,7 +6,7 @@
 import { WebSocket } from 'ws';
 import { CloisterError, isErrorCode } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
-import type { EvidenceBundle } from '../attestation/types.js';
+import type { EvidenceBundle } from '../core/types.js';
 import { decodeWireMessage, encodeWireMessage, IDLE_CLOSE_REASON, MAX_FRAME_BYTES_HEADER, MAX_IN_FLIGHT_HEADER, MAX_STREAM_ID } from '../protocol/wire.js';
 import type { WireMessage } from '../protocol/wire.js';
 import {
@@ -17,15 +17,14 @@ import {
 } from './transport.js';
 import { connectionFailed, notCloister, targetOf } from './connection-error.js';
 import type { ClientTransport, SealedExchange, TransportLimits } from './transport.js';
-import { checkUnixSocketPath, wsUnixSocketPath } from '../util/unix-socket.js';
+import { checkUnixSocketPath, wsUnixSocketPath } from '../core/unix-socket.js';
 
 function serverError(code: ErrorCode): CloisterError {
   return new CloisterError(code, undefined, { detail: { origin: 'server' } });
 }
 
 /** A WebSocket exchange that the client's deadline stops directly (see cancellableExchange). */
-export interface CancellableExchange extends SealedExchange {
-  readonly mode: 'stream';
+interface CancellableExchange extends SealedExchange {
   readonly pieces: AsyncGenerator<Uint8Array>;
   cancel(reason: CloisterError): void;
 }
@@ -239,14 +238,6 @@ export class WsClientTransport implements ClientTransport {
         s.notify();
         return;
       }
-      case 'end': {
-        const s = this.streams.get(msg.sid);
-        if (s === undefined) return;
-        s.ended = true;
-        this.streams.delete(msg.sid);
-        s.notify();
-        return;
-      }
       case 'err': {
         const code = isErrorCode(msg.code) ? msg.code : 'PROTOCOL_VIOLATION';
         if (msg.sid === undefined) {
@@ -308,7 +299,7 @@ export class WsClientTransport implements ClientTransport {
   exchange(sealed: Uint8Array, signal?: AbortSignal): SealedExchange {
     const ex = this.cancellableExchange(sealed);
     // `res` frames carry arbitrary splits of the sealed byte stream (several chunks per frame).
-    return { mode: ex.mode, pieces: signal === undefined ? ex.pieces : this.abortable(ex, signal) };
+    return { pieces: signal === undefined ? ex.pieces : this.abortable(ex, signal) };
   }
 
   /**
@@ -334,7 +325,7 @@ export class WsClientTransport implements ClientTransport {
       s.error ??= reason;
       s.notify();
     };
-    return { mode: 'stream', pieces: this.pieces(sid, s, sealed), cancel };
+    return { pieces: this.pieces(sid, s, sealed), cancel };
   }
 
   /** `ex.pieces`, cancelled (CANCELLED) when `signal` aborts. */

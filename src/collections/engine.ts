@@ -17,7 +17,8 @@
  */
 import { createHash } from 'node:crypto';
 import { CloisterError } from '../errors.js';
-import { toHex } from '../crypto/bytes.js';
+import { isRecord } from '../core/validate.js';
+import { toHex } from '../core/hex.js';
 import type { Engine, EngineRequest, ModelInfo, RunOptions } from '../inference/types.js';
 import { EngineRouter } from '../server/router.js';
 import { JsonResults } from '../protocol/messages.js';
@@ -51,9 +52,6 @@ export interface CollectionsEngineOptions {
   readonly onLoad?: (report: LoadReport) => void;
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
-}
 
 function invalid(message: string): CloisterError {
   return new CloisterError('INVALID_ARGUMENT', message, { detail: { public: true } });

@@ -11,7 +11,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { CloisterError } from '../errors.js';
 import { hkdfExpand, hkdfExtract } from '../crypto/hkdf.js';
-import { utf8 } from '../crypto/bytes.js';
+import { utf8 } from '../core/bytes.js';
 
 export interface StorageKeySource {
   /** Where the key comes from, for the start-up log line ("key-file", later "key-broker"). */

@@ -7,8 +7,9 @@
  * (compacted) file repeats the current version on its create and add records.
  */
 import { CloisterError } from '../errors.js';
-import { decodeCbor, encodeCbor, toPlain } from '../protocol/cbor.js';
-import type { CborInput } from '../protocol/cbor.js';
+import { isRecord } from '../core/validate.js';
+import { decodeCbor, encodeCbor, toPlain } from '../core/cbor.js';
+import type { CborInput } from '../core/cbor.js';
 import { isGuardPolicy } from '../guard/policy.js';
 import type { GuardPolicy } from '../guard/policy.js';
 import type { ChunkingOptions } from './chunking.js';
@@ -63,21 +64,18 @@ function bad(why: string): CloisterError {
   return new CloisterError('STORAGE_CORRUPT', `a collection record is not well formed: ${why}`);
 }
 
-function isRecordObj(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
-}
 
 /** Authenticated bytes, but still checked field by field (a bug must not become a crash later). */
 export function decodeRecord(bytes: Uint8Array, dims?: number): CollectionRecord {
   const r = toPlain(decodeCbor(bytes, { maxBytes: bytes.byteLength, maxDepth: 8, maxItems: 50_000_000, allowFloats: true }));
-  if (!isRecordObj(r) || typeof r['v'] !== 'number' || !Number.isSafeInteger(r['v']) || r['v'] < 0) throw bad('no version');
+  if (!isRecord(r) || typeof r['v'] !== 'number' || !Number.isSafeInteger(r['v']) || r['v'] < 0) throw bad('no version');
   const v = r['v'];
   if (r['t'] === 'create') {
     const cap = r['cap'];
     const ch = r['chunking'];
     const policy = r['policy'];
     const d = r['dims'];
-    if (!(cap instanceof Uint8Array) || cap.byteLength !== 32 || !isRecordObj(ch) || typeof ch['maxChars'] !== 'number' || typeof ch['overlapChars'] !== 'number'
+    if (!(cap instanceof Uint8Array) || cap.byteLength !== 32 || !isRecord(ch) || typeof ch['maxChars'] !== 'number' || typeof ch['overlapChars'] !== 'number'
       || !isGuardPolicy(policy) || typeof d !== 'number' || !Number.isSafeInteger(d) || d < 1) throw bad('create');
     return { t: 'create', v, cap, chunking: { maxChars: ch['maxChars'], overlapChars: ch['overlapChars'] }, policy, dims: d };
   }
@@ -88,7 +86,7 @@ export function decodeRecord(bytes: Uint8Array, dims?: number): CollectionRecord
       t: 'add',
       v,
       docs: docs.map((x): StoredDocument => {
-        if (!isRecordObj(x) || typeof x['id'] !== 'string' || typeof x['text'] !== 'string' || !isRecordObj(x['meta']) || !Array.isArray(x['chunks']) || !(x['vec'] instanceof Uint8Array)) throw bad('document');
+        if (!isRecord(x) || typeof x['id'] !== 'string' || typeof x['text'] !== 'string' || !isRecord(x['meta']) || !Array.isArray(x['chunks']) || !(x['vec'] instanceof Uint8Array)) throw bad('document');
         const flat = x['chunks'];
         const text = x['text'];
         if (flat.length % 2 !== 0 || x['vec'].byteLength !== (flat.length / 2) * dims * 4) throw bad('chunks');

@@ -27,8 +27,8 @@ import { open, rename, rm } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { CloisterError } from '../errors.js';
-import { aeadOpen, aeadSeal, AEAD_TAG_LENGTH } from '../crypto/aead.js';
-import { concatBytes, utf8 } from '../crypto/bytes.js';
+import { aeadOpen, aeadSeal } from '../crypto/aead.js';
+import { concatBytes, utf8 } from '../core/bytes.js';
 import { randomBytesPooled } from '../crypto/random.js';
 
 export const LOG_MAGIC = utf8('CLSTRCOL');
@@ -36,6 +36,8 @@ export const LOG_FORMAT = 1;
 export const COLLECTION_ID_LENGTH = 16;
 const HEADER_LENGTH = LOG_MAGIC.byteLength + 1 + COLLECTION_ID_LENGTH;
 const NONCE_LENGTH = 12;
+/** AES-256-GCM tag length. */
+const AEAD_TAG_LENGTH = 16;
 const RECORD_AAD_LABEL = utf8('cloister/collection-record/v1\0');
 /** Largest sealed record accepted or written (a batch of documents with their vectors). Default 64 MiB. */
 export const DEFAULT_MAX_RECORD_BYTES = 64 << 20;

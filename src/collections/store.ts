@@ -18,7 +18,7 @@ import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CloisterError } from '../errors.js';
 import { timingSafeEqualBytes } from '../crypto/ct.js';
-import { toHex } from '../crypto/bytes.js';
+import { toHex } from '../core/hex.js';
 import type { GuardPolicy } from '../guard/policy.js';
 import { DEFAULT_GUARD_POLICY, isGuardPolicy } from '../guard/policy.js';
 import { checkChunking, chunkText } from './chunking.js';

@@ -15,7 +15,7 @@ import { CloisterError } from '../errors.js';
 import { NATIVE_AEAD_AES_128_GCM, NATIVE_AEAD_AES_256_GCM, NATIVE_AEAD_CHACHA20_POLY1305, nativeErrorCode } from '../native/crypto.js';
 import { activeNative } from './backend.js';
 
-export const AEAD_TAG_LENGTH = 16;
+const AEAD_TAG_LENGTH = 16;
 
 export type AeadCipherName = CipherGCMTypes | CipherChaCha20Poly1305Types;
 

@@ -17,11 +17,11 @@ import { loadNativeCrypto } from '../native/crypto.js';
 import type { NativeCrypto, NativeCryptoLoad } from '../native/crypto.js';
 
 export type CryptoBackendName = 'native' | 'node';
-export type CryptoBackendChoice = CryptoBackendName | 'auto';
+type CryptoBackendChoice = CryptoBackendName | 'auto';
 
-export const CRYPTO_BACKEND_ENV = 'CLOISTER_CRYPTO_BACKEND';
+const CRYPTO_BACKEND_ENV = 'CLOISTER_CRYPTO_BACKEND';
 
-export interface SelectedCryptoBackend {
+interface SelectedCryptoBackend {
   readonly name: CryptoBackendName;
   readonly native: NativeCrypto | undefined;
   /** Why native is not in use ('' when it is). */

@@ -5,11 +5,11 @@
  */
 import { createHmac } from 'node:crypto';
 import { CloisterError } from '../errors.js';
-import { concatBytes } from './bytes.js';
+import { concatBytes } from '../core/bytes.js';
 import { nativeErrorCode } from '../native/crypto.js';
 import { activeNative } from './backend.js';
 
-export const HKDF_SHA256_NH = 32;
+const HKDF_SHA256_NH = 32;
 
 /** HKDF-Extract(salt, IKM); an empty salt means Nh zero bytes (RFC 5869 section 2.2). */
 export function hkdfExtract(salt: Uint8Array, ikm: Uint8Array): Uint8Array {

@@ -1,6 +1,4 @@
 export { timingSafeEqualBytes } from './ct.js';
-export { cryptoBackend, cryptoBackendInfo } from './backend.js';
-export type { CryptoBackendName } from './backend.js';
 export {
   KEM_DHKEM_X25519_HKDF_SHA256,
   KDF_HKDF_SHA256,
@@ -10,12 +8,4 @@ export {
 } from './hpke/suite.js';
 export type { HpkeSuite } from './hpke/suite.js';
 export { generateX25519KeyPair, HpkeRecipientKey } from './hpke/kem.js';
-export { HpkeSenderContext, HpkeRecipientContext } from './hpke/context.js';
 export { setupBaseSender, setupBaseRecipient } from './hpke/setup.js';
-export type { SetupSenderOptions, SenderSetup } from './hpke/setup.js';
-export {
-  portableSetupBaseSender,
-  portableSetupBaseRecipient,
-  PortableSenderContext,
-  PortableRecipientContext,
-} from './hpke-portable.js';

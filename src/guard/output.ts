@@ -17,6 +17,7 @@
 import type { Operation } from '../inference/types.js';
 import { JsonResults } from '../protocol/messages.js';
 import { CloisterError } from '../errors.js';
+import { isRecord } from '../core/validate.js';
 import { GuardTally, stricter } from './policy.js';
 import type { GuardPolicy, GuardReport } from './policy.js';
 import { detectIdentifiers } from './rules.js';
@@ -44,15 +45,12 @@ export interface GuardedResults {
   report(): { readonly guard: GuardReport; readonly facts: Readonly<Record<string, unknown>> };
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
-}
 
 /** A whole value with the policy applied to each of its strings (structural keys kept). */
 function guardValue(v: unknown, tally: GuardTally, key?: string): unknown {
   if (typeof v === 'string') return key !== undefined && STRUCTURAL_KEYS.has(key) ? v : tally.apply(v, detectIdentifiers(v));
   if (Array.isArray(v)) return v.map((x) => guardValue(x, tally, key));
-  if (isRecord(v)) {
+  if (isRecord(v) && !(v instanceof Uint8Array)) {
     const out: Record<string, unknown> = {};
     for (const [k, x] of Object.entries(v)) out[k] = STRUCTURAL_KEYS.has(k) ? x : guardValue(x, tally, k);
     return out;

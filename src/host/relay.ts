@@ -13,8 +13,9 @@ import type { Duplex } from 'node:stream';
 import { createSecureContext, TLSSocket } from 'node:tls';
 import type { SecureContext } from 'node:tls';
 import { CloisterError } from '../errors.js';
-import type { UpstreamConnector } from './upstream.js';
-import { LOCAL_SOURCE, sourceOf } from '../util/source-address.js';
+import type { UpstreamConnector } from './enclave-leg.js';
+import { LOCAL_SOURCE, sourceOf } from '../core/source-address.js';
+import { positiveInt } from '../core/validate.js';
 
 export const RELAY_DEFAULTS = {
   maxConnections: 1024,
@@ -61,7 +62,7 @@ export type RelayEvent =
   | { readonly type: 'draining'; readonly active: number }
   | { readonly type: 'stopped'; readonly forced: number };
 
-export interface RelayStats {
+interface RelayStats {
   readonly connectionsAccepted: number;
   readonly connectionsActive: number;
   readonly connectionsRejected: number;
@@ -73,12 +74,6 @@ export interface RelayStats {
   readonly bytesToEnclave: number;
   /** Bytes from the enclave to clients. */
   readonly bytesFromEnclave: number;
-}
-
-function positiveInt(name: string, value: number | undefined, fallback: number): number {
-  const v = value ?? fallback;
-  if (!Number.isSafeInteger(v) || v <= 0) throw new CloisterError('CONFIG_INVALID', `${name} must be a positive integer`);
-  return v;
 }
 
 /** One metrics line for logs: counters only, never content. */

@@ -44,7 +44,7 @@ export interface RunOptions {
 }
 
 /** An external engine's identity, for the key config's `engine` field (PROTOCOL.md section 1, key 13). */
-export interface EngineIdentity {
+interface EngineIdentity {
   readonly kind: string;
   readonly model: string;
   readonly imageDigest?: string;

@@ -8,6 +8,7 @@
  * and node:crypto; this module knows nothing about that choice.
  */
 import { loadAddonModule } from './index.js';
+import { concatBytes } from '../core/bytes.js';
 
 /** An X25519 private key held by OpenSSL (an external freed, and cleansed, on GC). */
 export type NativeX25519Key = object;
@@ -90,16 +91,6 @@ function totalLength(parts: readonly Uint8Array[]): number {
   return n;
 }
 
-function concatParts(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(totalLength(parts));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.byteLength;
-  }
-  return out;
-}
-
 /**
  * The array-semantics operations over the raw addon. Small inputs and outputs go through one
  * scratch buffer allocated here once (see native/crypto.c for why); anything that does not
@@ -128,7 +119,7 @@ function wrapNative(raw: RawNativeCrypto): NativeCrypto {
   const isBytes = (v: unknown): v is Uint8Array => v instanceof Uint8Array;
   const hkdfExtractParts = (salt: Uint8Array, ikmParts: readonly Uint8Array[]): Uint8Array => {
     const ikmLen = totalLength(ikmParts);
-    if (!isBytes(salt) || salt.byteLength + ikmLen > IN) return raw.hkdfExtract(salt, concatParts(ikmParts));
+    if (!isBytes(salt) || salt.byteLength + ikmLen > IN) return raw.hkdfExtract(salt, concatBytes(...ikmParts));
     const used = salt.byteLength + ikmLen;
     try {
       sc.set(salt, 0);
@@ -142,7 +133,7 @@ function wrapNative(raw: RawNativeCrypto): NativeCrypto {
   const hkdfExpandParts = (prk: Uint8Array, infoParts: readonly Uint8Array[], length: number): Uint8Array => {
     const infoLen = totalLength(infoParts);
     if (!isBytes(prk) || prk.byteLength + infoLen > IN || !Number.isInteger(length) || length < 0 || length > OUT) {
-      return raw.hkdfExpand(prk, concatParts(infoParts), length);
+      return raw.hkdfExpand(prk, concatBytes(...infoParts), length);
     }
     const used = prk.byteLength + infoLen;
     try {

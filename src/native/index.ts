@@ -16,11 +16,11 @@ import { fileURLToPath } from 'node:url';
 import { CloisterError } from '../errors.js';
 
 /** NSM_REQUEST_MAX_SIZE in the aws-nitro-enclaves-nsm-api driver. */
-export const NSM_REQUEST_MAX = 4096;
+const NSM_REQUEST_MAX = 4096;
 /** NSM_RESPONSE_MAX_SIZE in the aws-nitro-enclaves-nsm-api driver. */
-export const NSM_RESPONSE_MAX = 12288;
+const NSM_RESPONSE_MAX = 12288;
 /** Largest certificate buffer the addon accepts for SNP_GET_EXT_REPORT. */
-export const SNP_CERTS_MAX = 1_048_576;
+const SNP_CERTS_MAX = 1_048_576;
 const PAGE = 4096;
 
 /** The raw addon surface (what native/cloister_native.c exports). */
@@ -41,7 +41,7 @@ export interface SnpExtendedReport {
   readonly certs: Uint8Array;
 }
 
-export interface SnpExtReportOptions {
+interface SnpExtReportOptions {
   /** VMPL to request the report at; default 0. */
   readonly vmpl?: number;
   /** First certificate buffer size (multiple of 4096); default 16 KiB. */

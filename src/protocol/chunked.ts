@@ -9,15 +9,13 @@
  * use the HPKE context's sequence numbers; response chunks use
  * nonce = aead_nonce XOR I2OSP(counter, Nn) with keys from the RFC 9458 section 4.4
  * construction under the label "message/bhttp chunked response". The final chunk runs to
- * the end of the stream (or, on a message transport, to the end of the message).
+ * the end of the stream.
  *
- * Two ways in:
- * - byte streams (HTTP bodies): `push(bytes)` any split, then `finish()` at end of stream;
- * - message transports (one framed chunk per message): `openFrame(frame)`.
+ * Readers take the stream in any split: `push(bytes)`, then `finish()` at end of stream.
  */
 import { CloisterError } from '../errors.js';
 import { aeadOpen, aeadSeal } from '../crypto/aead.js';
-import { assertBytes, concatBytes, copyBytes, utf8 } from '../crypto/bytes.js';
+import { assertBytes, concatBytes, copyBytes, utf8 } from '../core/bytes.js';
 import { MAX_SEQUENCE, xorNonce } from '../crypto/hpke/context.js';
 import { randomBytesPooled } from '../crypto/random.js';
 import type { HpkeRecipientContext, HpkeSenderContext } from '../crypto/hpke/context.js';
@@ -27,15 +25,17 @@ import { suiteParams } from '../crypto/hpke/suite.js';
 import type { HpkeSuite, SuiteParams } from '../crypto/hpke/suite.js';
 import { deriveResponseKeys, encodeRequestHeader, parseRequestHeader, REQUEST_HEADER_LENGTH, requestInfo } from './ohttp.js';
 import type { LookupKey, SealTarget } from './ohttp.js';
-import { readVarint, varintLength, varintSizeFromFirstByte, writeVarint } from './varint.js';
+import { readVarint, varintLength, varintSizeFromFirstByte, writeVarint } from '../core/varint.js';
 
+/** Media type of a chunked OHTTP response (draft-ietf-ohai-chunked-ohttp section 3). */
+export const CHUNKED_RESPONSE_TYPE = 'message/ohttp-chunked-res';
 export const CHUNKED_REQUEST_LABEL = 'message/bhttp chunked request';
 export const CHUNKED_RESPONSE_LABEL = 'message/bhttp chunked response';
 const FINAL_AAD = utf8('final');
 const EMPTY = new Uint8Array(0);
 const AEAD_TAG = 16;
 
-export interface ChunkedLimits {
+interface ChunkedLimits {
   /** Largest chunk ciphertext (tag included) accepted, final chunk included. Bounds buffering. */
   readonly maxChunkLength: number;
   /** Most plaintext bytes across all chunks of one request (`openChunkedRequest`, request opener). */
@@ -58,7 +58,7 @@ export const DEFAULT_CHUNKED_LIMITS: ChunkedLimits = Object.freeze({
 export const MAX_RESPONSE_CHUNK_LENGTH = 4 * 1024 * 1024;
 
 /** Plaintext size of the chunks `sealChunkedRequest` cuts a large request into. */
-export const DEFAULT_REQUEST_CHUNK_SIZE = 64 * 1024;
+const DEFAULT_REQUEST_CHUNK_SIZE = 64 * 1024;
 
 export interface OpenedChunk {
   readonly plaintext: Uint8Array;
@@ -158,7 +158,6 @@ abstract class ChunkReader {
   #queue = new ByteQueue();
   #state: State = 'prefix';
   #chunks = 0;
-  #mode: 'stream' | 'frames' | undefined;
 
   constructor(limits: ChunkedLimits) {
     this.limits = limits;
@@ -172,11 +171,9 @@ abstract class ChunkReader {
   /** Called once per opened chunk with its plaintext length (limits on totals). */
   protected abstract onChunk(plaintextLength: number): void;
 
-  #guard<T>(mode: 'stream' | 'frames', fn: () => T): T {
+  #guard<T>(fn: () => T): T {
     if (this.#state === 'failed') throw new CloisterError('PROTOCOL_VIOLATION', 'stream already failed');
     if (this.#state === 'done') throw new CloisterError('PROTOCOL_VIOLATION', 'data after the final chunk');
-    if (this.#mode !== undefined && this.#mode !== mode) throw new CloisterError('INVALID_ARGUMENT', 'do not mix push() and openFrame()');
-    this.#mode = mode;
     try {
       return fn();
     } catch (err) {
@@ -210,7 +207,7 @@ abstract class ChunkReader {
   /** Feed bytes of a stream in any split. Returns the non-final chunks completed so far. */
   push(bytes: Uint8Array): OpenedChunk[] {
     assertBytes(bytes, 'bytes');
-    return this.#guard('stream', () => {
+    return this.#guard(() => {
       const q = this.#queue;
       q.push(bytes);
       const out: OpenedChunk[] = [];
@@ -245,42 +242,13 @@ abstract class ChunkReader {
    * before its final chunk (cut by the host), and PROTOCOL_VIOLATION when called again.
    */
   finish(): OpenedChunk[] {
-    return this.#guard('stream', () => {
+    return this.#guard(() => {
       if (this.#state !== 'final') {
         throw new CloisterError('STREAM_TRUNCATED', undefined, { detail: { buffered: this.#queue.length } });
       }
       const chunk = this.#emit(this.#queue.takeAll(), true);
       this.#state = 'done';
       return [chunk];
-    });
-  }
-
-  /**
-   * Message transports: one message holds exactly one framed chunk (or, first, the
-   * prefix). Returns [] for the prefix, else the chunk.
-   */
-  openFrame(frameBytes: Uint8Array): OpenedChunk[] {
-    assertBytes(frameBytes, 'frame');
-    return this.#guard('frames', () => {
-      if (this.#state === 'prefix') {
-        const need = this.prefixLength(frameBytes.subarray(0, REQUEST_HEADER_LENGTH));
-        if (frameBytes.byteLength !== need) throw new CloisterError('MALFORMED', 'prefix frame has the wrong length');
-        this.onPrefix(copyBytes(frameBytes));
-        this.#state = 'chunks';
-        return [];
-      }
-      const vi = readVarint(frameBytes, 0);
-      if (vi === undefined) throw new CloisterError('MALFORMED', 'truncated chunk length');
-      const body = frameBytes.subarray(vi.size);
-      if (vi.value === 0) {
-        this.#checkLength(body.byteLength);
-        const chunk = this.#emit(copyBytes(body), true);
-        this.#state = 'done';
-        return [chunk];
-      }
-      this.#checkLength(vi.value);
-      if (body.byteLength !== vi.value) throw new CloisterError('MALFORMED', 'chunk frame length mismatch (truncated or trailing bytes)');
-      return [this.#emit(copyBytes(body), false)];
     });
   }
 
@@ -293,7 +261,7 @@ abstract class ChunkReader {
 // --- Response (server seals, client opens) -------------------------------------------------
 
 /** Server side: seals the response stream to one request. */
-export class ChunkedResponseSealer {
+class ChunkedResponseSealer {
   readonly #p: SuiteParams;
   readonly #context: HpkeRecipientContext;
   readonly #enc: Uint8Array;
@@ -389,13 +357,13 @@ export class ChunkedResponseOpener extends ChunkReader {
 
 // --- Request (client seals, server opens) --------------------------------------------------
 
-export interface ChunkedRequestSealerOptions extends SetupSenderOptions {
+interface ChunkedRequestSealerOptions extends SetupSenderOptions {
   /** Limits applied to the response opener. */
   readonly limits?: Partial<ChunkedLimits>;
 }
 
 /** Client side: seals one request, chunk by chunk. */
-export class ChunkedRequestSealer {
+class ChunkedRequestSealer {
   /** hdr || enc: the first bytes of the request stream. */
   readonly header: Uint8Array;
   /** Opens the response to this request. */
@@ -439,7 +407,7 @@ export function createChunkedRequestSealer(target: SealTarget, options?: Chunked
   return new ChunkedRequestSealer(concatBytes(hdr, enc), context, new ChunkedResponseOpener(p, context, enc, options?.limits));
 }
 
-export interface SealedChunkedRequest {
+interface SealedChunkedRequest {
   readonly bytes: Uint8Array;
   readonly response: ChunkedResponseOpener;
 }
@@ -539,7 +507,7 @@ export class ChunkedRequestOpener extends ChunkReader {
   }
 }
 
-export interface OpenedChunkedRequest {
+interface OpenedChunkedRequest {
   readonly plaintext: Uint8Array;
   readonly keyId: number;
   readonly suite: HpkeSuite;

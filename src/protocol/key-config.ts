@@ -5,28 +5,28 @@
  */
 import { createHash } from 'node:crypto';
 import { CloisterError } from '../errors.js';
-import { PLATFORMS } from '../attestation/types.js';
-import type { Platform } from '../attestation/types.js';
-import { copyBytes } from '../crypto/bytes.js';
+import { PLATFORMS } from '../core/types.js';
+import type { Platform } from '../core/types.js';
+import { copyBytes } from '../core/bytes.js';
 import { timingSafeEqualBytes } from '../crypto/ct.js';
 import { AEAD_AES_128_GCM, AEAD_CHACHA20_POLY1305, KDF_HKDF_SHA256, KEM_DHKEM_X25519_HKDF_SHA256 } from '../crypto/hpke/suite.js';
 import type { HpkeSuite } from '../crypto/hpke/suite.js';
-import { decodeCbor, encodeCbor } from './cbor.js';
-import type { CborInput, CborKey, CborValue } from './cbor.js';
+import { decodeCbor, encodeCbor } from '../core/cbor.js';
+import type { CborInput, CborKey, CborValue } from '../core/cbor.js';
 import type { SealTarget } from './ohttp.js';
 
-export const KEY_CONFIG_VERSION = 1;
+const KEY_CONFIG_VERSION = 1;
 /** Bounds on attacker-supplied key configs. */
-export const KEY_CONFIG_LIMITS = Object.freeze({ maxBytes: 64 * 1024, maxModels: 256, maxStringBytes: 256 });
+const KEY_CONFIG_LIMITS = Object.freeze({ maxBytes: 64 * 1024, maxModels: 256, maxStringBytes: 256 });
 
-export interface KeyConfigModel {
+interface KeyConfigModel {
   readonly name: string;
   readonly task: string;
   /** SHA-256 of the model, 32 bytes. */
   readonly digest: Uint8Array;
 }
 
-export interface KeyConfigEngine {
+interface KeyConfigEngine {
   readonly kind: string;
   readonly model: string;
   readonly imageDigest?: string;

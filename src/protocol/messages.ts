@@ -5,9 +5,9 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, KeyObject, sign, verify } from 'node:crypto';
 import { CloisterError, isErrorCode } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
-import { concatBytes, copyBytes, utf8 } from '../crypto/bytes.js';
-import { decodeCbor, encodeCbor, toPlain } from './cbor.js';
-import type { CborDecodeOptions, CborInput, CborKey, CborValue } from './cbor.js';
+import { concatBytes, copyBytes, utf8 } from '../core/bytes.js';
+import { decodeCbor, encodeCbor, toPlain } from '../core/cbor.js';
+import type { CborDecodeOptions, CborInput, CborKey, CborValue } from '../core/cbor.js';
 
 export const MESSAGE_VERSION = 1;
 

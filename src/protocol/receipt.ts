@@ -13,9 +13,9 @@
  */
 import { createHash } from 'node:crypto';
 import { CloisterError } from '../errors.js';
-import { concatBytes } from '../crypto/bytes.js';
+import { concatBytes } from '../core/bytes.js';
 import { timingSafeEqualBytes } from '../crypto/ct.js';
-import { fromHex, toHex } from '../attestation/hex.js';
+import { fromHex, toHex } from '../core/hex.js';
 import { decodeKeyConfig, keyConfigDigest } from './key-config.js';
 import { RECEIPT_LABEL, RECEIPT_SIGNATURE_LENGTH, verifyReceipt } from './messages.js';
 
@@ -37,7 +37,7 @@ export interface ReceiptRecord {
 const DIGEST_LENGTH = 32;
 
 /** The message a version-1 receipt signs, from its two digests. */
-export function receiptMessage(requestDigest: Uint8Array, responseDigest: Uint8Array): Uint8Array {
+function receiptMessage(requestDigest: Uint8Array, responseDigest: Uint8Array): Uint8Array {
   if (requestDigest.byteLength !== DIGEST_LENGTH || responseDigest.byteLength !== DIGEST_LENGTH) {
     throw new CloisterError('INVALID_ARGUMENT', `receipt digests must be ${DIGEST_LENGTH} bytes each`);
   }

@@ -12,11 +12,11 @@
  * Nothing here is secret: the sealed request and response bytes are opaque `body` fields.
  */
 import { CloisterError, isErrorCode } from '../errors.js';
-import { decodeCbor, encodeCbor } from './cbor.js';
-import type { CborDecodeOptions, CborMap, CborValue } from './cbor.js';
+import { decodeCbor, encodeCbor } from '../core/cbor.js';
+import type { CborDecodeOptions, CborMap, CborValue } from '../core/cbor.js';
 import type { ErrorCode } from '../errors.js';
-import { PLATFORMS } from '../attestation/types.js';
-import type { EvidenceBundle, Platform } from '../attestation/types.js';
+import { PLATFORMS } from '../core/types.js';
+import type { EvidenceBundle, Platform } from '../core/types.js';
 
 /** Largest stream id: stream ids are uint32 chosen by the client. */
 export const MAX_STREAM_ID = 0xffff_ffff;
@@ -32,11 +32,10 @@ export type WireMessage =
    * `fin`: this frame ends the stream (the final chunk runs to the end of this body).
    */
   | { readonly t: 'res'; readonly sid: number; readonly body: Uint8Array; readonly fin?: true }
-  | { readonly t: 'end'; readonly sid: number }
   | { readonly t: 'cancel'; readonly sid: number }
   | { readonly t: 'err'; readonly sid?: number; readonly code: ErrorCode };
 
-export type WireType = WireMessage['t'];
+type WireType = WireMessage['t'];
 
 // ---------------------------------------------------------------------------------------
 // Codec: the one CBOR codec (./cbor.ts) with tight limits; the schema checks below do the rest.
@@ -81,7 +80,6 @@ const SCHEMAS: Readonly<Record<WireType, Readonly<Record<string, Field>>>> = {
   evidence: { bundle: { kind: 'map' } },
   req: { sid: { kind: 'uint' }, body: { kind: 'bytes' } },
   res: { sid: { kind: 'uint' }, body: { kind: 'bytes' }, fin: { kind: 'uint', optional: true } },
-  end: { sid: { kind: 'uint' } },
   cancel: { sid: { kind: 'uint' } },
   err: { sid: { kind: 'uint', optional: true }, code: { kind: 'text' } },
 };
@@ -210,7 +208,6 @@ export function decodeWireMessage(frame: Uint8Array): WireMessage {
       if (getUint(top, 'fin') !== 1) throw malformed('fin must be 1');
       return { t, sid: sidOf(top), body, fin: true };
     }
-    case 'end':
     case 'cancel':
       return { t, sid: sidOf(top) };
     case 'err': {
@@ -256,7 +253,6 @@ export function encodeWireMessage(msg: WireMessage): Uint8Array {
       entries.set('body', msg.body);
       if (msg.fin === true) entries.set('fin', 1);
       break;
-    case 'end':
     case 'cancel':
       entries.set('sid', checkSid(msg.sid));
       break;

@@ -22,9 +22,9 @@ import { SlidingWindowLimiter } from './rate-limit.js';
 /** Requests per minute of a key whose line names no quota (`--client-key-requests-per-minute`). */
 export const DEFAULT_CLIENT_KEY_REQUESTS_PER_MINUTE = 600;
 /** Largest keys file read. */
-export const MAX_CLIENT_KEYS_FILE_BYTES = 1024 * 1024;
+const MAX_CLIENT_KEYS_FILE_BYTES = 1024 * 1024;
 /** Most keys in one file (each lookup compares against all of them). */
-export const MAX_CLIENT_KEYS = 4096;
+const MAX_CLIENT_KEYS = 4096;
 /** Largest per-key quota (the limiter keeps one timestamp per request in the window). */
 export const MAX_CLIENT_KEY_REQUESTS_PER_MINUTE = 100_000;
 

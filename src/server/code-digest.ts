@@ -1,6 +1,6 @@
 /**
  * The server code digest: what the SIMULATED platform measures into PCR0 (see
- * src/attestation/simulated/attester.ts), so that a development policy pins the exact code
+ * src/attester/simulated/attester.ts), so that a development policy pins the exact code
  * that served it, as PCR0 pins the enclave image on Nitro. Real TEEs measure the code in
  * hardware; this digest is never used for them.
  *
@@ -29,7 +29,7 @@ import { digestFileSet } from '../inference/onnx/digest.js';
 
 export const CODE_DIGEST_LABEL = 'cloister/code-digest/v1';
 /** Most files measured (LIMIT_EXCEEDED beyond). */
-export const DEFAULT_MAX_CODE_FILES = 4096;
+const DEFAULT_MAX_CODE_FILES = 4096;
 const MAX_DEPTH = 16;
 
 export interface CodeDigestOptions {

@@ -8,7 +8,7 @@
  * that opens a new connection per request is still one source.
  */
 import { CloisterError } from '../errors.js';
-import type { Attester, EvidenceBundle } from '../attestation/types.js';
+import type { Attester, EvidenceBundle } from '../core/types.js';
 import type { KeyManager } from './keys.js';
 import { SlidingWindowLimiter } from './rate-limit.js';
 import { MAX_NONCE_BYTES } from '../protocol/wire.js';

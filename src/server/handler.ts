@@ -13,7 +13,7 @@
  */
 import { CloisterError, ERROR_CODES, asCloisterError, wireCodeOf } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
-import type { CborInput } from '../protocol/cbor.js';
+import type { CborInput } from '../core/cbor.js';
 import { MAX_RESPONSE_CHUNK_LENGTH, openChunkedRequest } from '../protocol/chunked.js';
 import type { ClientKeyTable } from './client-keys.js';
 import { JsonResults, ReceiptHasher, decodeSealedRequest, encodeResponseChunk, encodeResultsChunk, padChunkPlaintext } from '../protocol/messages.js';
@@ -24,12 +24,12 @@ import type { Logger } from './log.js';
 import { newServerRequestId } from './log.js';
 import { CODE_OK, OP_NONE } from './stats.js';
 import type { ServerStats } from './stats.js';
-import { startDeadline } from '../util/deadline.js';
+import { startDeadline } from '../core/deadline.js';
+import type { Deadline } from '../core/deadline.js';
 import { DEFAULT_GUARD_POLICY } from '../guard/policy.js';
 import type { GuardPolicy } from '../guard/policy.js';
 import { GUARDED_OPERATIONS, guardResults, requestPolicy } from '../guard/output.js';
 import type { GuardedResults } from '../guard/output.js';
-import type { Deadline } from '../util/deadline.js';
 
 /** Where the sealed response stream goes. */
 export interface ResponseOut {
@@ -50,7 +50,7 @@ export interface ResponseOut {
   fail(code: ErrorCode): void;
 }
 
-export interface RequestContext {
+interface RequestContext {
   readonly conn: number;
   readonly sid?: number;
   /** Aborted when the client cancels or disconnects. */
@@ -90,15 +90,15 @@ export interface HandlerDeps {
 }
 
 /** Most engine results sealed together in one `items` chunk (`HandlerDeps.maxItemsPerChunk`). */
-export const DEFAULT_MAX_ITEMS_PER_CHUNK = 64;
+const DEFAULT_MAX_ITEMS_PER_CHUNK = 64;
 /**
  * Most relayed JSON text (UTF-16 code units) gathered into one `json` chunk
  * (`HandlerDeps.maxChunkTextChars`): 1 Mi units is at most 3 MiB of UTF-8, so with one more
  * engine batch (64 Ki units) a chunk stays under the client's 4 MiB chunk limit.
  */
-export const DEFAULT_MAX_CHUNK_TEXT_CHARS = 1 << 20;
+const DEFAULT_MAX_CHUNK_TEXT_CHARS = 1 << 20;
 /** Time the error report may take to write (`HandlerDeps.reportGraceMs`, ServerLimits.reportGraceMs). */
-export const DEFAULT_REPORT_GRACE_MS = 5_000;
+const DEFAULT_REPORT_GRACE_MS = 5_000;
 
 const TURN_END: unique symbol = Symbol('turn end');
 interface TurnEnd {
@@ -125,7 +125,7 @@ class Aborted extends Error {}
  * The message of an error raised as content-free (`detail.public === true`: it names limits,
  * values, models, operations, never request data), for the sealed error chunk; else undefined.
  */
-export function publicMessageOf(err: unknown): string | undefined {
+function publicMessageOf(err: unknown): string | undefined {
   return err instanceof CloisterError && err.detail?.['public'] === true ? err.message : undefined;
 }
 

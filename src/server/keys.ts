@@ -12,7 +12,7 @@
  */
 import { randomInt } from 'node:crypto';
 import { CloisterError } from '../errors.js';
-import type { Platform } from '../attestation/types.js';
+import type { Platform } from '../core/types.js';
 import type { ModelInfo } from '../inference/types.js';
 import { HpkeRecipientKey } from '../crypto/hpke/kem.js';
 import {
@@ -28,7 +28,7 @@ import type { KeyConfig } from '../protocol/key-config.js';
 
 export const DEFAULT_KEY_ROTATION_INTERVAL_MS = 60 * 60 * 1000;
 export const DEFAULT_KEY_GRACE_MS = 5 * 60 * 1000;
-export const SUPPORTED_AEAD_IDS: readonly number[] = [AEAD_AES_128_GCM, AEAD_CHACHA20_POLY1305];
+const SUPPORTED_AEAD_IDS: readonly number[] = [AEAD_AES_128_GCM, AEAD_CHACHA20_POLY1305];
 
 export interface KeyGeneration {
   /** Increments by one per rotation (local bookkeeping; caches key off it). */
@@ -46,7 +46,7 @@ export interface KeyGeneration {
   signReceipt(message: Uint8Array): Uint8Array;
 }
 
-export interface KeyManagerOptions {
+interface KeyManagerOptions {
   readonly platform: Platform;
   readonly models: readonly ModelInfo[];
   /** SHA-256 of the server's effective config, 32 bytes. */

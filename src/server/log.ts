@@ -5,14 +5,14 @@
  * finite number or an error code. The same checks run at runtime, so a caller that bypasses
  * the types (plain JS, casts) still cannot smuggle a string into a line.
  */
-import { toHex } from '../crypto/bytes.js';
+import { toHex } from '../core/hex.js';
 import { randomBytesPooled } from '../crypto/random.js';
 import { isErrorCode } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
 import { DEFAULT_LIMITS } from './options.js';
 import type { ServerLimits } from './options.js';
 
-export const LOG_EVENTS = [
+const LOG_EVENTS = [
   'server.listening',
   'server.closed',
   'server.platform',
@@ -35,7 +35,7 @@ export const LOG_EVENTS = [
   'key.retired',
   'collections.loaded',
 ] as const;
-export type LogEvent = (typeof LOG_EVENTS)[number];
+type LogEvent = (typeof LOG_EVENTS)[number];
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
@@ -93,7 +93,7 @@ const REQUEST_ID = /^[0-9a-f]{16}$/;
  * who reads the log; a power of two is coarser than the padding buckets on the wire
  * (PROTOCOL.md section 4, "Padding"), so the log tells no more than the wire.
  */
-export function logSizeBucket(n: number): number {
+function logSizeBucket(n: number): number {
   if (n <= 0) return 0;
   let b = 256;
   while (b < n && b < Number.MAX_SAFE_INTEGER / 2) b *= 2;
@@ -104,7 +104,7 @@ const LEVELS: ReadonlySet<string> = new Set(['debug', 'info', 'warn', 'error']);
 const EVENTS: ReadonlySet<string> = new Set(LOG_EVENTS);
 const LIMIT_NAMES: ReadonlySet<string> = new Set(Object.keys(DEFAULT_LIMITS));
 
-export type LogSink = (line: string) => void;
+type LogSink = (line: string) => void;
 
 export interface Logger {
   log(level: LogLevel, event: LogEvent, fields?: LogFields): void;

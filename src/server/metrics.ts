@@ -10,7 +10,7 @@ import type { ServerStats } from './stats.js';
 
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
-export interface MetricsInput {
+interface MetricsInput {
   readonly stats: ServerStats;
   /** Current key generation counter and its OHTTP key id. */
   readonly keyGeneration: number;

@@ -1,6 +1,6 @@
 /**
  * Chooses the attester for `cloister serve --platform`, through the shared start-up
- * detection of src/attestation/tsm (`detectPlatform`, `createTeeAttester`) and the
+ * detection of src/attester/tsm (`detectPlatform`, `createTeeAttester`) and the
  * `NitroAttester`; this module adds only the policy of what to do with the result:
  *
  * - `auto`: the TEE that detection finds is used. With none, the SIMULATED platform
@@ -16,13 +16,13 @@
  * (./code-digest.ts), PCR1 the effective config digest, PCR2 the served model digests.
  */
 import { CloisterError } from '../errors.js';
-import { PLATFORMS } from '../attestation/types.js';
+import { PLATFORMS } from '../core/types.js';
+import type { Attester, Platform } from '../core/types.js';
 import type { GuardPolicy } from '../guard/policy.js';
-import type { Attester, Platform } from '../attestation/types.js';
-import type { SimulatedMeasurementInputs } from '../attestation/simulated/index.js';
-import { createTeeAttester, detectPlatform } from '../attestation/tsm/detect.js';
-import type { CreateTeeAttesterOptions, DetectedPlatform, DetectPlatformOptions } from '../attestation/tsm/detect.js';
-import type { NsmTransport } from '../attestation/nitro/nsm/device.js';
+import type { SimulatedMeasurementInputs } from '../attester/simulated/index.js';
+import { createTeeAttester, detectPlatform } from '../attester/tsm/detect.js';
+import type { CreateTeeAttesterOptions, DetectedPlatform, DetectPlatformOptions } from '../attester/tsm/detect.js';
+import type { NsmTransport } from '../attester/nsm/device.js';
 import type { Engine } from '../inference/types.js';
 import { codeDigest } from './code-digest.js';
 import type { CodeDigestOptions } from './code-digest.js';
@@ -30,13 +30,13 @@ import type { ServerLimits } from './options.js';
 import { serverConfigDigest } from './server.js';
 
 export type PlatformChoice = Platform | 'auto';
-export const PLATFORM_CHOICES: readonly PlatformChoice[] = ['auto', ...PLATFORMS];
+const PLATFORM_CHOICES: readonly PlatformChoice[] = ['auto', ...PLATFORMS];
 
 export function isPlatformChoice(value: string): value is PlatformChoice {
   return (PLATFORM_CHOICES as readonly string[]).includes(value);
 }
 
-export interface PlatformSelection {
+interface PlatformSelection {
   readonly choice: PlatformChoice;
   readonly platform: Platform;
   /** What detection found; absent for an explicit 'simulated' (nothing was probed). */
@@ -91,7 +91,7 @@ export async function selectPlatform(choice: PlatformChoice, options: PlatformOp
   return { choice, platform: detected.platform, detected, fellBack: false, ...warning };
 }
 
-export interface PlatformAttester {
+interface PlatformAttester {
   readonly attester: Attester;
   readonly selection: PlatformSelection;
   /** Present for the simulated platform: the run's root and the policy section matching it. */
@@ -110,8 +110,8 @@ export async function createPlatformAttester(
 ): Promise<PlatformAttester> {
   switch (selection.platform) {
     case 'simulated': {
-      const { createSimulatedAttester } = await import('../attestation/simulated/index.js');
-      const { loadSimulatedRoot } = await import('../attestation/simulated/root-store.js');
+      const { createSimulatedAttester } = await import('../attester/simulated/index.js');
+      const { loadSimulatedRoot } = await import('../attester/simulated/root-store.js');
       const dir = options.simulatedStateDir;
       const root = dir === undefined ? undefined : await loadSimulatedRoot(dir);
       const sim = await createSimulatedAttester({ measurements, ...(root === undefined ? {} : { root }) });
@@ -120,12 +120,12 @@ export async function createPlatformAttester(
       return { attester: sim, selection, simulated: { rootPem: sim.rootPem, rootSha256Hex: sim.rootSha256Hex, pcrs: section.pcrs } };
     }
     case 'nitro': {
-      const { NitroAttester } = await import('../attestation/nitro/nsm/attester.js');
+      const { NitroAttester } = await import('../attester/nsm/attester.js');
       const path = selection.detected?.path;
       const open =
         options.openNsm ??
         (async (p: string | undefined): Promise<NsmTransport> => {
-          const { openNsmDevice } = await import('../attestation/nitro/nsm/device.js');
+          const { openNsmDevice } = await import('../attester/nsm/device.js');
           return openNsmDevice(p === undefined ? {} : { path: p });
         });
       return { attester: new NitroAttester({ transport: await open(path) }), selection };
@@ -145,7 +145,7 @@ export async function createPlatformAttester(
   }
 }
 
-export interface ServePlatformInput {
+interface ServePlatformInput {
   /** From `selectPlatform`, taken before the engines start so a missing TEE fails fast. */
   readonly selection: PlatformSelection;
   /** Started engines: their models are measured (simulated PCR2) and configured. */

@@ -15,7 +15,7 @@
  */
 import { CloisterError } from '../errors.js';
 
-export interface ReplayWindowOptions {
+interface ReplayWindowOptions {
   /** How old a timestamp may be, and how long after it ids are remembered. Default 60 s. */
   readonly windowMs?: number;
   /** How far ahead of the server's clock a timestamp may be. Default 30 s. */
@@ -26,9 +26,9 @@ export interface ReplayWindowOptions {
   readonly now?: () => number;
 }
 
-export const DEFAULT_REPLAY_WINDOW_MS = 60_000;
-export const DEFAULT_REPLAY_FUTURE_SKEW_MS = 30_000;
-export const DEFAULT_REPLAY_MAX_ENTRIES = 100_000;
+const DEFAULT_REPLAY_WINDOW_MS = 60_000;
+const DEFAULT_REPLAY_FUTURE_SKEW_MS = 30_000;
+const DEFAULT_REPLAY_MAX_ENTRIES = 100_000;
 /** Buckets per window: a forgotten id outlives its expiry by at most windowMs / BUCKETS_PER_WINDOW. */
 const BUCKETS_PER_WINDOW = 8;
 

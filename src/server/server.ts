@@ -9,7 +9,7 @@ import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer } from 'ws';
 import { CloisterError } from '../errors.js';
-import type { Attester, Platform } from '../attestation/types.js';
+import type { Attester, Platform } from '../core/types.js';
 import type { Engine, ModelInfo } from '../inference/types.js';
 import type { ServerContext } from './context.js';
 import type { GuardPolicy } from '../guard/policy.js';
@@ -31,7 +31,7 @@ import { ServerStats } from './stats.js';
 import { HttpTransport } from './transports/http.js';
 import { WsSession } from './transports/ws.js';
 import { MAX_FRAME_BYTES_HEADER, MAX_IN_FLIGHT_HEADER } from '../protocol/wire.js';
-import { checkUnixSocketPath } from '../util/unix-socket.js';
+import { checkUnixSocketPath } from '../core/unix-socket.js';
 
 export type ListenTarget = { readonly host: string; readonly port: number } | { readonly path: string };
 
@@ -80,8 +80,6 @@ export interface ServerAddress {
   readonly port?: number;
   readonly path?: string;
 }
-
-export { DEFAULT_KEY_GRACE_MS, DEFAULT_KEY_ROTATION_INTERVAL_MS };
 
 /**
  * SHA-256 over the server's effective configuration (PROTOCOL.md section 1, key 9): limits,

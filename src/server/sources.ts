@@ -17,13 +17,13 @@
  * closed: they are limited together).
  */
 import { SlidingWindowLimiter } from './rate-limit.js';
-import { LOCAL_SOURCE, sourceOf } from '../util/source-address.js';
+import { LOCAL_SOURCE, sourceOf } from '../core/source-address.js';
 
 export { LOCAL_SOURCE, sourceOf };
 /** How often a full table may be swept for sources that hold nothing. */
 const SWEEP_INTERVAL_MS = 1000;
 
-export interface SourceEntry {
+interface SourceEntry {
   connections: number;
   uploads: number;
   readonly evidence: SlidingWindowLimiter;

@@ -15,7 +15,7 @@ export const OP_NONE = 'none';
 /** The `code` label of a request that completed. */
 export const CODE_OK = 'ok';
 
-export interface LatencyHistogram {
+interface LatencyHistogram {
   /** Cumulative counts per LATENCY_BUCKETS_SECONDS bound (the +Inf bucket is `count`). */
   readonly buckets: number[];
   sum: number;

@@ -1,5 +1,5 @@
 /**
- * The evidence file (src/attestation/evidence-file.ts) through `cloister verify FILE`: the
+ * The evidence file (src/verifier/evidence-file.ts) through `cloister verify FILE`: the
  * round trip passes, the binding to the key config inside is checked, and a flipped byte in any
  * region of the file (CBOR structure, platform, evidence, certificates inside it, signature,
  * key config, nonce) fails with exit 1. Real SEV-SNP and TDX evidence in the same format runs
@@ -11,15 +11,15 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../src/cli/commands/verify.js';
-import { createSimulatedAttester } from '../../src/attestation/simulated/attester.js';
-import type { SimulatedAttester } from '../../src/attestation/simulated/attester.js';
-import { decodeEvidenceFile, encodeEvidenceFile, looksLikeEvidenceFile } from '../../src/attestation/evidence-file.js';
-import { decodeCoseSign1 } from '../../src/attestation/nitro/cose.js';
-import { parseNitroDocument } from '../../src/attestation/nitro/document.js';
+import { createSimulatedAttester } from '../../src/attester/simulated/attester.js';
+import type { SimulatedAttester } from '../../src/attester/simulated/attester.js';
+import { decodeEvidenceFile, encodeEvidenceFile, looksLikeEvidenceFile } from '../../src/verifier/evidence-file.js';
+import { decodeCoseSign1 } from '../../src/verifier/nitro/cose.js';
+import { parseNitroDocument } from '../../src/verifier/nitro/document.js';
 import { encodeKeyConfig } from '../../src/protocol/key-config.js';
 import type { KeyConfig } from '../../src/protocol/key-config.js';
 import { encodeWireMessage } from '../../src/protocol/wire.js';
-import type { EvidenceBundle, Platform } from '../../src/attestation/types.js';
+import type { EvidenceBundle, Platform } from '../../src/core/types.js';
 import { describeWithVectors, readVector, readVectorJson } from '../helpers/vectors.js';
 
 const T0 = Date.UTC(2026, 0, 15, 12, 0, 0);

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { run } from '../../src/cli/commands/verify.js';
-import { createSimulatedAttester } from '../../src/attestation/simulated/attester.js';
+import { createSimulatedAttester } from '../../src/attester/simulated/attester.js';
 import { describeWithVectors, readVectorJson, REPO_ROOT, vectorPath } from '../helpers/vectors.js';
 
 const base = vectorPath('nitro/nitro_base_nov2024.cbor');

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../../src/client/client.js';
-import { decodeEvidenceFile } from '../../src/attestation/evidence-file.js';
+import { decodeEvidenceFile } from '../../src/verifier/evidence-file.js';
 import { run } from '../../src/cli/commands/verify.js';
 import { startTestServer } from '../e2e/helpers.js';
 import type { TestServer } from '../e2e/helpers.js';

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../../src/client/client.js';
 import type { CloisterClient } from '../../src/client/client.js';
 import { developmentPolicy } from '../../src/client/dev-policy.js';
-import { policyFromJson } from '../../src/attestation/policy.js';
+import { policyFromJson } from '../../src/verifier/policy.js';
 import type { EngineRequest } from '../../src/inference/types.js';
 import { FakeEngine, codeOf, startTestServer } from '../e2e/helpers.js';
 import type { TestServer } from '../e2e/helpers.js';

@@ -13,7 +13,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { connect } from '../../src/client/client.js';
 import { run as runReceiptCli } from '../../src/cli/commands/receipt.js';
-import { decodeEvidenceFile } from '../../src/attestation/evidence-file.js';
+import { decodeEvidenceFile } from '../../src/verifier/evidence-file.js';
 import { openChunkedRequest } from '../../src/protocol/chunked.js';
 import { decodeKeyConfig, keyConfigDigest } from '../../src/protocol/key-config.js';
 import { ReceiptHasher, encodeResponseChunk } from '../../src/protocol/messages.js';

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { connect } from '../../src/client/client.js';
 import type { CloisterClient } from '../../src/client/client.js';
-import type { CborInput } from '../../src/protocol/cbor.js';
+import type { CborInput } from '../../src/core/cbor.js';
 import { until } from '../e2e/helpers.js';
 import { demoEmbedderDir } from './helpers.js';
 

@@ -3,11 +3,10 @@ import {
   AEAD_AES_128_GCM,
   generateX25519KeyPair,
   HpkeRecipientKey,
-  portableSetupBaseRecipient,
-  portableSetupBaseSender,
   setupBaseRecipient,
   setupBaseSender,
 } from '../../src/crypto/index.js';
+import { portableSetupBaseRecipient, portableSetupBaseSender } from '../helpers/hpke-portable.js';
 import type { HpkeSuite } from '../../src/crypto/index.js';
 import { toHex } from '../helpers/bytes.js';
 import { codeOfAsync } from '../helpers/errors.js';

@@ -13,11 +13,10 @@ import { hkdfExpand, hkdfExpandParts, hkdfExtract, hkdfExtractParts } from '../.
 import {
   generateX25519KeyPair,
   HpkeRecipientKey,
-  portableSetupBaseRecipient,
-  portableSetupBaseSender,
   setupBaseRecipient,
   setupBaseSender,
 } from '../../src/crypto/index.js';
+import { portableSetupBaseRecipient, portableSetupBaseSender } from '../helpers/hpke-portable.js';
 import type { HpkeSuite } from '../../src/crypto/index.js';
 import { loadAddonModule } from '../../src/native/index.js';
 import { loadNativeCrypto, nativeCryptoSelfTest } from '../../src/native/crypto.js';

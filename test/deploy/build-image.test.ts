@@ -9,7 +9,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { measureEifFile } from '../../src/attestation/nitro/eif/measure.js';
+import { measureEifFile } from '../../src/image/eif/measure.js';
 
 type Main = (argv: string[], opts: Record<string, unknown>) => Promise<number>;
 const repoRoot = resolve(new URL('../..', import.meta.url).pathname);

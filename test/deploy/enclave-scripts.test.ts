@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import { EventEmitter } from 'node:events';
 import { crc32 } from 'node:zlib';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
-import { measureEifFile } from '../../src/attestation/nitro/eif/measure.js';
+import { measureEifFile } from '../../src/image/eif/measure.js';
 import { modelDigest } from '../../src/inference/onnx/digest.js';
 
 type Main = (argv: string[], opts: Record<string, unknown>) => Promise<number>;

@@ -11,8 +11,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeEvidenceFile } from '../../src/attestation/evidence-file.js';
-import { buildDemoModels } from '../../src/inference/demo-model/build.js';
+import { decodeEvidenceFile } from '../../src/verifier/evidence-file.js';
+import { buildDemoModels } from '../../tools/demo-model/build.js';
 import { until } from './helpers.js';
 
 const repoRoot = fileURLToPath(new URL('../..', import.meta.url));

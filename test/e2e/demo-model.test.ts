@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../../src/client/client.js';
-import { buildDemoModels } from '../../src/inference/demo-model/build.js';
+import { buildDemoModels } from '../../tools/demo-model/build.js';
 import { OnnxEngine } from '../../src/inference/onnx/engine.js';
 import type { Engine } from '../../src/inference/types.js';
 import { startTestServer } from './helpers.js';

@@ -2,10 +2,10 @@
 import { CloisterError } from '../../src/errors.js';
 import { JsonResults } from '../../src/protocol/messages.js';
 import type { Engine, EngineRequest, ModelInfo, RunOptions } from '../../src/inference/types.js';
-import { createSimulatedAttester } from '../../src/attestation/simulated/index.js';
-import type { SimulatedAttester } from '../../src/attestation/simulated/index.js';
-import { policyFromJson } from '../../src/attestation/policy.js';
-import type { Policy } from '../../src/attestation/policy.js';
+import { createSimulatedAttester } from '../../src/attester/simulated/index.js';
+import type { SimulatedAttester } from '../../src/attester/simulated/index.js';
+import { policyFromJson } from '../../src/verifier/policy.js';
+import type { Policy } from '../../src/verifier/policy.js';
 import { developmentPolicy } from '../../src/client/dev-policy.js';
 import { CloisterServer, serverConfigDigest } from '../../src/server/server.js';
 import type { CloisterServerOptions, ServerAddress } from '../../src/server/server.js';

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../../src/client/client.js';
-import type { EvidenceBundle } from '../../src/attestation/types.js';
+import type { EvidenceBundle } from '../../src/core/types.js';
 import { WsClientTransport } from '../../src/client/ws-transport.js';
 import { codeOf, fakeClassify, startTestServer } from './helpers.js';
 import type { TestServer } from './helpers.js';
@@ -170,7 +170,7 @@ describe('a man in the middle is detected, never yields a wrong result', () => {
         send('up', m);
         return [{ ...m, sid: m.sid + OFFSET }];
       }
-      if (dir === 'down' && (m.t === 'res' || m.t === 'end')) {
+      if (dir === 'down' && m.t === 'res') {
         // deliver the replay's answer to the client, drop the original's
         if (m.sid >= OFFSET) return [{ ...m, sid: m.sid - OFFSET }];
         return [];

@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../../src/client/client.js';
 import type { CloisterClient, ConnectOptions } from '../../src/client/client.js';
-import { buildDemoModels } from '../../src/inference/demo-model/build.js';
+import { buildDemoModels } from '../../tools/demo-model/build.js';
 import { OnnxEngine } from '../../src/inference/onnx/engine.js';
 import { sealChunkedRequest } from '../../src/protocol/chunked.js';
 import { decodeKeyConfig, sealTargetFromKeyConfig } from '../../src/protocol/key-config.js';

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CloisterServer } from '../../src/server/server.js';
 import { connect } from '../../src/client/client.js';
-import { policyFromJson } from '../../src/attestation/policy.js';
+import { policyFromJson } from '../../src/verifier/policy.js';
 import { codeOf, fakeClassify, fakeEmbed, startTestServer } from './helpers.js';
 import type { TestServer } from './helpers.js';
 

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createSimulatedAttester } from '../../src/attestation/simulated/attester.js';
+import { createSimulatedAttester } from '../../src/attester/simulated/attester.js';
 import { startFromArgs } from '../../src/cli/commands/gateway.js';
 import { developmentPolicy } from '../../src/client/dev-policy.js';
 import { UpstreamEngine } from '../../src/inference/upstream/index.js';

@@ -15,7 +15,7 @@ import type { CloisterClient } from '../../src/client/client.js';
 import { startGateway } from '../../src/client/gateway/index.js';
 import { createOpenAIClient } from '../../src/client/openai/index.js';
 import type { Gateway } from '../../src/client/gateway/index.js';
-import { buildDemoModels } from '../../src/inference/demo-model/build.js';
+import { buildDemoModels } from '../../tools/demo-model/build.js';
 import { OnnxEngine } from '../../src/inference/onnx/engine.js';
 import { run as infer } from '../../src/cli/commands/infer.js';
 import { run as serve } from '../../src/cli/commands/serve.js';

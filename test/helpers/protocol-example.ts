@@ -9,7 +9,7 @@
  *   UPDATE_VECTORS=1 npx vitest run test/protocol/example-vector.test.ts
  */
 import { createHash, createPublicKey } from 'node:crypto';
-import { toHex } from '../../src/crypto/bytes.js';
+import { toHex } from '../../src/core/hex.js';
 import { HpkeRecipientKey } from '../../src/crypto/hpke/kem.js';
 import { setupBaseSenderDetailed } from '../../src/crypto/hpke/setup.js';
 import { AEAD_AES_128_GCM, AEAD_CHACHA20_POLY1305, KDF_HKDF_SHA256, KEM_DHKEM_X25519_HKDF_SHA256, suiteFromIds, suiteParams } from '../../src/crypto/hpke/suite.js';

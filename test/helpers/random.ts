@@ -1,5 +1,5 @@
 /** Test-only seeded randomness, so any failing property case reproduces. Not a test file itself. */
-import { SeededRng } from '../../src/inference/demo-model/rng.js';
+import { SeededRng } from '../../tools/demo-model/rng.js';
 
 /** A mulberry32 generator of floats in [0, 1): the same PRNG the demo model build uses. */
 export function mulberry32(seed: number): () => number {

@@ -1,7 +1,7 @@
 /** Test-only: a token-classification model directory built from the demo classifier (not a test file itself; shared by the onnx and gateway tests). */
 import { cp, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { encodeOnnxModel, float32Raw, ONNX_FLOAT, ONNX_INT64 } from '../../src/inference/demo-model/onnx-proto.js';
+import { encodeOnnxModel, float32Raw, ONNX_FLOAT, ONNX_INT64 } from '../../tools/demo-model/onnx-proto.js';
 
 /** Every token "O" except "ecg" ("TEST"); subwords "SUBWORD". Scores from a lookup table (Gather). */
 export async function makeTagger(classifierDir: string, dir: string): Promise<void> {

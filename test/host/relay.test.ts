@@ -8,8 +8,8 @@ import { connect as tlsConnect } from 'node:tls';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { formatRelayMetrics, formatRelayStats, Relay, RELAY_DEFAULTS, startRelay } from '../../src/host/relay.js';
 import type { RelayEvent, RelayOptions } from '../../src/host/relay.js';
-import { socatVsockArgv, unixConnector, vsockSocatConnector } from '../../src/host/upstream.js';
-import type { UpstreamConnector } from '../../src/host/upstream.js';
+import { socatVsockArgv, unixConnector, vsockSocatConnector } from '../../src/host/enclave-leg.js';
+import type { UpstreamConnector } from '../../src/host/enclave-leg.js';
 import { CloisterError } from '../../src/errors.js';
 
 // Throwaway self-signed P-256 certificate for CN=localhost / IP 127.0.0.1 (test data only).

@@ -9,8 +9,8 @@ import { join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { buildDemoModels, type DemoModelsResult } from '../../src/inference/demo-model/build.js';
-import { loadClinicalNotes } from '../../src/inference/demo-model/dataset.js';
+import { buildDemoModels, type DemoModelsResult } from '../../tools/demo-model/build.js';
+import { loadClinicalNotes } from '../../tools/demo-model/dataset.js';
 import { buildBatchInputs } from '../../src/inference/onnx/batch-inputs.js';
 import { type ClassLabelScore, OnnxEngine, type OnnxEngineOptions, type TokenEntity } from '../../src/inference/onnx/engine.js';
 import { loadTransformers } from '../../src/inference/onnx/transformers-env.js';

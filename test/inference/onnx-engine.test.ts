@@ -7,11 +7,11 @@ import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import { CloisterError } from '../../src/errors.js';
-import { buildDemoModels, type DemoModelsResult, type DemoTraining, trainDemoClassifier } from '../../src/inference/demo-model/build.js';
-import { loadClinicalNotes } from '../../src/inference/demo-model/dataset.js';
-import { encodeOnnxModel, float32Raw, ONNX_FLOAT, ONNX_INT64 } from '../../src/inference/demo-model/onnx-proto.js';
-import { PAD_ID } from '../../src/inference/demo-model/tokenizer.js';
-import { predictProbabilities } from '../../src/inference/demo-model/train.js';
+import { buildDemoModels, type DemoModelsResult, type DemoTraining, trainDemoClassifier } from '../../tools/demo-model/build.js';
+import { loadClinicalNotes } from '../../tools/demo-model/dataset.js';
+import { encodeOnnxModel, float32Raw, ONNX_FLOAT, ONNX_INT64 } from '../../tools/demo-model/onnx-proto.js';
+import { PAD_ID } from '../../tools/demo-model/tokenizer.js';
+import { predictProbabilities } from '../../tools/demo-model/train.js';
 import { modelDigest } from '../../src/inference/onnx/digest.js';
 import { type ClassLabelScore, OnnxEngine, type OnnxEngineOptions } from '../../src/inference/onnx/engine.js';
 import type { EngineRequest } from '../../src/inference/types.js';

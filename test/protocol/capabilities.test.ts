@@ -11,7 +11,7 @@ import { sealChunkedRequest } from '../../src/protocol/chunked.js';
 import { decodeKeyConfig, sealTargetFromKeyConfig } from '../../src/protocol/key-config.js';
 import { decodeResponseChunk, encodeSealedRequest } from '../../src/protocol/messages.js';
 import type { ResponseChunk } from '../../src/protocol/messages.js';
-import { encodeCbor } from '../../src/protocol/cbor.js';
+import { encodeCbor } from '../../src/core/cbor.js';
 import { startTestServer } from '../e2e/helpers.js';
 import type { TestServer } from '../e2e/helpers.js';
 

@@ -16,11 +16,11 @@ import {
   verifyReceipt,
 } from '../../src/protocol/index.js';
 import type { KeyConfig, SealedRequest } from '../../src/protocol/index.js';
-import { decodeCbor, encodeCbor } from '../../src/protocol/cbor.js';
+import { decodeCbor, encodeCbor } from '../../src/core/cbor.js';
 import { toHex } from '../helpers/bytes.js';
 import { codeOf } from '../helpers/errors.js';
 
-// The codec's own tests (every rule, limits, cbor-x cross-check): test/protocol/cbor.test.ts.
+// The codec's own tests (every rule, limits, cbor-x cross-check): test/core/cbor.test.ts.
 
 function sampleKeyConfig(): KeyConfig {
   return {

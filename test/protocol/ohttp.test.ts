@@ -1,12 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { CloisterError } from '../../src/errors.js';
 import { HpkeRecipientKey, generateX25519KeyPair, suiteFromIds } from '../../src/crypto/index.js';
-import {
-  decapsulateRequest,
-  decodeOhttpKeyConfig,
-  encapsulateRequest,
-  encodeOhttpKeyConfig,
-} from '../../src/protocol/index.js';
+import { decapsulateRequest, decodeOhttpKeyConfig, encapsulateRequest, encodeOhttpKeyConfig } from '../helpers/ohttp-rfc9458.js';
 import { hex, toHex } from '../helpers/bytes.js';
 import { codeOf } from '../helpers/errors.js';
 import { describeWithVectors, hasVectors, readVectorJson } from '../helpers/vectors.js';

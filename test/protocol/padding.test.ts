@@ -3,7 +3,7 @@
  * field the sender adds and the strict decoders' checks on it.
  */
 import { describe, expect, it } from 'vitest';
-import { encodeCbor } from '../../src/protocol/cbor.js';
+import { encodeCbor } from '../../src/core/cbor.js';
 import {
   PAD_MIN_BUCKET, decodeResponseChunk, decodeSealedRequest, encodeResponseChunk, encodeSealedRequest, maxPadFor, padBucket,
   padChunkPlaintext, padLengthFor, padStep,

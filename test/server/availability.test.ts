@@ -12,10 +12,10 @@ import { WebSocket } from 'ws';
 import { connect } from '../../src/client/client.js';
 import { sealChunkedRequest } from '../../src/protocol/chunked.js';
 import { decodeKeyConfig, sealTargetFromKeyConfig } from '../../src/protocol/key-config.js';
-import { encodeCbor } from '../../src/protocol/cbor.js';
+import { encodeCbor } from '../../src/core/cbor.js';
 import { decodeWireMessage, encodeWireMessage } from '../../src/protocol/wire.js';
 import type { ServerLimits } from '../../src/server/options.js';
-import { policyFromJson } from '../../src/attestation/policy.js';
+import { policyFromJson } from '../../src/verifier/policy.js';
 import { codeOf, startTestServer, until } from '../e2e/helpers.js';
 import type { TestServer } from '../e2e/helpers.js';
 

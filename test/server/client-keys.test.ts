@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../../src/client/client.js';
 import { decodeSealedRequest, encodeSealedRequest } from '../../src/protocol/messages.js';
-import { decodeCbor, encodeCbor } from '../../src/protocol/cbor.js';
+import { decodeCbor, encodeCbor } from '../../src/core/cbor.js';
 import { ClientKeyTable, clientKeyLine } from '../../src/server/client-keys.js';
 import { createLogger } from '../../src/server/log.js';
 import { parseServeConfig } from '../../src/cli/commands/serve.js';

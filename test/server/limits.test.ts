@@ -7,7 +7,7 @@ import { decodeWireMessage, encodeWireMessage } from '../../src/protocol/wire.js
 import type { WireMessage } from '../../src/protocol/wire.js';
 import { sealChunkedRequest } from '../../src/protocol/chunked.js';
 import { sealTargetFromKeyConfig } from '../../src/protocol/key-config.js';
-import { encodeCbor } from '../../src/protocol/cbor.js';
+import { encodeCbor } from '../../src/core/cbor.js';
 import { WsClientTransport } from '../../src/client/ws-transport.js';
 import { codeOf, fakeClassify, FakeEngine, startTestServer, until } from '../e2e/helpers.js';
 import type { TestServer } from '../e2e/helpers.js';
@@ -223,7 +223,7 @@ describe('server limits, each hit', () => {
     const r = await raw(t);
     r.ws.send(Buffer.from([0xff]));
     r.ws.send('text');
-    r.ws.send(encodeWireMessage({ t: 'end', sid: 1 })); // server-to-client only
+    r.ws.send(encodeWireMessage({ t: 'res', sid: 1, body: new Uint8Array(0) })); // server-to-client only
     await until(() => r.got.length === 3);
     expect(r.got).toEqual([
       { t: 'err', code: 'MALFORMED' },
@@ -358,7 +358,7 @@ describe('hostile frames: coded errors, and the server keeps serving', () => {
     r.ws.send(good.subarray(0, good.byteLength - 4));
     r.ws.send('{"t":"req"}');
     r.ws.send(Buffer.from(encodeCbor({ t: 'hello', sid: 1 })));
-    r.ws.send(encodeWireMessage({ t: 'end', sid: 3 }));
+    r.ws.send(encodeWireMessage({ t: 'res', sid: 3, body: new Uint8Array(0) }));
     r.ws.send(good); // 60 zero bytes: not a sealed request
     r.ws.send(encodeWireMessage({ t: 'req', sid: 8, body: new Uint8Array(3) }));
     await until(() => r.got.length === 7);
@@ -383,7 +383,6 @@ describe('hostile frames: coded errors, and the server keeps serving', () => {
     const ex = tr.exchange(sealed.bytes);
     const chunks = [];
     // `res` frames carry splits of the sealed byte stream; the last one has `fin`.
-    expect(ex.mode).toBe('stream');
     for await (const piece of ex.pieces) chunks.push(...sealed.response.push(piece));
     chunks.push(...sealed.response.finish());
     expect(chunks.map((ch) => ch.final)).toEqual([false, true]);

@@ -5,9 +5,9 @@ import { generateKeyPairSync } from 'node:crypto';
 import { WebSocket } from 'ws';
 import { connect } from '../../src/client/client.js';
 import type { CloisterClient } from '../../src/client/client.js';
-import { createSimulatedAttester } from '../../src/attestation/simulated/index.js';
-import type { Attester } from '../../src/attestation/types.js';
-import { issueCertificate, derToPem } from '../../src/attestation/x509/build.js';
+import { createSimulatedAttester } from '../../src/attester/simulated/index.js';
+import type { Attester } from '../../src/core/types.js';
+import { issueCertificate, derToPem } from '../../src/attester/simulated/issue-certificate.js';
 import { CloisterServer, serverConfigDigest } from '../../src/server/server.js';
 import { decodeWireMessage, encodeWireMessage } from '../../src/protocol/wire.js';
 import type { Engine, EngineRequest, ModelInfo } from '../../src/inference/types.js';
@@ -95,7 +95,7 @@ async function gatedServer(engine: Engine, tls?: { cert: string; key: string }):
   const s = new CloisterServer({ engines, attester: g.attester, ...(tls === undefined ? {} : { tls }) });
   const urls = await s.listen({ host: '127.0.0.1', port: 0 });
   const { developmentPolicy } = await import('../../src/client/dev-policy.js');
-  const { policyFromJson } = await import('../../src/attestation/policy.js');
+  const { policyFromJson } = await import('../../src/verifier/policy.js');
   const policyJson = developmentPolicy({ pcrs: sim.policySection().pcrs, rootSha256Hex: sim.rootSha256Hex, models });
   const t = {
     server: s, urls, wsUrl: urls.wsUrl, httpUrl: urls.httpUrl ?? '', attester: sim, policy: policyFromJson(policyJson), policyJson,

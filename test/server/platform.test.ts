@@ -11,12 +11,12 @@ import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { reportDataFor } from '../../src/attestation/binding.js';
-import { parseSnpReport, verifySnpReportSignature } from '../../src/attestation/sev-snp/index.js';
-import { parseTdxQuote } from '../../src/attestation/tdx/index.js';
-import type { NsmTransport } from '../../src/attestation/nitro/nsm/device.js';
-import type { Attester } from '../../src/attestation/types.js';
-import { policyFromJson } from '../../src/attestation/policy.js';
+import { reportDataFor } from '../../src/protocol/binding.js';
+import { parseSnpReport, verifySnpReportSignature } from '../../src/verifier/sev-snp/index.js';
+import { parseTdxQuote } from '../../src/verifier/tdx/index.js';
+import type { NsmTransport } from '../../src/attester/nsm/device.js';
+import type { Attester } from '../../src/core/types.js';
+import { policyFromJson } from '../../src/verifier/policy.js';
 import { connect } from '../../src/client/client.js';
 import { developmentPolicy } from '../../src/client/dev-policy.js';
 import { WsClientTransport } from '../../src/client/ws-transport.js';
@@ -27,7 +27,7 @@ import { createPlatformAttester, preparePlatform, selectPlatform } from '../../s
 import type { PlatformOptions } from '../../src/server/platform.js';
 import { CloisterServer } from '../../src/server/server.js';
 import type { ServerAddress } from '../../src/server/server.js';
-import { FakeConfigfs, fakeSnpReport, fakeTdxQuote, testSigningKey } from '../attestation/tsm/fake-configfs.js';
+import { FakeConfigfs, fakeSnpReport, fakeTdxQuote, testSigningKey } from '../attester/tsm/fake-configfs.js';
 import { codeOf, fakeClassify, FakeEngine } from '../e2e/helpers.js';
 
 let base: string;

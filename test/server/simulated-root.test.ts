@@ -1,5 +1,5 @@
 /**
- * The simulated root is kept in the state directory across runs (src/attestation/simulated/
+ * The simulated root is kept in the state directory across runs (src/attester/simulated/
  * root-store.ts): a development policy pinning it still verifies after `cloister serve`
  * restarts, so clients heal across a restart; a damaged or foreign key is replaced.
  */
@@ -8,8 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createPlatformAttester, selectPlatform } from '../../src/server/platform.js';
-import { SIMULATED_ROOT_KEY_FILE, SIMULATED_ROOT_CERT_FILE } from '../../src/attestation/simulated/root-store.js';
-import { verifyNitroDocument } from '../../src/attestation/nitro/verify.js';
+import { SIMULATED_ROOT_KEY_FILE, SIMULATED_ROOT_CERT_FILE } from '../../src/attester/simulated/root-store.js';
+import { verifyNitroDocument } from '../../src/verifier/nitro/verify.js';
 
 const dirs: string[] = [];
 afterEach(async () => {

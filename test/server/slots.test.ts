@@ -20,7 +20,7 @@ import type { HpkeSuite } from '../../src/crypto/hpke/suite.js';
 import { sealChunkedRequest } from '../../src/protocol/chunked.js';
 import { decodeKeyConfig, sealTargetFromKeyConfig } from '../../src/protocol/key-config.js';
 import type { KeyConfig } from '../../src/protocol/key-config.js';
-import { encodeCbor } from '../../src/protocol/cbor.js';
+import { encodeCbor } from '../../src/core/cbor.js';
 import { decodeResponseChunk } from '../../src/protocol/messages.js';
 import { encodeWireMessage } from '../../src/protocol/wire.js';
 import { connect } from '../../src/client/client.js';

@@ -13,7 +13,6 @@ describe('wire messages', () => {
     { t: 'req', sid: 0, body: new Uint8Array(300).fill(1) },
     { t: 'res', sid: MAX_STREAM_ID, body: new Uint8Array(0) },
     { t: 'res', sid: 5, body: Uint8Array.of(1, 2, 3), fin: true },
-    { t: 'end', sid: 23 },
     { t: 'cancel', sid: 24 },
     { t: 'err', code: 'DECRYPT_FAILED' },
     { t: 'err', sid: 70000, code: 'OVERLOADED' },
@@ -23,8 +22,8 @@ describe('wire messages', () => {
   });
 
   it('encodes deterministically with sorted keys', () => {
-    // {"t":"end","sid":1}: keys sorted bytewise by encoding: "t" (0x61 0x74) < "sid" (0x63 ...)
-    expect(Buffer.from(encodeWireMessage({ t: 'end', sid: 1 })).toString('hex')).toBe('a2617463656e6463736964' + '01');
+    // {"t":"cancel","sid":1}: keys sorted bytewise by encoding: "t" (0x61 0x74) < "sid" (0x63 ...)
+    expect(Buffer.from(encodeWireMessage({ t: 'cancel', sid: 1 })).toString('hex')).toBe('a26174' + '6663616e63656c' + '6373696401');
   });
 
   it('does not alias input buffers', () => {
@@ -55,17 +54,19 @@ describe('wire messages', () => {
       }
       return Uint8Array.from(parts);
     };
-    expect(decodeWireMessage(enc([['t', 'end'], ['sid', 1]]))).toEqual({ t: 'end', sid: 1 });
+    expect(decodeWireMessage(enc([['t', 'cancel'], ['sid', 1]]))).toEqual({ t: 'cancel', sid: 1 });
+    // `end` is no message (a `res` frame with fin ends a stream): refused as any unknown type
+    expect(code(() => decodeWireMessage(enc([['t', 'end'], ['sid', 1]])))).toBe('MALFORMED');
     expect(code(() => decodeWireMessage(enc([['t', 'nope'], ['sid', 1]])))).toBe('MALFORMED');
-    expect(code(() => decodeWireMessage(enc([['t', 'end'], ['sid', 1], ['x', 1]])))).toBe('MALFORMED');
-    expect(code(() => decodeWireMessage(enc([['t', 'end']])))).toBe('MALFORMED');
-    expect(code(() => decodeWireMessage(enc([['t', 'end'], ['sid', 'a']])))).toBe('MALFORMED');
-    expect(code(() => decodeWireMessage(enc([['t', 'end'], ['sid', true]])))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(enc([['t', 'cancel'], ['sid', 1], ['x', 1]])))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(enc([['t', 'cancel']])))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(enc([['t', 'cancel'], ['sid', 'a']])))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(enc([['t', 'cancel'], ['sid', true]])))).toBe('MALFORMED');
     expect(code(() => decodeWireMessage(enc([['t', 'req'], ['sid', 1], ['body', 'text']])))).toBe('MALFORMED');
     expect(code(() => decodeWireMessage(enc([['t', 'err'], ['code', 'NOPE']])))).toBe('MALFORMED');
     expect(code(() => decodeWireMessage(enc([['t', 'evidence-req'], ['nonce', new Uint8Array(65)]])))).toBe('MALFORMED');
     // duplicate key
-    expect(code(() => decodeWireMessage(enc([['t', 'end'], ['sid', 1], ['sid', 2]])))).toBe('MALFORMED');
+    expect(code(() => decodeWireMessage(enc([['t', 'cancel'], ['sid', 1], ['sid', 2]])))).toBe('MALFORMED');
     // `fin` on a res frame: present means 1, exactly; only on res
     expect(decodeWireMessage(enc([['t', 'res'], ['sid', 1], ['body', Uint8Array.of(9)], ['fin', 1]]))).toEqual({ t: 'res', sid: 1, body: Uint8Array.of(9), fin: true });
     expect(decodeWireMessage(enc([['t', 'res'], ['sid', 1], ['body', Uint8Array.of(9)]]))).toEqual({ t: 'res', sid: 1, body: Uint8Array.of(9) });
@@ -131,8 +132,8 @@ describe('wire messages', () => {
   });
 
   it('refuses to encode invalid messages', () => {
-    expect(code(() => encodeWireMessage({ t: 'end', sid: -1 }))).toBe('INVALID_ARGUMENT');
-    expect(code(() => encodeWireMessage({ t: 'end', sid: MAX_STREAM_ID + 1 }))).toBe('INVALID_ARGUMENT');
+    expect(code(() => encodeWireMessage({ t: 'cancel', sid: -1 }))).toBe('INVALID_ARGUMENT');
+    expect(code(() => encodeWireMessage({ t: 'cancel', sid: MAX_STREAM_ID + 1 }))).toBe('INVALID_ARGUMENT');
     expect(code(() => encodeWireMessage({ t: 'evidence-req', nonce: new Uint8Array(65) }))).toBe('INVALID_ARGUMENT');
   });
 });

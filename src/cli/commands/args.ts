@@ -12,14 +12,14 @@ export class UsageError extends CloisterError {
   }
 }
 
-export interface ArgSpec {
+interface ArgSpec {
   /** Options taking a value; a name listed in `multi` may repeat. */
   readonly values: readonly string[];
   readonly multi?: readonly string[];
   readonly flags?: readonly string[];
 }
 
-export interface ParsedArgs {
+interface ParsedArgs {
   readonly values: ReadonlyMap<string, string[]>;
   readonly flags: ReadonlySet<string>;
 }
@@ -55,11 +55,11 @@ export function one(args: ParsedArgs, name: string): string | undefined {
 }
 
 /** The environment variable for an option: `--state-dir` is CLOISTER_STATE_DIR. */
-export function envNameOf(option: string): string {
+function envNameOf(option: string): string {
   return `CLOISTER_${option.toUpperCase().replace(/-/g, '_')}`;
 }
 
-export interface EnvMerged extends ParsedArgs {
+interface EnvMerged extends ParsedArgs {
   /** Options whose value came from the environment (not given as a flag). */
   readonly fromEnv: ReadonlySet<string>;
   /** Rewrites `--name` in a message to the environment variable it came from. */

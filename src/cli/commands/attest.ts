@@ -1,13 +1,13 @@
 /**
  * `cloister attest`: fetch a server's evidence bundle (optionally bound to a nonce) and
- * write it to a file as an evidence file (src/attestation/evidence-file.ts, docs/PROTOCOL.md
+ * write it to a file as an evidence file (src/verifier/evidence-file.ts, docs/PROTOCOL.md
  * "Evidence file"): the evidence, the key config it binds, the nonce, and the SNP
  * certificates or TDX collateral the server attached. Nothing is verified here: verify the
  * file with `cloister verify FILE` now or later, offline.
  */
 import { writeFile } from 'node:fs/promises';
 import { CloisterError } from '../../errors.js';
-import { encodeEvidenceFile } from '../../attestation/evidence-file.js';
+import { encodeEvidenceFile } from '../../verifier/evidence-file.js';
 import { one, parseArgs } from './args.js';
 import { hexArg, requireUrl, transportFor } from './client-common.js';
 

@@ -1,8 +1,8 @@
 /** Options shared by the client-side commands (infer, attest, policy). */
 import { readFile, stat } from 'node:fs/promises';
 import { CloisterError } from '../../errors.js';
-import type { TrustedRoots } from '../../attestation/verify.js';
-import { certificatesFromFile } from '../../attestation/x509/certificate.js';
+import type { TrustedRoots } from '../../verifier/verify.js';
+import { certificatesFromFile } from '../../verifier/x509/certificate.js';
 import type { ClientTransport } from '../../client/transport.js';
 import { HttpClientTransport } from '../../client/http-transport.js';
 import { WsClientTransport } from '../../client/ws-transport.js';

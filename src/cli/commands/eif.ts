@@ -4,15 +4,15 @@
  *
  * `cloister eif build --rootfs <dir|image> --kernel ... --init ... --nsm ... --cmdline <file>
  * --out app.eif`: assemble an unsigned EIF without Docker or nitro-cli
- * (src/attestation/nitro/eif/build.ts) and print the PCRs it measured.
+ * (src/image/eif/build.ts) and print the PCRs it measured.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { CloisterError } from '../../errors.js';
-import { buildEif } from '../../attestation/nitro/eif/build.js';
-import type { EifBuildResult } from '../../attestation/nitro/eif/build.js';
-import { measureEifFile } from '../../attestation/nitro/eif/measure.js';
+import { buildEif } from '../../image/eif/build.js';
+import type { EifBuildResult } from '../../image/eif/build.js';
+import { measureEifFile } from '../../image/eif/measure.js';
 
 export const summary = 'enclave image files: cloister eif measure <file.eif> | cloister eif build --rootfs ... --out app.eif';
 

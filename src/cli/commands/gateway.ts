@@ -5,7 +5,7 @@
  * Applications point their OpenAI base URL at it; nothing else changes.
  */
 import { parseArgs } from 'node:util';
-import { parsePolicy, policyWarnings } from '../../attestation/policy.js';
+import { parsePolicy, policyWarnings } from '../../verifier/policy.js';
 import { CloisterError } from '../../errors.js';
 import { connect, DEFAULT_RECONNECT } from '../../client/client.js';
 import type { ClientEvent, CloisterClient } from '../../client/client.js';
@@ -13,7 +13,7 @@ import { DEFAULT_KEEPALIVE_INTERVAL_MS } from '../../client/transport.js';
 import { DEFAULT_GATEWAY_MAX_REQUEST_BYTES, parseListen, startGateway } from '../../client/gateway/index.js';
 import type { Gateway } from '../../client/gateway/index.js';
 import { isLoopbackHost } from '../../inference/upstream/target.js';
-import { certificatesFromFile } from '../../attestation/x509/certificate.js';
+import { certificatesFromFile } from '../../verifier/x509/certificate.js';
 import { readFileLimited, readTextLimited } from './client-common.js';
 
 export const summary = 'local OpenAI-compatible gateway that verifies the server and seals every request';

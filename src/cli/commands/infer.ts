@@ -4,7 +4,7 @@
  *   cloister infer --url URL --policy policy.json [--root root.pem]
  *                  (--text TEXT | --file PATH) [--model NAME] [--op classify|embed|token-classify] [--json]
  */
-import { parsePolicy, policyWarnings } from '../../attestation/policy.js';
+import { parsePolicy, policyWarnings } from '../../verifier/policy.js';
 import { CloisterError } from '../../errors.js';
 import { readFile } from 'node:fs/promises';
 import { checkText, connect } from '../../client/client.js';

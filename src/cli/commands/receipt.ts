@@ -5,8 +5,8 @@
  * evidence itself: that is `cloister verify FILE --policy POLICY`.
  */
 import { CloisterError } from '../../errors.js';
-import { decodeEvidenceFile, MAX_EVIDENCE_FILE_BYTES } from '../../attestation/evidence-file.js';
-import { fromHex } from '../../attestation/hex.js';
+import { decodeEvidenceFile, MAX_EVIDENCE_FILE_BYTES } from '../../verifier/evidence-file.js';
+import { fromHex } from '../../core/hex.js';
 import { checkReceipt, receiptFromJson } from '../../protocol/receipt.js';
 import { one, parseArgs, UsageError } from './args.js';
 import { readFileLimited, readTextLimited } from './client-common.js';

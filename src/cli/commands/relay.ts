@@ -9,8 +9,8 @@ import { parseArgs } from 'node:util';
 import { CloisterError } from '../../errors.js';
 import { formatRelayMetrics, formatRelayStats, RELAY_DEFAULTS, startRelay } from '../../host/relay.js';
 import type { RelayEvent, RelayListen } from '../../host/relay.js';
-import { unixConnector, vsockSocatConnector } from '../../host/upstream.js';
-import type { UpstreamConnector } from '../../host/upstream.js';
+import { unixConnector, vsockSocatConnector } from '../../host/enclave-leg.js';
+import type { UpstreamConnector } from '../../host/enclave-leg.js';
 
 export const summary = 'relay client connections to the enclave: cloister relay --listen host:port --vsock-cid N --vsock-port P';
 

@@ -317,7 +317,7 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
   if (clientKeys !== undefined) lines.push(`client keys: ${clientKeys.size} from ${config.clientKeys?.path ?? ''} (required in every request)`);
   const url = address.httpUrl ?? address.wsUrl;
   // The development policy pins the simulated root's SHA-256: that pin is the client's
-  // explicit trust, so no --root is needed (src/attestation/verify.ts TrustedRoots).
+  // explicit trust, so no --root is needed (src/verifier/verify.ts TrustedRoots).
   const policyArg = pa.simulated === undefined ? 'policy.json' : resolve(stateDir, 'policy.json');
   lines.push('', 'try:', `  npx cloister infer --url ${url} --policy ${policyArg} --text "chest pain radiating to the left arm"`);
   console.log(lines.join('\n'));

@@ -1,11 +1,11 @@
 /**
  * `cloister serve` options for the TDX collateral the server attaches to its evidence
- * (src/attestation/tdx/collateral-source.ts). Defaults: Intel PCS, refreshed hourly and 24 hours
+ * (src/verifier/tdx/collateral-source.ts). Defaults: Intel PCS, refreshed hourly and 24 hours
  * before the collateral expires, 15 s per request.
  */
 import { CloisterError } from '../../errors.js';
-import { TdxCollateralSource } from '../../attestation/tdx/collateral-source.js';
-import { DEFAULT_PCS_TIMEOUT_MS, INTEL_PCS_URL } from '../../attestation/tdx/pcs.js';
+import { TdxCollateralSource } from '../../verifier/tdx/collateral-source.js';
+import { DEFAULT_PCS_TIMEOUT_MS, INTEL_PCS_URL } from '../../verifier/tdx/pcs.js';
 
 export const TDX_COLLATERAL_FLAGS = ['tdx-collateral', 'tdx-pccs-url', 'tdx-collateral-refresh-minutes', 'tdx-pcs-timeout-s'] as const;
 

@@ -17,16 +17,16 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { CloisterError } from '../../errors.js';
-import { fromHex } from '../../attestation/hex.js';
-import type { Policy } from '../../attestation/policy.js';
-import { verifySevSnpEvidence } from '../../attestation/sev-snp/index.js';
-import { verifyTdxEvidence } from '../../attestation/tdx/index.js';
-import { PcsCollateralFetcher } from '../../attestation/tdx/collateral.js';
-import type { VerificationReport } from '../../attestation/types.js';
-import { certificateFromFile } from '../../attestation/x509/certificate.js';
+import { fromHex } from '../../core/hex.js';
+import type { Policy } from '../../verifier/policy.js';
+import { verifySevSnpEvidence } from '../../verifier/sev-snp/index.js';
+import { verifyTdxEvidence } from '../../verifier/tdx/index.js';
+import { PcsCollateralFetcher } from '../../verifier/tdx/collateral.js';
+import type { VerificationReport } from '../../core/types.js';
+import { certificateFromFile } from '../../verifier/x509/certificate.js';
 
 /** Largest --vcek / --certs / --collateral / --key-config file read. */
-export const MAX_SNP_TDX_AUX_FILE_BYTES = 1024 * 1024;
+const MAX_SNP_TDX_AUX_FILE_BYTES = 1024 * 1024;
 
 /** Extra `parseArgs` options these handlers read; merge into the verify command's OPTIONS. */
 export const SNP_TDX_OPTIONS = {
@@ -38,7 +38,7 @@ export const SNP_TDX_OPTIONS = {
   'key-config': { type: 'string' },
 } as const;
 
-export interface SnpTdxValues {
+interface SnpTdxValues {
   readonly vcek?: string | undefined;
   readonly certs?: string | undefined;
   readonly collateral?: string | undefined;
@@ -48,7 +48,7 @@ export interface SnpTdxValues {
 }
 
 /** Structurally the verify command's handler context. */
-export interface SnpTdxContext {
+interface SnpTdxContext {
   readonly evidence: Uint8Array;
   readonly at: Date;
   readonly policy: Policy | undefined;
@@ -58,7 +58,7 @@ export interface SnpTdxContext {
   readonly file?: { readonly keyConfigBytes: Uint8Array; readonly certificates?: Uint8Array; readonly collateral?: Uint8Array };
 }
 
-export interface SnpTdxHandler {
+interface SnpTdxHandler {
   readonly usage: string;
   verify(ctx: SnpTdxContext): Promise<VerificationReport>;
 }

@@ -3,7 +3,7 @@
  * and print the verified claims.
  *
  * The file is either raw evidence (a Nitro document, an SEV-SNP report, a TDX quote) or an
- * evidence file as `cloister attest --out` writes it (src/attestation/evidence-file.ts): the
+ * evidence file as `cloister attest --out` writes it (src/verifier/evidence-file.ts): the
  * evidence with the key config it binds, the nonce it was requested with, and the SNP
  * certificates or TDX collateral the server attached. For an evidence file the binding of
  * exactly that key config (and nonce) is always checked, then the key config's own claims,
@@ -25,20 +25,20 @@ import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { ParseArgsConfig } from 'node:util';
 import { CloisterError, isErrorCode } from '../../errors.js';
-import { fromHex, toHex } from '../../attestation/hex.js';
-import { decodeEvidenceFile, looksLikeEvidenceFile, MAX_EVIDENCE_FILE_BYTES as MAX_EVIDENCE_FILE_FORMAT_BYTES } from '../../attestation/evidence-file.js';
-import type { EvidenceFile } from '../../attestation/evidence-file.js';
-import { nitroBindingFor } from '../../attestation/binding.js';
-import { checkKeyConfigClaims } from '../../attestation/verify.js';
+import { fromHex, toHex } from '../../core/hex.js';
+import { decodeEvidenceFile, looksLikeEvidenceFile, MAX_EVIDENCE_FILE_BYTES as MAX_EVIDENCE_FILE_FORMAT_BYTES } from '../../verifier/evidence-file.js';
+import type { EvidenceFile } from '../../verifier/evidence-file.js';
+import { nitroBindingFor } from '../../protocol/binding.js';
+import { checkKeyConfigClaims } from '../../verifier/verify.js';
 import { timingSafeEqualBytes } from '../../crypto/ct.js';
 import { decodeKeyConfig } from '../../protocol/key-config.js';
 import type { KeyConfig } from '../../protocol/key-config.js';
-import { verifyNitroDocument } from '../../attestation/nitro/verify.js';
-import type { VerifyNitroOptions } from '../../attestation/nitro/verify.js';
-import { parsePolicy, policyWarnings } from '../../attestation/policy.js';
-import type { Policy } from '../../attestation/policy.js';
-import type { VerificationReport } from '../../attestation/types.js';
-import { certificatesFromFile } from '../../attestation/x509/certificate.js';
+import { verifyNitroDocument } from '../../verifier/nitro/verify.js';
+import type { VerifyNitroOptions } from '../../verifier/nitro/verify.js';
+import { parsePolicy, policyWarnings } from '../../verifier/policy.js';
+import type { Policy } from '../../verifier/policy.js';
+import type { VerificationReport } from '../../core/types.js';
+import { certificatesFromFile } from '../../verifier/x509/certificate.js';
 import { SNP_TDX_OPTIONS, sevSnpHandler, tdxHandler } from './verify-snp-tdx.js';
 import { readFileLimited } from './client-common.js';
 

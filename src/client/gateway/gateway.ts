@@ -37,6 +37,7 @@ import { timingSafeEqualBytes } from '../../crypto/ct.js';
 import { isLoopbackHost } from '../../inference/upstream/target.js';
 import type { SealedRequester } from '../openai/types.js';
 import { embedWithOnnx, isOnnxEmbedder } from '../openai/onnx-embeddings.js';
+import { positiveInt } from '../../core/validate.js';
 import { COLLECTIONS_PREFIX, collectionInput, runCollectionCall } from './collections.js';
 
 export interface GatewayOptions {
@@ -101,7 +102,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       detail: { host },
     });
   }
-  const maxRequestBytes = positive('maxRequestBytes', options.maxRequestBytes, DEFAULT_GATEWAY_MAX_REQUEST_BYTES);
+  const maxRequestBytes = positiveInt('maxRequestBytes', options.maxRequestBytes, DEFAULT_GATEWAY_MAX_REQUEST_BYTES);
   const apiKeyDigest = options.apiKey === undefined ? undefined : sha256(options.apiKey);
   if (options.apiKey === '') throw new CloisterError('CONFIG_INVALID', 'apiKey must not be empty');
   if (!loopbackOnly && !isLoopbackHost(host) && options.apiKey === undefined) {
@@ -114,8 +115,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
 
   const server: Server = createServer(
     {
-      headersTimeout: positive('headersTimeoutMs', options.headersTimeoutMs, 30_000),
-      requestTimeout: positive('requestBodyTimeoutMs', options.requestBodyTimeoutMs, 60_000),
+      headersTimeout: positiveInt('headersTimeoutMs', options.headersTimeoutMs, 30_000),
+      requestTimeout: positiveInt('requestBodyTimeoutMs', options.requestBodyTimeoutMs, 60_000),
     },
     (req, res) => {
       void handle(req, res).catch((err: unknown) => {
@@ -124,7 +125,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       });
     },
   );
-  server.maxConnections = positive('maxConnections', options.maxConnections, 256);
+  server.maxConnections = positiveInt('maxConnections', options.maxConnections, 256);
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     res.socket?.setNoDelay(true);
@@ -437,12 +438,6 @@ function sendJson(res: ServerResponse, status: number, value: unknown): void {
   const body = Buffer.from(JSON.stringify(value), 'utf8');
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': body.length });
   res.end(body);
-}
-
-function positive(name: string, value: number | undefined, fallback: number): number {
-  const v = value ?? fallback;
-  if (!Number.isSafeInteger(v) || v < 1) throw new CloisterError('CONFIG_INVALID', `${name} must be a positive integer`);
-  return v;
 }
 
 /** Parse "host:port", "[v6]:port" or ":port" (host defaults to 127.0.0.1). */

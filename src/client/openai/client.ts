@@ -33,13 +33,13 @@ export interface OpenAIClientOptions {
 type Streaming<T> = T & { readonly stream: true };
 type NonStreaming<T> = T & { readonly stream?: false | null };
 
-export interface ChatCompletions {
+interface ChatCompletions {
   create(body: Streaming<ChatCompletionCreateParams>, options?: RequestOptions): Promise<SealedStream<ChatCompletionChunk>>;
   create(body: NonStreaming<ChatCompletionCreateParams>, options?: RequestOptions): Promise<ChatCompletion>;
   create(body: ChatCompletionCreateParams, options?: RequestOptions): Promise<ChatCompletion | SealedStream<ChatCompletionChunk>>;
 }
 
-export interface Completions {
+interface Completions {
   create(body: Streaming<CompletionCreateParams>, options?: RequestOptions): Promise<SealedStream<Completion>>;
   create(body: NonStreaming<CompletionCreateParams>, options?: RequestOptions): Promise<Completion>;
   create(body: CompletionCreateParams, options?: RequestOptions): Promise<Completion | SealedStream<Completion>>;

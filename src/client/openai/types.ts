@@ -30,7 +30,7 @@ export interface RequestOptions {
   readonly signal?: AbortSignal;
 }
 
-export interface ChatMessage {
+interface ChatMessage {
   readonly role: string;
   readonly content?: unknown;
   readonly [key: string]: unknown;

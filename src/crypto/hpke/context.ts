@@ -7,7 +7,7 @@
  */
 import { CloisterError } from '../../errors.js';
 import { aeadOpen, aeadSeal } from '../aead.js';
-import { assertBytes, utf8 } from '../bytes.js';
+import { assertBytes, utf8 } from '../../core/bytes.js';
 import { labeledExpand } from './key-schedule.js';
 import type { HpkeSuite, SuiteParams } from './suite.js';
 

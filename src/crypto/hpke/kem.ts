@@ -10,7 +10,7 @@
  */
 import { createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, KeyObject } from 'node:crypto';
 import { CloisterError } from '../../errors.js';
-import { assertBytes, concatBytes, copyBytes, i2osp, utf8 } from '../bytes.js';
+import { assertBytes, concatBytes, copyBytes, i2osp, utf8 } from '../../core/bytes.js';
 import { timingSafeEqualBytes } from '../ct.js';
 import { hkdfExpandParts, hkdfExtractParts } from '../hkdf.js';
 import { activeNative } from '../backend.js';
@@ -31,7 +31,7 @@ const LABEL_DKP_PRK = utf8('dkp_prk');
 const LABEL_SK = utf8('sk');
 const EMPTY = new Uint8Array(0);
 
-export function privateKeyObject(raw: Uint8Array): KeyObject {
+function privateKeyObject(raw: Uint8Array): KeyObject {
   assertBytes(raw, 'X25519 private key', X25519_LEN);
   return createPrivateKey({ key: Buffer.from(concatBytes(PKCS8_PREFIX, raw)), format: 'der', type: 'pkcs8' });
 }
@@ -47,7 +47,7 @@ function publicKeyObject(raw: Uint8Array): KeyObject {
   return createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x }, format: 'jwk' });
 }
 
-export function rawPublicKey(key: KeyObject): Uint8Array {
+function rawPublicKey(key: KeyObject): Uint8Array {
   const { x } = key.export({ format: 'jwk' });
   if (typeof x !== 'string') throw new CloisterError('INTERNAL', 'X25519 key without x');
   const raw = new Uint8Array(Buffer.from(x, 'base64url'));
@@ -177,7 +177,7 @@ export function deriveX25519PrivateKey(ikm: Uint8Array): Uint8Array {
   return labeledExpandKem(dkpPrk, LABEL_SK, EMPTY, X25519_LEN);
 }
 
-export interface EncapResult {
+interface EncapResult {
   readonly sharedSecret: Uint8Array;
   readonly enc: Uint8Array;
 }

@@ -1,7 +1,7 @@
 /**
  * KeySchedule for base mode (RFC 9180 section 5.1): mode 0x00, empty psk and psk_id.
  */
-import { concatBytes, copyBytes, i2osp, utf8 } from '../bytes.js';
+import { concatBytes, copyBytes, i2osp, utf8 } from '../../core/bytes.js';
 import { hkdfExpand, hkdfExpandParts, hkdfExtractParts } from '../hkdf.js';
 import type { SuiteParams } from './suite.js';
 
@@ -15,7 +15,7 @@ const LABEL_KEY = utf8('key');
 const LABEL_BASE_NONCE = utf8('base_nonce');
 const LABEL_EXP = utf8('exp');
 
-export function labeledExtract(p: SuiteParams, salt: Uint8Array, label: Uint8Array, ikm: Uint8Array): Uint8Array {
+function labeledExtract(p: SuiteParams, salt: Uint8Array, label: Uint8Array, ikm: Uint8Array): Uint8Array {
   return hkdfExtractParts(salt, [HPKE_V1, p.suiteId, label, ikm]);
 }
 

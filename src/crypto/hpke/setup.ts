@@ -2,7 +2,7 @@
  * SetupBaseS / SetupBaseR (RFC 9180 section 5.1.1).
  */
 import { CloisterError } from '../../errors.js';
-import { assertBytes } from '../bytes.js';
+import { assertBytes } from '../../core/bytes.js';
 import { HpkeRecipientContext, HpkeSenderContext } from './context.js';
 import { decap, deriveX25519PrivateKey, encap } from './kem.js';
 import type { HpkeRecipientKey } from './kem.js';
@@ -18,7 +18,7 @@ export interface SetupSenderOptions {
   readonly ephemeralPrivateKey?: Uint8Array;
 }
 
-export interface SenderSetup {
+interface SenderSetup {
   readonly enc: Uint8Array;
   readonly context: HpkeSenderContext;
 }

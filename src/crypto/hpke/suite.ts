@@ -4,7 +4,7 @@
  */
 import { CloisterError } from '../../errors.js';
 import type { AeadCipherName } from '../aead.js';
-import { concatBytes, i2osp, utf8 } from '../bytes.js';
+import { concatBytes, i2osp, utf8 } from '../../core/bytes.js';
 
 export const KEM_DHKEM_X25519_HKDF_SHA256 = 0x0020;
 export const KDF_HKDF_SHA256 = 0x0001;

@@ -9,7 +9,7 @@
 
 export type PaddingSide = 'left' | 'right';
 
-export interface BatchInputs {
+interface BatchInputs {
   readonly rows: number;
   /** Padded sequence length (longest text in the batch). */
   readonly seq: number;

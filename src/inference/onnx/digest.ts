@@ -21,11 +21,11 @@ import { join } from 'node:path';
 
 import { CloisterError } from '../../errors.js';
 
-export const MODEL_DIGEST_LABEL = 'cloister/model-digest/v1';
+const MODEL_DIGEST_LABEL = 'cloister/model-digest/v1';
 export const DEFAULT_MAX_MODEL_FILES = 1024;
 const MAX_DEPTH = 16;
 
-export interface ModelDigestOptions {
+interface ModelDigestOptions {
   /** Most files a model directory may hold (LIMIT_EXCEEDED beyond). Default 1024. */
   readonly maxFiles?: number;
 }

@@ -29,6 +29,7 @@ import { DEFAULT_MAX_MODEL_FILES, modelDigest } from './digest.js';
 import { type LabelScore, meanPoolNormalized, rankLabels, tokenEntities } from './postprocess.js';
 import { modelRunner, type ModelRunner } from './runner.js';
 import { loadTransformers } from './transformers-env.js';
+import { isRecord, positiveInt } from '../../core/validate.js';
 
 export type OnnxTask = 'text-classification' | 'feature-extraction' | 'token-classification';
 
@@ -102,16 +103,6 @@ interface Job {
   resolve(results: unknown[]): void;
   reject(err: CloisterError): void;
   detach(): void;
-}
-
-function positiveInt(value: number | undefined, fallback: number, name: string): number {
-  const v = value ?? fallback;
-  if (!Number.isSafeInteger(v) || v < 1) throw new CloisterError('CONFIG_INVALID', `${name} must be a positive integer`);
-  return v;
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 async function mustExist(path: string, what: string): Promise<void> {
@@ -222,14 +213,14 @@ export class OnnxEngine implements Engine {
       names.add(m.name);
     }
     this.#configs = options.models.map((m) => ({ ...m, dir: resolve(m.dir) }));
-    this.#maxQueueDepth = positiveInt(options.maxQueueDepth, ONNX_ENGINE_DEFAULTS.maxQueueDepth, 'maxQueueDepth');
-    this.#maxBatchSize = positiveInt(options.maxBatchSize, ONNX_ENGINE_DEFAULTS.maxBatchSize, 'maxBatchSize');
-    this.#maxInputs = positiveInt(options.maxInputsPerRequest, ONNX_ENGINE_DEFAULTS.maxInputsPerRequest, 'maxInputsPerRequest');
-    this.#maxChars = positiveInt(options.maxInputChars, ONNX_ENGINE_DEFAULTS.maxInputChars, 'maxInputChars');
-    this.#maxModelFiles = positiveInt(options.maxModelFiles, DEFAULT_MAX_MODEL_FILES, 'maxModelFiles');
+    this.#maxQueueDepth = positiveInt('maxQueueDepth', options.maxQueueDepth, ONNX_ENGINE_DEFAULTS.maxQueueDepth);
+    this.#maxBatchSize = positiveInt('maxBatchSize', options.maxBatchSize, ONNX_ENGINE_DEFAULTS.maxBatchSize);
+    this.#maxInputs = positiveInt('maxInputsPerRequest', options.maxInputsPerRequest, ONNX_ENGINE_DEFAULTS.maxInputsPerRequest);
+    this.#maxChars = positiveInt('maxInputChars', options.maxInputChars, ONNX_ENGINE_DEFAULTS.maxInputChars);
+    this.#maxModelFiles = positiveInt('maxModelFiles', options.maxModelFiles, DEFAULT_MAX_MODEL_FILES);
     this.#batching = options.batching ?? ONNX_ENGINE_DEFAULTS.batching;
     this.#intraOpNumThreads =
-      options.intraOpNumThreads === undefined ? undefined : positiveInt(options.intraOpNumThreads, 1, 'intraOpNumThreads');
+      options.intraOpNumThreads === undefined ? undefined : positiveInt('intraOpNumThreads', options.intraOpNumThreads, 1);
   }
 
   models(): readonly ModelInfo[] {

@@ -22,7 +22,7 @@ export interface TokenEntity {
  * softmax over `logits[offset, offset + n)` into `out` (float32 like the pipeline's
  * `Float32Array.map`: exps rounded to float32, summed in double, quotients rounded).
  */
-export function softmaxInto(logits: Float32Array, offset: number, n: number, out: Float32Array): void {
+function softmaxInto(logits: Float32Array, offset: number, n: number, out: Float32Array): void {
   let max = logits[offset] ?? 0;
   for (let k = 1; k < n; k++) {
     const v = logits[offset + k] ?? 0;

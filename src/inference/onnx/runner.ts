@@ -7,9 +7,10 @@
 import type { TransformersModule } from './transformers-env.js';
 import type { PaddingSide } from './batch-inputs.js';
 import { type FastWordPiece, fastWordPiece, PROBE_TEXTS } from './wordpiece.js';
+import { isRecord } from '../../core/validate.js';
 
 /** Per-text token ids before padding; `typeIds` only when the tokenizer returns them. */
-export interface Encoded {
+interface Encoded {
   readonly ids: readonly (readonly number[])[];
   readonly typeIds?: readonly (readonly number[])[];
 }
@@ -31,16 +32,12 @@ export interface ModelRunner {
 }
 
 /** The tokenizer files as loaded (read inside the engine's digest window). */
-export interface TokenizerFiles {
+interface TokenizerFiles {
   readonly tokenizerJson: unknown;
   readonly tokenizerConfig: unknown;
 }
 
 type Callable = (...args: unknown[]) => unknown;
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null;
-}
 
 function callable(v: unknown): v is Callable & Record<string, unknown> {
   return typeof v === 'function';

@@ -14,8 +14,9 @@
  * The engine also compares both on probe texts at load (PROBE_TEXTS) and a test compares
  * them over the demo data set and random ASCII strings.
  */
+import { isRecord } from '../../core/validate.js';
 
-export interface FastEncoding {
+interface FastEncoding {
   readonly ids: number[];
   /** Absent without a post-processor (the library returns none then either). */
   readonly typeIds?: number[];
@@ -36,10 +37,6 @@ export const PROBE_TEXTS: readonly string[] = [
   '~`!@#$%^&*()_+-={}[]|\\:";\'<>?,./ 0123456789',
   '',
 ];
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 function isId(v: unknown): v is number {
   return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0x7fff_ffff;

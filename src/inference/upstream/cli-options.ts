@@ -5,7 +5,7 @@
 import { CloisterError } from '../../errors.js';
 import { UPSTREAM_KINDS, UpstreamEngine } from './engine.js';
 import type { UpstreamEngineOptions, UpstreamKind } from './engine.js';
-import { checkUnixSocketPath } from '../../util/unix-socket.js';
+import { checkUnixSocketPath } from '../../core/unix-socket.js';
 
 /** Value-taking flags (each at most once). */
 export const UPSTREAM_SERVE_FLAGS = [

@@ -24,22 +24,24 @@ import { UpstreamExchange } from './http.js';
 import type { ExchangeLimits, UpstreamTarget } from './http.js';
 import { DEFAULT_MAX_EVENT_BYTES, SseParser } from './sse.js';
 import { parseTarget } from './target.js';
+import { nonNegativeInt, positiveInt } from '../../core/validate.js';
+import { linkSignals, sleep } from '../../core/signals.js';
 
 export type UpstreamKind = 'vllm' | 'trtllm' | 'sglang' | 'openai';
 export const UPSTREAM_KINDS: readonly UpstreamKind[] = ['vllm', 'trtllm', 'sglang', 'openai'];
 
 export type UpstreamOperation = Extract<Operation, 'chat' | 'completion' | 'embeddings' | 'models'>;
-export const UPSTREAM_OPERATIONS: readonly UpstreamOperation[] = ['chat', 'completion', 'embeddings', 'models'];
+const UPSTREAM_OPERATIONS: readonly UpstreamOperation[] = ['chat', 'completion', 'embeddings', 'models'];
 
 /** What goes into the key config's `engine` field (PROTOCOL.md section 1, key 13). */
-export interface UpstreamIdentity {
+interface UpstreamIdentity {
   readonly kind: UpstreamKind;
   readonly model: string;
   readonly imageDigest?: string;
 }
 
 /** Embeddings canary: `anchor` must be closer to `similar` than `minSimilarity` and than to `dissimilar`. */
-export interface EmbeddingsCanary {
+interface EmbeddingsCanary {
   readonly anchor: string;
   readonly similar: string;
   readonly dissimilar: string;
@@ -184,22 +186,22 @@ export class UpstreamEngine implements Engine {
       name: options.name ?? options.model,
       kind,
       operations: new Set(operations),
-      requestTimeoutMs: positive('requestTimeoutMs', options.requestTimeoutMs, 600_000),
+      requestTimeoutMs: positiveInt('requestTimeoutMs', options.requestTimeoutMs, 600_000),
       limits: {
-        connectTimeoutMs: positive('connectTimeoutMs', options.connectTimeoutMs, 5_000),
-        firstByteTimeoutMs: positive('firstByteTimeoutMs', options.firstByteTimeoutMs, 60_000),
-        idleTimeoutMs: positive('idleTimeoutMs', options.idleTimeoutMs, 120_000),
-        maxResponseBytes: positive('maxResponseBytes', options.maxResponseBytes, 64 * 1024 * 1024),
+        connectTimeoutMs: positiveInt('connectTimeoutMs', options.connectTimeoutMs, 5_000),
+        firstByteTimeoutMs: positiveInt('firstByteTimeoutMs', options.firstByteTimeoutMs, 60_000),
+        idleTimeoutMs: positiveInt('idleTimeoutMs', options.idleTimeoutMs, 120_000),
+        maxResponseBytes: positiveInt('maxResponseBytes', options.maxResponseBytes, 64 * 1024 * 1024),
       },
-      maxEventBytes: positive('maxEventBytes', options.maxEventBytes, DEFAULT_MAX_EVENT_BYTES),
-      maxRetries: nonNegative('maxRetries', options.maxRetries, 2),
-      retryDelayMs: nonNegative('retryDelayMs', options.retryDelayMs, 200),
-      readyTimeoutMs: nonNegative('readyTimeoutMs', options.readyTimeoutMs, 0),
-      readyPollMs: positive('readyPollMs', options.readyPollMs, 1_000),
+      maxEventBytes: positiveInt('maxEventBytes', options.maxEventBytes, DEFAULT_MAX_EVENT_BYTES),
+      maxRetries: nonNegativeInt('maxRetries', options.maxRetries, 2),
+      retryDelayMs: nonNegativeInt('retryDelayMs', options.retryDelayMs, 200),
+      readyTimeoutMs: nonNegativeInt('readyTimeoutMs', options.readyTimeoutMs, 0),
+      readyPollMs: positiveInt('readyPollMs', options.readyPollMs, 1_000),
     };
-    const maxConcurrency = positive('maxConcurrency', options.maxConcurrency, 64);
-    this.#gate = new ConcurrencyGate(maxConcurrency, nonNegative('maxQueued', options.maxQueued, 256));
-    const keepAliveMs = nonNegative('keepAliveTimeoutMs', options.keepAliveTimeoutMs, 4_000);
+    const maxConcurrency = positiveInt('maxConcurrency', options.maxConcurrency, 64);
+    this.#gate = new ConcurrencyGate(maxConcurrency, nonNegativeInt('maxQueued', options.maxQueued, 256));
+    const keepAliveMs = nonNegativeInt('keepAliveTimeoutMs', options.keepAliveTimeoutMs, 4_000);
     // The gate already bounds requests in flight; the pool's bounds only repeat it. `timeout`
     // is how long a free socket waits before the agent destroys it.
     this.#agent = keepAliveMs === 0
@@ -490,7 +492,7 @@ export class UpstreamEngine implements Engine {
 
   async #textCanary(prompt: string, expect: string | RegExp): Promise<void> {
     const op = this.#canary.canaryOp ?? 'chat';
-    const maxTokens = positive('canaryMaxTokens', this.#canary.canaryMaxTokens, 32);
+    const maxTokens = positiveInt('canaryMaxTokens', this.#canary.canaryMaxTokens, 32);
     const body: Record<string, unknown> = op === 'chat'
       ? { messages: [{ role: 'user', content: prompt }] }
       : { prompt };
@@ -662,57 +664,4 @@ function cosine(a: readonly number[], b: readonly number[]): number {
 
 function round(x: number): number {
   return Math.round(x * 1000) / 1000;
-}
-
-function positive(name: string, value: number | undefined, fallback: number): number {
-  const v = value ?? fallback;
-  if (!Number.isSafeInteger(v) || v < 1) throw new CloisterError('CONFIG_INVALID', `${name} must be a positive integer`);
-  return v;
-}
-
-function nonNegative(name: string, value: number | undefined, fallback: number): number {
-  const v = value ?? fallback;
-  if (!Number.isSafeInteger(v) || v < 0) throw new CloisterError('CONFIG_INVALID', `${name} must be a non-negative integer`);
-  return v;
-}
-
-/** A signal that aborts when either `a` or `b` does; `dispose()` detaches it from both. */
-function linkSignals(a: AbortSignal, b: AbortSignal): { readonly signal: AbortSignal; dispose(): void } {
-  const controller = new AbortController();
-  const onAbort = (): void => {
-    a.removeEventListener('abort', onAbort);
-    b.removeEventListener('abort', onAbort);
-    controller.abort();
-  };
-  if (a.aborted || b.aborted) {
-    controller.abort();
-  } else {
-    a.addEventListener('abort', onAbort, { once: true });
-    b.addEventListener('abort', onAbort, { once: true });
-  }
-  return {
-    signal: controller.signal,
-    dispose() {
-      a.removeEventListener('abort', onAbort);
-      b.removeEventListener('abort', onAbort);
-    },
-  };
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) {
-      reject(new CloisterError('CANCELLED', 'request cancelled'));
-      return;
-    }
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(new CloisterError('CANCELLED', 'request cancelled'));
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
 }

@@ -21,7 +21,7 @@ const SAMPLING = [
   'max_tokens', 'temperature', 'top_p', 'n', 'stop', 'presence_penalty', 'frequency_penalty', 'seed', 'logit_bias', 'logprobs', 'user', 'stream', 'stream_options',
 ] as const;
 
-export const ALLOWED_FIELDS: Readonly<Record<Exclude<UpstreamOperation, 'models'>, ReadonlySet<string>>> = {
+const ALLOWED_FIELDS: Readonly<Record<Exclude<UpstreamOperation, 'models'>, ReadonlySet<string>>> = {
   chat: new Set([
     ...SAMPLING, 'messages', 'model', 'max_completion_tokens', 'top_logprobs', 'response_format', 'tools', 'tool_choice', 'parallel_tool_calls', 'reasoning_effort',
   ]),

@@ -14,7 +14,7 @@
 import { request as httpRequest } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Agent, ClientRequest, IncomingMessage } from 'node:http';
-import { concatBytes } from '../../crypto/bytes.js';
+import { concatBytes } from '../../core/bytes.js';
 import { CloisterError } from '../../errors.js';
 
 export interface UpstreamTarget {
@@ -35,7 +35,7 @@ export interface ExchangeLimits {
   readonly maxResponseBytes: number;
 }
 
-export interface ExchangeRequest {
+interface ExchangeRequest {
   readonly method: 'GET' | 'POST';
   /** Path below the base path, e.g. "/chat/completions". */
   readonly path: string;

@@ -8,7 +8,7 @@
  * of a CRLF pair. Buffering is bounded: the bytes of one event (its lines, comments
  * included, plus a pending partial line) may not exceed `maxEventBytes`.
  */
-import { concatBytes } from '../../crypto/bytes.js';
+import { concatBytes } from '../../core/bytes.js';
 import { CloisterError } from '../../errors.js';
 
 export interface SseEvent {
@@ -20,7 +20,7 @@ export interface SseEvent {
   readonly id?: string;
 }
 
-export interface SseParserOptions {
+interface SseParserOptions {
   /** Largest event (all of its raw lines, terminators included). Default 1 MiB. */
   readonly maxEventBytes?: number;
 }

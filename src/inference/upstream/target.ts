@@ -7,7 +7,7 @@ import { isIP } from 'node:net';
 import { CloisterError } from '../../errors.js';
 import type { UpstreamTarget } from './http.js';
 
-export interface TargetOptions {
+interface TargetOptions {
   /** e.g. "http://127.0.0.1:8000/v1". With socketPath, only its path is used. */
   readonly baseUrl: string;
   readonly socketPath?: string;

@@ -13,6 +13,7 @@ import type { Socket } from 'node:net';
 import { asCloisterError, wireCodeOf } from '../../errors.js';
 import type { ErrorCode } from '../../errors.js';
 import { encodeWireMessage, LIMIT_HEADER, MAX_NONCE_BYTES } from '../../protocol/wire.js';
+import { CHUNKED_RESPONSE_TYPE } from '../../protocol/chunked.js';
 import type { ServerContext } from '../context.js';
 import { handleSealedRequest } from '../handler.js';
 import type { SlidingWindowLimiter } from '../rate-limit.js';
@@ -22,17 +23,14 @@ import type { OpsProvider } from '../ops.js';
 import { LOCAL_SOURCE } from '../sources.js';
 
 /** What the server knows of a socket: its connection counter and its source address. */
-export interface SocketInfo {
+interface SocketInfo {
   readonly conn: number;
   readonly source: string;
 }
 
-export const EVIDENCE_PATH = '/v1/evidence';
-export const SEALED_PATH = '/v1/sealed';
-export const CBOR_TYPE = 'application/cbor';
-/** Media type of a chunked OHTTP response (draft-ietf-ohai-chunked-ohttp section 3). */
-export const CHUNKED_RESPONSE_TYPE = 'message/ohttp-chunked-res';
-export const CHUNKED_REQUEST_TYPE = 'message/ohttp-chunked-req';
+const EVIDENCE_PATH = '/v1/evidence';
+const SEALED_PATH = '/v1/sealed';
+const CBOR_TYPE = 'application/cbor';
 
 function statusOf(code: ErrorCode): number {
   switch (code) {

@@ -15,7 +15,7 @@
 import type { WebSocket } from 'ws';
 import { asCloisterError, wireCodeOf } from '../../errors.js';
 import type { ErrorCode } from '../../errors.js';
-import { concatBytes } from '../../crypto/bytes.js';
+import { concatBytes } from '../../core/bytes.js';
 import { decodeWireMessage, encodeWireMessage, IDLE_CLOSE_REASON } from '../../protocol/wire.js';
 import type { WireMessage } from '../../protocol/wire.js';
 import type { ServerContext } from '../context.js';
@@ -32,7 +32,7 @@ import { LOCAL_SOURCE } from '../sources.js';
 const COSTLY_REJECTIONS: ReadonlySet<ErrorCode> = new Set(['DECRYPT_FAILED', 'MALFORMED', 'LIMIT_EXCEEDED', 'PROTOCOL_VIOLATION']);
 
 /** Largest sealed-stream piece in one `res` frame (see the flush in onRequest). */
-export const RESPONSE_FRAME_BODY_BYTES = 1024 * 1024;
+const RESPONSE_FRAME_BODY_BYTES = 1024 * 1024;
 
 export class WsSession {
   private readonly streams = new Map<number, AbortController>();
