@@ -120,6 +120,19 @@ export class UsearchIndex implements VectorIndex {
     this.#index.add(BigInt(key), vector);
   }
 
+  /** Many vectors in one call (usearch builds with its own threads). */
+  addMany(entries: readonly (readonly [number, Float32Array])[]): void {
+    if (entries.length === 0) return;
+    const dims = entries[0]?.[1].length ?? 0;
+    const keys = new BigUint64Array(entries.length);
+    const matrix = new Float32Array(entries.length * dims);
+    entries.forEach(([k, v], i) => {
+      keys[i] = BigInt(k);
+      matrix.set(v, i * dims);
+    });
+    this.#index.add(keys, matrix);
+  }
+
   remove(key: number): void {
     this.#index.remove(BigInt(key));
   }
@@ -133,6 +146,13 @@ export class UsearchIndex implements VectorIndex {
 }
 
 export const DEFAULT_ANN_THRESHOLD = 20_000;
+/**
+ * The HNSW graph is asked for this many times k candidates (at least ANN_MIN_CANDIDATES), and
+ * they are re-scored exactly: recall@10 at 100k chunks went from 0.63 (k candidates) to the
+ * value bench:rag reports.
+ */
+export const ANN_CANDIDATE_FACTOR = 8;
+export const ANN_MIN_CANDIDATES = 64;
 
 export class HybridIndex implements VectorIndex {
   readonly exact: ExactIndex;
@@ -160,7 +180,7 @@ export class HybridIndex implements VectorIndex {
     if (this.#graph !== undefined) this.#graph.add(key, vector);
     else if (this.exact.size >= this.#threshold) {
       const g = new UsearchIndex(this.exact.dims, this.#ann);
-      for (const [k, v] of this.exact.entries()) g.add(k, v);
+      g.addMany([...this.exact.entries()]);
       this.#graph = g;
     }
   }
@@ -173,7 +193,7 @@ export class HybridIndex implements VectorIndex {
   search(query: Float32Array, k: number): Hit[] {
     if (this.#graph === undefined) return this.exact.search(query, k);
     const top: Hit[] = [];
-    for (const h of this.#graph.search(query, k)) {
+    for (const h of this.#graph.search(query, Math.max(k * ANN_CANDIDATE_FACTOR, ANN_MIN_CANDIDATES))) {
       const s = this.exact.score(query, h.key);
       if (s !== undefined) pushTop(top, { key: h.key, score: s }, k);
     }

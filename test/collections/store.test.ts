@@ -212,3 +212,32 @@ describe('chunking', () => {
     expect(chunkText('x'.repeat(250), { maxChars: 100, overlapChars: 0 }).map((c) => c.text.length)).toEqual([100, 100, 50]);
   });
 });
+
+describe('vector index', () => {
+  it('switches to HNSW at annThreshold; scores stay exact, deleted keys never come back', async () => {
+    const { HybridIndex } = await import('../../src/collections/vector-index.js');
+    const idx = new HybridIndex(16, 100);
+    let s = 1;
+    const rand = (): number => ((s = (s * 16807) % 2147483647) / 2147483647) - 0.5;
+    const vecs: Float32Array[] = [];
+    for (let i = 0; i < 400; i++) {
+      const v = Float32Array.from({ length: 16 }, rand);
+      const n = Math.hypot(...v);
+      vecs.push(v.map((x) => x / n));
+      idx.add(i, vecs[i] as Float32Array);
+      expect(idx.mode).toBe(i + 1 >= 100 ? 'ann' : 'exact');
+    }
+    const exact = idx.exact;
+    let agree = 0;
+    for (let q = 0; q < 50; q++) {
+      const got = idx.search(vecs[q] as Float32Array, 10);
+      const want = exact.search(vecs[q] as Float32Array, 10);
+      expect(got[0]?.key).toBe(q);
+      expect(got[0]?.score).toBeCloseTo(1, 5);
+      agree += got.filter((h) => want.some((w) => w.key === h.key)).length;
+    }
+    expect(agree / 500).toBeGreaterThanOrEqual(0.95);
+    idx.remove(7);
+    expect(idx.search(vecs[7] as Float32Array, 10).map((h) => h.key)).not.toContain(7);
+  });
+});
