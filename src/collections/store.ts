@@ -132,6 +132,8 @@ class Collection {
   readonly chunks = new Map<number, ChunkRef>();
   readonly index: HybridIndex;
   nextKey = 1;
+  /** While the file is replayed at load: the HNSW graph is built once, at the end. */
+  loading = false;
   queue: Promise<void> = Promise.resolve();
 
   constructor(log: SealedLog, create: Extract<CollectionRecord, { t: 'create' }>, annThreshold: number, ann: AnnOptions) {
@@ -154,6 +156,7 @@ class Collection {
     if (r.v < this.version) throw new CloisterError('STORAGE_CORRUPT', `collection file '${this.log.path}': version goes back (${r.v} after ${this.version})`);
     this.version = r.v;
     if (r.t === 'add') {
+      this.index.beginBulk();
       for (const d of r.docs) {
         const keys: number[] = [];
         d.chunks.forEach(([start, end], i) => {
@@ -164,6 +167,7 @@ class Collection {
         });
         this.docs.set(d.id, { stored: d, keys });
       }
+      if (!this.loading) this.index.endBulk();
     } else if (r.t === 'delete') {
       for (const id of r.ids) {
         const doc = this.docs.get(id);
@@ -279,12 +283,16 @@ export class CollectionStore {
         if (create.t !== 'create') throw new CloisterError('STORAGE_CORRUPT', `collection file '${path}' does not start with a create record`);
         const c = new Collection(opened.log, create, this.limits.annThreshold, this.#opts.ann ?? {});
         let deletes = false;
+        c.loading = true;
+        c.index.beginBulk();
         for (const r of rest) {
           const rec = decodeRecord(r, c.dims);
           if (rec.t === 'create') throw new CloisterError('STORAGE_CORRUPT', `collection file '${path}' has a second create record`);
           if (rec.t === 'delete') deletes = true;
           c.apply(rec);
         }
+        c.loading = false;
+        c.index.endBulk();
         if (deletes) {
           // A delete acknowledged before a crash, whose rewrite did not happen: erase now.
           await c.log.rewrite(c.snapshot(this.limits.maxRecordBytes));

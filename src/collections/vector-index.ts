@@ -159,6 +159,7 @@ export class HybridIndex implements VectorIndex {
   readonly #threshold: number;
   readonly #ann: AnnOptions;
   #graph: UsearchIndex | undefined;
+  #bulk: [number, Float32Array][] | undefined;
 
   constructor(dims: number, annThreshold = DEFAULT_ANN_THRESHOLD, ann: AnnOptions = {}) {
     this.exact = new ExactIndex(dims);
@@ -175,14 +176,38 @@ export class HybridIndex implements VectorIndex {
     return this.#graph === undefined ? 'exact' : 'ann';
   }
 
-  add(key: number, vector: Float32Array): void {
-    this.exact.add(key, vector);
-    if (this.#graph !== undefined) this.#graph.add(key, vector);
-    else if (this.exact.size >= this.#threshold) {
+  /**
+   * Adds made until `endBulk` go to the graph in one batched call (usearch builds with its
+   * own threads): loading a collection or a large add does not insert one vector at a time.
+   */
+  beginBulk(): void {
+    this.#bulk ??= [];
+  }
+
+  endBulk(): void {
+    const pending = this.#bulk;
+    this.#bulk = undefined;
+    if (pending === undefined) return;
+    if (this.#graph !== undefined) this.#graph.addMany(pending.filter(([k]) => this.exact.vector(k) !== undefined));
+    else this.#maybeBuild();
+  }
+
+  #maybeBuild(): void {
+    if (this.#graph === undefined && this.exact.size >= this.#threshold) {
       const g = new UsearchIndex(this.exact.dims, this.#ann);
       g.addMany([...this.exact.entries()]);
       this.#graph = g;
     }
+  }
+
+  add(key: number, vector: Float32Array): void {
+    this.exact.add(key, vector);
+    if (this.#bulk !== undefined) {
+      if (this.#graph !== undefined) this.#bulk.push([key, vector]);
+      return;
+    }
+    if (this.#graph !== undefined) this.#graph.add(key, vector);
+    else this.#maybeBuild();
   }
 
   remove(key: number): void {

@@ -241,3 +241,25 @@ describe('vector index', () => {
     expect(idx.search(vecs[7] as Float32Array, 10).map((h) => h.key)).not.toContain(7);
   });
 });
+
+describe('loading a large collection', () => {
+  it('builds the HNSW graph once at the end of the load; retrieval answers from it', async () => {
+    const s = store({ annThreshold: 50 });
+    await s.load();
+    const c = await s.create();
+    const docs = Array.from({ length: 120 }, (_, i) => ({ id: `d${i}`, text: `document number ${i} ${'abcdefgh'.slice(i % 8)} ${i * 7}` }));
+    await s.add(c.id, c.capability, docs.slice(0, 60), signal);
+    await s.add(c.id, c.capability, docs.slice(60), signal);
+    await s.delete(c.id, c.capability, ['d3']);
+    const before = await s.retrieve(c.id, c.capability, docs[10]?.text ?? '', 5, signal);
+    expect(before.mode).toBe('ann');
+    await s.close();
+    const again = store({ annThreshold: 50 });
+    await again.load();
+    const after = await again.retrieve(c.id, c.capability, docs[10]?.text ?? '', 5, signal);
+    expect(after.mode).toBe('ann');
+    expect(after.chunks.map((h) => [h.document, h.score])).toEqual(before.chunks.map((h) => [h.document, h.score]));
+    expect((await again.retrieve(c.id, c.capability, docs[3]?.text ?? '', 50, signal)).chunks.map((h) => h.document)).not.toContain('d3');
+    await again.close();
+  });
+});
