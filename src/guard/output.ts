@@ -140,6 +140,13 @@ export function guardResults(
         yield r;
         continue;
       }
+      if (tally.policy === 'allow') {
+        // allow: counted, relayed untouched (no hold-back, the relay's JSON text as it came).
+        const texts = r instanceof JsonResults ? r.texts : [JSON.stringify(r) ?? ''];
+        for (const t of texts) tally.apply(t, detectIdentifiers(t));
+        yield r;
+        continue;
+      }
       if (r instanceof JsonResults) {
         lastWasJson = true;
         const texts = r.texts.map((t) => {
