@@ -62,6 +62,9 @@ export const ERROR_CODES = {
   UNAUTHORIZED: 'the request carries no valid API key',
   FORBIDDEN: 'the request comes from a browser origin that is not allowed',
   INTERNAL: 'an unexpected server error',
+  CAPABILITY_INVALID: 'the collection does not exist or the request carries no valid capability for it',
+  OUTPUT_BLOCKED: 'the output guard found identifiers (PHI/PII) in the answer and the policy is block',
+  STORAGE_CORRUPT: 'sealed storage on the host failed authentication or is not well formed',
 
   // --- client / configuration --------------------------------------------------------------
   CONNECTION_FAILED: 'the connection to the server failed or closed unexpectedly',

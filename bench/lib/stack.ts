@@ -86,7 +86,9 @@ export async function createLocalStack(options: StackOptions): Promise<LocalStac
   }
   await engine.start();
   const attester = await createSimulatedAttester();
-  const server = new CloisterServer({ engines: [engine], attester, limits: BENCH_LIMITS });
+  // guardPolicy allow: these benches measure the relay token by token; the guard's own cost
+  // (redact holds text back and rewrites events) is measured by bench:rag (docs/GUARD.md).
+  const server = new CloisterServer({ engines: [engine], attester, limits: BENCH_LIMITS, guardPolicy: 'allow' });
   const address = await server.listen({ host: '127.0.0.1', port: 0 });
   let plain: PlainServer | undefined;
   if (options.kind === 'onnx') plain = await startPlainServer(engine);

@@ -9,6 +9,7 @@ export const SCENARIOS: Readonly<Record<string, () => Promise<Scenario>>> = {
   batch: async () => (await import('./batch.js')).scenario,
   memory: async () => (await import('./memory.js')).scenario,
   generate: async () => (await import('./generate.js')).scenario,
+  rag: async () => (await import('./rag.js')).scenario,
 };
 
 export const SCENARIO_NAMES: readonly string[] = Object.keys(SCENARIOS);

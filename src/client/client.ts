@@ -187,6 +187,11 @@ export interface RequestOptions {
   readonly signal?: AbortSignal;
   /** This request's verified receipt (in addition to ConnectOptions.onReceipt). */
   readonly onReceipt?: (receipt: ReceiptRecord) => void;
+  /**
+   * The server's `report` for this answer (output guard verdict, retrieval facts; no content),
+   * delivered once the receipt that covers it verified.
+   */
+  readonly onReport?: (report: unknown) => void;
 }
 
 export interface ClassifyOptions {
@@ -577,15 +582,31 @@ export class CloisterClient {
     const { bytes, reader } = session === undefined ? sealRequest(sealTargetFromKeyConfig(keyConfig, aeadId), request, readerOptions) : session.seal(request, readerOptions);
     state.sealedTo = keyConfig;
 
+    // The server's report (guard verdict, retrieval facts) once the receipt verified, before
+    // the last results reach the caller.
+    let reported = false;
+    const deliverReport = (): void => {
+      if (reported || !reader.complete) return;
+      reported = true;
+      const report = reader.report;
+      if (report === undefined) return;
+      try {
+        req.onReport?.(report);
+      } catch {
+        // A throwing callback must not fail a verified answer.
+      }
+    };
     const deadline = this.startExchange(bytes, req.signal, session === undefined ? 'req' : 'sreq');
     try {
       for await (const piece of deadline.exchange.pieces) {
         if (session !== undefined) session.bytes += piece.byteLength;
         const results = reader.push(piece);
         state.started = reader.started;
+        deliverReport();
         if (results.length > 0) yield results;
       }
       const results = reader.finish();
+      deliverReport();
       if (results.length > 0) yield results;
     } catch (err) {
       state.started ||= reader.started;

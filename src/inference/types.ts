@@ -13,7 +13,11 @@ export type Operation =
   | 'chat'
   | 'completion'
   | 'embeddings'
-  | 'models';
+  | 'models'
+  /** Sealed document collections (src/collections/): create, add, delete, list, retrieve. */
+  | 'collection'
+  /** Retrieval-augmented generation over a collection (src/collections/engine.ts). */
+  | 'rag';
 
 export interface ModelInfo {
   /** Name a request uses to address this model. */

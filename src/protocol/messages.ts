@@ -16,9 +16,11 @@ export const MESSAGE_VERSION = 1;
  * inner-message version 1 that a client declares in its sealed request (`caps`), so that a
  * server sends them only to clients that understand them. `json`: the client decodes `json`
  * response chunks. `pad`: the client accepts a `pad` field in response chunks and wants them
- * padded to size buckets (`padChunkPlaintext`). A server ignores capabilities it does not know.
+ * padded to size buckets (`padChunkPlaintext`). `report`: the client decodes a `report` chunk
+ * (the output guard's verdict and the retrieval facts, before `end`, covered by the receipt).
+ * A server ignores capabilities it does not know.
  */
-export const CAPABILITIES = ['json', 'pad'] as const;
+export const CAPABILITIES = ['json', 'pad', 'report'] as const;
 /**
  * Receipts v2 (PROTOCOL.md section 12), opt-in: `receipt2` - the request carries a 32-byte
  * `salt` and the final chunk is `end2` with a Merkle-log receipt; `receipt-proof` - and with
@@ -48,7 +50,7 @@ export interface TokenEntity {
 export const MAX_CAPS = 16;
 export const MAX_CAP_BYTES = 32;
 const CAP_RE = /^[a-z0-9-]{1,32}$/;
-export const OPERATIONS = ['classify', 'embed', 'token-classify', 'generate', 'chat', 'completion', 'embeddings', 'models'] as const;
+export const OPERATIONS = ['classify', 'embed', 'token-classify', 'generate', 'chat', 'completion', 'embeddings', 'models', 'collection', 'rag'] as const;
 export type Operation = (typeof OPERATIONS)[number];
 
 export interface SealedRequest {
@@ -356,6 +358,13 @@ export type ResponseChunk =
    */
   | { readonly t: 'json'; readonly items: readonly string[] }
   | { readonly t: 'error'; readonly code: ErrorCode; readonly message: string }
+  /**
+   * What the server checked about this answer (PROTOCOL.md section 4, `report` chunks): the
+   * output guard's policy, action and the identifier types it found with their counts (never
+   * the text), and for retrieval the collection version and the digests of the chunks used.
+   * Sent only to clients that declared `report`, right before `end`: the receipt covers it.
+   */
+  | { readonly t: 'report'; readonly report: CborInput }
   | { readonly t: 'end'; readonly data?: CborInput; readonly receipt: Uint8Array }
   /** The final chunk with a receipts-v2 receipt (receipt-v2.ts `encodeEndReceipt`): leaf, index, optional proof. */
   | { readonly t: 'end2'; readonly receipt: Uint8Array };
@@ -375,6 +384,8 @@ export function encodeResponseChunk(c: ResponseChunk): Uint8Array {
     case 'error':
       if (!isErrorCode(c.code)) throw new CloisterError('INVALID_ARGUMENT', 'unknown error code');
       return encodeCbor({ t: 'error', code: c.code, message: c.message });
+    case 'report':
+      return encodeCbor({ t: 'report', report: c.report });
     case 'end':
       if (c.receipt.byteLength !== RECEIPT_SIGNATURE_LENGTH) throw new CloisterError('INVALID_ARGUMENT', 'receipt must be 64 bytes');
       return encodeCbor({ t: 'end', data: c.data, receipt: c.receipt });
@@ -418,6 +429,13 @@ export function decodeResponseChunk(bytes: Uint8Array, limits?: Partial<MessageL
     if (!isErrorCode(code)) throw bad('code', 'unknown error code');
     if (typeof message !== 'string') throw bad('message', 'must be text');
     return { t: 'error', code, message };
+  }
+  if (t === 'report') {
+    const m = strictMap(root, 'chunk', ['t', 'report'], ['pad']);
+    checkPad(m, bytes.byteLength);
+    const report = toPlain(m.get('report') ?? null);
+    if (typeof report !== 'object' || report === null || Array.isArray(report) || report instanceof Uint8Array) throw bad('report', 'must be a map');
+    return { t: 'report', report };
   }
   if (t === 'end') {
     const m = strictMap(root, 'chunk', ['t', 'receipt'], ['data', 'pad']);

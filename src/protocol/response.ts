@@ -253,6 +253,7 @@ export class ResponseReader {
   #failed = false;
   readonly #v2: { readonly hasher: SaltedResponseHasher; readonly requestHash: Uint8Array } | undefined;
   #chunks = 0;
+  #report: unknown;
 
   constructor(opener: ChunkOpener, requestPlaintext: Uint8Array, options: ResponseReaderOptions) {
     this.#opener = opener;
@@ -270,6 +271,11 @@ export class ResponseReader {
   /** Whether the authenticated final chunk was opened and its receipt verified. */
   get complete(): boolean {
     return this.#complete;
+  }
+
+  /** The server's `report` chunk (PROTOCOL.md section 4), once the response is complete and its receipt verified. */
+  get report(): unknown {
+    return this.#complete ? this.#report : undefined;
   }
 
   /** The error the server sealed into the stream, once read. */
@@ -315,6 +321,13 @@ export class ResponseReader {
         }
         if (msg.t === 'end' || msg.t === 'end2') throw new CloisterError('PROTOCOL_VIOLATION', 'end message in a non-final chunk');
         if (this.#serverError !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'data after an error chunk');
+        if (msg.t === 'report') {
+          // What the server checked about this answer (output guard verdict, retrieval facts):
+          // covered by the receipt, so the caller gets it only once the response is complete.
+          if (this.#report !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'a second report chunk');
+          this.#report = msg.report;
+          continue;
+        }
         this.#started = true;
         if (msg.t === 'data') results.push(msg.data);
         // Results the server had at the same moment, sealed together: one by one, in order.

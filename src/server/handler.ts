@@ -13,8 +13,9 @@
  */
 import { CloisterError, ERROR_CODES, asCloisterError, wireCodeOf } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
+import type { CborInput } from '../core/cbor.js';
 import type { ClientKeyTable } from './client-keys.js';
-import { JsonResults, RECEIPT_PROOF_CAPABILITY } from '../protocol/messages.js';
+import { JsonResults, RECEIPT_PROOF_CAPABILITY, encodeResponseChunk } from '../protocol/messages.js';
 import type { SealedRequest } from '../protocol/messages.js';
 import { openChunkedRequest } from '../protocol/chunked.js';
 import type { ReceiptV2WriterContext } from '../protocol/response.js';
@@ -33,6 +34,10 @@ import { CODE_OK, OP_NONE } from './stats.js';
 import type { ServerStats } from './stats.js';
 import { startDeadline } from '../core/deadline.js';
 import type { Deadline } from '../core/deadline.js';
+import { DEFAULT_GUARD_POLICY } from '../guard/policy.js';
+import type { GuardPolicy } from '../guard/policy.js';
+import { GUARDED_OPERATIONS, guardResults, requestPolicy } from '../guard/output.js';
+import type { GuardedResults } from '../guard/output.js';
 
 /** Where the sealed response stream goes. */
 export interface ResponseOut {
@@ -90,6 +95,11 @@ export interface HandlerDeps {
   readonly clientKeys?: ClientKeyTable;
   /** Protocol v2 sessions; absent: session opens and requests are refused VERSION_UNSUPPORTED. */
   readonly sessions?: SessionTable;
+  /**
+   * The output guard's policy for every answer (src/guard/, docs/GUARD.md); a request's
+   * `params.guard` or a collection may make it stricter. Default DEFAULT_GUARD_POLICY (redact).
+   */
+  readonly guardPolicy?: GuardPolicy;
 }
 
 /** Most engine results sealed together in one `items` chunk (`HandlerDeps.maxItemsPerChunk`). */
@@ -372,6 +382,7 @@ async function serve(
   // The metrics label: an operation from the closed list once the request decoded, else OP_NONE.
   let op: string = OP_NONE;
   let reportDeadline: Deadline | undefined;
+  let guarded: GuardedResults | undefined;
   try {
     await write(writer.start(), signal);
     if (options.ended !== undefined) {
@@ -393,9 +404,13 @@ async function serve(
     // Receipts v2 (PROTOCOL.md section 12): the client sent a salt and the receipt2 capability.
     if (req.salt !== undefined) writer.receiptV2(receiptV2Context(opened.key, engine, req, receivedAt));
     const json = req.caps?.includes('json') === true;
-    const results = engine.run({ op: req.op, model: req.model, input: req.input, params: req.params ?? {}, stream: req.stream }, { signal });
+    // The output guard (src/guard/output.ts) sits between the engine and the sealing; its
+    // `guard` param is the server's, not the engine's.
+    const { guard: requestedGuard, ...params } = req.params ?? {};
+    const policy = requestPolicy(deps.guardPolicy ?? DEFAULT_GUARD_POLICY, requestedGuard);
+    guarded = guardResults(req.op, req.stream, engine.run({ op: req.op, model: req.model, input: req.input, params, stream: req.stream }, { signal }), policy);
     const limits = { maxItems: deps.maxItemsPerChunk ?? DEFAULT_MAX_ITEMS_PER_CHUNK, maxTextChars: deps.maxChunkTextChars ?? DEFAULT_MAX_CHUNK_TEXT_CHARS, stream: req.stream };
-    await forEachTurn(results, limits, signal, async (items, first) => {
+    await forEachTurn(guarded.results, limits, signal, async (items, first) => {
       // Engines yield plain JSON-like values (encodeCbor rejects anything else: ENGINE_FAILED)
       // or JsonResults, relayed as JSON text in a `json` chunk (PROTOCOL.md section 4), only
       // for clients that declared them (PROTOCOL.md section 4, capabilities).
@@ -404,6 +419,12 @@ async function serve(
       // what this turn produces (an engine may have many more results ready).
       if (first && req.stream) out.flush?.();
     });
+    // The guard's verdict and the engine's facts, covered by the receipt (PROTOCOL.md section
+    // 4, `report` chunks): only when there is something to report and the client reads it.
+    const report = guarded.report();
+    if (req.caps?.includes('report') === true && (report.guard.action !== 'pass' || Object.keys(report.facts).length > 0)) {
+      await write(writer.data(encodeResponseChunk({ t: 'report', report: { guard: { ...report.guard }, ...(report.facts as Record<string, CborInput>) } })), signal);
+    }
     await end(signal);
   } catch (err) {
     if (ctx.signal.aborted) {
@@ -430,6 +451,11 @@ async function serve(
   } finally {
     deadline.dispose();
     reportDeadline?.dispose();
+  }
+  if (guarded !== undefined && (GUARDED_OPERATIONS as ReadonlySet<string>).has(op)) {
+    const g = guarded.report().guard;
+    deps.stats.guardActions.set(g.action, (deps.stats.guardActions.get(g.action) ?? 0) + 1);
+    for (const [t, n] of Object.entries(g.found)) deps.stats.guardFindings.set(t, (deps.stats.guardFindings.get(t) ?? 0) + n);
   }
   const chunks = writer.chunks;
 

@@ -35,6 +35,7 @@ const LOG_EVENTS = [
   'key.retired',
   'session.open',
   'session.rejected',
+  'collections.loaded',
 ] as const;
 type LogEvent = (typeof LOG_EVENTS)[number];
 
@@ -74,10 +75,17 @@ export interface LogFields {
   readonly clientKey?: string;
   /** A protocol v2 session: the server's counter for it (never the session id). */
   readonly session?: number;
+  /** Sealed collections at start (src/collections/): counts only. */
+  readonly collections?: number;
+  readonly documents?: number;
+  readonly corrupt?: number;
+  readonly truncated?: number;
+  readonly compacted?: number;
 }
 
 const NUMERIC_FIELDS: ReadonlySet<string> = new Set([
   'conn', 'sid', 'session', 'keyId', 'bytesIn', 'bytesOut', 'chunks', 'durationMs', 'inFlight', 'connections', 'port', 'closeCode',
+  'collections', 'documents', 'corrupt', 'truncated', 'compacted',
 ]);
 /** Size fields: a log line never holds an exact request or response size (`logSizeBucket`). */
 const SIZE_FIELDS: ReadonlySet<string> = new Set(['bytesIn', 'bytesOut']);

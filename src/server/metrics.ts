@@ -93,6 +93,10 @@ export function renderMetrics(m: MetricsInput): string {
   out.single('cloister_uploads_in_progress', 'gauge', 'Sealed request bodies being received over HTTP.', s.uploadsInProgress);
   out.single('cloister_frames_rejected_total', 'counter', 'WebSocket frames rejected as malformed or over a limit.', s.framesRejected);
   out.single('cloister_evidence_served_total', 'counter', 'Evidence bundles served.', s.evidenceServed);
+  out.family('cloister_guard_answers_total', 'counter', 'Guarded answers by output guard action (pass, flagged, redacted, blocked).');
+  for (const a of [...s.guardActions.keys()].sort()) out.sample('cloister_guard_answers_total', s.guardActions.get(a) ?? 0, { action: a });
+  out.family('cloister_guard_findings_total', 'counter', 'Identifiers (PHI/PII) the output guard found, by type.');
+  for (const t of [...s.guardFindings.keys()].sort()) out.sample('cloister_guard_findings_total', s.guardFindings.get(t) ?? 0, { type: t });
   out.single('cloister_backpressure_waits_total', 'counter', 'Times a response writer waited for a slow peer.', s.backpressureWaits);
   return out.text();
 }

@@ -18,6 +18,7 @@
 import { CloisterError } from '../errors.js';
 import { PLATFORMS } from '../core/types.js';
 import type { Attester, Platform } from '../core/types.js';
+import type { GuardPolicy } from '../guard/policy.js';
 import type { SimulatedMeasurementInputs } from '../attester/simulated/index.js';
 import { createTeeAttester, detectPlatform } from '../attester/tsm/detect.js';
 import type { CreateTeeAttesterOptions, DetectedPlatform, DetectPlatformOptions } from '../attester/tsm/detect.js';
@@ -153,6 +154,8 @@ interface ServePlatformInput {
   readonly limits?: Partial<ServerLimits>;
   /** CloisterServerOptions.padResponses (measured into the config digest when false). */
   readonly padResponses?: boolean;
+  /** CloisterServerOptions.guardPolicy (measured into the config digest when not redact). */
+  readonly guardPolicy?: GuardPolicy;
   /** Where the code digest is taken (simulated PCR0). Default: this package. */
   readonly code?: CodeDigestOptions;
   readonly options?: PlatformOptions;
@@ -171,6 +174,7 @@ export async function preparePlatform(input: ServePlatformInput): Promise<Platfo
     ...(input.limits === undefined ? {} : { limits: input.limits }),
     ...(input.keyRotationIntervalMs === undefined ? {} : { keyRotationIntervalMs: input.keyRotationIntervalMs }),
     ...(input.padResponses === false ? { padResponses: false } : {}),
+    ...(input.guardPolicy === undefined ? {} : { guardPolicy: input.guardPolicy }),
   });
   const models = input.engines.flatMap((e) => [...e.models()]).sort((a, b) => (a.name < b.name ? -1 : 1));
   return createPlatformAttester(

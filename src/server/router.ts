@@ -7,7 +7,7 @@ import { CloisterError } from '../errors.js';
 import type { Engine, ModelInfo, Operation } from '../inference/types.js';
 
 const OPERATIONS: ReadonlySet<string> = new Set<Operation>([
-  'classify', 'embed', 'token-classify', 'generate', 'chat', 'completion', 'embeddings', 'models',
+  'classify', 'embed', 'token-classify', 'generate', 'chat', 'completion', 'embeddings', 'models', 'collection', 'rag',
 ]);
 
 function isOperation(op: unknown): op is Operation {
@@ -41,6 +41,12 @@ export class EngineRouter {
   route(op: unknown, model: unknown): Engine {
     if (!isOperation(op)) {
       throw offered('UNKNOWN_OPERATION', `unknown operation; operations: ${[...OPERATIONS].join(', ')}`);
+    }
+    // `rag` names the generative model that answers; the engine that offers `rag` (the
+    // collections engine) retrieves and then calls that model itself.
+    if (op === 'rag') {
+      const rag = [...this.byModel.values()].find((e) => e.info.operations.includes('rag'));
+      if (rag !== undefined) return rag.engine;
     }
     const entry = typeof model === 'string' ? this.byModel.get(model) : undefined;
     if (entry === undefined) {

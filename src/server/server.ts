@@ -12,6 +12,7 @@ import { CloisterError } from '../errors.js';
 import type { Attester, Platform } from '../core/types.js';
 import type { Engine, ModelInfo } from '../inference/types.js';
 import type { ServerContext } from './context.js';
+import type { GuardPolicy } from '../guard/policy.js';
 import { EvidenceService } from './evidence.js';
 import type { HandlerDeps } from './handler.js';
 import type { ClientKeyTable } from './client-keys.js';
@@ -70,6 +71,11 @@ export interface CloisterServerOptions {
   readonly clientKeys?: ClientKeyTable;
   /** Fleet keys from the key broker (`cloister serve --fleet-key`; src/server/keys.ts FleetKey). */
   readonly fleetKeys?: readonly FleetKey[];
+  /**
+   * The output guard's policy for every answer (src/guard/, docs/GUARD.md). Default redact;
+   * another value is measured into the config digest.
+   */
+  readonly guardPolicy?: GuardPolicy;
 }
 
 export interface ServerAddress {
@@ -94,6 +100,7 @@ export function serverConfigDigest(input: {
   readonly keyRotationIntervalMs?: number;
   readonly keyGraceMs?: number;
   readonly padResponses?: boolean;
+  readonly guardPolicy?: GuardPolicy;
 }): Uint8Array {
   const limits = resolveLimits(input.limits);
   const models = new EngineRouter(input.engines).models();
@@ -107,6 +114,8 @@ export function serverConfigDigest(input: {
     keyGraceMs: input.keyGraceMs ?? DEFAULT_KEY_GRACE_MS,
     // Only when off, so the digest of a default configuration is unchanged.
     ...(input.padResponses === false ? { padResponses: false } : {}),
+    // Only when not the default (redact), so the digest of a default configuration is unchanged.
+    ...(input.guardPolicy === undefined || input.guardPolicy === 'redact' ? {} : { guardPolicy: input.guardPolicy }),
   });
   return Uint8Array.from(createHash('sha256').update(canonical).digest());
 }
@@ -185,6 +194,7 @@ export class CloisterServer {
       padResponses: options.padResponses !== false,
       ...(options.clientKeys === undefined ? {} : { clientKeys: options.clientKeys }),
       sessions: new SessionTable(this.limits, this.keys, now),
+      ...(options.guardPolicy === undefined ? {} : { guardPolicy: options.guardPolicy }),
     };
     this.evidence = evidence;
     this.ctx = { limits: this.limits, keys: this.keys, evidence, sources, logger, stats: this.stats, handlerDeps, state: { draining: false } };

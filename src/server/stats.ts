@@ -49,6 +49,10 @@ export class ServerStats {
   readonly requests = new Map<string, number>();
   /** Latency of sealed requests the handler ran, by op. */
   readonly latency = new Map<string, LatencyHistogram>();
+  /** Output guard (src/guard/): answers by `action` (pass, flagged, redacted, blocked). */
+  readonly guardActions = new Map<string, number>();
+  /** Output guard: identifiers found, by type (SSN, PHONE, ...). Counts only, never text. */
+  readonly guardFindings = new Map<string, number>();
 
   count(code: ErrorCode): void {
     this.errors.set(code, (this.errors.get(code) ?? 0) + 1);

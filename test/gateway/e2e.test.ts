@@ -31,7 +31,8 @@ beforeAll(async () => {
   engine = new UpstreamEngine({ baseUrl: standin.baseUrl, model: 'standin-model', name: 'llm', kind: 'vllm', canaryPrompt: '2+2?', canaryExpect: 'answer is 4' });
   await engine.start();
   const attester = await createSimulatedAttester();
-  server = new CloisterServer({ engines: [engine], attester });
+  // guardPolicy allow: these tests check token-by-token relay fidelity (the default redact holds text back, docs/GUARD.md).
+  server = new CloisterServer({ engines: [engine], attester, guardPolicy: 'allow' });
   const address = await server.listen({ host: '127.0.0.1', port: 0 });
   const policy = developmentPolicy({ pcrs: attester.pcrs, rootSha256Hex: attester.rootSha256Hex, models: engine.models() });
   client = await connect(address.wsUrl, { policy: JSON.stringify(policy), trustedRoots: { simulated: [attester.rootPem] } });

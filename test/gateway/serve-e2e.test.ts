@@ -30,7 +30,7 @@ afterAll(async () => {
 async function startServe(extra: string[]): Promise<{ exit: Promise<number>; wsUrl: string | undefined; lines: string[] }> {
   const lines: string[] = [];
   const spy = vi.spyOn(console, 'log').mockImplementation((s: unknown) => void lines.push(String(s)));
-  const exit = serve(['--upstream', standin.baseUrl, '--upstream-model', 'standin-model', '--listen', '127.0.0.1:0', '--platform', 'simulated', '--state-dir', dir, '--log-level', 'error', ...extra]);
+  const exit = serve(['--upstream', standin.baseUrl, '--upstream-model', 'standin-model', '--listen', '127.0.0.1:0', '--platform', 'simulated', '--state-dir', dir, '--log-level', 'error', '--guard-policy', 'allow', ...extra]);
   let failed = false;
   exit.catch(() => {
     failed = true;

@@ -132,12 +132,12 @@ describe('inner messages', () => {
   it('sealed request round-trips', () => {
     const r = sampleRequest();
     // The encoder declares this implementation's capabilities unless told otherwise.
-    expect(decodeSealedRequest(encodeSealedRequest(r))).toEqual({ ...r, caps: ['json', 'pad'] });
+    expect(decodeSealedRequest(encodeSealedRequest(r))).toEqual({ ...r, caps: ['json', 'pad', 'report'] });
     expect(decodeSealedRequest(encodeSealedRequest({ ...r, caps: [] }))).toEqual({ ...r, caps: [] });
     const noParams: { -readonly [K in keyof SealedRequest]?: SealedRequest[K] } = { ...r };
     delete noParams.params;
     const np = { ...(noParams as SealedRequest), input: ['a', 'b'] };
-    expect(decodeSealedRequest(encodeSealedRequest(np))).toEqual({ ...np, caps: ['json', 'pad'] });
+    expect(decodeSealedRequest(encodeSealedRequest(np))).toEqual({ ...np, caps: ['json', 'pad', 'report'] });
   });
 
   it('capabilities: optional, bounded, strict; unknown names are kept for the server to ignore', () => {

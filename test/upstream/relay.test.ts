@@ -222,7 +222,8 @@ describe('json relay end to end (engine, server, sealed client)', () => {
     engine = new UpstreamEngine({ baseUrl: raw.baseUrl, model: 'raw-model' });
     await engine.start();
     const attester = await createSimulatedAttester();
-    server = new CloisterServer({ engines: [engine], attester });
+    // guardPolicy allow: the relay's JSON text must reach the client as sent (the default redact rewrites events, docs/GUARD.md).
+    server = new CloisterServer({ engines: [engine], attester, guardPolicy: 'allow' });
     const address = await server.listen({ host: '127.0.0.1', port: 0 });
     const policy = developmentPolicy({ pcrs: attester.pcrs, rootSha256Hex: attester.rootSha256Hex, models: engine.models() });
     client = await connect(address.wsUrl, { policy: JSON.stringify(policy), trustedRoots: { simulated: [attester.rootPem] } });

@@ -30,9 +30,11 @@ import type { ListenTarget } from '../../server/server.js';
 import { one, parseArgs, UsageError, withEnv } from './args.js';
 import type { Engine } from '../../inference/types.js';
 import type { Attester } from '../../core/types.js';
+import type { GuardPolicy } from '../../guard/policy.js';
 import { UPSTREAM_SERVE_FLAGS, UPSTREAM_SERVE_USAGE, upstreamFromArgs } from '../../inference/upstream/index.js';
 import { ClientKeyTable, DEFAULT_CLIENT_KEY_REQUESTS_PER_MINUTE, MAX_CLIENT_KEY_REQUESTS_PER_MINUTE } from '../../server/client-keys.js';
 import { TDX_COLLATERAL_FLAGS, tdxCollateralFromArgs } from './tdx-collateral-args.js';
+import { COLLECTIONS_SERVE_FLAGS, COLLECTIONS_SERVE_USAGE, collectionsFromArgs, guardPolicyArg, storageKeyWarning } from '../../collections/serve-args.js';
 
 export const summary = 'run the Cloister server (sealed, attested inference)';
 
@@ -87,6 +89,8 @@ TDX collateral (attached to the evidence so clients can verify offline; docs/DEP
 
 ${UPSTREAM_SERVE_USAGE}
 
+${COLLECTIONS_SERVE_USAGE}
+
 Every option can also be set as an environment variable: CLOISTER_ and the option name in
 upper case with '_' for '-' (--state-dir: CLOISTER_STATE_DIR; --model and --embedder take a
 comma-separated list). A flag overrides its variable. See docs/CONFIG.md.
@@ -115,7 +119,7 @@ const BAR = '='.repeat(78);
 /** Value options of `cloister serve`; each can also come from CLOISTER_<NAME> (args.ts envNameOf). */
 export const SERVE_OPTIONS: readonly string[] = [
   'model', 'embedder', 'generator', 'generator-dtype', 'max-generations', 'max-generation-queue', 'max-kv-tokens', 'max-new-tokens', 'listen', 'socket', 'platform', 'state-dir', 'key-rotation-minutes', 'request-timeout-s', 'log-level',
-  'max-input-chars', 'tls-cert', 'tls-key', 'drain-timeout-s', 'pad-responses', 'client-keys', 'client-key-requests-per-minute', 'key-broker', 'fleet-key', ...UPSTREAM_SERVE_FLAGS, ...TDX_COLLATERAL_FLAGS,
+  'max-input-chars', 'tls-cert', 'tls-key', 'drain-timeout-s', 'pad-responses', 'client-keys', 'client-key-requests-per-minute', 'key-broker', 'fleet-key', ...UPSTREAM_SERVE_FLAGS, ...TDX_COLLATERAL_FLAGS, ...COLLECTIONS_SERVE_FLAGS,
 ];
 const SERVE_SPEC = { values: SERVE_OPTIONS, multi: ['model', 'embedder', 'generator'] } as const;
 
@@ -147,6 +151,10 @@ export interface ServeConfig {
   readonly keyBroker?: string;
   /** --fleet-key: the broker's fleet key to serve. */
   readonly fleetKey?: string;
+  /** --guard-policy: the output guard's policy (src/guard/). */
+  readonly guardPolicy: GuardPolicy;
+  /** --collections and its options (src/collections/serve-args.ts), read at start. */
+  readonly collectionsArg: (name: string) => string | undefined;
 }
 
 function positiveInt(text: string | undefined, name: string, max: number): number | undefined {
@@ -213,6 +221,8 @@ export function parseServeConfig(argv: readonly string[], env: Readonly<Record<s
       clientKeys: clientKeysPath === undefined ? undefined : { path: resolve(clientKeysPath), perMinute: keyQuota ?? DEFAULT_CLIENT_KEY_REQUESTS_PER_MINUTE },
       tdxArg: (name: string) => one(args, name),
       ...keyBrokerArg(one(args, 'key-broker'), one(args, 'fleet-key')),
+      guardPolicy: guardPolicyArg(one(args, 'guard-policy')),
+      collectionsArg: (name: string) => one(args, name),
     };
   } catch (err) {
     if (err instanceof CloisterError && (err.code === 'INVALID_ARGUMENT' || err.code === 'CONFIG_INVALID')) throw new UsageError(args.label(err.message));
@@ -305,6 +315,14 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
   // The upstream start() waits for the engine and runs the canary: nothing listens before it passes.
   if (upstream !== undefined) engines.push(upstream);
   for (const e of engines) await e.start();
+  // Sealed collections (src/collections/): after the engines they use (embedder, generation).
+  const collections = await collectionsFromArgs(config.collectionsArg, [...engines], models.find((m) => m.task === 'feature-extraction')?.name, (r) => {
+    logger.log(r.corrupt.length > 0 ? 'warn' : 'info', 'collections.loaded', { collections: r.collections, documents: r.documents, corrupt: r.corrupt.length, truncated: r.truncated, compacted: r.compacted });
+  });
+  if (collections !== undefined) {
+    await collections.start();
+    engines.push(collections);
+  }
   // The engines hold their own copies now: the decrypted model files are zeroed and dropped.
   opened.wipe();
 
@@ -316,6 +334,7 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
     ...(keyRotationIntervalMs === undefined ? {} : { keyRotationIntervalMs }),
     ...(limits === undefined ? {} : { limits }),
     ...(config.padResponses ? {} : { padResponses: false }),
+    ...(config.guardPolicy === 'redact' ? {} : { guardPolicy: config.guardPolicy }),
     options: {
       // The simulated root is kept in the state directory: development policies survive restarts.
       simulatedStateDir: stateDir,
@@ -339,6 +358,7 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
     ...(config.padResponses ? {} : { padResponses: false }),
     ...(clientKeys === undefined ? {} : { clientKeys }),
     ...(fleetKeys === undefined ? {} : { fleetKeys }),
+    guardPolicy: config.guardPolicy,
   });
   const address = await server.listen(target).catch(async (err: unknown) => {
     for (const e of engines) await e.close().catch(() => undefined);
@@ -363,6 +383,9 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
     );
   }
   if (pa.selection.warning !== undefined) lines.push(`warning:    ${pa.selection.warning}`);
+  const keyFile = config.collectionsArg('collections-key-file');
+  if (collections !== undefined && keyFile !== undefined) lines.push(BAR, ...storageKeyWarning(keyFile), BAR);
+  lines.push(`guard:      PHI/PII output guard, policy ${config.guardPolicy}`);
   lines.push(`platform:   ${platform}`);
   lines.push(`websocket:  ${address.wsUrl}`);
   if (address.httpUrl !== undefined) {

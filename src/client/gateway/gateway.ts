@@ -38,6 +38,7 @@ import { isLoopbackHost } from '../../inference/upstream/target.js';
 import type { SealedRequester } from '../openai/types.js';
 import { embedWithOnnx, isOnnxEmbedder } from '../openai/onnx-embeddings.js';
 import { positiveInt } from '../../core/validate.js';
+import { COLLECTIONS_PREFIX, collectionInput, runCollectionCall } from './collections.js';
 
 export interface GatewayOptions {
   /** The verified sealed client (the core SDK's `connect(...)` result). */
@@ -229,10 +230,22 @@ async function forward(res: ServerResponse, options: GatewayOptions, route: Rout
   }
   const input: Record<string, unknown> = { ...body, model };
   const stream = (route.op === 'chat' || route.op === 'completion') && body['stream'] === true;
+  // `collection` on a chat request: attested RAG over a sealed collection (sealed op `rag`);
+  // `guard`: a stricter output guard policy for this answer (docs/GUARD.md).
+  const op = route.op === 'chat' && body['collection'] !== undefined ? 'rag' : route.op;
+  const guard = body['guard'];
+  delete input['guard'];
+  let report: unknown;
 
   // The application hanging up cancels the sealed request (and the engine's work).
   const controller = hangUpController(res);
-  const results = options.client.request({ op: route.op, model, input: route.op === 'models' ? null : input, stream, signal: controller.signal });
+  const results = options.client.request({
+    op, model, input: route.op === 'models' ? null : input, stream, signal: controller.signal,
+    ...(guard === undefined ? {} : { params: { guard } }),
+    onReport: (r) => {
+      report = r;
+    },
+  });
   const iterator = results[Symbol.asyncIterator]();
 
   try {
@@ -242,7 +255,9 @@ async function forward(res: ServerResponse, options: GatewayOptions, route: Rout
       if (first.done === true) throw new CloisterError('PROTOCOL_VIOLATION', 'the server sent no result');
       const extra = await iterator.next();
       if (extra.done !== true) throw new CloisterError('PROTOCOL_VIOLATION', 'a non-streamed answer must be exactly one result');
-      return sendJson(res, 200, first.value);
+      const value: unknown = first.value;
+      // The signed report (output guard verdict, retrieval facts) rides along when there is one.
+      return sendJson(res, 200, report !== undefined && typeof value === 'object' && value !== null && !Array.isArray(value) ? { ...value, cloister_report: report } : value);
     }
     await writeStream(res, iterator, first, controller.signal);
   } catch (err) {
@@ -299,6 +314,17 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     res.socket?.setNoDelay(true);
     if (!admit(req, res, config, ownOrigins)) return;
+    const path = (req.url ?? '').split('?')[0] ?? '';
+    if (path === COLLECTIONS_PREFIX || path.startsWith(`${COLLECTIONS_PREFIX}/`)) {
+      // Sealed collections (./collections.ts): one sealed `collection` request per call.
+      const hasBody = req.method === 'POST';
+      if (hasBody && (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() !== 'application/json') {
+        return sendError(res, new CloisterError('INVALID_ARGUMENT', 'Content-Type must be application/json'), 415);
+      }
+      const input = collectionInput(req.method ?? 'GET', path, req.headers, hasBody ? await readJsonObject(req, config.maxRequestBytes) : {});
+      const controller = hangUpController(res);
+      return sendJson(res, 200, await runCollectionCall(options.client, input, controller.signal));
+    }
     const route = routeOf(req, res);
     if (route === undefined) return;
     let body: Record<string, unknown> = {};
@@ -447,6 +473,9 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   ENGINE_UNAVAILABLE: 503,
   CONNECTION_FAILED: 502,
   CANCELLED: 499,
+  CAPABILITY_INVALID: 403,
+  OUTPUT_BLOCKED: 422,
+  STORAGE_CORRUPT: 500,
 };
 
 /** OpenAI-shaped error body; `code` is the Cloister error code (no content ever). */

@@ -21,6 +21,8 @@ export interface SealedRequestInput {
   readonly params?: Readonly<Record<string, unknown>>;
   readonly stream?: boolean;
   readonly signal?: AbortSignal;
+  /** The server's signed report (output guard, retrieval facts), when it sends one. */
+  readonly onReport?: (report: unknown) => void;
 }
 
 export interface OpenAIRequestOptions {
