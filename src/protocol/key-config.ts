@@ -296,14 +296,18 @@ export function keyConfigDigest(bytes: Uint8Array): Uint8Array {
 
 /**
  * The digest that names a key generation in receipts v2 (leaves and tree heads, PROTOCOL.md
- * section 12): SHA-256 of the key config encoded without `protocols` (key 14), i.e. of its v1
- * form. A generation's v1 and v2 key configs differ only in that key and are both attested,
- * so clients of either form, and an auditor holding either, name the same log.
+ * section 12): SHA-256 of the key config encoded without `protocols` (key 14) and `gpus`
+ * (key 15). A generation's v1 and v2 key configs differ only in `protocols`, and `gpus` is
+ * added by the GPU attester after the generation (and its log) exist; all forms are bound by
+ * the TEE evidence, so clients of any form, and an auditor holding any, name the same log.
+ * The GPU evidence an answer ran under is therefore named by the evidence the audit bundle
+ * carries, not by the leaf.
  */
 export function keyGenerationDigest(kc: KeyConfig): Uint8Array {
-  const { protocols: _protocols, ...v1 } = kc;
+  const { protocols: _protocols, gpus: _gpus, ...base } = kc;
   void _protocols;
-  return keyConfigDigest(encodeKeyConfig(v1));
+  void _gpus;
+  return keyConfigDigest(encodeKeyConfig(base));
 }
 
 /** Where to seal for this key config; `aeadId` defaults to the first listed. */

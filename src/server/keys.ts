@@ -46,6 +46,7 @@ export interface KeyGeneration {
   /**
    * The same key config with `protocols: [1, 2]` (sessions, PROTOCOL.md section 11), for
    * clients that ask for version 2; v1 clients get `keyConfig`, which their decoder accepts.
+   * With fleet keys it is `keyConfig` itself: a fleet offers no sessions (see mint()).
    */
   readonly keyConfigV2: Uint8Array;
   readonly notBeforeMs: number;
@@ -230,7 +231,10 @@ export class KeyManager {
       ...(this.options.engine === undefined ? {} : { engine: this.options.engine }),
     };
     const keyConfig = encodeKeyConfig(config);
-    const keyConfigV2 = encodeKeyConfig({ ...config, protocols: [1, SESSION_PROTOCOL_VERSION] });
+    // Fleet replicas behind a load balancer share keys but not session state: a session
+    // request routed to another replica would be refused SESSION_UNKNOWN. So a fleet offers
+    // no sessions (v2 clients then send v1 one-shot requests, which any replica can open).
+    const keyConfigV2 = this.fleet ? keyConfig : encodeKeyConfig({ ...config, protocols: [1, SESSION_PROTOCOL_VERSION] });
     return Object.freeze({
       generation: this.counter++,
       keyId,

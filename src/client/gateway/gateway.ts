@@ -259,7 +259,7 @@ async function forward(res: ServerResponse, options: GatewayOptions, route: Rout
       // The signed report (output guard verdict, retrieval facts) rides along when there is one.
       return sendJson(res, 200, report !== undefined && typeof value === 'object' && value !== null && !Array.isArray(value) ? { ...value, cloister_report: report } : value);
     }
-    await writeStream(res, iterator, first, controller.signal);
+    await writeStream(res, iterator, first, controller.signal, () => report);
   } catch (err) {
     if (controller.signal.aborted && res.destroyed) return;
     sendError(res, asCloisterError(err));
@@ -269,7 +269,7 @@ async function forward(res: ServerResponse, options: GatewayOptions, route: Rout
 }
 
 /** A streamed answer as SSE, from its first result on; [DONE] only after the sealed stream's end. */
-async function writeStream(res: ServerResponse, iterator: AsyncIterator<unknown>, first: IteratorResult<unknown>, signal: AbortSignal): Promise<void> {
+async function writeStream(res: ServerResponse, iterator: AsyncIterator<unknown>, first: IteratorResult<unknown>, signal: AbortSignal, reportOf: () => unknown): Promise<void> {
   res.writeHead(200, {
     'content-type': 'text/event-stream; charset=utf-8',
     'cache-control': 'no-cache',
@@ -302,7 +302,10 @@ async function writeStream(res: ServerResponse, iterator: AsyncIterator<unknown>
     res.end();
     return;
   }
-  // The sealed stream ended with its authenticated final chunk.
+  // The sealed stream ended with its authenticated final chunk; the signed report, if any,
+  // (output guard verdict, retrieval facts) is the last event before [DONE].
+  const report = reportOf();
+  if (report !== undefined && !(await writeEvent(res, `data: ${JSON.stringify({ object: 'cloister.report', choices: [], cloister_report: report })}\n\n`))) return;
   if (await writeEvent(res, 'data: [DONE]\n\n')) res.end();
 }
 
