@@ -1,8 +1,10 @@
 /**
  * Which implementation runs the HPKE primitives: the native addon (native/crypto.c, OpenSSL
- * through one Node-API call per primitive) or node:crypto. Both compute the same bytes; the
- * native one skips node:crypto's per-call JS objects, which dominated a request open +
- * response seal (docs/PERFORMANCE.md).
+ * through one Node-API call per primitive; ./native-backend.ts) or node:crypto
+ * (./node-backend.ts). Both are a CryptoBackend (./backend-types.ts) and compute the same
+ * bytes; the native one skips node:crypto's per-call JS objects, which dominated a request
+ * open + response seal (docs/PERFORMANCE.md). The primitives (./aead.ts, ./hkdf.ts,
+ * ./hpke/kem.ts) call the chosen object; none of them tests for native itself.
  *
  * Chosen once, on first use, from CLOISTER_CRYPTO_BACKEND:
  * - unset, '' or 'auto': native when the addon loads and passes its known-answer self-test
@@ -15,14 +17,20 @@
 import { CloisterError } from '../errors.js';
 import { loadNativeCrypto } from '../native/crypto.js';
 import type { NativeCrypto, NativeCryptoLoad } from '../native/crypto.js';
+import type { CryptoBackend, CryptoBackendName } from './backend-types.js';
+import { nativeCryptoBackend } from './native-backend.js';
+import { nodeCryptoBackend } from './node-backend.js';
 
-export type CryptoBackendName = 'native' | 'node';
+export type { AeadCipherName, CryptoBackend, CryptoBackendName, X25519Recipient } from './backend-types.js';
+export { nativeCryptoBackend, nodeCryptoBackend };
 type CryptoBackendChoice = CryptoBackendName | 'auto';
 
 const CRYPTO_BACKEND_ENV = 'CLOISTER_CRYPTO_BACKEND';
 
 interface SelectedCryptoBackend {
   readonly name: CryptoBackendName;
+  readonly backend: CryptoBackend;
+  /** The native functions behind `backend` (undefined for node:crypto). */
   readonly native: NativeCrypto | undefined;
   /** Why native is not in use ('' when it is). */
   readonly reason: string;
@@ -32,13 +40,14 @@ let selected: SelectedCryptoBackend | undefined;
 
 /** Internal (exported for tests): the backend for `choice`, given how loading native went. */
 export function resolveCryptoBackend(choice: CryptoBackendChoice, loadNative: () => NativeCryptoLoad = loadNativeCrypto): SelectedCryptoBackend {
-  if (choice === 'node') return { name: 'node', native: undefined, reason: `${CRYPTO_BACKEND_ENV}=node` };
+  const portable = { name: 'node', backend: nodeCryptoBackend, native: undefined } as const;
+  if (choice === 'node') return { ...portable, reason: `${CRYPTO_BACKEND_ENV}=node` };
   const load = loadNative();
-  if (load.crypto !== undefined) return { name: 'native', native: load.crypto, reason: '' };
+  if (load.crypto !== undefined) return { name: 'native', backend: nativeCryptoBackend(load.crypto), native: load.crypto, reason: '' };
   if (choice === 'native') {
     throw new CloisterError('PLATFORM_UNAVAILABLE', `${CRYPTO_BACKEND_ENV}=native but native crypto is unavailable: ${load.reason}`);
   }
-  return { name: 'node', native: undefined, reason: load.reason };
+  return { ...portable, reason: load.reason };
 }
 
 function fromEnv(): CryptoBackendChoice {
@@ -54,9 +63,14 @@ function current(): SelectedCryptoBackend {
   return selected;
 }
 
-/** Internal, hot path: the native functions when that backend is active, else undefined. */
+/** Internal, hot path: the backend in use (throws where the choice fails closed). */
+export function activeBackend(): CryptoBackend {
+  return (selected ?? current()).backend;
+}
+
+/** Internal, for the benchmark: the native functions when that backend is active, else undefined. */
 export function activeNative(): NativeCrypto | undefined {
-  return (selected ?? current()).native;
+  return current().native;
 }
 
 /** The backend in use (for diagnostics and benchmark notes); throws where it fails closed. */

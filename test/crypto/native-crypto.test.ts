@@ -8,7 +8,14 @@ import { createCipheriv, createHmac, createPrivateKey, createPublicKey, diffieHe
 import { afterEach, describe, expect, it } from 'vitest';
 import { aeadOpen, aeadSeal } from '../../src/crypto/aead.js';
 import type { AeadCipherName } from '../../src/crypto/aead.js';
-import { cryptoBackend, cryptoBackendInfo, resolveCryptoBackend, useCryptoBackend } from '../../src/crypto/backend.js';
+import {
+  cryptoBackend,
+  cryptoBackendInfo,
+  nativeCryptoBackend,
+  nodeCryptoBackend,
+  resolveCryptoBackend,
+  useCryptoBackend,
+} from '../../src/crypto/backend.js';
 import { hkdfExpand, hkdfExpandParts, hkdfExtract, hkdfExtractParts } from '../../src/crypto/hkdf.js';
 import {
   generateX25519KeyPair,
@@ -272,6 +279,30 @@ describe.skipIf(skipNative)('native crypto (built addon)', () => {
       const ct = on(a, () => context.seal(utf8('hello')));
       expect(new TextDecoder().decode(on(b, () => setupBaseRecipient(AES, enc, key, utf8('i')).open(ct)))).toBe('hello');
     }
+  });
+
+  it('the two strategy objects agree on X25519: pinned ephemeral, recipient import and derive', () => {
+    const nat = nativeCryptoBackend(n);
+    const skE = bytes(32);
+    const skR = bytes(32);
+    const viaNode = nodeCryptoBackend.x25519Recipient(skR);
+    const viaNative = nat.x25519Recipient(skR);
+    expect(hexOf(viaNative.publicKey)).toBe(hexOf(viaNode.publicKey));
+    expect(viaNode.native).toBeUndefined();
+    expect(viaNative.native).toBeDefined();
+    const a = nodeCryptoBackend.x25519Ephemeral(viaNode.publicKey, skE);
+    const b = nat.x25519Ephemeral(viaNode.publicKey, skE);
+    expect(hexOf(b.enc)).toBe(hexOf(a.enc));
+    expect(hexOf(b.dh)).toBe(hexOf(a.dh));
+    expect(hexOf(nat.x25519Derive(viaNative, a.enc))).toBe(hexOf(a.dh));
+    expect(hexOf(nodeCryptoBackend.x25519Derive(viaNative, a.enc))).toBe(hexOf(a.dh));
+    // A key made under node:crypto (no handle) still derives on the native strategy.
+    expect(hexOf(nat.x25519Derive(viaNode, a.enc))).toBe(hexOf(a.dh));
+    // AES-192-GCM, which the addon lacks, runs on the portable strategy with the same bytes.
+    const key = bytes(24);
+    const nonce = bytes(12);
+    const ct = nat.aeadSeal('aes-192-gcm', key, nonce, bytes(0), utf8('x'));
+    expect(hexOf(nodeCryptoBackend.aeadOpen('aes-192-gcm', key, nonce, bytes(0), ct))).toBe(hexOf(utf8('x')));
   });
 
   it('refuses every small-order enc with HPKE_DECAP_FAILED, as node:crypto does', () => {

@@ -1,4 +1,8 @@
-/** A small strict argument parser shared by the commands in this folder. */
+/**
+ * The commands' argument parsing: node:util parseArgs (strict, no positionals) from a small
+ * spec, its errors as UsageError, plus the CLOISTER_* environment fallbacks (`withEnv`).
+ */
+import { parseArgs as parseNodeArgs } from 'node:util';
 import { CloisterError } from '../../errors.js';
 
 /**
@@ -24,28 +28,32 @@ interface ParsedArgs {
   readonly flags: ReadonlySet<string>;
 }
 
+type NodeOptions = Record<string, { type: 'string' | 'boolean'; multiple?: boolean; short?: string }>;
+
+/**
+ * `--name value` / `--name=value` for the `values`, `--flag` for the `flags` (and `--help`,
+ * `-h` always). Unknown options, positionals, a missing value, a value on a flag and a
+ * non-`multi` option given twice are UsageErrors.
+ */
 export function parseArgs(argv: readonly string[], spec: ArgSpec): ParsedArgs {
+  const options: NodeOptions = { help: { type: 'boolean', short: 'h' } };
+  for (const name of spec.flags ?? []) options[name] = { type: 'boolean' };
+  for (const name of spec.values) options[name] = { type: 'string', multiple: true };
+  let parsed: ReturnType<typeof parseNodeArgs>;
+  try {
+    parsed = parseNodeArgs({ args: [...argv], options, strict: true, allowPositionals: false });
+  } catch (err) {
+    throw new UsageError(err instanceof Error ? err.message : String(err));
+  }
   const values = new Map<string, string[]>();
   const flags = new Set<string>();
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i] ?? '';
-    if (!arg.startsWith('--')) throw new UsageError(`unexpected argument '${arg}'`);
-    const eq = arg.indexOf('=');
-    const name = arg.slice(2, eq === -1 ? undefined : eq);
-    if (spec.flags?.includes(name) === true || name === 'help') {
-      if (eq !== -1) throw new UsageError(`--${name} takes no value`);
-      flags.add(name);
-      continue;
+  for (const [name, value] of Object.entries(parsed.values)) {
+    if (value === true) flags.add(name);
+    else if (Array.isArray(value)) {
+      const list = value.filter((v): v is string => typeof v === 'string');
+      if (list.length > 1 && spec.multi?.includes(name) !== true) throw new UsageError(`--${name} given twice`);
+      values.set(name, list);
     }
-    if (!spec.values.includes(name)) throw new UsageError(`unknown option --${name}`);
-    let value: string | undefined;
-    if (eq !== -1) value = arg.slice(eq + 1);
-    else value = argv[++i];
-    if (value === undefined) throw new UsageError(`--${name} needs a value`);
-    const list = values.get(name) ?? [];
-    if (list.length > 0 && spec.multi?.includes(name) !== true) throw new UsageError(`--${name} given twice`);
-    list.push(value);
-    values.set(name, list);
   }
   return { values, flags };
 }

@@ -1,38 +1,14 @@
 /** Options shared by the client-side commands (infer, attest, policy). */
-import { readFile, stat } from 'node:fs/promises';
 import { CloisterError } from '../../errors.js';
+import { MAX_CLI_FILE_BYTES, readFileLimited, readTextLimited } from './read-file.js';
 import type { TrustedRoots } from '../../verifier/verify.js';
 import { certificatesFromFile } from '../../verifier/x509/certificate.js';
 import type { ClientTransport } from '../../client/transport.js';
 import { HttpClientTransport } from '../../client/http-transport.js';
 import { WsClientTransport } from '../../client/ws-transport.js';
 
-/**
- * A file's bytes, refused before reading when it is bigger than `max` (LIMIT_EXCEEDED naming
- * the file, its size and the limit); NOT_FOUND naming it when it cannot be read.
- */
-export async function readFileLimited(path: string, max: number, what: string): Promise<Uint8Array> {
-  let size: number;
-  try {
-    size = (await stat(path)).size;
-  } catch (cause) {
-    throw new CloisterError('NOT_FOUND', `${what} ${path} cannot be read`, { cause });
-  }
-  if (size > max) throw new CloisterError('LIMIT_EXCEEDED', `${what} ${path} is ${size} bytes; the limit is ${max}`);
-  return new Uint8Array(await readFile(path));
-}
-
-/** `readFileLimited` as UTF-8 text. */
-export async function readTextLimited(path: string, max: number, what: string): Promise<string> {
-  return new TextDecoder().decode(await readFileLimited(path, max, what));
-}
-
 export async function readText(path: string, what: string): Promise<string> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (cause) {
-    throw new CloisterError('NOT_FOUND', `cannot read ${what} '${path}'`, { cause });
-  }
+  return readTextLimited(path, MAX_CLI_FILE_BYTES, what);
 }
 
 /**
@@ -41,12 +17,7 @@ export async function readText(path: string, what: string): Promise<string> {
  */
 export async function rootsFrom(path: string | undefined): Promise<TrustedRoots | undefined> {
   if (path === undefined) return undefined;
-  let bytes: Uint8Array;
-  try {
-    bytes = new Uint8Array(await readFile(path));
-  } catch (cause) {
-    throw new CloisterError('NOT_FOUND', `cannot read root certificate '${path}'`, { cause });
-  }
+  const bytes = await readFileLimited(path, MAX_CLI_FILE_BYTES, 'root certificate');
   // PEM or DER, every certificate in the file.
   return { simulated: certificatesFromFile(bytes, path, 'root certificate file') };
 }

@@ -14,7 +14,7 @@ import { DEFAULT_GATEWAY_MAX_REQUEST_BYTES, parseListen, startGateway } from '..
 import type { Gateway } from '../../client/gateway/index.js';
 import { isLoopbackHost } from '../../inference/upstream/target.js';
 import { certificatesFromFile } from '../../verifier/x509/certificate.js';
-import { readFileLimited, readTextLimited } from './client-common.js';
+import { readFileLimited, readTextLimited } from './read-file.js';
 
 export const summary = 'local OpenAI-compatible gateway that verifies the server and seals every request';
 

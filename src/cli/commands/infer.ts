@@ -9,7 +9,8 @@ import { CloisterError } from '../../errors.js';
 import { readFile } from 'node:fs/promises';
 import { checkText, connect } from '../../client/client.js';
 import { one, parseArgs } from './args.js';
-import { readText, readTextLimited, requireUrl, rootsFrom } from './client-common.js';
+import { readText, requireUrl, rootsFrom } from './client-common.js';
+import { readTextLimited } from './read-file.js';
 
 /** An API key file holds one short line; anything bigger is not one. */
 const MAX_API_KEY_FILE_BYTES = 4096;

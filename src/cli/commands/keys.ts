@@ -8,7 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { CloisterError } from '../../errors.js';
 import { toHex } from '../../core/hex.js';
@@ -18,6 +18,7 @@ import { BrokerAdminClient } from '../../keys/client.js';
 import { readSecretFile } from '../../keys/admin-auth.js';
 import { KEY_NAME_PATTERN } from '../../keys/release.js';
 import { one, parseArgs, UsageError } from './args.js';
+import { MAX_CLI_FILE_BYTES, readTextLimited } from './read-file.js';
 
 export const summary = 'the key broker: keys serve, and register / rotate / revoke / list / audit keys';
 
@@ -127,7 +128,7 @@ async function adminClient(args: ReturnType<typeof parseArgs>): Promise<BrokerAd
 
 async function readJsonFile(path: string, what: string): Promise<unknown> {
   try {
-    return JSON.parse(await readFile(path, 'utf8'));
+    return JSON.parse(await readTextLimited(path, MAX_CLI_FILE_BYTES, what));
   } catch (cause) {
     throw new CloisterError('CONFIG_INVALID', `cannot read ${what} '${path}' as JSON`, { cause });
   }

@@ -5,7 +5,6 @@
  * key exists only in this process and, sealed under the admin secret, on its way to the broker.
  */
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import { CloisterError } from '../../errors.js';
 import { readSecretFile } from '../../keys/admin-auth.js';
@@ -14,6 +13,7 @@ import { KEY_NAME_PATTERN } from '../../keys/release.js';
 import { sealModelDirectory } from '../../inference/sealed-model/seal.js';
 import { DATA_DIR, DEFAULT_CHUNK_BYTES, MANIFEST_FILE } from '../../inference/sealed-model/format.js';
 import { one, parseArgs, UsageError } from './args.js';
+import { MAX_CLI_FILE_BYTES, readTextLimited } from './read-file.js';
 
 export const summary = 'seal a model directory for confidential serving: cloister model seal DIR --out DIR --key-broker URL';
 
@@ -62,7 +62,7 @@ export async function run(argv: string[]): Promise<number> {
   let policy: unknown;
   if (policyPath !== undefined) {
     try {
-      policy = JSON.parse(await readFile(resolve(policyPath), 'utf8'));
+      policy = JSON.parse(await readTextLimited(resolve(policyPath), MAX_CLI_FILE_BYTES, 'release policy'));
     } catch (cause) {
       throw new CloisterError('CONFIG_INVALID', `cannot read release policy '${policyPath}' as JSON`, { cause });
     }

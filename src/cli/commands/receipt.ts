@@ -9,7 +9,7 @@ import { decodeEvidenceFile, MAX_EVIDENCE_FILE_BYTES } from '../../verifier/evid
 import { fromHex } from '../../core/hex.js';
 import { checkReceipt, receiptFromJson } from '../../protocol/receipt.js';
 import { one, parseArgs, UsageError } from './args.js';
-import { readFileLimited, readTextLimited } from './client-common.js';
+import { readFileLimited, readTextLimited } from './read-file.js';
 
 export const summary = 'check a stored receipt offline against an evidence file';
 

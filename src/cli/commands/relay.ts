@@ -2,7 +2,6 @@
  * `cloister relay`: the parent-instance relay between clients (TCP, optional TLS) and the
  * enclave (vsock through socat, or a Unix socket). Carries ciphertext only; logs counters.
  */
-import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
 import { parseArgs } from 'node:util';
@@ -11,6 +10,7 @@ import { formatRelayMetrics, formatRelayStats, RELAY_DEFAULTS, startRelay } from
 import type { RelayEvent, RelayListen } from '../../host/relay.js';
 import { unixConnector, vsockSocatConnector } from '../../host/enclave-leg.js';
 import type { EnclaveConnector } from '../../host/enclave-leg.js';
+import { MAX_CLI_FILE_BYTES, readFileLimited } from './read-file.js';
 
 export const summary = 'relay client connections to the enclave: cloister relay --listen host:port --vsock-cid N --vsock-port P';
 
@@ -117,7 +117,7 @@ export async function run(argv: string[]): Promise<number> {
   const relay = await startRelay({
     listen,
     enclave,
-    ...(certFile !== undefined && keyFile !== undefined ? { tls: { cert: readFileSync(certFile), key: readFileSync(keyFile) } } : {}),
+    ...(certFile !== undefined && keyFile !== undefined ? { tls: { cert: Buffer.from(await readFileLimited(certFile, MAX_CLI_FILE_BYTES, 'TLS certificate')), key: Buffer.from(await readFileLimited(keyFile, MAX_CLI_FILE_BYTES, 'TLS key')) } } : {}),
     ...limits,
     onEvent: log,
   });

@@ -15,7 +15,7 @@
  * (which pins that root's SHA-256, so clients need no --root) into the state dir, and says
  * loudly that nothing is attested.
  */
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import { CloisterError } from '../../errors.js';
 import type { OnnxModelConfig } from '../../inference/onnx/engine.js';
@@ -28,6 +28,7 @@ import type { PlatformChoice } from '../../server/platform.js';
 import { CloisterServer } from '../../server/server.js';
 import type { ListenTarget } from '../../server/server.js';
 import { one, parseArgs, UsageError, withEnv } from './args.js';
+import { MAX_CLI_FILE_BYTES, readFileLimited } from './read-file.js';
 import type { Engine } from '../../inference/types.js';
 import type { Attester } from '../../core/types.js';
 import type { GuardPolicy } from '../../guard/policy.js';
@@ -267,11 +268,7 @@ function isLogLevel(v: string): v is LogLevel {
 }
 
 async function readPem(path: string, what: string): Promise<Buffer> {
-  try {
-    return await readFile(path);
-  } catch (cause) {
-    throw new CloisterError('NOT_FOUND', `cannot read ${what} '${path}'`, { cause });
-  }
+  return Buffer.from(await readFileLimited(path, MAX_CLI_FILE_BYTES, what));
 }
 
 export async function run(argv: string[], env: Readonly<Record<string, string | undefined>> = process.env): Promise<number> {

@@ -19,7 +19,7 @@ import type { Policy } from '../../verifier/policy.js';
 import { verifyNvidiaGpuEvidence } from '../../verifier/nvidia/verify.js';
 import type { NvidiaGpuReport } from '../../verifier/nvidia/verify.js';
 import { DEFAULT_MAX_RIM_BYTES } from '../../verifier/nvidia/rim.js';
-import { readFileLimited } from './client-common.js';
+import { readFileLimited } from './read-file.js';
 
 const MAX_CHAIN_FILE_BYTES = 64 * 1024;
 

@@ -15,8 +15,8 @@
  * the policy step reads "skipped" too, and only the vendor chain, signature and TCB checks
  * decide the result.
  */
-import { readFile, stat } from 'node:fs/promises';
 import { CloisterError } from '../../errors.js';
+import { readFileLimited } from './read-file.js';
 import { fromHex } from '../../core/hex.js';
 import type { Policy } from '../../verifier/policy.js';
 import { inspectSevSnpEvidence, inspectTdxEvidence } from '../../verifier/inspect.js';
@@ -64,16 +64,7 @@ interface SnpTdxHandler {
 }
 
 async function readAux(path: string, what: string): Promise<Uint8Array> {
-  let size: number;
-  try {
-    size = (await stat(path)).size;
-  } catch (cause) {
-    throw new CloisterError('NOT_FOUND', `${what} ${path} cannot be read`, { cause });
-  }
-  if (size > MAX_SNP_TDX_AUX_FILE_BYTES) {
-    throw new CloisterError('LIMIT_EXCEEDED', `${what} ${path} is ${size} bytes; the limit is ${MAX_SNP_TDX_AUX_FILE_BYTES}`);
-  }
-  return new Uint8Array(await readFile(path));
+  return readFileLimited(path, MAX_SNP_TDX_AUX_FILE_BYTES, what);
 }
 
 interface Binding {

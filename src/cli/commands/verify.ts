@@ -40,7 +40,7 @@ import type { Policy } from '../../verifier/policy.js';
 import type { VerificationReport } from '../../core/types.js';
 import { certificatesFromFile } from '../../verifier/x509/certificate.js';
 import { SNP_TDX_OPTIONS, sevSnpHandler, tdxHandler } from './verify-snp-tdx.js';
-import { readFileLimited } from './client-common.js';
+import { readFileLimited } from './read-file.js';
 import { GpuUsageError, verifyGpuReportFile } from './verify-gpu.js';
 
 /** The GPU report platform: not a CPU TEE, so not in PLATFORMS (verify-gpu.ts). */
