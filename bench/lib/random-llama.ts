@@ -25,7 +25,8 @@ export interface LlamaShape {
 
 export const SMOLLM2_135M: LlamaShape = { hidden: 576, layers: 30, heads: 9, kvHeads: 3, intermediate: 1536, vocab: 49_152, maxPositions: 8192 };
 
-function randomFloats(n: number, std: number, seed: number): Float32Array {
+/** The weights' generator (also used by random-llama-gguf.ts to write the same weights). */
+export function randomFloats(n: number, std: number, seed: number): Float32Array {
   const out = new Float32Array(n);
   let s = seed >>> 0;
   for (let i = 0; i < n; i++) {
