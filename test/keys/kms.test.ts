@@ -9,9 +9,12 @@ import type { KeyObject } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
 import { AlgorithmIdentifier } from '@peculiar/asn1-x509';
 import { ContentInfo, EncryptedContent, EncryptedContentInfo, EnvelopedData, id_data, id_envelopedData, KeyTransRecipientInfo, RecipientIdentifier, RecipientInfo, RecipientInfos } from '@peculiar/asn1-cms';
@@ -29,6 +32,7 @@ import { openEnvelopedData, ID_AES256_CBC } from '../../src/keys/cms.js';
 import { kmsDecryptForEnclave, kmsGenerateDataKey } from '../../src/keys/kms.js';
 import { openSealedModels } from '../../src/server/sealed-models.js';
 import { buildDemoModels } from '../../tools/demo-model/build.js';
+import { until } from '../e2e/helpers.js';
 
 type Mode = 'ok' | 'deny' | 'tamper-key' | 'tamper-content' | 'wrong-recipient' | 'trailing' | 'aes128';
 const KEY_ARN = 'arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab';
@@ -37,6 +41,8 @@ const SIGV4 = /^AWS4-HMAC-SHA256 Credential=AKIDFAKEFAKE\/\d{8}\/us-east-1\/kms\
 let server: Server;
 let endpoint: string;
 let mode: Mode = 'ok';
+/** The stand-in's key policy: kms:RecipientAttestation:PCR0 (hex); default the in-process attester's. */
+let policyPcr0: string | undefined;
 const seen: string[] = [];
 const blobs = new Map<string, Buffer>();
 let attester: SimulatedAttester;
@@ -89,7 +95,8 @@ function recipientKey(document: Uint8Array): KeyObject {
   if (!(payload instanceof Map)) throw new Error('payload is not a map');
   const pcrs = payload.get('pcrs');
   // The key policy: kms:RecipientAttestation:PCR0 must be this enclave's.
-  if (!(pcrs instanceof Map) || Buffer.compare(Buffer.from(pcrs.get(0) as Uint8Array), Buffer.from(attester.pcrs.get(0) ?? [])) !== 0) throw new Error('PCR0 mismatch');
+  const want = policyPcr0 ?? Buffer.from(attester.pcrs.get(0) ?? []).toString('hex');
+  if (!(pcrs instanceof Map) || !(pcrs.get(0) instanceof Uint8Array) || Buffer.from(pcrs.get(0) as Uint8Array).toString('hex') !== want) throw new Error('PCR0 mismatch');
   const pk = payload.get('public_key');
   if (!(pk instanceof Uint8Array)) throw new Error('no public_key');
   return createPublicKey({ key: Buffer.from(pk), format: 'der', type: 'spki' });
@@ -236,5 +243,76 @@ describe('AWS KMS sealed models', () => {
     const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
     expect(() => openEnvelopedData(new Uint8Array(16 * 1024 + 1), privateKey, { plaintextBytes: 32 })).toThrow(/allowed 1\.\.16384/);
     expect(() => openEnvelopedData(Uint8Array.from([0x30, 0x03, 0x02, 0x01, 0x00]), privateKey, { plaintextBytes: 32 })).toThrow(CloisterError);
+  });
+});
+
+const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+const cli = resolve(repoRoot, 'dist', 'cli', 'main.js');
+const haveDist = existsSync(cli);
+if (!haveDist) console.warn('test/keys/kms.test.ts CLI part skipped: dist/cli/main.js missing (run `npm run build`)');
+const CLI_ENV = { ...process.env, AWS_ACCESS_KEY_ID: 'AKIDFAKEFAKE', AWS_SECRET_ACCESS_KEY: 'fake-secret-for-the-loopback-stand-in', AWS_EC2_METADATA_DISABLED: 'true' };
+
+function runCli(args: string[], timeoutMs = 60_000): Promise<{ code: number; out: string; err: string }> {
+  return new Promise((done) => {
+    const child = spawn(process.execPath, [cli, ...args], { cwd: repoRoot, env: CLI_ENV });
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      done({ code: code ?? 1, out, err });
+    });
+  });
+}
+
+describe.skipIf(!haveDist)('AWS KMS sealed models through the CLI (child processes)', () => {
+  it('model seal --kms-key-id, serve --kms-region answers as the plaintext model; a policy pinning another PCR0 stops serve with KMS_REFUSED', async () => {
+    const state = join(root, 'cli-state');
+    const pol = await runCli(['keys', 'dev-policy', '--state-dir', state]);
+    expect(pol.code).toBe(0);
+    const pcr0 = /"0": "([0-9a-f]{96})"/.exec(pol.out)?.[1];
+    expect(pcr0).toBeDefined();
+    mode = 'ok';
+    const out = join(root, 'cli-sealed');
+    const seal = await runCli(['model', 'seal', MODEL, '--out', out, '--kms-key-id', KEY_ARN, '--kms-region', 'us-east-1', '--kms-endpoint', endpoint]);
+    expect(seal.code).toBe(0);
+    expect(seal.out).toContain('wrapped by AWS KMS key');
+    expect(JSON.parse(await readFile(join(out, 'manifest.json'), 'utf8')).wrapping.kind).toBe('aws-kms');
+
+    policyPcr0 = pcr0;
+    const child = spawn(process.execPath, [cli, 'serve', '--model', `classifier=${out}`, '--kms-region', 'us-east-1', '--kms-endpoint', endpoint, '--platform', 'simulated', '--state-dir', state, '--listen', '127.0.0.1:0'], { cwd: repoRoot, env: CLI_ENV });
+    let log = '';
+    child.stdout.on('data', (d: Buffer) => (log += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (log += d.toString()));
+    try {
+      await until(() => /http:\s+(http:\/\/\S+)/.test(log) || child.exitCode !== null, 8000);
+      expect(log).toContain('sealed: unsealed in memory');
+      const url = /http:\s+(http:\/\/\S+)/.exec(log)?.[1] ?? '';
+      const sealedAnswer = await runCli(['infer', '--url', url, '--policy', join(state, 'policy.json'), '--text', 'chest pain radiating to the left arm']);
+      expect(sealedAnswer.code).toBe(0);
+      const label = sealedAnswer.out.split('\n')[0]?.split('\t')[0] ?? '';
+      expect(label).not.toBe('');
+      const disk = new OnnxEngine({ models: [{ name: 'c', dir: MODEL }] });
+      await disk.start();
+      try {
+        expect(JSON.stringify(await classify(disk, 'chest pain radiating to the left arm'))).toContain(label);
+      } finally {
+        await disk.close();
+      }
+    } finally {
+      const exited = new Promise((r) => child.once('exit', r));
+      if (child.exitCode === null) child.kill('SIGTERM');
+      await exited;
+    }
+
+    policyPcr0 = pcr0?.replace(/^./, (c) => (c === '0' ? '1' : '0'));
+    const refused = await runCli(['serve', '--model', `classifier=${out}`, '--kms-region', 'us-east-1', '--kms-endpoint', endpoint, '--platform', 'simulated', '--state-dir', state, '--listen', '127.0.0.1:0']);
+    policyPcr0 = undefined;
+    expect(refused.code).toBe(1);
+    expect(refused.err).toContain('KMS_REFUSED');
+    expect(refused.err).toContain('AccessDeniedException');
+    expect(refused.out).not.toContain('http:');
   });
 });
