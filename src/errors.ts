@@ -80,6 +80,9 @@ export const ERROR_CODES = {
   KEY_REVOKED: 'the key broker key was revoked',
   KEY_RELEASE_REFUSED: 'the key broker refused to release a key',
   STORE_CORRUPT: 'the key broker store fails authentication or does not parse',
+  KMS_REFUSED: 'AWS KMS refused the request (its error type is in the message)',
+  CMS_INVALID: 'the CMS EnvelopedData from AWS KMS (CiphertextForRecipient) is malformed or uses other algorithms',
+  CMS_DECRYPT_FAILED: 'the CMS EnvelopedData from AWS KMS does not decrypt under this enclave\'s key',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -48,6 +48,11 @@ export interface Attester {
   /** True for the development platform: no hardware stands behind the evidence. */
   readonly simulated: boolean;
   attest(request: AttestationRequest): Promise<EvidenceBundle>;
+  /**
+   * Nitro and simulated only: a bare attestation document whose `public_key` field is
+   * `publicKeyDer` (no user_data, no nonce), e.g. the Recipient of an AWS KMS Decrypt.
+   */
+  attestPublicKey?(publicKeyDer: Uint8Array): Promise<Uint8Array>;
 }
 
 /** One stage of a verification pipeline, in order. */

@@ -11,12 +11,17 @@ import { CloisterError } from '../errors.js';
 import type { Attester } from '../core/types.js';
 import type { OnnxModelConfig } from '../inference/onnx/engine.js';
 import { isSealedModelDir, readManifest, unsealModel } from '../inference/sealed-model/unseal.js';
+import type { Wrapping } from '../inference/sealed-model/format.js';
 import { requestKeyRelease } from '../keys/client.js';
+import { kmsDecryptForEnclave } from '../keys/kms.js';
+import type { KmsTarget } from '../keys/kms.js';
 import type { FleetKey } from './keys.js';
 
 export interface OpenSealedModelsOptions {
   /** --key-broker: where data keys are released. */
   readonly keyBroker?: string;
+  /** --kms-region / --kms-endpoint: where models wrapped by AWS KMS are decrypted. */
+  readonly kms?: KmsTarget;
   /** The attester that proves this TEE to the broker (created on first use). */
   readonly attester: () => Promise<Attester>;
   readonly timeoutMs?: number;
@@ -34,12 +39,13 @@ export interface OpenedModels {
   wipe(): void;
 }
 
-/** One sealed model directory opened in memory (the caller zeroes `files` once done). */
-async function openOne(m: OnnxModelConfig, options: OpenSealedModelsOptions): Promise<{ config: OnnxModelConfig; files: Map<string, Uint8Array> }> {
-  const manifest = await readManifest(m.dir);
-  const w = manifest.wrapping;
-  if (w.kind !== 'key-broker') {
-    throw new CloisterError('CONFIG_INVALID', `sealed model '${m.dir}' is wrapped by ${w.kind}, which this server was not configured for`, { detail: { file: m.dir } });
+/** The data key of one sealed model: from the key broker or from AWS KMS (the caller zeroes it). */
+async function dataKeyFor(m: OnnxModelConfig, w: Wrapping, options: OpenSealedModelsOptions): Promise<Uint8Array> {
+  if (w.kind === 'aws-kms') {
+    if (options.kms === undefined) {
+      throw new CloisterError('CONFIG_INVALID', `model ${m.name} in '${m.dir}' is wrapped by AWS KMS: give --kms-region R`, { detail: { file: m.dir } });
+    }
+    return kmsDecryptForEnclave({ ...options.kms, keyId: w.keyId, ciphertextBlob: new Uint8Array(Buffer.from(w.ciphertextBlob, 'base64')), attester: await options.attester() });
   }
   if (options.keyBroker === undefined) {
     throw new CloisterError('CONFIG_INVALID', `model ${m.name} in '${m.dir}' is sealed: give --key-broker URL`, { detail: { file: m.dir } });
@@ -48,7 +54,13 @@ async function openOne(m: OnnxModelConfig, options: OpenSealedModelsOptions): Pr
   if (released.kind !== 'data' || released.version !== w.version) {
     throw new CloisterError('SEALED_MODEL_KEY_MISMATCH', `the broker released ${released.kind} key ${released.name}, not version ${w.version} of data key ${w.key} that '${m.dir}' needs`, { detail: { file: m.dir } });
   }
-  const key = new Uint8Array(Buffer.from(released.key, 'hex'));
+  return new Uint8Array(Buffer.from(released.key, 'hex'));
+}
+
+/** One sealed model directory opened in memory (the caller zeroes `files` once done). */
+async function openOne(m: OnnxModelConfig, options: OpenSealedModelsOptions): Promise<{ config: OnnxModelConfig; files: Map<string, Uint8Array> }> {
+  const manifest = await readManifest(m.dir);
+  const key = await dataKeyFor(m, manifest.wrapping, options);
   try {
     const files = new Map((await unsealModel(m.dir, manifest, key)).files);
     // A name under the sealed directory that does not exist: the engine reads memory only.

@@ -74,7 +74,7 @@ function sameBytes(a: CborValue | undefined, b: Uint8Array | null): boolean {
  * Reads the payload of the COSE_Sign1 document (RFC 9052 section 4.2; tagged 18 or untagged,
  * see test/vectors/README.md) just far enough to check the three bound fields.
  */
-function checkDocumentBinds(document: Uint8Array, publicKey: Uint8Array, userData: Uint8Array, nonce: Uint8Array | null): void {
+function checkDocumentBinds(document: Uint8Array, publicKey: Uint8Array, userData: Uint8Array | null, nonce: Uint8Array | null): void {
   const body = document[0] === 0xd2 ? document.subarray(1) : document;
   let payload: Uint8Array;
   let fields: CborValue;
@@ -127,6 +127,17 @@ export class NitroAttester implements Attester {
       const document = this.client.attestation(nonce === null ? { userData, publicKey } : { userData, nonce, publicKey });
       checkDocumentBinds(document, publicKey, userData, nonce);
       resolve({ platform: 'nitro', evidence: document, keyConfig });
+    });
+  }
+
+  attestPublicKey(publicKeyDer: Uint8Array): Promise<Uint8Array> {
+    return new Promise((resolve) => {
+      const publicKey = publicKeyDer.slice();
+      // The NSM caps public_key at 1024 bytes; an RSA-2048 SPKI is 294.
+      if (publicKey.byteLength === 0 || publicKey.byteLength > 1024) throw new CloisterError('INVALID_ARGUMENT', `public key of ${publicKey.byteLength} bytes: 1..1024 allowed`);
+      const document = this.client.attestation({ publicKey });
+      checkDocumentBinds(document, publicKey, null, null);
+      resolve(document);
     });
   }
 }

@@ -182,6 +182,27 @@ export async function createSimulatedAttester(options: SimulatedAttesterOptions 
   };
 
   const pcrs = simulatedPcrs(options.measurements);
+  const pcrMap = new Map<CborKey, CborValue>([...pcrs].map(([i, v]) => [i, v]));
+  const document = (publicKey: Uint8Array, userData: Uint8Array | null, nonce: Uint8Array | null): Uint8Array => {
+    const now = clock();
+    const signer = currentLeaf(now);
+    // Field order and types as the NSM emits them (AWS attestation document specification).
+    const payload = encodeCbor(
+      new Map<CborKey, CborValue>([
+        ['module_id', moduleId],
+        ['digest', 'SHA384'],
+        ['timestamp', Math.floor(now)],
+        ['pcrs', pcrMap],
+        ['certificate', signer.der],
+        ['cabundle', [rootDer, interDer]],
+        ['public_key', publicKey],
+        ['user_data', userData],
+        ['nonce', nonce],
+      ]),
+      { sortKeys: false },
+    );
+    return signEs384(payload, signer.privateKey);
+  };
   const rootPem = derToPem(rootDer);
   const rootSha256Hex = createHash('sha256').update(rootDer).digest('hex');
 
@@ -206,31 +227,19 @@ export async function createSimulatedAttester(options: SimulatedAttesterOptions 
     async attest(request: AttestationRequest): Promise<EvidenceBundle> {
       try {
         const binding = nitroBindingFor(request.keyConfig, request.hpkePublicKey, request.nonce);
-        const now = clock();
-        const signer = currentLeaf(now);
-        // Field order and types as the NSM emits them (AWS attestation document specification).
-        const pcrMap = new Map<CborKey, CborValue>([...pcrs].map(([i, v]) => [i, v]));
-        const payload = encodeCbor(
-          new Map<CborKey, CborValue>([
-            ['module_id', moduleId],
-            ['digest', 'SHA384'],
-            ['timestamp', Math.floor(now)],
-            ['pcrs', pcrMap],
-            ['certificate', signer.der],
-            ['cabundle', [rootDer, interDer]],
-            ['public_key', binding.publicKey],
-            ['user_data', binding.userData],
-            ['nonce', binding.nonce],
-          ]),
-          { sortKeys: false },
-        );
-        return {
-          platform: 'simulated',
-          evidence: signEs384(payload, signer.privateKey),
-          keyConfig: Uint8Array.from(request.keyConfig),
-        };
+        return { platform: 'simulated', evidence: document(binding.publicKey, binding.userData, binding.nonce), keyConfig: Uint8Array.from(request.keyConfig) };
       } catch (cause) {
         if (cause instanceof CloisterError && cause.code === 'INVALID_ARGUMENT') throw cause;
+        throw new CloisterError('ATTESTER_FAILED', 'simulated attester failed', { cause });
+      }
+    },
+    async attestPublicKey(publicKeyDer: Uint8Array): Promise<Uint8Array> {
+      if (!(publicKeyDer instanceof Uint8Array) || publicKeyDer.byteLength === 0 || publicKeyDer.byteLength > 1024) {
+        throw new CloisterError('INVALID_ARGUMENT', 'public key must be 1..1024 bytes (the NSM limit)');
+      }
+      try {
+        return document(Uint8Array.from(publicKeyDer), null, null);
+      } catch (cause) {
         throw new CloisterError('ATTESTER_FAILED', 'simulated attester failed', { cause });
       }
     },

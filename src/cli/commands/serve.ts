@@ -79,6 +79,9 @@ const USAGE = `usage: cloister serve --model [name=]dir [--model ...] [--embedde
                        checked, before anything is served (docs/KEYS.md)
   --fleet-key NAME     serve the key broker's fleet key NAME (with --key-broker): every replica
                        publishes the same key config, so a client that verified one can use all
+  --kms-region R       models sealed with --kms-key-id: KMS Decrypt with a Recipient (Nitro attestation
+                       document binding a per-boot RSA key); credentials from the AWS SDK chain
+  --kms-endpoint URL   the KMS endpoint (default the region's; in an enclave the parent's vsock proxy)
 
 TDX collateral (attached to the evidence so clients can verify offline; docs/DEPLOY.md):
   --tdx-collateral FILE|none          read it from FILE (re-read at each refresh), or attach none
@@ -120,7 +123,7 @@ const BAR = '='.repeat(78);
 /** Value options of `cloister serve`; each can also come from CLOISTER_<NAME> (args.ts envNameOf). */
 export const SERVE_OPTIONS: readonly string[] = [
   'model', 'embedder', 'generator', 'generator-dtype', 'max-generations', 'max-generation-queue', 'max-kv-tokens', 'max-new-tokens', 'listen', 'socket', 'platform', 'state-dir', 'key-rotation-minutes', 'request-timeout-s', 'log-level',
-  'max-input-chars', 'tls-cert', 'tls-key', 'drain-timeout-s', 'pad-responses', 'client-keys', 'client-key-requests-per-minute', 'key-broker', 'fleet-key', ...UPSTREAM_SERVE_FLAGS, ...TDX_COLLATERAL_FLAGS, ...COLLECTIONS_SERVE_FLAGS,
+  'max-input-chars', 'tls-cert', 'tls-key', 'drain-timeout-s', 'pad-responses', 'client-keys', 'client-key-requests-per-minute', 'key-broker', 'fleet-key', 'kms-region', 'kms-endpoint', ...UPSTREAM_SERVE_FLAGS, ...TDX_COLLATERAL_FLAGS, ...COLLECTIONS_SERVE_FLAGS,
 ];
 const SERVE_SPEC = { values: SERVE_OPTIONS, multi: ['model', 'embedder', 'generator'] } as const;
 
@@ -156,6 +159,8 @@ export interface ServeConfig {
   readonly guardPolicy: GuardPolicy;
   /** --collections and its options (src/collections/serve-args.ts), read at start. */
   readonly collectionsArg: (name: string) => string | undefined;
+  /** --kms-region / --kms-endpoint: AWS KMS for models sealed with --kms-key-id. */
+  readonly kms?: { readonly region: string; readonly endpoint?: string };
 }
 
 function positiveInt(text: string | undefined, name: string, max: number): number | undefined {
@@ -224,6 +229,7 @@ export function parseServeConfig(argv: readonly string[], env: Readonly<Record<s
       ...keyBrokerArg(one(args, 'key-broker'), one(args, 'fleet-key')),
       guardPolicy: guardPolicyArg(one(args, 'guard-policy')),
       collectionsArg: (name: string) => one(args, name),
+      ...kmsArg(one(args, 'kms-region'), one(args, 'kms-endpoint')),
     };
   } catch (err) {
     if (err instanceof CloisterError && (err.code === 'INVALID_ARGUMENT' || err.code === 'CONFIG_INVALID')) throw new UsageError(args.label(err.message));
@@ -263,6 +269,16 @@ function keyBrokerArg(url: string | undefined, fleetKey: string | undefined): { 
   return { keyBroker: url, ...(fleetKey === undefined ? {} : { fleetKey }) };
 }
 
+function kmsArg(region: string | undefined, endpoint: string | undefined): { kms?: { region: string; endpoint?: string } } {
+  if (region === undefined) {
+    if (endpoint !== undefined) throw new UsageError('--kms-endpoint needs --kms-region');
+    return {};
+  }
+  if (!/^[a-z]{2}(-[a-z]+)+-\d{1,2}$/.test(region)) throw new UsageError(`--kms-region '${region}' is not an AWS region`);
+  if (endpoint !== undefined && !/^https?:\/\/[^\s]+$/.test(endpoint)) throw new UsageError('--kms-endpoint must be an http:// or https:// URL');
+  return { kms: { region, ...(endpoint === undefined ? {} : { endpoint }) } };
+}
+
 function isLogLevel(v: string): v is LogLevel {
   return v === 'debug' || v === 'info' || v === 'warn' || v === 'error';
 }
@@ -297,7 +313,7 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
       // Simulated: PCR0 is this code, and the root is the state directory's (a release policy pins both).
       return (await createPlatformAttester(selection, { codeDigest: await codeDigest() }, { simulatedStateDir: stateDir })).attester;
     })());
-  const opened = await openSealedModels(models, { ...(config.keyBroker === undefined ? {} : { keyBroker: config.keyBroker }), attester });
+  const opened = await openSealedModels(models, { ...(config.keyBroker === undefined ? {} : { keyBroker: config.keyBroker }), ...(config.kms === undefined ? {} : { kms: config.kms }), attester });
   const fleetKeys = config.fleetKey === undefined || config.keyBroker === undefined ? undefined : await fetchFleetKeys(config.fleetKey, { keyBroker: config.keyBroker, attester: await attester() });
 
   const engines: Engine[] = [];

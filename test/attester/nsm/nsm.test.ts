@@ -159,6 +159,22 @@ describe('NitroAttester', () => {
     }
   });
 
+  it('attestPublicKey (AWS KMS Recipient): public_key = the DER key, no user_data, no nonce; fails closed on another binding', async () => {
+    const { t, requests } = fakeNsm();
+    const spki = new Uint8Array(294).fill(5);
+    const doc = await new NitroAttester({ transport: t }).attestPublicKey(spki);
+    expect(doc[0]).toBe(0x84);
+    const a = (decodeRequest(requests[0] ?? new Uint8Array()) as Map<string, Map<string, unknown>>).get('Attestation');
+    expect(a?.get('public_key')).toEqual(spki);
+    expect(a?.get('user_data')).toBeNull();
+    expect(a?.get('nonce')).toBeNull();
+    for (const field of ['public_key', 'user_data', 'nonce']) {
+      const { t: bad } = fakeNsm((p) => p.set(field, Uint8Array.of(0)));
+      await expect(new NitroAttester({ transport: bad }).attestPublicKey(spki)).rejects.toMatchObject({ code: 'ATTESTER_FAILED' });
+    }
+    await expect(new NitroAttester({ transport: t }).attestPublicKey(new Uint8Array(1025))).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+  });
+
   it('rejects bad inputs', async () => {
     const { t } = fakeNsm();
     const a = new NitroAttester({ transport: t });
