@@ -32,7 +32,7 @@ import { openEnvelopedData, ID_AES256_CBC } from '../../src/keys/cms.js';
 import { kmsDecryptForEnclave, kmsGenerateDataKey } from '../../src/keys/kms.js';
 import { openSealedModels } from '../../src/server/sealed-models.js';
 import { buildDemoModels } from '../../tools/demo-model/build.js';
-import { until } from '../e2e/helpers.js';
+import { until } from '../helpers/until.js';
 
 type Mode = 'ok' | 'deny' | 'tamper-key' | 'tamper-content' | 'wrong-recipient' | 'trailing' | 'aes128';
 const KEY_ARN = 'arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab';

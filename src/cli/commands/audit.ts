@@ -23,7 +23,7 @@ import { MAX_AUDIT_BUNDLE_BYTES, MAX_AUDIT_RECORD_BYTES, buildAuditBundle, decod
 import { verifyAuditBundle } from '../../verifier/audit.js';
 import type { AuditContent, AuditReport } from '../../verifier/audit.js';
 import { one, parseArgs, UsageError } from './args.js';
-import { readFileLimited } from './client-common.js';
+import { readFileLimited } from './read-file.js';
 
 export const summary = 'export and verify audit bundles (receipts v2, offline)';
 
