@@ -87,7 +87,8 @@ describe.skipIf(!haveDist)('cloister serve / policy / infer / attest (child proc
 
   it('serve rejects a request timeout outside 1..86400 s before anything listens', async () => {
     for (const bad of ['0', '-5', '1.5', 'soon', '86401']) {
-      const r = await runCli(['serve', '--model', join(dir, 'models', 'nowhere'), '--listen', '127.0.0.1:0', '--request-timeout-s', bad]);
+      // `--name=value`: node's parseArgs takes a separate value starting with '-' for a missing one.
+      const r = await runCli(['serve', '--model', join(dir, 'models', 'nowhere'), '--listen', '127.0.0.1:0', `--request-timeout-s=${bad}`]);
       expect(r.code).toBe(2); // a usage error
 
       expect(r.err).toContain('--request-timeout-s must be an integer from 1 to 86400');
