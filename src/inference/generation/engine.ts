@@ -29,7 +29,8 @@ import type { Engine, EngineRequest, ModelInfo, Operation, RunOptions } from '..
 import { GENERATION_DTYPES, type GenerationDtype, type LoadedGenerator, loadGenerator, ONNX_FILE_OF } from './model.js';
 import { type GenerationOp, type GenerationRequest, type ParamLimits, parseGenerationRequest } from './params.js';
 import { applyPenalties, chooseToken, type SamplingParams, SamplingRng } from './sampling.js';
-import { FifoSemaphore } from './scheduler.js';
+import { generationSemaphore } from './scheduler.js';
+import type { FifoSemaphore } from './scheduler.js';
 import { IncrementalText, StopText } from './text.js';
 
 export type { GenerationDtype } from './model.js';
@@ -176,9 +177,9 @@ export class GenerationEngine implements Engine {
     this.#maxModelFiles = positiveInt(options.maxModelFiles, DEFAULT_MAX_MODEL_FILES, 'maxModelFiles');
     const maxQueued = options.maxQueueDepth ?? d.maxQueueDepth;
     if (!Number.isSafeInteger(maxQueued) || maxQueued < 0) throw new CloisterError('CONFIG_INVALID', 'maxQueueDepth must be a non-negative integer');
-    this.#slots = new FifoSemaphore(positiveInt(options.maxActiveGenerations, d.maxActiveGenerations, 'maxActiveGenerations'), maxQueued, 'maxQueueDepth');
+    this.#slots = generationSemaphore(positiveInt(options.maxActiveGenerations, d.maxActiveGenerations, 'maxActiveGenerations'), maxQueued, 'maxQueueDepth');
     // Steps wait only behind active generations (at most maxActiveGenerations - 1 others).
-    this.#steps = new FifoSemaphore(1, Number.MAX_SAFE_INTEGER, 'steps');
+    this.#steps = generationSemaphore(1, Number.MAX_SAFE_INTEGER, 'steps');
   }
 
   models(): readonly ModelInfo[] {

@@ -12,89 +12,13 @@
  * - A waiter whose signal aborts leaves the queue at once (CANCELLED).
  */
 import { CloisterError } from '../../errors.js';
+import { FifoSemaphore } from '../../core/semaphore.js';
 
-interface Waiter {
-  readonly resolve: (release: () => void) => void;
-  readonly reject: (err: CloisterError) => void;
-  readonly signal: AbortSignal;
-  readonly onAbort: () => void;
+/** A FIFO semaphore whose full queue is refused OVERLOADED naming `limit` (a public, content-free message). */
+export function generationSemaphore(max: number, maxQueued: number, limit: string): FifoSemaphore {
+  return new FifoSemaphore(max, maxQueued, () =>
+    new CloisterError('OVERLOADED', `the generation queue is full (${limit} = ${maxQueued})`, { detail: { limit, max: maxQueued, public: true } }),
+  );
 }
 
-function cancelled(): CloisterError {
-  return new CloisterError('CANCELLED', 'the request was cancelled');
-}
-
-/** A FIFO semaphore with an optional bound on waiters. */
-export class FifoSemaphore {
-  readonly #max: number;
-  readonly #maxQueued: number;
-  readonly #what: string;
-  #active = 0;
-  readonly #queue: Waiter[] = [];
-
-  constructor(max: number, maxQueued: number, what: string) {
-    this.#max = max;
-    this.#maxQueued = maxQueued;
-    this.#what = what;
-  }
-
-  get active(): number {
-    return this.#active;
-  }
-
-  get queued(): number {
-    return this.#queue.length;
-  }
-
-  acquire(signal: AbortSignal): Promise<() => void> {
-    if (signal.aborted) return Promise.reject(cancelled());
-    if (this.#active < this.#max && this.#queue.length === 0) {
-      this.#active++;
-      return Promise.resolve(this.#releaser());
-    }
-    if (this.#queue.length >= this.#maxQueued) {
-      return Promise.reject(
-        new CloisterError('OVERLOADED', `the generation queue is full (${this.#what} = ${this.#maxQueued})`, {
-          detail: { limit: this.#what, max: this.#maxQueued, public: true },
-        }),
-      );
-    }
-    return new Promise<() => void>((resolve, reject) => {
-      const waiter: Waiter = {
-        resolve,
-        reject,
-        signal,
-        onAbort: () => {
-          const i = this.#queue.indexOf(waiter);
-          if (i !== -1) this.#queue.splice(i, 1);
-          reject(cancelled());
-        },
-      };
-      signal.addEventListener('abort', waiter.onAbort, { once: true });
-      this.#queue.push(waiter);
-    });
-  }
-
-  /** Refuses every waiter (engine closing). */
-  rejectAll(err: CloisterError): void {
-    for (const w of this.#queue.splice(0)) {
-      w.signal.removeEventListener('abort', w.onAbort);
-      w.reject(err);
-    }
-  }
-
-  #releaser(): () => void {
-    let done = false;
-    return () => {
-      if (done) return;
-      done = true;
-      const next = this.#queue.shift();
-      if (next === undefined) {
-        this.#active--;
-        return;
-      }
-      next.signal.removeEventListener('abort', next.onAbort);
-      next.resolve(this.#releaser());
-    };
-  }
-}
+export type { FifoSemaphore };

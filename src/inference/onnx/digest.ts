@@ -15,6 +15,7 @@
  * every file counts - config, tokenizer and weights alike, plus anything else shipped there.
  */
 import { createHash } from 'node:crypto';
+import type { Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -82,6 +83,17 @@ export async function modelDigest(dir: string, options: ModelDigestOptions = {})
   return digestFileSet(MODEL_DIGEST_LABEL, await listFiles(dir, maxFiles));
 }
 
+/** One file's header in the digest: u32 BE path length, the UTF-8 path, u64 BE file size. */
+function hashEntryHeader(hash: Hash, relBytes: Buffer, size: number): void {
+  const header = Buffer.alloc(4);
+  header.writeUInt32BE(relBytes.length, 0);
+  hash.update(header);
+  hash.update(relBytes);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64BE(BigInt(size), 0);
+  hash.update(len);
+}
+
 /**
  * The construction above over an explicit file list, under another domain label (the
  * server code digest uses it too, see src/server/code-digest.ts). `rel` is the path that is
@@ -99,14 +111,8 @@ export async function digestFileSet(label: string, entries: readonly { readonly 
   hash.update(Buffer.from(label, 'utf8'));
   hash.update(Buffer.of(0));
   for (const f of files) {
-    const header = Buffer.alloc(4);
-    header.writeUInt32BE(f.relBytes.length, 0);
-    hash.update(header);
-    hash.update(f.relBytes);
     const st = await lstat(f.abs);
-    const len = Buffer.alloc(8);
-    len.writeBigUInt64BE(BigInt(st.size), 0);
-    hash.update(len);
+    hashEntryHeader(hash, f.relBytes, st.size);
     // Stream the file and count what was actually hashed: a file that changes size between
     // the stat and the read must not yield a digest for a length it does not have.
     let read = 0;
@@ -134,13 +140,7 @@ export function modelDigestOfFiles(files: ReadonlyMap<string, Uint8Array>): Uint
   hash.update(Buffer.from(MODEL_DIGEST_LABEL, 'utf8'));
   hash.update(Buffer.of(0));
   for (const e of entries) {
-    const header = Buffer.alloc(4);
-    header.writeUInt32BE(e.relBytes.length, 0);
-    hash.update(header);
-    hash.update(e.relBytes);
-    const len = Buffer.alloc(8);
-    len.writeBigUInt64BE(BigInt(e.bytes.byteLength), 0);
-    hash.update(len);
+    hashEntryHeader(hash, e.relBytes, e.bytes.byteLength);
     hash.update(e.bytes);
   }
   return new Uint8Array(hash.digest());
