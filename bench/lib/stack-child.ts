@@ -31,6 +31,9 @@ process.on('message', (m: { type: string; options?: StackOptions; tokens?: numbe
     }, failed);
   } else if (m.type === 'rss') {
     send({ type: 'rss', rss: process.memoryUsage().rss });
+  } else if (m.type === 'cpu') {
+    const u = process.cpuUsage();
+    send({ type: 'cpu', us: u.user + u.system });
   } else if (m.type === 'close') {
     void Promise.all([stack?.close(), engine?.close()]).finally(() => process.exit(0));
   }

@@ -120,6 +120,11 @@ export interface Stack {
   readonly isolated: boolean;
   /** Resident set size of the server process, bytes. */
   rss(): Promise<number>;
+  /**
+   * CPU time (user + system, microseconds) the server process has used so far, all its
+   * threads (onnxruntime's included); null when the server shares this process (not isolated).
+   */
+  cpuUs(): Promise<number | null>;
   close(): Promise<void>;
 }
 
@@ -127,6 +132,7 @@ type ChildReply =
   | { readonly type: 'ready'; readonly info: StackInfo }
   | { readonly type: 'engine-ready'; readonly baseUrl: string; readonly model: string }
   | { readonly type: 'rss'; readonly rss: number }
+  | { readonly type: 'cpu'; readonly us: number }
   | { readonly type: 'error'; readonly message: string };
 
 function childEntry(): string | undefined {
@@ -168,6 +174,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       info: local.info,
       isolated: false,
       rss: () => Promise.resolve(process.memoryUsage().rss),
+      cpuUs: () => Promise.resolve(null),
       close: () => local.close(),
     };
   }
@@ -202,6 +209,12 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       child.send({ type: 'rss' });
       const m = await r;
       return m.type === 'rss' ? m.rss : Number.NaN;
+    },
+    async cpuUs() {
+      const r = nextReply(child, 'cpu');
+      child.send({ type: 'cpu' });
+      const m = await r;
+      return m.type === 'cpu' ? m.us : null;
     },
     async close() {
       await stopChild(child);

@@ -66,6 +66,25 @@ export const scenario: Scenario = {
           const conns = Math.ceil(c / PER_CONNECTION);
           let n = 0;
           const text = (): string => texts[n++ % VARIANTS] ?? '';
+          const cpu = new Map<string, { client: number; server: number; ops: number }>();
+          // CPU per request of each arm, both processes (bench/lib/stack.ts cpuUs): what the
+          // protection costs when the cores, not the wall clock, are the limit.
+          const withCpu = (arm: Arm): Arm => ({
+            name: arm.name,
+            measure: async (ms) => {
+              const c0 = process.cpuUsage();
+              const s0 = await stack.cpuUs();
+              const m = await arm.measure(ms);
+              const c1 = process.cpuUsage(c0);
+              const s1 = await stack.cpuUs();
+              const acc = cpu.get(arm.name) ?? { client: 0, server: 0, ops: 0 };
+              acc.client += c1.user + c1.system;
+              acc.server += s0 === null || s1 === null || arm.name === 'in-process' ? 0 : s1 - s0;
+              acc.ops += m.ops;
+              cpu.set(arm.name, acc);
+              return m;
+            },
+          });
           const arms: Arm[] = [
             {
               name: 'sealed',
@@ -105,7 +124,20 @@ export const scenario: Scenario = {
                 }),
             },
           ];
-          const cmp = await compare('e2e', { c, size: fmtBytes(size) }, arms, { ...ctx.timing, unit: 'req/s' }, ctx.progress);
+          const cmp = await compare('e2e', { c, size: fmtBytes(size) }, arms.map(withCpu), { ...ctx.timing, unit: 'req/s' }, ctx.progress);
+          if (stack.isolated) {
+            for (const [arm, a] of cpu) {
+              if (a.ops === 0) continue;
+              out.metrics.push({ label: `CPU per request c=${c} ${fmtBytes(size)} ${arm}: load generator + SDK`, value: a.client / a.ops, unit: 'us' });
+              if (arm !== 'in-process') out.metrics.push({ label: `CPU per request c=${c} ${fmtBytes(size)} ${arm}: server`, value: a.server / a.ops, unit: 'us' });
+            }
+            const s = cpu.get('sealed');
+            const p = cpu.get('plaintext');
+            if (s !== undefined && p !== undefined && s.ops > 0 && p.ops > 0) {
+              out.metrics.push({ label: `added CPU per request c=${c} ${fmtBytes(size)} (sealed - plaintext): SDK side`, value: s.client / s.ops - p.client / p.ops, unit: 'us' });
+              out.metrics.push({ label: `added CPU per request c=${c} ${fmtBytes(size)} (sealed - plaintext): server side`, value: s.server / s.ops - p.server / p.ops, unit: 'us' });
+            }
+          }
           out.comparisons.push(cmp);
           const r = ratio(cmp, 'sealed', 'plaintext');
           const isTarget = c === 8 && size === 4096;

@@ -128,11 +128,12 @@ export interface ConnectOptions {
    */
   readonly sessions?: boolean;
   /**
-   * Receipts v2 (docs/PROTOCOL.md section 12), opt-in: every request carries a fresh 32-byte
-   * salt and the `receipt2` capability; the server answers with a Merkle-log receipt leaf
-   * (salted hashes, model, enforced policy, times, outcome) that the client checks against
-   * the exchange it saw (RECEIPT_INVALID otherwise). Servers from before receipts v2 refuse
-   * the request (MALFORMED). Default false.
+   * Receipts v2 (docs/PROTOCOL.md section 12): every request carries a fresh 32-byte salt
+   * and the `receipt2` capability; the server answers with a Merkle-log receipt leaf (salted
+   * hashes, model, enforced policy, times, outcome) that the client checks against the
+   * exchange it saw (RECEIPT_INVALID otherwise), and signs tree heads instead of every
+   * response. Default: on when the attested key config offers protocol 2 (`protocols`), off
+   * otherwise (v1 receipts, `onReceipt`). true: always; false: v1 receipts only.
    */
   readonly receiptsV2?: boolean;
   /** With receiptsV2: ask for the inclusion proof to a signed tree head in-band (`receipt-proof`), verified once per head. Default false. */
@@ -548,7 +549,10 @@ export class CloisterClient {
     const keyConfig = entry?.keyConfig ?? this.attested.keyConfig;
     const keyConfigBytes = entry?.keyConfigBytes ?? this.attested.bundle.keyConfig;
     const pad = this.options.pad !== false;
-    const v2 = this.options.receiptsV2 === true ? this.receiptV2Context(keyConfig, req.model) : undefined;
+    // By default only for a model the key config lists (the leaf names its digest); another
+    // name gets the server's UNKNOWN_MODEL under a v1 receipt.
+    const listed = keyConfig.models.some((m) => m.name === req.model);
+    const v2 = this.wantsReceiptsV2(keyConfig) && (listed || this.options.receiptsV2 === true) ? this.receiptV2Context(keyConfig, req.model) : undefined;
     const baseCaps = pad ? CAPABILITIES : CAPABILITIES_NO_PAD;
     const caps = v2 === undefined ? baseCaps : [...baseCaps, RECEIPT_V2_CAPABILITY, ...(v2.requireProof ? [RECEIPT_PROOF_CAPABILITY] : [])];
     const request: SealedRequest = {
@@ -692,6 +696,17 @@ export class CloisterClient {
         deadline.dispose();
       }
     }
+  }
+
+  /**
+   * Receipts v2 for this key config: asked for (`receiptsV2: true`), or by default whenever the
+   * attested key config offers protocol 2 (sessions and receipts v2 came together: PROTOCOL.md
+   * sections 11 and 12), so a response costs no signature. `receiptsV2: false`: v1 receipts.
+   */
+  private wantsReceiptsV2(keyConfig: KeyConfig): boolean {
+    const asked = this.options.receiptsV2;
+    if (asked !== undefined) return asked;
+    return keyConfig.protocols?.includes(SESSION_PROTOCOL_VERSION) === true;
   }
 
   /** Tree head verifiers per key config (one signature per head), bounded. */

@@ -304,11 +304,18 @@ export function keyConfigDigest(bytes: Uint8Array): Uint8Array {
  * carries, not by the leaf.
  */
 export function keyGenerationDigest(kc: KeyConfig): Uint8Array {
+  // Clients name the generation in every receipts-v2 request: computed once per key config
+  // object (decoded key configs are not changed after decoding).
+  const known = generationDigests.get(kc);
+  if (known !== undefined) return Uint8Array.from(known);
   const { protocols: _protocols, gpus: _gpus, ...base } = kc;
   void _protocols;
   void _gpus;
-  return keyConfigDigest(encodeKeyConfig(base));
+  const digest = keyConfigDigest(encodeKeyConfig(base));
+  generationDigests.set(kc, Uint8Array.from(digest));
+  return digest;
 }
+const generationDigests = new WeakMap<KeyConfig, Uint8Array>();
 
 /** Where to seal for this key config; `aeadId` defaults to the first listed. */
 export function sealTargetFromKeyConfig(kc: KeyConfig, aeadId?: number): SealTarget {

@@ -230,9 +230,15 @@ function logBase(ctx: RequestContext, body: Uint8Array): { requestId: ServerRequ
 type LogBase = ReturnType<typeof logBase>;
 
 /** What the server enforced for a routed request, and where the leaf goes (receipts v2). */
-function receiptV2Context(key: KeyGeneration, engine: Engine, req: SealedRequest, receivedAt: number): ReceiptV2WriterContext {
-  const info = engine.models().find((m) => m.name === req.model);
-  if (info === undefined || req.salt === undefined) throw new CloisterError('INTERNAL', 'a routed model the engine does not list');
+function receiptV2Context(key: KeyGeneration, router: EngineRouter, engine: Engine, req: SealedRequest, receivedAt: number): ReceiptV2WriterContext {
+  if (req.salt === undefined) throw new CloisterError('INTERNAL', 'receipts v2 without a salt');
+  // The model the request names (for `rag`, the generative model that answers; the routed
+  // engine is the collections engine).
+  const info = router.model(req.model);
+  if (info === undefined) {
+    const models = router.models().map((m) => m.name).join(', ') || 'none';
+    throw new CloisterError('UNKNOWN_MODEL', `the server serves no such model; models: ${models}`, { detail: { public: true } });
+  }
   const id = engine.identity?.();
   return {
     salt: req.salt,
@@ -402,7 +408,7 @@ async function serve(
     // In a session the sequence number already refused any replay (no global window).
     if (options.replay) deps.replay.check(req.id, req.ts);
     // Receipts v2 (PROTOCOL.md section 12): the client sent a salt and the receipt2 capability.
-    if (req.salt !== undefined) writer.receiptV2(receiptV2Context(opened.key, engine, req, receivedAt));
+    if (req.salt !== undefined) writer.receiptV2(receiptV2Context(opened.key, deps.router, engine, req, receivedAt));
     const json = req.caps?.includes('json') === true;
     // The output guard (src/guard/output.ts) sits between the engine and the sealing; its
     // `guard` param is the server's, not the engine's.

@@ -33,6 +33,11 @@ export class EngineRouter {
     return [...this.byModel.values()].map((e) => e.info).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
+  /** What the server says of a served model (the key config's entry), or undefined. */
+  model(name: string): ModelInfo | undefined {
+    return this.byModel.get(name)?.info;
+  }
+
   /**
    * The engine for (op, model), or UNKNOWN_OPERATION / UNKNOWN_MODEL. Their messages list
    * what the server offers (model names, tasks and operations are in the attested key config,

@@ -53,7 +53,7 @@ describe('receipts for auditors', () => {
       };
     });
     const records: ReceiptRecord[] = [];
-    const c = await connect(url, { policy: t.policy, trustedRoots: t.trustedRoots, onReceipt: (r) => records.push(r) });
+    const c = await connect(url, { policy: t.policy, trustedRoots: t.trustedRoots, onReceipt: (r) => records.push(r), receiptsV2: false });
     try {
       expect(await c.classify(text, { model: 'fake-cls' })).toEqual(fakeClassify(text));
       const keyConfig = decodeEvidenceFile(c.evidenceFile()).bundle.keyConfig;
@@ -100,7 +100,7 @@ describe('receipts for auditors', () => {
     expect(code(() => checkReceipt(a.record, a.keyConfig, { responseDigest: changed }))).toBe('RECEIPT_INVALID');
     expect(code(() => checkReceipt({ ...a.record, responseDigest: changed }, a.keyConfig))).toBe('RECEIPT_INVALID');
     // Another server's key config: refused by name, and also when the record is relabelled to it.
-    const c = await connect(other.wsUrl, { policy: other.policy, trustedRoots: other.trustedRoots });
+    const c = await connect(other.wsUrl, { policy: other.policy, trustedRoots: other.trustedRoots, receiptsV2: false });
     const otherKeyConfig = decodeEvidenceFile(c.evidenceFile()).bundle.keyConfig;
     await c.close();
     expect(code(() => checkReceipt(a.record, otherKeyConfig))).toBe('RECEIPT_INVALID');
@@ -114,11 +114,11 @@ describe('receipts for auditors', () => {
     const dir = await mkdtemp(join(tmpdir(), 'cloister-receipt-'));
     try {
       const records: ReceiptRecord[] = [];
-      const c = await connect(t.wsUrl, { policy: t.policy, trustedRoots: t.trustedRoots, onReceipt: (r) => records.push(r) });
+      const c = await connect(t.wsUrl, { policy: t.policy, trustedRoots: t.trustedRoots, onReceipt: (r) => records.push(r), receiptsV2: false });
       await c.classify('for the cli', { model: 'fake-cls' });
       await writeFile(join(dir, 'evidence.cbor'), c.evidenceFile());
       await c.close();
-      const o = await connect(other.wsUrl, { policy: other.policy, trustedRoots: other.trustedRoots });
+      const o = await connect(other.wsUrl, { policy: other.policy, trustedRoots: other.trustedRoots, receiptsV2: false });
       await writeFile(join(dir, 'other.cbor'), o.evidenceFile());
       await o.close();
       await writeFile(join(dir, 'receipt.json'), JSON.stringify(receiptToJson(records[0] as ReceiptRecord)));
@@ -169,7 +169,7 @@ describe('receipts for auditors', () => {
       const url = `http://127.0.0.1:${(fake.address() as AddressInfo).port}`;
       const records: ReceiptRecord[] = [];
       // The fake answers v1 one-shot requests only.
-      const c = await connect(url, { policy: t.policy, trustedRoots: t.trustedRoots, onReceipt: (r) => records.push(r), sessions: false });
+      const c = await connect(url, { policy: t.policy, trustedRoots: t.trustedRoots, onReceipt: (r) => records.push(r), sessions: false, receiptsV2: false });
       try {
         expect(await codeOfAsync(c.classify('anything', { model: 'fake-cls' }))).toBe('PROTOCOL_VIOLATION');
         expect(records).toHaveLength(0);

@@ -131,14 +131,27 @@ describe('receipts v2 over the SDK', () => {
     expect([v2.length, v1.length]).toEqual([1, 1]);
   });
 
-  it('a v1 client is unchanged (signature receipt, no v2 record)', async () => {
-    const v1: unknown[] = [];
-    const c = await connect(t.httpUrl, { policy: t.policy, trustedRoots: t.trustedRoots, onReceipt: (r) => v1.push(r) });
-    try {
-      await c.classify('x', { model: 'fake-cls' });
-    } finally {
-      await c.close();
+  it('receipts v2 are the default when the key config offers protocol 2; receiptsV2: false keeps signature receipts', async () => {
+    for (const url of [t.httpUrl, t.wsUrl]) {
+      const v1: unknown[] = [];
+      const v2: ReceiptV2Record[] = [];
+      const c = await connect(url, { policy: t.policy, trustedRoots: t.trustedRoots, onReceipt: (r) => v1.push(r), onReceiptV2: (r) => v2.push(r) });
+      try {
+        await c.classify('x', { model: 'fake-cls' });
+        await c.classify('y', { model: 'fake-cls' });
+      } finally {
+        await c.close();
+      }
+      expect([v1.length, v2.length]).toEqual([0, 2]);
+      const old: unknown[] = [];
+      const none: ReceiptV2Record[] = [];
+      const c1 = await connect(url, { policy: t.policy, trustedRoots: t.trustedRoots, receiptsV2: false, onReceipt: (r) => old.push(r), onReceiptV2: (r) => none.push(r) });
+      try {
+        await c1.classify('x', { model: 'fake-cls' });
+      } finally {
+        await c1.close();
+      }
+      expect([old.length, none.length]).toEqual([1, 0]);
     }
-    expect(v1).toHaveLength(1);
   });
 });

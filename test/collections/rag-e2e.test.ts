@@ -62,7 +62,8 @@ beforeAll(async () => {
   collections = new CollectionsEngine({ dir, keys: testKeys(), embedder: 'embedder', engines: [embedder, upstream] });
   await collections.start();
   t = await startTestServer({ engines: [embedder, upstream, collections] });
-  client = await connect(t.wsUrl, { policy: t.policy, trustedRoots: t.trustedRoots });
+  // v1 receipts: the report test below counts `onReceipt` (signature receipts).
+  client = await connect(t.wsUrl, { policy: t.policy, trustedRoots: t.trustedRoots, receiptsV2: false });
   gateway = await startGateway({ client });
   ai = new OpenAI({ baseURL: `${gateway.url}/v1`, apiKey: 'unused', maxRetries: 0 });
 }, 120_000);

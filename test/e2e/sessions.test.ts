@@ -81,7 +81,7 @@ describe('protocol v2 sessions', () => {
     for (const url of [t.wsUrl, t.httpUrl]) {
       const events: ClientEvent[] = [];
       const receipts: ReceiptRecord[] = [];
-      const c = await connect(url, { policy: t.policy, trustedRoots: t.trustedRoots, onEvent: (e) => events.push(e), onReceipt: (r) => receipts.push(r) });
+      const c = await connect(url, { policy: t.policy, trustedRoots: t.trustedRoots, onEvent: (e) => events.push(e), onReceipt: (r) => receipts.push(r), receiptsV2: false });
       try {
         for (let i = 0; i < 5; i++) expect(await c.classify(`text ${i}`, { model: 'fake-cls' })).toEqual(fakeClassify(`text ${i}`));
         await Promise.all([1, 2, 3].map(async (i) => expect(await c.classify(`c${i}`, { model: 'fake-cls' })).toEqual(fakeClassify(`c${i}`))));
