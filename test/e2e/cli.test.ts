@@ -103,6 +103,38 @@ describe.skipIf(!haveDist)('cloister serve / policy / infer / attest (child proc
     expect(r.err).toContain(`cannot listen on 127.0.0.1:${port}: address already in use (EADDRINUSE)`);
   });
 
+  it('infer --audit writes an evidence file and a record; audit export and audit verify round-trip; any flipped byte fails', async () => {
+    const policy = join(dir, 'state', 'policy.json');
+    const root = join(dir, 'state', 'simulated-root.pem');
+    const auditDir = join(dir, 'audit');
+    const r = await runCli(['infer', '--url', wsUrl, '--policy', policy, '--text', `${CANARY}: chest pain`, '--audit', auditDir]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toContain(`audit: wrote ${join(auditDir, 'evidence.cbor')}`);
+    // Not overwritten (a usage error, as audit export's own --out).
+    const again = await runCli(['infer', '--url', wsUrl, '--policy', policy, '--text', 'x', '--audit', auditDir]);
+    expect(again.code).toBe(2);
+    expect(again.err).toContain('exists; not overwritten');
+    const bundle = join(dir, 'audit.bundle');
+    const exp = await runCli(['audit', 'export', '--evidence', join(auditDir, 'evidence.cbor'), '--record', join(auditDir, 'record.cbor'), '--out', bundle]);
+    expect(exp.code, exp.err).toBe(0);
+    const ok = await runCli(['audit', 'verify', bundle, '--root', root, '--policy', policy]);
+    expect(ok.code, ok.err).toBe(0);
+    expect(ok.out).toContain('AUDIT VERIFIED');
+    expect(ok.out).toContain('which model   classifier');
+    expect(ok.out + ok.err).not.toContain(CANARY);
+    // A flipped byte anywhere (sampled across the bundle: evidence, key config, leaf, proof, head) fails.
+    const bytes = await readFile(bundle);
+    const step = Math.max(1, Math.floor(bytes.byteLength / 12));
+    for (let i = 0; i < bytes.byteLength; i += step) {
+      const bad = Buffer.from(bytes);
+      bad[i] = (bad[i] ?? 0) ^ 0x01;
+      const path = join(dir, `audit-flip-${i}.bundle`);
+      await writeFile(path, bad);
+      const v = await runCli(['audit', 'verify', path, '--root', root, '--policy', policy]);
+      expect(v.code, `byte ${i}`).toBe(1);
+    }
+  });
+
   it('infer over ws and http with the written policy; policy and attest commands; no canary in server output', async () => {
     const policy = join(dir, 'state', 'policy.json');
     const root = join(dir, 'state', 'simulated-root.pem');

@@ -3,10 +3,14 @@
  *
  *   cloister infer --url URL --policy policy.json [--root root.pem]
  *                  (--text TEXT | --file PATH) [--model NAME] [--op classify|embed|token-classify] [--json]
+ *                  [--audit DIR]
  */
 import { parsePolicy, policyWarnings } from '../../verifier/policy.js';
 import { CloisterError } from '../../errors.js';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { ReceiptV2Record } from '../../protocol/response.js';
+import { encodeAuditRecord } from '../../verifier/audit-bundle.js';
 import { checkText, connect } from '../../client/client.js';
 import { one, parseArgs } from './args.js';
 import { readText, requireUrl, rootsFrom } from './client-common.js';
@@ -19,6 +23,7 @@ export const summary = 'verify a server, then classify, embed or tag the tokens 
 
 const USAGE = `usage: cloister infer --url URL --policy policy.json [--root root.pem]
                       (--text TEXT | --file PATH) [--model NAME] [--op classify|embed|token-classify] [--json]
+                      [--audit DIR]
 
   --url     ws://host:port/ or http://host:port, as printed by 'cloister serve'
   --policy  the policy the server must satisfy (from the image build; for the simulated
@@ -32,10 +37,16 @@ const USAGE = `usage: cloister infer --url URL --policy policy.json [--root root
             or token-classify (token-classification model, e.g. PHI detection: one line per
             tagged token, index, label, score, word)
   --api-key-file  the client API key the server requires (serve --client-keys): the file's
-            first line, sent inside the sealed request (CLOISTER_API_KEY sets it directly)`;
+            first line, sent inside the sealed request (CLOISTER_API_KEY sets it directly)
+  --audit   write DIR/evidence.cbor (the verified evidence) and DIR/record.cbor (this request's
+            receipts-v2 record with its inclusion proof to a signed tree head), for
+            'cloister audit export --evidence DIR/evidence.cbor --record DIR/record.cbor --out B'
+            and 'cloister audit verify B'. Content-free: salted hashes and the salt (keep the
+            record as private as the request: with the salt, a guess at the text can be checked).
+            DIR is created (mode 0700); existing files are not overwritten.`;
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ['url', 'policy', 'root', 'text', 'file', 'model', 'op', 'api-key-file'], flags: ['json'] });
+  const args = parseArgs(argv, { values: ['url', 'policy', 'root', 'text', 'file', 'model', 'op', 'api-key-file', 'audit'], flags: ['json'] });
   if (args.flags.has('help')) {
     console.log(USAGE);
     return 0;
@@ -57,12 +68,17 @@ export async function run(argv: string[]): Promise<number> {
   const keyFile = one(args, 'api-key-file');
   const apiKey = keyFile === undefined ? process.env['CLOISTER_API_KEY'] : ((await readTextLimited(keyFile, MAX_API_KEY_FILE_BYTES, 'API key file')).split(/\r?\n/, 1)[0] ?? '').trim();
   if (apiKey === '') throw new CloisterError('CONFIG_INVALID', keyFile === undefined ? 'CLOISTER_API_KEY is set but empty' : `API key file ${keyFile} is empty`);
+  const auditDir = one(args, 'audit');
+  if (auditDir === '') throw new CloisterError('INVALID_ARGUMENT', '--audit needs a directory');
+  const records: ReceiptV2Record[] = [];
   const policy = parsePolicy(await readText(policyPath, 'policy'), { source: policyPath });
   for (const w of policyWarnings(policy)) console.error(`cloister infer: ${w}`);
   const client = await connect(url, {
     policy,
     ...(trustedRoots === undefined ? {} : { trustedRoots }),
     ...(apiKey === undefined ? {} : { apiKey }),
+    // An audit record needs receipts v2 and the inclusion proof, asked for in-band.
+    ...(auditDir === undefined ? {} : { receiptsV2: true, receiptProofs: true, onReceiptV2: (r: ReceiptV2Record) => records.push(r) }),
   });
   try {
     if (!args.flags.has('json') && client.simulated) console.error('note: the server runs on the SIMULATED platform (no TEE)');
@@ -85,10 +101,34 @@ export async function run(argv: string[]): Promise<number> {
       if (args.flags.has('json')) console.log(JSON.stringify({ platform: client.platform, result: vector }));
       else console.log(`embedding of ${vector.length} dimensions: [${vector.slice(0, 4).map((x) => x.toFixed(4)).join(', ')}, ...]`);
     }
+    if (auditDir !== undefined) await writeAudit(auditDir, client.evidenceFile(), records);
   } finally {
     await client.close();
   }
   return 0;
+}
+
+/** `--audit DIR`: the evidence file and the request's audit record, never over existing files. */
+async function writeAudit(dir: string, evidence: Uint8Array, records: readonly ReceiptV2Record[]): Promise<void> {
+  const [r] = records;
+  if (r === undefined || r.proof === undefined || records.length !== 1) {
+    throw new CloisterError('RECEIPT_INVALID', `--audit: expected one receipts-v2 record with its inclusion proof, got ${records.length}`);
+  }
+  const record = encodeAuditRecord({ leaf: r.leaf, index: r.index, salt: r.salt, proof: r.proof });
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  for (const [name, bytes] of [
+    ['evidence.cbor', evidence],
+    ['record.cbor', record],
+  ] as const) {
+    const path = join(dir, name);
+    try {
+      await writeFile(path, bytes, { flag: 'wx', mode: 0o600 });
+    } catch (cause) {
+      const exists = (cause as NodeJS.ErrnoException).code === 'EEXIST';
+      throw new CloisterError(exists ? 'INVALID_ARGUMENT' : 'INTERNAL', exists ? `--audit: ${path} exists; not overwritten` : `--audit: cannot write ${path}`, { cause });
+    }
+  }
+  console.error(`audit: wrote ${join(dir, 'evidence.cbor')} and ${join(dir, 'record.cbor')}`);
 }
 
 /** The input file as UTF-8, strictly: invalid bytes are refused, not replaced by U+FFFD. */
