@@ -109,14 +109,14 @@ describe.skipIf(!haveDist)('cloister serve / policy / infer / attest (child proc
     const auditDir = join(dir, 'audit');
     const r = await runCli(['infer', '--url', wsUrl, '--policy', policy, '--text', `${CANARY}: chest pain`, '--audit', auditDir]);
     expect(r.code, r.err).toBe(0);
-    expect(r.err).toContain(`audit: wrote ${join(auditDir, 'evidence.cbor')}`);
-    // Not overwritten (a usage error, as audit export's own --out).
-    const again = await runCli(['infer', '--url', wsUrl, '--policy', policy, '--text', 'x', '--audit', auditDir]);
-    expect(again.code).toBe(2);
-    expect(again.err).toContain('exists; not overwritten');
+    const [, evidence = '', record = ''] = /audit: wrote (\S+) and (\S+)/.exec(r.err) ?? [];
+    expect(evidence.startsWith(join(auditDir, 'evidence-'))).toBe(true);
+    expect(record.endsWith('.record.cbor')).toBe(true);
     const bundle = join(dir, 'audit.bundle');
-    const exp = await runCli(['audit', 'export', '--evidence', join(auditDir, 'evidence.cbor'), '--record', join(auditDir, 'record.cbor'), '--out', bundle]);
+    const exp = await runCli(['audit', 'export', '--evidence', evidence, '--record', record, '--out', bundle]);
     expect(exp.code, exp.err).toBe(0);
+    // Exported once: not overwritten (a usage error).
+    expect((await runCli(['audit', 'export', '--evidence', evidence, '--record', record, '--out', bundle])).code).toBe(2);
     const ok = await runCli(['audit', 'verify', bundle, '--root', root, '--policy', policy]);
     expect(ok.code, ok.err).toBe(0);
     expect(ok.out).toContain('AUDIT VERIFIED');

@@ -2,13 +2,14 @@
  * `cloister gateway` argument handling and its fail-closed start, against an in-process
  * simulated server with the stand-in engine behind an UpstreamEngine.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSimulatedAttester } from '../../src/attester/simulated/attester.js';
 import { startFromArgs } from '../../src/cli/commands/gateway.js';
+import { run as runAudit } from '../../src/cli/commands/audit.js';
 import { developmentPolicy } from '../../src/client/dev-policy.js';
 import { UpstreamEngine } from '../../src/inference/upstream/index.js';
 import { CloisterServer } from '../../src/server/server.js';
@@ -70,6 +71,49 @@ describe('cloister gateway', () => {
       expect(denied).toBeInstanceOf(OpenAI.AuthenticationError);
     } finally {
       await handle.close();
+    }
+  });
+
+  it('--audit-dir: a streamed chat and a plain one leave audit records; audit export + audit verify pass, a flipped byte fails', async () => {
+    const auditDir = join(dir, 'audit');
+    const lines: string[] = [];
+    const handle = await startFromArgs(['--url', url, '--policy', policyFile, '--root', rootFile, '--listen', '127.0.0.1:0', '--model', 'llm', '--audit-dir', auditDir], {}, (l) => lines.push(l));
+    try {
+      const ai = new OpenAI({ baseURL: `${handle.gateway.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+      const stream = await ai.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'x' }], stream: true });
+      let text = '';
+      for await (const c of stream) text += c.choices[0]?.delta.content ?? '';
+      expect(text).toBe('Hello, world! The answer is 4.');
+      const done = await ai.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'y' }] });
+      expect(done.choices[0]?.message.content).toBe('Hello, world! The answer is 4.');
+    } finally {
+      await handle.close();
+    }
+    expect(lines.filter((l) => l.startsWith('audit:'))).toEqual([]);
+    const files = readdirSync(auditDir).sort();
+    const records = files.filter((f) => f.endsWith('.record.cbor')).map((f) => join(auditDir, f));
+    const evidence = files.filter((f) => f.startsWith('evidence-')).map((f) => join(auditDir, f));
+    expect([records.length, evidence.length]).toEqual([2, 1]);
+    expect(statSync(auditDir).mode & 0o777).toBe(0o700);
+    // One bundle per request (records under different tree heads need consistency proofs to share one).
+    const io = { out: (_t: string) => undefined, err: (_t: string) => undefined };
+    const bundles = records.map((_, i) => join(dir, `gateway-audit-${i}.bundle`));
+    for (const [i, record] of records.entries()) {
+      expect(await runAudit(['export', '--evidence', evidence[0] ?? '', '--record', record, '--out', bundles[i] ?? ''], io)).toBe(0);
+      const out: string[] = [];
+      expect(await runAudit(['verify', bundles[i] ?? '', '--root', rootFile, '--policy', policyFile], { out: (t) => out.push(t), err: (t) => out.push(t) })).toBe(0);
+      expect(out.join('\n')).toContain('AUDIT VERIFIED');
+      expect(out.join('\n')).toContain('which model   llm');
+    }
+    const bundle = bundles[0] ?? '';
+    const bytes = readFileSync(bundle);
+    for (const i of [0, Math.floor(bytes.byteLength / 3), Math.floor(bytes.byteLength / 2), bytes.byteLength - 40, bytes.byteLength - 1]) {
+      const bad = Buffer.from(bytes);
+      bad[i] = (bad[i] ?? 0) ^ 0x80;
+      const path = join(dir, `gw-flip-${i}.bundle`);
+      writeFileSync(path, bad);
+      const code = await runAudit(['verify', path, '--root', rootFile, '--policy', policyFile], io).catch(() => 1);
+      expect(code, `byte ${i}`).toBe(1);
     }
   });
 

@@ -6,6 +6,8 @@
  */
 import { parseArgs } from 'node:util';
 import { parsePolicy, policyWarnings } from '../../verifier/policy.js';
+import { AuditDirectory, AuditWriter } from '../../client/audit-dir.js';
+import type { ReceiptV2Record } from '../../protocol/response.js';
 import { CloisterError } from '../../errors.js';
 import { connect, DEFAULT_RECONNECT } from '../../client/client.js';
 import type { ClientEvent, CloisterClient } from '../../client/client.js';
@@ -44,6 +46,10 @@ const HELP = `usage: cloister gateway --url <server> --policy <file> [options]
   --reconnect-attempts N    connection attempts when the server connection was lost, with
                             exponential backoff (default ${DEFAULT_RECONNECT.maxAttempts}); every reconnect fetches fresh
                             evidence and verifies it against --policy before anything is sent
+  --audit-dir <dir>         keep an audit record of every answered request (receipts v2 with the
+                            inclusion proof) and the evidence it names, for 'cloister audit export'
+                            and 'cloister audit verify' (src/client/audit-dir.ts); content-free
+                            (salted hashes and the salt), the directory mode 0700
 
 Applications use base URL http://<listen>/v1, e.g.
   new OpenAI({ baseURL: 'http://127.0.0.1:8080/v1', apiKey: 'unused' })
@@ -117,6 +123,7 @@ export async function startFromArgs(
       'max-request-bytes': { type: 'string' },
       'keepalive-ms': { type: 'string' },
       'reconnect-attempts': { type: 'string' },
+      'audit-dir': { type: 'string' },
     },
     strict: true,
     allowPositionals: false,
@@ -171,14 +178,16 @@ export async function startFromArgs(
   const keepAliveIntervalMs = integerArg('keepalive-ms', values['keepalive-ms'], 0);
   const maxAttempts = integerArg('reconnect-attempts', values['reconnect-attempts'], 1);
 
+  const audit = values['audit-dir'] === undefined ? undefined : new AuditWriter(await AuditDirectory.open(values['audit-dir']), log);
   // Fail closed: nothing listens until the attestation verified.
-  const client = await connect(values.url, {
+  const client: CloisterClient = await connect(values.url, {
     policy,
     ...(roots.length === 0 ? {} : { trustedRoots: { simulated: roots } }),
     ...(keepAliveIntervalMs === undefined ? {} : { transport: { keepAliveIntervalMs } }),
     ...(maxAttempts === undefined ? {} : { reconnect: { maxAttempts } }),
     onEvent: (e) => log(describeEvent(e)),
     ...(serverApiKey === undefined ? {} : { apiKey: serverApiKey }),
+    ...(audit === undefined ? {} : { receiptsV2: true, receiptProofs: true, onReceiptV2: (r: ReceiptV2Record) => audit.add(r, client.evidenceFile()) }),
   });
   try {
     if (values.model !== undefined && !client.keyConfig.models.some((m) => m.name === values.model)) {
@@ -203,6 +212,7 @@ export async function startFromArgs(
       close: async () => {
         await gateway.close();
         await client.close();
+        await audit?.idle();
       },
     };
   } catch (err) {

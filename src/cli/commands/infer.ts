@@ -7,10 +7,9 @@
  */
 import { parsePolicy, policyWarnings } from '../../verifier/policy.js';
 import { CloisterError } from '../../errors.js';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import type { ReceiptV2Record } from '../../protocol/response.js';
-import { encodeAuditRecord } from '../../verifier/audit-bundle.js';
+import { AuditDirectory } from '../../client/audit-dir.js';
 import { checkText, connect } from '../../client/client.js';
 import { one, parseArgs } from './args.js';
 import { readText, requireUrl, rootsFrom } from './client-common.js';
@@ -38,12 +37,11 @@ const USAGE = `usage: cloister infer --url URL --policy policy.json [--root root
             tagged token, index, label, score, word)
   --api-key-file  the client API key the server requires (serve --client-keys): the file's
             first line, sent inside the sealed request (CLOISTER_API_KEY sets it directly)
-  --audit   write DIR/evidence.cbor (the verified evidence) and DIR/record.cbor (this request's
-            receipts-v2 record with its inclusion proof to a signed tree head), for
-            'cloister audit export --evidence DIR/evidence.cbor --record DIR/record.cbor --out B'
-            and 'cloister audit verify B'. Content-free: salted hashes and the salt (keep the
-            record as private as the request: with the salt, a guess at the text can be checked).
-            DIR is created (mode 0700); existing files are not overwritten.`;
+  --audit   write this request's receipts-v2 record (with its inclusion proof to a signed tree
+            head) and the verified evidence into DIR (created, mode 0700; printed paths), for
+            'cloister audit export --evidence EVIDENCE --record RECORD --out B' and
+            'cloister audit verify B'. Content-free: salted hashes and the salt (keep the record
+            as private as the request: with the salt, a guess at the text can be checked).`;
 
 export async function run(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { values: ['url', 'policy', 'root', 'text', 'file', 'model', 'op', 'api-key-file', 'audit'], flags: ['json'] });
@@ -108,27 +106,12 @@ export async function run(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** `--audit DIR`: the evidence file and the request's audit record, never over existing files. */
+/** `--audit DIR`: the request's audit record and its generation's evidence file (src/client/audit-dir.ts). */
 async function writeAudit(dir: string, evidence: Uint8Array, records: readonly ReceiptV2Record[]): Promise<void> {
   const [r] = records;
-  if (r === undefined || r.proof === undefined || records.length !== 1) {
-    throw new CloisterError('RECEIPT_INVALID', `--audit: expected one receipts-v2 record with its inclusion proof, got ${records.length}`);
-  }
-  const record = encodeAuditRecord({ leaf: r.leaf, index: r.index, salt: r.salt, proof: r.proof });
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  for (const [name, bytes] of [
-    ['evidence.cbor', evidence],
-    ['record.cbor', record],
-  ] as const) {
-    const path = join(dir, name);
-    try {
-      await writeFile(path, bytes, { flag: 'wx', mode: 0o600 });
-    } catch (cause) {
-      const exists = (cause as NodeJS.ErrnoException).code === 'EEXIST';
-      throw new CloisterError(exists ? 'INVALID_ARGUMENT' : 'INTERNAL', exists ? `--audit: ${path} exists; not overwritten` : `--audit: cannot write ${path}`, { cause });
-    }
-  }
-  console.error(`audit: wrote ${join(dir, 'evidence.cbor')} and ${join(dir, 'record.cbor')}`);
+  if (r === undefined || records.length !== 1) throw new CloisterError('RECEIPT_INVALID', `--audit: expected one receipts-v2 record, got ${records.length}`);
+  const files = await (await AuditDirectory.open(dir)).write(r, evidence);
+  console.error(`audit: wrote ${files.evidence} and ${files.record}`);
 }
 
 /** The input file as UTF-8, strictly: invalid bytes are refused, not replaced by U+FFFD. */
