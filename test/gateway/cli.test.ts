@@ -96,7 +96,7 @@ describe('cloister gateway', () => {
     expect([records.length, evidence.length]).toEqual([2, 1]);
     expect(statSync(auditDir).mode & 0o777).toBe(0o700);
     // One bundle per request (records under different tree heads need consistency proofs to share one).
-    const io = { out: (_t: string) => undefined, err: (_t: string) => undefined };
+    const io = { out: () => undefined, err: () => undefined };
     const bundles = records.map((_, i) => join(dir, `gateway-audit-${i}.bundle`));
     for (const [i, record] of records.entries()) {
       expect(await runAudit(['export', '--evidence', evidence[0] ?? '', '--record', record, '--out', bundles[i] ?? ''], io)).toBe(0);
