@@ -11,7 +11,7 @@
  * - K_auth and K_material are HKDF-SHA256 expansions of the secret under distinct labels.
  */
 import { createHash, createHmac, randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { CloisterError } from '../errors.js';
 import { aeadOpen, aeadSeal } from '../crypto/aead.js';
 import { utf8 } from '../core/bytes.js';
@@ -40,9 +40,17 @@ export function deriveAdminKeys(secret: Uint8Array): AdminKeys {
 export async function readSecretFile(path: string, what: string): Promise<Uint8Array> {
   let text: string;
   try {
-    const buf = await readFile(path);
-    if (buf.byteLength > 256) throw new CloisterError('CONFIG_INVALID', `${what} file '${path}' is larger than 256 bytes`);
-    text = buf.toString('utf8');
+    // Never more than 257 bytes read: a 32-byte hex secret file is 64 or 65 bytes.
+    const fh = await open(path, 'r');
+    let n: number;
+    const buf = Buffer.alloc(257);
+    try {
+      ({ bytesRead: n } = await fh.read(buf, 0, buf.byteLength, 0));
+    } finally {
+      await fh.close();
+    }
+    if (n > 256) throw new CloisterError('CONFIG_INVALID', `${what} file '${path}' is larger than 256 bytes`);
+    text = buf.subarray(0, n).toString('utf8');
   } catch (cause) {
     if (cause instanceof CloisterError) throw cause;
     throw new CloisterError('NOT_FOUND', `cannot read ${what} file '${path}'`, { cause });

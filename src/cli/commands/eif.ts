@@ -13,6 +13,7 @@ import { CloisterError } from '../../errors.js';
 import { buildEif } from '../../image/eif/build.js';
 import type { EifBuildResult } from '../../image/eif/build.js';
 import { measureEifFile } from '../../image/eif/measure.js';
+import { MAX_CLI_FILE_BYTES } from './read-file.js';
 
 export const summary = 'enclave image files: cloister eif measure <file.eif> | cloister eif build --rootfs ... --out app.eif';
 
@@ -54,8 +55,12 @@ function imageRootfs(image: string): { dir: string; cmd: string[]; env: string[]
 function readLines(path: string, what: string): string[] {
   let text: string;
   try {
+    // A cmd or env file is a few lines; the bound is the CLI's one for small files.
+    const size = statSync(path).size;
+    if (size > MAX_CLI_FILE_BYTES) throw new CloisterError('LIMIT_EXCEEDED', `${what} ${path} is ${size} bytes; the limit is ${MAX_CLI_FILE_BYTES}`);
     text = readFileSync(path, 'utf8');
   } catch (cause) {
+    if (cause instanceof CloisterError) throw cause;
     throw new CloisterError('NOT_FOUND', `cannot read ${what} ${path}`, { cause });
   }
   return text.split('\n').filter((l, i, all) => !(l === '' && i === all.length - 1));

@@ -7,13 +7,12 @@
  */
 import { parsePolicy, policyWarnings } from '../../verifier/policy.js';
 import { CloisterError } from '../../errors.js';
-import { readFile } from 'node:fs/promises';
 import type { ReceiptV2Record } from '../../protocol/response.js';
 import { AuditDirectory } from '../../client/audit-dir.js';
 import { checkText, connect } from '../../client/client.js';
 import { one, parseArgs } from './args.js';
 import { readText, requireUrl, rootsFrom } from './client-common.js';
-import { readTextLimited } from './read-file.js';
+import { readFileLimited, readTextLimited } from './read-file.js';
 
 /** An API key file holds one short line; anything bigger is not one. */
 const MAX_API_KEY_FILE_BYTES = 4096;
@@ -114,14 +113,12 @@ async function writeAudit(dir: string, evidence: Uint8Array, records: readonly R
   console.error(`audit: wrote ${files.evidence} and ${files.record}`);
 }
 
+/** Largest --file read (the server's own --max-input-chars is the real limit; default 16 384 characters). */
+export const MAX_INFER_FILE_BYTES = 4 * 1024 * 1024;
+
 /** The input file as UTF-8, strictly: invalid bytes are refused, not replaced by U+FFFD. */
 async function readUtf8(path: string): Promise<string> {
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(path);
-  } catch (cause) {
-    throw new CloisterError('NOT_FOUND', `cannot read input file '${path}'`, { cause });
-  }
+  const bytes = await readFileLimited(path, MAX_INFER_FILE_BYTES, 'input file');
   try {
     return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
   } catch {

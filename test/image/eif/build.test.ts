@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -15,6 +15,8 @@ import { buildEif, customerEntries, bootstrapEntries } from '../../../src/image/
 import { cpioBytes } from '../../../src/image/eif/cpio.js';
 import { measureEifFile } from '../../../src/image/eif/measure.js';
 import { run as eifCommand } from '../../../src/cli/commands/eif.js';
+import { MAX_CLI_FILE_BYTES } from '../../../src/cli/commands/read-file.js';
+import { codeOfAsync } from '../../helpers/errors.js';
 
 const base = mkdtempSync(join(tmpdir(), 'cl-eifb-'));
 const blobs = { kernel: join(base, 'bzImage'), init: join(base, 'init'), nsm: join(base, 'nsm.ko'), cmdline: join(base, 'cmdline') };
@@ -165,5 +167,11 @@ describe('eif build', () => {
     // Missing arguments are a usage error.
     vi.spyOn(console, 'error').mockImplementation(() => undefined);
     expect(await eifCommand(['build', '--rootfs', rootfs])).toBe(2);
+    // A cmd file above the CLI's small-file limit is refused before it is read.
+    const huge = join(base, 'huge-cmd');
+    writeFileSync(huge, '');
+    truncateSync(huge, MAX_CLI_FILE_BYTES + 1);
+    const bad = args.map((a) => (a === cmdFile ? huge : a === out ? join(base, 'never.eif') : a));
+    expect(await codeOfAsync(eifCommand(bad))).toBe('LIMIT_EXCEEDED');
   });
 });
