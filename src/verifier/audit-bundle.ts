@@ -21,12 +21,13 @@ import type { CborInput, CborValue } from '../core/cbor.js';
 import { MAX_PROOF_HASHES, MERKLE_HASH_LENGTH } from '../protocol/merkle.js';
 import {
   RECEIPT_SALT_LENGTH,
+  SESSION_SALT_LENGTH,
   decodeReceiptLeaf,
   decodeSignedTreeHead,
   decodeTreeHead,
   encodeSignedTreeHead,
 } from '../protocol/receipt-v2.js';
-import type { InclusionProof, SignedTreeHead } from '../protocol/receipt-v2.js';
+import type { InclusionProof, SessionLink, SignedTreeHead } from '../protocol/receipt-v2.js';
 
 export const AUDIT_BUNDLE_FORMAT = 'cloister-audit';
 export const AUDIT_RECORD_FORMAT = 'cloister-audit-record';
@@ -55,6 +56,8 @@ export interface AuditRecord {
   readonly proof: InclusionProof;
   /** Consistency proofs the client obtained (e.g. from its previous tree head to this one). */
   readonly consistency?: readonly ConsistencyProof[];
+  /** The request came in a session: its session salt and sequence number (the leaf commits to them). */
+  readonly session?: SessionLink;
 }
 
 export interface AuditEntry {
@@ -64,6 +67,8 @@ export interface AuditEntry {
   /** Index into `heads` of the head the proof leads to. */
   readonly head: number;
   readonly path: readonly Uint8Array[];
+  /** The session link (salt, sequence number) when the client disclosed it. */
+  readonly session?: SessionLink;
 }
 
 export interface AuditBundle {
@@ -98,6 +103,18 @@ function uintOf(v: CborValue | undefined, what: string): number {
 function pathOf(v: CborValue | undefined, what: string): Uint8Array[] {
   if (!Array.isArray(v) || v.length > MAX_PROOF_HASHES) throw bad(what, `must be an array of at most ${MAX_PROOF_HASHES} hashes`);
   return v.map((h) => bytesOf(h, what, MERKLE_HASH_LENGTH));
+}
+function sessionToCbor(l: SessionLink | undefined): CborInput | undefined {
+  if (l === undefined) return undefined;
+  if (l.salt.byteLength !== SESSION_SALT_LENGTH || !Number.isSafeInteger(l.seq) || l.seq < 1) throw new CloisterError('INVALID_ARGUMENT', `a session link is a ${SESSION_SALT_LENGTH}-byte salt and a positive sequence number`);
+  return { salt: l.salt, seq: l.seq };
+}
+function sessionFromCbor(v: CborValue | undefined, what: string): { session?: SessionLink } {
+  if (v === undefined) return {};
+  const m = strictMap(v, what, ['salt', 'seq']);
+  const seq = uintOf(m.get('seq'), `${what}.seq`);
+  if (seq < 1) throw bad(`${what}.seq`, 'must be a positive integer');
+  return { session: { salt: bytesOf(m.get('salt'), `${what}.salt`, SESSION_SALT_LENGTH), seq } };
 }
 function decodeTop(bytes: Uint8Array, what: string, maxBytes: number, maxItems: number): CborValue {
   if (!(bytes instanceof Uint8Array)) throw new CloisterError('INVALID_ARGUMENT', `${what} must be bytes`);
@@ -139,11 +156,12 @@ export function encodeAuditRecord(r: AuditRecord): Uint8Array {
     head: encodeSignedTreeHead(r.proof.treeHead),
     path: [...r.proof.path],
     consistency: r.consistency === undefined || r.consistency.length === 0 ? undefined : r.consistency.map(consistencyToCbor),
+    session: sessionToCbor(r.session),
   });
 }
 
 export function decodeAuditRecord(bytes: Uint8Array): AuditRecord {
-  const m = strictMap(decodeTop(bytes, 'audit record', MAX_AUDIT_RECORD_BYTES, 4096), 'record', ['format', 'version', 'leaf', 'index', 'salt', 'head', 'path'], ['consistency']);
+  const m = strictMap(decodeTop(bytes, 'audit record', MAX_AUDIT_RECORD_BYTES, 4096), 'record', ['format', 'version', 'leaf', 'index', 'salt', 'head', 'path'], ['consistency', 'session']);
   checkFormat(m, AUDIT_RECORD_FORMAT, 'record');
   const leaf = bytesOf(m.get('leaf'), 'record.leaf');
   decodeReceiptLeaf(leaf);
@@ -155,6 +173,7 @@ export function decodeAuditRecord(bytes: Uint8Array): AuditRecord {
     salt: bytesOf(m.get('salt'), 'record.salt', RECEIPT_SALT_LENGTH),
     proof: { treeHead: decodeSignedTreeHead(bytesOf(m.get('head'), 'record.head')), path: pathOf(m.get('path'), 'record.path') },
     ...(c === undefined ? {} : { consistency: (c as CborValue[]).map((x, i) => consistencyFromCbor(x, `record.consistency[${i}]`)) }),
+    ...sessionFromCbor(m.get('session'), 'record.session'),
   };
 }
 
@@ -166,7 +185,7 @@ export function encodeAuditBundle(b: AuditBundle): Uint8Array {
     version: AUDIT_BUNDLE_VERSION,
     evidence: b.evidence,
     heads: [...b.heads],
-    entries: b.entries.map((e) => ({ leaf: e.leaf, index: e.index, salt: e.salt, head: e.head, path: [...e.path] })),
+    entries: b.entries.map((e) => ({ leaf: e.leaf, index: e.index, salt: e.salt, head: e.head, path: [...e.path], session: sessionToCbor(e.session) })),
     consistency: b.consistency.map((p) => [...p]),
   });
   decodeAuditBundle(out);
@@ -202,7 +221,7 @@ export function decodeAuditBundle(bytes: Uint8Array): AuditBundle {
   let lastIndex = -1;
   const entries = entriesRaw.map((v, i): AuditEntry => {
     const what = `bundle.entries[${i}]`;
-    const e = strictMap(v, what, ['leaf', 'index', 'salt', 'head', 'path']);
+    const e = strictMap(v, what, ['leaf', 'index', 'salt', 'head', 'path'], ['session']);
     const index = uintOf(e.get('index'), `${what}.index`);
     if (index <= lastIndex) throw bad(what, 'entries must be in strictly ascending leaf index');
     lastIndex = index;
@@ -210,7 +229,7 @@ export function decodeAuditBundle(bytes: Uint8Array): AuditBundle {
     if (head >= heads.length) throw bad(`${what}.head`, `names head ${head} of ${heads.length}`);
     const leaf = bytesOf(e.get('leaf'), `${what}.leaf`);
     decodeReceiptLeaf(leaf);
-    return { leaf, index, salt: bytesOf(e.get('salt'), `${what}.salt`, RECEIPT_SALT_LENGTH), head, path: pathOf(e.get('path'), `${what}.path`) };
+    return { leaf, index, salt: bytesOf(e.get('salt'), `${what}.salt`, RECEIPT_SALT_LENGTH), head, path: pathOf(e.get('path'), `${what}.path`), ...sessionFromCbor(e.get('session'), `${what}.session`) };
   });
   const consRaw = m.get('consistency');
   if (!Array.isArray(consRaw) || consRaw.length !== heads.length - 1) throw bad('bundle.consistency', `must hold ${heads.length - 1} proofs (one per pair of neighbouring heads)`);
@@ -250,6 +269,6 @@ export function buildAuditBundle(evidenceFile: Uint8Array, records: readonly Aud
   });
   const entries = [...records]
     .sort((a, b) => a.index - b.index)
-    .map((r) => ({ leaf: r.leaf, index: r.index, salt: r.salt, head: sizes.indexOf(decodeTreeHead(r.proof.treeHead.head).treeSize), path: r.proof.path }));
+    .map((r) => ({ leaf: r.leaf, index: r.index, salt: r.salt, head: sizes.indexOf(decodeTreeHead(r.proof.treeHead.head).treeSize), path: r.proof.path, ...(r.session === undefined ? {} : { session: r.session }) }));
   return encodeAuditBundle({ evidence: evidenceFile, heads, entries, consistency });
 }

@@ -96,6 +96,7 @@ function printReport(r: AuditReport, io: AuditIo): void {
     io.out(`  request       ${x.requestChecked ? 'is the one given (salted hash matches)' : `salted sha256 ${toHex(l.requestHash)} (give --request to check)`}`);
     io.out(`  response      ${x.responseChecked ? 'is the one given (salted hash matches)' : `salted sha256 ${toHex(l.responseHash)} (give --response to check)`}`);
     io.out(`  included in   the tree head of size ${x.head.treeSize}`);
+    if (x.session !== undefined) io.out(`  session       ${x.session === 'undisclosed' ? 'came in a session (no session link in the bundle)' : `session ${x.session.group} of this bundle, request ${x.session.seq}`}`);
   }
 }
 
@@ -120,6 +121,7 @@ function reportJson(r: AuditReport): unknown {
       requestChecked: x.requestChecked,
       responseChecked: x.responseChecked,
       treeSize: x.head.treeSize,
+      ...(x.session === undefined ? {} : { session: x.session }),
     })),
   };
 }
