@@ -53,7 +53,11 @@ export interface AuditRecord {
   readonly leaf: Uint8Array;
   readonly index: number;
   readonly salt: Uint8Array;
-  readonly proof: InclusionProof;
+  /**
+   * The inclusion proof to a signed tree head; absent for a receipt that came without it
+   * (`cloister audit export --server URL` or `client.proofFor` fetches it later).
+   */
+  readonly proof?: InclusionProof;
   /** Consistency proofs the client obtained (e.g. from its previous tree head to this one). */
   readonly consistency?: readonly ConsistencyProof[];
   /** The request came in a session: its session salt and sequence number (the leaf commits to them). */
@@ -153,15 +157,16 @@ export function encodeAuditRecord(r: AuditRecord): Uint8Array {
     leaf: r.leaf,
     index: r.index,
     salt: r.salt,
-    head: encodeSignedTreeHead(r.proof.treeHead),
-    path: [...r.proof.path],
+    head: r.proof === undefined ? undefined : encodeSignedTreeHead(r.proof.treeHead),
+    path: r.proof === undefined ? undefined : [...r.proof.path],
     consistency: r.consistency === undefined || r.consistency.length === 0 ? undefined : r.consistency.map(consistencyToCbor),
     session: sessionToCbor(r.session),
   });
 }
 
 export function decodeAuditRecord(bytes: Uint8Array): AuditRecord {
-  const m = strictMap(decodeTop(bytes, 'audit record', MAX_AUDIT_RECORD_BYTES, 4096), 'record', ['format', 'version', 'leaf', 'index', 'salt', 'head', 'path'], ['consistency', 'session']);
+  const m = strictMap(decodeTop(bytes, 'audit record', MAX_AUDIT_RECORD_BYTES, 4096), 'record', ['format', 'version', 'leaf', 'index', 'salt'], ['head', 'path', 'consistency', 'session']);
+  if (m.has('head') !== m.has('path')) throw bad('record', 'head and path go together (an inclusion proof), or neither');
   checkFormat(m, AUDIT_RECORD_FORMAT, 'record');
   const leaf = bytesOf(m.get('leaf'), 'record.leaf');
   decodeReceiptLeaf(leaf);
@@ -171,7 +176,7 @@ export function decodeAuditRecord(bytes: Uint8Array): AuditRecord {
     leaf,
     index: uintOf(m.get('index'), 'record.index'),
     salt: bytesOf(m.get('salt'), 'record.salt', RECEIPT_SALT_LENGTH),
-    proof: { treeHead: decodeSignedTreeHead(bytesOf(m.get('head'), 'record.head')), path: pathOf(m.get('path'), 'record.path') },
+    ...(m.has('head') ? { proof: { treeHead: decodeSignedTreeHead(bytesOf(m.get('head'), 'record.head')), path: pathOf(m.get('path'), 'record.path') } } : {}),
     ...(c === undefined ? {} : { consistency: (c as CborValue[]).map((x, i) => consistencyFromCbor(x, `record.consistency[${i}]`)) }),
     ...sessionFromCbor(m.get('session'), 'record.session'),
   };
@@ -245,8 +250,12 @@ export function decodeAuditBundle(bytes: Uint8Array): AuditBundle {
  */
 export function buildAuditBundle(evidenceFile: Uint8Array, records: readonly AuditRecord[], extraConsistency: readonly ConsistencyProof[] = []): Uint8Array {
   if (records.length === 0) throw new CloisterError('INVALID_ARGUMENT', 'an audit bundle needs at least one receipt');
+  const proved = records.map((r) => {
+    if (r.proof === undefined) throw new CloisterError('NOT_FOUND', `the record of leaf ${r.index} has no inclusion proof; fetch it from the server's log (cloister audit export --server URL, or client.proofFor)`);
+    return { ...r, proof: r.proof };
+  });
   const headsBySize = new Map<number, SignedTreeHead>();
-  for (const r of records) {
+  for (const r of proved) {
     const size = decodeTreeHead(r.proof.treeHead.head).treeSize;
     const known = headsBySize.get(size);
     if (known !== undefined && Buffer.compare(encodeSignedTreeHead(known), encodeSignedTreeHead(r.proof.treeHead)) !== 0) {
@@ -260,14 +269,14 @@ export function buildAuditBundle(evidenceFile: Uint8Array, records: readonly Aud
   }
   const sizes = [...headsBySize.keys()].sort((a, b) => a - b);
   const heads = sizes.map((s) => encodeSignedTreeHead(headsBySize.get(s) as SignedTreeHead));
-  const proofs = [...records.flatMap((r) => r.consistency ?? []), ...extraConsistency];
+  const proofs = [...proved.flatMap((r) => r.consistency ?? []), ...extraConsistency];
   const consistency = sizes.slice(1).map((second, i) => {
     const first = sizes[i] as number;
     const p = proofs.find((c) => c.first === first && c.second === second);
     if (p === undefined) throw new CloisterError('NOT_FOUND', `no consistency proof from tree size ${first} to ${second}; ask the server for it`);
     return p.path;
   });
-  const entries = [...records]
+  const entries = [...proved]
     .sort((a, b) => a.index - b.index)
     .map((r) => ({ leaf: r.leaf, index: r.index, salt: r.salt, head: sizes.indexOf(decodeTreeHead(r.proof.treeHead.head).treeSize), path: r.proof.path, ...(r.session === undefined ? {} : { session: r.session }) }));
   return encodeAuditBundle({ evidence: evidenceFile, heads, entries, consistency });

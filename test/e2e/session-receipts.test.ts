@@ -11,6 +11,7 @@ import { buildAuditBundle, decodeAuditRecord, encodeAuditRecord } from '../../sr
 import type { AuditRecord } from '../../src/verifier/audit-bundle.js';
 import { decodeReceiptLeaf, decodeTreeHead, sessionCommitment } from '../../src/protocol/receipt-v2.js';
 import type { ReceiptV2Record } from '../../src/protocol/response.js';
+import type { InclusionProof } from '../../src/protocol/receipt-v2.js';
 import { verifyAuditBundle } from '../../src/verifier/audit.js';
 import type { ServerLimits } from '../../src/server/options.js';
 import { codeOfAsync } from '../helpers/errors.js';
@@ -60,7 +61,7 @@ describe('receipts v2 in sessions', () => {
     const auditRecords = records.map((r) => decodeAuditRecord(encodeAuditRecord(asAuditRecord(r))));
     expect(auditRecords[2]?.session?.seq).toBe(3);
     const log = t.server.keys.current().receiptLog;
-    const sizes = [...new Set(auditRecords.map((r) => decodeTreeHead(r.proof.treeHead.head).treeSize))].sort((a, b) => a - b);
+    const sizes = [...new Set(auditRecords.map((r) => decodeTreeHead((r.proof as InclusionProof).treeHead.head).treeSize))].sort((a, b) => a - b);
     const consistency = sizes.slice(1).map((second, i) => ({ first: sizes[i] as number, second, path: log.consistencyProof(sizes[i] as number, second) }));
     const report = await verifyAuditBundle(buildAuditBundle(c.evidenceFile(), auditRecords, consistency), { simulatedRoots: [t.attester.rootPem] });
     expect(report.receipts.map((r) => r.session)).toEqual([{ group: 1, seq: 1 }, { group: 1, seq: 2 }, { group: 1, seq: 3 }]);
@@ -71,7 +72,7 @@ describe('receipts v2 in sessions', () => {
     const otherSalt = auditRecords.map((r, i) => (i === 0 ? { ...r, session: { salt: new Uint8Array(32).fill(1), seq: 1 } } : r));
     expect(await codeOfAsync(verifyAuditBundle(buildAuditBundle(c.evidenceFile(), otherSalt, consistency), { simulatedRoots: [t.attester.rootPem] }))).toBe('RECEIPT_INVALID');
     // Without the link the receipt still verifies; the report says a session is not disclosed.
-    const undisclosed = auditRecords.map((r) => ({ leaf: r.leaf, index: r.index, salt: r.salt, proof: r.proof }));
+    const undisclosed = auditRecords.map((r) => ({ leaf: r.leaf, index: r.index, salt: r.salt, proof: r.proof as InclusionProof }));
     const r2 = await verifyAuditBundle(buildAuditBundle(c.evidenceFile(), undisclosed, consistency), { simulatedRoots: [t.attester.rootPem] });
     expect(r2.receipts.every((r) => r.session === 'undisclosed')).toBe(true);
 
@@ -101,7 +102,7 @@ describe('receipts v2 in sessions', () => {
     }
     const log = t.server.keys.current().receiptLog;
     const auditRecords = records.map(asAuditRecord);
-    const sizes = [...new Set(auditRecords.map((r) => decodeTreeHead(r.proof.treeHead.head).treeSize))].sort((a, b) => a - b);
+    const sizes = [...new Set(auditRecords.map((r) => decodeTreeHead((r.proof as InclusionProof).treeHead.head).treeSize))].sort((a, b) => a - b);
     const consistency = sizes.slice(1).map((second, i) => ({ first: sizes[i] as number, second, path: log.consistencyProof(sizes[i] as number, second) }));
     const report = await verifyAuditBundle(buildAuditBundle(await evidenceOf(t), auditRecords, consistency), { simulatedRoots: [t.attester.rootPem] });
     expect(report.receipts.map((r) => r.session)).toEqual([{ group: 1, seq: 1 }, { group: 1, seq: 2 }, { group: 2, seq: 1 }, { group: 2, seq: 2 }]);
