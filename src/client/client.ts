@@ -301,6 +301,10 @@ export class CloisterClient {
       throw new CloisterError('INVALID_ARGUMENT', `apiKey must be 1 to ${MAX_CLIENT_KEY_BYTES} printable ASCII characters`);
     }
     if (options.reconnect !== undefined && options.reconnect !== false) reconnectOptionsOf(options.reconnect);
+    // A v1-only client never asks for the v2 key config: a policy that requires v2 could only fail.
+    if (options.sessions === false && policy.requireProtocols?.includes(SESSION_PROTOCOL_VERSION) === true) {
+      throw new CloisterError('CONFIG_INVALID', 'the policy requires protocol version 2 (protocols.require) and sessions: false asks for version 1 only');
+    }
     const transport = await openTransport(url, options.transport);
     try {
       const attested = await attest(transport, options, policy, options.nonce);
