@@ -34,6 +34,7 @@ export const ERROR_CODES = {
   VERSION_UNSUPPORTED: 'the peer uses a protocol version this side does not support',
   SESSION_EXPIRED: 'the session ended (key rotation, age or byte bound) before this request ran; open a new session',
   SESSION_UNKNOWN: 'the server holds no such session (it expired, was never opened, or the server restarted)',
+  PROTOCOL_DOWNGRADE: 'the attested key config does not offer a protocol version the client policy requires (a host that served an older key config, or a server to upgrade)',
 
   // --- attestation ---------------------------------------------------------------------------
   EVIDENCE_MALFORMED: 'the attestation evidence could not be decoded',

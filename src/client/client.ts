@@ -36,7 +36,9 @@ import { keyConfigDigest, keyGenerationDigest, sealTargetFromKeyConfig } from '.
 import type { KeyConfig } from '../protocol/key-config.js';
 import { timingSafeEqualBytes } from '../crypto/ct.js';
 import { CAPABILITIES, MAX_CLIENT_KEY_BYTES, RECEIPT_PROOF_CAPABILITY, RECEIPT_V2_CAPABILITY, REQUEST_SALT_LENGTH, isClientKey, verifyReceipt } from '../protocol/messages.js';
-import { TreeHeadVerifier } from '../protocol/receipt-v2.js';
+import { TreeHeadVerifier, decodeReceiptLeaf } from '../protocol/receipt-v2.js';
+import type { InclusionProof } from '../protocol/receipt-v2.js';
+import { ReceiptLogClient } from './log-proofs.js';
 import type { ReceiptV2ReaderContext, ReceiptV2Record } from '../protocol/response.js';
 import type { SealedRequest } from '../protocol/messages.js';
 import { sealRequest } from '../protocol/request.js';
@@ -300,6 +302,10 @@ export class CloisterClient {
       throw new CloisterError('INVALID_ARGUMENT', `apiKey must be 1 to ${MAX_CLIENT_KEY_BYTES} printable ASCII characters`);
     }
     if (options.reconnect !== undefined && options.reconnect !== false) reconnectOptionsOf(options.reconnect);
+    // A v1-only client never asks for the v2 key config: a policy that requires v2 could only fail.
+    if (options.sessions === false && policy.requireProtocols?.includes(SESSION_PROTOCOL_VERSION) === true) {
+      throw new CloisterError('CONFIG_INVALID', 'the policy requires protocol version 2 (protocols.require) and sessions: false asks for version 1 only');
+    }
     const transport = await openTransport(url, options.transport);
     try {
       const attested = await attest(transport, options, policy, options.nonce);
@@ -712,9 +718,7 @@ export class CloisterClient {
   /** Tree head verifiers per key config (one signature per head), bounded. */
   private readonly treeHeadVerifiers = new Map<string, TreeHeadVerifier>();
 
-  private receiptV2Context(keyConfig: KeyConfig, model: string): ReceiptV2ReaderContext {
-    const served = keyConfig.models.find((m) => m.name === model);
-    if (served === undefined) throw new CloisterError('UNKNOWN_MODEL', 'receipts v2 name a model the key config lists; this one is not listed');
+  private verifierFor(keyConfig: KeyConfig): { readonly digest: Uint8Array; readonly verifier: TreeHeadVerifier } {
     // The generation's digest: the same for the v1 and the v2 (sessions) form of its key config.
     const digest = keyGenerationDigest(keyConfig);
     const id = Buffer.from(digest).toString('hex');
@@ -724,6 +728,29 @@ export class CloisterClient {
       verifier = new TreeHeadVerifier(keyConfig.receiptPublicKey, digest);
       this.treeHeadVerifiers.set(id, verifier);
     }
+    return { digest, verifier };
+  }
+
+  /**
+   * The inclusion proof of a receipts-v2 record (one that came without it) to the server's
+   * newest signed tree head, fetched from its log endpoint (`GET /v1/log/head`, `/v1/log/proof`,
+   * over HTTP on the server's URL) and verified: the head under the attested receipt key, the
+   * path to its root (RECEIPT_INVALID otherwise). NOT_FOUND while no head covers the leaf yet
+   * (ask again after the server's treeHeadIntervalMs); INVALID_ARGUMENT for a record of a key
+   * generation this client no longer holds. The result, with `evidenceFile()`, is an audit record.
+   */
+  async proofFor(record: ReceiptV2Record): Promise<ReceiptV2Record & { readonly proof: InclusionProof }> {
+    const leafDigest = decodeReceiptLeaf(record.leaf).keyConfigDigest;
+    const keyConfig = [this.attested.keyConfig, this.session?.keyConfig].find((kc) => kc !== undefined && timingSafeEqualBytes(keyGenerationDigest(kc), leafDigest));
+    if (keyConfig === undefined) throw new CloisterError('INVALID_ARGUMENT', 'the record is from a key generation this client no longer holds (keep proofs of old generations with the log endpoint and `cloister audit export --server`)');
+    const log = new ReceiptLogClient(this.url, keyConfig, { verifier: this.verifierFor(keyConfig).verifier, ...(this.options.transport === undefined ? {} : { limits: this.options.transport }) });
+    return { ...record, proof: await log.prove(record.leaf, record.index) };
+  }
+
+  private receiptV2Context(keyConfig: KeyConfig, model: string): ReceiptV2ReaderContext {
+    const served = keyConfig.models.find((m) => m.name === model);
+    if (served === undefined) throw new CloisterError('UNKNOWN_MODEL', 'receipts v2 name a model the key config lists; this one is not listed');
+    const { digest, verifier } = this.verifierFor(keyConfig);
     return { salt: new Uint8Array(randomBytes(REQUEST_SALT_LENGTH)), keyConfigDigest: digest, model: { name: served.name, digest: served.digest }, verifier, requireProof: this.options.receiptProofs === true };
   }
 

@@ -120,6 +120,22 @@ export class HttpClientTransport implements ClientTransport {
     return msg.bundle;
   }
 
+  /**
+   * `GET path` (a public read such as `/v1/log/head`, src/client/log-proofs.ts): the answer's
+   * bytes, at most `max`; the server's coded error otherwise.
+   */
+  async get(path: string, max: number): Promise<Uint8Array> {
+    const request = `GET ${path.split('?')[0] ?? path}`;
+    const res = await this.fetch(path, { method: 'GET', signal: AbortSignal.timeout(this.connectTimeoutMs) });
+    if (res.status !== 200) throw await errorOf(res, Math.min(max, this.max), this.target, request);
+    try {
+      return await readBounded(res, Math.min(max, this.max));
+    } catch (cause) {
+      if (cause instanceof CloisterError) throw cause;
+      throw connectionFailed(this.target, `reading the answer to ${request} from`, cause);
+    }
+  }
+
   exchange(sealed: Uint8Array, signal?: AbortSignal, kind: ExchangeKind = 'req'): SealedExchange {
     return { pieces: this.pieces(sealed, signal, PATHS[kind]) };
   }

@@ -40,6 +40,7 @@ export const MAX_RECEIPT_V2_BYTES = 8 * 1024;
 const LABEL_REQUEST = utf8('cloister/receipt/v2 request\0');
 const LABEL_RESPONSE = utf8('cloister/receipt/v2 response\0');
 const LABEL_SALT = utf8('cloister/receipt/v2 salt\0');
+const LABEL_SESSION = utf8('cloister/receipt/v2 session\0');
 /** Signed message = this label || the encoded tree head. */
 export const TREE_HEAD_LABEL = utf8('cloister/tree-head/v2\0');
 
@@ -63,6 +64,32 @@ export function saltedRequestHash(salt: Uint8Array, requestPlaintext: Uint8Array
 export function saltCommitment(salt: Uint8Array): Uint8Array {
   checkSalt(salt);
   return new Uint8Array(createHash('sha256').update(LABEL_SALT).update(salt).digest());
+}
+
+/** A session's receipt salt: 32 bytes both ends derive from the session secret (session.ts). */
+export const SESSION_SALT_LENGTH = 32;
+
+/**
+ * SHA-256("cloister/receipt/v2 session\0" || session salt || I2OSP(seq, 8)): what a leaf of a
+ * session request holds (field 11). Without the session's salt (only the client and the
+ * server derive it) the leaves of one session cannot be linked to each other or to the
+ * session id seen on the wire; with it, an auditor recomputes each leaf's value from the
+ * salt and the request's sequence number and sees which receipts came from one session.
+ */
+export function sessionCommitment(sessionSalt: Uint8Array, seq: number): Uint8Array {
+  if (!(sessionSalt instanceof Uint8Array) || sessionSalt.byteLength !== SESSION_SALT_LENGTH) {
+    throw new CloisterError('INVALID_ARGUMENT', `a session salt is exactly ${SESSION_SALT_LENGTH} bytes`);
+  }
+  if (!Number.isSafeInteger(seq) || seq < 1) throw new CloisterError('INVALID_ARGUMENT', 'a session sequence number is a positive integer');
+  const n = Buffer.alloc(8);
+  n.writeBigUInt64BE(BigInt(seq));
+  return new Uint8Array(createHash('sha256').update(LABEL_SESSION).update(sessionSalt).update(n).digest());
+}
+
+/** What ties a receipt to its session: the session's salt and the request's sequence number. */
+export interface SessionLink {
+  readonly salt: Uint8Array;
+  readonly seq: number;
 }
 
 /**
@@ -133,7 +160,7 @@ export interface ReceiptLeaf {
   readonly receivedAt: number;
   readonly completedAt: number;
   readonly outcome: StreamOutcome;
-  /** The session the request came in, when it did. */
+  /** The request came in a session: sessionCommitment(session salt, sequence number). */
   readonly session?: Uint8Array;
 }
 

@@ -25,7 +25,7 @@ import {
   saltCommitment,
   saltedRequestHash,
 } from './receipt-v2.js';
-import type { EndReceipt, EnforcedPolicy, InclusionProof, ReceiptLog, TreeHeadVerifier } from './receipt-v2.js';
+import type { EndReceipt, EnforcedPolicy, InclusionProof, ReceiptLog, SessionLink, TreeHeadVerifier } from './receipt-v2.js';
 
 /** What the server needs to write a receipts-v2 receipt (PROTOCOL.md section 12). */
 export interface ReceiptV2WriterContext {
@@ -41,6 +41,8 @@ export interface ReceiptV2WriterContext {
   readonly withProof: boolean;
   readonly now: () => number;
   readonly session?: Uint8Array;
+  /** Called once the leaf is in the log (a session counts its leaves for its end-of-session head). */
+  readonly onAppend?: () => void;
 }
 
 /** What the client needs to check a receipts-v2 receipt. */
@@ -53,7 +55,10 @@ export interface ReceiptV2ReaderContext {
   readonly verifier: TreeHeadVerifier;
   /** Require the inclusion proof (the client declared `receipt-proof`). */
   readonly requireProof: boolean;
+  /** A session request: the leaf must hold this commitment (sessionCommitment of `sessionLink`). */
   readonly session?: Uint8Array;
+  /** A session request: its session salt and sequence number, kept in the record for auditors. */
+  readonly sessionLink?: SessionLink;
 }
 
 /** A verified receipts-v2 receipt as the client keeps it (an audit record when it has its proof). */
@@ -62,6 +67,8 @@ export interface ReceiptV2Record {
   readonly index: number;
   readonly salt: Uint8Array;
   readonly proof?: InclusionProof;
+  /** The request came in a session: what ties the leaf to it (give it to an auditor with the record). */
+  readonly session?: SessionLink;
 }
 
 const AEAD_TAG = 16;
@@ -205,6 +212,7 @@ export class ResponseWriter {
       let index: number;
       try {
         index = ctx.log.append(leaf);
+        ctx.onAppend?.();
       } catch (err) {
         // A full log (maxLeaves) must not cost the client its answer: a version-1 receipt instead.
         if (!(err instanceof CloisterError && err.code === 'LIMIT_EXCEEDED')) throw err;
@@ -371,7 +379,7 @@ export class ResponseReader {
     if (r.proof !== undefined) checkInclusion(ctx.verifier, r.leaf, r.index, r.proof);
     else if (ctx.requireProof) throw new CloisterError('RECEIPT_INVALID', 'receipt: the inclusion proof the client asked for is missing');
     this.#complete = true;
-    this.#options.onReceiptV2?.({ leaf: r.leaf, index: r.index, salt: ctx.salt, ...(r.proof === undefined ? {} : { proof: r.proof }) });
+    this.#options.onReceiptV2?.({ leaf: r.leaf, index: r.index, salt: ctx.salt, ...(r.proof === undefined ? {} : { proof: r.proof }), ...(ctx.sessionLink === undefined ? {} : { session: ctx.sessionLink }) });
   }
 
   #parseJson(text: string): unknown {

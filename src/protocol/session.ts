@@ -44,6 +44,7 @@ import { ResponseReader, ResponseWriter } from './response.js';
 import { decodeCbor, encodeCbor } from '../core/cbor.js';
 import type { CborKey, CborValue } from '../core/cbor.js';
 import type { ChunkOpener, ChunkSealer } from './response.js';
+import { SESSION_SALT_LENGTH, sessionCommitment } from './receipt-v2.js';
 
 /** The protocol version that sessions are (key config `protocols`, evidence request `v`). */
 export const SESSION_PROTOCOL_VERSION = 2;
@@ -57,6 +58,7 @@ export const MAX_SESSION_SEQUENCE = Number.MAX_SAFE_INTEGER;
 
 const SALT_LABEL = concatBytes(utf8('cloister/session/v2'), Uint8Array.of(0));
 const KEYS_LABEL = utf8('cloister/session/v2 keys');
+const RECEIPT_SALT_LABEL = utf8('cloister/session/v2 receipt salt');
 const FINAL_AAD = utf8('final');
 const EMPTY = new Uint8Array(0);
 const ZERO_DH = new Uint8Array(32);
@@ -184,6 +186,7 @@ export class SessionKeys {
   readonly suite: HpkeSuite;
   readonly #p: SuiteParams;
   readonly #prk: Uint8Array;
+  #receiptSalt: Uint8Array | undefined;
 
   constructor(suite: HpkeSuite, id: Uint8Array, clientShare: Uint8Array, serverShare: Uint8Array, dh: Uint8Array) {
     assertBytes(id, 'id', SESSION_ID_LENGTH);
@@ -192,6 +195,16 @@ export class SessionKeys {
     this.id = copyBytes(id);
     this.#prk = hkdfExtract(concatBytes(SALT_LABEL, id, clientShare, serverShare), dh);
     dh.fill(0);
+  }
+
+  /**
+   * The session's receipt salt (receipts v2, PROTOCOL.md section 12): HKDF-Expand(prk,
+   * "cloister/session/v2 receipt salt" || id, 32). Independent of every request key; the
+   * client may hand it to an auditor (it links the session's receipts, it opens nothing).
+   */
+  get receiptSalt(): Uint8Array {
+    this.#receiptSalt ??= hkdfExpand(this.#prk, concatBytes(RECEIPT_SALT_LABEL, this.id), SESSION_SALT_LENGTH);
+    return this.#receiptSalt;
   }
 
   /** Request and response keys of sequence number `seq`. */
@@ -417,7 +430,10 @@ export class ClientSession {
       off += DEFAULT_REQUEST_CHUNK_SIZE;
     }
     parts.push(sealer.sealFinal(plaintext.subarray(off)));
-    const reader = new ResponseReader(sessionResponseOpener(keys.response), plaintext, options);
+    // Receipts v2: the leaf names this session by a commitment only its two ends can open.
+    const v2 = options.receiptV2;
+    const readerOptions = v2 === undefined ? options : { ...options, receiptV2: { ...v2, session: sessionCommitment(this.#keys.receiptSalt, seq), sessionLink: { salt: this.#keys.receiptSalt, seq } } };
+    const reader = new ResponseReader(sessionResponseOpener(keys.response), plaintext, readerOptions);
     plaintext.fill(0);
     const bytes = concatBytes(...parts);
     this.bytes += bytes.byteLength;

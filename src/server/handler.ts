@@ -19,6 +19,7 @@ import { JsonResults, RECEIPT_PROOF_CAPABILITY, encodeResponseChunk } from '../p
 import type { SealedRequest } from '../protocol/messages.js';
 import { openChunkedRequest } from '../protocol/chunked.js';
 import type { ReceiptV2WriterContext } from '../protocol/response.js';
+import { sessionCommitment } from '../protocol/receipt-v2.js';
 import type { Engine } from '../inference/types.js';
 import { openRequest } from '../protocol/request.js';
 import type { OpenedRequest } from '../protocol/request.js';
@@ -230,7 +231,7 @@ function logBase(ctx: RequestContext, body: Uint8Array): { requestId: ServerRequ
 type LogBase = ReturnType<typeof logBase>;
 
 /** What the server enforced for a routed request, and where the leaf goes (receipts v2). */
-function receiptV2Context(key: KeyGeneration, router: EngineRouter, engine: Engine, req: SealedRequest, receivedAt: number): ReceiptV2WriterContext {
+function receiptV2Context(key: KeyGeneration, router: EngineRouter, engine: Engine, req: SealedRequest, receivedAt: number, session?: { readonly s: ServerSession; readonly seq: number }): ReceiptV2WriterContext {
   if (req.salt === undefined) throw new CloisterError('INTERNAL', 'receipts v2 without a salt');
   // The model the request names (for `rag`, the generative model that answers; the routed
   // engine is the collections engine).
@@ -252,6 +253,8 @@ function receiptV2Context(key: KeyGeneration, router: EngineRouter, engine: Engi
     receivedAt,
     withProof: req.caps?.includes(RECEIPT_PROOF_CAPABILITY) === true,
     now: Date.now,
+    // The session's tree head is signed at its end (SessionTable) when it wrote any leaf.
+    ...(session === undefined ? {} : { session: sessionCommitment(session.s.keys.receiptSalt, session.seq), onAppend: () => session.s.receipts++ }),
   };
 }
 
@@ -290,7 +293,7 @@ export async function handleSessionRequest(deps: HandlerDeps, body: Uint8Array, 
   const base = logBase(ctx, body);
   deps.stats.sealedRequestsReceived++;
   const sessions = deps.sessions;
-  let opened: OpenedRequest<KeyGeneration>;
+  let opened: OpenedRequest<KeyGeneration> & { readonly seq: number };
   let session: ServerSession | undefined;
   try {
     if (sessions === undefined) throw new CloisterError('VERSION_UNSUPPORTED', 'this server has no sessions');
@@ -302,7 +305,7 @@ export async function handleSessionRequest(deps: HandlerDeps, body: Uint8Array, 
     return;
   }
   const ended = sessions.endReason(session);
-  const bytesOut = await serve(deps, opened, out, ctx, { ...base, session: session.logId }, started, { replay: false, ...(ended === undefined ? {} : { ended }) });
+  const bytesOut = await serve(deps, opened, out, ctx, { ...base, session: session.logId }, started, { replay: false, session: { s: session, seq: opened.seq }, ...(ended === undefined ? {} : { ended }) });
   sessions.account(session, body.byteLength + bytesOut);
 }
 
@@ -359,7 +362,7 @@ async function serve(
   ctx: RequestContext,
   base: LogBase & { session?: number },
   started: number,
-  options: { readonly replay: boolean; readonly ended?: string },
+  options: { readonly replay: boolean; readonly ended?: string; readonly session?: { readonly s: ServerSession; readonly seq: number } },
 ): Promise<number> {
   deps.stats.requestsOpened++;
   const receivedAt = Date.now();
@@ -408,7 +411,8 @@ async function serve(
     // In a session the sequence number already refused any replay (no global window).
     if (options.replay) deps.replay.check(req.id, req.ts);
     // Receipts v2 (PROTOCOL.md section 12): the client sent a salt and the receipt2 capability.
-    if (req.salt !== undefined) writer.receiptV2(receiptV2Context(opened.key, deps.router, engine, req, receivedAt));
+    // A session request's leaf names its session by a salted commitment (sessionCommitment).
+    if (req.salt !== undefined) writer.receiptV2(receiptV2Context(opened.key, deps.router, engine, req, receivedAt, options.session));
     const json = req.caps?.includes('json') === true;
     // The output guard (src/guard/output.ts) sits between the engine and the sealing; its
     // `guard` param is the server's, not the engine's.

@@ -408,6 +408,8 @@ export class CloisterServer {
       await new Promise<void>((resolve) => setTimeout(resolve, Math.min(25, Math.max(1, deadline - performance.now()))));
     }
     const drained = this.stats.inFlight === 0;
+    // Every session ends here: its receipts-v2 tree head is signed (sessions.ts).
+    this.ctx.handlerDeps.sessions?.clear();
     await this.close();
     await listenerClosed;
     return { drained };

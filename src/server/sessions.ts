@@ -8,6 +8,13 @@
  * that arrives for it is answered, sealed, SESSION_EXPIRED (the client learns for sure that
  * the request did not run, and sends it again in a new session); a forgotten one is a
  * plaintext SESSION_UNKNOWN.
+ *
+ * Receipts v2 (docs/PROTOCOL.md section 12): when a session ends (its age or byte bound, its
+ * generation retired, idle, or the server shutting down) and it wrote any leaf, the table
+ * signs its generation's tree head at once, so the session's receipts are covered by a head
+ * signed no later than its end (`ReceiptLog.signHead`: no new signature when no leaf came
+ * since the last head). Ended sessions are noticed at their next request, and by a sweep at
+ * most once per second while sessions are opened.
  */
 import { CloisterError } from '../errors.js';
 import type { HpkeSuite } from '../crypto/hpke/suite.js';
@@ -23,6 +30,10 @@ export interface ServerSession extends SessionState {
   readonly openedAt: number;
   lastUsed: number;
   bytes: number;
+  /** Receipts-v2 leaves this session's requests wrote. */
+  receipts: number;
+  /** Whether the end of the session was handled (its tree head signed). */
+  finished: boolean;
 }
 
 type SessionLimits = Pick<ServerLimits, 'maxSessions' | 'sessionMaxAgeMs' | 'sessionMaxBytes' | 'sessionIdleTimeoutMs'>;
@@ -34,6 +45,7 @@ export class SessionTable {
   readonly #sessions = new Map<string, ServerSession>();
   #counter = 0;
   #lastSweep = -Infinity;
+  #lastIdleSweep = -Infinity;
 
   constructor(
     private readonly limits: SessionLimits,
@@ -51,6 +63,7 @@ export class SessionTable {
    */
   open(generation: KeyGeneration, suite: HpkeSuite, plaintext: Uint8Array): { readonly reply: Uint8Array; readonly session: ServerSession } {
     const now = this.now();
+    this.#sweepEnded(now);
     if (this.#sessions.size >= this.limits.maxSessions) this.#sweep(now, true);
     if (this.#sessions.size >= this.limits.maxSessions) {
       throw new CloisterError('OVERLOADED', `${this.limits.maxSessions} sessions are open (maxSessions)`, { detail: { limit: 'maxSessions', value: this.limits.maxSessions } });
@@ -60,7 +73,7 @@ export class SessionTable {
       maxBytes: this.limits.sessionMaxBytes,
       idleS: Math.max(1, Math.floor(this.limits.sessionIdleTimeoutMs / 1000)),
     });
-    const session: ServerSession = { ...state, generation, logId: ++this.#counter, openedAt: now, lastUsed: now, bytes: 0 };
+    const session: ServerSession = { ...state, generation, logId: ++this.#counter, openedAt: now, lastUsed: now, bytes: 0, receipts: 0, finished: false };
     this.#sessions.set(sessionKeyOf(state.keys.id), session);
     return { reply, session };
   }
@@ -73,6 +86,7 @@ export class SessionTable {
     const now = this.now();
     if (now - s.lastUsed >= this.limits.sessionIdleTimeoutMs) {
       this.#sessions.delete(key);
+      this.#finish(s);
       return undefined;
     }
     s.lastUsed = now;
@@ -81,10 +95,23 @@ export class SessionTable {
 
   /** Why `s` takes no more requests (a limit's name, or "key rotated"), or undefined while it does. */
   endReason(s: ServerSession): string | undefined {
+    const reason = this.#reason(s);
+    if (reason !== undefined) this.#finish(s);
+    return reason;
+  }
+
+  #reason(s: ServerSession): string | undefined {
     if (!this.keys.isLive(s.generation)) return 'key rotated';
     if (this.now() - s.openedAt >= this.limits.sessionMaxAgeMs) return `sessionMaxAgeMs = ${this.limits.sessionMaxAgeMs}`;
     if (s.bytes >= this.limits.sessionMaxBytes) return `sessionMaxBytes = ${this.limits.sessionMaxBytes}`;
     return undefined;
+  }
+
+  /** The end of a session: once, sign its generation's tree head when it wrote receipts-v2 leaves. */
+  #finish(s: ServerSession): void {
+    if (s.finished) return;
+    s.finished = true;
+    if (s.receipts > 0) s.generation.receiptLog.signHead();
   }
 
   /** Counts a request's bytes (sealed request and response) against the session. */
@@ -94,7 +121,22 @@ export class SessionTable {
 
   /** Forgets every session (shutdown). */
   clear(): void {
+    for (const s of this.#sessions.values()) this.#finish(s);
     this.#sessions.clear();
+  }
+
+  /** At most once per SWEEP_INTERVAL_MS: forgets idle sessions and ends those past a bound. */
+  #sweepEnded(now: number): void {
+    if (now - this.#lastIdleSweep < SWEEP_INTERVAL_MS) return;
+    this.#lastIdleSweep = now;
+    for (const [k, s] of this.#sessions) {
+      if (now - s.lastUsed >= this.limits.sessionIdleTimeoutMs) {
+        this.#sessions.delete(k);
+        this.#finish(s);
+      } else if (!s.finished && this.#reason(s) !== undefined) {
+        this.#finish(s);
+      }
+    }
   }
 
   /**
@@ -105,7 +147,10 @@ export class SessionTable {
     if (now - this.#lastSweep < SWEEP_INTERVAL_MS) return;
     this.#lastSweep = now;
     for (const [k, s] of this.#sessions) {
-      if (now - s.lastUsed >= this.limits.sessionIdleTimeoutMs || (full && this.endReason(s) !== undefined)) this.#sessions.delete(k);
+      if (now - s.lastUsed >= this.limits.sessionIdleTimeoutMs || (full && this.endReason(s) !== undefined)) {
+        this.#sessions.delete(k);
+        this.#finish(s);
+      }
     }
   }
 }

@@ -21,12 +21,13 @@ import type { CborInput, CborValue } from '../core/cbor.js';
 import { MAX_PROOF_HASHES, MERKLE_HASH_LENGTH } from '../protocol/merkle.js';
 import {
   RECEIPT_SALT_LENGTH,
+  SESSION_SALT_LENGTH,
   decodeReceiptLeaf,
   decodeSignedTreeHead,
   decodeTreeHead,
   encodeSignedTreeHead,
 } from '../protocol/receipt-v2.js';
-import type { InclusionProof, SignedTreeHead } from '../protocol/receipt-v2.js';
+import type { InclusionProof, SessionLink, SignedTreeHead } from '../protocol/receipt-v2.js';
 
 export const AUDIT_BUNDLE_FORMAT = 'cloister-audit';
 export const AUDIT_RECORD_FORMAT = 'cloister-audit-record';
@@ -52,9 +53,15 @@ export interface AuditRecord {
   readonly leaf: Uint8Array;
   readonly index: number;
   readonly salt: Uint8Array;
-  readonly proof: InclusionProof;
+  /**
+   * The inclusion proof to a signed tree head; absent for a receipt that came without it
+   * (`cloister audit export --server URL` or `client.proofFor` fetches it later).
+   */
+  readonly proof?: InclusionProof;
   /** Consistency proofs the client obtained (e.g. from its previous tree head to this one). */
   readonly consistency?: readonly ConsistencyProof[];
+  /** The request came in a session: its session salt and sequence number (the leaf commits to them). */
+  readonly session?: SessionLink;
 }
 
 export interface AuditEntry {
@@ -64,6 +71,8 @@ export interface AuditEntry {
   /** Index into `heads` of the head the proof leads to. */
   readonly head: number;
   readonly path: readonly Uint8Array[];
+  /** The session link (salt, sequence number) when the client disclosed it. */
+  readonly session?: SessionLink;
 }
 
 export interface AuditBundle {
@@ -98,6 +107,18 @@ function uintOf(v: CborValue | undefined, what: string): number {
 function pathOf(v: CborValue | undefined, what: string): Uint8Array[] {
   if (!Array.isArray(v) || v.length > MAX_PROOF_HASHES) throw bad(what, `must be an array of at most ${MAX_PROOF_HASHES} hashes`);
   return v.map((h) => bytesOf(h, what, MERKLE_HASH_LENGTH));
+}
+function sessionToCbor(l: SessionLink | undefined): CborInput | undefined {
+  if (l === undefined) return undefined;
+  if (l.salt.byteLength !== SESSION_SALT_LENGTH || !Number.isSafeInteger(l.seq) || l.seq < 1) throw new CloisterError('INVALID_ARGUMENT', `a session link is a ${SESSION_SALT_LENGTH}-byte salt and a positive sequence number`);
+  return { salt: l.salt, seq: l.seq };
+}
+function sessionFromCbor(v: CborValue | undefined, what: string): { session?: SessionLink } {
+  if (v === undefined) return {};
+  const m = strictMap(v, what, ['salt', 'seq']);
+  const seq = uintOf(m.get('seq'), `${what}.seq`);
+  if (seq < 1) throw bad(`${what}.seq`, 'must be a positive integer');
+  return { session: { salt: bytesOf(m.get('salt'), `${what}.salt`, SESSION_SALT_LENGTH), seq } };
 }
 function decodeTop(bytes: Uint8Array, what: string, maxBytes: number, maxItems: number): CborValue {
   if (!(bytes instanceof Uint8Array)) throw new CloisterError('INVALID_ARGUMENT', `${what} must be bytes`);
@@ -136,14 +157,16 @@ export function encodeAuditRecord(r: AuditRecord): Uint8Array {
     leaf: r.leaf,
     index: r.index,
     salt: r.salt,
-    head: encodeSignedTreeHead(r.proof.treeHead),
-    path: [...r.proof.path],
+    head: r.proof === undefined ? undefined : encodeSignedTreeHead(r.proof.treeHead),
+    path: r.proof === undefined ? undefined : [...r.proof.path],
     consistency: r.consistency === undefined || r.consistency.length === 0 ? undefined : r.consistency.map(consistencyToCbor),
+    session: sessionToCbor(r.session),
   });
 }
 
 export function decodeAuditRecord(bytes: Uint8Array): AuditRecord {
-  const m = strictMap(decodeTop(bytes, 'audit record', MAX_AUDIT_RECORD_BYTES, 4096), 'record', ['format', 'version', 'leaf', 'index', 'salt', 'head', 'path'], ['consistency']);
+  const m = strictMap(decodeTop(bytes, 'audit record', MAX_AUDIT_RECORD_BYTES, 4096), 'record', ['format', 'version', 'leaf', 'index', 'salt'], ['head', 'path', 'consistency', 'session']);
+  if (m.has('head') !== m.has('path')) throw bad('record', 'head and path go together (an inclusion proof), or neither');
   checkFormat(m, AUDIT_RECORD_FORMAT, 'record');
   const leaf = bytesOf(m.get('leaf'), 'record.leaf');
   decodeReceiptLeaf(leaf);
@@ -153,8 +176,9 @@ export function decodeAuditRecord(bytes: Uint8Array): AuditRecord {
     leaf,
     index: uintOf(m.get('index'), 'record.index'),
     salt: bytesOf(m.get('salt'), 'record.salt', RECEIPT_SALT_LENGTH),
-    proof: { treeHead: decodeSignedTreeHead(bytesOf(m.get('head'), 'record.head')), path: pathOf(m.get('path'), 'record.path') },
+    ...(m.has('head') ? { proof: { treeHead: decodeSignedTreeHead(bytesOf(m.get('head'), 'record.head')), path: pathOf(m.get('path'), 'record.path') } } : {}),
     ...(c === undefined ? {} : { consistency: (c as CborValue[]).map((x, i) => consistencyFromCbor(x, `record.consistency[${i}]`)) }),
+    ...sessionFromCbor(m.get('session'), 'record.session'),
   };
 }
 
@@ -166,7 +190,7 @@ export function encodeAuditBundle(b: AuditBundle): Uint8Array {
     version: AUDIT_BUNDLE_VERSION,
     evidence: b.evidence,
     heads: [...b.heads],
-    entries: b.entries.map((e) => ({ leaf: e.leaf, index: e.index, salt: e.salt, head: e.head, path: [...e.path] })),
+    entries: b.entries.map((e) => ({ leaf: e.leaf, index: e.index, salt: e.salt, head: e.head, path: [...e.path], session: sessionToCbor(e.session) })),
     consistency: b.consistency.map((p) => [...p]),
   });
   decodeAuditBundle(out);
@@ -202,7 +226,7 @@ export function decodeAuditBundle(bytes: Uint8Array): AuditBundle {
   let lastIndex = -1;
   const entries = entriesRaw.map((v, i): AuditEntry => {
     const what = `bundle.entries[${i}]`;
-    const e = strictMap(v, what, ['leaf', 'index', 'salt', 'head', 'path']);
+    const e = strictMap(v, what, ['leaf', 'index', 'salt', 'head', 'path'], ['session']);
     const index = uintOf(e.get('index'), `${what}.index`);
     if (index <= lastIndex) throw bad(what, 'entries must be in strictly ascending leaf index');
     lastIndex = index;
@@ -210,7 +234,7 @@ export function decodeAuditBundle(bytes: Uint8Array): AuditBundle {
     if (head >= heads.length) throw bad(`${what}.head`, `names head ${head} of ${heads.length}`);
     const leaf = bytesOf(e.get('leaf'), `${what}.leaf`);
     decodeReceiptLeaf(leaf);
-    return { leaf, index, salt: bytesOf(e.get('salt'), `${what}.salt`, RECEIPT_SALT_LENGTH), head, path: pathOf(e.get('path'), `${what}.path`) };
+    return { leaf, index, salt: bytesOf(e.get('salt'), `${what}.salt`, RECEIPT_SALT_LENGTH), head, path: pathOf(e.get('path'), `${what}.path`), ...sessionFromCbor(e.get('session'), `${what}.session`) };
   });
   const consRaw = m.get('consistency');
   if (!Array.isArray(consRaw) || consRaw.length !== heads.length - 1) throw bad('bundle.consistency', `must hold ${heads.length - 1} proofs (one per pair of neighbouring heads)`);
@@ -226,8 +250,12 @@ export function decodeAuditBundle(bytes: Uint8Array): AuditBundle {
  */
 export function buildAuditBundle(evidenceFile: Uint8Array, records: readonly AuditRecord[], extraConsistency: readonly ConsistencyProof[] = []): Uint8Array {
   if (records.length === 0) throw new CloisterError('INVALID_ARGUMENT', 'an audit bundle needs at least one receipt');
+  const proved = records.map((r) => {
+    if (r.proof === undefined) throw new CloisterError('NOT_FOUND', `the record of leaf ${r.index} has no inclusion proof; fetch it from the server's log (cloister audit export --server URL, or client.proofFor)`);
+    return { ...r, proof: r.proof };
+  });
   const headsBySize = new Map<number, SignedTreeHead>();
-  for (const r of records) {
+  for (const r of proved) {
     const size = decodeTreeHead(r.proof.treeHead.head).treeSize;
     const known = headsBySize.get(size);
     if (known !== undefined && Buffer.compare(encodeSignedTreeHead(known), encodeSignedTreeHead(r.proof.treeHead)) !== 0) {
@@ -241,15 +269,15 @@ export function buildAuditBundle(evidenceFile: Uint8Array, records: readonly Aud
   }
   const sizes = [...headsBySize.keys()].sort((a, b) => a - b);
   const heads = sizes.map((s) => encodeSignedTreeHead(headsBySize.get(s) as SignedTreeHead));
-  const proofs = [...records.flatMap((r) => r.consistency ?? []), ...extraConsistency];
+  const proofs = [...proved.flatMap((r) => r.consistency ?? []), ...extraConsistency];
   const consistency = sizes.slice(1).map((second, i) => {
     const first = sizes[i] as number;
     const p = proofs.find((c) => c.first === first && c.second === second);
     if (p === undefined) throw new CloisterError('NOT_FOUND', `no consistency proof from tree size ${first} to ${second}; ask the server for it`);
     return p.path;
   });
-  const entries = [...records]
+  const entries = [...proved]
     .sort((a, b) => a.index - b.index)
-    .map((r) => ({ leaf: r.leaf, index: r.index, salt: r.salt, head: sizes.indexOf(decodeTreeHead(r.proof.treeHead.head).treeSize), path: r.proof.path }));
+    .map((r) => ({ leaf: r.leaf, index: r.index, salt: r.salt, head: sizes.indexOf(decodeTreeHead(r.proof.treeHead.head).treeSize), path: r.proof.path, ...(r.session === undefined ? {} : { session: r.session }) }));
   return encodeAuditBundle({ evidence: evidenceFile, heads, entries, consistency });
 }

@@ -13,7 +13,9 @@
  * - consistency: each head's log is a prefix of the next one's (RFC 9162 consistency proofs).
  * - receipts: each leaf is for that key config, serves a model the key config lists with its
  *   digest, lies within the key config's validity and before its head, commits to the bundled
- *   salt, and is included in its head (RFC 9162 inclusion proof).
+ *   salt, and is included in its head (RFC 9162 inclusion proof); a bundled session link
+ *   (session salt, sequence number) must open the leaf's session commitment, and groups the
+ *   receipts by session (one sequence number once per session).
  * - content: given the request plaintext and the response chunk plaintexts, their salted
  *   hashes equal the leaf's (the response is the one received).
  *
@@ -40,6 +42,7 @@ import {
   decodeSignedTreeHead,
   saltCommitment,
   saltedRequestHash,
+  sessionCommitment,
   saltedResponseHash,
 } from '../protocol/receipt-v2.js';
 import type { ReceiptLeaf, TreeHead } from '../protocol/receipt-v2.js';
@@ -71,6 +74,12 @@ export interface AuditedReceipt {
   /** Whether the request / response content was given and matched. */
   readonly requestChecked: boolean;
   readonly responseChecked: boolean;
+  /**
+   * The session the request came in: `group` numbers the distinct sessions of the bundle
+   * (1, 2, ...; receipts with one group came from one session), `seq` the request's sequence
+   * number in it. 'undisclosed': the leaf names a session, the bundle holds no link to it.
+   */
+  readonly session?: { readonly group: number; readonly seq: number } | 'undisclosed';
 }
 
 export interface AuditReport {
@@ -214,6 +223,7 @@ export async function verifyAuditBundle(bytes: Uint8Array, options: VerifyAuditO
   // --- receipts ---------------------------------------------------------------------------------
   const validFrom = (kc.notBefore - KEY_CONFIG_CLOCK_SKEW_SECONDS) * 1000;
   const validUntil = kc.expiresAt * 1000;
+  const sessionGroups = new Map<string, { readonly n: number; readonly seqs: Set<number> }>();
   const receipts: AuditedReceipt[] = bundle.entries.map((e, i) => {
     const leaf = leaves[i] as ReceiptLeaf;
     const head = heads[e.head] as TreeHead;
@@ -226,12 +236,27 @@ export async function verifyAuditBundle(bytes: Uint8Array, options: VerifyAuditO
     if (leaf.completedAt > head.timestamp) reject(`the leaf completed after its tree head was signed`);
     if (!timingSafeEqualBytes(leaf.saltCommitment, saltCommitment(e.salt))) reject('the bundled salt is not the one the leaf commits to');
     if (!verifyInclusion(e.index, head.treeSize, merkleLeafHash(e.leaf), e.path, head.rootHash)) reject(`the inclusion proof does not lead to the signed tree head of size ${head.treeSize}`);
+    let session: AuditedReceipt['session'];
+    if (e.session !== undefined) {
+      if (leaf.session === undefined || !timingSafeEqualBytes(leaf.session, sessionCommitment(e.session.salt, e.session.seq))) reject('the bundled session link is not the one the leaf commits to');
+      const key = Buffer.from(e.session.salt).toString('hex');
+      let group = sessionGroups.get(key);
+      if (group === undefined) {
+        group = { n: sessionGroups.size + 1, seqs: new Set() };
+        sessionGroups.set(key, group);
+      }
+      if (group.seqs.has(e.session.seq)) reject(`two receipts of one session with sequence number ${e.session.seq}`);
+      group.seqs.add(e.session.seq);
+      session = { group: group.n, seq: e.session.seq };
+    } else if (leaf.session !== undefined) {
+      session = 'undisclosed';
+    }
     const content = options.content?.find((c) => c.index === e.index);
     const requestChecked = content?.request !== undefined;
     const responseChecked = content?.response !== undefined;
     if (content?.request !== undefined && !timingSafeEqualBytes(saltedRequestHash(e.salt, content.request), leaf.requestHash)) reject('the request given is not the one this receipt is for');
     if (content?.response !== undefined && !timingSafeEqualBytes(saltedResponseHash(e.salt, content.response), leaf.responseHash)) reject('the response given is not the one this receipt is for');
-    return { index: e.index, leaf, head, requestChecked, responseChecked };
+    return { index: e.index, leaf, head, requestChecked, responseChecked, ...(session === undefined ? {} : { session }) };
   });
   for (const c of options.content ?? []) {
     if (!bundle.entries.some((e) => e.index === c.index)) fail('content', 'INVALID_ARGUMENT', `no receipt with index ${c.index} in the bundle`);

@@ -13,7 +13,8 @@
  *   "models": { "<model name>": "<sha256 hex>" },
  *   "nonceRequired": false,
  *   "gpus": { "required": true, "count": 1, "allowedDriverVersions": ["550.90.07"],
- *             "allowedVbiosVersions": ["96.00.9f.00.01"] }   (verifier/nvidia/policy.ts)
+ *             "allowedVbiosVersions": ["96.00.9f.00.01"] },  (verifier/nvidia/policy.ts)
+ *   "protocols": { "require": [2] }
  * }
  * ```
  *
@@ -24,6 +25,10 @@
  * PCR8, or PCR1 and PCR2 (nitroPcrsIdentifyWorkload); SEV-SNP the launch measurement; TDX
  * RTMR0..2 besides MRTD (or the loudly named allowMrtdOnly_UNSAFE).
  * Evidence from a platform the policy has no section for is rejected by the verifier.
+ * `protocols.require` lists protocol versions (docs/PROTOCOL.md section 11) the attested key
+ * config must offer (its field 14, bound by the evidence); a key config that does not is
+ * refused PROTOCOL_DOWNGRADE - a host that served the v1 key config to a v2 client cannot
+ * silently take away sessions and receipts v2.
  *
  * Platform sections are parsed by the functions in SECTION_PARSERS below (SEV-SNP and TDX
  * by their own modules); a new platform adds its parser there and its type to
@@ -41,6 +46,7 @@ import type { SevSnpPolicy } from './sev-snp/policy.js';
 import { parseTdxPolicy, tdxUnsafePolicyNote } from './tdx/policy.js';
 import type { TdxPolicy } from './tdx/policy.js';
 import { isRecord } from '../core/validate.js';
+import { MAX_PROTOCOL_VERSION } from '../protocol/wire.js';
 
 export const POLICY_VERSION = 1;
 /** Largest accepted policy file. */
@@ -78,6 +84,8 @@ export interface Policy {
   /** When true, the client must send a nonce and the evidence must carry it. Default false. */
   readonly nonceRequired: boolean;
   /** Confidential GPUs behind the engine (src/verifier/nvidia/policy.ts); absent: none required. */
+  /** Protocol versions the attested key config must offer (`protocols.require`); absent: none required. */
+  readonly requireProtocols?: readonly number[];
   readonly gpus?: GpuPolicy;
 }
 
@@ -188,7 +196,7 @@ function parseModels(v: unknown): Map<string, Uint8Array> | undefined {
 /** Validate an already-parsed JSON value as a policy. Throws CloisterError(POLICY_INVALID). */
 export function policyFromJson(value: unknown): Policy {
   if (!isRecord(value)) throw invalid('the policy must be a JSON object');
-  onlyKeys(value, ['version', 'platforms', 'models', 'nonceRequired', 'gpus'], 'policy');
+  onlyKeys(value, ['version', 'platforms', 'models', 'nonceRequired', 'gpus', 'protocols'], 'policy');
   if (value['version'] !== POLICY_VERSION) throw invalid(`version must be ${POLICY_VERSION}`, 'version');
   const platformsRaw = value['platforms'];
   if (!isRecord(platformsRaw)) throw invalid('platforms must be an object', 'platforms');
@@ -217,13 +225,30 @@ export function policyFromJson(value: unknown): Policy {
   if (typeof nonceRequired !== 'boolean') throw invalid('nonceRequired must be a boolean', 'nonceRequired');
   const models = parseModels(value['models']);
   const gpus = value['gpus'] === undefined ? undefined : gpuPolicyFromJson(value['gpus']);
+  const requireProtocols = value['protocols'] === undefined ? undefined : parseProtocols(value['protocols']);
   return {
     version: 1,
     platforms,
     ...(models === undefined ? {} : { models }),
     nonceRequired,
     ...(gpus === undefined ? {} : { gpus }),
+    ...(requireProtocols === undefined ? {} : { requireProtocols }),
   };
+}
+
+/** `protocols: { require: [...] }`: 1 to MAX_PROTOCOL_VERSION versions, ascending, each one this client speaks. */
+function parseProtocols(v: unknown): number[] {
+  if (!isRecord(v)) throw invalid('protocols must be an object', 'protocols');
+  onlyKeys(v, ['require'], 'protocols');
+  const req = v['require'];
+  if (!Array.isArray(req) || req.length === 0 || req.length > MAX_PROTOCOL_VERSION) throw invalid(`protocols.require must list 1 to ${MAX_PROTOCOL_VERSION} protocol versions`, 'protocols.require');
+  let last = 0;
+  for (const x of req) {
+    if (typeof x !== 'number' || !Number.isInteger(x) || x < 1 || x > MAX_PROTOCOL_VERSION) throw invalid(`protocols.require: ${JSON.stringify(x)} is not a protocol version this client speaks (1..${MAX_PROTOCOL_VERSION})`, 'protocols.require');
+    if (x <= last) throw invalid('protocols.require must be ascending without duplicates', 'protocols.require');
+    last = x;
+  }
+  return req as number[];
 }
 
 /**

@@ -266,6 +266,16 @@ export function checkKeyConfigClaims(kc: KeyConfig, platform: Platform, at: Date
   const now = at.getTime() / 1000;
   if (now < kc.notBefore - KEY_CONFIG_CLOCK_SKEW_SECONDS) return { code: 'KEY_STALE', message: `key config is not valid until ${new Date(kc.notBefore * 1000).toISOString()}` };
   if (now > kc.expiresAt) return { code: 'KEY_STALE', message: `key config expired at ${new Date(kc.expiresAt * 1000).toISOString()}; refetch it` };
+  // The offer is field 14 of the key config the evidence binds: a host can swap in the (also
+  // attested) v1 key config, not edit the offer; a policy that requires a version refuses the swap.
+  const offered = kc.protocols ?? [1];
+  const missing = (policy?.requireProtocols ?? []).filter((v) => !offered.includes(v));
+  if (missing.length > 0) {
+    return {
+      code: 'PROTOCOL_DOWNGRADE',
+      message: `the attested key config offers protocol version(s) [${offered.join(', ')}]; the policy requires [${(policy?.requireProtocols ?? []).join(', ')}] (a host may have served the older key config, or the server needs an upgrade)`,
+    };
+  }
   for (const [name, digest] of policy?.models ?? []) {
     const served = kc.models.find((m) => m.name === name);
     if (served === undefined) {

@@ -4,7 +4,9 @@
  *
  * export: --evidence FILE (the evidence file the client verified: `client.evidenceFile()` or
  *   `cloister attest --out`) and one --record per request (the audit records the SDK hands
- *   out, `encodeAuditRecord`), written as one self-contained bundle (--out).
+ *   out, `encodeAuditRecord`), written as one self-contained bundle (--out). --server URL
+ *   fetches, from the server's log endpoint, the inclusion proofs of records that came
+ *   without one and the consistency proofs between their tree heads (each verified).
  * verify: checks a bundle offline with the vendor roots only (a simulated root with --root)
  *   and prints what it proves: which TEE (platform and measurements), which model, which
  *   policy the server enforced, when, and - with --request / --response and --index - that
@@ -15,11 +17,15 @@
  */
 import { writeFile } from 'node:fs/promises';
 import { CloisterError, isErrorCode } from '../../errors.js';
-import { MAX_EVIDENCE_FILE_BYTES } from '../../verifier/evidence-file.js';
+import { MAX_EVIDENCE_FILE_BYTES, decodeEvidenceFile } from '../../verifier/evidence-file.js';
 import { parsePolicy } from '../../verifier/policy.js';
 import { certificatesFromFile } from '../../verifier/x509/certificate.js';
 import { toHex } from '../../core/hex.js';
 import { MAX_AUDIT_BUNDLE_BYTES, MAX_AUDIT_RECORD_BYTES, buildAuditBundle, decodeAuditRecord } from '../../verifier/audit-bundle.js';
+import type { AuditRecord, ConsistencyProof } from '../../verifier/audit-bundle.js';
+import { decodeKeyConfig } from '../../protocol/key-config.js';
+import type { TreeHead } from '../../protocol/receipt-v2.js';
+import { ReceiptLogClient } from '../../client/log-proofs.js';
 import { verifyAuditBundle } from '../../verifier/audit.js';
 import type { AuditContent, AuditReport } from '../../verifier/audit.js';
 import { one, parseArgs, UsageError } from './args.js';
@@ -28,7 +34,7 @@ import { readFileLimited } from './read-file.js';
 export const summary = 'export and verify audit bundles (receipts v2, offline)';
 
 const USAGE = [
-  'usage: cloister audit export --evidence FILE --record RECORD [--record RECORD ...] --out BUNDLE',
+  'usage: cloister audit export --evidence FILE --record RECORD [--record RECORD ...] [--server URL] --out BUNDLE',
   '       cloister audit verify BUNDLE [--root PEM] [--policy POLICY] [--at ISO-TIME] [--index N --request FILE --response FILE] [--json]',
   '',
   'verify exit status: 0 verified, 1 a check failed (its code and step are printed), 2 usage error',
@@ -49,7 +55,7 @@ const defaultIo: AuditIo = {
 };
 
 async function exportBundle(argv: readonly string[], io: AuditIo): Promise<number> {
-  const args = parseArgs(argv, { values: ['evidence', 'record', 'out'], multi: ['record'] });
+  const args = parseArgs(argv, { values: ['evidence', 'record', 'out', 'server'], multi: ['record'] });
   if (args.flags.has('help')) {
     io.out(USAGE);
     return 0;
@@ -59,14 +65,49 @@ async function exportBundle(argv: readonly string[], io: AuditIo): Promise<numbe
   const recordPaths = args.values.get('record') ?? [];
   if (evidencePath === undefined || out === undefined || recordPaths.length === 0) throw new UsageError(`--evidence, --out and at least one --record are required\n${USAGE}`);
   const evidence = await readFileLimited(evidencePath, MAX_EVIDENCE_FILE_BYTES, 'evidence file');
-  const records = [];
+  const records: AuditRecord[] = [];
   for (const p of recordPaths) records.push(decodeAuditRecord(await readFileLimited(p, MAX_AUDIT_RECORD_BYTES, 'audit record')));
-  const bundle = buildAuditBundle(evidence, records);
+  const server = one(args, 'server');
+  const extra = server === undefined ? [] : await fetchProofs(server, evidence, records, io);
+  const bundle = buildAuditBundle(evidence, records, extra);
   await writeFile(out, bundle, { mode: 0o644, flag: 'wx' }).catch((cause: unknown) => {
     throw new CloisterError('INVALID_ARGUMENT', `cannot write ${out} (it must not exist yet)`, { cause });
   });
   io.out(`wrote ${out}: ${records.length} receipt(s), ${bundle.byteLength} bytes`);
   return 0;
+}
+
+/**
+ * --server URL: proves each record that came without its inclusion proof against the server's
+ * newest signed tree head, and fetches the consistency proofs between neighbouring heads that
+ * no record carries (src/client/log-proofs.ts; every head and proof is verified under the
+ * evidence file's key config before it goes into the bundle). Replaces records in place.
+ */
+async function fetchProofs(server: string, evidence: Uint8Array, records: AuditRecord[], io: AuditIo): Promise<ConsistencyProof[]> {
+  const keyConfig = decodeKeyConfig(decodeEvidenceFile(evidence).bundle.keyConfig);
+  const log = new ReceiptLogClient(server, keyConfig);
+  let fetched = 0;
+  for (const [i, r] of records.entries()) {
+    if (r.proof !== undefined) continue;
+    records[i] = { ...r, proof: await log.prove(r.leaf, r.index) };
+    fetched++;
+  }
+  const heads = new Map<number, TreeHead>();
+  for (const r of records) {
+    if (r.proof === undefined) continue;
+    const h = log.verifier.verify(r.proof.treeHead);
+    heads.set(h.treeSize, h);
+  }
+  const sizes = [...heads.keys()].sort((a, b) => a - b);
+  const have = records.flatMap((r) => r.consistency ?? []);
+  const extra: ConsistencyProof[] = [];
+  for (const [i, second] of sizes.slice(1).entries()) {
+    const first = sizes[i] as number;
+    if (have.some((c) => c.first === first && c.second === second)) continue;
+    extra.push({ first, second, path: await log.consistency(heads.get(first) as TreeHead, heads.get(second) as TreeHead) });
+  }
+  io.err(`fetched from ${server}: ${fetched} inclusion proof(s), ${extra.length} consistency proof(s)`);
+  return extra;
 }
 
 function parseAt(text: string | undefined): Date | undefined {
@@ -96,6 +137,7 @@ function printReport(r: AuditReport, io: AuditIo): void {
     io.out(`  request       ${x.requestChecked ? 'is the one given (salted hash matches)' : `salted sha256 ${toHex(l.requestHash)} (give --request to check)`}`);
     io.out(`  response      ${x.responseChecked ? 'is the one given (salted hash matches)' : `salted sha256 ${toHex(l.responseHash)} (give --response to check)`}`);
     io.out(`  included in   the tree head of size ${x.head.treeSize}`);
+    if (x.session !== undefined) io.out(`  session       ${x.session === 'undisclosed' ? 'came in a session (no session link in the bundle)' : `session ${x.session.group} of this bundle, request ${x.session.seq}`}`);
   }
 }
 
@@ -120,6 +162,7 @@ function reportJson(r: AuditReport): unknown {
       requestChecked: x.requestChecked,
       responseChecked: x.responseChecked,
       treeSize: x.head.treeSize,
+      ...(x.session === undefined ? {} : { session: x.session }),
     })),
   };
 }
