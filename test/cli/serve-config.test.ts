@@ -68,4 +68,12 @@ describe('cloister serve configuration: flags and CLOISTER_* variables', () => {
       .toContain('CLOISTER_UPSTREAM_MAX_CONCURRENCY (environment)');
     expect(usageMessage([], {})).toContain('give at least one --model');
   });
+
+  it('--egress unix:PATH (or CLOISTER_EGRESS, as the enclave entrypoint sets it); anything else is a usage error', () => {
+    expect(config(['--model', 'm', '--egress', 'unix:/run/cloister/egress.sock']).egress).toEqual({ path: '/run/cloister/egress.sock' });
+    expect(config(['--model', 'm'], { CLOISTER_EGRESS: 'unix:/run/e.sock' }).egress).toEqual({ path: '/run/e.sock' });
+    expect(config(['--model', 'm']).egress).toBeUndefined();
+    expect(usageMessage(['--model', 'm', '--egress', 'vsock:3:8000'])).toContain('unix:/path');
+    expect(usageMessage(['--model', 'm'], { CLOISTER_EGRESS: 'tcp:1.2.3.4:5' })).toContain('CLOISTER_EGRESS (environment)');
+  });
 });
