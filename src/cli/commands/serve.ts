@@ -81,6 +81,8 @@ const USAGE = `usage: cloister serve --model [name=]dir [--model ...] [--embedde
                        checked, before anything is served (docs/KEYS.md)
   --fleet-key NAME     serve the key broker's fleet key NAME (with --key-broker): every replica
                        publishes the same key config, so a client that verified one can use all
+  --fleet-refresh-minutes n  re-fetch the fleet key from the broker this often (default 10), so a
+                       rotation at the broker reaches this replica; the old version stays usable until it expires
   --kms-region R       models sealed with --kms-key-id: KMS Decrypt with a Recipient (Nitro attestation
                        document binding a per-boot RSA key); credentials from the AWS SDK chain
   --kms-endpoint URL   the KMS endpoint (default the region's)
@@ -128,7 +130,7 @@ const BAR = '='.repeat(78);
 /** Value options of `cloister serve`; each can also come from CLOISTER_<NAME> (args.ts envNameOf). */
 export const SERVE_OPTIONS: readonly string[] = [
   'model', 'embedder', 'generator', 'generator-dtype', 'max-generations', 'max-generation-queue', 'max-kv-tokens', 'max-new-tokens', 'listen', 'socket', 'platform', 'state-dir', 'key-rotation-minutes', 'request-timeout-s', 'log-level',
-  'max-input-chars', 'tls-cert', 'tls-key', 'drain-timeout-s', 'pad-responses', 'client-keys', 'client-key-requests-per-minute', 'key-broker', 'fleet-key', 'kms-region', 'kms-endpoint', 'egress', ...UPSTREAM_SERVE_FLAGS, ...TDX_COLLATERAL_FLAGS, ...COLLECTIONS_SERVE_FLAGS,
+  'max-input-chars', 'tls-cert', 'tls-key', 'drain-timeout-s', 'pad-responses', 'client-keys', 'client-key-requests-per-minute', 'key-broker', 'fleet-key', 'fleet-refresh-minutes', 'kms-region', 'kms-endpoint', 'egress', ...UPSTREAM_SERVE_FLAGS, ...TDX_COLLATERAL_FLAGS, ...COLLECTIONS_SERVE_FLAGS,
 ];
 const SERVE_SPEC = { values: SERVE_OPTIONS, multi: ['model', 'embedder', 'generator'] } as const;
 
@@ -160,6 +162,8 @@ export interface ServeConfig {
   readonly keyBroker?: string;
   /** --fleet-key: the broker's fleet key to serve. */
   readonly fleetKey?: string;
+  /** --fleet-refresh-minutes: how often the fleet key is re-fetched (default 10). */
+  readonly fleetRefreshMinutes?: number;
   /** --guard-policy: the output guard's policy (src/guard/). */
   readonly guardPolicy: GuardPolicy;
   /** --collections and its options (src/collections/serve-args.ts), read at start. */
@@ -238,6 +242,7 @@ export function parseServeConfig(argv: readonly string[], env: Readonly<Record<s
       collectionsArg: (name: string) => one(args, name),
       ...kmsArg(one(args, 'kms-region'), one(args, 'kms-endpoint')),
       ...egressArg(one(args, 'egress')),
+      ...fleetRefreshArg(one(args, 'fleet-refresh-minutes'), one(args, 'fleet-key')),
     };
   } catch (err) {
     if (err instanceof CloisterError && (err.code === 'INVALID_ARGUMENT' || err.code === 'CONFIG_INVALID')) throw new UsageError(args.label(err.message));
@@ -285,6 +290,13 @@ function kmsArg(region: string | undefined, endpoint: string | undefined): { kms
   if (!/^[a-z]{2}(-[a-z]+)+-\d{1,2}$/.test(region)) throw new UsageError(`--kms-region '${region}' is not an AWS region`);
   if (endpoint !== undefined && !/^https?:\/\/[^\s]+$/.test(endpoint)) throw new UsageError('--kms-endpoint must be an http:// or https:// URL');
   return { kms: { region, ...(endpoint === undefined ? {} : { endpoint }) } };
+}
+
+function fleetRefreshArg(text: string | undefined, fleetKey: string | undefined): { fleetRefreshMinutes?: number } {
+  if (text === undefined) return {};
+  if (fleetKey === undefined) throw new UsageError('--fleet-refresh-minutes needs --fleet-key');
+  const n = positiveInt(text, 'fleet-refresh-minutes', 7 * 24 * 60);
+  return n === undefined ? {} : { fleetRefreshMinutes: n };
 }
 
 function egressArg(text: string | undefined): { egress?: EgressRoute } {
@@ -391,6 +403,27 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
     throw err;
   });
 
+  // Re-fetch the fleet key on a schedule: a rotation at the broker reaches this replica.
+  const fleetRefresh =
+    fleetKeys === undefined || config.fleetKey === undefined || config.keyBroker === undefined
+      ? undefined
+      : await (async () => {
+          const { startFleetRefresh, DEFAULT_FLEET_REFRESH_MS } = await import('../../server/fleet-refresh.js');
+          const name = config.fleetKey ?? '';
+          const broker = config.keyBroker ?? '';
+          const releaseAttester = await attester();
+          return startFleetRefresh({
+            intervalMs: config.fleetRefreshMinutes === undefined ? DEFAULT_FLEET_REFRESH_MS : config.fleetRefreshMinutes * 60_000,
+            fetch: () => fetchFleetKeys(name, { keyBroker: broker, attester: releaseAttester, ...outbound }),
+            apply: (keys) => server.keys.updateFleet(keys),
+            onEvent: (e) => {
+              // A change also logs key.rotated (KeyManager onRotate).
+              if (e.type === 'fleet-refreshed') logger.log(e.changed ? 'info' : 'debug', 'fleet.refreshed', { keyId: e.keyId });
+              else logger.log('warn', 'fleet.refresh-failed', { code: e.code });
+            },
+          });
+        })();
+
   const lines: string[] = [];
   if (pa.simulated !== undefined) {
     await mkdir(stateDir, { recursive: true });
@@ -442,6 +475,7 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
   const force = (): void => void server.close();
   process.once('SIGINT', force);
   process.once('SIGTERM', force);
+  fleetRefresh?.stop();
   const { drained } = await server.shutdown(config.drainTimeoutSeconds * 1000);
   process.off('SIGINT', force);
   process.off('SIGTERM', force);
