@@ -5,6 +5,7 @@
  * certificate and host-name verification on. A tap between the relay and the server records
  * every byte the relay sent on, to show it carried ciphertext only.
  */
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { createServer as createHttpsServer } from 'node:https';
@@ -24,6 +25,7 @@ import { makeTestCa } from '../helpers/test-ca.js';
 import type { TestCa } from '../helpers/test-ca.js';
 import { until } from '../helpers/until.js';
 
+const havePython = spawnSync('python3', ['-c', 'pass'], { stdio: 'ignore' }).status === 0;
 const SECRET = 'the-answer-only-the-enclave-may-read';
 const dir = mkdtempSync(join(tmpdir(), 'cloister-egress-'));
 let n = 0;
@@ -185,6 +187,20 @@ describe('relay egress with the in-TEE forwarder', () => {
     await new Promise((r) => s.close(r));
     const { path } = await relay([`127.0.0.1:${port}`]);
     expect((await raw(path, `cloister-egress/1 127.0.0.1:${port}\n`)).reply).toBe('cloister-egress/1 error CONNECTION_FAILED');
+  });
+
+  it.skipIf(!havePython)('connectTimeoutMs: a destination whose accept queue is full (SYNs dropped) is refused TIMEOUT', async () => {
+    // A loopback listener with backlog 0 that never accepts: after one queued connection the
+    // kernel drops further SYNs, so a connect neither succeeds nor fails (Linux default tcp_abort_on_overflow=0).
+    const py = spawn('python3', ['-c', 'import socket,time\ns=socket.socket()\ns.bind(("127.0.0.1",0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(20)'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    closers.push(async () => void py.kill('SIGKILL'));
+    const port = await new Promise<number>((r) => py.stdout.once('data', (d: Buffer) => r(Number(String(d).trim()))));
+    const filler = netConnect({ host: '127.0.0.1', port });
+    filler.on('error', () => undefined);
+    await new Promise((r) => filler.once('connect', r));
+    closers.push(async () => void filler.destroy());
+    const { path } = await relay([`127.0.0.1:${port}`], { connectTimeoutMs: 200 });
+    expect((await raw(path, `cloister-egress/1 127.0.0.1:${port}\n`)).reply).toBe('cloister-egress/1 error TIMEOUT');
   });
 
   it('refuses a malformed header, upper case, bytes sent before the answer, a header over maxHeaderBytes and a silent client', async () => {
