@@ -5,11 +5,16 @@
  *   node scripts/run-enclave.mjs [--eif build/enclave/cloister.eif] [--cpu-count 2]
  *        [--memory 4096] [--cid 16] [--vsock-port 5000] [--listen 0.0.0.0:8443]
  *        [--tls-cert f --tls-key f] [--no-relay] [--debug]
+ *        [--egress-allow host:port,... [--egress-vsock-port 8000] [--egress-socket path]]
  *
  * nitro-cli run-enclave starts the EIF; then `cloister relay` forwards TCP clients to
  * vsock <cid>:<vsock-port>. On SIGINT/SIGTERM (or when the relay exits) the enclave is
  * terminated. --debug starts the enclave in debug mode with its console attached: its PCRs
  * read as all zeros, and no production policy accepts it.
+ * --egress-allow opens the enclave's way out (AWS KMS, the key broker; docs/KEYS.md): socat
+ * VSOCK-LISTEN:<egress-vsock-port> -> the Unix socket of `cloister relay --egress`, which
+ * connects only to the allowed host:port list. The image must start its end of the bridge
+ * (CLOISTER_EGRESS_VSOCK_PORT, enclave/entrypoint.sh).
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -49,6 +54,9 @@ export async function runEnclave(argv, { env = process.env, log = (s) => console
       'relay-bin': { type: 'string' },
       'no-relay': { type: 'boolean', default: false },
       debug: { type: 'boolean', default: false },
+      'egress-allow': { type: 'string' },
+      'egress-vsock-port': { type: 'string', default: '8000' },
+      'egress-socket': { type: 'string', default: '/run/cloister/egress.sock' },
     },
     strict: true,
   });
@@ -83,6 +91,8 @@ export async function runEnclave(argv, { env = process.env, log = (s) => console
   const relayArgs = ['relay', '--listen', values.listen, '--vsock-cid', cid, '--vsock-port', positive('vsock-port', values['vsock-port'])];
   if (values['tls-cert'] !== undefined) relayArgs.push('--tls-cert', values['tls-cert']);
   if (values['tls-key'] !== undefined) relayArgs.push('--tls-key', values['tls-key']);
+  const egressAllow = values['egress-allow'];
+  if (egressAllow !== undefined) relayArgs.push('--egress', `unix:${values['egress-socket']}`, '--allow', egressAllow);
   const [relayCmd, ...relayPrefix] =
     values['relay-bin'] !== undefined ? [values['relay-bin']] : [process.execPath, join(repoRoot, 'dist', 'cli', 'main.js')];
   if (values['no-relay']) {
@@ -99,6 +109,13 @@ export async function runEnclave(argv, { env = process.env, log = (s) => console
   };
   const relay = spawn(relayCmd, [...relayPrefix, ...relayArgs], { env, stdio: ['ignore', 'inherit', 'inherit'] });
   children.push(relay);
+  if (egressAllow !== undefined) {
+    // The parent end of the egress bridge: each vsock connection from the enclave to the relay's socket.
+    const socat = requireTool('socat', 'install socat (with VSOCK support, Debian/Ubuntu >= 1.7.4)', env);
+    const port = positive('egress-vsock-port', values['egress-vsock-port']);
+    children.push(spawn(socat, [`VSOCK-LISTEN:${port},fork,reuseaddr`, `UNIX-CONNECT:${values['egress-socket']}`], { env, stdio: ['ignore', 'inherit', 'inherit'] }));
+    log(`cloister: egress vsock port ${port} -> ${egressAllow}`);
+  }
   const onSignal = () => {
     if (relay.exitCode === null) relay.kill('SIGTERM'); // the relay drains, then exits
   };

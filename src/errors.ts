@@ -84,6 +84,7 @@ export const ERROR_CODES = {
   KMS_REFUSED: 'AWS KMS refused the request (its error type is in the message)',
   CMS_INVALID: 'the CMS EnvelopedData from AWS KMS (CiphertextForRecipient) is malformed or uses other algorithms',
   CMS_DECRYPT_FAILED: 'the CMS EnvelopedData from AWS KMS does not decrypt under this enclave\'s key',
+  EGRESS_DENIED: 'the parent relay\'s egress allow-list does not name the host:port the enclave asked for',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

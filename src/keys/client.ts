@@ -3,6 +3,8 @@
  * and the admin client (`BrokerAdminClient`). Responses are bounded in size and time; a
  * broker refusal becomes a CloisterError with the broker's code and message.
  */
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { CloisterError, isErrorCode } from '../errors.js';
 import { isRecord } from '../core/validate.js';
 import { HpkeRecipientKey } from '../crypto/hpke/kem.js';
@@ -13,6 +15,8 @@ import { deriveAdminKeys, sealMaterial, signAdminRequest } from './admin-auth.js
 import type { AdminKeys } from './admin-auth.js';
 import { evidenceToJson, KEY_NAME_PATTERN, releaseInfo, releaseKeyConfig, RELEASE_SUITE, unb64 } from './release.js';
 import type { KeyKind, ReleasedKey } from './release.js';
+import { cloisterCause, Outbound } from './outbound.js';
+import type { OutboundOptions } from './outbound.js';
 
 export const DEFAULT_BROKER_TIMEOUT_MS = 15_000;
 export const MAX_BROKER_RESPONSE_BYTES = 4 * 1024 * 1024;
@@ -29,31 +33,62 @@ function brokerUrl(base: string, path: string): string {
   return u.toString();
 }
 
-async function call(base: string, method: 'GET' | 'POST', path: string, body: Uint8Array | undefined, headers: Record<string, string>, timeoutMs: number): Promise<unknown> {
-  const url = brokerUrl(base, path);
-  let res: Response;
-  try {
-    res = await fetch(url, {
+/** One HTTP exchange with the broker, bounded by `outbound` (size, lifetime) and `timeoutMs`. */
+function exchange(url: URL, method: 'GET' | 'POST', body: Uint8Array | undefined, headers: Record<string, string>, timeoutMs: number, outbound: Outbound): Promise<{ status: number; text: string }> {
+  const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+  return new Promise((resolve, reject) => {
+    const req = send(url, {
       method,
-      headers: { ...headers, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      ...(body === undefined ? {} : { body }),
+      agent: url.protocol === 'https:' ? outbound.httpsAgent : outbound.httpAgent,
+      headers: { ...headers, ...(body === undefined ? {} : { 'content-type': 'application/json', 'content-length': String(body.byteLength) }) },
       signal: AbortSignal.timeout(timeoutMs),
-      redirect: 'error',
     });
+    req.once('error', reject);
+    req.once('response', (res) => {
+      const length = Number(res.headers['content-length'] ?? '0');
+      if (length > MAX_BROKER_RESPONSE_BYTES) {
+        req.destroy();
+        reject(new CloisterError('LIMIT_EXCEEDED', `key broker answer of ${length} bytes exceeds ${MAX_BROKER_RESPONSE_BYTES}`, { detail: { limit: MAX_BROKER_RESPONSE_BYTES } }));
+        return;
+      }
+      const parts: Buffer[] = [];
+      let got = 0;
+      res.on('data', (c: Buffer) => {
+        got += c.byteLength;
+        if (got > MAX_BROKER_RESPONSE_BYTES) {
+          req.destroy();
+          reject(new CloisterError('LIMIT_EXCEEDED', `key broker answer exceeds ${MAX_BROKER_RESPONSE_BYTES} bytes`, { detail: { limit: MAX_BROKER_RESPONSE_BYTES } }));
+          return;
+        }
+        parts.push(c);
+      });
+      res.once('error', reject);
+      res.once('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(parts).toString('utf8') }));
+    });
+    req.end(body === undefined ? undefined : Buffer.from(body));
+  });
+}
+
+async function call(base: string, method: 'GET' | 'POST', path: string, body: Uint8Array | undefined, headers: Record<string, string>, timeoutMs: number, outboundOptions: OutboundOptions = {}): Promise<unknown> {
+  const url = brokerUrl(base, path);
+  const outbound = new Outbound({ maxResponseBytes: MAX_BROKER_RESPONSE_BYTES + 64 * 1024, timeoutMs, ...outboundOptions });
+  let res: { status: number; text: string };
+  try {
+    res = await exchange(new URL(url), method, body, headers, timeoutMs, outbound);
   } catch (cause) {
+    const limit = outbound.tripped ?? cloisterCause(cause);
+    if (limit !== undefined) throw new CloisterError(limit.code, `key broker ${url}: ${limit.message}`, { cause, detail: { url } });
     throw new CloisterError('CONNECTION_FAILED', `key broker ${url} is not reachable`, { cause, detail: { url } });
+  } finally {
+    outbound.destroy();
   }
-  const length = Number(res.headers.get('content-length') ?? '0');
-  if (length > MAX_BROKER_RESPONSE_BYTES) throw new CloisterError('LIMIT_EXCEEDED', `key broker answer of ${length} bytes exceeds ${MAX_BROKER_RESPONSE_BYTES}`);
-  const text = await res.text();
-  if (text.length > MAX_BROKER_RESPONSE_BYTES) throw new CloisterError('LIMIT_EXCEEDED', `key broker answer exceeds ${MAX_BROKER_RESPONSE_BYTES} bytes`);
   let json: unknown;
   try {
-    json = JSON.parse(text);
+    json = JSON.parse(res.text);
   } catch (cause) {
     throw new CloisterError('MALFORMED', `key broker ${url} answered HTTP ${res.status} without JSON`, { cause });
   }
-  if (!res.ok) {
+  if (res.status < 200 || res.status > 299) {
     const err = isRecord(json) && isRecord(json['error']) ? json['error'] : {};
     const code = isErrorCode(err['code']) ? err['code'] : 'KEY_RELEASE_REFUSED';
     const message = typeof err['message'] === 'string' ? err['message'] : `HTTP ${res.status}`;
@@ -69,6 +104,8 @@ export interface KeyReleaseOptions {
   readonly version?: number;
   readonly attester: Attester;
   readonly timeoutMs?: number;
+  /** How to reach the broker (the parent's egress relay in a Nitro Enclave, a private CA). */
+  readonly outbound?: OutboundOptions;
 }
 
 /**
@@ -78,7 +115,7 @@ export interface KeyReleaseOptions {
 export async function requestKeyRelease(options: KeyReleaseOptions): Promise<ReleasedKey> {
   if (!KEY_NAME_PATTERN.test(options.key)) throw new CloisterError('INVALID_ARGUMENT', `bad key name '${options.key}'`);
   const timeoutMs = options.timeoutMs ?? DEFAULT_BROKER_TIMEOUT_MS;
-  const challenge = await call(options.brokerUrl, 'POST', 'v1/challenge', new TextEncoder().encode('{}'), {}, timeoutMs);
+  const challenge = await call(options.brokerUrl, 'POST', 'v1/challenge', new TextEncoder().encode('{}'), {}, timeoutMs, options.outbound);
   const nonceHex = isRecord(challenge) ? challenge['nonce'] : undefined;
   if (typeof nonceHex !== 'string' || !/^[0-9a-f]{64}$/.test(nonceHex)) throw new CloisterError('MALFORMED', 'key broker challenge carries no 32-byte nonce');
   const nonce = new Uint8Array(Buffer.from(nonceHex, 'hex'));
@@ -86,7 +123,7 @@ export async function requestKeyRelease(options: KeyReleaseOptions): Promise<Rel
   const kc = encodeKeyConfig(releaseKeyConfig(options.key, options.attester.platform, eph.publicKey));
   const evidence = await options.attester.attest({ keyConfig: kc, hpkePublicKey: eph.publicKey, nonce });
   const body = { key: options.key, ...(options.version === undefined ? {} : { version: options.version }), nonce: nonceHex, evidence: evidenceToJson(evidence) };
-  const answer = await call(options.brokerUrl, 'POST', 'v1/release', new TextEncoder().encode(JSON.stringify(body)), {}, timeoutMs);
+  const answer = await call(options.brokerUrl, 'POST', 'v1/release', new TextEncoder().encode(JSON.stringify(body)), {}, timeoutMs, options.outbound);
   if (!isRecord(answer)) throw new CloisterError('MALFORMED', 'key broker release answer is not an object');
   const enc = unb64(answer['enc'], 'enc', 32);
   const ct = unb64(answer['ciphertext'], 'ciphertext', 64 * 1024);

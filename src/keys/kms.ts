@@ -15,29 +15,54 @@ import { DecryptCommand, GenerateDataKeyCommand, KMSClient, KMSServiceException 
 import { CloisterError } from '../errors.js';
 import type { Attester } from '../core/types.js';
 import { openEnvelopedData } from './cms.js';
+import { cloisterCause, Outbound } from './outbound.js';
+import type { OutboundOptions } from './outbound.js';
 
 export const DEFAULT_KMS_TIMEOUT_MS = 15_000;
 export const DATA_KEY_BYTES = 32;
 
+/** KMS answers are a few KiB (a CiphertextForRecipient of 2048-bit RSA is under 1 KiB). */
+export const MAX_KMS_RESPONSE_BYTES = 64 * 1024;
+
 export interface KmsTarget {
   readonly region: string;
-  /** e.g. the loopback end of the parent's vsock proxy, or a test stand-in. Default: the SDK's regional endpoint. */
+  /** e.g. a FIPS endpoint or a test stand-in. Default: the SDK's regional endpoint. */
   readonly endpoint?: string;
   readonly timeoutMs?: number;
+  /**
+   * How connections are made (src/keys/outbound.ts): through the parent's egress relay in a
+   * Nitro Enclave (TLS end to end to the KMS host name), extra CAs; and the bound on one
+   * answer, default MAX_KMS_RESPONSE_BYTES.
+   */
+  readonly outbound?: OutboundOptions;
 }
 
-function client(t: KmsTarget): KMSClient {
+function client(t: KmsTarget, outbound: Outbound): KMSClient {
   if (!/^[a-z]{2}(-[a-z]+)+-\d{1,2}$/.test(t.region)) throw new CloisterError('INVALID_ARGUMENT', `'${t.region}' is not an AWS region`);
-  return new KMSClient({ region: t.region, ...(t.endpoint === undefined ? {} : { endpoint: t.endpoint }), maxAttempts: 2 });
+  return new KMSClient({
+    region: t.region,
+    ...(t.endpoint === undefined ? {} : { endpoint: t.endpoint }),
+    maxAttempts: 2,
+    // NodeHttpHandler options: our agents bound every connection in size and time.
+    requestHandler: { httpAgent: outbound.httpAgent, httpsAgent: outbound.httpsAgent, connectionTimeout: outbound.connectTimeoutMs, requestTimeout: outbound.timeoutMs },
+  });
 }
 
 async function send<T>(t: KmsTarget, what: string, fn: (c: KMSClient, signal: AbortSignal) => Promise<T>): Promise<T> {
-  const c = client(t);
   const timeoutMs = t.timeoutMs ?? DEFAULT_KMS_TIMEOUT_MS;
+  const outbound = new Outbound({ maxResponseBytes: MAX_KMS_RESPONSE_BYTES, timeoutMs, ...t.outbound });
+  const c = client(t, outbound);
+  const signal = AbortSignal.timeout(timeoutMs);
   try {
-    return await fn(c, AbortSignal.timeout(timeoutMs));
+    return await fn(c, signal);
   } catch (cause) {
     const where = t.endpoint ?? `the ${t.region} endpoint`;
+    if (signal.aborted && outbound.tripped === undefined) {
+      throw new CloisterError('TIMEOUT', `AWS KMS ${what} at ${where} did not finish within ${timeoutMs} ms`, { cause, detail: { endpoint: where, limitMs: timeoutMs } });
+    }
+    // A bound of ours cut the connection: say which, not the SDK's generic socket error.
+    const limit = outbound.tripped ?? cloisterCause(cause);
+    if (limit !== undefined) throw new CloisterError(limit.code, `AWS KMS ${what} at ${where}: ${limit.message}`, { cause, detail: { endpoint: where } });
     if (cause instanceof KMSServiceException) {
       throw new CloisterError('KMS_REFUSED', `AWS KMS ${what} at ${where} refused: ${cause.name} (HTTP ${cause.$metadata.httpStatusCode ?? '?'})`, { cause, detail: { endpoint: where, type: cause.name } });
     }
@@ -47,6 +72,7 @@ async function send<T>(t: KmsTarget, what: string, fn: (c: KMSClient, signal: Ab
     throw new CloisterError('CONNECTION_FAILED', `AWS KMS ${what} at ${where} failed within ${timeoutMs} ms`, { cause, detail: { endpoint: where } });
   } finally {
     c.destroy();
+    outbound.destroy();
   }
 }
 

@@ -142,6 +142,36 @@ export class KeyManager {
     return this.cur;
   }
 
+  /**
+   * A fresh release of the fleet key (newest first, as the broker hands it out; the periodic
+   * re-fetch, src/server/fleet-refresh.ts). When the newest version is new, it becomes current
+   * and the version the broker still releases next to it stays usable as the previous one until
+   * it expires (the overlap: clients holding the old key config keep working); versions the
+   * broker no longer releases are retired (KEY_STALE). Returns whether the current key changed.
+   */
+  updateFleet(keys: readonly FleetKey[]): boolean {
+    if (!this.fleet) throw new CloisterError('CONFIG_INVALID', 'not serving a fleet key');
+    const [newest, previous] = keys;
+    if (newest === undefined || keys.length > 2) throw new CloisterError('CONFIG_INVALID', 'give one or two fleet keys, newest first');
+    const now = this.now();
+    if (newest.keyId === this.cur.keyId) return false;
+    if (newest.expiresAtMs <= now) throw new CloisterError('KEY_STALE', `the fleet key (id ${newest.keyId}) expired at ${new Date(newest.expiresAtMs).toISOString()}`);
+    const old = this.cur;
+    const oldPrev = this.prev;
+    this.cur = this.mintFleet(newest);
+    this.prev = undefined;
+    if (previous !== undefined && previous.expiresAtMs > now) {
+      // Keep the generation object when it is the one already served (its receipt log goes on).
+      const gen = previous.keyId === old.keyId ? old : previous.keyId === oldPrev?.gen.keyId ? oldPrev.gen : this.mintFleet(previous);
+      this.prev = { gen, until: previous.expiresAtMs };
+    }
+    for (const g of [old, oldPrev?.gen]) {
+      if (g !== undefined && g.keyId !== this.cur.keyId && g.keyId !== this.prev?.gen.keyId) this.retired.add(g.keyId);
+    }
+    this.options.onRotate?.(this.cur);
+    return true;
+  }
+
   /** Forces a rotation now (operators, tests). Fleet keys rotate at the broker, never here. */
   rotate(): KeyGeneration {
     if (this.fleet) throw new CloisterError('CONFIG_INVALID', 'fleet keys rotate at the key broker, not in a replica');

@@ -36,6 +36,8 @@ const LOG_EVENTS = [
   'session.open',
   'session.rejected',
   'collections.loaded',
+  'fleet.refreshed',
+  'fleet.refresh-failed',
 ] as const;
 type LogEvent = (typeof LOG_EVENTS)[number];
 

@@ -15,6 +15,7 @@ import type { Wrapping } from '../inference/sealed-model/format.js';
 import { requestKeyRelease } from '../keys/client.js';
 import { kmsDecryptForEnclave } from '../keys/kms.js';
 import type { KmsTarget } from '../keys/kms.js';
+import type { OutboundOptions } from '../keys/outbound.js';
 import type { FleetKey } from './keys.js';
 
 export interface OpenSealedModelsOptions {
@@ -25,6 +26,8 @@ export interface OpenSealedModelsOptions {
   /** The attester that proves this TEE to the broker (created on first use). */
   readonly attester: () => Promise<Attester>;
   readonly timeoutMs?: number;
+  /** --egress: how the broker and KMS are reached (src/keys/outbound.ts); default directly. */
+  readonly outbound?: OutboundOptions;
 }
 
 /** The configs with every sealed model replaced by its in-memory copy; plaintext ones as they are. */
@@ -45,12 +48,12 @@ async function dataKeyFor(m: OnnxModelConfig, w: Wrapping, options: OpenSealedMo
     if (options.kms === undefined) {
       throw new CloisterError('CONFIG_INVALID', `model ${m.name} in '${m.dir}' is wrapped by AWS KMS: give --kms-region R`, { detail: { file: m.dir } });
     }
-    return kmsDecryptForEnclave({ ...options.kms, keyId: w.keyId, ciphertextBlob: new Uint8Array(Buffer.from(w.ciphertextBlob, 'base64')), attester: await options.attester() });
+    return kmsDecryptForEnclave({ ...options.kms, ...(options.outbound === undefined ? {} : { outbound: { ...options.outbound, ...options.kms.outbound } }), keyId: w.keyId, ciphertextBlob: new Uint8Array(Buffer.from(w.ciphertextBlob, 'base64')), attester: await options.attester() });
   }
   if (options.keyBroker === undefined) {
     throw new CloisterError('CONFIG_INVALID', `model ${m.name} in '${m.dir}' is sealed: give --key-broker URL`, { detail: { file: m.dir } });
   }
-  const released = await requestKeyRelease({ brokerUrl: options.keyBroker, key: w.key, version: w.version, attester: await options.attester(), ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }) });
+  const released = await requestKeyRelease({ brokerUrl: options.keyBroker, key: w.key, version: w.version, attester: await options.attester(), ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }), ...(options.outbound === undefined ? {} : { outbound: options.outbound }) });
   if (released.kind !== 'data' || released.version !== w.version) {
     throw new CloisterError('SEALED_MODEL_KEY_MISMATCH', `the broker released ${released.kind} key ${released.name}, not version ${w.version} of data key ${w.key} that '${m.dir}' needs`, { detail: { file: m.dir } });
   }
@@ -104,8 +107,8 @@ export async function openSealedModels(models: readonly OnnxModelConfig[], optio
  * (newest first), for the KeyManager. A replica whose evidence does not match the key's
  * release policy gets a coded refusal and does not start.
  */
-export async function fetchFleetKeys(name: string, options: { readonly keyBroker: string; readonly attester: Attester; readonly timeoutMs?: number }): Promise<FleetKey[]> {
-  const released = await requestKeyRelease({ brokerUrl: options.keyBroker, key: name, attester: options.attester, ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }) });
+export async function fetchFleetKeys(name: string, options: { readonly keyBroker: string; readonly attester: Attester; readonly timeoutMs?: number; readonly outbound?: OutboundOptions }): Promise<FleetKey[]> {
+  const released = await requestKeyRelease({ brokerUrl: options.keyBroker, key: name, attester: options.attester, ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }), ...(options.outbound === undefined ? {} : { outbound: options.outbound }) });
   if (released.kind !== 'fleet') throw new CloisterError('CONFIG_INVALID', `broker key ${name} is a ${released.kind} key, not a fleet key`);
   return released.versions.map((v) => ({
     keyId: v.keyId,

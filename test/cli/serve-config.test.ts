@@ -68,4 +68,19 @@ describe('cloister serve configuration: flags and CLOISTER_* variables', () => {
       .toContain('CLOISTER_UPSTREAM_MAX_CONCURRENCY (environment)');
     expect(usageMessage([], {})).toContain('give at least one --model');
   });
+
+  it('--egress unix:PATH (or CLOISTER_EGRESS, as the enclave entrypoint sets it); anything else is a usage error', () => {
+    expect(config(['--model', 'm', '--egress', 'unix:/run/cloister/egress.sock']).egress).toEqual({ path: '/run/cloister/egress.sock' });
+    expect(config(['--model', 'm'], { CLOISTER_EGRESS: 'unix:/run/e.sock' }).egress).toEqual({ path: '/run/e.sock' });
+    expect(config(['--model', 'm']).egress).toBeUndefined();
+    expect(usageMessage(['--model', 'm', '--egress', 'vsock:3:8000'])).toContain('unix:/path');
+    expect(usageMessage(['--model', 'm'], { CLOISTER_EGRESS: 'tcp:1.2.3.4:5' })).toContain('CLOISTER_EGRESS (environment)');
+  });
+
+  it('--fleet-refresh-minutes needs --fleet-key and is a positive number of minutes', () => {
+    expect(config(['--model', 'm', '--key-broker', 'http://127.0.0.1:7000', '--fleet-key', 'fleet', '--fleet-refresh-minutes', '5']).fleetRefreshMinutes).toBe(5);
+    expect(config(['--model', 'm', '--key-broker', 'http://127.0.0.1:7000', '--fleet-key', 'fleet']).fleetRefreshMinutes).toBeUndefined();
+    expect(usageMessage(['--model', 'm', '--fleet-refresh-minutes', '5'])).toContain('--fleet-refresh-minutes needs --fleet-key');
+    expect(usageMessage(['--model', 'm', '--key-broker', 'http://127.0.0.1:7000', '--fleet-key', 'fleet', '--fleet-refresh-minutes', '0'])).toContain('--fleet-refresh-minutes must be an integer from 1');
+  });
 });

@@ -218,6 +218,21 @@ describe('scripts/run-enclave.mjs (stand-in nitro-cli and relay)', () => {
     expect(c[2]).toEqual(['nitro-cli', 'terminate-enclave', '--enclave-id', 'i-0abc-enc0123']);
   });
 
+  it('--egress-allow starts the parent end of the egress bridge (socat VSOCK-LISTEN to the relay socket) and passes --egress/--allow to the relay', async () => {
+    fakeNitro({}, eifBytes());
+    // The relay stays up a moment so that socat has started (and recorded its argv) before terminate.
+    fakeTool('fake-relay', 'setTimeout(() => process.exit(0), 500);');
+    fakeTool('socat', 'setTimeout(() => process.exit(0), 10000);');
+    const code = await runMod.runEnclave(
+      ['--eif', eifFile(), '--cid', '16', '--listen', '127.0.0.1:8443', '--relay-bin', join(bin, 'fake-relay'), '--egress-allow', 'kms.us-east-1.amazonaws.com:443', '--egress-vsock-port', '8001', '--egress-socket', '/tmp/cloister-egress-test.sock'],
+      { env: env(), log, signals: new EventEmitter() },
+    );
+    expect(code).toBe(0);
+    const c = calls();
+    expect(c).toContainEqual(['fake-relay', 'relay', '--listen', '127.0.0.1:8443', '--vsock-cid', '16', '--vsock-port', '5000', '--egress', 'unix:/tmp/cloister-egress-test.sock', '--allow', 'kms.us-east-1.amazonaws.com:443']);
+    expect(c).toContainEqual(['socat', 'VSOCK-LISTEN:8001,fork,reuseaddr', 'UNIX-CONNECT:/tmp/cloister-egress-test.sock']);
+  });
+
   it('--debug adds --debug-mode, attaches the console and warns loudly', async () => {
     fakeNitro({}, eifBytes());
     logs.length = 0;

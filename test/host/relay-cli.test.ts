@@ -1,5 +1,6 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
@@ -37,7 +38,39 @@ describe('cloister relay command', () => {
     }
   });
 
+  it('--egress alone: allow-listed destinations only, coded refusal otherwise; stops on SIGTERM', async () => {
+    const path = join(dir, 'egress.sock');
+    const dest = createServer((s) => s.end('hello'));
+    await new Promise<void>((r) => dest.listen(0, '127.0.0.1', r));
+    const port = (dest.address() as AddressInfo).port;
+    const lines: string[] = [];
+    const spy = vi.spyOn(console, 'error').mockImplementation((s: unknown) => void lines.push(String(s)));
+    const ask = (target: string): Promise<string> =>
+      new Promise((resolve) => {
+        const c = connect({ path }, () => c.write(`cloister-egress/1 ${target}\n`));
+        let text = '';
+        c.on('data', (d: Buffer) => (text += String(d)));
+        c.on('close', () => resolve(text));
+        c.on('error', () => resolve(text));
+      });
+    try {
+      const exit = run(['--egress', `unix:${path}`, '--allow', `127.0.0.1:${port},kms.us-east-1.amazonaws.com:443`, '--egress-header-timeout-ms', '1000']);
+      await until(() => lines.some((l) => /egress .* -> 127\.0\.0\.1:/.test(l)), 200, 10, 'the egress listening line');
+      expect(await ask(`127.0.0.1:${port}`)).toBe('cloister-egress/1 ok\nhello');
+      expect(await ask('127.0.0.1:1')).toBe('cloister-egress/1 error EGRESS_DENIED\n');
+      process.emit('SIGTERM');
+      expect(await exit).toBe(0);
+      expect(lines.join('\n')).toContain('"code":"EGRESS_DENIED"');
+    } finally {
+      spy.mockRestore();
+      await new Promise((r) => dest.close(r));
+    }
+  });
+
   it('rejects incomplete or conflicting options', async () => {
+    await expect(run(['--egress', 'unix:/tmp/x.sock'])).rejects.toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringMatching(/--allow/) as unknown });
+    await expect(run(['--listen', '127.0.0.1:0', '--unix', '/x', '--allow', 'a.b:1'])).rejects.toMatchObject({ message: expect.stringMatching(/--allow needs --egress/) as unknown });
+    await expect(run(['--egress', 'unix:/tmp/x.sock', '--allow', 'A.b:1'])).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
     await expect(run(['--listen', '127.0.0.1:0'])).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
     await expect(run(['--listen', '127.0.0.1:0', '--unix', '/x', '--vsock-cid', '16'])).rejects.toMatchObject({ code: 'CONFIG_INVALID' });
     await expect(run(['--listen', '127.0.0.1:0', '--vsock-cid', '16', '--vsock-port', '5000', '--tls-cert', 'c.pem'])).rejects.toMatchObject({

@@ -17,6 +17,9 @@ import type { BrokerLimits } from '../../src/keys/broker.js';
 import { BrokerAdminClient, requestKeyRelease } from '../../src/keys/client.js';
 import { evidenceToJson, releaseKeyConfig } from '../../src/keys/release.js';
 import { STORE_FILE } from '../../src/keys/store.js';
+import { startEgressRelay } from '../../src/host/egress.js';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 
 let root: string;
 let tee: SimulatedAttester;
@@ -104,6 +107,53 @@ describe('key broker: release', () => {
     expect((rel[0]?.['measurements'] as Record<string, string>)['PCR0']).toBe(tee.policySection().pcrs['0']);
     // No key material in the audit trail.
     expect(JSON.stringify(audit)).not.toContain(Buffer.from(dataKey).toString('hex'));
+  });
+
+  it('releases through the relay egress (Unix socket standing in for vsock); a broker not on the allow-list is EGRESS_DENIED', async () => {
+    const path = join(root, `egress-${Date.now()}.sock`);
+    const port = new URL(r.url).port;
+    const relay = await startEgressRelay({ listen: { path }, allow: [`127.0.0.1:${port}`] });
+    try {
+      const got = await requestKeyRelease({ brokerUrl: r.url, key: 'model-a', attester: tee, outbound: { egress: { path } } });
+      expect(got.kind === 'data' ? got.key : '').toBe(Buffer.from(dataKey).toString('hex'));
+      // Two streams (challenge, release), one connection each.
+      expect(relay.stats().opened).toBe(2);
+    } finally {
+      await relay.close();
+    }
+    const denied = await startEgressRelay({ listen: { path }, allow: ['broker.example:443'] });
+    try {
+      expect(await codeOf(requestKeyRelease({ brokerUrl: r.url, key: 'model-a', attester: tee, outbound: { egress: { path } } }))).toBe('EGRESS_DENIED');
+    } finally {
+      await denied.close();
+    }
+  });
+
+  it('an answer over the size bound is LIMIT_EXCEEDED without reading it all', async () => {
+    const huge = createServer((req, res) => {
+      req.resume();
+      // No content-length: chunked, so only the streaming count can stop it.
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const chunk = Buffer.alloc(64 * 1024, 0x20);
+      let sent = 0;
+      const pump = (): void => {
+        while (sent < 64 * 1024 * 1024 && !res.destroyed) {
+          sent += chunk.byteLength;
+          if (!res.write(chunk)) return void res.once('drain', pump);
+        }
+        res.end();
+      };
+      pump();
+    });
+    await new Promise<void>((done) => huge.listen(0, '127.0.0.1', done));
+    try {
+      const err = await requestKeyRelease({ brokerUrl: `http://127.0.0.1:${(huge.address() as AddressInfo).port}`, key: 'model-a', attester: tee }).then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(CloisterError);
+      expect((err as CloisterError).code).toBe('LIMIT_EXCEEDED');
+    } finally {
+      huge.closeAllConnections();
+      await new Promise((done) => huge.close(done));
+    }
   });
 
   it('refuses another measurement (POLICY_MISMATCH), audited as refused with the measurement seen', async () => {

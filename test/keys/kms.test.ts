@@ -7,7 +7,9 @@
 import { constants, createCipheriv, createPublicKey, generateKeyPairSync, publicEncrypt, randomBytes } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { createServer } from 'node:http';
-import type { Server, ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -33,12 +35,18 @@ import { kmsDecryptForEnclave, kmsGenerateDataKey } from '../../src/keys/kms.js'
 import { openSealedModels } from '../../src/server/sealed-models.js';
 import { buildDemoModels } from '../../tools/demo-model/build.js';
 import { until } from '../helpers/until.js';
+import { makeTestCa } from '../helpers/test-ca.js';
+import type { TestCa } from '../helpers/test-ca.js';
+import { startEgressRelay } from '../../src/host/egress.js';
 
-type Mode = 'ok' | 'deny' | 'tamper-key' | 'tamper-content' | 'wrong-recipient' | 'trailing' | 'aes128';
+type Mode = 'ok' | 'deny' | 'tamper-key' | 'tamper-content' | 'wrong-recipient' | 'trailing' | 'aes128' | 'huge' | 'slow';
 const KEY_ARN = 'arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab';
 const SIGV4 = /^AWS4-HMAC-SHA256 Credential=AKIDFAKEFAKE\/\d{8}\/us-east-1\/kms\/aws4_request, SignedHeaders=[a-z0-9;-]+, Signature=[0-9a-f]{64}$/;
 
 let server: Server;
+/** The same stand-in over TLS, its certificate (IP:127.0.0.1) from a CA made in this test. */
+let tlsServer: HttpsServer;
+let testCa: TestCa;
 let endpoint: string;
 let mode: Mode = 'ok';
 /** The stand-in's key policy: kms:RecipientAttestation:PCR0 (hex); default the in-process attester's. */
@@ -114,7 +122,7 @@ beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'cloister-kms-'));
   MODEL = (await buildDemoModels({ outDir: join(root, 'models') })).classifierDir;
   attester = await createSimulatedAttester();
-  server = createServer((req, res) => {
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
@@ -125,6 +133,18 @@ beforeAll(async () => {
         return;
       }
       const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>;
+      if (mode === 'huge') {
+        // A hostile endpoint: a valid-looking answer that never stops growing.
+        res.writeHead(200, { 'content-type': 'application/x-amz-json-1.1' });
+        res.end(`{"KeyId":"${'A'.repeat(4 * 1024 * 1024)}"}`);
+        return;
+      }
+      if (mode === 'slow') {
+        res.writeHead(200, { 'content-type': 'application/x-amz-json-1.1' });
+        const drip = setInterval(() => (res.destroyed ? clearInterval(drip) : res.write(' ')), 20);
+        res.on('close', () => clearInterval(drip));
+        return;
+      }
       if (mode === 'deny') return kmsError(res, 400, 'AccessDeniedException', 'not allowed by the key policy');
       if (target === 'TrentService.GenerateDataKey') {
         if (body['KeyId'] !== KEY_ARN || body['KeySpec'] !== 'AES_256') return kmsError(res, 400, 'ValidationException', 'bad GenerateDataKey');
@@ -154,13 +174,18 @@ beforeAll(async () => {
       }
       kmsError(res, 400, 'UnknownOperationException', target);
     });
-  });
+  };
+  server = createServer(handler);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  testCa = makeTestCa('kms stand-in CA');
+  tlsServer = createHttpsServer(testCa.issue('IP:127.0.0.1'), handler);
+  await new Promise<void>((r) => tlsServer.listen(0, '127.0.0.1', r));
   endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 });
 
 afterAll(async () => {
   await new Promise<void>((r) => server.close(() => r()));
+  await new Promise<void>((r) => tlsServer.close(() => r()));
   await rm(root, { recursive: true, force: true });
 });
 
@@ -237,6 +262,48 @@ describe('AWS KMS sealed models', () => {
     expect(err.message).toContain(closed);
     const snp = { platform: 'sev-snp' as const, simulated: false, attest: () => Promise.reject(new Error('unused')) };
     expect((await codeOf(kmsDecryptForEnclave({ region: 'us-east-1', endpoint, keyId: KEY_ARN, ciphertextBlob: new Uint8Array(8), attester: snp }))).code).toBe('CONFIG_INVALID');
+  });
+
+  it('Decrypt through the relay egress: TLS to the stand-in verified end to end (test CA), refusals coded', async () => {
+    const dir = await sealWithKms('sealed-egress');
+    const port = (tlsServer.address() as AddressInfo).port;
+    const path = join(root, 'egress.sock');
+    const events: unknown[] = [];
+    const relay = await startEgressRelay({ listen: { path }, allow: [`127.0.0.1:${port}`], onEvent: (e) => events.push(e) });
+    try {
+      seen.length = 0;
+      const kms = { region: 'us-east-1', endpoint: `https://127.0.0.1:${port}` };
+      const opened = await openSealedModels([{ name: 'c', dir }], { kms, attester: () => Promise.resolve(attester), outbound: { egress: { path }, ca: testCa.caCert } });
+      opened.wipe();
+      expect(seen).toEqual(['TrentService.Decrypt']);
+      expect(relay.stats().opened).toBe(1);
+      expect(relay.stats().bytesIn).toBeGreaterThan(500);
+      // Without the stand-in's CA the TEE side refuses the certificate: nothing is sent.
+      seen.length = 0;
+      const err = await codeOf(openSealedModels([{ name: 'c', dir }], { kms, attester: () => Promise.resolve(attester), outbound: { egress: { path } } }));
+      expect(err.code).toBe('CONNECTION_FAILED');
+      expect(seen).toEqual([]);
+      // Not on the allow-list: the relay's coded refusal reaches the caller.
+      const denied = await codeOf(openSealedModels([{ name: 'c', dir }], { kms: { region: 'us-east-1', endpoint: `https://127.0.0.1:${(server.address() as AddressInfo).port}` }, attester: () => Promise.resolve(attester), outbound: { egress: { path } } }));
+      expect(denied.code).toBe('EGRESS_DENIED');
+    } finally {
+      await relay.close();
+    }
+  });
+
+  it('a huge answer is cut at the size bound (LIMIT_EXCEEDED), a trickling one at the time bound (TIMEOUT)', async () => {
+    const dir = await sealWithKms('sealed-hostile');
+    const open = (timeoutMs?: number): Promise<unknown> =>
+      openSealedModels([{ name: 'c', dir }], { kms: { region: 'us-east-1', endpoint, ...(timeoutMs === undefined ? {} : { timeoutMs }) }, attester: () => Promise.resolve(attester) });
+    mode = 'huge';
+    const big = await codeOf(open());
+    expect(big.code).toBe('LIMIT_EXCEEDED');
+    expect(big.message).toContain('65536 bytes');
+    mode = 'slow';
+    const slow = await codeOf(open(400));
+    expect(slow.code).toBe('TIMEOUT');
+    expect(slow.message).toContain('400 ms');
+    mode = 'ok';
   });
 
   it('the CMS parser refuses an oversized input and a non-CMS input', () => {

@@ -11,10 +11,14 @@ import type { RelayEvent, RelayListen } from '../../host/relay.js';
 import { unixConnector, vsockSocatConnector } from '../../host/enclave-leg.js';
 import type { EnclaveConnector } from '../../host/enclave-leg.js';
 import { MAX_CLI_FILE_BYTES, readFileLimited } from './read-file.js';
+import { EGRESS_DEFAULTS, startEgressRelay } from '../../host/egress.js';
+import type { EgressEvent, EgressRelay } from '../../host/egress.js';
 
 export const summary = 'relay client connections to the enclave: cloister relay --listen host:port --vsock-cid N --vsock-port P';
 
 const HELP = `usage: cloister relay --listen <host:port | unix:path> (--vsock-cid N --vsock-port P | --unix <path>) [options]
+       cloister relay --egress <unix:path | host:port> --allow host:port[,host:port...] [egress options]
+       (both in one process: give both sets)
 
   --listen host:port        where clients connect (e.g. 0.0.0.0:8443), or unix:/path
   --vsock-cid N             enclave CID (nitro-cli run-enclave --enclave-cid)
@@ -30,6 +34,16 @@ const HELP = `usage: cloister relay --listen <host:port | unix:path> (--vsock-ci
   --drain-timeout-ms N      on SIGTERM, wait this long for open connections (default ${RELAY_DEFAULTS.drainTimeoutMs})
   --metrics host:port       serve Prometheus counters at http://host:port/metrics (keep it private)
   --metrics-interval-s N    log a counters line every N seconds (default 60, 0 = off)
+
+Egress (the enclave's outbound streams to AWS KMS or the key broker; docs/KEYS.md):
+  --egress unix:path|host:port  where the enclave's streams arrive (behind
+                            socat VSOCK-LISTEN:<port>,fork UNIX-CONNECT:<path>)
+  --allow host:port,...     the only destinations (lower-case DNS name or IPv4); others: EGRESS_DENIED
+  --egress-max-connections N      concurrent streams (default ${EGRESS_DEFAULTS.maxConnections})
+  --egress-max-header-bytes N     longest header line (default ${EGRESS_DEFAULTS.maxHeaderBytes})
+  --egress-header-timeout-ms N    header deadline (default ${EGRESS_DEFAULTS.headerTimeoutMs})
+  --egress-connect-timeout-ms N   destination connect timeout (default ${EGRESS_DEFAULTS.connectTimeoutMs})
+  --egress-idle-timeout-ms N      close silent streams (default ${EGRESS_DEFAULTS.idleTimeoutMs})
 
 The relay sees only sealed bytes, their sizes and timing; it never logs content.`;
 
@@ -68,6 +82,13 @@ export async function run(argv: string[]): Promise<number> {
       'drain-timeout-ms': { type: 'string' },
       metrics: { type: 'string' },
       'metrics-interval-s': { type: 'string' },
+      egress: { type: 'string' },
+      allow: { type: 'string' },
+      'egress-max-connections': { type: 'string' },
+      'egress-max-header-bytes': { type: 'string' },
+      'egress-header-timeout-ms': { type: 'string' },
+      'egress-connect-timeout-ms': { type: 'string' },
+      'egress-idle-timeout-ms': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -76,10 +97,11 @@ export async function run(argv: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  if (values.listen === undefined) {
+  if (values.listen === undefined && values.egress === undefined) {
     console.error(HELP);
     return 2;
   }
+  if (values.listen === undefined) return waitAndStop(await startEgress(values));
   const listen: RelayListen = values.listen.startsWith('unix:') ? { path: values.listen.slice(5) } : parseHostPort(values.listen, 'listen');
 
   const cid = int('vsock-cid', values['vsock-cid']);
@@ -114,12 +136,16 @@ export async function run(argv: string[]): Promise<number> {
     // Per-connection 'closed' events are too chatty for a log; the counters cover them.
     if (event.type !== 'closed') console.error(`cloister relay: ${JSON.stringify(event)}`);
   };
+  const egress = await startEgress(values);
   const relay = await startRelay({
     listen,
     enclave,
     ...(certFile !== undefined && keyFile !== undefined ? { tls: { cert: Buffer.from(await readFileLimited(certFile, MAX_CLI_FILE_BYTES, 'TLS certificate')), key: Buffer.from(await readFileLimited(keyFile, MAX_CLI_FILE_BYTES, 'TLS key')) } } : {}),
     ...limits,
     onEvent: log,
+  }).catch(async (err: unknown) => {
+    await egress?.close();
+    throw err;
   });
   console.error(`cloister relay: ${relay.address()} -> ${enclave.description}${certFile !== undefined ? ' (TLS)' : ''}`);
 
@@ -144,10 +170,54 @@ export async function run(argv: string[]): Promise<number> {
       console.error(`cloister relay: ${signal}: draining`);
       if (ticker !== undefined) clearInterval(ticker);
       metricsServer?.close();
-      void relay.close().then(() => {
+      void Promise.all([relay.close(), egress?.close()]).then(() => {
         console.error(`cloister ${formatRelayStats(relay.stats())}`);
         resolve(0);
       });
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+type Values = Record<string, string | boolean | undefined>;
+
+/** --egress and its options: the enclave's allow-listed outbound streams; undefined without --egress. */
+async function startEgress(values: Values): Promise<EgressRelay | undefined> {
+  const str = (k: string): string | undefined => (typeof values[k] === 'string' ? values[k] : undefined);
+  const at = str('egress');
+  const allow = str('allow');
+  const egressFlags = ['egress-max-connections', 'egress-max-header-bytes', 'egress-header-timeout-ms', 'egress-connect-timeout-ms', 'egress-idle-timeout-ms'];
+  if (at === undefined) {
+    const stray = ['allow', ...egressFlags].find((f) => values[f] !== undefined);
+    if (stray !== undefined) throw new CloisterError('CONFIG_INVALID', `--${stray} needs --egress`);
+    return undefined;
+  }
+  if (allow === undefined || allow === '') throw new CloisterError('CONFIG_INVALID', '--egress needs --allow host:port[,host:port...]');
+  const limits: Record<string, number> = {};
+  for (const [flag, key] of [
+    ['egress-max-connections', 'maxConnections'],
+    ['egress-max-header-bytes', 'maxHeaderBytes'],
+    ['egress-header-timeout-ms', 'headerTimeoutMs'],
+    ['egress-connect-timeout-ms', 'connectTimeoutMs'],
+    ['egress-idle-timeout-ms', 'idleTimeoutMs'],
+  ] as const) {
+    const v = int(flag, str(flag));
+    if (v !== undefined) limits[key] = v;
+  }
+  const log = (event: EgressEvent): void => {
+    if (event.type !== 'egress-opened') console.error(`cloister relay: ${JSON.stringify(event)}`);
+  };
+  const egress = await startEgressRelay({ listen: at.startsWith('unix:') ? { path: at.slice(5) } : parseHostPort(at, 'egress'), allow: allow.split(','), ...limits, onEvent: log });
+  console.error(`cloister relay: egress ${egress.address()} -> ${egress.allowed().join(', ')}`);
+  return egress;
+}
+
+function waitAndStop(egress: EgressRelay | undefined): Promise<number> {
+  return new Promise<number>((resolve) => {
+    const stop = (signal: string): void => {
+      console.error(`cloister relay: ${signal}: draining`);
+      void (egress?.close() ?? Promise.resolve()).then(() => resolve(0));
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));

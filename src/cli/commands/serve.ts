@@ -34,6 +34,8 @@ import type { Attester } from '../../core/types.js';
 import type { GuardPolicy } from '../../guard/policy.js';
 import { UPSTREAM_SERVE_FLAGS, UPSTREAM_SERVE_USAGE, upstreamFromArgs } from '../../inference/upstream/index.js';
 import { ClientKeyTable, DEFAULT_CLIENT_KEY_REQUESTS_PER_MINUTE, MAX_CLIENT_KEY_REQUESTS_PER_MINUTE } from '../../server/client-keys.js';
+import { parseEgressRoute } from '../../keys/outbound.js';
+import type { EgressRoute } from '../../keys/outbound.js';
 import { TDX_COLLATERAL_FLAGS, tdxCollateralFromArgs } from './tdx-collateral-args.js';
 import { COLLECTIONS_SERVE_FLAGS, COLLECTIONS_SERVE_USAGE, collectionsFromArgs, guardPolicyArg, storageKeyWarning } from '../../collections/serve-args.js';
 
@@ -79,9 +81,14 @@ const USAGE = `usage: cloister serve --model [name=]dir [--model ...] [--embedde
                        checked, before anything is served (docs/KEYS.md)
   --fleet-key NAME     serve the key broker's fleet key NAME (with --key-broker): every replica
                        publishes the same key config, so a client that verified one can use all
+  --fleet-refresh-minutes n  re-fetch the fleet key from the broker this often (default 10), so a
+                       rotation at the broker reaches this replica; the old version stays usable until it expires
   --kms-region R       models sealed with --kms-key-id: KMS Decrypt with a Recipient (Nitro attestation
                        document binding a per-boot RSA key); credentials from the AWS SDK chain
-  --kms-endpoint URL   the KMS endpoint (default the region's; in an enclave the parent's vsock proxy)
+  --kms-endpoint URL   the KMS endpoint (default the region's)
+  --egress unix:PATH   reach the key broker and KMS through the parent's \`cloister relay --egress\`
+                       over this Unix socket (in a Nitro Enclave the image's vsock bridge; TLS stays
+                       end to end to the real host name; docs/KEYS.md)
 
 TDX collateral (attached to the evidence so clients can verify offline; docs/DEPLOY.md):
   --tdx-collateral FILE|none          read it from FILE (re-read at each refresh), or attach none
@@ -123,7 +130,7 @@ const BAR = '='.repeat(78);
 /** Value options of `cloister serve`; each can also come from CLOISTER_<NAME> (args.ts envNameOf). */
 export const SERVE_OPTIONS: readonly string[] = [
   'model', 'embedder', 'generator', 'generator-dtype', 'max-generations', 'max-generation-queue', 'max-kv-tokens', 'max-new-tokens', 'listen', 'socket', 'platform', 'state-dir', 'key-rotation-minutes', 'request-timeout-s', 'log-level',
-  'max-input-chars', 'tls-cert', 'tls-key', 'drain-timeout-s', 'pad-responses', 'client-keys', 'client-key-requests-per-minute', 'key-broker', 'fleet-key', 'kms-region', 'kms-endpoint', ...UPSTREAM_SERVE_FLAGS, ...TDX_COLLATERAL_FLAGS, ...COLLECTIONS_SERVE_FLAGS,
+  'max-input-chars', 'tls-cert', 'tls-key', 'drain-timeout-s', 'pad-responses', 'client-keys', 'client-key-requests-per-minute', 'key-broker', 'fleet-key', 'fleet-refresh-minutes', 'kms-region', 'kms-endpoint', 'egress', ...UPSTREAM_SERVE_FLAGS, ...TDX_COLLATERAL_FLAGS, ...COLLECTIONS_SERVE_FLAGS,
 ];
 const SERVE_SPEC = { values: SERVE_OPTIONS, multi: ['model', 'embedder', 'generator'] } as const;
 
@@ -155,12 +162,16 @@ export interface ServeConfig {
   readonly keyBroker?: string;
   /** --fleet-key: the broker's fleet key to serve. */
   readonly fleetKey?: string;
+  /** --fleet-refresh-minutes: how often the fleet key is re-fetched (default 10). */
+  readonly fleetRefreshMinutes?: number;
   /** --guard-policy: the output guard's policy (src/guard/). */
   readonly guardPolicy: GuardPolicy;
   /** --collections and its options (src/collections/serve-args.ts), read at start. */
   readonly collectionsArg: (name: string) => string | undefined;
   /** --kms-region / --kms-endpoint: AWS KMS for models sealed with --kms-key-id. */
   readonly kms?: { readonly region: string; readonly endpoint?: string };
+  /** --egress unix:PATH: the broker and KMS through the parent's egress relay. */
+  readonly egress?: EgressRoute;
 }
 
 function positiveInt(text: string | undefined, name: string, max: number): number | undefined {
@@ -230,6 +241,8 @@ export function parseServeConfig(argv: readonly string[], env: Readonly<Record<s
       guardPolicy: guardPolicyArg(one(args, 'guard-policy')),
       collectionsArg: (name: string) => one(args, name),
       ...kmsArg(one(args, 'kms-region'), one(args, 'kms-endpoint')),
+      ...egressArg(one(args, 'egress')),
+      ...fleetRefreshArg(one(args, 'fleet-refresh-minutes'), one(args, 'fleet-key')),
     };
   } catch (err) {
     if (err instanceof CloisterError && (err.code === 'INVALID_ARGUMENT' || err.code === 'CONFIG_INVALID')) throw new UsageError(args.label(err.message));
@@ -279,6 +292,17 @@ function kmsArg(region: string | undefined, endpoint: string | undefined): { kms
   return { kms: { region, ...(endpoint === undefined ? {} : { endpoint }) } };
 }
 
+function fleetRefreshArg(text: string | undefined, fleetKey: string | undefined): { fleetRefreshMinutes?: number } {
+  if (text === undefined) return {};
+  if (fleetKey === undefined) throw new UsageError('--fleet-refresh-minutes needs --fleet-key');
+  const n = positiveInt(text, 'fleet-refresh-minutes', 7 * 24 * 60);
+  return n === undefined ? {} : { fleetRefreshMinutes: n };
+}
+
+function egressArg(text: string | undefined): { egress?: EgressRoute } {
+  return text === undefined ? {} : { egress: parseEgressRoute(text) };
+}
+
 function isLogLevel(v: string): v is LogLevel {
   return v === 'debug' || v === 'info' || v === 'warn' || v === 'error';
 }
@@ -313,8 +337,9 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
       // Simulated: PCR0 is this code, and the root is the state directory's (a release policy pins both).
       return (await createPlatformAttester(selection, { codeDigest: await codeDigest() }, { simulatedStateDir: stateDir })).attester;
     })());
-  const opened = await openSealedModels(models, { ...(config.keyBroker === undefined ? {} : { keyBroker: config.keyBroker }), ...(config.kms === undefined ? {} : { kms: config.kms }), attester });
-  const fleetKeys = config.fleetKey === undefined || config.keyBroker === undefined ? undefined : await fetchFleetKeys(config.fleetKey, { keyBroker: config.keyBroker, attester: await attester() });
+  const outbound = config.egress === undefined ? {} : { outbound: { egress: config.egress } };
+  const opened = await openSealedModels(models, { ...(config.keyBroker === undefined ? {} : { keyBroker: config.keyBroker }), ...(config.kms === undefined ? {} : { kms: config.kms }), attester, ...outbound });
+  const fleetKeys = config.fleetKey === undefined || config.keyBroker === undefined ? undefined : await fetchFleetKeys(config.fleetKey, { keyBroker: config.keyBroker, attester: await attester(), ...outbound });
 
   const engines: Engine[] = [];
   if (models.length > 0) {
@@ -378,6 +403,27 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
     throw err;
   });
 
+  // Re-fetch the fleet key on a schedule: a rotation at the broker reaches this replica.
+  const fleetRefresh =
+    fleetKeys === undefined || config.fleetKey === undefined || config.keyBroker === undefined
+      ? undefined
+      : await (async () => {
+          const { startFleetRefresh, DEFAULT_FLEET_REFRESH_MS } = await import('../../server/fleet-refresh.js');
+          const name = config.fleetKey ?? '';
+          const broker = config.keyBroker ?? '';
+          const releaseAttester = await attester();
+          return startFleetRefresh({
+            intervalMs: config.fleetRefreshMinutes === undefined ? DEFAULT_FLEET_REFRESH_MS : config.fleetRefreshMinutes * 60_000,
+            fetch: () => fetchFleetKeys(name, { keyBroker: broker, attester: releaseAttester, ...outbound }),
+            apply: (keys) => server.keys.updateFleet(keys),
+            onEvent: (e) => {
+              // A change also logs key.rotated (KeyManager onRotate).
+              if (e.type === 'fleet-refreshed') logger.log(e.changed ? 'info' : 'debug', 'fleet.refreshed', { keyId: e.keyId });
+              else logger.log('warn', 'fleet.refresh-failed', { code: e.code });
+            },
+          });
+        })();
+
   const lines: string[] = [];
   if (pa.simulated !== undefined) {
     await mkdir(stateDir, { recursive: true });
@@ -429,6 +475,7 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
   const force = (): void => void server.close();
   process.once('SIGINT', force);
   process.once('SIGTERM', force);
+  fleetRefresh?.stop();
   const { drained } = await server.shutdown(config.drainTimeoutSeconds * 1000);
   process.off('SIGINT', force);
   process.off('SIGTERM', force);
