@@ -35,7 +35,7 @@ import type { GuardPolicy } from '../../guard/policy.js';
 import { UPSTREAM_SERVE_FLAGS, UPSTREAM_SERVE_USAGE, upstreamFromArgs } from '../../inference/upstream/index.js';
 import { ClientKeyTable, DEFAULT_CLIENT_KEY_REQUESTS_PER_MINUTE, MAX_CLIENT_KEY_REQUESTS_PER_MINUTE } from '../../server/client-keys.js';
 import { TDX_COLLATERAL_FLAGS, tdxCollateralFromArgs } from './tdx-collateral-args.js';
-import { COLLECTIONS_SERVE_FLAGS, COLLECTIONS_SERVE_USAGE, collectionsFromArgs, guardPolicyArg, storageKeyWarning } from '../../collections/serve-args.js';
+import { checkCollectionsArgs, COLLECTIONS_SERVE_FLAGS, COLLECTIONS_SERVE_USAGE, collectionsFromArgs, guardPolicyArg, storageKeyWarning } from '../../collections/serve-args.js';
 
 export const summary = 'run the Cloister server (sealed, attested inference)';
 
@@ -210,6 +210,7 @@ export function parseServeConfig(argv: readonly string[], env: Readonly<Record<s
     const clientKeysPath = one(args, 'client-keys');
     const keyQuota = positiveInt(one(args, 'client-key-requests-per-minute'), 'client-key-requests-per-minute', MAX_CLIENT_KEY_REQUESTS_PER_MINUTE);
     if (keyQuota !== undefined && clientKeysPath === undefined) throw new UsageError('--client-key-requests-per-minute needs --client-keys');
+    checkCollectionsArgs((name: string) => one(args, name), one(args, 'key-broker'));
     return {
       models,
       upstream,
@@ -330,8 +331,9 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
   for (const e of engines) await e.start();
   // Sealed collections (src/collections/): after the engines they use (embedder, generation).
   const collections = await collectionsFromArgs(config.collectionsArg, [...engines], models.find((m) => m.task === 'feature-extraction')?.name, (r) => {
-    logger.log(r.corrupt.length > 0 ? 'warn' : 'info', 'collections.loaded', { collections: r.collections, documents: r.documents, corrupt: r.corrupt.length, truncated: r.truncated, compacted: r.compacted });
-  });
+    const bad = r.corrupt.length + r.rolledBack.length + r.missing.length;
+    logger.log(bad > 0 ? 'warn' : 'info', 'collections.loaded', { collections: r.collections, documents: r.documents, corrupt: r.corrupt.length, truncated: r.truncated, compacted: r.compacted, rolledBack: r.rolledBack.length, missing: r.missing.length });
+  }, { url: config.keyBroker, attester });
   if (collections !== undefined) {
     await collections.start();
     engines.push(collections);
@@ -398,6 +400,8 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
   if (pa.selection.warning !== undefined) lines.push(`warning:    ${pa.selection.warning}`);
   const keyFile = config.collectionsArg('collections-key-file');
   if (collections !== undefined && keyFile !== undefined) lines.push(BAR, ...storageKeyWarning(keyFile), BAR);
+  const storageKey = config.collectionsArg('collections-key');
+  if (collections !== undefined && storageKey !== undefined) lines.push(`collections: storage key ${storageKey} released by ${config.keyBroker ?? ''}; rollback counters at the broker`);
   lines.push(`guard:      PHI/PII output guard, policy ${config.guardPolicy}`);
   lines.push(`platform:   ${platform}`);
   lines.push(`websocket:  ${address.wsUrl}`);
