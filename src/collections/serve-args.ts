@@ -20,7 +20,7 @@ import type { Attester } from '../core/types.js';
 import { KEY_NAME_PATTERN } from '../keys/release.js';
 import type { LoadReport } from './store.js';
 
-export const COLLECTIONS_SERVE_FLAGS: readonly string[] = ['collections', 'collections-key', 'collections-key-file', 'collections-embedder', 'guard-policy'];
+export const COLLECTIONS_SERVE_FLAGS: readonly string[] = ['collections', 'collections-key', 'collections-key-file', 'collections-embedder', 'guard-policy', 'guard-tagger'];
 
 export const COLLECTIONS_SERVE_USAGE = `Collections and the output guard (docs/COLLECTIONS.md, docs/GUARD.md):
   --collections DIR              serve sealed document collections stored (encrypted) in DIR
@@ -30,7 +30,9 @@ export const COLLECTIONS_SERVE_USAGE = `Collections and the output guard (docs/C
   --collections-key-file FILE    fallback: storage master key, 64 hex digits (head -c 32 /dev/urandom | xxd -p -c 64);
                                  readable by the host operator, no rollback counter (said at start)
   --collections-embedder NAME    embedder model for collections (default: the first --embedder)
-  --guard-policy allow|redact|block  PHI/PII guard on every answer (default redact)`;
+  --guard-policy allow|redact|block  PHI/PII guard on every answer (default redact)
+  --guard-tagger NAME            a token-classification model served here (--model NAME=DIR, e.g. the demo
+                                 phi-tagger) whose NAME and ID findings the guard adds to its rules'`;
 
 export function guardPolicyArg(text: string | undefined): GuardPolicy {
   if (text === undefined) return DEFAULT_GUARD_POLICY;

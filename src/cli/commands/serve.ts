@@ -157,6 +157,8 @@ export interface ServeConfig {
   readonly fleetKey?: string;
   /** --guard-policy: the output guard's policy (src/guard/). */
   readonly guardPolicy: GuardPolicy;
+  /** --guard-tagger: a token-classification model for the guard (src/guard/tagger.ts). */
+  readonly guardTagger?: string;
   /** --collections and its options (src/collections/serve-args.ts), read at start. */
   readonly collectionsArg: (name: string) => string | undefined;
   /** --kms-region / --kms-endpoint: AWS KMS for models sealed with --kms-key-id. */
@@ -229,6 +231,7 @@ export function parseServeConfig(argv: readonly string[], env: Readonly<Record<s
       tdxArg: (name: string) => one(args, name),
       ...keyBrokerArg(one(args, 'key-broker'), one(args, 'fleet-key')),
       guardPolicy: guardPolicyArg(one(args, 'guard-policy')),
+      ...guardTaggerArg(one(args, 'guard-tagger'), models),
       collectionsArg: (name: string) => one(args, name),
       ...kmsArg(one(args, 'kms-region'), one(args, 'kms-endpoint')),
     };
@@ -260,6 +263,12 @@ function generationArgs(args: ReturnType<typeof withEnv>): GenerationEngineOptio
     ...(maxKvTokens === undefined ? {} : { maxKvTokens }),
     ...(maxNewTokens === undefined ? {} : { maxNewTokens }),
   };
+}
+
+function guardTaggerArg(name: string | undefined, models: readonly OnnxModelConfig[]): { guardTagger?: string } {
+  if (name === undefined) return {};
+  if (!models.some((m) => m.name === name)) throw new UsageError(`--guard-tagger ${name} names no --model (give --model ${name}=DIR, a token-classification model)`);
+  return { guardTagger: name };
 }
 
 function keyBrokerArg(url: string | undefined, fleetKey: string | undefined): { keyBroker?: string; fleetKey?: string } {
@@ -350,6 +359,7 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
     ...(limits === undefined ? {} : { limits }),
     ...(config.padResponses ? {} : { padResponses: false }),
     ...(config.guardPolicy === 'redact' ? {} : { guardPolicy: config.guardPolicy }),
+    ...(config.guardTagger === undefined ? {} : { guardTagger: config.guardTagger }),
     options: {
       // The simulated root is kept in the state directory: development policies survive restarts.
       simulatedStateDir: stateDir,
@@ -374,6 +384,7 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
     ...(clientKeys === undefined ? {} : { clientKeys }),
     ...(fleetKeys === undefined ? {} : { fleetKeys }),
     guardPolicy: config.guardPolicy,
+    ...(config.guardTagger === undefined ? {} : { guardTagger: config.guardTagger }),
   });
   const address = await server.listen(target).catch(async (err: unknown) => {
     for (const e of engines) await e.close().catch(() => undefined);
@@ -402,7 +413,7 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
   if (collections !== undefined && keyFile !== undefined) lines.push(BAR, ...storageKeyWarning(keyFile), BAR);
   const storageKey = config.collectionsArg('collections-key');
   if (collections !== undefined && storageKey !== undefined) lines.push(`collections: storage key ${storageKey} released by ${config.keyBroker ?? ''}; rollback counters at the broker`);
-  lines.push(`guard:      PHI/PII output guard, policy ${config.guardPolicy}`);
+  lines.push(`guard:      PHI/PII output guard, policy ${config.guardPolicy}${config.guardTagger === undefined ? ' (rules)' : `, rules and tagger model ${config.guardTagger}`}`);
   lines.push(`platform:   ${platform}`);
   lines.push(`websocket:  ${address.wsUrl}`);
   if (address.httpUrl !== undefined) {
