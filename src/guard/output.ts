@@ -86,6 +86,11 @@ export function guardResults(
   const detect: Detect = tagger === undefined ? detectIdentifiers : async (t) => mergeFindings([...detectIdentifiers(t), ...(await tagger(t, signal))]);
   const push = (g: StreamGuard, t: string): string | Promise<string> => (tagger === undefined ? g.push(t) : g.pushTagged(t, tagger, signal));
   const finish = (g: StreamGuard): string | Promise<string> => (tagger === undefined ? g.finish() : g.finishTagged(tagger, signal));
+  /** push (when `text` is a string) then finish (when `done`); synchronous without a tagger (no microtask per event). */
+  const pushFinish = (g: StreamGuard, text: unknown, done: boolean): string | Promise<string> => {
+    if (tagger === undefined) return (typeof text === 'string' ? g.push(text) : '') + (done ? g.finish() : '');
+    return (async () => (typeof text === 'string' ? await push(g, text) : '') + (done ? await finish(g) : ''))();
+  };
   const facts: Record<string, unknown> = {};
   const guarded = GUARDED_OPERATIONS.has(op);
   const guards = new Map<string, StreamGuard>();
@@ -101,8 +106,12 @@ export function guardResults(
     return g;
   };
 
-  /** One streamed chunk event with its choices' text guarded incrementally. */
-  const guardEvent = async (ev: unknown): Promise<unknown> => {
+  /**
+   * One streamed chunk event with its choices' text guarded incrementally. `owned`: the event
+   * was parsed here from relayed JSON, so it is changed in place instead of copied (no other
+   * reference to it exists; an engine's own values are copied).
+   */
+  const guardEvent = async (ev: unknown, owned = false): Promise<unknown> => {
     if (!isRecord(ev) || !Array.isArray(ev['choices'])) return guardValue(ev, tally, detect);
     lastEvent = ev;
     const choices: unknown[] = [];
@@ -113,24 +122,31 @@ export function guardResults(
       }
       const index = typeof c['index'] === 'number' ? c['index'] : 0;
       const done = typeof c['finish_reason'] === 'string';
-      const out: Record<string, unknown> = { ...c };
+      const out: Record<string, unknown> = owned ? c : { ...c };
       const delta = c['delta'];
       if (isRecord(delta)) {
-        const d: Record<string, unknown> = { ...delta };
+        const d: Record<string, unknown> = owned ? delta : { ...delta };
         for (const field of ['content', 'reasoning_content'] as const) {
           const g = typeof d[field] === 'string' || done ? guards.get(`${index}/${field}`) ?? (typeof d[field] === 'string' ? guardFor(`${index}/${field}`) : undefined) : undefined;
           if (g === undefined) continue;
-          const text = (typeof d[field] === 'string' ? await push(g, d[field]) : '') + (done ? await finish(g) : '');
+          const p = pushFinish(g, d[field], done);
+          const text = typeof p === 'string' ? p : await p;
           if (typeof d[field] === 'string' || text.length > 0) d[field] = text;
         }
         out['delta'] = d;
       }
       if (typeof c['text'] === 'string' || (done && guards.has(`${index}/text`))) {
         const g = guardFor(`${index}/text`);
-        out['text'] = (typeof c['text'] === 'string' ? await push(g, c['text']) : '') + (done ? await finish(g) : '');
+        const p = pushFinish(g, c['text'], done);
+        out['text'] = typeof p === 'string' ? p : await p;
       }
       if (done) for (const k of [...guards.keys()]) if (k.startsWith(`${index}/`)) guards.delete(k);
       choices.push(out);
+    }
+    if (owned) {
+      for (const k of Object.keys(ev)) if (k !== 'choices' && !STRUCTURAL_KEYS.has(k)) ev[k] = await guardValue(ev[k], tally, detect, k);
+      ev['choices'] = choices;
+      return ev;
     }
     const rest: Record<string, unknown> = {};
     for (const [k, x] of Object.entries(ev)) if (k !== 'choices') rest[k] = STRUCTURAL_KEYS.has(k) ? x : await guardValue(x, tally, detect, k);
@@ -181,7 +197,7 @@ export function guardResults(
           } catch {
             throw new CloisterError('ENGINE_FAILED', 'relayed engine output is not valid JSON');
           }
-          texts.push(JSON.stringify(stream ? await guardEvent(v) : await guardValue(v, tally, detect)));
+          texts.push(JSON.stringify(stream ? await guardEvent(v, true) : await guardValue(v, tally, detect)));
         }
         yield new JsonResults(texts);
         continue;
