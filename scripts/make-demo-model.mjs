@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Trains and writes the bundled demo models (no network): models/demo/classifier,
-// models/demo/embedder and models/demo/lm by default, or the directory given as the first argument.
+// models/demo/embedder, models/demo/lm and models/demo/phi-tagger by default, or the directory given as the first argument.
 // The builders are build-time tools (tools/demo-model/, compiled here into build/tools/, never
 // into dist/): they need the dev dependencies (`npm ci`).
 import { resolve } from 'node:path';
@@ -16,6 +16,7 @@ const r = await buildDemoModels({ outDir });
 console.log(`classifier: ${r.classifierDir}`);
 console.log(`embedder:   ${r.embedderDir}`);
 console.log(`demo-lm:    ${r.lmDir}`);
+console.log(`phi-tagger: ${r.phiTaggerDir}`);
 console.log(`labels: ${r.labels.join(', ')}; vocab ${r.vocabSize}`);
 console.log(`train accuracy ${r.trainAccuracy.toFixed(4)} on ${r.trainExamples} notes`);
 console.log(`held-out accuracy ${r.heldOutAccuracy.toFixed(4)} on ${r.heldOutExamples} notes`);

@@ -66,6 +66,8 @@ export const ERROR_CODES = {
   CAPABILITY_INVALID: 'the collection does not exist or the request carries no valid capability for it',
   OUTPUT_BLOCKED: 'the output guard found identifiers (PHI/PII) in the answer and the policy is block',
   STORAGE_CORRUPT: 'sealed storage on the host failed authentication or is not well formed',
+  STORAGE_ROLLBACK: 'sealed storage on the host is older than its rollback counter (an older copy was put back) or is missing',
+  ROLLBACK_COUNTER_FAILED: 'the rollback counter could not be read or advanced: the change is not acknowledged',
 
   // --- client / configuration --------------------------------------------------------------
   CONNECTION_FAILED: 'the connection to the server failed or closed unexpectedly',

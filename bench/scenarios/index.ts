@@ -10,6 +10,7 @@ export const SCENARIOS: Readonly<Record<string, () => Promise<Scenario>>> = {
   memory: async () => (await import('./memory.js')).scenario,
   generate: async () => (await import('./generate.js')).scenario,
   rag: async () => (await import('./rag.js')).scenario,
+  injection: async () => (await import('./injection.js')).scenario,
 };
 
 export const SCENARIO_NAMES: readonly string[] = Object.keys(SCENARIOS);

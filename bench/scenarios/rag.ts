@@ -172,6 +172,21 @@ export const scenario: Scenario = {
       const g = guardCmp.arms.find((a) => a.name === 'guarded')?.latencyMs?.p50 ?? 0;
       const u = guardCmp.arms.find((a) => a.name === 'unguarded')?.latencyMs?.p50 ?? 0;
       out.metrics.push({ label: 'guard cost per 1k tokens of streamed output (p50 difference)', value: g - u, unit: 'ms' });
+      // CPU time (process.cpuUsage) is less disturbed by other processes on a shared machine than wall time.
+      const cpuPerStream = async (guarded: boolean, n: number): Promise<number> => {
+        const c0 = process.cpuUsage();
+        for (let i = 0; i < n; i++) await drain(guarded);
+        const c = process.cpuUsage(c0);
+        return (c.user + c.system) / 1000 / n;
+      };
+      const cpuRounds = ctx.smoke ? 3 : 15;
+      const cpuG: number[] = [];
+      const cpuU: number[] = [];
+      for (let i = 0; i < cpuRounds; i++) {
+        cpuU.push(await cpuPerStream(false, 20));
+        cpuG.push(await cpuPerStream(true, 20));
+      }
+      out.metrics.push({ label: `guard CPU time per 1k tokens of streamed output (median of ${cpuRounds} interleaved rounds, guarded minus unguarded)`, value: quantile(cpuG, 0.5) - quantile(cpuU, 0.5), unit: 'ms' });
 
       // 4. Sealed retrieval vs in-process.
       const engines = [embedder, collections];

@@ -1,28 +1,49 @@
 /**
  * Where the storage keys of sealed collections come from (docs/COLLECTIONS.md, "Keys").
  *
- * `StorageKeySource` is the seam for the key broker of the key-release issue: a broker-backed
- * source releases the master storage key to this TEE only after attestation. Until it exists,
- * `KeyFileStorageKeys` reads a 32-byte master key from an operator-supplied file. That file is
- * readable by whoever operates the host, so the host can decrypt the collections: `serve`
- * says so loudly at start-up. Per collection, the key is HKDF-SHA256(master, salt = collection
- * id, info = "cloister/collection-key/v1"), so one collection's key opens no other.
+ * `BrokerStorageKeys` (./broker-keys.ts) obtains the master storage key from the key broker
+ * (src/keys/), released to this TEE only after attestation, and brings the broker's
+ * monotonic counters (rollback protection, docs/COLLECTIONS.md "Rollback"). The fallback,
+ * `KeyFileStorageKeys`, reads a 32-byte master key from an operator-supplied file. That file
+ * is readable by whoever operates the host, so the host can decrypt the collections, and
+ * there is no counter: `serve` says so loudly at start-up. Per collection, the key is
+ * HKDF-SHA256(master, salt = collection id, info = "cloister/collection-key/v1"), so one
+ * collection's key opens no other.
  */
 import { readFile, stat } from 'node:fs/promises';
 import { CloisterError } from '../errors.js';
 import { hkdfExpand, hkdfExtract } from '../crypto/hkdf.js';
 import { utf8 } from '../core/bytes.js';
 
+/**
+ * Monotonic counters outside the host's reach (the key broker's), one per collection, named by
+ * the collection id (hex). A collection's counter is its last acknowledged version.
+ */
+export interface VersionCounters {
+  /** Every counter, read fresh (the answer is authenticated). */
+  readAll(): Promise<ReadonlyMap<string, number>>;
+  /** Raise a counter to at least `value`; resolves once that is durable where the counter lives. */
+  advance(counter: string, value: number): Promise<void>;
+}
+
 export interface StorageKeySource {
-  /** Where the key comes from, for the start-up log line ("key-file", later "key-broker"). */
+  /** Where the key comes from, for the start-up log line ("key-file" or "key-broker"). */
   readonly kind: string;
   /** Whether a host operator can read the master key (true for a key file). */
   readonly hostReadable: boolean;
+  /** Rollback counters, where the source has them (the key broker does, a key file does not). */
+  readonly counters?: VersionCounters;
   /** The 32-byte AES-256-GCM key of one collection. */
   collectionKey(collectionId: Uint8Array): Uint8Array;
 }
 
-const INFO = utf8('cloister/collection-key/v1');
+const INFO_BYTES = utf8('cloister/collection-key/v1');
+
+/** The key of one collection under `master`. */
+export function deriveCollectionKey(master: Uint8Array, collectionId: Uint8Array): Uint8Array {
+  return hkdfExpand(hkdfExtract(collectionId, master), INFO_BYTES, 32);
+}
+
 const MAX_KEY_FILE_BYTES = 4096;
 
 export class KeyFileStorageKeys implements StorageKeySource {
@@ -59,6 +80,6 @@ export class KeyFileStorageKeys implements StorageKeySource {
   }
 
   collectionKey(collectionId: Uint8Array): Uint8Array {
-    return hkdfExpand(hkdfExtract(collectionId, this.#master), INFO, 32);
+    return deriveCollectionKey(this.#master, collectionId);
   }
 }

@@ -132,6 +132,8 @@ class Collection {
   readonly chunks = new Map<number, ChunkRef>();
   readonly index: HybridIndex;
   nextKey = 1;
+  /** The version the rollback counter holds (keys.counters); -1 before it was confirmed. */
+  counted = -1;
   /** While the file is replayed at load: the HNSW graph is built once, at the end. */
   loading = false;
   queue: Promise<void> = Promise.resolve();
@@ -229,6 +231,10 @@ export interface LoadReport {
   readonly truncated: number;
   /** Collections rewritten at load because a delete had not been compacted. */
   readonly compacted: number;
+  /** Files older than their rollback counter (an older copy put back): not served (STORAGE_ROLLBACK). */
+  readonly rolledBack: readonly string[];
+  /** Collections the rollback counter knows whose file is gone (STORAGE_ROLLBACK). */
+  readonly missing: readonly string[];
 }
 
 export function resolveCollectionLimits(partial: Partial<CollectionLimits> = {}): CollectionLimits {
@@ -247,6 +253,8 @@ export class CollectionStore {
   readonly #opts: CollectionStoreOptions;
   readonly #collections = new Map<string, Collection>();
   readonly #corrupt = new Set<string>();
+  /** Collection id -> why it is refused as rolled back ('older' or 'missing'). */
+  readonly #rolledBack = new Map<string, 'older' | 'missing'>();
 
   constructor(options: CollectionStoreOptions) {
     this.#opts = options;
@@ -263,6 +271,16 @@ export class CollectionStore {
     let documents = 0;
     let truncated = 0;
     let compacted = 0;
+    const counters = this.#opts.keys.counters;
+    let known: ReadonlyMap<string, number> = new Map();
+    if (counters !== undefined) {
+      try {
+        known = await counters.readAll();
+      } catch (cause) {
+        throw new CloisterError('ROLLBACK_COUNTER_FAILED', `cannot read the rollback counters of the collections in '${this.#opts.dir}'`, { cause });
+      }
+    }
+    const seen = new Set<string>();
     for (const name of (await readdir(this.#opts.dir)).sort()) {
       const path = join(this.#opts.dir, name);
       // A rewrite that never reached its rename: the old file is still complete.
@@ -273,6 +291,7 @@ export class CollectionStore {
       if (!name.endsWith(FILE_SUFFIX)) continue;
       const idHex = name.slice(0, -FILE_SUFFIX.length);
       if (!/^[0-9a-f]{32}$/.test(idHex)) continue;
+      seen.add(idHex);
       try {
         const id = Uint8Array.from(Buffer.from(idHex, 'hex'));
         const opened = await SealedLog.open(path, this.#opts.keys.collectionKey(id), this.limits.maxRecordBytes);
@@ -292,6 +311,12 @@ export class CollectionStore {
           c.apply(rec);
         }
         c.loading = false;
+        const counted = known.get(idHex);
+        if (counted !== undefined && c.version < counted) {
+          await opened.log.close();
+          throw new CloisterError('STORAGE_ROLLBACK', `collection file '${path}' is at version ${c.version}, its rollback counter at ${counted}: an older copy was put back`, { detail: { file: path } });
+        }
+        c.counted = counted ?? -1;
         c.index.endBulk();
         if (deletes) {
           // A delete acknowledged before a crash, whose rewrite did not happen: erase now.
@@ -299,14 +324,38 @@ export class CollectionStore {
           compacted++;
         }
         if (opened.truncatedBytes > 0) truncated++;
+        // A change written but not yet counted (a crash between the two): count it now.
+        await this.#confirm(c);
         this.#collections.set(idHex, c);
         documents += c.docs.size;
       } catch (err) {
+        if (err instanceof CloisterError && err.code === 'STORAGE_ROLLBACK') {
+          this.#rolledBack.set(idHex, 'older');
+          continue;
+        }
         if (!(err instanceof CloisterError) || err.code !== 'STORAGE_CORRUPT') throw err;
         this.#corrupt.add(idHex);
       }
     }
-    return { collections: this.#collections.size, documents, corrupt: [...this.#corrupt], truncated, compacted };
+    for (const id of known.keys()) if (!seen.has(id)) this.#rolledBack.set(id, 'missing');
+    const rolled = (why: 'older' | 'missing'): string[] => [...this.#rolledBack].filter(([, w]) => w === why).map(([id]) => id);
+    return { collections: this.#collections.size, documents, corrupt: [...this.#corrupt], truncated, compacted, rolledBack: rolled('older'), missing: rolled('missing') };
+  }
+
+  /** Raises the collection's rollback counter to its version, when the keys have counters. */
+  async #confirm(c: Collection): Promise<void> {
+    const counters = this.#opts.keys.counters;
+    if (counters === undefined || c.counted >= c.version) return;
+    const version = c.version;
+    try {
+      await counters.advance(c.idHex, version);
+    } catch (cause) {
+      throw new CloisterError('ROLLBACK_COUNTER_FAILED', `the rollback counter of a collection could not be advanced to version ${version}: the change is on the host's disk but not acknowledged`, {
+        cause,
+        detail: { public: true },
+      });
+    }
+    c.counted = Math.max(c.counted, version);
   }
 
   async close(): Promise<void> {
@@ -327,6 +376,14 @@ export class CollectionStore {
     const path = join(this.#opts.dir, `${toHex(id)}${FILE_SUFFIX}`);
     const log = await SealedLog.create(path, id, this.#opts.keys.collectionKey(id), [encodeRecord(record)], this.limits.maxRecordBytes);
     const c = new Collection(log, record, this.limits.annThreshold, this.#opts.ann ?? {});
+    try {
+      await this.#confirm(c);
+    } catch (err) {
+      // Not acknowledged: no capability was handed out, so the file could never be opened.
+      await log.close();
+      await rm(path, { force: true });
+      throw err;
+    }
     this.#collections.set(c.idHex, c);
     return { ...c.state, capability };
   }
@@ -339,6 +396,10 @@ export class CollectionStore {
     // Hash the presented capability either way: no timing difference between the two failures.
     const presented = sha256(Buffer.from(capability, 'base64url'));
     if (c === undefined) {
+      const rolled = this.#rolledBack.get(id);
+      if (rolled !== undefined) {
+        throw new CloisterError('STORAGE_ROLLBACK', rolled === 'older' ? 'this collection\'s file on the host is older than its rollback counter and is not served' : 'this collection\'s file is missing from the host disk', { detail: { public: true } });
+      }
       if (this.#corrupt.has(id)) throw new CloisterError('STORAGE_CORRUPT', 'this collection failed authentication on the host disk and is not served', { detail: { public: true } });
       throw fail();
     }
@@ -394,9 +455,11 @@ export class CollectionStore {
       for (const d of stored) if (c.docs.has(d.id)) throw invalid('a document with this id exists in the collection; delete it first');
       if (c.docs.size + stored.length > l.maxDocumentsPerCollection) throw limit('maxDocumentsPerCollection', l.maxDocumentsPerCollection, 'the collection');
       if (c.chunks.size + texts.length > l.maxChunksPerCollection) throw limit('maxChunksPerCollection', l.maxChunksPerCollection, 'the collection');
+      await this.#confirm(c);
       const record: CollectionRecord = { t: 'add', v: c.version + 1, docs: stored };
       await c.log.append(encodeRecord(record));
       c.apply(record);
+      await this.#confirm(c);
       return { ...c.state, added: stored.length, chunks: texts.length };
     });
   }
@@ -410,9 +473,12 @@ export class CollectionStore {
       const deleted = [...new Set(ids)].filter((x) => c.docs.has(x));
       const missing = [...new Set(ids)].filter((x) => !c.docs.has(x));
       if (deleted.length === 0) return { ...c.state, deleted, missing, erased: true };
+      await this.#confirm(c);
       const record: CollectionRecord = { t: 'delete', v: c.version + 1, ids: deleted };
       await c.log.append(encodeRecord(record));
       c.apply(record);
+      // Counted before the rewrite: the older copy that still holds the document is refused from now on.
+      await this.#confirm(c);
       let erased = true;
       try {
         await c.log.rewrite(c.snapshot(this.limits.maxRecordBytes));

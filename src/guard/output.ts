@@ -20,7 +20,9 @@ import { CloisterError } from '../errors.js';
 import { isRecord } from '../core/validate.js';
 import { GuardTally, stricter } from './policy.js';
 import type { GuardPolicy, GuardReport } from './policy.js';
-import { detectIdentifiers } from './rules.js';
+import { detectIdentifiers, mergeFindings } from './rules.js';
+import type { Finding } from './rules.js';
+import type { Tagger } from './tagger.js';
 import { StreamGuard } from './stream.js';
 import type { StreamGuardOptions } from './stream.js';
 
@@ -46,16 +48,29 @@ export interface GuardedResults {
 }
 
 
+type Detect = (text: string) => Finding[] | Promise<Finding[]>;
+
 /** A whole value with the policy applied to each of its strings (structural keys kept). */
-function guardValue(v: unknown, tally: GuardTally, key?: string): unknown {
-  if (typeof v === 'string') return key !== undefined && STRUCTURAL_KEYS.has(key) ? v : tally.apply(v, detectIdentifiers(v));
-  if (Array.isArray(v)) return v.map((x) => guardValue(x, tally, key));
+async function guardValue(v: unknown, tally: GuardTally, detect: Detect, key?: string): Promise<unknown> {
+  if (typeof v === 'string') return key !== undefined && STRUCTURAL_KEYS.has(key) ? v : tally.apply(v, await detect(v));
+  if (Array.isArray(v)) {
+    const out: unknown[] = [];
+    for (const x of v) out.push(await guardValue(x, tally, detect, key));
+    return out;
+  }
   if (isRecord(v) && !(v instanceof Uint8Array)) {
     const out: Record<string, unknown> = {};
-    for (const [k, x] of Object.entries(v)) out[k] = STRUCTURAL_KEYS.has(k) ? x : guardValue(x, tally, k);
+    for (const [k, x] of Object.entries(v)) out[k] = STRUCTURAL_KEYS.has(k) ? x : await guardValue(x, tally, detect, k);
     return out;
   }
   return v;
+}
+
+export interface GuardOptions extends StreamGuardOptions {
+  /** A tagger model whose findings count next to the rules' (./tagger.ts; serve --guard-tagger). */
+  readonly tagger?: Tagger;
+  /** Cancels the tagger's model calls (the request's signal). */
+  readonly signal?: AbortSignal;
 }
 
 export function guardResults(
@@ -63,9 +78,19 @@ export function guardResults(
   stream: boolean,
   results: AsyncIterable<unknown>,
   policy: GuardPolicy,
-  options: StreamGuardOptions = {},
+  options: GuardOptions = {},
 ): GuardedResults {
   const tally = new GuardTally(policy);
+  const tagger = options.tagger;
+  const signal = options.signal ?? new AbortController().signal;
+  const detect: Detect = tagger === undefined ? detectIdentifiers : async (t) => mergeFindings([...detectIdentifiers(t), ...(await tagger(t, signal))]);
+  const push = (g: StreamGuard, t: string): string | Promise<string> => (tagger === undefined ? g.push(t) : g.pushTagged(t, tagger, signal));
+  const finish = (g: StreamGuard): string | Promise<string> => (tagger === undefined ? g.finish() : g.finishTagged(tagger, signal));
+  /** push (when `text` is a string) then finish (when `done`); synchronous without a tagger (no microtask per event). */
+  const pushFinish = (g: StreamGuard, text: unknown, done: boolean): string | Promise<string> => {
+    if (tagger === undefined) return (typeof text === 'string' ? g.push(text) : '') + (done ? g.finish() : '');
+    return (async () => (typeof text === 'string' ? await push(g, text) : '') + (done ? await finish(g) : ''))();
+  };
   const facts: Record<string, unknown> = {};
   const guarded = GUARDED_OPERATIONS.has(op);
   const guards = new Map<string, StreamGuard>();
@@ -81,43 +106,58 @@ export function guardResults(
     return g;
   };
 
-  /** One streamed chunk event with its choices' text guarded incrementally. */
-  const guardEvent = (ev: unknown): unknown => {
-    if (!isRecord(ev) || !Array.isArray(ev['choices'])) return guardValue(ev, tally);
+  /**
+   * One streamed chunk event with its choices' text guarded incrementally. `owned`: the event
+   * was parsed here from relayed JSON, so it is changed in place instead of copied (no other
+   * reference to it exists; an engine's own values are copied).
+   */
+  const guardEvent = async (ev: unknown, owned = false): Promise<unknown> => {
+    if (!isRecord(ev) || !Array.isArray(ev['choices'])) return guardValue(ev, tally, detect);
     lastEvent = ev;
-    const choices = (ev['choices'] as unknown[]).map((c) => {
-      if (!isRecord(c)) return guardValue(c, tally);
+    const choices: unknown[] = [];
+    for (const c of ev['choices'] as unknown[]) {
+      if (!isRecord(c)) {
+        choices.push(await guardValue(c, tally, detect));
+        continue;
+      }
       const index = typeof c['index'] === 'number' ? c['index'] : 0;
       const done = typeof c['finish_reason'] === 'string';
-      const out: Record<string, unknown> = { ...c };
+      const out: Record<string, unknown> = owned ? c : { ...c };
       const delta = c['delta'];
       if (isRecord(delta)) {
-        const d: Record<string, unknown> = { ...delta };
+        const d: Record<string, unknown> = owned ? delta : { ...delta };
         for (const field of ['content', 'reasoning_content'] as const) {
           const g = typeof d[field] === 'string' || done ? guards.get(`${index}/${field}`) ?? (typeof d[field] === 'string' ? guardFor(`${index}/${field}`) : undefined) : undefined;
           if (g === undefined) continue;
-          const text = (typeof d[field] === 'string' ? g.push(d[field]) : '') + (done ? g.finish() : '');
+          const p = pushFinish(g, d[field], done);
+          const text = typeof p === 'string' ? p : await p;
           if (typeof d[field] === 'string' || text.length > 0) d[field] = text;
         }
         out['delta'] = d;
       }
       if (typeof c['text'] === 'string' || (done && guards.has(`${index}/text`))) {
         const g = guardFor(`${index}/text`);
-        out['text'] = (typeof c['text'] === 'string' ? g.push(c['text']) : '') + (done ? g.finish() : '');
+        const p = pushFinish(g, c['text'], done);
+        out['text'] = typeof p === 'string' ? p : await p;
       }
       if (done) for (const k of [...guards.keys()]) if (k.startsWith(`${index}/`)) guards.delete(k);
-      return out;
-    });
+      choices.push(out);
+    }
+    if (owned) {
+      for (const k of Object.keys(ev)) if (k !== 'choices' && !STRUCTURAL_KEYS.has(k)) ev[k] = await guardValue(ev[k], tally, detect, k);
+      ev['choices'] = choices;
+      return ev;
+    }
     const rest: Record<string, unknown> = {};
-    for (const [k, x] of Object.entries(ev)) if (k !== 'choices') rest[k] = STRUCTURAL_KEYS.has(k) ? x : guardValue(x, tally, k);
+    for (const [k, x] of Object.entries(ev)) if (k !== 'choices') rest[k] = STRUCTURAL_KEYS.has(k) ? x : await guardValue(x, tally, detect, k);
     return { ...rest, choices };
   };
 
   /** What is still held when the stream ends, as one more event (undefined when nothing is). */
-  const tail = (): unknown => {
+  const tail = async (): Promise<unknown> => {
     const choices: Record<string, unknown>[] = [];
     for (const [k, g] of guards) {
-      const text = g.finish();
+      const text = await finish(g);
       if (text.length === 0) continue;
       const [index, field] = k.split('/') as [string, string];
       choices.push(field === 'text' ? { index: Number(index), text, finish_reason: null } : { index: Number(index), delta: { [field]: text }, finish_reason: null });
@@ -143,29 +183,30 @@ export function guardResults(
       if (tally.policy === 'allow') {
         // allow: counted, relayed untouched (no hold-back, the relay's JSON text as it came).
         const texts = r instanceof JsonResults ? r.texts : [JSON.stringify(r) ?? ''];
-        for (const t of texts) tally.apply(t, detectIdentifiers(t));
+        for (const t of texts) tally.apply(t, await detect(t));
         yield r;
         continue;
       }
       if (r instanceof JsonResults) {
         lastWasJson = true;
-        const texts = r.texts.map((t) => {
+        const texts: string[] = [];
+        for (const t of r.texts) {
           let v: unknown;
           try {
             v = JSON.parse(t);
           } catch {
             throw new CloisterError('ENGINE_FAILED', 'relayed engine output is not valid JSON');
           }
-          return JSON.stringify(stream ? guardEvent(v) : guardValue(v, tally));
-        });
+          texts.push(JSON.stringify(stream ? await guardEvent(v, true) : await guardValue(v, tally, detect)));
+        }
         yield new JsonResults(texts);
         continue;
       }
       lastWasJson = false;
-      yield stream ? guardEvent(r) : guardValue(r, tally);
+      yield stream ? await guardEvent(r) : await guardValue(r, tally, detect);
     }
     if (guarded && stream) {
-      const t = tail();
+      const t = await tail();
       if (t !== undefined) yield lastWasJson ? new JsonResults([JSON.stringify(t)]) : t;
     }
   }

@@ -5,7 +5,8 @@
  * with their text: callers get types and offsets, and report types and counts only.
  */
 
-export const IDENTIFIER_TYPES = ['SSN', 'MRN', 'PHONE', 'EMAIL', 'DATE', 'ADDRESS', 'CARD', 'IP'] as const;
+/** The rules' types, then the tagger model's (NAME, ID: src/guard/tagger.ts). */
+export const IDENTIFIER_TYPES = ['SSN', 'MRN', 'PHONE', 'EMAIL', 'DATE', 'ADDRESS', 'CARD', 'IP', 'NAME', 'ID'] as const;
 export type IdentifierType = (typeof IDENTIFIER_TYPES)[number];
 
 export interface Finding {
@@ -88,7 +89,12 @@ export function detectIdentifiers(text: string): Finding[] {
       if (rule.valid === undefined || rule.valid(m)) all.push({ type: rule.type, start: m.index + pre, end: m.index + m[0].length });
     }
   }
-  all.sort((a, b) => a.start - b.start || b.end - a.end);
+  return mergeFindings(all);
+}
+
+/** Non-overlapping findings in order: where two overlap, the earlier start wins, then the longer span. */
+export function mergeFindings(findings: readonly Finding[]): Finding[] {
+  const all = [...findings].sort((a, b) => a.start - b.start || b.end - a.end);
   const out: Finding[] = [];
   let end = -1;
   for (const f of all) {

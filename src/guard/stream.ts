@@ -18,7 +18,8 @@
  */
 import { CloisterError } from '../errors.js';
 import type { GuardTally } from './policy.js';
-import { MAX_SPACED_IDENTIFIER_CHARS, detectIdentifiers } from './rules.js';
+import { MAX_SPACED_IDENTIFIER_CHARS, detectIdentifiers, mergeFindings } from './rules.js';
+import type { Tagger } from './tagger.js';
 import type { Finding } from './rules.js';
 
 export const DEFAULT_LOOKAHEAD_CHARS = MAX_SPACED_IDENTIFIER_CHARS;
@@ -61,12 +62,34 @@ export class StreamGuard {
     return this.#pending.length;
   }
 
-  /** Adds streamed text; returns what can be released now (possibly ''), guarded. */
+  /** Adds streamed text; returns what can be released now (possibly ''), guarded by the rules. */
   push(text: string): string {
     this.#pending += text;
+    const cut = this.#cutPoint();
+    return cut === undefined ? '' : this.#release(cut, this.#detect(this.#pending));
+  }
+
+  /** `push` with a tagger model's findings next to the rules' (./tagger.ts). */
+  async pushTagged(text: string, tagger: Tagger, signal: AbortSignal): Promise<string> {
+    this.#pending += text;
+    const cut = this.#cutPoint();
+    return cut === undefined ? '' : this.#release(cut, await this.#detectTagged(this.#pending, tagger, signal));
+  }
+
+  /** `finish` with a tagger model's findings next to the rules'. */
+  async finishTagged(tagger: Tagger, signal: AbortSignal): Promise<string> {
+    const rest = this.#pending;
+    this.#pending = '';
+    if (rest.length === 0) return '';
+    const findings = await this.#detectTagged(rest, tagger, signal);
+    return this.#tally.apply(rest, findings);
+  }
+
+  /** Where the held text may be cut before the findings are known; undefined: release nothing. */
+  #cutPoint(): number | undefined {
     const text2 = this.#pending;
     const limit = text2.length - this.#lookahead;
-    if (limit < this.#step) return '';
+    if (limit < this.#step) return undefined;
     let cut = -1;
     for (let i = limit; i > 0; i--) {
       const c = text2.charCodeAt(i - 1);
@@ -76,10 +99,16 @@ export class StreamGuard {
       }
     }
     if (cut <= 0) {
-      if (text2.length <= this.#maxHold) return '';
+      if (text2.length <= this.#maxHold) return undefined;
       cut = limit;
     }
-    const findings = this.#detect(text2);
+    return cut;
+  }
+
+  /** Releases the held text up to `cut`, moved back to the start of any finding across it. */
+  #release(cutPoint: number, findings: readonly Finding[]): string {
+    const text2 = this.#pending;
+    let cut = cutPoint;
     for (const f of findings) {
       if (f.start < cut && f.end > cut) cut = f.start;
     }
@@ -99,10 +128,20 @@ export class StreamGuard {
 
   /** Findings in `text` (offsets into it), with the released context in view of the rules. */
   #detect(text: string): Finding[] {
+    return this.#inText(detectIdentifiers(this.#context + text));
+  }
+
+  async #detectTagged(text: string, tagger: Tagger, signal: AbortSignal): Promise<Finding[]> {
+    const whole = this.#context + text;
+    return this.#inText(mergeFindings([...detectIdentifiers(whole), ...(await tagger(whole, signal))]));
+  }
+
+  /** Findings of context + text as offsets into text; those that start in the context are dropped. */
+  #inText(findings: readonly Finding[]): Finding[] {
     const ctx = this.#context.length;
-    if (ctx === 0) return detectIdentifiers(text);
+    if (ctx === 0) return [...findings];
     const out: Finding[] = [];
-    for (const f of detectIdentifiers(this.#context + text)) {
+    for (const f of findings) {
       // A span that starts in released text was complete when that text was released.
       if (f.start >= ctx) out.push({ type: f.type, start: f.start - ctx, end: f.end - ctx });
     }

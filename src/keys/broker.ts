@@ -30,6 +30,7 @@ import { sourceOf } from '../core/source-address.js';
 import { AdminReplayWindow, deriveAdminKeys, openMaterial, verifyAdminRequest, DEFAULT_ADMIN_WINDOW_MS } from './admin-auth.js';
 import type { AdminKeys } from './admin-auth.js';
 import { BrokerStore } from './store.js';
+import { counterMac, counterMacKey, counterMacValid, counterName, counterNonce, counterValue, sortedCounters } from './counters.js';
 import { b64, CHALLENGE_NONCE_BYTES, evidenceFromJson, KEY_NAME_PATTERN, releaseInfo, releasePurposeDigest, RELEASE_SUITE } from './release.js';
 import type { KeyKind, ReleasedKey } from './release.js';
 
@@ -52,6 +53,10 @@ export const BROKER_DEFAULTS = {
   fleetOverlapVersions: 2,
   /** How long a fleet key version may be served from its creation (its key config's expiry). */
   fleetKeyValidityMs: 7 * 24 * 3600 * 1000,
+  /** Counter requests (read, advance) per source address per minute (./counters.ts). */
+  counterRequestsPerMinute: 3000,
+  /** Rollback counters held in all (one per sealed collection). */
+  maxCounters: 100_000,
 } as const;
 
 export type BrokerLimits = { -readonly [K in keyof typeof BROKER_DEFAULTS]: number };
@@ -84,6 +89,8 @@ interface KeyEntry {
   readonly versions: KeyVersion[];
   revoked: boolean;
   readonly createdAt: number;
+  /** Storage keys: their monotonic counters (./counters.ts). */
+  readonly counters: Map<string, number>;
 }
 
 export interface AuditRecord {
@@ -151,6 +158,9 @@ export class KeyBroker {
   readonly #challenges = new Map<string, { readonly source: string; readonly expires: number }>();
   readonly #challengesPerSource = new Map<string, number>();
   readonly #limiters = new Map<string, SlidingWindowLimiter>();
+  readonly #counterLimiters = new Map<string, SlidingWindowLimiter>();
+  /** Counters held in all (maxCounters). */
+  #counters = 0;
   #server: Server | undefined;
   readonly recoveredBytes: number;
 
@@ -185,8 +195,8 @@ export class KeyBroker {
     switch (r['t']) {
       case 'register': {
         const name = keyName(r['name']);
-        const kind = r['kind'] === 'fleet' ? 'fleet' : 'data';
-        this.#keys.set(name, { name, kind, policyJson: r['policy'], policy: parsePolicyJson(r['policy'], name), versions: [], revoked: false, createdAt: at });
+        const kind = r['kind'] === 'fleet' || r['kind'] === 'storage' ? r['kind'] : 'data';
+        this.#keys.set(name, { name, kind, policyJson: r['policy'], policy: parsePolicyJson(r['policy'], name), versions: [], revoked: false, createdAt: at, counters: new Map() });
         this.#apply({ t: 'rotate', atMs: at, name, version: 1, material: r['material'], keyId: r['keyId'] });
         return;
       }
@@ -202,6 +212,17 @@ export class KeyBroker {
         const e = this.#keys.get(keyName(r['name']));
         if (e === undefined) throw new CloisterError('STORE_CORRUPT', 'a revoke record names no key');
         e.revoked = true;
+        return;
+      }
+      case 'counter': {
+        const e = this.#keys.get(keyName(r['name']));
+        if (e === undefined || e.kind !== 'storage') throw new CloisterError('STORE_CORRUPT', 'a counter record names no storage key');
+        const counter = counterName(r['counter']);
+        const value = counterValue(r['value']);
+        const now = e.counters.get(counter);
+        if (now !== undefined && value <= now) throw new CloisterError('STORE_CORRUPT', `counter ${counter} of ${e.name} goes back in the store`);
+        e.counters.set(counter, value);
+        this.#counters += now === undefined ? 1 : 0;
         return;
       }
       case 'audit':
@@ -293,7 +314,12 @@ export class KeyBroker {
         throw new CloisterError('BINDING_MISMATCH', `the evidence does not bind a release request for key ${key}`);
       }
       let released: ReleasedKey;
-      if (entry.kind === 'data') {
+      if (entry.kind === 'storage') {
+        const kv = entry.versions[0];
+        if (kv === undefined || (v !== undefined && v !== kv.version)) throw new CloisterError('NOT_FOUND', `storage key ${key} has no version ${String(v)}`);
+        version = kv.version;
+        released = { kind: 'storage', name: key, version: kv.version, key: Buffer.from(kv.material).toString('hex') };
+      } else if (entry.kind === 'data') {
         const kv = v === undefined ? entry.versions[entry.versions.length - 1] : entry.versions.find((x) => x.version === v);
         if (kv === undefined) throw new CloisterError('NOT_FOUND', `key ${key} has no version ${String(v)}`);
         version = kv.version;
@@ -342,7 +368,7 @@ export class KeyBroker {
     if (!isRecord(body)) throw new CloisterError('MALFORMED', 'register request must be a JSON object');
     const name = keyName(body['name']);
     const kind = body['kind'];
-    if (kind !== 'data' && kind !== 'fleet') throw new CloisterError('INVALID_ARGUMENT', 'kind must be data or fleet');
+    if (kind !== 'data' && kind !== 'fleet' && kind !== 'storage') throw new CloisterError('INVALID_ARGUMENT', 'kind must be data, fleet or storage');
     if (this.#keys.has(name)) throw new CloisterError('CONFIG_INVALID', `key ${name} already exists (rotate it, or choose another name)`);
     parsePolicyJson(body['policy'], name);
     const { material, keyId } = this.#newMaterial(kind, name, 1, body['material']);
@@ -358,6 +384,8 @@ export class KeyBroker {
     const e = this.#keys.get(name);
     if (e === undefined) throw new CloisterError('NOT_FOUND', `the broker holds no key ${name}`);
     if (e.revoked) throw new CloisterError('KEY_REVOKED', `key ${name} was revoked`);
+    // What was sealed under a storage key stays sealed under it: a new version would orphan it.
+    if (e.kind === 'storage') throw new CloisterError('INVALID_ARGUMENT', `storage key ${name} cannot be rotated (the collections sealed under it need it); register another`);
     const version = (e.versions[e.versions.length - 1]?.version ?? 0) + 1;
     const prevKeyId = e.versions[e.versions.length - 1]?.keyId;
     const { material, keyId } = this.#newMaterial(e.kind, name, version, body['material'], prevKeyId);
@@ -383,7 +411,9 @@ export class KeyBroker {
       if (material.byteLength !== 32) throw new CloisterError('INVALID_ARGUMENT', 'a data key must be 32 bytes');
       return { material };
     }
-    if (sealed !== undefined) throw new CloisterError('INVALID_ARGUMENT', 'fleet keys are generated by the broker; give no material');
+    if (sealed !== undefined) throw new CloisterError('INVALID_ARGUMENT', `${kind} keys are generated by the broker; give no material`);
+    // A storage key: 32 random bytes that exist only here and in the attested TEEs it is released to.
+    if (kind === 'storage') return { material: new Uint8Array(randomBytes(32)) };
     // A fleet key: the X25519 request key and the Ed25519 receipt seed every replica serves.
     const { privateKey } = generateX25519KeyPair();
     const material = new Uint8Array(64);
@@ -395,6 +425,49 @@ export class KeyBroker {
     return { material, keyId };
   }
 
+  /** The storage key `name` and its counter MAC key, for a counter request (refusals coded). */
+  #storageKey(name: string): { entry: KeyEntry; macKey: Uint8Array } {
+    const entry = this.#keys.get(name);
+    if (entry === undefined) throw new CloisterError('NOT_FOUND', `the broker holds no key ${name}`);
+    if (entry.kind !== 'storage') throw new CloisterError('INVALID_ARGUMENT', `key ${name} is a ${entry.kind} key; counters belong to storage keys`);
+    if (entry.revoked) throw new CloisterError('KEY_REVOKED', `key ${name} was revoked`);
+    const material = entry.versions[0]?.material;
+    if (material === undefined) throw new CloisterError('STORE_CORRUPT', `storage key ${name} has no material`);
+    return { entry, macKey: counterMacKey(material) };
+  }
+
+  /**
+   * Raise a counter (./counters.ts). Only a holder of the storage key can ask (request MAC);
+   * the new value is fsync'ed before the answer, whose MAC covers the caller's nonce.
+   */
+  advanceCounter(body: unknown): { value: number; mac: string } {
+    if (!isRecord(body)) throw new CloisterError('MALFORMED', 'counter request must be a JSON object');
+    for (const k of Object.keys(body)) if (!['key', 'counter', 'value', 'nonce', 'mac'].includes(k)) throw new CloisterError('MALFORMED', `unknown counter field ${JSON.stringify(k)}`);
+    const name = keyName(body['key']);
+    const counter = counterName(body['counter']);
+    const value = counterValue(body['value']);
+    const nonce = counterNonce(body['nonce']);
+    const { entry, macKey } = this.#storageKey(name);
+    if (!counterMacValid(macKey, ['advance', name, counter, value, nonce], body['mac'])) throw new CloisterError('UNAUTHORIZED', `the counter request for ${name} carries no valid MAC (only a holder of the storage key may advance its counters)`);
+    const now = entry.counters.get(counter);
+    if (now === undefined && this.#counters >= this.limits.maxCounters) throw new CloisterError('LIMIT_EXCEEDED', `the broker holds ${this.limits.maxCounters} counters (maxCounters)`);
+    if (now === undefined || value > now) this.#commit({ t: 'counter', atMs: this.#now(), name, counter, value });
+    const current = entry.counters.get(counter) ?? value;
+    return { value: current, mac: counterMac(macKey, ['advanced', name, counter, current, nonce]) };
+  }
+
+  /** Every counter of a storage key, with a MAC over them and the caller's nonce. */
+  readCounters(body: unknown): { counters: [string, number][]; mac: string } {
+    if (!isRecord(body)) throw new CloisterError('MALFORMED', 'counter request must be a JSON object');
+    for (const k of Object.keys(body)) if (!['key', 'nonce', 'mac'].includes(k)) throw new CloisterError('MALFORMED', `unknown counter field ${JSON.stringify(k)}`);
+    const name = keyName(body['key']);
+    const nonce = counterNonce(body['nonce']);
+    const { entry, macKey } = this.#storageKey(name);
+    if (!counterMacValid(macKey, ['read', name, nonce], body['mac'])) throw new CloisterError('UNAUTHORIZED', `the counter request for ${name} carries no valid MAC`);
+    const counters = sortedCounters(entry.counters);
+    return { counters, mac: counterMac(macKey, ['counters', name, nonce, counters]) };
+  }
+
   list(): { name: string; kind: KeyKind; revoked: boolean; versions: number[]; policy: unknown }[] {
     return [...this.#keys.values()].map((e) => ({ name: e.name, kind: e.kind, revoked: e.revoked, versions: e.versions.map((v) => v.version), policy: e.policyJson }));
   }
@@ -403,17 +476,23 @@ export class KeyBroker {
     return this.#audit.slice(-Math.max(1, Math.min(limit, this.limits.maxAuditInMemory)));
   }
 
-  #limiter(source: string): SlidingWindowLimiter {
-    let l = this.#limiters.get(source);
+  #limiter(source: string, limiters = this.#limiters, perMinute = this.limits.requestsPerMinute): SlidingWindowLimiter {
+    let l = limiters.get(source);
     if (l === undefined) {
-      if (this.#limiters.size >= this.limits.maxSources) {
-        for (const [k, v] of this.#limiters) if (v.idle()) this.#limiters.delete(k);
-        if (this.#limiters.size >= this.limits.maxSources) throw new CloisterError('RATE_LIMITED', `the broker tracks ${this.limits.maxSources} sources (maxSources); retry later`);
+      if (limiters.size >= this.limits.maxSources) {
+        for (const [k, v] of limiters) if (v.idle()) limiters.delete(k);
+        if (limiters.size >= this.limits.maxSources) throw new CloisterError('RATE_LIMITED', `the broker tracks ${this.limits.maxSources} sources (maxSources); retry later`);
       }
-      l = new SlidingWindowLimiter(this.limits.requestsPerMinute, 60_000, this.#now, 'per source');
-      this.#limiters.set(source, l);
+      l = new SlidingWindowLimiter(perMinute, 60_000, this.#now, 'per source');
+      limiters.set(source, l);
     }
     return l;
+  }
+
+  #counterLimiterOrThrow(source: string): void {
+    if (!this.#limiter(source, this.#counterLimiters, this.limits.counterRequestsPerMinute).tryTake()) {
+      throw new CloisterError('RATE_LIMITED', `more than ${this.limits.counterRequestsPerMinute} counter requests per minute from this source (counterRequestsPerMinute)`);
+    }
   }
 
   // --- HTTP ------------------------------------------------------------------------------------
@@ -470,7 +549,8 @@ export class KeyBroker {
       admin = url.pathname.startsWith('/v1/admin/');
       // Every request counts, admin ones too: failed admin attempts are audited (an fsync each),
       // so an unauthenticated source must not be able to make unbounded writes.
-      this.#limiterOrThrow(source);
+      if (url.pathname.startsWith('/v1/counter/')) this.#counterLimiterOrThrow(source);
+      else this.#limiterOrThrow(source);
       const raw = await this.#readBody(req);
       if (admin) {
         try {
@@ -488,6 +568,10 @@ export class KeyBroker {
           return this.#send(res, 200, { nonce: this.issueChallenge(source), ttlMs: this.limits.challengeTtlMs });
         case 'POST /v1/release':
           return this.#send(res, 200, await this.release(body, source));
+        case 'POST /v1/counter/advance':
+          return this.#send(res, 200, this.advanceCounter(body));
+        case 'POST /v1/counter/read':
+          return this.#send(res, 200, this.readCounters(body));
         case 'POST /v1/admin/keys':
           return this.#send(res, 200, this.register(body, source));
         case 'POST /v1/admin/rotate':

@@ -5,6 +5,7 @@
  */
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
+import { randomBytes } from 'node:crypto';
 import { CloisterError, isErrorCode } from '../errors.js';
 import { isRecord } from '../core/validate.js';
 import { HpkeRecipientKey } from '../crypto/hpke/kem.js';
@@ -17,6 +18,7 @@ import { evidenceToJson, KEY_NAME_PATTERN, releaseInfo, releaseKeyConfig, RELEAS
 import type { KeyKind, ReleasedKey } from './release.js';
 import { cloisterCause, Outbound } from './outbound.js';
 import type { OutboundOptions } from './outbound.js';
+import { counterMac, counterMacKey, counterMacValid } from './counters.js';
 
 export const DEFAULT_BROKER_TIMEOUT_MS = 15_000;
 export const MAX_BROKER_RESPONSE_BYTES = 4 * 1024 * 1024;
@@ -145,11 +147,11 @@ function parseReleased(v: unknown, name: string): ReleasedKey {
     throw new CloisterError('MALFORMED', 'the released key does not parse');
   };
   if (!isRecord(v) || v['name'] !== name) return bad();
-  if (v['kind'] === 'data') {
+  if (v['kind'] === 'data' || v['kind'] === 'storage') {
     const key = v['key'];
     const version = v['version'];
     if (typeof key !== 'string' || !/^[0-9a-f]{64}$/.test(key) || typeof version !== 'number') return bad();
-    return { kind: 'data', name, version, key };
+    return { kind: v['kind'], name, version, key };
   }
   if (v['kind'] === 'fleet' && Array.isArray(v['versions']) && v['versions'].length > 0) {
     const versions = v['versions'].map((x: unknown) => {
@@ -163,6 +165,62 @@ function parseReleased(v: unknown, name: string): ReleasedKey {
     return { kind: 'fleet', name, versions };
   }
   return bad();
+}
+
+/**
+ * The counters of a storage key at the broker (./counters.ts), from the TEE that holds the key.
+ * Every answer is checked against a MAC over this call's fresh nonce: an answer the host forged
+ * or replayed is KEY_RELEASE_REFUSED, never a value.
+ */
+export class BrokerCounters {
+  readonly #macKey: Uint8Array;
+  constructor(
+    readonly brokerUrl: string,
+    readonly key: string,
+    storageKey: Uint8Array,
+    readonly timeoutMs: number = DEFAULT_BROKER_TIMEOUT_MS,
+    /** How the broker is reached (serve --egress), as for the key release. */
+    readonly outbound: OutboundOptions = {},
+  ) {
+    if (!KEY_NAME_PATTERN.test(key)) throw new CloisterError('INVALID_ARGUMENT', `bad key name '${key}'`);
+    this.#macKey = counterMacKey(storageKey);
+  }
+
+  /** Raise `counter` to at least `value`; resolves with its value at the broker (durable there). */
+  async advance(counter: string, value: number): Promise<number> {
+    const nonce = randomBytes(16).toString('hex');
+    const body = { key: this.key, counter, value, nonce, mac: counterMac(this.#macKey, ['advance', this.key, counter, value, nonce]) };
+    const answer = await call(this.brokerUrl, 'POST', 'v1/counter/advance', new TextEncoder().encode(JSON.stringify(body)), {}, this.timeoutMs, this.outbound);
+    const now = isRecord(answer) ? answer['value'] : undefined;
+    if (typeof now !== 'number' || !Number.isSafeInteger(now) || !counterMacValid(this.#macKey, ['advanced', this.key, counter, now, nonce], isRecord(answer) ? answer['mac'] : undefined)) {
+      throw new CloisterError('KEY_RELEASE_REFUSED', `the counter answer of key broker ${this.brokerUrl} does not verify (not from the broker, or replayed)`);
+    }
+    if (now < value) throw new CloisterError('KEY_RELEASE_REFUSED', `the key broker kept counter ${counter} at ${now}, below ${value}`);
+    return now;
+  }
+
+  /** Every counter of the key, verified fresh. */
+  async read(): Promise<Map<string, number>> {
+    const nonce = randomBytes(16).toString('hex');
+    const body = { key: this.key, nonce, mac: counterMac(this.#macKey, ['read', this.key, nonce]) };
+    const answer = await call(this.brokerUrl, 'POST', 'v1/counter/read', new TextEncoder().encode(JSON.stringify(body)), {}, this.timeoutMs, this.outbound);
+    const list = isRecord(answer) ? answer['counters'] : undefined;
+    const bad = (): never => {
+      throw new CloisterError('KEY_RELEASE_REFUSED', `the counter answer of key broker ${this.brokerUrl} does not verify (not from the broker, or replayed)`);
+    };
+    if (!Array.isArray(list)) return bad();
+    const out = new Map<string, number>();
+    const pairs: [string, number][] = [];
+    for (const p of list) {
+      if (!Array.isArray(p) || p.length !== 2) return bad();
+      const [name, value] = p as unknown[];
+      if (typeof name !== 'string' || typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0 || out.has(name)) return bad();
+      out.set(name, value);
+      pairs.push([name, value]);
+    }
+    if (!counterMacValid(this.#macKey, ['counters', this.key, nonce, pairs], isRecord(answer) ? answer['mac'] : undefined)) return bad();
+    return out;
+  }
 }
 
 /** The admin side: every request HMAC-signed, data key material sealed under the admin secret. */

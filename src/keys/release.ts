@@ -30,11 +30,11 @@ export const CHALLENGE_NONCE_BYTES = 32;
 export const RELEASE_KEY_CONFIG_VALIDITY_S = 300;
 export const KEY_NAME_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 
-export type KeyKind = 'data' | 'fleet';
+export type KeyKind = 'data' | 'fleet' | 'storage';
 
 /** What the broker seals to the ephemeral key (JSON). */
 export type ReleasedKey =
-  | { readonly kind: 'data'; readonly name: string; readonly version: number; readonly key: string }
+  | { readonly kind: 'data' | 'storage'; readonly name: string; readonly version: number; readonly key: string }
   | { readonly kind: 'fleet'; readonly name: string; readonly versions: readonly ReleasedFleetVersion[] };
 
 /** One fleet key version (newest first in a release): hex X25519 key and Ed25519 receipt seed. */

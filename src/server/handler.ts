@@ -38,6 +38,7 @@ import type { Deadline } from '../core/deadline.js';
 import { DEFAULT_GUARD_POLICY } from '../guard/policy.js';
 import type { GuardPolicy } from '../guard/policy.js';
 import { GUARDED_OPERATIONS, guardResults, requestPolicy } from '../guard/output.js';
+import type { Tagger } from '../guard/tagger.js';
 import type { GuardedResults } from '../guard/output.js';
 
 /** Where the sealed response stream goes. */
@@ -101,6 +102,8 @@ export interface HandlerDeps {
    * `params.guard` or a collection may make it stricter. Default DEFAULT_GUARD_POLICY (redact).
    */
   readonly guardPolicy?: GuardPolicy;
+  /** The guard's tagger model (src/guard/tagger.ts), next to its rules. */
+  readonly guardTagger?: Tagger;
 }
 
 /** Most engine results sealed together in one `items` chunk (`HandlerDeps.maxItemsPerChunk`). */
@@ -418,7 +421,10 @@ async function serve(
     // `guard` param is the server's, not the engine's.
     const { guard: requestedGuard, ...params } = req.params ?? {};
     const policy = requestPolicy(deps.guardPolicy ?? DEFAULT_GUARD_POLICY, requestedGuard);
-    guarded = guardResults(req.op, req.stream, engine.run({ op: req.op, model: req.model, input: req.input, params, stream: req.stream }, { signal }), policy);
+    guarded = guardResults(req.op, req.stream, engine.run({ op: req.op, model: req.model, input: req.input, params, stream: req.stream }, { signal }), policy, {
+      ...(deps.guardTagger === undefined ? {} : { tagger: deps.guardTagger }),
+      signal,
+    });
     const limits = { maxItems: deps.maxItemsPerChunk ?? DEFAULT_MAX_ITEMS_PER_CHUNK, maxTextChars: deps.maxChunkTextChars ?? DEFAULT_MAX_CHUNK_TEXT_CHARS, stream: req.stream };
     await forEachTurn(guarded.results, limits, signal, async (items, first) => {
       // Engines yield plain JSON-like values (encodeCbor rejects anything else: ENGINE_FAILED)

@@ -83,11 +83,14 @@ export interface LogFields {
   readonly corrupt?: number;
   readonly truncated?: number;
   readonly compacted?: number;
+  /** Collections older than their rollback counter, and counted ones whose file is gone. */
+  readonly rolledBack?: number;
+  readonly missing?: number;
 }
 
 const NUMERIC_FIELDS: ReadonlySet<string> = new Set([
   'conn', 'sid', 'session', 'keyId', 'bytesIn', 'bytesOut', 'chunks', 'durationMs', 'inFlight', 'connections', 'port', 'closeCode',
-  'collections', 'documents', 'corrupt', 'truncated', 'compacted',
+  'collections', 'documents', 'corrupt', 'truncated', 'compacted', 'rolledBack', 'missing',
 ]);
 /** Size fields: a log line never holds an exact request or response size (`logSizeBucket`). */
 const SIZE_FIELDS: ReadonlySet<string> = new Set(['bytesIn', 'bytesOut']);

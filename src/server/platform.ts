@@ -156,6 +156,8 @@ interface ServePlatformInput {
   readonly padResponses?: boolean;
   /** CloisterServerOptions.guardPolicy (measured into the config digest when not redact). */
   readonly guardPolicy?: GuardPolicy;
+  /** CloisterServerOptions.guardTagger (measured into the config digest when set). */
+  readonly guardTagger?: string;
   /** Where the code digest is taken (simulated PCR0). Default: this package. */
   readonly code?: CodeDigestOptions;
   readonly options?: PlatformOptions;
@@ -175,6 +177,7 @@ export async function preparePlatform(input: ServePlatformInput): Promise<Platfo
     ...(input.keyRotationIntervalMs === undefined ? {} : { keyRotationIntervalMs: input.keyRotationIntervalMs }),
     ...(input.padResponses === false ? { padResponses: false } : {}),
     ...(input.guardPolicy === undefined ? {} : { guardPolicy: input.guardPolicy }),
+    ...(input.guardTagger === undefined ? {} : { guardTagger: input.guardTagger }),
   });
   const models = input.engines.flatMap((e) => [...e.models()]).sort((a, b) => (a.name < b.name ? -1 : 1));
   return createPlatformAttester(

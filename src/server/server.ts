@@ -27,6 +27,7 @@ import { SessionTable } from './sessions.js';
 import { ReplayWindow } from './replay.js';
 import { LOCAL_SOURCE, SourceTable, sourceOf } from './sources.js';
 import { EngineRouter } from './router.js';
+import { engineTagger } from '../guard/tagger.js';
 import { renderMetrics } from './metrics.js';
 import type { OpsProvider, Readiness } from './ops.js';
 import { ServerStats } from './stats.js';
@@ -76,6 +77,11 @@ export interface CloisterServerOptions {
    * another value is measured into the config digest.
    */
   readonly guardPolicy?: GuardPolicy;
+  /**
+   * A token-classification model of `engines` whose NAME and ID findings the guard adds to its
+   * rules' (src/guard/tagger.ts; `serve --guard-tagger`). Measured into the config digest.
+   */
+  readonly guardTagger?: string;
 }
 
 export interface ServerAddress {
@@ -101,6 +107,7 @@ export function serverConfigDigest(input: {
   readonly keyGraceMs?: number;
   readonly padResponses?: boolean;
   readonly guardPolicy?: GuardPolicy;
+  readonly guardTagger?: string;
 }): Uint8Array {
   const limits = resolveLimits(input.limits);
   const models = new EngineRouter(input.engines).models();
@@ -116,6 +123,7 @@ export function serverConfigDigest(input: {
     ...(input.padResponses === false ? { padResponses: false } : {}),
     // Only when not the default (redact), so the digest of a default configuration is unchanged.
     ...(input.guardPolicy === undefined || input.guardPolicy === 'redact' ? {} : { guardPolicy: input.guardPolicy }),
+    ...(input.guardTagger === undefined ? {} : { guardTagger: input.guardTagger }),
   });
   return Uint8Array.from(createHash('sha256').update(canonical).digest());
 }
@@ -149,6 +157,11 @@ export class CloisterServer {
     const now = options.now ?? Date.now;
     this.router = new EngineRouter(options.engines);
     const models = this.router.models();
+    const taggerModel = options.guardTagger;
+    if (taggerModel !== undefined && !models.some((m) => m.name === taggerModel && m.operations.includes('token-classify'))) {
+      throw new CloisterError('CONFIG_INVALID', `the guard's tagger model '${taggerModel}' is not a token-classification model of this server (serve --model ${taggerModel}=DIR)`);
+    }
+    const guardTagger = taggerModel === undefined ? undefined : engineTagger(this.router.route('token-classify', taggerModel), taggerModel);
     const keyRotationIntervalMs = options.keyRotationIntervalMs ?? DEFAULT_KEY_ROTATION_INTERVAL_MS;
     const keyGraceMs = options.keyGraceMs ?? DEFAULT_KEY_GRACE_MS;
     const digest = serverConfigDigest({ ...options, platform: options.attester.platform });
@@ -195,6 +208,7 @@ export class CloisterServer {
       ...(options.clientKeys === undefined ? {} : { clientKeys: options.clientKeys }),
       sessions: new SessionTable(this.limits, this.keys, now),
       ...(options.guardPolicy === undefined ? {} : { guardPolicy: options.guardPolicy }),
+      ...(guardTagger === undefined ? {} : { guardTagger }),
     };
     this.evidence = evidence;
     this.ctx = { limits: this.limits, keys: this.keys, evidence, sources, logger, stats: this.stats, handlerDeps, state: { draining: false } };

@@ -66,6 +66,22 @@ describe('guardResults', () => {
     expect(g.report().guard).toEqual({ policy: 'redact', action: 'redacted', found: { PHONE: 1 } });
   });
 
+  it('relayed JSON events (changed in place) and engine values (copied) guard the other fields too, keys in order', async () => {
+    const ev = { id: 'c1', object: 'chat.completion.chunk', note: 'SSN 123-45-6789', choices: [{ index: 0, delta: { content: 'hi ' }, finish_reason: 'stop' }] };
+    async function* both(): AsyncGenerator<unknown> {
+      yield new JsonResults([JSON.stringify(ev)]);
+      yield ev;
+    }
+    const g = guardResults('chat', true, both(), 'redact');
+    const out: unknown[] = [];
+    for await (const r of g.results) out.push(r instanceof JsonResults ? JSON.parse(r.texts[0] ?? 'null') : r);
+    const want = { id: 'c1', object: 'chat.completion.chunk', note: 'SSN [SSN]', choices: [{ index: 0, delta: { content: 'hi ' }, finish_reason: 'stop' }] };
+    expect(out).toEqual([want, want]);
+    expect(Object.keys(out[0] as object)).toEqual(Object.keys(ev));
+    // The engine's own value is not changed.
+    expect(ev.note).toBe('SSN 123-45-6789');
+  });
+
   it('operations that are not guarded pass untouched (embeddings, token-classify)', async () => {
     async function* one(): AsyncGenerator<unknown> {
       yield [{ word: '123-45-6789', entity: 'SSN' }];

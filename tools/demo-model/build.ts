@@ -6,6 +6,7 @@
  *   <outDir>/classifier/  config.json tokenizer.json tokenizer_config.json training.json onnx/model.onnx
  *   <outDir>/embedder/    config.json tokenizer.json tokenizer_config.json onnx/model.onnx
  *   <outDir>/lm/          demo-lm, a small generative decoder with a KV cache (./lm.ts)
+ *   <outDir>/phi-tagger/  a PHI token-classification model for the output guard (./phi.ts)
  *
  * Deterministic: the same data set and options give the same bytes (no timestamps, seeded
  * RNG, fixed key order), so the model digests in the key config are reproducible.
@@ -18,6 +19,7 @@ import { CloisterError } from '../../src/errors.js';
 import { DEFAULT_DATASET_URL, DEPARTMENTS, parseClinicalNotes, type ClinicalNote } from './dataset.js';
 import { classifierOnnx, embedderOnnx } from './graphs.js';
 import { writeDemoLm } from './lm.js';
+import { writePhiTagger } from './phi.js';
 import {
   accuracy,
   type ClassifierWeights,
@@ -55,6 +57,8 @@ export interface DemoModelsResult {
   readonly embedderDir: string;
   /** demo-lm, the generative model (./lm.ts). */
   readonly lmDir: string;
+  /** The PHI tagger (./phi.ts): token classification, O / NAME / ID. */
+  readonly phiTaggerDir: string;
   readonly labels: readonly string[];
   readonly trainExamples: number;
   readonly heldOutExamples: number;
@@ -203,11 +207,14 @@ export async function buildDemoModels(options: BuildDemoModelsOptions): Promise<
   });
   const lmDir = join(outDir, 'lm');
   await writeDemoLm(lmDir, notes, datasetSha256);
+  const phiTaggerDir = join(outDir, 'phi-tagger');
+  await writePhiTagger(phiTaggerDir, notes, datasetSha256);
 
   return {
     classifierDir,
     embedderDir,
     lmDir,
+    phiTaggerDir,
     labels,
     trainExamples: train.length,
     heldOutExamples: test.length,

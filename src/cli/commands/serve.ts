@@ -37,7 +37,7 @@ import { ClientKeyTable, DEFAULT_CLIENT_KEY_REQUESTS_PER_MINUTE, MAX_CLIENT_KEY_
 import { parseEgressRoute } from '../../keys/outbound.js';
 import type { EgressRoute } from '../../keys/outbound.js';
 import { TDX_COLLATERAL_FLAGS, tdxCollateralFromArgs } from './tdx-collateral-args.js';
-import { COLLECTIONS_SERVE_FLAGS, COLLECTIONS_SERVE_USAGE, collectionsFromArgs, guardPolicyArg, storageKeyWarning } from '../../collections/serve-args.js';
+import { checkCollectionsArgs, COLLECTIONS_SERVE_FLAGS, COLLECTIONS_SERVE_USAGE, collectionsFromArgs, guardPolicyArg, storageKeyWarning } from '../../collections/serve-args.js';
 
 export const summary = 'run the Cloister server (sealed, attested inference)';
 
@@ -166,6 +166,8 @@ export interface ServeConfig {
   readonly fleetRefreshMinutes?: number;
   /** --guard-policy: the output guard's policy (src/guard/). */
   readonly guardPolicy: GuardPolicy;
+  /** --guard-tagger: a token-classification model for the guard (src/guard/tagger.ts). */
+  readonly guardTagger?: string;
   /** --collections and its options (src/collections/serve-args.ts), read at start. */
   readonly collectionsArg: (name: string) => string | undefined;
   /** --kms-region / --kms-endpoint: AWS KMS for models sealed with --kms-key-id. */
@@ -221,6 +223,7 @@ export function parseServeConfig(argv: readonly string[], env: Readonly<Record<s
     const clientKeysPath = one(args, 'client-keys');
     const keyQuota = positiveInt(one(args, 'client-key-requests-per-minute'), 'client-key-requests-per-minute', MAX_CLIENT_KEY_REQUESTS_PER_MINUTE);
     if (keyQuota !== undefined && clientKeysPath === undefined) throw new UsageError('--client-key-requests-per-minute needs --client-keys');
+    checkCollectionsArgs((name: string) => one(args, name), one(args, 'key-broker'));
     return {
       models,
       upstream,
@@ -239,6 +242,7 @@ export function parseServeConfig(argv: readonly string[], env: Readonly<Record<s
       tdxArg: (name: string) => one(args, name),
       ...keyBrokerArg(one(args, 'key-broker'), one(args, 'fleet-key')),
       guardPolicy: guardPolicyArg(one(args, 'guard-policy')),
+      ...guardTaggerArg(one(args, 'guard-tagger'), models),
       collectionsArg: (name: string) => one(args, name),
       ...kmsArg(one(args, 'kms-region'), one(args, 'kms-endpoint')),
       ...egressArg(one(args, 'egress')),
@@ -272,6 +276,12 @@ function generationArgs(args: ReturnType<typeof withEnv>): GenerationEngineOptio
     ...(maxKvTokens === undefined ? {} : { maxKvTokens }),
     ...(maxNewTokens === undefined ? {} : { maxNewTokens }),
   };
+}
+
+function guardTaggerArg(name: string | undefined, models: readonly OnnxModelConfig[]): { guardTagger?: string } {
+  if (name === undefined) return {};
+  if (!models.some((m) => m.name === name)) throw new UsageError(`--guard-tagger ${name} names no --model (give --model ${name}=DIR, a token-classification model)`);
+  return { guardTagger: name };
 }
 
 function keyBrokerArg(url: string | undefined, fleetKey: string | undefined): { keyBroker?: string; fleetKey?: string } {
@@ -355,8 +365,9 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
   for (const e of engines) await e.start();
   // Sealed collections (src/collections/): after the engines they use (embedder, generation).
   const collections = await collectionsFromArgs(config.collectionsArg, [...engines], models.find((m) => m.task === 'feature-extraction')?.name, (r) => {
-    logger.log(r.corrupt.length > 0 ? 'warn' : 'info', 'collections.loaded', { collections: r.collections, documents: r.documents, corrupt: r.corrupt.length, truncated: r.truncated, compacted: r.compacted });
-  });
+    const bad = r.corrupt.length + r.rolledBack.length + r.missing.length;
+    logger.log(bad > 0 ? 'warn' : 'info', 'collections.loaded', { collections: r.collections, documents: r.documents, corrupt: r.corrupt.length, truncated: r.truncated, compacted: r.compacted, rolledBack: r.rolledBack.length, missing: r.missing.length });
+  }, { url: config.keyBroker, attester, ...outbound });
   if (collections !== undefined) {
     await collections.start();
     engines.push(collections);
@@ -373,6 +384,7 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
     ...(limits === undefined ? {} : { limits }),
     ...(config.padResponses ? {} : { padResponses: false }),
     ...(config.guardPolicy === 'redact' ? {} : { guardPolicy: config.guardPolicy }),
+    ...(config.guardTagger === undefined ? {} : { guardTagger: config.guardTagger }),
     options: {
       // The simulated root is kept in the state directory: development policies survive restarts.
       simulatedStateDir: stateDir,
@@ -397,6 +409,7 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
     ...(clientKeys === undefined ? {} : { clientKeys }),
     ...(fleetKeys === undefined ? {} : { fleetKeys }),
     guardPolicy: config.guardPolicy,
+    ...(config.guardTagger === undefined ? {} : { guardTagger: config.guardTagger }),
   });
   const address = await server.listen(target).catch(async (err: unknown) => {
     for (const e of engines) await e.close().catch(() => undefined);
@@ -444,7 +457,9 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
   if (pa.selection.warning !== undefined) lines.push(`warning:    ${pa.selection.warning}`);
   const keyFile = config.collectionsArg('collections-key-file');
   if (collections !== undefined && keyFile !== undefined) lines.push(BAR, ...storageKeyWarning(keyFile), BAR);
-  lines.push(`guard:      PHI/PII output guard, policy ${config.guardPolicy}`);
+  const storageKey = config.collectionsArg('collections-key');
+  if (collections !== undefined && storageKey !== undefined) lines.push(`collections: storage key ${storageKey} released by ${config.keyBroker ?? ''}; rollback counters at the broker`);
+  lines.push(`guard:      PHI/PII output guard, policy ${config.guardPolicy}${config.guardTagger === undefined ? ' (rules)' : `, rules and tagger model ${config.guardTagger}`}`);
   lines.push(`platform:   ${platform}`);
   lines.push(`websocket:  ${address.wsUrl}`);
   if (address.httpUrl !== undefined) {

@@ -479,6 +479,8 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   CAPABILITY_INVALID: 403,
   OUTPUT_BLOCKED: 422,
   STORAGE_CORRUPT: 500,
+  STORAGE_ROLLBACK: 500,
+  ROLLBACK_COUNTER_FAILED: 503,
 };
 
 /** OpenAI-shaped error body; `code` is the Cloister error code (no content ever). */
