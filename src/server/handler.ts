@@ -65,6 +65,8 @@ export type RequestHandler = (deps: HandlerDeps, body: Uint8Array, out: Response
 export interface RequestContext {
   readonly conn: number;
   readonly sid?: number;
+  /** The peer's network source (src/server/sources.ts); absent: LOCAL_SOURCE. */
+  readonly source?: string;
   /** Aborted when the client cancels or disconnects. */
   readonly signal: AbortSignal;
 }
@@ -326,7 +328,7 @@ export async function handleSessionOpen(deps: HandlerDeps, body: Uint8Array, out
       { maxMessageBytes: OPEN_MAX_BYTES },
     );
     if (generation === undefined) throw new CloisterError('INTERNAL', 'request opened without a key lookup');
-    const { reply, session } = sessions.open(generation, opened.suite, opened.plaintext);
+    const { reply, session } = sessions.open(generation, opened.suite, opened.plaintext, ctx.source);
     logId = session.logId;
     bytes = [opened.response.start(), opened.response.sealFinal(reply)];
   } catch (err) {
