@@ -399,7 +399,9 @@ async function serve(
     // The timestamp first (cheap, records nothing), then routing; the id is recorded only
     // for a request that will be served, so requests for models or operations that do not
     // exist cannot fill the replay window.
-    if (options.replay) deps.replay.checkTimestamp(req.ts);
+    // Session requests too (no record, O(1)): a host cannot hold one back and deliver it later
+    // than replayWindowMs (PROTOCOL.md section 11, "Replay").
+    deps.replay.checkTimestamp(req.ts);
     // Client API keys (src/server/client-keys.ts): before routing and the replay record, so
     // requests without a valid key cost no more than a hash. Logs name the key id only.
     if (deps.clientKeys !== undefined) Object.assign(base, { clientKey: deps.clientKeys.authorize(req.key) });
