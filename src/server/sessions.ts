@@ -1,8 +1,9 @@
 /**
  * The server's protocol v2 sessions (src/protocol/session.ts): bounded in number
  * (maxSessions), age (sessionMaxAgeMs), bytes (sessionMaxBytes) and idleness
- * (sessionIdleTimeoutMs), and per network source (maxSessionsPerSource); each belongs to the key generation that opened it, and ends when
- * that generation is retired (key rotation, after its grace).
+ * (sessionIdleTimeoutMs), and per network source (maxSessionsPerSource); each belongs to the
+ * key generation that opened it, and ends when that generation is retired (key rotation,
+ * after its grace).
  *
  * An ended session stays known until it has been idle for sessionIdleTimeoutMs, so a request
  * that arrives for it is answered, sealed, SESSION_EXPIRED (the client learns for sure that
@@ -123,7 +124,12 @@ export class SessionTable {
   #finish(s: ServerSession): void {
     if (s.finished) return;
     s.finished = true;
-    if (s.receipts > 0) s.generation.receiptLog.signHead();
+    if (s.receipts === 0) return;
+    try {
+      s.generation.receiptLog.signHead();
+    } catch {
+      // Never fails the request that noticed the end: the next periodic head covers the leaves.
+    }
   }
 
   /** Counts a request's bytes (sealed request and response) against the session. */
