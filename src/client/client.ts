@@ -135,7 +135,9 @@ export interface ConnectOptions {
    * hashes, model, enforced policy, times, outcome) that the client checks against the
    * exchange it saw (RECEIPT_INVALID otherwise), and signs tree heads instead of every
    * response. Default: on when the attested key config offers protocol 2 (`protocols`), off
-   * otherwise (v1 receipts, `onReceipt`). true: always; false: v1 receipts only.
+   * otherwise (v1 receipts, `onReceipt`). false: v1 receipts only. true: required; a server
+   * whose attested key config does not offer protocol version 2 (from before receipts v2, or a
+   * fleet) is refused before anything is sent: VERSION_UNSUPPORTED, detail.upgrade 'server'.
    */
   readonly receiptsV2?: boolean;
   /** With receiptsV2: ask for the inclusion proof to a signed tree head in-band (`receipt-proof`), verified once per head. Default false. */
@@ -303,8 +305,8 @@ export class CloisterClient {
     }
     if (options.reconnect !== undefined && options.reconnect !== false) reconnectOptionsOf(options.reconnect);
     // A v1-only client never asks for the v2 key config: a policy that requires v2 could only fail.
-    if (options.sessions === false && policy.requireProtocols?.includes(SESSION_PROTOCOL_VERSION) === true) {
-      throw new CloisterError('CONFIG_INVALID', 'the policy requires protocol version 2 (protocols.require) and sessions: false asks for version 1 only');
+    if (!asksVersion2(options) && policy.requireProtocols?.includes(SESSION_PROTOCOL_VERSION) === true) {
+      throw new CloisterError('CONFIG_INVALID', 'the policy requires protocol version 2 (protocols.require), and with sessions: false and without receiptsV2 the client asks for version 1 only');
     }
     const transport = await openTransport(url, options.transport);
     try {
@@ -555,6 +557,13 @@ export class CloisterClient {
     const keyConfig = entry?.keyConfig ?? this.attested.keyConfig;
     const keyConfigBytes = entry?.keyConfigBytes ?? this.attested.bundle.keyConfig;
     const pad = this.options.pad !== false;
+    // Receipts v2 came with protocol version 2: a key config that does not offer it is a server
+    // from before them (or a fleet, whose logs would be per replica). Decided before sending.
+    if (this.options.receiptsV2 === true && keyConfig.protocols?.includes(SESSION_PROTOCOL_VERSION) !== true) {
+      throw new CloisterError('VERSION_UNSUPPORTED', `receipts v2 need a server whose attested key config offers protocol version 2; this one offers [${(keyConfig.protocols ?? [1]).join(', ')}]: upgrade the server, or connect without receiptsV2`, {
+        detail: { upgrade: 'server', sent: false },
+      });
+    }
     // By default only for a model the key config lists (the leaf names its digest); another
     // name gets the server's UNKNOWN_MODEL under a v1 receipt.
     const listed = keyConfig.models.some((m) => m.name === req.model);
@@ -853,6 +862,11 @@ async function openTransport(url: string, limits: TransportLimits | undefined): 
   }
 }
 
+/** Whether the client asks for the version-2 key config: for sessions, or for receipts v2 (which need a server that offers 2). */
+function asksVersion2(options: ConnectOptions): boolean {
+  return options.sessions !== false || options.receiptsV2 === true;
+}
+
 async function attest(transport: ClientTransport, options: ConnectOptions, policy: Policy, nonce: Uint8Array | undefined): Promise<Attested> {
   const useNonce = nonce ?? (options.requireFreshNonce === false && !policy.nonceRequired ? undefined : new Uint8Array(randomBytes(32)));
   if (useNonce !== undefined && (useNonce.byteLength < 1 || useNonce.byteLength > 64)) {
@@ -862,7 +876,7 @@ async function attest(transport: ClientTransport, options: ConnectOptions, polic
   let boundNonce = useNonce;
   // Ask for the key config that offers sessions (version 2); a server from before them
   // refuses the field (MALFORMED) before any attestation: ask again as a v1 client.
-  const v2 = options.sessions !== false;
+  const v2 = asksVersion2(options);
   const fetchEvidence = async (n: Uint8Array | undefined): Promise<EvidenceBundle> => {
     if (!v2) return transport.fetchEvidence(n);
     try {

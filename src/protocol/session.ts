@@ -432,7 +432,8 @@ export class ClientSession {
     parts.push(sealer.sealFinal(plaintext.subarray(off)));
     // Receipts v2: the leaf names this session by a commitment only its two ends can open.
     const v2 = options.receiptV2;
-    const readerOptions = v2 === undefined ? options : { ...options, receiptV2: { ...v2, session: sessionCommitment(this.#keys.receiptSalt, seq), sessionLink: { salt: this.#keys.receiptSalt, seq } } };
+    const salt = v2 === undefined ? undefined : this.#keys.receiptSalt;
+    const readerOptions = v2 === undefined || salt === undefined ? options : { ...options, receiptV2: { ...v2, session: sessionCommitment(salt, seq), sessionLink: { salt: salt.slice(), seq } } };
     const reader = new ResponseReader(sessionResponseOpener(keys.response), plaintext, readerOptions);
     plaintext.fill(0);
     const bytes = concatBytes(...parts);

@@ -66,6 +66,8 @@ export type RequestHandler = (deps: HandlerDeps, body: Uint8Array, out: Response
 export interface RequestContext {
   readonly conn: number;
   readonly sid?: number;
+  /** The peer's network source (src/server/sources.ts); absent: LOCAL_SOURCE. */
+  readonly source?: string;
   /** Aborted when the client cancels or disconnects. */
   readonly signal: AbortSignal;
 }
@@ -335,7 +337,7 @@ export async function handleSessionOpen(deps: HandlerDeps, body: Uint8Array, out
       { maxMessageBytes: OPEN_MAX_BYTES },
     );
     if (generation === undefined) throw new CloisterError('INTERNAL', 'request opened without a key lookup');
-    const { reply, session } = sessions.open(generation, opened.suite, opened.plaintext);
+    const { reply, session } = sessions.open(generation, opened.suite, opened.plaintext, ctx.source);
     logId = session.logId;
     bytes = [opened.response.start(), opened.response.sealFinal(reply)];
   } catch (err) {
@@ -406,7 +408,9 @@ async function serve(
     // The timestamp first (cheap, records nothing), then routing; the id is recorded only
     // for a request that will be served, so requests for models or operations that do not
     // exist cannot fill the replay window.
-    if (options.replay) deps.replay.checkTimestamp(req.ts);
+    // Session requests too (no record, O(1)): a host cannot hold one back and deliver it later
+    // than replayWindowMs (PROTOCOL.md section 11, "Replay").
+    deps.replay.checkTimestamp(req.ts);
     // Client API keys (src/server/client-keys.ts): before routing and the replay record, so
     // requests without a valid key cost no more than a hash. Logs name the key id only.
     if (deps.clientKeys !== undefined) Object.assign(base, { clientKey: deps.clientKeys.authorize(req.key) });

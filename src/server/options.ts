@@ -129,6 +129,13 @@ export interface ServerLimits {
    * OVERLOADED (the client then sends that request one-shot, v1).
    */
   readonly maxSessions: number;
+  /**
+   * Protocol v2 sessions one network source (src/server/sources.ts) may hold at once, so a
+   * single unauthenticated client cannot fill maxSessions; past it, its opens are refused
+   * OVERLOADED (its requests go one-shot) while other sources still open sessions. Not
+   * applied to LOCAL_SOURCE (a Unix-socket peer, e.g. the relay without PROXY protocol).
+   */
+  readonly maxSessionsPerSource: number;
   /** A session ends this long after it opened (later requests: sealed SESSION_EXPIRED). */
   readonly sessionMaxAgeMs: number;
   /** A session ends once this many bytes (sealed requests and responses) went through it. */
@@ -167,6 +174,7 @@ export const DEFAULT_LIMITS: ServerLimits = Object.freeze({
   reportGraceMs: 5_000,
   sendStallTimeoutMs: 30_000,
   maxSessions: 4096,
+  maxSessionsPerSource: 64,
   sessionMaxAgeMs: 30 * 60_000,
   sessionMaxBytes: 1 << 30,
   sessionIdleTimeoutMs: 5 * 60_000,

@@ -1,8 +1,9 @@
 /**
  * The server's protocol v2 sessions (src/protocol/session.ts): bounded in number
  * (maxSessions), age (sessionMaxAgeMs), bytes (sessionMaxBytes) and idleness
- * (sessionIdleTimeoutMs); each belongs to the key generation that opened it, and ends when
- * that generation is retired (key rotation, after its grace).
+ * (sessionIdleTimeoutMs), and per network source (maxSessionsPerSource); each belongs to the
+ * key generation that opened it, and ends when that generation is retired (key rotation,
+ * after its grace).
  *
  * An ended session stays known until it has been idle for sessionIdleTimeoutMs, so a request
  * that arrives for it is answered, sealed, SESSION_EXPIRED (the client learns for sure that
@@ -22,6 +23,7 @@ import { acceptSessionOpen, sessionKeyOf } from '../protocol/session.js';
 import type { SessionState } from '../protocol/session.js';
 import type { KeyGeneration, KeyManager } from './keys.js';
 import type { ServerLimits } from './options.js';
+import { LOCAL_SOURCE } from './sources.js';
 
 export interface ServerSession extends SessionState {
   readonly generation: KeyGeneration;
@@ -30,19 +32,23 @@ export interface ServerSession extends SessionState {
   readonly openedAt: number;
   lastUsed: number;
   bytes: number;
+  /** The network source that opened it (src/server/sources.ts), for maxSessionsPerSource. */
+  readonly source: string;
   /** Receipts-v2 leaves this session's requests wrote. */
   receipts: number;
   /** Whether the end of the session was handled (its tree head signed). */
   finished: boolean;
 }
 
-type SessionLimits = Pick<ServerLimits, 'maxSessions' | 'sessionMaxAgeMs' | 'sessionMaxBytes' | 'sessionIdleTimeoutMs'>;
+type SessionLimits = Pick<ServerLimits, 'maxSessions' | 'maxSessionsPerSource' | 'sessionMaxAgeMs' | 'sessionMaxBytes' | 'sessionIdleTimeoutMs'>;
 
 /** Most often a full table is swept for idle and old sessions. */
 const SWEEP_INTERVAL_MS = 1000;
 
 export class SessionTable {
   readonly #sessions = new Map<string, ServerSession>();
+  /** Sessions held per source (LOCAL_SOURCE is not counted: not limited per source). */
+  readonly #perSource = new Map<string, number>();
   #counter = 0;
   #lastSweep = -Infinity;
   #lastIdleSweep = -Infinity;
@@ -59,11 +65,18 @@ export class SessionTable {
 
   /**
    * Opens a session for the opened one-shot request `plaintext` (a session open message) and
-   * returns the plaintext of the sealed answer. OVERLOADED at maxSessions.
+   * returns the plaintext of the sealed answer. OVERLOADED at maxSessions, and for a source
+   * (`source`, not LOCAL_SOURCE) that holds maxSessionsPerSource: no single unauthenticated
+   * client can take every session of the server.
    */
-  open(generation: KeyGeneration, suite: HpkeSuite, plaintext: Uint8Array): { readonly reply: Uint8Array; readonly session: ServerSession } {
+  open(generation: KeyGeneration, suite: HpkeSuite, plaintext: Uint8Array, source: string = LOCAL_SOURCE): { readonly reply: Uint8Array; readonly session: ServerSession } {
     const now = this.now();
     this.#sweepEnded(now);
+    const perSource = this.limits.maxSessionsPerSource;
+    if (source !== LOCAL_SOURCE && (this.#perSource.get(source) ?? 0) >= perSource) this.#sweep(now, true);
+    if (source !== LOCAL_SOURCE && (this.#perSource.get(source) ?? 0) >= perSource) {
+      throw new CloisterError('OVERLOADED', `this source holds ${perSource} sessions (maxSessionsPerSource)`, { detail: { limit: 'maxSessionsPerSource', value: perSource } });
+    }
     if (this.#sessions.size >= this.limits.maxSessions) this.#sweep(now, true);
     if (this.#sessions.size >= this.limits.maxSessions) {
       throw new CloisterError('OVERLOADED', `${this.limits.maxSessions} sessions are open (maxSessions)`, { detail: { limit: 'maxSessions', value: this.limits.maxSessions } });
@@ -73,8 +86,9 @@ export class SessionTable {
       maxBytes: this.limits.sessionMaxBytes,
       idleS: Math.max(1, Math.floor(this.limits.sessionIdleTimeoutMs / 1000)),
     });
-    const session: ServerSession = { ...state, generation, logId: ++this.#counter, openedAt: now, lastUsed: now, bytes: 0, receipts: 0, finished: false };
+    const session: ServerSession = { ...state, generation, logId: ++this.#counter, source, openedAt: now, lastUsed: now, bytes: 0, receipts: 0, finished: false };
     this.#sessions.set(sessionKeyOf(state.keys.id), session);
+    if (source !== LOCAL_SOURCE) this.#perSource.set(source, (this.#perSource.get(source) ?? 0) + 1);
     return { reply, session };
   }
 
@@ -85,8 +99,7 @@ export class SessionTable {
     if (s === undefined) return undefined;
     const now = this.now();
     if (now - s.lastUsed >= this.limits.sessionIdleTimeoutMs) {
-      this.#sessions.delete(key);
-      this.#finish(s);
+      this.#drop(key, s);
       return undefined;
     }
     s.lastUsed = now;
@@ -111,7 +124,12 @@ export class SessionTable {
   #finish(s: ServerSession): void {
     if (s.finished) return;
     s.finished = true;
-    if (s.receipts > 0) s.generation.receiptLog.signHead();
+    if (s.receipts === 0) return;
+    try {
+      s.generation.receiptLog.signHead();
+    } catch {
+      // Never fails the request that noticed the end: the next periodic head covers the leaves.
+    }
   }
 
   /** Counts a request's bytes (sealed request and response) against the session. */
@@ -123,6 +141,22 @@ export class SessionTable {
   clear(): void {
     for (const s of this.#sessions.values()) this.#finish(s);
     this.#sessions.clear();
+    this.#perSource.clear();
+  }
+
+  /** Sessions `source` holds now (tests, metrics). */
+  heldBy(source: string): number {
+    return this.#perSource.get(source) ?? 0;
+  }
+
+  #drop(key: string, s: ServerSession): void {
+    this.#sessions.delete(key);
+    if (s.source !== LOCAL_SOURCE) {
+      const n = (this.#perSource.get(s.source) ?? 1) - 1;
+      if (n <= 0) this.#perSource.delete(s.source);
+      else this.#perSource.set(s.source, n);
+    }
+    this.#finish(s);
   }
 
   /** At most once per SWEEP_INTERVAL_MS: forgets idle sessions and ends those past a bound. */
@@ -131,8 +165,7 @@ export class SessionTable {
     this.#lastIdleSweep = now;
     for (const [k, s] of this.#sessions) {
       if (now - s.lastUsed >= this.limits.sessionIdleTimeoutMs) {
-        this.#sessions.delete(k);
-        this.#finish(s);
+        this.#drop(k, s);
       } else if (!s.finished && this.#reason(s) !== undefined) {
         this.#finish(s);
       }
@@ -147,10 +180,7 @@ export class SessionTable {
     if (now - this.#lastSweep < SWEEP_INTERVAL_MS) return;
     this.#lastSweep = now;
     for (const [k, s] of this.#sessions) {
-      if (now - s.lastUsed >= this.limits.sessionIdleTimeoutMs || (full && this.endReason(s) !== undefined)) {
-        this.#sessions.delete(k);
-        this.#finish(s);
-      }
+      if (now - s.lastUsed >= this.limits.sessionIdleTimeoutMs || (full && this.endReason(s) !== undefined)) this.#drop(k, s);
     }
   }
 }

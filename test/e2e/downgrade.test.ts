@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from '../../src/client/client.js';
+import { CloisterError } from '../../src/errors.js';
 import { HttpClientTransport } from '../../src/client/http-transport.js';
 import { decodeKeyConfig, encodeKeyConfig } from '../../src/protocol/key-config.js';
 import type { WireMessage } from '../../src/protocol/wire.js';
@@ -91,6 +92,43 @@ describe('protocol downgrade', () => {
       expect(await codeOfAsync(connect(relay.url, { policy: requiring([2]), trustedRoots: t.trustedRoots }))).toBe('PROTOCOL_DOWNGRADE');
     } finally {
       relay.tamper = (m) => [m];
+    }
+  });
+
+  it('old server, new client: receipts v2 asked of a server that does not offer version 2 is VERSION_UNSUPPORTED (upgrade the server), decided before sending', async () => {
+    const up: string[] = [];
+    relay.tamper = (m: WireMessage, dir, send): WireMessage[] => {
+      if (dir === 'up') up.push(m.t);
+      if (m.t === 'evidence-req' && m.v !== undefined) {
+        send('down', { t: 'err', code: 'MALFORMED' });
+        return [];
+      }
+      return [m];
+    };
+    try {
+      const c = await connect(relay.url, { policy: t.policy, trustedRoots: t.trustedRoots, receiptsV2: true });
+      try {
+        expect(c.keyConfig.protocols).toBeUndefined();
+        let err: unknown;
+        await c.classify('not sent', { model: 'fake-cls' }).catch((e: unknown) => (err = e));
+        expect(err).toBeInstanceOf(CloisterError);
+        expect((err as CloisterError).code).toBe('VERSION_UNSUPPORTED');
+        expect((err as CloisterError).detail?.['upgrade']).toBe('server');
+        expect((err as CloisterError).message).toMatch(/upgrade the server/);
+        expect(up.filter((x) => x !== 'evidence-req')).toEqual([]);
+      } finally {
+        await c.close();
+      }
+    } finally {
+      relay.tamper = (m) => [m];
+    }
+    // The same client options against the server as it is: receipts v2, one-shot (sessions: false) too.
+    const c = await connect(relay.url, { policy: t.policy, trustedRoots: t.trustedRoots, receiptsV2: true, sessions: false });
+    try {
+      expect(c.keyConfig.protocols).toEqual([1, 2]);
+      expect(await c.classify('sent', { model: 'fake-cls' })).toEqual(fakeClassify('sent'));
+    } finally {
+      await c.close();
     }
   });
 });

@@ -337,7 +337,7 @@ export class HttpTransport {
       // The whole response must reach the socket by the deadline plus the report grace
       // (ServerLimits.reportGraceMs); the handler itself ends by then whatever the peer does.
       const cutoffAt = performance.now() + limits.requestTimeoutMs + limits.reportGraceMs;
-      handle(this.ctx.handlerDeps, body, out, { conn, signal: abort.signal })
+      handle(this.ctx.handlerDeps, body, out, { conn, source, signal: abort.signal })
         .catch(() => undefined)
         .finally(() => {
           finish();

@@ -254,7 +254,7 @@ export class WsSession {
     this.streams.set(sid, abort);
     stats.inFlight++;
     const out = new ResponseFrames(sid, abort.signal, this.frameSink(sid));
-    handle(this.ctx.handlerDeps, body, out, { conn: this.conn, sid, signal: abort.signal })
+    handle(this.ctx.handlerDeps, body, out, { conn: this.conn, sid, source: this.source, signal: abort.signal })
       .catch(() => undefined)
       .finally(() => {
         out.release();
