@@ -126,7 +126,7 @@ describe('receipts v2 in sessions', () => {
     // The session passes its age; another client's session open notices, and the ended
     // session's head is signed before anything else is appended.
     offset = 61_000;
-    const c2 = await connect(t.httpUrl, { policy: t.policy, trustedRoots: t.trustedRoots, now: () => Date.now() + offset });
+    const c2 = await connect(t.httpUrl, { policy: t.policy, trustedRoots: t.trustedRoots, receiptsV2: false, now: () => Date.now() + offset });
     try {
       await c2.classify('v1 receipt, no leaf', { model: 'fake-cls' });
     } finally {
@@ -142,7 +142,7 @@ describe('receipts v2 in sessions', () => {
     const t = await server({ sessionMaxAgeMs: 60_000, sessionIdleTimeoutMs: 600_000 }, () => Date.now() + offset);
     const log = t.server.keys.current().receiptLog;
     const c = await connect(t.httpUrl, { policy: t.policy, trustedRoots: t.trustedRoots, receiptsV2: true, now: () => Date.now() + offset });
-    const v1 = await connect(t.httpUrl, { policy: t.policy, trustedRoots: t.trustedRoots, now: () => Date.now() + offset });
+    const v1 = await connect(t.httpUrl, { policy: t.policy, trustedRoots: t.trustedRoots, receiptsV2: false, now: () => Date.now() + offset });
     try {
       await c.classify('one', { model: 'fake-cls' });
       await c.classify('two', { model: 'fake-cls' });
