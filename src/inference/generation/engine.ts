@@ -69,9 +69,9 @@ export interface GenerationEngineOptions {
    * Streams: after the first text chunk (sent at once), text produced less than this many
    * milliseconds after the last chunk waits and goes out with the next piece, so one sealed
    * chunk carries several tokens of a fast model (each chunk costs sealing, framing and the
-   * client's opening: about 1 ms of CPU on both sides, docs/PERFORMANCE.md). A token waits at
-   * most this long plus one model step; a model whose step takes longer is streamed token by
-   * token. 0 sends every piece as it comes. Default 8.
+   * client's opening, docs/PERFORMANCE.md). A token waits at most this long plus one turn of
+   * steps (one step per active generation); a model whose step takes longer is streamed token
+   * by token. 0 sends every piece as it comes. Default 8.
    */
   readonly streamCoalesceMs?: number;
 }
