@@ -93,7 +93,13 @@ async function startGenerateChild(engine: GenerationEngineOptions): Promise<Gene
       child.send({ ...msg, id });
     });
   child.send({ type: 'start', engine });
-  const r = await ready;
+  let r: GenerateChildReply;
+  try {
+    r = await ready;
+  } catch (err) {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    throw err;
+  }
   fail = undefined;
   if (r.type !== 'ready') throw new Error('unexpected reply');
   return {
