@@ -58,8 +58,9 @@ async function codeOf(p: Promise<unknown>): Promise<CloisterError> {
   throw new Error('expected an error');
 }
 
+/** An engine on demo-lm; streams send every piece at once (one chunk per token) unless `options` say otherwise. */
 async function newEngine(options: Partial<GenerationEngineOptions> = {}, dir = lmDir): Promise<GenerationEngine> {
-  const e = new GenerationEngine({ models: [{ name: 'demo-lm', dir }], ...options });
+  const e = new GenerationEngine({ models: [{ name: 'demo-lm', dir }], streamCoalesceMs: 0, ...options });
   await e.start();
   return e;
 }
