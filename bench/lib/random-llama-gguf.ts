@@ -1,5 +1,5 @@
 /**
- * The random-weight llama of random-llama.ts as a GGUF file (fp32), for the llama.cpp anchor
+ * The random-weight llama of random-llama.ts as a GGUF file (f32 or Q8_0), for the llama.cpp anchor
  * of bench:generate: the same shape and the same weights (the same generator, seeds and
  * order), laid out as llama.cpp's convert_hf_to_gguf.py writes a LlamaForCausalLM:
  * - linear weights as [out, in] (ONNX MatMul holds [in, out]: transposed here);
@@ -23,6 +23,61 @@ const T_FLOAT32 = 6;
 const T_STRING = 8;
 const T_ARRAY = 9;
 const GGML_F32 = 0;
+const GGML_Q8_0 = 8;
+/** llama.cpp's LLAMA_FTYPE_ALL_F32 and LLAMA_FTYPE_MOSTLY_Q8_0. */
+const FILE_TYPE = { f32: 0, q8_0: 7 } as const;
+/** Q8_0: blocks of 32 values, an fp16 scale then 32 int8 (ggml's block_q8_0, 34 bytes). */
+const Q8_BLOCK = 32;
+const Q8_BLOCK_BYTES = 34;
+
+export type GgufType = 'f32' | 'q8_0';
+
+/** float32 to IEEE half (round to nearest even), as ggml's GGML_FP32_TO_FP16. */
+function toHalf(x: number): number {
+  const f = new Float32Array([x]);
+  const u = new Uint32Array(f.buffer)[0] as number;
+  const sign = (u >>> 16) & 0x8000;
+  const exp = (u >>> 23) & 0xff;
+  let mant = u & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant !== 0 ? 0x200 : 0);
+  let e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let h = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const half = 1 << (shift - 1);
+    if (rem > half || (rem === half && (h & 1) === 1)) h++;
+    return sign | h;
+  }
+  let h = (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (h & 1) === 1)) h++;
+  if ((h & 0x7fff) >= 0x7c00) e = 0x1f;
+  return sign | h;
+}
+
+/** ggml's quantize_row_q8_0_ref: per block of 32, d = max|x| / 127, q = round(x / d). */
+export function quantizeQ8_0(x: Float32Array): Buffer {
+  if (x.length % Q8_BLOCK !== 0) throw new Error(`random llama GGUF: Q8_0 needs rows of a multiple of ${Q8_BLOCK} values, got ${x.length}`);
+  const out = Buffer.alloc((x.length / Q8_BLOCK) * Q8_BLOCK_BYTES);
+  for (let b = 0; b < x.length / Q8_BLOCK; b++) {
+    let amax = 0;
+    for (let i = 0; i < Q8_BLOCK; i++) amax = Math.max(amax, Math.abs(x[b * Q8_BLOCK + i] as number));
+    const d = amax / 127;
+    const id = d === 0 ? 0 : 1 / d;
+    const at = b * Q8_BLOCK_BYTES;
+    out.writeUInt16LE(toHalf(d), at);
+    // roundf: halves away from zero.
+    for (let i = 0; i < Q8_BLOCK; i++) {
+      const v = (x[b * Q8_BLOCK + i] as number) * id;
+      out.writeInt8(Math.sign(v) * Math.round(Math.abs(v)), at + 2 + i);
+    }
+  }
+  return out;
+}
 
 type Kv =
   | { readonly key: string; readonly u32: number }
@@ -119,8 +174,12 @@ function permuteRope(w: Float32Array, nHead: number, headDim: number, cols: numb
   return out;
 }
 
-/** Writes `path`: the GGUF of randomLlamaOnnx(shape, seed, std). */
-export async function writeRandomLlamaGguf(path: string, shape: LlamaShape, seed = 1, std = 0.02): Promise<void> {
+/**
+ * Writes `path`: the GGUF of randomLlamaOnnx(shape, seed, std). `type` q8_0: every matrix
+ * (embeddings, linear layers, output) in Q8_0, the norms in f32, as convert_hf_to_gguf.py
+ * --outtype q8_0 writes them.
+ */
+export async function writeRandomLlamaGguf(path: string, shape: LlamaShape, seed = 1, std = 0.02, type: GgufType = 'f32'): Promise<void> {
   const { hidden, layers, heads, kvHeads, intermediate, vocab } = shape;
   const d = hidden / heads;
   if (vocab < SPECIAL_TOKENS.length + 256) throw new Error(`random llama GGUF: vocabulary ${vocab} below ${SPECIAL_TOKENS.length + 256} (special and byte tokens)`);
@@ -155,7 +214,7 @@ export async function writeRandomLlamaGguf(path: string, shape: LlamaShape, seed
   const kvs: Kv[] = [
     { key: 'general.architecture', str: 'llama' },
     { key: 'general.name', str: 'cloister random llama (bench:generate)' },
-    { key: 'general.file_type', u32: 0 },
+    { key: 'general.file_type', u32: FILE_TYPE[type] },
     { key: 'llama.vocab_size', u32: vocab },
     { key: 'llama.context_length', u32: shape.maxPositions },
     { key: 'llama.embedding_length', u32: hidden },
@@ -183,14 +242,16 @@ export async function writeRandomLlamaGguf(path: string, shape: LlamaShape, seed
   head.u64(kvs.length);
   for (const kv of kvs) writeKv(head, kv);
   const pad = (n: number): number => (ALIGN - (n % ALIGN)) % ALIGN;
+  const quantized = (t: TensorPlan): boolean => type === 'q8_0' && t.ne.length === 2;
   let offset = 0;
   for (const t of tensors) {
     head.str(t.name);
     head.u32(t.ne.length);
     for (const n of t.ne) head.u64(n);
-    head.u32(GGML_F32);
+    head.u32(quantized(t) ? GGML_Q8_0 : GGML_F32);
     head.u64(offset);
-    offset += t.ne.reduce((a, b) => a * b, 1) * 4;
+    const n = t.ne.reduce((a, b) => a * b, 1);
+    offset += quantized(t) ? (n / Q8_BLOCK) * Q8_BLOCK_BYTES : n * 4;
     offset += pad(offset);
   }
   const file = await open(path, 'w');
@@ -201,8 +262,9 @@ export async function writeRandomLlamaGguf(path: string, shape: LlamaShape, seed
       const data = t.data();
       const n = t.ne.reduce((a, b) => a * b, 1);
       if (data.length !== n) throw new Error(`random llama GGUF: tensor ${t.name} has ${data.length} values, expected ${n}`);
-      await file.write(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-      await file.write(Buffer.alloc(pad(data.byteLength)));
+      const bytes = quantized(t) ? quantizeQ8_0(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+      await file.write(bytes);
+      await file.write(Buffer.alloc(pad(bytes.byteLength)));
     }
   } finally {
     await file.close();

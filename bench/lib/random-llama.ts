@@ -6,12 +6,13 @@
  * final norm and LM head. The default shape is SmolLM2-135M's (HuggingFaceTB/SmolLM2-135M:
  * hidden 576, 30 layers, 9 heads, 3 KV heads, MLP 1536, vocabulary 49 152), the largest
  * common small model whose fp32 weights fit one protobuf (< 2 GiB) without external data.
+ * Variants: fp32 (onnx/model.onnx) and q8 (onnx/model_quantized.onnx, quantize_dynamic's form).
  */
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { CLS_ID, SEP_ID, SPECIAL_TOKENS, tokenizerConfigJson, tokenizerJson } from '../../tools/demo-model/tokenizer.js';
-import { encodeOnnxModel, int64Raw, ONNX_FLOAT, ONNX_INT64, type NodeSpec, type TensorInit, type ValueSpec } from '../../tools/demo-model/onnx-proto.js';
+import { encodeOnnxModel, int64Raw, ONNX_FLOAT, ONNX_INT64, ONNX_INT8, type NodeSpec, type TensorInit, type ValueSpec } from '../../tools/demo-model/onnx-proto.js';
 
 export interface LlamaShape {
   readonly hidden: number;
@@ -44,7 +45,28 @@ function f32(name: string, dims: number[], data: Float32Array): TensorInit {
   return { name, dims, dataType: ONNX_FLOAT, raw: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
 }
 
-export function randomLlamaOnnx(shape: LlamaShape, seed = 1, std = 0.02): Uint8Array {
+
+/**
+ * Symmetric per-tensor int8 quantization of a weight, as onnxruntime's quantize_dynamic
+ * (weight_type QInt8, the q8 `model_quantized.onnx` of Optimum and transformers.js) does:
+ * scale = max|w| / 127, zero point 0.
+ */
+export function quantizeInt8(w: Float32Array): { q: Int8Array; scale: number } {
+  let max = 0;
+  for (const x of w) max = Math.max(max, Math.abs(x));
+  const scale = max === 0 ? 1 : max / 127;
+  const q = new Int8Array(w.length);
+  for (let i = 0; i < w.length; i++) q[i] = Math.max(-127, Math.min(127, Math.round((w[i] as number) / scale)));
+  return { q, scale };
+}
+
+/**
+ * The random llama's graph. `dtype` q8: every linear layer (the MatMuls with a weight; the
+ * embedding Gather stays fp32) is written as quantize_dynamic writes it: DynamicQuantizeLinear
+ * of the activation, MatMulInteger against int8 weights, Cast, and a Mul by the product of the
+ * two scales (ONNX Runtime fuses these into its int8 kernels).
+ */
+export function randomLlamaOnnx(shape: LlamaShape, seed = 1, std = 0.02, dtype: 'fp32' | 'q8' = 'fp32'): Uint8Array {
   const { hidden, layers, heads, kvHeads, intermediate, vocab } = shape;
   const d = hidden / heads;
   const groups = heads / kvHeads;
@@ -68,6 +90,19 @@ export function randomLlamaOnnx(shape: LlamaShape, seed = 1, std = 0.02): Uint8A
   const weight = (name: string, dims: number[]): string => {
     inits.push(f32(name, dims, randomFloats(dims.reduce((a, b) => a * b, 1), std, seedN++)));
     return name;
+  };
+  /** x [.., in] times the weight `name` [in, out], fp32 or as quantize_dynamic writes it. */
+  const linear = (x: string, name: string, dims: [number, number], out: string): string => {
+    if (dtype === 'fp32') return node('MatMul', [x, weight(name, dims)], out);
+    const { q, scale } = quantizeInt8(randomFloats(dims[0] * dims[1], std, seedN++));
+    inits.push({ name: `${name}_quantized`, dims, dataType: ONNX_INT8, raw: new Uint8Array(q.buffer, q.byteOffset, q.byteLength) });
+    inits.push({ name: `${name}_zero_point`, dims: [], dataType: ONNX_INT8, raw: new Uint8Array(1) });
+    scalar(`${name}_scale`, scale);
+    node('DynamicQuantizeLinear', [x], [`${out}.xq`, `${out}.xs`, `${out}.xz`]);
+    const acc = node('MatMulInteger', [`${out}.xq`, `${name}_quantized`, `${out}.xz`, `${name}_zero_point`], `${out}.i32`);
+    const f = node('Cast', [acc], `${out}.f`, { intAttrs: { to: ONNX_FLOAT } });
+    const sc = node('Mul', [`${out}.xs`, `${name}_scale`], `${out}.scale`);
+    return node('Mul', [f, sc], out);
   };
   const ones = (name: string, n: number): string => {
     inits.push(f32(name, [n], new Float32Array(n).fill(1)));
@@ -127,9 +162,9 @@ export function randomLlamaOnnx(shape: LlamaShape, seed = 1, std = 0.02): Uint8A
   for (let l = 0; l < layers; l++) {
     const p = `model.layers.${l}`;
     const x = rmsNorm(h, ones(`${p}.input_layernorm.weight`, hidden), `${p}.ln1`);
-    const q = node('Reshape', [node('MatMul', [x, weight(`${p}.q_proj`, [hidden, heads * d])], `${p}.q`), 'shape_q'], `${p}.q4`);
-    const kk = node('Reshape', [node('MatMul', [x, weight(`${p}.k_proj`, [hidden, kvHeads * d])], `${p}.k`), 'shape_kv'], `${p}.k4`);
-    const v = node('Reshape', [node('MatMul', [x, weight(`${p}.v_proj`, [hidden, kvHeads * d])], `${p}.v`), 'shape_kv'], `${p}.v4`);
+    const q = node('Reshape', [linear(x, `${p}.q_proj`, [hidden, heads * d], `${p}.q`), 'shape_q'], `${p}.q4`);
+    const kk = node('Reshape', [linear(x, `${p}.k_proj`, [hidden, kvHeads * d], `${p}.k`), 'shape_kv'], `${p}.k4`);
+    const v = node('Reshape', [linear(x, `${p}.v_proj`, [hidden, kvHeads * d], `${p}.v`), 'shape_kv'], `${p}.v4`);
     const qh = rope(node('Transpose', [q], `${p}.qh`, { intsAttrs: { perm: [0, 2, 1, 3] } }), `${p}.qr`);
     const kh = rope(node('Transpose', [kk], `${p}.kh`, { intsAttrs: { perm: [0, 2, 1, 3] } }), `${p}.kr`);
     const vh = node('Transpose', [v], `${p}.vh`, { intsAttrs: { perm: [0, 2, 1, 3] } });
@@ -142,16 +177,16 @@ export function randomLlamaOnnx(shape: LlamaShape, seed = 1, std = 0.02): Uint8A
     const probs = node('Softmax', [node('Where', [allowed, scores, 'neg_big'], `${p}.masked`)], `${p}.probs`, { intAttrs: { axis: -1 } });
     const ctx = node('MatMul', [probs, node('Unsqueeze', [vAll, 'ax_2'], `${p}.v5`)], `${p}.ctx5`);
     const merged = node('Reshape', [node('Transpose', [ctx], `${p}.ctxt`, { intsAttrs: { perm: [0, 3, 1, 2, 4] } }), 'shape_out'], `${p}.ctx`);
-    h = node('Add', [h, node('MatMul', [merged, weight(`${p}.o_proj`, [heads * d, hidden])], `${p}.attn`)], `${p}.h1`);
+    h = node('Add', [h, linear(merged, `${p}.o_proj`, [heads * d, hidden], `${p}.attn`)], `${p}.h1`);
     const y = rmsNorm(h, ones(`${p}.post_attention_layernorm.weight`, hidden), `${p}.ln2`);
-    const gate = node('MatMul', [y, weight(`${p}.gate_proj`, [hidden, intermediate])], `${p}.gate`);
+    const gate = linear(y, `${p}.gate_proj`, [hidden, intermediate], `${p}.gate`);
     const silu = node('Mul', [gate, node('Sigmoid', [gate], `${p}.sig`)], `${p}.silu`);
-    const up = node('MatMul', [y, weight(`${p}.up_proj`, [hidden, intermediate])], `${p}.up`);
-    const down = node('MatMul', [node('Mul', [silu, up], `${p}.act`), weight(`${p}.down_proj`, [intermediate, hidden])], `${p}.down`);
+    const up = linear(y, `${p}.up_proj`, [hidden, intermediate], `${p}.up`);
+    const down = linear(node('Mul', [silu, up], `${p}.act`), `${p}.down_proj`, [intermediate, hidden], `${p}.down`);
     h = node('Add', [h, down], `${p}.h2`);
   }
   const hn = rmsNorm(h, ones('model.norm.weight', hidden), 'final');
-  node('MatMul', [hn, weight('lm_head.weight', [hidden, vocab])], 'logits');
+  linear(hn, 'lm_head.weight', [hidden, vocab], 'logits');
 
   const inputs: ValueSpec[] = [
     { name: 'input_ids', elemType: ONNX_INT64, shape: ['batch_size', 'sequence_length'] },
@@ -173,7 +208,7 @@ export function randomLlamaOnnx(shape: LlamaShape, seed = 1, std = 0.02): Uint8A
  * tokenizer whose vocabulary is the special tokens and the words w0, w1, ... (one per id, so
  * every generated token decodes to text). Prompts are made of those words.
  */
-export async function writeRandomLlama(dir: string, shape: LlamaShape, std = 0.02): Promise<void> {
+export async function writeRandomLlama(dir: string, shape: LlamaShape, std = 0.02, dtypes: readonly ('fp32' | 'q8')[] = ['fp32']): Promise<void> {
   await rm(dir, { recursive: true, force: true });
   await mkdir(join(dir, 'onnx'), { recursive: true });
   const config = {
@@ -197,5 +232,7 @@ export async function writeRandomLlama(dir: string, shape: LlamaShape, std = 0.0
   await writeFile(join(dir, 'generation_config.json'), JSON.stringify({ eos_token_id: SEP_ID, do_sample: false }));
   await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tokenizerJson(vocab)));
   await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(tokenizerConfigJson()));
-  await writeFile(join(dir, 'onnx', 'model.onnx'), randomLlamaOnnx(shape, 1, std));
+  // The file names transformers.js reads for each dtype (src/inference/generation/model.ts).
+  if (dtypes.includes('fp32')) await writeFile(join(dir, 'onnx', 'model.onnx'), randomLlamaOnnx(shape, 1, std));
+  if (dtypes.includes('q8')) await writeFile(join(dir, 'onnx', 'model_quantized.onnx'), randomLlamaOnnx(shape, 1, std, 'q8'));
 }

@@ -39,7 +39,8 @@ beforeAll(async () => {
     const c = JSON.parse(await readFile(join(endless, f), 'utf8')) as Record<string, unknown>;
     await writeFile(join(endless, f), JSON.stringify({ ...c, eos_token_id: 0, ...(f === 'config.json' ? { max_position_embeddings: 8100 } : {}) }));
   }
-  engine = new GenerationEngine({ models: [{ name: 'demo-lm', dir: built.lmDir }, { name: 'endless', dir: endless }], maxNewTokens: 100_000, maxKvTokens: 100_000 });
+  // streamCoalesceMs 0: one chunk per token (the default sends a fast model's tokens several to a chunk).
+  engine = new GenerationEngine({ models: [{ name: 'demo-lm', dir: built.lmDir }, { name: 'endless', dir: endless }], maxNewTokens: 100_000, maxKvTokens: 100_000, streamCoalesceMs: 0 });
   await engine.start();
   // guardPolicy allow: these tests check token-by-token streaming (the default redact holds streamed text back by up to 96 characters, docs/GUARD.md).
   t = await startTestServer({ engines: [engine], limits: { requestTimeoutMs: 5_000 }, guardPolicy: 'allow' });

@@ -58,8 +58,9 @@ async function codeOf(p: Promise<unknown>): Promise<CloisterError> {
   throw new Error('expected an error');
 }
 
+/** An engine on demo-lm; streams send every piece at once (one chunk per token) unless `options` say otherwise. */
 async function newEngine(options: Partial<GenerationEngineOptions> = {}, dir = lmDir): Promise<GenerationEngine> {
-  const e = new GenerationEngine({ models: [{ name: 'demo-lm', dir }], ...options });
+  const e = new GenerationEngine({ models: [{ name: 'demo-lm', dir }], streamCoalesceMs: 0, ...options });
   await e.start();
   return e;
 }
@@ -239,6 +240,32 @@ describe('decoding', () => {
     const text = chunks.map((c) => ((c['choices'] as { delta?: { content?: string } }[])[0]?.delta?.content ?? '')).join('');
     const plain = await answer(engine, { max_tokens: 10, temperature: 0 });
     expect(text).toBe(plain.text.trimStart());
+  });
+
+  it('a stream sends its first text at once and coalesces what follows within streamCoalesceMs', async () => {
+    const request = completion({ max_tokens: 24, temperature: 0, stream_options: { include_usage: true } }, true);
+    const texts = (chunks: Record<string, unknown>[]): string[] =>
+      chunks.map((c) => (c['choices'] as { text?: string }[] | undefined)?.[0]?.text ?? '').filter((t) => t !== '');
+    // The engine's own pieces (one per token, less any held for an unfinished character).
+    const pieces: string[] = [];
+    const req = { op: 'completion' as const, prompt: PROMPT, maxTokens: 24, temperature: 0, topP: undefined, topK: undefined, seed: undefined, stop: [], presencePenalty: 0, frequencyPenalty: 0, includeUsage: true };
+    for await (const ev of engine.generate('demo-lm', req, new AbortController().signal)) if (ev.kind === 'text') pieces.push(ev.text);
+    expect(pieces.length).toBeGreaterThan(2);
+    const each = await newEngine({ streamCoalesceMs: 0 });
+    const held = await newEngine({ streamCoalesceMs: 10_000 });
+    try {
+      expect(texts(await collect(each, request))).toEqual(pieces);
+      const chunks = await collect(held, request);
+      // The first piece alone, then everything produced within 10 s in one chunk,
+      // before the finish_reason chunk and usage.
+      expect(texts(chunks)).toEqual([pieces[0], pieces.slice(1).join('')]);
+      expect((chunks.at(-2)?.['choices'] as { finish_reason: string }[])[0]?.finish_reason).toBe('length');
+      expect((chunks.at(-1)?.['usage'] as { completion_tokens: number }).completion_tokens).toBe(24);
+    } finally {
+      await each.close();
+      await held.close();
+    }
+    expect(() => new GenerationEngine({ models: [{ name: 'x', dir: lmDir }], streamCoalesceMs: -1 })).toThrow(/streamCoalesceMs/);
   });
 
   it('refuses unknown fields and out-of-range values by name', async () => {

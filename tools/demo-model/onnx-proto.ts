@@ -111,6 +111,7 @@ message OperatorSetIdProto {
 /** TensorProto.DataType values used here (onnx.proto). */
 export const ONNX_FLOAT = 1;
 export const ONNX_INT64 = 7;
+export const ONNX_INT8 = 3;
 
 /** AttributeProto.AttributeType values used here. */
 const ATTR_INT = 2;
@@ -136,7 +137,7 @@ type Dim = number | string;
 export interface TensorInit {
   readonly name: string;
   readonly dims: readonly number[];
-  readonly dataType: typeof ONNX_FLOAT | typeof ONNX_INT64;
+  readonly dataType: typeof ONNX_FLOAT | typeof ONNX_INT64 | typeof ONNX_INT8;
   /** Little-endian raw bytes (TensorProto.raw_data), exactly product(dims) * element size. */
   readonly raw: Uint8Array;
 }
@@ -186,7 +187,7 @@ function node(n: NodeSpec): Record<string, unknown> {
 }
 
 function tensor(t: TensorInit): Record<string, unknown> {
-  const elemSize = t.dataType === ONNX_FLOAT ? 4 : 8;
+  const elemSize = t.dataType === ONNX_FLOAT ? 4 : t.dataType === ONNX_INT8 ? 1 : 8;
   const count = t.dims.reduce((a, b) => a * b, 1);
   if (t.raw.byteLength !== count * elemSize) {
     throw new Error(`tensor ${t.name}: raw data is ${t.raw.byteLength} bytes, expected ${count * elemSize}`);

@@ -21,6 +21,7 @@
  */
 import { randomBytes, randomInt } from 'node:crypto';
 import { dirname, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
 
 import { CloisterError } from '../../errors.js';
 import { DEFAULT_MAX_MODEL_FILES, modelDigest } from '../onnx/digest.js';
@@ -64,6 +65,15 @@ export interface GenerationEngineOptions {
   readonly intraOpNumThreads?: number;
   /** Most files in a model directory (see ../onnx/digest.ts). Default 1024. */
   readonly maxModelFiles?: number;
+  /**
+   * Streams: after the first text chunk (sent at once), text produced less than this many
+   * milliseconds after the last chunk waits and goes out with the next piece, so one sealed
+   * chunk carries several tokens of a fast model (each chunk costs sealing, framing and the
+   * client's opening, docs/PERFORMANCE.md). A token waits at most this long plus one turn of
+   * steps (one step per active generation); a model whose step takes longer is streamed token
+   * by token. 0 sends every piece as it comes. Default 8.
+   */
+  readonly streamCoalesceMs?: number;
 }
 
 export const GENERATION_ENGINE_DEFAULTS = {
@@ -76,6 +86,7 @@ export const GENERATION_ENGINE_DEFAULTS = {
   maxStopSequences: 4,
   maxStopChars: 256,
   prefillChunkTokens: 512,
+  streamCoalesceMs: 8,
 } as const;
 
 /** Counters for tests and benchmarks; no content. */
@@ -141,6 +152,7 @@ export class GenerationEngine implements Engine {
   readonly #limits: ParamLimits;
   readonly #intraOp: number | undefined;
   readonly #maxModelFiles: number;
+  readonly #coalesceMs: number;
   readonly #slots: FifoSemaphore;
   readonly #steps: FifoSemaphore;
   readonly #models = new Map<string, Served>();
@@ -174,6 +186,9 @@ export class GenerationEngine implements Engine {
       maxStopChars: d.maxStopChars,
     };
     this.#intraOp = options.intraOpNumThreads === undefined ? undefined : positiveInt(options.intraOpNumThreads, 1, 'intraOpNumThreads');
+    const coalesce = options.streamCoalesceMs ?? d.streamCoalesceMs;
+    if (!Number.isFinite(coalesce) || coalesce < 0 || coalesce > 10_000) throw new CloisterError('CONFIG_INVALID', 'streamCoalesceMs must be a number of milliseconds from 0 to 10000');
+    this.#coalesceMs = coalesce;
     this.#maxModelFiles = positiveInt(options.maxModelFiles, DEFAULT_MAX_MODEL_FILES, 'maxModelFiles');
     const maxQueued = options.maxQueueDepth ?? d.maxQueueDepth;
     if (!Number.isSafeInteger(maxQueued) || maxQueued < 0) throw new CloisterError('CONFIG_INVALID', 'maxQueueDepth must be a non-negative integer');
@@ -315,11 +330,22 @@ export class GenerationEngine implements Engine {
         await iterator.return?.();
       }
     };
+    // Text that came soon after the last chunk waits for the next piece (streamCoalesceMs).
+    let pending = '';
+    let sentAt = Number.NEGATIVE_INFINITY;
     for await (const e of rest()) {
       if (e.kind === 'text') {
-        yield chunk([piece(e.text, null)]);
+        pending += e.text;
+        const now = performance.now();
+        if (now - sentAt < this.#coalesceMs) continue;
+        sentAt = now;
+        const text = pending;
+        pending = '';
+        yield chunk([piece(text, null)]);
         continue;
       }
+      if (pending !== '') yield chunk([piece(pending, null)]);
+      pending = '';
       yield chunk([piece(undefined, e.finishReason)]);
       if (req.includeUsage) {
         yield chunk([], { usage: { prompt_tokens: e.promptTokens, completion_tokens: e.completionTokens, total_tokens: e.promptTokens + e.completionTokens } });
