@@ -32,8 +32,8 @@ export const RECEIPT_SALT_LENGTH = 32;
 const DIGEST = 32;
 /** Longest text field in a leaf (model name, engine, route, error code), UTF-8 bytes. */
 export const MAX_LEAF_TEXT_BYTES = 256;
-/** Longest session id a leaf carries. */
-export const MAX_SESSION_ID_BYTES = 32;
+/** A leaf's session field: a sessionCommitment, exactly 32 bytes. */
+export const SESSION_COMMITMENT_BYTES = 32;
 /** Largest encoded leaf, tree head, signed tree head or end receipt accepted by the decoders. */
 export const MAX_RECEIPT_V2_BYTES = 8 * 1024;
 
@@ -203,8 +203,8 @@ function validateLeaf(l: ReceiptLeaf, err: (what: string, why: string) => Cloist
     const code = l.outcome.code;
     if (typeof code !== 'string' || !/^[A-Z][A-Z_]{0,63}$/.test(code)) throw err('leaf.outcome.code', 'must be an error code');
   }
-  if (l.session !== undefined && (!(l.session instanceof Uint8Array) || l.session.byteLength === 0 || l.session.byteLength > MAX_SESSION_ID_BYTES)) {
-    throw err('leaf.session', `must be 1 to ${MAX_SESSION_ID_BYTES} bytes`);
+  if (l.session !== undefined && (!(l.session instanceof Uint8Array) || l.session.byteLength !== SESSION_COMMITMENT_BYTES)) {
+    throw err('leaf.session', `must be ${SESSION_COMMITMENT_BYTES} bytes (a session commitment)`);
   }
 }
 
@@ -263,8 +263,8 @@ export function decodeReceiptLeaf(bytes: Uint8Array): ReceiptLeaf {
   }
   const retention = policy.get(1);
   if (retention !== 'none') throw bad('leaf.policy.retention', 'only "none" is defined');
-  const session = m.get(k.session);
-  if (session !== undefined && !(session instanceof Uint8Array)) throw bad('leaf.session', 'must be bytes');
+  const rawSession = m.get(k.session);
+  const session = rawSession === undefined ? undefined : checkBytes(rawSession, 'leaf.session', SESSION_COMMITMENT_BYTES);
   const leaf: ReceiptLeaf = {
     version: RECEIPT_V2_VERSION,
     keyConfigDigest: checkBytes(m.get(k.keyConfigDigest), 'leaf.keyConfigDigest', DIGEST),

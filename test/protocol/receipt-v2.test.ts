@@ -69,8 +69,20 @@ function expectation(over: Partial<LeafExpectation> = {}): LeafExpectation {
 }
 
 describe('receipt v2 leaf', () => {
+  it('a session field is exactly a 32-byte commitment, to encode and to decode', () => {
+    for (const n of [1, 16, 31, 33]) {
+      expect(codeOf(() => encodeReceiptLeaf(leafFor({ session: new Uint8Array(n) })))).toBe('INVALID_ARGUMENT');
+    }
+    // A decoder fed a 16-byte session (hand-encoded: the encoder refuses it) refuses it too.
+    const good = encodeReceiptLeaf(leafFor({ session: new Uint8Array(32).fill(7) }));
+    const at = Buffer.from(good).indexOf(Buffer.concat([Buffer.from([0x58, 32]), Buffer.alloc(32, 7)]));
+    expect(at).toBeGreaterThan(0);
+    const short = Buffer.concat([good.subarray(0, at), Buffer.from([0x50]), Buffer.alloc(16, 7), good.subarray(at + 34)]);
+    expect(codeOf(() => decodeReceiptLeaf(short))).toBe('MALFORMED');
+  });
+
   it('round-trips, with and without a session and an aborted outcome', () => {
-    for (const l of [leafFor(), leafFor({ session: new Uint8Array(16).fill(1) }), leafFor({ outcome: { status: 'aborted', chunks: 3, code: 'TIMEOUT' } })]) {
+    for (const l of [leafFor(), leafFor({ session: new Uint8Array(32).fill(1) }), leafFor({ outcome: { status: 'aborted', chunks: 3, code: 'TIMEOUT' } })]) {
       const bytes = encodeReceiptLeaf(l);
       expect(decodeReceiptLeaf(bytes)).toEqual(l);
       expect(encodeReceiptLeaf(decodeReceiptLeaf(bytes))).toEqual(bytes);
@@ -90,7 +102,7 @@ describe('receipt v2 leaf', () => {
   });
 
   it('every byte flip of an encoded leaf fails to decode or decodes to another leaf', () => {
-    const bytes = encodeReceiptLeaf(leafFor({ session: new Uint8Array(16).fill(1) }));
+    const bytes = encodeReceiptLeaf(leafFor({ session: new Uint8Array(32).fill(1) }));
     for (let i = 0; i < bytes.byteLength; i++) {
       for (const mask of [0x01, 0x80]) {
         const b = bytes.slice();
@@ -131,7 +143,7 @@ describe('receipt v2 leaf', () => {
       [{ model: { name: 'classifier', digest: sha('m2') } }, 'another model'],
       [{ chunks: 1 }, 'counts 2 chunks'],
       [{ aborted: true }, 'complete'],
-      [{ session: new Uint8Array(16) }, 'another session'],
+      [{ session: new Uint8Array(32) }, 'another session'],
     ];
     for (const [over, why] of cases) {
       let err: unknown;
