@@ -376,6 +376,8 @@ export class CloisterServer {
       this.address = { wsUrl: `ws${s}://${host}:${port}/`, httpUrl: `http${s}://${host}:${port}`, port };
     }
     this.ctx.logger.log('info', 'server.listening', this.address.port === undefined ? {} : { port: this.address.port });
+    // Ended and idle sessions are swept on a timer too (their receipts-v2 heads get signed).
+    this.ctx.handlerDeps.sessions?.startSweeping();
     // Produce the first evidence now, so /readyz turns 200 without waiting for a client.
     this.evidence.available();
     return this.address;
@@ -437,6 +439,7 @@ export class CloisterServer {
   /** Stops accepting, closes every connection, aborts every request. Does not close the engines. */
   async close(): Promise<void> {
     this.ctx.state.draining = true;
+    this.ctx.handlerDeps.sessions?.stopSweeping();
     for (const socket of this.sockets.keys()) socket.destroy();
     await new Promise<void>((resolve) => {
       this.wss.close(() => resolve());

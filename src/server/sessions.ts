@@ -14,8 +14,10 @@
  * generation retired, idle, or the server shutting down) and it wrote any leaf, the table
  * signs its generation's tree head at once, so the session's receipts are covered by a head
  * signed no later than its end (`ReceiptLog.signHead`: no new signature when no leaf came
- * since the last head). Ended sessions are noticed at their next request, and by a sweep at
- * most once per second while sessions are opened.
+ * since the last head). Ended sessions are noticed at their next request, by a sweep at most
+ * once per second while sessions are opened, and by a timer (`startSweeping`, every second
+ * while the server listens), so an idle session's head is signed within about a second of its
+ * idle bound even when no one else opens or sends.
  */
 import { CloisterError } from '../errors.js';
 import type { HpkeSuite } from '../crypto/hpke/suite.js';
@@ -52,6 +54,7 @@ export class SessionTable {
   #counter = 0;
   #lastSweep = -Infinity;
   #lastIdleSweep = -Infinity;
+  #timer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly limits: SessionLimits,
@@ -137,8 +140,21 @@ export class SessionTable {
     s.bytes += bytes;
   }
 
+  /** Sweeps every `intervalMs` (unref'd: never keeps the process alive) until `stopSweeping`. */
+  startSweeping(intervalMs: number = SWEEP_INTERVAL_MS): void {
+    if (this.#timer !== undefined) return;
+    this.#timer = setInterval(() => this.#sweepEnded(this.now()), intervalMs);
+    this.#timer.unref();
+  }
+
+  stopSweeping(): void {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
   /** Forgets every session (shutdown). */
   clear(): void {
+    this.stopSweeping();
     for (const s of this.#sessions.values()) this.#finish(s);
     this.#sessions.clear();
     this.#perSource.clear();

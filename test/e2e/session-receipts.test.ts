@@ -16,6 +16,7 @@ import { verifyAuditBundle } from '../../src/verifier/audit.js';
 import type { ServerLimits } from '../../src/server/options.js';
 import { codeOfAsync } from '../helpers/errors.js';
 import { startTestServer } from '../helpers/test-server.js';
+import { until } from '../helpers/until.js';
 import type { TestServer } from '../helpers/test-server.js';
 
 let servers: TestServer[] = [];
@@ -165,6 +166,26 @@ describe('receipts v2 in sessions', () => {
     } finally {
       await c.close();
       await v1.close();
+    }
+  });
+
+  it('a session left idle is swept by the timer: its head is signed with no other traffic', async () => {
+    let offset = 0;
+    const t = await server({ sessionMaxAgeMs: 600_000, sessionIdleTimeoutMs: 60_000 }, () => Date.now() + offset);
+    const log = t.server.keys.current().receiptLog;
+    const c = await connect(t.httpUrl, { policy: t.policy, trustedRoots: t.trustedRoots, receiptsV2: true, now: () => Date.now() + offset });
+    try {
+      await c.classify('one', { model: 'fake-cls' });
+      await c.classify('two', { model: 'fake-cls' });
+      expect(decodeTreeHead(log.latest()?.head as Uint8Array).treeSize).toBe(1);
+      const before = log.signatures;
+      // Past the idle bound, and nothing else happens: the server's own sweep (about once a
+      // second) ends the session and signs the head over both leaves.
+      offset = 61_000;
+      await until(() => log.signatures > before, 400, 10, 'the idle session swept');
+      expect(decodeTreeHead(log.latest()?.head as Uint8Array).treeSize).toBe(2);
+    } finally {
+      await c.close();
     }
   });
 });
