@@ -259,6 +259,53 @@ export abstract class ChunkReader {
   }
 }
 
+// --- Chunks under one key: the shared sealer and opener ----------------------------------------
+
+/** The AEAD key and base nonce of one direction of one stream. */
+export interface ChunkKeys {
+  readonly p: SuiteParams;
+  readonly key: Uint8Array;
+  readonly nonce: Uint8Array;
+}
+
+/**
+ * Seals the chunks of one stream under one key: nonce = base nonce XOR counter, the final
+ * chunk with FINAL_AAD, nothing after it, no empty non-final chunk, at most MAX_SEQUENCE.
+ * Used by the one-shot response (ChunkedResponseSealer) and by sessions (session.ts).
+ */
+export class KeyedChunkSealer {
+  #counter = 0;
+  #done = false;
+  constructor(private readonly k: ChunkKeys) {}
+
+  seal(pt: Uint8Array, final: boolean): Uint8Array {
+    if (this.#done) throw new CloisterError('PROTOCOL_VIOLATION', 'stream already finished');
+    if (!final && pt.byteLength === 0) throw new CloisterError('INVALID_ARGUMENT', 'non-final chunks must not be empty');
+    if (this.#counter >= MAX_SEQUENCE) throw new CloisterError('HPKE_MESSAGE_LIMIT');
+    const ct = aeadSeal(this.k.p.cipher, this.k.key, xorNonce(this.k.nonce, this.#counter), final ? FINAL_AAD : EMPTY, pt);
+    this.#counter++;
+    if (final) this.#done = true;
+    return frameChunk(ct, final);
+  }
+
+  get done(): boolean {
+    return this.#done;
+  }
+}
+
+/** Opens the chunks of one stream under one key, in order (the counterpart of KeyedChunkSealer). */
+export class KeyedChunkOpen {
+  #counter = 0;
+  constructor(private readonly k: ChunkKeys) {}
+
+  open(ct: Uint8Array, final: boolean): Uint8Array {
+    if (this.#counter >= MAX_SEQUENCE) throw new CloisterError('HPKE_MESSAGE_LIMIT');
+    const pt = aeadOpen(this.k.p.cipher, this.k.key, xorNonce(this.k.nonce, this.#counter), final ? FINAL_AAD : EMPTY, ct);
+    this.#counter++;
+    return pt;
+  }
+}
+
 // --- Response (server seals, client opens) -------------------------------------------------
 
 /** Server side: seals the response stream to one request. */
@@ -267,10 +314,7 @@ class ChunkedResponseSealer {
   readonly #context: HpkeRecipientContext;
   readonly #enc: Uint8Array;
   readonly #fixedNonce: Uint8Array | undefined;
-  #key: Uint8Array | undefined;
-  #nonce: Uint8Array | undefined;
-  #counter = 0;
-  #done = false;
+  #sealer: KeyedChunkSealer | undefined;
 
   /** Internal: returned by `openChunkedRequest` / `ChunkedRequestOpener.response()`. */
   constructor(p: SuiteParams, context: HpkeRecipientContext, enc: Uint8Array, options?: { readonly responseNonce?: Uint8Array }) {
@@ -282,26 +326,19 @@ class ChunkedResponseSealer {
 
   /** The response nonce: the first bytes of the response stream (or its first message). */
   start(): Uint8Array {
-    if (this.#key !== undefined || this.#done) throw new CloisterError('PROTOCOL_VIOLATION', 'response already started');
+    if (this.#sealer !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'response already started');
     const nr = Math.max(this.#p.nn, this.#p.nk);
     const responseNonce = this.#fixedNonce ?? randomBytesPooled(nr);
     assertBytes(responseNonce, 'responseNonce', nr);
     const { key, nonce } = deriveResponseKeys(this.#p, this.#context, CHUNKED_RESPONSE_LABEL, this.#enc, responseNonce);
-    this.#key = key;
-    this.#nonce = nonce;
+    this.#sealer = new KeyedChunkSealer({ p: this.#p, key, nonce });
     return copyBytes(responseNonce);
   }
 
   #seal(pt: Uint8Array, final: boolean): Uint8Array {
     assertBytes(pt, 'plaintext');
-    if (this.#done) throw new CloisterError('PROTOCOL_VIOLATION', 'response already finished');
-    if (this.#key === undefined || this.#nonce === undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'call start() first');
-    if (!final && pt.byteLength === 0) throw new CloisterError('INVALID_ARGUMENT', 'non-final chunks must not be empty');
-    if (this.#counter >= MAX_SEQUENCE) throw new CloisterError('HPKE_MESSAGE_LIMIT');
-    const ct = aeadSeal(this.#p.cipher, this.#key, xorNonce(this.#nonce, this.#counter), final ? FINAL_AAD : EMPTY, pt);
-    this.#counter += 1;
-    if (final) this.#done = true;
-    return frameChunk(ct, final);
+    if (this.#sealer === undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'call start() first');
+    return this.#sealer.seal(pt, final);
   }
 
   /** A framed non-final chunk, ready to append to the stream (or send as one message). */
@@ -320,9 +357,7 @@ export class ChunkedResponseOpener extends ChunkReader {
   readonly #p: SuiteParams;
   readonly #context: HpkeSenderContext;
   readonly #enc: Uint8Array;
-  #key: Uint8Array | undefined;
-  #nonce: Uint8Array | undefined;
-  #counter = 0;
+  #chunks: KeyedChunkOpen | undefined;
 
   /** Internal: returned by `sealChunkedRequest` / `createChunkedRequestSealer`. */
   constructor(p: SuiteParams, context: HpkeSenderContext, enc: Uint8Array, limits?: Partial<ChunkedLimits>) {
@@ -343,16 +378,12 @@ export class ChunkedResponseOpener extends ChunkReader {
 
   protected onPrefix(responseNonce: Uint8Array): void {
     const { key, nonce } = deriveResponseKeys(this.#p, this.#context, CHUNKED_RESPONSE_LABEL, this.#enc, responseNonce);
-    this.#key = key;
-    this.#nonce = nonce;
+    this.#chunks = new KeyedChunkOpen({ p: this.#p, key, nonce });
   }
 
   protected open: OpenFn = (ct, final) => {
-    if (this.#key === undefined || this.#nonce === undefined) throw new CloisterError('INTERNAL');
-    if (this.#counter >= MAX_SEQUENCE) throw new CloisterError('HPKE_MESSAGE_LIMIT');
-    const pt = aeadOpen(this.#p.cipher, this.#key, xorNonce(this.#nonce, this.#counter), final ? FINAL_AAD : EMPTY, ct);
-    this.#counter += 1;
-    return pt;
+    if (this.#chunks === undefined) throw new CloisterError('INTERNAL');
+    return this.#chunks.open(ct, final);
   };
 }
 

@@ -25,16 +25,16 @@
 import { createPrivateKey, createPublicKey, diffieHellman } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { CloisterError } from '../errors.js';
-import { aeadOpen, aeadSeal } from '../crypto/aead.js';
 import { assertBytes, concatBytes, copyBytes, i2osp, utf8 } from '../core/bytes.js';
 import { timingSafeEqualBytes } from '../crypto/ct.js';
 import { hkdfExpand, hkdfExtract } from '../crypto/hkdf.js';
 import { generateX25519KeyPair } from '../crypto/hpke/kem.js';
-import { MAX_SEQUENCE, xorNonce } from '../crypto/hpke/context.js';
+import { MAX_SEQUENCE } from '../crypto/hpke/context.js';
 import { suiteParams } from '../crypto/hpke/suite.js';
 import type { HpkeSuite, SuiteParams } from '../crypto/hpke/suite.js';
-import { ChunkReader, DEFAULT_CHUNKED_LIMITS, DEFAULT_REQUEST_CHUNK_SIZE, MAX_RESPONSE_CHUNK_LENGTH, frameChunk, sealChunkedRequest } from './chunked.js';
-import type { ChunkedLimits, ChunkedResponseOpener } from './chunked.js';
+import { ChunkReader, DEFAULT_CHUNKED_LIMITS, DEFAULT_REQUEST_CHUNK_SIZE, KeyedChunkOpen, KeyedChunkSealer, MAX_RESPONSE_CHUNK_LENGTH, sealChunkedRequest } from './chunked.js';
+import type { ChunkKeys, ChunkedLimits, ChunkedResponseOpener } from './chunked.js';
+export type { ChunkKeys } from './chunked.js';
 import { randomBytesPooled } from '../crypto/random.js';
 import { decodeSealedRequest, encodeSealedRequest } from './messages.js';
 import type { SealedRequest } from './messages.js';
@@ -59,7 +59,6 @@ export const MAX_SESSION_SEQUENCE = Number.MAX_SAFE_INTEGER;
 const SALT_LABEL = concatBytes(utf8('cloister/session/v2'), Uint8Array.of(0));
 const KEYS_LABEL = utf8('cloister/session/v2 keys');
 const RECEIPT_SALT_LABEL = utf8('cloister/session/v2 receipt salt');
-const FINAL_AAD = utf8('final');
 const EMPTY = new Uint8Array(0);
 const ZERO_DH = new Uint8Array(32);
 const X25519_LEN = 32;
@@ -219,50 +218,36 @@ export class SessionKeys {
   }
 }
 
-/** The AEAD key and base nonce of one direction of one request. */
-export interface ChunkKeys {
-  readonly p: SuiteParams;
-  readonly key: Uint8Array;
-  readonly nonce: Uint8Array;
-}
 
 /** Seals one direction's chunks: `start()` is empty (the keys already depend on the request). */
 export class SessionChunkSealer implements ChunkSealer {
-  #counter = 0;
-  #done = false;
-  constructor(private readonly k: ChunkKeys) {}
+  readonly #chunks: KeyedChunkSealer;
+  constructor(k: ChunkKeys) {
+    this.#chunks = new KeyedChunkSealer(k);
+  }
 
   start(): Uint8Array {
     return EMPTY;
   }
 
-  #seal(pt: Uint8Array, final: boolean): Uint8Array {
-    if (this.#done) throw new CloisterError('PROTOCOL_VIOLATION', 'stream already finished');
-    if (!final && pt.byteLength === 0) throw new CloisterError('INVALID_ARGUMENT', 'non-final chunks must not be empty');
-    if (this.#counter >= MAX_SEQUENCE) throw new CloisterError('HPKE_MESSAGE_LIMIT');
-    const ct = aeadSeal(this.k.p.cipher, this.k.key, xorNonce(this.k.nonce, this.#counter), final ? FINAL_AAD : EMPTY, pt);
-    this.#counter++;
-    if (final) this.#done = true;
-    return frameChunk(ct, final);
-  }
-
   sealChunk(plaintext: Uint8Array): Uint8Array {
-    return this.#seal(plaintext, false);
+    return this.#chunks.seal(plaintext, false);
   }
 
   sealFinal(plaintext: Uint8Array): Uint8Array {
-    return this.#seal(plaintext, true);
+    return this.#chunks.seal(plaintext, true);
   }
 }
 
 /** Opens one direction's chunks (a byte stream in any split; `prefix` bytes skipped first). */
 export class SessionChunkOpener extends ChunkReader implements ChunkOpener {
-  #counter = 0;
+  readonly #chunks: KeyedChunkOpen;
   #total = 0;
   readonly #totalLimit: number | undefined;
 
-  constructor(private readonly k: ChunkKeys, limits: ChunkedLimits, private readonly prefix = 0, totalLimit?: number) {
+  constructor(k: ChunkKeys, limits: ChunkedLimits, private readonly prefix = 0, totalLimit?: number) {
     super(limits);
+    this.#chunks = new KeyedChunkOpen(k);
     this.#totalLimit = totalLimit;
   }
 
@@ -272,12 +257,7 @@ export class SessionChunkOpener extends ChunkReader implements ChunkOpener {
 
   protected onPrefix(): void {}
 
-  protected open = (ct: Uint8Array, final: boolean): Uint8Array => {
-    if (this.#counter >= MAX_SEQUENCE) throw new CloisterError('HPKE_MESSAGE_LIMIT');
-    const pt = aeadOpen(this.k.p.cipher, this.k.key, xorNonce(this.k.nonce, this.#counter), final ? FINAL_AAD : EMPTY, ct);
-    this.#counter++;
-    return pt;
-  };
+  protected open = (ct: Uint8Array, final: boolean): Uint8Array => this.#chunks.open(ct, final);
 
   protected onChunk(plaintextLength: number): void {
     if (this.#totalLimit === undefined) return;

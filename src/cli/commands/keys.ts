@@ -6,6 +6,7 @@
  *   keys rotate NAME | revoke NAME | list | audit [--limit N]     (--broker URL, --admin-key-file F)
  *   keys dev-policy [--state-dir DIR]     release policy for this build on the SIMULATED platform
  */
+import { untilStopSignal } from '../stop-signal.js';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
@@ -107,15 +108,7 @@ async function serve(argv: readonly string[]): Promise<number> {
   if (broker.recoveredBytes > 0) console.error(`cloister keys: the store ended in a partial record (${broker.recoveredBytes} bytes, a crash mid-write); cut off`);
   const { url } = await broker.listen(host, port);
   console.log(`key broker: ${url}\nstore:      ${store}\nadmin key:  ${adminPath}`);
-  await new Promise<void>((done) => {
-    const stop = (): void => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      done();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  await untilStopSignal();
   await broker.close();
   return 0;
 }

@@ -15,6 +15,7 @@
  * (which pins that root's SHA-256, so clients need no --root) into the state dir, and says
  * loudly that nothing is attested.
  */
+import { untilStopSignal } from '../stop-signal.js';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import { CloisterError } from '../../errors.js';
@@ -478,15 +479,7 @@ export async function run(argv: string[], env: Readonly<Record<string, string | 
 
   // SIGTERM / SIGINT: stop accepting (the port is released at once), let the requests in
   // flight finish within --drain-timeout-s, then close the engines. A second signal stops at once.
-  await new Promise<void>((done) => {
-    const stop = (): void => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      done();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  await untilStopSignal();
   const force = (): void => void server.close();
   process.once('SIGINT', force);
   process.once('SIGTERM', force);
