@@ -241,10 +241,6 @@ function receiptV2Context(key: KeyGeneration, router: EngineRouter, engine: Engi
   // The model the request names (for `rag`, the generative model that answers; the routed
   // engine is the collections engine).
   const info = router.model(req.model);
-  if (info === undefined) {
-    const models = router.models().map((m) => m.name).join(', ') || 'none';
-    throw new CloisterError('UNKNOWN_MODEL', `the server serves no such model; models: ${models}`, { detail: { public: true } });
-  }
   const id = engine.identity?.();
   return {
     salt: req.salt,

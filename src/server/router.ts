@@ -33,9 +33,15 @@ export class EngineRouter {
     return [...this.byModel.values()].map((e) => e.info).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
-  /** What the server says of a served model (the key config's entry), or undefined. */
-  model(name: string): ModelInfo | undefined {
-    return this.byModel.get(name)?.info;
+  /** What the server says of a served model (the key config's entry), or UNKNOWN_MODEL as route() gives it. */
+  model(name: string): ModelInfo {
+    const info = this.byModel.get(name)?.info;
+    if (info === undefined) throw this.unknownModel();
+    return info;
+  }
+
+  private unknownModel(): CloisterError {
+    return offered('UNKNOWN_MODEL', `the server serves no such model; models: ${this.models().map((m) => `${m.name} (${m.task})`).join(', ') || 'none'}`);
   }
 
   /**
@@ -54,9 +60,7 @@ export class EngineRouter {
       if (rag !== undefined) return rag.engine;
     }
     const entry = typeof model === 'string' ? this.byModel.get(model) : undefined;
-    if (entry === undefined) {
-      throw offered('UNKNOWN_MODEL', `the server serves no such model; models: ${this.models().map((m) => `${m.name} (${m.task})`).join(', ') || 'none'}`);
-    }
+    if (entry === undefined) throw this.unknownModel();
     if (!entry.info.operations.includes(op)) {
       const { name, task, operations } = entry.info;
       const generative = op === 'chat' || op === 'completion' || op === 'generate';

@@ -5,44 +5,25 @@
  * makes serve exit 1 with POLICY_MISMATCH before anything listens; the allowed path stores a
  * collection, and a restarted server (the key released again) finds it intact.
  */
-import { spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parsePolicy } from '../../src/verifier/policy.js';
 import { connect } from '../../src/client/client.js';
 import { runCollectionCall } from '../../src/client/gateway/collections.js';
 import { demoEmbedderDir } from '../collections/helpers.js';
 import { until } from '../helpers/until.js';
+import { HAVE_DIST, startCli, stopCli } from '../helpers/cli-process.js';
+import type { CliProc } from '../helpers/cli-process.js';
 
-const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
-const cli = resolve(repoRoot, 'dist', 'cli', 'main.js');
-const haveDist = existsSync(cli);
+const haveDist = HAVE_DIST;
 if (!haveDist) console.warn('test/e2e/collections-broker-cli.test.ts skipped: dist/cli/main.js missing (run `npm run build`)');
 
-interface Proc {
-  child: ChildProcess;
-  out: () => string;
-}
+type Proc = CliProc;
+const start = startCli;
 
-function start(args: string[]): Proc {
-  const child = spawn(process.execPath, [cli, ...args], { cwd: repoRoot });
-  let out = '';
-  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-  return { child, out: () => out };
-}
-
-async function stop(p: Proc | undefined): Promise<void> {
-  if (p === undefined || p.child.exitCode !== null) return;
-  const exited = new Promise((r) => p.child.once('exit', r));
-  p.child.kill('SIGTERM');
-  await exited;
-}
+const stop = stopCli;
 
 async function runCli(args: string[]): Promise<{ code: number; out: string }> {
   const p = start(args);

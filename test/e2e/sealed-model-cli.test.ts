@@ -7,12 +7,9 @@
  * (SIGKILL) while admin writes are in flight: every acknowledged key is there after restart.
  */
 import { spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parsePolicy } from '../../src/verifier/policy.js';
 import { connect } from '../../src/client/client.js';
@@ -20,10 +17,10 @@ import { buildDemoModels } from '../../tools/demo-model/build.js';
 import { readSecretFile } from '../../src/keys/admin-auth.js';
 import { BrokerAdminClient } from '../../src/keys/client.js';
 import { until } from '../helpers/until.js';
+import { CLI as cli, HAVE_DIST, REPO_ROOT as repoRoot, startCli, stopCli } from '../helpers/cli-process.js';
+import type { CliProc } from '../helpers/cli-process.js';
 
-const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
-const cli = resolve(repoRoot, 'dist', 'cli', 'main.js');
-const haveDist = existsSync(cli);
+const haveDist = HAVE_DIST;
 if (!haveDist) console.warn('test/e2e/sealed-model-cli.test.ts skipped: dist/cli/main.js missing (run `npm run build`)');
 const TEXT = 'chest pain radiating to the left arm';
 
@@ -42,25 +39,10 @@ function runCli(args: string[], timeoutMs = 60_000): Promise<{ code: number; out
   });
 }
 
-interface Proc {
-  child: ChildProcess;
-  out: () => string;
-}
+type Proc = CliProc;
+const start = startCli;
 
-function start(args: string[]): Proc {
-  const child = spawn(process.execPath, [cli, ...args], { cwd: repoRoot });
-  let out = '';
-  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-  return { child, out: () => out };
-}
-
-async function stop(p: Proc | undefined, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  if (p === undefined || p.child.exitCode !== null) return;
-  const exited = new Promise((r) => p.child.once('exit', r));
-  p.child.kill(signal);
-  await exited;
-}
+const stop = stopCli;
 
 async function startBroker(store: string, extra: string[] = []): Promise<{ proc: Proc; url: string }> {
   const proc = start(['keys', 'serve', '--listen', '127.0.0.1:0', '--store', store, ...extra]);
