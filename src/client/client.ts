@@ -557,17 +557,7 @@ export class CloisterClient {
     const keyConfig = entry?.keyConfig ?? this.attested.keyConfig;
     const keyConfigBytes = entry?.keyConfigBytes ?? this.attested.bundle.keyConfig;
     const pad = this.options.pad !== false;
-    // Receipts v2 came with protocol version 2: a key config that does not offer it is a server
-    // from before them (or a fleet, whose logs would be per replica). Decided before sending.
-    if (this.options.receiptsV2 === true && keyConfig.protocols?.includes(SESSION_PROTOCOL_VERSION) !== true) {
-      throw new CloisterError('VERSION_UNSUPPORTED', `receipts v2 need a server whose attested key config offers protocol version 2; this one offers [${(keyConfig.protocols ?? [1]).join(', ')}]: upgrade the server, or connect without receiptsV2`, {
-        detail: { upgrade: 'server', sent: false },
-      });
-    }
-    // By default only for a model the key config lists (the leaf names its digest); another
-    // name gets the server's UNKNOWN_MODEL under a v1 receipt.
-    const listed = keyConfig.models.some((m) => m.name === req.model);
-    const v2 = this.wantsReceiptsV2(keyConfig) && (listed || this.options.receiptsV2 === true) ? this.receiptV2Context(keyConfig, req.model) : undefined;
+    const v2 = this.receiptsV2For(keyConfig, req.model) ? this.receiptV2Context(keyConfig, req.model) : undefined;
     const baseCaps = pad ? CAPABILITIES : CAPABILITIES_NO_PAD;
     const caps = v2 === undefined ? baseCaps : [...baseCaps, RECEIPT_V2_CAPABILITY, ...(v2.requireProof ? [RECEIPT_PROOF_CAPABILITY] : [])];
     const request: SealedRequest = {
@@ -714,14 +704,26 @@ export class CloisterClient {
   }
 
   /**
-   * Receipts v2 for this key config: asked for (`receiptsV2: true`), or by default whenever the
-   * attested key config offers protocol 2 (sessions and receipts v2 came together: PROTOCOL.md
-   * sections 11 and 12), so a response costs no signature. `receiptsV2: false`: v1 receipts.
+   * Whether this request asks for receipts v2 (PROTOCOL.md section 12). `receiptsV2: false`:
+   * never. `receiptsV2: true`: always, and a key config that does not offer protocol version 2
+   * (a server from before receipts v2, or a fleet, whose logs would be per replica) is refused
+   * before anything is sent. Default: when the key config offers protocol 2 (sessions and
+   * receipts v2 came together) and lists the model (the leaf names its digest; another name
+   * gets the server's UNKNOWN_MODEL under a v1 receipt), so a response costs no signature.
    */
-  private wantsReceiptsV2(keyConfig: KeyConfig): boolean {
+  private receiptsV2For(keyConfig: KeyConfig, model: string): boolean {
+    const offered = keyConfig.protocols?.includes(SESSION_PROTOCOL_VERSION) === true;
     const asked = this.options.receiptsV2;
-    if (asked !== undefined) return asked;
-    return keyConfig.protocols?.includes(SESSION_PROTOCOL_VERSION) === true;
+    if (asked === false) return false;
+    if (asked === true) {
+      if (!offered) {
+        throw new CloisterError('VERSION_UNSUPPORTED', `receipts v2 need a server whose attested key config offers protocol version 2; this one offers [${(keyConfig.protocols ?? [1]).join(', ')}]: upgrade the server, or connect without receiptsV2`, {
+          detail: { upgrade: 'server', sent: false },
+        });
+      }
+      return true;
+    }
+    return offered && keyConfig.models.some((m) => m.name === model);
   }
 
   /** Tree head verifiers per key config (one signature per head), bounded. */
