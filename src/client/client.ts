@@ -419,8 +419,13 @@ export class CloisterClient {
    * it, and anyone can verify it later with `cloister verify FILE` (src/verifier/evidence-file.ts).
    */
   evidenceFile(): Uint8Array {
-    return encodeEvidenceFile(this.attested.bundle, this.attested.nonce);
+    // Encoded once per verified evidence (an audit directory asks with every answer); a copy out.
+    if (this.evidenceFileOf?.attested !== this.attested) {
+      this.evidenceFileOf = { attested: this.attested, bytes: encodeEvidenceFile(this.attested.bundle, this.attested.nonce) };
+    }
+    return this.evidenceFileOf.bytes.slice();
   }
+  private evidenceFileOf: { readonly attested: Attested; readonly bytes: Uint8Array } | undefined;
 
   /** Models listed in the attested key config that the policy lets us use (all of them when it pins none). */
   models(): readonly { name: string; task: string }[] {
