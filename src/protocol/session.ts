@@ -34,7 +34,6 @@ import { suiteParams } from '../crypto/hpke/suite.js';
 import type { HpkeSuite, SuiteParams } from '../crypto/hpke/suite.js';
 import { ChunkReader, DEFAULT_CHUNKED_LIMITS, DEFAULT_REQUEST_CHUNK_SIZE, KeyedChunkOpen, KeyedChunkSealer, MAX_RESPONSE_CHUNK_LENGTH, sealChunkedRequest } from './chunked.js';
 import type { ChunkKeys, ChunkedLimits, ChunkedResponseOpener } from './chunked.js';
-export type { ChunkKeys } from './chunked.js';
 import { randomBytesPooled } from '../crypto/random.js';
 import { decodeSealedRequest, encodeSealedRequest } from './messages.js';
 import type { SealedRequest } from './messages.js';
