@@ -8,6 +8,14 @@
  *   DIR/<generation>-<time>-<n>.record.cbor  one audit record (encodeAuditRecord)
  *
  * <generation> is the first 16 hex digits of the key generation digest the leaf names.
+ * A server that offers no receipts v2 (a fleet, whose replicas each sign their own receipts;
+ * a server from before them) gets its version-1 receipt kept instead, with the evidence of
+ * the key config it names (<key> is the first 16 hex digits of that key config's digest),
+ * for `cloister receipt verify --evidence DIR/evidence-<key>.cbor --receipt FILE`:
+ *
+ *   DIR/evidence-<key>.cbor
+ *   DIR/<key>-<time>-<n>.receipt.json        receiptToJson (a fleet's names the replica)
+ *
  * Content-free: salted hashes and the salt; with the salt, a guess at a request's text can be
  * checked, so the directory is created mode 0700 and the files 0600. Nothing is overwritten.
  */
@@ -18,6 +26,8 @@ import { toHex } from '../core/hex.js';
 import { decodeReceiptLeaf } from '../protocol/receipt-v2.js';
 import type { ReceiptV2Record } from '../protocol/response.js';
 import { encodeAuditRecord } from '../verifier/audit-bundle.js';
+import { receiptToJson } from '../verifier/receipt.js';
+import type { ReceiptRecord } from '../verifier/receipt.js';
 
 export interface AuditFiles {
   readonly evidence: string;
@@ -56,11 +66,27 @@ export class AuditDirectory {
       await writeNew(evidence, evidenceFile, true);
       this.#evidenceWritten.add(generation);
     }
-    const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
-    const path = join(this.#dir, `${generation}-${stamp}-${++this.#n}.record.cbor`);
+    const path = join(this.#dir, `${generation}-${stamp()}-${++this.#n}.record.cbor`);
     await writeNew(path, encodeAuditRecord({ leaf: record.leaf, index: record.index, salt: record.salt, proof: record.proof }), false);
     return { evidence, record: path };
   }
+
+  /** Writes one version-1 receipt (JSON) and, the first time its key config is seen, `evidenceFile`. */
+  async writeReceipt(record: ReceiptRecord, evidenceFile: Uint8Array): Promise<AuditFiles> {
+    const key = toHex(record.keyConfigDigest).slice(0, 16);
+    const evidence = join(this.#dir, `evidence-${key}.cbor`);
+    if (!this.#evidenceWritten.has(key)) {
+      await writeNew(evidence, evidenceFile, true);
+      this.#evidenceWritten.add(key);
+    }
+    const path = join(this.#dir, `${key}-${stamp()}-${++this.#n}.receipt.json`);
+    await writeNew(path, new TextEncoder().encode(`${JSON.stringify(receiptToJson(record), null, 2)}\n`), false);
+    return { evidence, record: path };
+  }
+}
+
+function stamp(): string {
+  return new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
 }
 
 /** Writes a new file (0600); an existing evidence file of the same generation is kept when `mayExist`. */
@@ -95,8 +121,11 @@ export class AuditWriter {
     if (!Number.isSafeInteger(maxPending) || maxPending < 1) throw new CloisterError('CONFIG_INVALID', 'maxPending must be a positive integer');
   }
 
-  /** `evidenceFile`: the client's evidence when the answer verified (before any later reconnect). */
-  add(record: ReceiptV2Record, evidenceFile: Uint8Array): void {
+  /**
+   * `record`: a receipts-v2 record, or a version-1 receipt (a fleet; a server without receipts
+   * v2). `evidenceFile`: the client's evidence when the answer verified (before any later reconnect).
+   */
+  add(record: ReceiptV2Record | ReceiptRecord, evidenceFile: Uint8Array): void {
     if (this.#pending >= this.maxPending) {
       this.#dropped++;
       this.log(`audit: record dropped: ${this.maxPending} writes pending (MAX_PENDING_AUDIT_WRITES); ${this.#dropped} dropped so far`);
@@ -104,7 +133,7 @@ export class AuditWriter {
     }
     this.#pending++;
     this.#chain = this.#chain
-      .then(() => this.dir.write(record, evidenceFile))
+      .then(() => ('leaf' in record ? this.dir.write(record, evidenceFile) : this.dir.writeReceipt(record, evidenceFile)))
       .then(
         () => undefined,
         (err: unknown) => this.log(`audit: ${err instanceof CloisterError ? `${err.code}: ${err.message}` : 'write failed'}`),

@@ -39,6 +39,9 @@ import { CAPABILITIES, MAX_CLIENT_KEY_BYTES, RECEIPT_PROOF_CAPABILITY, RECEIPT_V
 import { TreeHeadVerifier, decodeReceiptLeaf } from '../protocol/receipt-v2.js';
 import type { InclusionProof } from '../protocol/receipt-v2.js';
 import { ReceiptLogClient } from './log-proofs.js';
+import { ReplicaStatements } from './replicas.js';
+import { REPLICA_CAPABILITY } from '../protocol/replica.js';
+import type { ReplicaRef } from '../protocol/replica.js';
 import type { ReceiptV2ReaderContext, ReceiptV2Record } from '../protocol/response.js';
 import type { SealedRequest } from '../protocol/messages.js';
 import { sealRequest } from '../protocol/request.js';
@@ -46,8 +49,8 @@ import type { SealRequestOptions } from '../protocol/request.js';
 import { SESSION_PROTOCOL_VERSION, SessionOpening } from '../protocol/session.js';
 import type { ClientSession } from '../protocol/session.js';
 import type { LabelScore, TokenEntity } from '../protocol/messages.js';
-import { digestsOfReceiptMessage } from '../protocol/receipt.js';
-import type { ReceiptRecord } from '../protocol/receipt.js';
+import { digestsOfReceiptMessage } from '../verifier/receipt.js';
+import type { ReceiptRecord } from '../verifier/receipt.js';
 import type { CborInput } from '../core/cbor.js';
 import { AEAD_AES_128_GCM, AEAD_CHACHA20_POLY1305 } from '../crypto/hpke/suite.js';
 import type { Operation } from '../inference/types.js';
@@ -284,6 +287,8 @@ export class CloisterClient {
   /** No session open is tried before this time (the server was at maxSessions). */
   private sessionBackoffUntil = 0;
   private readonly reconnectOptions: Required<ReconnectOptions> | false;
+  /** Replica statements of a fleet, verified against the policy (per-replica receipts, src/client/replicas.ts). */
+  private readonly replicas: ReplicaStatements;
 
   private constructor(
     private transport: ClientTransport,
@@ -294,6 +299,18 @@ export class CloisterClient {
   ) {
     this.attested = attested;
     this.reconnectOptions = options.reconnect === false ? false : reconnectOptionsOf(options.reconnect);
+    const now = options.now ?? Date.now;
+    // A statement is shared by every client of a replica: no nonce of ours can be in it (what
+    // makes it trustworthy is the key it binds, held in that TEE only). The rest of the policy holds.
+    const statementPolicy: Policy = { ...policy, nonceRequired: false };
+    this.replicas = new ReplicaStatements(async (bundle) => {
+      await verifyEvidence(bundle, {
+        ...options.verify,
+        policy: statementPolicy,
+        ...(options.trustedRoots === undefined ? {} : { trustedRoots: options.trustedRoots }),
+        at: new Date(now()),
+      });
+    }, now);
     this.watch(transport);
   }
 
@@ -564,7 +581,10 @@ export class CloisterClient {
     const pad = this.options.pad !== false;
     const v2 = this.receiptsV2For(keyConfig, req.model) ? this.receiptV2Context(keyConfig, req.model) : undefined;
     const baseCaps = pad ? CAPABILITIES : CAPABILITIES_NO_PAD;
-    const caps = v2 === undefined ? baseCaps : [...baseCaps, RECEIPT_V2_CAPABILITY, ...(v2.requireProof ? [RECEIPT_PROOF_CAPABILITY] : [])];
+    // A fleet (replicaReceipts): the replica that answers names itself; its receipt key signs.
+    const replica = keyConfig.replicaReceipts === true ? this.replicas.check(keyConfig) : undefined;
+    const known = replica?.known;
+    const caps = [...baseCaps, ...(v2 === undefined ? [] : [RECEIPT_V2_CAPABILITY, ...(v2.requireProof ? [RECEIPT_PROOF_CAPABILITY] : [])]), ...(replica === undefined ? [] : [REPLICA_CAPABILITY])];
     const request: SealedRequest = {
       v: 1,
       op: req.op,
@@ -577,18 +597,25 @@ export class CloisterClient {
       caps,
       ...(this.options.apiKey === undefined ? {} : { key: this.options.apiKey }),
       ...(v2 === undefined ? {} : { salt: v2.salt }),
+      ...(known === undefined ? {} : { replicas: known }),
     };
+    // With a replica, the receipt is handed out once the replica's statement verified (settle()).
+    let pendingReceipt: ReceiptRecord | undefined;
     const readerOptions: SealRequestOptions = {
       pad,
       verify: (message, signature) => verifyReceipt(keyConfig.receiptPublicKey, message, signature),
-      onReceipt: (message, signature) =>
-        this.deliverReceipt(req, {
+      onReceipt: (message, signature) => {
+        const record: ReceiptRecord = {
           version: 1,
           keyId: keyConfig.keyId,
           keyConfigDigest: keyConfigDigest(keyConfigBytes),
           ...digestsOfReceiptMessage(message),
           signature,
-        }),
+        };
+        if (replica === undefined) this.deliverReceipt(req, record);
+        else pendingReceipt = record;
+      },
+      ...(replica === undefined ? {} : { replica: (ref: ReplicaRef) => replica.resolve(ref) }),
       parseJson: parseJsonResult,
       ...(v2 === undefined ? {} : { receiptV2: v2 }),
       ...(this.options.onReceiptV2 === undefined ? {} : { onReceiptV2: this.options.onReceiptV2 }),
@@ -599,8 +626,16 @@ export class CloisterClient {
     // The server's report (guard verdict, retrieval facts) once the receipt verified, before
     // the last results reach the caller.
     let reported = false;
+    // Complete, and with a replica its statement verified: then the receipt, report and last results go out.
+    let settled = replica === undefined;
+    const settle = async (): Promise<void> => {
+      if (settled || replica === undefined || !reader.complete) return;
+      const named = await replica.settle();
+      settled = true;
+      if (pendingReceipt !== undefined) this.deliverReceipt(req, { ...pendingReceipt, replica: named });
+    };
     const deliverReport = (): void => {
-      if (reported || !reader.complete) return;
+      if (reported || !reader.complete || !settled) return;
       reported = true;
       const report = reader.report;
       if (report === undefined) return;
@@ -616,10 +651,12 @@ export class CloisterClient {
         if (session !== undefined) session.bytes += piece.byteLength;
         const results = reader.push(piece);
         state.started = reader.started;
+        if (!settled) await settle();
         deliverReport();
         if (results.length > 0) yield results;
       }
       const results = reader.finish();
+      if (!settled) await settle();
       deliverReport();
       if (results.length > 0) yield results;
     } catch (err) {

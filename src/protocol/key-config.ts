@@ -77,6 +77,13 @@ export interface KeyConfig {
   readonly protocols?: readonly number[];
   /** Confidential GPUs (absent: the server attests none). */
   readonly gpus?: readonly KeyConfigGpu[];
+  /**
+   * Key 16, true: a fleet key config (docs/KEYS.md "Fleet keys"), shared by every replica.
+   * Receipts are then signed by each replica's own receipt key, which that replica's evidence
+   * binds through a replica key config (src/protocol/replica.ts); `receiptPublicKey` here
+   * signs nothing, and a client refuses a receipt that names no replica.
+   */
+  readonly replicaReceipts?: true;
 }
 
 /** Most entries in `protocols`. */
@@ -98,6 +105,7 @@ const K = {
   engine: 13,
   protocols: 14,
   gpus: 15,
+  replicaReceipts: 16,
 } as const;
 
 function bad(field: string, why: string): CloisterError {
@@ -186,6 +194,7 @@ function validate(kc: KeyConfig): KeyConfig {
       checkBool(g.devTools, 'gpus.devTools');
     }
   }
+  if (kc.replicaReceipts !== undefined && kc.replicaReceipts !== true) throw bad('replicaReceipts', 'must be true when present');
   return kc;
 }
 
@@ -215,6 +224,7 @@ export function encodeKeyConfig(kc: KeyConfig): Uint8Array {
       kc.gpus.map((g) => new Map<CborKey, CborInput>([[1, g.reportDigest], [2, g.certChainDigest], [3, g.ccEnabled], [4, g.devTools]])),
     );
   }
+  if (kc.replicaReceipts === true) m.set(K.replicaReceipts, true);
   return encodeCbor(m);
 }
 
@@ -226,8 +236,9 @@ export function decodeKeyConfig(bytes: Uint8Array): KeyConfig {
   if (!(bytes instanceof Uint8Array)) throw new CloisterError('INVALID_ARGUMENT', 'key config must be bytes');
   if (bytes.byteLength > KEY_CONFIG_LIMITS.maxBytes) throw new CloisterError('LIMIT_EXCEEDED', 'key config too large', { detail: { limit: 'maxBytes' } });
   const root = decodeCbor(bytes, { maxDepth: 4, maxItems: 8 + 8 * KEY_CONFIG_LIMITS.maxModels + 10 * KEY_CONFIG_LIMITS.maxGpus });
-  const all = Object.values(K).filter((k) => k !== K.engine && k !== K.protocols && k !== K.gpus);
-  const m = checkMap(root, 'root', all, [K.engine, K.protocols, K.gpus]);
+  const optional: readonly number[] = [K.engine, K.protocols, K.gpus, K.replicaReceipts];
+  const all = Object.values(K).filter((k) => !optional.includes(k));
+  const m = checkMap(root, 'root', all, optional);
   const aeads = m.get(K.aeadIds);
   if (!Array.isArray(aeads)) throw bad('aeadIds', 'must be an array');
   const models = m.get(K.models);
@@ -249,6 +260,8 @@ export function decodeKeyConfig(bytes: Uint8Array): KeyConfig {
   }
   const protocols = m.get(K.protocols);
   if (protocols !== undefined && !Array.isArray(protocols)) throw bad('protocols', 'must be an array');
+  const replicaReceipts = m.get(K.replicaReceipts);
+  if (replicaReceipts !== undefined && replicaReceipts !== true) throw bad('replicaReceipts', 'must be true when present');
   let gpus: KeyConfigGpu[] | undefined;
   const g = m.get(K.gpus);
   if (g !== undefined) {
@@ -282,6 +295,7 @@ export function decodeKeyConfig(bytes: Uint8Array): KeyConfig {
     ...(engine === undefined ? {} : { engine }),
     ...(protocols === undefined ? {} : { protocols: protocols.map((v) => checkUint(v, 'protocols', 255)) }),
     ...(gpus === undefined ? {} : { gpus }),
+    ...(replicaReceipts === undefined ? {} : { replicaReceipts: replicaReceipts as true }),
   };
   validate(kc);
   // RFC 8949 section 4.2.1: exactly one valid encoding; anything else is refused.

@@ -8,6 +8,8 @@ import type { ErrorCode } from '../errors.js';
 import { concatBytes, copyBytes, utf8 } from '../core/bytes.js';
 import { decodeCbor, encodeCbor, toPlain } from '../core/cbor.js';
 import type { CborDecodeOptions, CborInput, CborKey, CborValue } from '../core/cbor.js';
+import { MAX_KNOWN_REPLICAS, MAX_REPLICA_STATEMENT_BYTES, REPLICA_CAPABILITY, REPLICA_DIGEST_LENGTH } from './replica.js';
+import type { ReplicaRef } from './replica.js';
 
 export const MESSAGE_VERSION = 1;
 
@@ -81,6 +83,12 @@ export interface SealedRequest {
    * with the `receipt2` capability; the server's receipt leaf holds only salted hashes.
    */
   readonly salt?: Uint8Array;
+  /**
+   * Per-replica receipts (src/protocol/replica.ts): SHA-256 digests of replica statements the
+   * client verified before, at most MAX_KNOWN_REPLICAS, sent only with the `replica`
+   * capability; a replica whose statement is listed names it by digest instead of sending it.
+   */
+  readonly replicas?: readonly Uint8Array[];
 }
 
 /** Longest client API key in a sealed request, in bytes; printable ASCII (0x21..0x7e) only. */
@@ -262,11 +270,17 @@ export function encodeSealedRequest(r: SealedRequest, options: { readonly pad?: 
   if ((r.salt !== undefined) !== caps.includes(RECEIPT_V2_CAPABILITY) || (r.salt !== undefined && r.salt.byteLength !== REQUEST_SALT_LENGTH)) {
     throw new CloisterError('INVALID_ARGUMENT', `salt: ${REQUEST_SALT_LENGTH} bytes, sent exactly when the ${RECEIPT_V2_CAPABILITY} capability is declared`);
   }
+  if (r.replicas !== undefined) {
+    if (!caps.includes(REPLICA_CAPABILITY) || r.replicas.length === 0 || r.replicas.length > MAX_KNOWN_REPLICAS || !r.replicas.every((d) => d.byteLength === REPLICA_DIGEST_LENGTH)) {
+      throw new CloisterError('INVALID_ARGUMENT', `replicas: 1 to ${MAX_KNOWN_REPLICAS} digests of ${REPLICA_DIGEST_LENGTH} bytes, sent only with the ${REPLICA_CAPABILITY} capability`);
+    }
+  }
   const fields = {
     v: MESSAGE_VERSION, op: r.op, model: r.model, input: r.input, params: r.params, stream: r.stream, ts: r.ts, id: r.id,
     caps: caps.length === 0 ? undefined : caps,
     key: r.key,
     salt: r.salt,
+    replicas: r.replicas === undefined ? undefined : [...r.replicas],
   };
   const plain = encodeCbor(fields);
   if (options.pad !== true) return plain;
@@ -292,7 +306,7 @@ export function decodeSealedRequest(bytes: Uint8Array, limits?: Partial<MessageL
       detail: { field: 'v', supported: MESSAGE_VERSION },
     });
   }
-  const m = strictMap(root, 'request', ['v', 'op', 'model', 'input', 'stream', 'ts', 'id'], ['params', 'caps', 'key', 'pad', 'salt']);
+  const m = strictMap(root, 'request', ['v', 'op', 'model', 'input', 'stream', 'ts', 'id'], ['params', 'caps', 'key', 'pad', 'salt', 'replicas']);
   checkPad(m, bytes.byteLength);
   if (m.get('v') !== MESSAGE_VERSION) throw bad('v', 'unsupported version');
   const op = m.get('op');
@@ -336,10 +350,21 @@ export function decodeSealedRequest(bytes: Uint8Array, limits?: Partial<MessageL
   const salt = m.get('salt');
   if (salt !== undefined && (!(salt instanceof Uint8Array) || salt.byteLength !== REQUEST_SALT_LENGTH)) throw bad('salt', `must be ${REQUEST_SALT_LENGTH} bytes`);
   if ((salt !== undefined) !== caps.includes(RECEIPT_V2_CAPABILITY)) throw bad('salt', `goes exactly with the ${RECEIPT_V2_CAPABILITY} capability`);
+  const replicasRaw = m.get('replicas');
+  let replicas: Uint8Array[] | undefined;
+  if (replicasRaw !== undefined) {
+    if (!caps.includes(REPLICA_CAPABILITY)) throw bad('replicas', `goes only with the ${REPLICA_CAPABILITY} capability`);
+    if (!Array.isArray(replicasRaw) || replicasRaw.length === 0 || replicasRaw.length > MAX_KNOWN_REPLICAS) throw bad('replicas', `must be an array of 1 to ${MAX_KNOWN_REPLICAS} digests`);
+    replicas = replicasRaw.map((d) => {
+      if (!(d instanceof Uint8Array) || d.byteLength !== REPLICA_DIGEST_LENGTH) throw bad('replicas', `each must be ${REPLICA_DIGEST_LENGTH} bytes`);
+      return d;
+    });
+  }
   return {
     v: MESSAGE_VERSION, op: op as Operation, model, input, ...(params === undefined ? {} : { params }), stream, ts, id, caps,
     ...(key === undefined ? {} : { key }),
     ...(salt === undefined ? {} : { salt }),
+    ...(replicas === undefined ? {} : { replicas }),
   };
 }
 
@@ -365,7 +390,8 @@ export type ResponseChunk =
    * Sent only to clients that declared `report`, right before `end`: the receipt covers it.
    */
   | { readonly t: 'report'; readonly report: CborInput }
-  | { readonly t: 'end'; readonly data?: CborInput; readonly receipt: Uint8Array }
+  /** `replica`: the replica statement, or its digest, for a client that declared `replica` (src/protocol/replica.ts). */
+  | { readonly t: 'end'; readonly data?: CborInput; readonly receipt: Uint8Array; readonly replica?: ReplicaRef }
   /** The final chunk with a receipts-v2 receipt (receipt-v2.ts `encodeEndReceipt`): leaf, index, optional proof. */
   | { readonly t: 'end2'; readonly receipt: Uint8Array };
 
@@ -388,7 +414,7 @@ export function encodeResponseChunk(c: ResponseChunk): Uint8Array {
       return encodeCbor({ t: 'report', report: c.report });
     case 'end':
       if (c.receipt.byteLength !== RECEIPT_SIGNATURE_LENGTH) throw new CloisterError('INVALID_ARGUMENT', 'receipt must be 64 bytes');
-      return encodeCbor({ t: 'end', data: c.data, receipt: c.receipt });
+      return encodeCbor({ t: 'end', data: c.data, receipt: c.receipt, replica: c.replica === undefined ? undefined : encodeReplicaRef(c.replica) });
     case 'end2':
       if (!(c.receipt instanceof Uint8Array) || c.receipt.byteLength === 0) throw new CloisterError('INVALID_ARGUMENT', 'an end2 receipt is a non-empty byte string');
       return encodeCbor({ t: 'end2', receipt: c.receipt });
@@ -438,12 +464,13 @@ export function decodeResponseChunk(bytes: Uint8Array, limits?: Partial<MessageL
     return { t: 'report', report };
   }
   if (t === 'end') {
-    const m = strictMap(root, 'chunk', ['t', 'receipt'], ['data', 'pad']);
+    const m = strictMap(root, 'chunk', ['t', 'receipt'], ['data', 'pad', 'replica']);
     checkPad(m, bytes.byteLength);
     const receipt = m.get('receipt');
     if (!(receipt instanceof Uint8Array) || receipt.byteLength !== RECEIPT_SIGNATURE_LENGTH) throw bad('receipt', 'must be 64 bytes');
     const data = m.get('data');
-    return { t: 'end', ...(data === undefined ? {} : { data: toPlain(data) }), receipt };
+    const replica = m.get('replica');
+    return { t: 'end', ...(data === undefined ? {} : { data: toPlain(data) }), receipt, ...(replica === undefined ? {} : { replica: decodeReplicaRef(replica) }) };
   }
   if (t === 'end2') {
     const m = strictMap(root, 'chunk', ['t', 'receipt'], []);
@@ -452,6 +479,29 @@ export function decodeResponseChunk(bytes: Uint8Array, limits?: Partial<MessageL
     return { t: 'end2', receipt };
   }
   throw bad('t', 'unknown chunk type');
+}
+
+function encodeReplicaRef(r: ReplicaRef): Map<CborKey, CborInput> {
+  if (r.evidence !== undefined) {
+    if (r.evidence.byteLength === 0 || r.evidence.byteLength > MAX_REPLICA_STATEMENT_BYTES) throw new CloisterError('INVALID_ARGUMENT', `a replica statement is 1 to ${MAX_REPLICA_STATEMENT_BYTES} bytes`);
+    return new Map<CborKey, CborInput>([['evidence', r.evidence]]);
+  }
+  if (r.digest.byteLength !== REPLICA_DIGEST_LENGTH) throw new CloisterError('INVALID_ARGUMENT', `a replica statement digest is ${REPLICA_DIGEST_LENGTH} bytes`);
+  return new Map<CborKey, CborInput>([['digest', r.digest]]);
+}
+
+/** `replica` in an `end` chunk: exactly one of `evidence` (the statement) or `digest` (one the client listed). */
+function decodeReplicaRef(v: CborValue): ReplicaRef {
+  const m = strictMap(v, 'replica', [], ['evidence', 'digest']);
+  const evidence = m.get('evidence');
+  const digest = m.get('digest');
+  if ((evidence === undefined) === (digest === undefined)) throw bad('replica', 'must hold exactly one of evidence and digest');
+  if (evidence !== undefined) {
+    if (!(evidence instanceof Uint8Array) || evidence.byteLength === 0 || evidence.byteLength > MAX_REPLICA_STATEMENT_BYTES) throw bad('replica.evidence', `must be 1 to ${MAX_REPLICA_STATEMENT_BYTES} bytes`);
+    return { evidence };
+  }
+  if (!(digest instanceof Uint8Array) || digest.byteLength !== REPLICA_DIGEST_LENGTH) throw bad('replica.digest', `must be ${REPLICA_DIGEST_LENGTH} bytes`);
+  return { digest };
 }
 
 /**

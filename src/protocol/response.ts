@@ -14,7 +14,7 @@ import { CloisterError, isErrorCode } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
 import { MAX_RESPONSE_CHUNK_LENGTH } from './chunked.js';
 import type { OpenedChunk } from './chunked.js';
-import { ReceiptHasher, decodeResponseChunk, encodeResponseChunk, encodeResultsChunk, padChunkPlaintext } from './messages.js';
+import { ReceiptHasher, decodeResponseChunk, encodeResponseChunk, encodeResultsChunk, padChunkPlaintext, verifyReceipt } from './messages.js';
 import {
   SaltedResponseHasher,
   checkInclusion,
@@ -26,6 +26,7 @@ import {
   saltedRequestHash,
 } from './receipt-v2.js';
 import type { EndReceipt, EnforcedPolicy, InclusionProof, ReceiptLog, SessionLink, TreeHeadVerifier } from './receipt-v2.js';
+import type { ReplicaRef } from './replica.js';
 
 /** What the server needs to write a receipts-v2 receipt (PROTOCOL.md section 12). */
 export interface ReceiptV2WriterContext {
@@ -113,6 +114,7 @@ export class ResponseWriter {
   readonly #requestPlaintext: Uint8Array;
   #v2: { readonly ctx: ReceiptV2WriterContext; readonly hasher: SaltedResponseHasher; readonly requestHash: Uint8Array } | undefined;
   #errorCode: string | undefined;
+  #replica: ReplicaRef | undefined;
 
   constructor(sealer: ChunkSealer, requestPlaintext: Uint8Array, options: ResponseWriterOptions) {
     this.#sealer = sealer;
@@ -128,6 +130,15 @@ export class ResponseWriter {
   receiptV2(ctx: ReceiptV2WriterContext): void {
     if (this.#chunks > 0 || this.#ended || this.#v2 !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'receipts v2 must be chosen before any chunk');
     this.#v2 = { ctx, hasher: new SaltedResponseHasher(ctx.salt), requestHash: saltedRequestHash(ctx.salt, this.#requestPlaintext) };
+  }
+
+  /**
+   * A fleet replica's statement (or its digest) for the final `end` chunk (src/protocol/replica.ts):
+   * the receipt is then checked under the receipt key that statement binds.
+   */
+  replica(ref: ReplicaRef): void {
+    if (this.#ended) throw new CloisterError('PROTOCOL_VIOLATION', 'response already ended');
+    this.#replica = ref;
   }
 
   /** Whether the response nonce was produced. */
@@ -227,7 +238,7 @@ export class ResponseWriter {
       return bytes;
     }
     const signature = this.#sign(this.#receipt.message());
-    const bytes = this.#sealer.sealFinal(encodeResponseChunk({ t: 'end', receipt: signature }));
+    const bytes = this.#sealer.sealFinal(encodeResponseChunk({ t: 'end', receipt: signature, ...(this.#replica === undefined ? {} : { replica: this.#replica }) }));
     this.#ended = true;
     return bytes;
   }
@@ -236,8 +247,18 @@ export class ResponseWriter {
 export interface ResponseReaderOptions {
   /** Checks the receipt signature over `message` (false: RECEIPT_INVALID). */
   readonly verify: (message: Uint8Array, signature: Uint8Array) => boolean;
-  /** Called once with the verified receipt, before the final results are handed out. */
-  readonly onReceipt?: (message: Uint8Array, signature: Uint8Array) => void;
+  /**
+   * Called once with the verified receipt, before the final results are handed out; with
+   * `replica`, also with the replica reference the final chunk carried.
+   */
+  readonly onReceipt?: (message: Uint8Array, signature: Uint8Array, replica?: ReplicaRef) => void;
+  /**
+   * A fleet key config (`replicaReceipts`, src/protocol/replica.ts): the final chunk must name
+   * the replica that answered, and the receipt is checked under the receipt key this returns
+   * for it (it checks the statement's binding and throws RECEIPT_INVALID) instead of `verify`.
+   * The statement's evidence is verified by the caller, after the reader completes.
+   */
+  readonly replica?: (ref: ReplicaRef) => Uint8Array;
   /** Parses a `json` chunk item (default JSON.parse; MALFORMED without the text on failure). */
   readonly parseJson?: (text: string) => unknown;
   /** The client asked for receipts v2: an `end2` final chunk is checked with this, and handed to `onReceiptV2`. */
@@ -353,9 +374,16 @@ export class ResponseReader {
       // would reach the caller unsigned. No server sends it (PROTOCOL.md section 4); refuse it.
       if (msg.data !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'the final end chunk carries data, which the receipt does not cover');
       const message = this.#receipt.message();
-      if (!this.#options.verify(message, msg.receipt)) throw new CloisterError('RECEIPT_INVALID', 'receipt signature does not verify');
+      const replica = this.#options.replica;
+      if (replica !== undefined) {
+        if (msg.replica === undefined) throw new CloisterError('RECEIPT_INVALID', 'receipt: the fleet key config has each replica sign its receipts, and the final chunk names no replica');
+        if (!verifyReceipt(replica(msg.replica), message, msg.receipt)) throw new CloisterError('RECEIPT_INVALID', 'receipt signature does not verify under the receipt key of the replica that answered');
+      } else {
+        if (msg.replica !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'a replica statement the client did not ask for');
+        if (!this.#options.verify(message, msg.receipt)) throw new CloisterError('RECEIPT_INVALID', 'receipt signature does not verify');
+      }
       this.#complete = true;
-      this.#options.onReceipt?.(message, msg.receipt);
+      this.#options.onReceipt?.(message, msg.receipt, msg.replica);
     }
     return results;
   }

@@ -9,7 +9,15 @@
  */
 import { CloisterError } from '../errors.js';
 import type { Attester, EvidenceBundle } from '../core/types.js';
-import type { KeyManager } from './keys.js';
+import type { KeyGeneration, KeyManager } from './keys.js';
+import { encodeEvidenceFile } from '../verifier/evidence-file.js';
+import { replicaStatementDigest } from '../protocol/replica.js';
+
+/** A replica's statement (src/protocol/replica.ts): the evidence file over its replica key config, and its SHA-256. */
+export interface ReplicaStatement {
+  readonly evidence: Uint8Array;
+  readonly digest: Uint8Array;
+}
 import { SlidingWindowLimiter } from './rate-limit.js';
 import { MAX_NONCE_BYTES } from '../protocol/wire.js';
 
@@ -20,6 +28,13 @@ interface CacheEntry {
   settled?: 'ok' | 'failed';
 }
 
+interface ReplicaEntry {
+  at: number;
+  readonly statement: Promise<ReplicaStatement>;
+  /** A refresh in flight (failed refreshes keep the old statement and retry after refreshMs). */
+  next?: Promise<ReplicaStatement> | undefined;
+}
+
 export class EvidenceService {
   /** The cached no-nonce evidence per protocol version (1: the v1 key config, 2: the v2 one). */
   private readonly caches = new Map<number, CacheEntry>();
@@ -27,6 +42,8 @@ export class EvidenceService {
   private readyGeneration = -1;
   private lastWarmAt = -Infinity;
   private readonly global: SlidingWindowLimiter;
+  /** The replica statement of a fleet generation (one attestation per generation per refresh). */
+  private readonly replicaCache = new Map<number, ReplicaEntry>();
 
   constructor(
     private readonly attester: Attester,
@@ -94,12 +111,56 @@ export class EvidenceService {
   }
 
   /**
+   * The replica statement of fleet generation `gen` (per-replica receipts): evidence without a
+   * nonce over its replica key config, attested once and shared by every answer until it is
+   * `refreshMs` old, like the cached key-config evidence. Throws ATTESTER_FAILED (not cached).
+   */
+  replicaStatement(gen: KeyGeneration): Promise<ReplicaStatement> {
+    const replica = gen.replica;
+    if (replica === undefined) return Promise.reject(new CloisterError('INTERNAL', 'a replica statement exists for fleet keys only'));
+    const now = this.now();
+    const cached = this.replicaCache.get(gen.generation);
+    if (cached !== undefined && (now - cached.at < this.refreshMs || cached.next !== undefined)) return cached.statement;
+    const statement = this.attest(replica.keyConfig, gen.hpkePublicKey, undefined).then((bundle) => {
+      const evidence = encodeEvidenceFile(bundle);
+      return { evidence, digest: replicaStatementDigest(evidence) };
+    });
+    if (cached !== undefined) {
+      // A refresh: answers keep the statement they had until the new one is there.
+      cached.next = statement;
+      statement.then(
+        () => this.setReplica(gen.generation, { at: this.now(), statement }),
+        () => {
+          cached.next = undefined;
+          cached.at = this.now();
+        },
+      );
+      return cached.statement;
+    }
+    const entry: ReplicaEntry = { at: now, statement };
+    this.setReplica(gen.generation, entry);
+    statement.catch(() => {
+      if (this.replicaCache.get(gen.generation) === entry) this.replicaCache.delete(gen.generation);
+    });
+    return statement;
+  }
+
+  private setReplica(generation: number, entry: ReplicaEntry): void {
+    this.replicaCache.delete(generation);
+    this.replicaCache.set(generation, entry);
+    // The current and the previous fleet generation (in its overlap) are all that is served.
+    for (const k of this.replicaCache.keys()) if (this.replicaCache.size > 2) this.replicaCache.delete(k);
+  }
+
+  /**
    * Whether evidence for the current key generation has been produced (`GET /readyz`). When it
    * has not, starts producing it (the same cached, nonce-less evidence every client gets), at
    * most once per `retryMs` after a failure, so probes cannot turn into an attestation each.
    */
   available(retryMs = 1000): boolean {
     const gen = this.keys.current();
+    // A fleet replica's statement too, so the first answers do not wait for it.
+    if (gen.replica !== undefined) this.replicaStatement(gen).catch(() => undefined);
     if (this.readyGeneration === gen.generation) return true;
     const cached = this.caches.get(1);
     if (cached?.generation === gen.generation && cached.settled === undefined) return false;

@@ -34,11 +34,14 @@ import type { ServerRequestId } from './log.js';
 import { CODE_OK, OP_NONE } from './stats.js';
 import type { ServerStats } from './stats.js';
 import { startDeadline } from '../core/deadline.js';
+import { timingSafeEqualBytes } from '../crypto/ct.js';
 import type { Deadline } from '../core/deadline.js';
 import { DEFAULT_GUARD_POLICY } from '../guard/policy.js';
 import type { GuardPolicy } from '../guard/policy.js';
 import { GUARDED_OPERATIONS, guardResults, requestPolicy } from '../guard/output.js';
 import type { Tagger } from '../guard/tagger.js';
+import { REPLICA_CAPABILITY } from '../protocol/replica.js';
+import type { ReplicaStatement } from './evidence.js';
 import type { GuardedResults } from '../guard/output.js';
 
 /** Where the sealed response stream goes. */
@@ -106,6 +109,8 @@ export interface HandlerDeps {
   readonly guardPolicy?: GuardPolicy;
   /** The guard's tagger model (src/guard/tagger.ts), next to its rules. */
   readonly guardTagger?: Tagger;
+  /** Fleet keys: this replica's statement for the final chunks of clients that declared `replica` (src/protocol/replica.ts). */
+  readonly replicaStatements?: { replicaStatement(gen: KeyGeneration): Promise<ReplicaStatement> };
 }
 
 /** Most engine results sealed together in one `items` chunk (`HandlerDeps.maxItemsPerChunk`). */
@@ -416,6 +421,13 @@ async function serve(
     // Receipts v2 (PROTOCOL.md section 12): the client sent a salt and the receipt2 capability.
     // A session request's leaf names its session by a salted commitment (sessionCommitment).
     if (req.salt !== undefined) writer.receiptV2(receiptV2Context(opened.key, deps.router, engine, req, receivedAt, options.session));
+    // A fleet replica names itself in the final chunk (its own receipt key, bound by its
+    // statement): by digest when the client listed the statement as one it verified before.
+    if (opened.key.replica !== undefined && req.caps?.includes(REPLICA_CAPABILITY) === true && deps.replicaStatements !== undefined) {
+      const statement = await deps.replicaStatements.replicaStatement(opened.key);
+      const known = req.replicas?.some((d) => timingSafeEqualBytes(d, statement.digest)) === true;
+      writer.replica(known ? { digest: statement.digest } : { evidence: statement.evidence });
+    }
     const json = req.caps?.includes('json') === true;
     // The output guard (src/guard/output.ts) sits between the engine and the sealing; its
     // `guard` param is the server's, not the engine's.

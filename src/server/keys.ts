@@ -11,7 +11,6 @@
  * UNKNOWN_KEY_ID. Rotation is driven by the clock on access, so no timer keeps the process alive.
  */
 import { createPrivateKey, createPublicKey, randomInt } from 'node:crypto';
-import type { KeyObject } from 'node:crypto';
 import { CloisterError } from '../errors.js';
 import type { Platform } from '../core/types.js';
 import type { ModelInfo } from '../inference/types.js';
@@ -29,6 +28,7 @@ import type { ReceiptLogOptions } from '../protocol/receipt-v2.js';
 import { generateReceiptKeyPair, signReceipt } from '../protocol/messages.js';
 import type { KeyConfig } from '../protocol/key-config.js';
 import { SESSION_PROTOCOL_VERSION } from '../protocol/session.js';
+import { replicaKeyConfig } from '../protocol/replica.js';
 
 export const DEFAULT_KEY_ROTATION_INTERVAL_MS = 60 * 60 * 1000;
 export const DEFAULT_KEY_GRACE_MS = 5 * 60 * 1000;
@@ -56,6 +56,12 @@ export interface KeyGeneration {
   signReceipt(message: Uint8Array): Uint8Array;
   /** Receipts v2: this generation's append-only log, tree heads signed with its receipt key. */
   readonly receiptLog: ReceiptLog;
+  /**
+   * Fleet keys only (src/protocol/replica.ts): this replica's own receipt key, which signs its
+   * receipts, and the replica key config its statement (evidence) binds. The fleet key
+   * config's receiptPublicKey signs nothing.
+   */
+  readonly replica?: { readonly receiptPublicKey: Uint8Array; readonly keyConfig: Uint8Array };
 }
 
 interface KeyManagerOptions {
@@ -92,12 +98,13 @@ export interface FleetKey {
 
 const ED25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
 
-function receiptKeyFromSeed(seed: Uint8Array): { privateKey: KeyObject; publicKey: Uint8Array } {
+/** The fleet's receipt public key (named by the fleet key config; with replicaReceipts it signs nothing). */
+function receiptPublicKeyFromSeed(seed: Uint8Array): Uint8Array {
   if (seed.byteLength !== 32) throw new CloisterError('CONFIG_INVALID', 'a fleet receipt seed must be 32 bytes');
   const privateKey = createPrivateKey({ key: Buffer.concat([ED25519_PKCS8_PREFIX, seed]), format: 'der', type: 'pkcs8' });
   const { x } = createPublicKey(privateKey).export({ format: 'jwk' });
   if (typeof x !== 'string') throw new CloisterError('INTERNAL', 'Ed25519 public key did not export');
-  return { privateKey, publicKey: new Uint8Array(Buffer.from(x, 'base64url')) };
+  return new Uint8Array(Buffer.from(x, 'base64url'));
 }
 
 export class KeyManager {
@@ -231,17 +238,21 @@ export class KeyManager {
   private mintFleet(k: FleetKey): KeyGeneration {
     if (k.hpkePrivateKey.byteLength !== 32) throw new CloisterError('CONFIG_INVALID', 'a fleet HPKE key must be 32 bytes');
     // Every replica derives the same key config from the same fleet key: same times, same keys.
-    return this.mint(k.keyId, k.notBeforeMs, { recipient: HpkeRecipientKey.fromPrivateKey(k.hpkePrivateKey), receipt: receiptKeyFromSeed(k.receiptSeed), expiresAtMs: k.expiresAtMs });
+    return this.mint(k.keyId, k.notBeforeMs, { recipient: HpkeRecipientKey.fromPrivateKey(k.hpkePrivateKey), receiptPublicKey: receiptPublicKeyFromSeed(k.receiptSeed), expiresAtMs: k.expiresAtMs });
   }
 
   private mint(
     keyId: number,
     now: number,
-    given?: { readonly recipient: HpkeRecipientKey; readonly receipt: { privateKey: KeyObject; publicKey: Uint8Array }; readonly expiresAtMs: number },
+    given?: { readonly recipient: HpkeRecipientKey; readonly receiptPublicKey: Uint8Array; readonly expiresAtMs: number },
   ): KeyGeneration {
     this.retired.delete(keyId);
     const recipient = given?.recipient ?? HpkeRecipientKey.generate();
-    const { privateKey: receiptKey, publicKey: receiptPublicKey } = given?.receipt ?? generateReceiptKeyPair();
+    // A fleet key config names the fleet's receipt key, which signs nothing: a replica signs
+    // with its own key, generated here and bound by its replica statement (replica.ts).
+    const own = generateReceiptKeyPair();
+    const receiptPublicKey = given?.receiptPublicKey ?? own.publicKey;
+    const receiptKey = own.privateKey;
     const hpkePublicKey = recipient.publicKey;
     const rotateAtMs = given === undefined ? now + this.rotationIntervalMs : given.expiresAtMs;
     const config: KeyConfig = {
@@ -259,8 +270,10 @@ export class KeyManager {
       // A client may use the key while it is current or in its grace period.
       expiresAt: given === undefined ? Math.ceil((rotateAtMs + this.graceMs) / 1000) : Math.floor(given.expiresAtMs / 1000),
       ...(this.options.engine === undefined ? {} : { engine: this.options.engine }),
+      ...(given === undefined ? {} : { replicaReceipts: true as const }),
     };
     const keyConfig = encodeKeyConfig(config);
+    const replica = given === undefined ? undefined : { receiptPublicKey: own.publicKey, keyConfig: encodeKeyConfig(replicaKeyConfig(config, own.publicKey)) };
     // Fleet replicas behind a load balancer share keys but not session state: a session
     // request routed to another replica would be refused SESSION_UNKNOWN. So a fleet offers
     // no sessions (v2 clients then send v1 one-shot requests, which any replica can open).
@@ -277,6 +290,7 @@ export class KeyManager {
       rotateAtMs,
       signReceipt: (message: Uint8Array) => signReceipt(receiptKey, message),
       receiptLog: new ReceiptLog(keyGenerationDigest(config), (message) => signReceipt(receiptKey, message), this.options.receiptLog),
+      ...(replica === undefined ? {} : { replica }),
     });
   }
 }

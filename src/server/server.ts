@@ -209,6 +209,7 @@ export class CloisterServer {
       sessions: new SessionTable(this.limits, this.keys, now),
       ...(options.guardPolicy === undefined ? {} : { guardPolicy: options.guardPolicy }),
       ...(guardTagger === undefined ? {} : { guardTagger }),
+      ...(options.fleetKeys === undefined ? {} : { replicaStatements: evidence }),
     };
     this.evidence = evidence;
     this.ctx = { limits: this.limits, keys: this.keys, evidence, sources, logger, stats: this.stats, handlerDeps, state: { draining: false } };

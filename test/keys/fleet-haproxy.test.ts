@@ -4,7 +4,10 @@
  * (the Debian package, started here) balances round-robin over them. One evidence fetch,
  * 300 sealed HTTP requests, every one answered correctly and spread over all replicas; one
  * replica is closed mid-run and the others keep serving; a fourth replica with another code
- * digest is refused the key (POLICY_MISMATCH).
+ * digest is refused the key (POLICY_MISMATCH). Every answer's receipt names the replica that
+ * gave it (per-replica receipts): an auditor holding the receipts and the fleet evidence tells
+ * the three replicas apart by their receipt keys, each bound by that replica's verified
+ * statement, and refuses a receipt presented with another replica's statement.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -27,6 +30,12 @@ import { BrokerAdminClient } from '../../src/keys/client.js';
 import { fetchFleetKeys } from '../../src/server/sealed-models.js';
 import { CloisterServer } from '../../src/server/server.js';
 import { requirePresent } from '../helpers/ci.js';
+import { checkReceipt, receiptFromJson, receiptToJson } from '../../src/verifier/receipt.js';
+import type { ReceiptRecord } from '../../src/verifier/receipt.js';
+import { decodeEvidenceFile } from '../../src/verifier/evidence-file.js';
+import { verifyEvidence } from '../../src/verifier/verify.js';
+import { decodeKeyConfig } from '../../src/protocol/key-config.js';
+import { replicaReceiptKey } from '../../src/protocol/replica.js';
 import { FakeEngine, fakeClassify } from '../helpers/engines.js';
 
 const haveHaproxy = spawnSync('haproxy', ['-v'], { stdio: 'ignore' }).status === 0;
@@ -68,6 +77,10 @@ describe.skipIf(skip)('fleet keys: three replicas behind HAProxy', () => {
   let rootPem: string;
   let policyJson: Record<string, unknown>;
   const replicas: { server: CloisterServer; engine: CountingEngine; attester: SimulatedAttester }[] = [];
+  const receipts: ReceiptRecord[] = [];
+  let fleetEvidence: Uint8Array | undefined;
+  /** Each replica's receipt key (hex), read before any is closed. */
+  let replicaKeys: string[] = [];
 
   async function attester(code: Uint8Array): Promise<SimulatedAttester> {
     const root = await loadSimulatedRoot(join(dir, 'sim'));
@@ -137,6 +150,7 @@ describe.skipIf(skip)('fleet keys: three replicas behind HAProxy', () => {
       if (!ready) await new Promise((r) => setTimeout(r, 100));
     }
     if (!ready) throw new Error(`haproxy did not come up: ${haproxyOut}`);
+    replicaKeys = replicas.map((r) => Buffer.from(r.server.keys.current().replica?.receiptPublicKey ?? new Uint8Array()).toString('hex'));
   }, 60_000);
 
   afterAll(async () => {
@@ -156,7 +170,8 @@ describe.skipIf(skip)('fleet keys: three replicas behind HAProxy', () => {
   });
 
   it('one evidence fetch, 300 sealed requests round-robin, all answered; a replica closed mid-run does not break the rest', async () => {
-    const c = await connect(lbUrl, { policy: policyFromJson(policyJson), trustedRoots: { simulated: [rootPem] } });
+    const c = await connect(lbUrl, { policy: policyFromJson(policyJson), trustedRoots: { simulated: [rootPem] }, onReceipt: (r) => receipts.push(r) });
+    fleetEvidence = c.evidenceFile();
     try {
       for (let i = 0; i < 300; i++) {
         if (i === 100) await replicas[1]?.server.close();
@@ -172,6 +187,42 @@ describe.skipIf(skip)('fleet keys: three replicas behind HAProxy', () => {
     for (const n of counts) expect(n).toBeGreaterThan(10);
     expect(counts[1]).toBeLessThan(100);
   }, 120_000);
+
+  it('an auditor names the replica of every receipt, by a receipt key its verified statement binds; another replica\'s statement is refused', async () => {
+    expect(receipts).toHaveLength(300);
+    if (fleetEvidence === undefined) throw new Error('no fleet evidence');
+    const fleetKeyConfig = decodeEvidenceFile(fleetEvidence).bundle.keyConfig;
+    const fleet = decodeKeyConfig(fleetKeyConfig);
+    expect(fleet.replicaReceipts).toBe(true);
+    const byReplica = new Map<string, number>();
+    const statements = new Map<string, Uint8Array>();
+    for (const r of receipts) {
+      // Offline, from the stored JSON: the signature under the replica's key, that key bound to this fleet.
+      const stored = receiptFromJson(JSON.parse(JSON.stringify(receiptToJson(r))));
+      checkReceipt(stored, fleetKeyConfig);
+      const key = Buffer.from(stored.replica?.receiptKey ?? new Uint8Array()).toString('hex');
+      byReplica.set(key, (byReplica.get(key) ?? 0) + 1);
+      if (stored.replica !== undefined) statements.set(key, stored.replica.statement);
+    }
+    // Three replicas, three receipt keys: each the key of the replica that answered, as often as its engine ran.
+    expect([...byReplica.keys()].sort()).toEqual([...replicaKeys].sort());
+    replicas.forEach((r, i) => expect(byReplica.get(replicaKeys[i] ?? '')).toBe(r.engine.count));
+    // Each statement is evidence from a TEE the policy accepts, binding that key to this fleet.
+    for (const [key, statement] of statements) {
+      const verified = await verifyEvidence(decodeEvidenceFile(statement).bundle, { policy: policyFromJson(policyJson), trustedRoots: { simulated: [rootPem] } });
+      expect(Buffer.from(replicaReceiptKey(fleet, verified.keyConfigBytes)).toString('hex')).toBe(key);
+    }
+    // A receipt presented with another replica's statement (and key) does not verify.
+    const [a, b] = [...statements.keys()];
+    const ra = receipts.find((r) => Buffer.from(r.replica?.receiptKey ?? new Uint8Array()).toString('hex') === a);
+    if (ra === undefined || b === undefined) throw new Error('expected receipts of two replicas');
+    const swapped: ReceiptRecord = { ...ra, replica: { receiptKey: Buffer.from(b, 'hex'), statement: statements.get(b) ?? new Uint8Array() } };
+    expect(() => checkReceipt(swapped, fleetKeyConfig)).toThrow(expect.objectContaining({ code: 'RECEIPT_INVALID' }));
+    // And one stripped of its replica is not a fleet receipt.
+    const { replica: _r, ...stripped } = ra;
+    void _r;
+    expect(() => checkReceipt(stripped, fleetKeyConfig)).toThrow(expect.objectContaining({ code: 'RECEIPT_INVALID' }));
+  });
 
   it('a fourth replica with another code digest is refused the fleet key', async () => {
     const intruder = await attester(new Uint8Array(32).fill(0x43));

@@ -5,6 +5,7 @@ import { CloisterError } from '../../src/errors.js';
 import { AEAD_AES_128_GCM, KDF_HKDF_SHA256, KEM_DHKEM_X25519_HKDF_SHA256 } from '../../src/crypto/hpke/suite.js';
 import { decodeKeyConfig } from '../../src/protocol/key-config.js';
 import { verifyReceipt } from '../../src/protocol/messages.js';
+import { replicaReceiptKey } from '../../src/protocol/replica.js';
 import { KeyManager } from '../../src/server/keys.js';
 import type { FleetKey } from '../../src/server/keys.js';
 
@@ -20,7 +21,7 @@ function manager(fleet: readonly FleetKey[], now: () => number): KeyManager {
 }
 
 describe('KeyManager with fleet keys', () => {
-  it('two replicas given the same fleet key publish byte-identical key configs, with a receipt key that verifies their signatures', () => {
+  it('two replicas given the same fleet key publish byte-identical key configs; each signs with its own key, bound by its replica key config', () => {
     const k = fleetKey(7, T0);
     const a = manager([k], () => T0 + 5000);
     const b = manager([k], () => T0 + 90_000);
@@ -28,8 +29,23 @@ describe('KeyManager with fleet keys', () => {
     const kc = decodeKeyConfig(a.current().keyConfig);
     expect(kc.keyId).toBe(7);
     expect(kc.notBefore).toBe(T0 / 1000);
+    expect(kc.replicaReceipts).toBe(true);
     const msg = new Uint8Array([1, 2, 3]);
-    expect(verifyReceipt(kc.receiptPublicKey, msg, b.current().signReceipt(msg))).toBe(true);
+    const ra = a.current().replica;
+    const rb = b.current().replica;
+    if (ra === undefined || rb === undefined) throw new Error('fleet generations carry a replica key');
+    // The fleet key config's receipt key signs nothing; each replica's own key does.
+    expect(verifyReceipt(kc.receiptPublicKey, msg, b.current().signReceipt(msg))).toBe(false);
+    expect(verifyReceipt(rb.receiptPublicKey, msg, b.current().signReceipt(msg))).toBe(true);
+    expect(verifyReceipt(ra.receiptPublicKey, msg, b.current().signReceipt(msg))).toBe(false);
+    expect(Buffer.from(ra.receiptPublicKey).equals(Buffer.from(rb.receiptPublicKey))).toBe(false);
+    // Each replica key config binds that replica's key to this fleet key config.
+    expect(replicaReceiptKey(kc, ra.keyConfig)).toEqual(ra.receiptPublicKey);
+    expect(replicaReceiptKey(kc, rb.keyConfig)).toEqual(rb.receiptPublicKey);
+    // A stand-alone server's key config has no replica part.
+    const solo = new KeyManager({ platform: 'simulated', models: [], configDigest: new Uint8Array(32).fill(1), now: () => T0 });
+    expect(solo.current().replica).toBeUndefined();
+    expect(decodeKeyConfig(solo.current().keyConfig).replicaReceipts).toBeUndefined();
   });
 
   it('serves the newest as current, the older until it expires, and never rotates locally', () => {

@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { parsePolicy, policyWarnings } from '../../verifier/policy.js';
 import { AuditDirectory, AuditWriter } from '../../client/audit-dir.js';
 import type { ReceiptV2Record } from '../../protocol/response.js';
+import type { ReceiptRecord } from '../../verifier/receipt.js';
 import { CloisterError } from '../../errors.js';
 import { connect, DEFAULT_RECONNECT } from '../../client/client.js';
 import type { ClientEvent, CloisterClient } from '../../client/client.js';
@@ -187,7 +188,8 @@ export async function startFromArgs(
     ...(maxAttempts === undefined ? {} : { reconnect: { maxAttempts } }),
     onEvent: (e) => log(describeEvent(e)),
     ...(serverApiKey === undefined ? {} : { apiKey: serverApiKey }),
-    ...(audit === undefined ? {} : { receiptsV2: true, receiptProofs: true, onReceiptV2: (r: ReceiptV2Record) => audit.add(r, client.evidenceFile()) }),
+    // Receipts v2 where the server offers them, else (a fleet, an older server) v1 receipts.
+    ...(audit === undefined ? {} : { receiptProofs: true, onReceiptV2: (r: ReceiptV2Record) => audit.add(r, client.evidenceFile()), onReceipt: (r: ReceiptRecord) => audit.add(r, client.evidenceFile()) }),
   });
   try {
     if (values.model !== undefined && !client.keyConfig.models.some((m) => m.name === values.model)) {

@@ -8,6 +8,7 @@
 import { parsePolicy, policyWarnings } from '../../verifier/policy.js';
 import { CloisterError } from '../../errors.js';
 import type { ReceiptV2Record } from '../../protocol/response.js';
+import type { ReceiptRecord } from '../../verifier/receipt.js';
 import { AuditDirectory } from '../../client/audit-dir.js';
 import { checkText, connect } from '../../client/client.js';
 import { one, parseArgs } from './args.js';
@@ -67,15 +68,16 @@ export async function run(argv: string[]): Promise<number> {
   if (apiKey === '') throw new CloisterError('CONFIG_INVALID', keyFile === undefined ? 'CLOISTER_API_KEY is set but empty' : `API key file ${keyFile} is empty`);
   const auditDir = one(args, 'audit');
   if (auditDir === '') throw new CloisterError('INVALID_ARGUMENT', '--audit needs a directory');
-  const records: ReceiptV2Record[] = [];
+  const records: (ReceiptV2Record | ReceiptRecord)[] = [];
   const policy = parsePolicy(await readText(policyPath, 'policy'), { source: policyPath });
   for (const w of policyWarnings(policy)) console.error(`cloister infer: ${w}`);
   const client = await connect(url, {
     policy,
     ...(trustedRoots === undefined ? {} : { trustedRoots }),
     ...(apiKey === undefined ? {} : { apiKey }),
-    // An audit record needs receipts v2 and the inclusion proof, asked for in-band.
-    ...(auditDir === undefined ? {} : { receiptsV2: true, receiptProofs: true, onReceiptV2: (r: ReceiptV2Record) => records.push(r) }),
+    // An audit record: receipts v2 with the inclusion proof, asked for in-band, where the server
+    // offers them; else (a fleet, whose replicas sign their own; an older server) the v1 receipt.
+    ...(auditDir === undefined ? {} : { receiptProofs: true, onReceiptV2: (r: ReceiptV2Record) => records.push(r), onReceipt: (r: ReceiptRecord) => records.push(r) }),
   });
   try {
     if (!args.flags.has('json') && client.simulated) console.error('note: the server runs on the SIMULATED platform (no TEE)');
@@ -105,11 +107,12 @@ export async function run(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** `--audit DIR`: the request's audit record and its generation's evidence file (src/client/audit-dir.ts). */
-async function writeAudit(dir: string, evidence: Uint8Array, records: readonly ReceiptV2Record[]): Promise<void> {
+/** `--audit DIR`: the request's audit record (or v1 receipt) and its key's evidence file (src/client/audit-dir.ts). */
+async function writeAudit(dir: string, evidence: Uint8Array, records: readonly (ReceiptV2Record | ReceiptRecord)[]): Promise<void> {
   const [r] = records;
-  if (r === undefined || records.length !== 1) throw new CloisterError('RECEIPT_INVALID', `--audit: expected one receipts-v2 record, got ${records.length}`);
-  const files = await (await AuditDirectory.open(dir)).write(r, evidence);
+  if (r === undefined || records.length !== 1) throw new CloisterError('RECEIPT_INVALID', `--audit: expected one receipt, got ${records.length}`);
+  const d = await AuditDirectory.open(dir);
+  const files = 'leaf' in r ? await d.write(r, evidence) : await d.writeReceipt(r, evidence);
   console.error(`audit: wrote ${files.evidence} and ${files.record}`);
 }
 

@@ -16,8 +16,11 @@ import { CloisterError } from '../errors.js';
 import { concatBytes } from '../core/bytes.js';
 import { timingSafeEqualBytes } from '../crypto/ct.js';
 import { fromHex, toHex } from '../core/hex.js';
-import { decodeKeyConfig, keyConfigDigest } from './key-config.js';
-import { RECEIPT_LABEL, RECEIPT_SIGNATURE_LENGTH, verifyReceipt } from './messages.js';
+import { decodeKeyConfig, keyConfigDigest } from '../protocol/key-config.js';
+import type { KeyConfig } from '../protocol/key-config.js';
+import { RECEIPT_LABEL, RECEIPT_SIGNATURE_LENGTH, verifyReceipt } from '../protocol/messages.js';
+import { MAX_REPLICA_STATEMENT_BYTES, replicaReceiptKey } from '../protocol/replica.js';
+import { decodeEvidenceFile } from './evidence-file.js';
 
 /** What the SDK hands to the caller for each answered request (ConnectOptions/RequestOptions `onReceipt`). */
 export interface ReceiptRecord {
@@ -32,6 +35,19 @@ export interface ReceiptRecord {
   readonly responseDigest: Uint8Array;
   /** The server's Ed25519 signature (64 bytes) from the final `end` chunk. */
   readonly signature: Uint8Array;
+  /**
+   * A fleet's receipt (key config `replicaReceipts`, src/protocol/replica.ts): the replica that
+   * answered. `receiptKey` names it (it signed `signature`); `statement` is its evidence file,
+   * which binds that key to the replica's TEE and to the fleet key config.
+   */
+  readonly replica?: ReplicaReceipt;
+}
+
+export interface ReplicaReceipt {
+  /** The replica's Ed25519 receipt key, 32 bytes. */
+  readonly receiptKey: Uint8Array;
+  /** The replica statement: an evidence file over its replica key config. */
+  readonly statement: Uint8Array;
 }
 
 const DIGEST_LENGTH = 32;
@@ -91,9 +107,38 @@ export function checkReceipt(record: ReceiptRecord, keyConfigBytes: Uint8Array, 
   if (expect.responseDigest !== undefined && !timingSafeEqualBytes(expect.responseDigest, record.responseDigest)) {
     throw invalid('it is for another response (response digest differs)');
   }
-  if (!verifyReceipt(kc.receiptPublicKey, receiptMessage(record.requestDigest, record.responseDigest), record.signature)) {
+  const message = receiptMessage(record.requestDigest, record.responseDigest);
+  if (kc.replicaReceipts === true) {
+    // A fleet: the replica's own key, bound by its statement to this fleet key config.
+    if (record.replica === undefined) throw invalid('the key config is a fleet\'s, whose replicas sign receipts with their own keys, and the receipt names no replica');
+    const key = replicaKeyOf(kc, record.replica);
+    if (!verifyReceipt(key, message, record.signature)) throw invalid('the signature does not verify under the replica\'s receipt key');
+    return;
+  }
+  if (record.replica !== undefined) throw invalid('it names a replica, and the key config is not a fleet\'s');
+  if (!verifyReceipt(kc.receiptPublicKey, message, record.signature)) {
     throw invalid('the signature does not verify under the key config\'s receipt key');
   }
+}
+
+/**
+ * The receipt key a replica statement binds for fleet key config `fleet`, checked against the
+ * key the record names (RECEIPT_INVALID when the statement is for another fleet generation or
+ * purpose, or binds another key). The statement's evidence is verified separately
+ * (verifyEvidence, `cloister receipt verify --policy`).
+ */
+export function replicaKeyOf(fleet: KeyConfig, replica: ReplicaReceipt): Uint8Array {
+  let statementKeyConfig: Uint8Array;
+  try {
+    statementKeyConfig = decodeEvidenceFile(replica.statement).bundle.keyConfig;
+  } catch (cause) {
+    throw new CloisterError('RECEIPT_INVALID', 'receipt: the replica statement is not an evidence file', { cause });
+  }
+  const key = replicaReceiptKey(fleet, statementKeyConfig);
+  if (!timingSafeEqualBytes(key, replica.receiptKey)) {
+    throw invalid('the replica statement binds another receipt key than the receipt names', { expected: toHex(replica.receiptKey), actual: toHex(key) });
+  }
+  return key;
 }
 
 /** JSON form (hex fields), for storing receipts next to an evidence file. */
@@ -106,10 +151,25 @@ export function receiptToJson(record: ReceiptRecord): Record<string, unknown> {
     requestDigest: toHex(record.requestDigest),
     responseDigest: toHex(record.responseDigest),
     signature: toHex(record.signature),
+    ...(record.replica === undefined ? {} : { replica: { receiptKey: toHex(record.replica.receiptKey), statement: Buffer.from(record.replica.statement).toString('base64') } }),
   };
 }
 
-const JSON_FIELDS = ['format', 'version', 'keyId', 'keyConfigDigest', 'requestDigest', 'responseDigest', 'signature'];
+const JSON_FIELDS = ['format', 'version', 'keyId', 'keyConfigDigest', 'requestDigest', 'responseDigest', 'signature', 'replica'];
+const BASE64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+function replicaFromJson(v: unknown): ReplicaReceipt {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new CloisterError('MALFORMED', 'receipt JSON: replica must be an object');
+  const o = v as Record<string, unknown>;
+  for (const k of Object.keys(o)) if (k !== 'receiptKey' && k !== 'statement') throw new CloisterError('MALFORMED', `receipt JSON: replica: unknown field ${k}`);
+  const key = o['receiptKey'];
+  const statement = o['statement'];
+  if (typeof key !== 'string') throw new CloisterError('MALFORMED', 'receipt JSON: replica.receiptKey must be a hex string');
+  if (typeof statement !== 'string' || statement.length === 0 || statement.length > Math.ceil(MAX_REPLICA_STATEMENT_BYTES / 3) * 4 || !BASE64_RE.test(statement)) {
+    throw new CloisterError('MALFORMED', `receipt JSON: replica.statement must be base64 of 1 to ${MAX_REPLICA_STATEMENT_BYTES} bytes`);
+  }
+  return { receiptKey: fromHex(key, 32, 'receipt JSON: replica.receiptKey', 'MALFORMED'), statement: new Uint8Array(Buffer.from(statement, 'base64')) };
+}
 
 /** Parses receiptToJson's output strictly (unknown or missing fields, wrong lengths: MALFORMED). */
 export function receiptFromJson(value: unknown): ReceiptRecord {
@@ -132,5 +192,6 @@ export function receiptFromJson(value: unknown): ReceiptRecord {
     requestDigest: hex('requestDigest', DIGEST_LENGTH),
     responseDigest: hex('responseDigest', DIGEST_LENGTH),
     signature: hex('signature', RECEIPT_SIGNATURE_LENGTH),
+    ...(o['replica'] === undefined ? {} : { replica: replicaFromJson(o['replica']) }),
   };
 }
