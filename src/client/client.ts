@@ -630,6 +630,11 @@ export class CloisterClient {
     let settled = replica === undefined;
     const settle = async (): Promise<void> => {
       if (settled || replica === undefined || !reader.complete) return;
+      // An error answer from before the replica named itself: no receipt; the error is thrown below.
+      if (!replica.named && reader.serverError !== undefined) {
+        settled = true;
+        return;
+      }
       const named = await replica.settle();
       settled = true;
       if (pendingReceipt !== undefined) this.deliverReceipt(req, { ...pendingReceipt, replica: named });

@@ -93,6 +93,11 @@ export class ReplicaCheck {
     private readonly knownEntries: readonly Entry[],
   ) {}
 
+  /** Whether the final chunk named a replica (an error answer refused before that names none). */
+  get named(): boolean {
+    return this.#pending !== undefined;
+  }
+
   /** The digests to list in the request's `replicas` (undefined when none). */
   get known(): Uint8Array[] | undefined {
     return this.knownEntries.length === 0 ? undefined : this.knownEntries.map((e) => e.digest);

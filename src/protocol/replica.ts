@@ -1,5 +1,5 @@
 /**
- * Per-replica receipts for fleets (docs/PROTOCOL.md section 13, docs/KEYS.md "Fleet keys").
+ * Per-replica receipts for fleets (docs/PROTOCOL.md section 14, docs/KEYS.md "Per-replica receipts").
  *
  * Replicas behind a load balancer share one fleet key config (key 16 `replicaReceipts`), so
  * that a client that verified any of them can seal to all. Receipts still name the TEE that

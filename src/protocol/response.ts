@@ -376,7 +376,15 @@ export class ResponseReader {
       const message = this.#receipt.message();
       const replica = this.#options.replica;
       if (replica !== undefined) {
-        if (msg.replica === undefined) throw new CloisterError('RECEIPT_INVALID', 'receipt: the fleet key config has each replica sign its receipts, and the final chunk names no replica');
+        if (msg.replica === undefined) {
+          // A request refused before the replica could name itself (it did not decode; its
+          // statement could not be attested): the sealed error stands, no receipt is handed out.
+          if (this.#serverError !== undefined) {
+            this.#complete = true;
+            continue;
+          }
+          throw new CloisterError('RECEIPT_INVALID', 'receipt: the fleet key config has each replica sign its receipts, and the final chunk names no replica');
+        }
         if (!verifyReceipt(replica(msg.replica), message, msg.receipt)) throw new CloisterError('RECEIPT_INVALID', 'receipt signature does not verify under the receipt key of the replica that answered');
       } else {
         if (msg.replica !== undefined) throw new CloisterError('PROTOCOL_VIOLATION', 'a replica statement the client did not ask for');

@@ -406,6 +406,14 @@ async function serve(
     const req = opened.decode({ maxRequestBytes: deps.maxRequestBytes });
     op = req.op;
     writer.padChunks(deps.padResponses !== false && req.caps?.includes('pad') === true);
+    // A fleet replica names itself in the final chunk (its own receipt key, bound by its
+    // statement): by digest when the client listed the statement as one it verified before.
+    // First, so that refusals below (replay, key, routing) carry a receipt the client can check.
+    if (opened.key.replica !== undefined && req.caps?.includes(REPLICA_CAPABILITY) === true && deps.replicaStatements !== undefined) {
+      const statement = await deps.replicaStatements.replicaStatement(opened.key);
+      const known = req.replicas?.some((d) => timingSafeEqualBytes(d, statement.digest)) === true;
+      writer.replica(known ? { digest: statement.digest } : { evidence: statement.evidence });
+    }
     // The timestamp first (cheap, records nothing), then routing; the id is recorded only
     // for a request that will be served, so requests for models or operations that do not
     // exist cannot fill the replay window.
@@ -421,13 +429,6 @@ async function serve(
     // Receipts v2 (PROTOCOL.md section 12): the client sent a salt and the receipt2 capability.
     // A session request's leaf names its session by a salted commitment (sessionCommitment).
     if (req.salt !== undefined) writer.receiptV2(receiptV2Context(opened.key, deps.router, engine, req, receivedAt, options.session));
-    // A fleet replica names itself in the final chunk (its own receipt key, bound by its
-    // statement): by digest when the client listed the statement as one it verified before.
-    if (opened.key.replica !== undefined && req.caps?.includes(REPLICA_CAPABILITY) === true && deps.replicaStatements !== undefined) {
-      const statement = await deps.replicaStatements.replicaStatement(opened.key);
-      const known = req.replicas?.some((d) => timingSafeEqualBytes(d, statement.digest)) === true;
-      writer.replica(known ? { digest: statement.digest } : { evidence: statement.evidence });
-    }
     const json = req.caps?.includes('json') === true;
     // The output guard (src/guard/output.ts) sits between the engine and the sealing; its
     // `guard` param is the server's, not the engine's.

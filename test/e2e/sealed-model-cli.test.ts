@@ -155,6 +155,38 @@ describe.skipIf(!haveDist)('sealed model through the key broker (child processes
         }
       };
       expect(await keyConfigOf(b)).toBe(await keyConfigOf(a));
+
+      // Per-replica receipts through the CLI: `infer --audit` keeps each answer's v1 receipt (a
+      // fleet offers no receipts v2) naming the replica; `receipt verify` checks it offline and
+      // names that replica; its statement verifies as evidence against the same policy.
+      const replicaOf = async (p: Proc, n: number): Promise<{ key: string; receipt: string; evidence: string }> => {
+        const auditDir = join(dir, `audit-${n}`);
+        const inf = await runCli(['infer', '--url', url(p) ?? '', '--policy', join(state, 'policy.json'), '--text', TEXT, '--audit', auditDir]);
+        expect(inf.code, inf.err).toBe(0);
+        const files = await readdir(auditDir);
+        const receipt = files.find((f) => f.endsWith('.receipt.json'));
+        const evidence = files.find((f) => f.startsWith('evidence-'));
+        if (receipt === undefined || evidence === undefined) throw new Error(`audit dir holds ${files.join(', ')}`);
+        const statement = join(dir, `statement-${n}.cbor`);
+        const ver = await runCli(['receipt', 'verify', '--evidence', join(auditDir, evidence), '--receipt', join(auditDir, receipt), '--statement-out', statement]);
+        expect(ver.code, ver.err).toBe(0);
+        const key = /signed by replica ([0-9a-f]{64})/.exec(ver.out)?.[1];
+        if (key === undefined) throw new Error(`receipt verify printed: ${ver.out}`);
+        const stmt = await runCli(['verify', statement, '--policy', join(state, 'policy.json')]);
+        expect(stmt.code, stmt.out + stmt.err).toBe(0);
+        expect(stmt.out).toContain(key);
+        return { key, receipt: join(auditDir, receipt), evidence: join(auditDir, evidence) };
+      };
+      const ra = await replicaOf(a, 1);
+      const rb = await replicaOf(b, 2);
+      expect(ra.key).not.toBe(rb.key);
+      // B's receipt presented as signed by A's key: refused (exit 1, RECEIPT_INVALID).
+      const forged = JSON.parse(await readFile(rb.receipt, 'utf8')) as { replica: { receiptKey: string } };
+      forged.replica.receiptKey = ra.key;
+      await writeFile(join(dir, 'forged.json'), JSON.stringify(forged));
+      const bad = await runCli(['receipt', 'verify', '--evidence', rb.evidence, '--receipt', join(dir, 'forged.json')]);
+      expect(bad.code).toBe(1);
+      expect(bad.err).toContain('RECEIPT_INVALID');
     } finally {
       await stop(a);
       await stop(b);

@@ -215,7 +215,7 @@ function printKeyConfig(kc: KeyConfig, io: CliIo): void {
   io.out(`  key id      ${kc.keyId}   platform ${kc.platform}`);
   io.out(`  valid       ${new Date(kc.notBefore * 1000).toISOString()} .. ${new Date(kc.expiresAt * 1000).toISOString()}`);
   io.out(`  hpke        kem ${hex4(kc.kemId)} kdf ${hex4(kc.kdfId)} aead ${kc.aeadIds.map(hex4).join(',')}  key ${toHex(kc.hpkePublicKey)}`);
-  io.out(`  receipt key ${toHex(kc.receiptPublicKey)}`);
+  io.out(`  receipt key ${toHex(kc.receiptPublicKey)}${kc.replicaReceipts === true ? '  (a fleet key config: each replica signs receipts with its own key, named in its statement; this one signs nothing)' : ''}`);
   io.out(`  config      ${toHex(kc.configDigest)}`);
   if (kc.engine !== undefined) io.out(`  engine      ${kc.engine.kind} ${kc.engine.model}${kc.engine.imageDigest === undefined ? '' : ` image ${kc.engine.imageDigest}`}`);
   for (const m of kc.models) io.out(`  model       ${m.name} (${m.task}) sha256 ${toHex(m.digest)}`);
