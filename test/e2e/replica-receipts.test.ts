@@ -56,19 +56,19 @@ describe('per-replica receipts behind a proxy', () => {
       const real = await attester(code);
       // 'broken' stands in for a TEE whose attestation device serves the fleet key config's
       // evidence and then fails: its replica statement cannot be produced.
-      let self: CloisterServer | undefined;
+      const self: { server?: CloisterServer } = {};
       const failing: Attester = {
         platform: real.platform,
         simulated: true,
         attest: async (input) => {
-          if (self === undefined || !Buffer.from(input.keyConfig).equals(Buffer.from(self.keys.current().keyConfig))) {
+          if (self.server === undefined || !Buffer.from(input.keyConfig).equals(Buffer.from(self.server.keys.current().keyConfig))) {
             throw new CloisterError('ATTESTER_FAILED', 'the attestation device is gone (test)');
           }
           return real.attest(input);
         },
       };
       const server = new CloisterServer({ engines: [new FakeEngine()], attester: name === 'broken' ? failing : real, fleetKeys: [fleet] });
-      self = server;
+      self.server = server;
       const addr = await server.listen({ host: '127.0.0.1', port: 0 });
       servers[name] = { server, port: addr.port ?? 0 };
     }
