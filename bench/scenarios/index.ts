@@ -11,6 +11,7 @@ export const SCENARIOS: Readonly<Record<string, () => Promise<Scenario>>> = {
   generate: async () => (await import('./generate.js')).scenario,
   rag: async () => (await import('./rag.js')).scenario,
   injection: async () => (await import('./injection.js')).scenario,
+  fleet: async () => (await import('./fleet.js')).scenario,
 };
 
 export const SCENARIO_NAMES: readonly string[] = Object.keys(SCENARIOS);
