@@ -14,7 +14,9 @@
  * logs or keeps it; it counts bytes only.
  *
  * Limits (named options, safe defaults): maxConnections, maxHeaderBytes, headerTimeoutMs,
- * connectTimeoutMs, idleTimeoutMs, drainTimeoutMs.
+ * connectTimeoutMs, idleTimeoutMs, drainTimeoutMs. Who may connect: the listener is a Unix
+ * socket of mode 0600 (the relay's user) or a loopback address; any other is refused at start,
+ * since whoever reaches it could reach the allow-listed destinations and take its streams.
  */
 import { createConnection, createServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
@@ -23,6 +25,8 @@ import type { ErrorCode } from '../errors.js';
 import { encodeEgressReply, formatEgressTarget, parseEgressRequest, parseEgressTarget, readEgressLine } from '../core/egress.js';
 import type { EgressTarget } from '../core/egress.js';
 import { positiveInt } from '../core/validate.js';
+import { isLoopbackHost } from '../core/loopback.js';
+import { chmodSync } from 'node:fs';
 import type { RelayListen } from './relay.js';
 
 export const EGRESS_DEFAULTS = {
@@ -84,6 +88,12 @@ export class EgressRelay {
   private counters = { opened: 0, refused: 0, bytesOut: 0, bytesIn: 0 };
 
   constructor(private readonly options: EgressRelayOptions) {
+    // Only the enclave's bridge on this host may open streams: anyone else reaching the
+    // listener could use the allow-listed destinations through it and take its stream slots.
+    const l = options.listen;
+    if (!('path' in l) && !isLoopbackHost(l.host)) {
+      throw new CloisterError('CONFIG_INVALID', `the egress listener takes the enclave's streams from this host only: listen on a Unix socket (unix:PATH, mode 0600) or a loopback address, not ${l.host}`);
+    }
     if (options.allow.length === 0) throw new CloisterError('CONFIG_INVALID', 'the egress relay needs at least one allowed host:port');
     const allow = new Set<string>();
     for (const a of options.allow) {
@@ -114,6 +124,16 @@ export class EgressRelay {
       this.server.once('error', onError);
       const done = (): void => {
         this.server.off('error', onError);
+        // The socket file: the relay's user only (the parent's socat bridge runs as that user).
+        if ('path' in this.options.listen) {
+          try {
+            chmodSync(this.options.listen.path, 0o600);
+          } catch (cause) {
+            this.server.close();
+            reject(new CloisterError('CONFIG_INVALID', `egress relay could not restrict ${this.options.listen.path} to mode 0600`, { cause }));
+            return;
+          }
+        }
         this.emit({ type: 'egress-listening', address: this.address(), allow: this.allowed() });
         resolve(this.address());
       };

@@ -6,7 +6,7 @@
  * every byte the relay sent on, to show it carried ciphertext only.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { createServer as createHttpsServer } from 'node:https';
 import type { Server as HttpsServer } from 'node:https';
@@ -233,5 +233,16 @@ describe('relay egress with the in-TEE forwarder', () => {
     expect(() => new EgressRelay({ listen: { path: sock() }, allow: ['Kms.example:443'] })).toThrow(/allow-list entry/);
     expect(() => new EgressRelay({ listen: { path: sock() }, allow: ['a.b:1'], maxHeaderBytes: 0 })).toThrow(/maxHeaderBytes/);
     expect(EGRESS_DEFAULTS).toEqual({ maxConnections: 64, maxHeaderBytes: 512, headerTimeoutMs: 5000, connectTimeoutMs: 5000, idleTimeoutMs: 120_000, drainTimeoutMs: 30_000 });
+  });
+
+  it('only this host may connect: a non-loopback TCP listener is refused at start; the Unix socket is mode 0600', async () => {
+    for (const host of ['0.0.0.0', '::', '192.0.2.1', 'relay.example']) {
+      expect(() => new EgressRelay({ listen: { host, port: 0 }, allow: ['a.b:1'] })).toThrow(expect.objectContaining({ code: 'CONFIG_INVALID', message: expect.stringContaining(host) }));
+    }
+    const tcp = new EgressRelay({ listen: { host: '127.0.0.1', port: 0 }, allow: ['a.b:1'] });
+    expect(await tcp.listen()).toMatch(/^127\.0\.0\.1:\d+$/);
+    await tcp.close();
+    const { path } = await relay(['a.b:1']);
+    expect(statSync(path).mode & 0o777).toBe(0o600);
   });
 });

@@ -15,7 +15,7 @@ import type { ClientEvent, CloisterClient } from '../../client/client.js';
 import { DEFAULT_KEEPALIVE_INTERVAL_MS } from '../../client/transport.js';
 import { DEFAULT_GATEWAY_MAX_REQUEST_BYTES, parseListen, startGateway } from '../../client/gateway/index.js';
 import type { Gateway } from '../../client/gateway/index.js';
-import { isLoopbackHost } from '../../inference/upstream/target.js';
+import { isLoopbackHost } from '../../core/loopback.js';
 import { certificatesFromFile } from '../../verifier/x509/certificate.js';
 import { readFileLimited, readTextLimited } from './read-file.js';
 

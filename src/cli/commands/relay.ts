@@ -37,7 +37,8 @@ const HELP = `usage: cloister relay --listen <host:port | unix:path> (--vsock-ci
 
 Egress (the enclave's outbound streams to AWS KMS or the key broker; docs/KEYS.md):
   --egress unix:path|host:port  where the enclave's streams arrive (behind
-                            socat VSOCK-LISTEN:<port>,fork UNIX-CONNECT:<path>)
+                            socat VSOCK-LISTEN:<port>,fork UNIX-CONNECT:<path>); the
+                            socket is made mode 0600, a TCP host must be loopback
   --allow host:port,...     the only destinations (lower-case DNS name or IPv4); others: EGRESS_DENIED
   --egress-max-connections N      concurrent streams (default ${EGRESS_DEFAULTS.maxConnections})
   --egress-max-header-bytes N     longest header line (default ${EGRESS_DEFAULTS.maxHeaderBytes})

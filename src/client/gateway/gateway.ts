@@ -34,7 +34,7 @@ import type { AddressInfo } from 'node:net';
 import { CloisterError, asCloisterError } from '../../errors.js';
 import type { ErrorCode } from '../../errors.js';
 import { timingSafeEqualBytes } from '../../crypto/ct.js';
-import { isLoopbackHost } from '../../inference/upstream/target.js';
+import { isLoopbackHost } from '../../core/loopback.js';
 import type { SealedRequester } from '../openai/types.js';
 import { embedWithOnnx, isOnnxEmbedder } from '../openai/onnx-embeddings.js';
 import { positiveInt } from '../../core/validate.js';

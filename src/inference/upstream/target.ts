@@ -3,8 +3,8 @@
  * TCP or a Unix socket. Anything else would send plaintext prompts across the untrusted
  * host, so a non-loopback address is refused unless the operator says otherwise explicitly.
  */
-import { isIP } from 'node:net';
 import { CloisterError } from '../../errors.js';
+import { isLoopbackHost } from '../../core/loopback.js';
 import type { UpstreamTarget } from './http.js';
 
 interface TargetOptions {
@@ -12,15 +12,6 @@ interface TargetOptions {
   readonly baseUrl: string;
   readonly socketPath?: string;
   readonly allowNonLoopback?: boolean;
-}
-
-export function isLoopbackHost(host: string): boolean {
-  const h = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
-  if (h === 'localhost') return true;
-  const family = isIP(h);
-  if (family === 4) return h.startsWith('127.');
-  if (family === 6) return h === '::1' || h === '0:0:0:0:0:0:0:1' || /^::ffff:127\./i.test(h);
-  return false;
 }
 
 export function parseTarget(options: TargetOptions): UpstreamTarget {
