@@ -425,7 +425,7 @@ async function serve(
     if (deps.clientKeys !== undefined) Object.assign(base, { clientKey: deps.clientKeys.authorize(req.key) });
     const engine = deps.router.route(req.op, req.model);
     // In a session the sequence number already refused any replay (no global window).
-    if (options.replay) deps.replay.check(req.id, req.ts);
+    if (options.replay) deps.replay.check(req.id, req.ts, ctx.source);
     // Receipts v2 (PROTOCOL.md section 12): the client sent a salt and the receipt2 capability.
     // A session request's leaf names its session by a salted commitment (sessionCommitment).
     if (req.salt !== undefined) writer.receiptV2(receiptV2Context(opened.key, deps.router, engine, req, receivedAt, options.session));

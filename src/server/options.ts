@@ -101,6 +101,11 @@ export interface ServerLimits {
   /** Replay window: most request ids remembered (OVERLOADED beyond). */
   readonly maxReplayEntries: number;
   /**
+   * Replay window: most of them one network source holds (RATE_LIMITED beyond), so that one
+   * client cannot fill the window and lock the others out. Not applied to LOCAL_SOURCE.
+   */
+  readonly maxReplayEntriesPerSource: number;
+  /**
    * Most engine results sealed together in one response chunk. Results an engine has at the
    * same moment (e.g. the tokens of one upstream read) share one chunk and one frame.
    */
@@ -169,6 +174,7 @@ export const DEFAULT_LIMITS: ServerLimits = Object.freeze({
   replayWindowMs: 60_000,
   replayFutureSkewMs: 30_000,
   maxReplayEntries: 100_000,
+  maxReplayEntriesPerSource: 25_000,
   maxItemsPerChunk: 64,
   maxChunkTextChars: 1 << 20,
   reportGraceMs: 5_000,

@@ -11,9 +11,13 @@
  * bounded by `maxEntries`; when full, new requests are refused (OVERLOADED) rather than
  * evicting live ids, which would re-open the window to replays. The server records an id
  * only for a request it is about to serve (after routing), so requests for models or
- * operations that do not exist cannot fill the window.
+ * operations that do not exist cannot fill the window. One network source may hold at most
+ * `maxEntriesPerSource` of them (RATE_LIMITED beyond), so a single client sending one-shot
+ * requests as fast as it can cannot fill the window and lock everyone else out; LOCAL_SOURCE
+ * (a Unix socket, no address) is not limited per source (src/server/sources.ts).
  */
 import { CloisterError } from '../errors.js';
+import { LOCAL_SOURCE } from '../core/source-address.js';
 
 interface ReplayWindowOptions {
   /** How old a timestamp may be, and how long after it ids are remembered. Default 60 s. */
@@ -22,6 +26,8 @@ interface ReplayWindowOptions {
   readonly futureSkewMs?: number;
   /** Most ids remembered at once. Default 100 000 (a few MB). */
   readonly maxEntries?: number;
+  /** Most of them one network source holds. Default a quarter of maxEntries. */
+  readonly maxEntriesPerSource?: number;
   /** Clock, for tests. */
   readonly now?: () => number;
 }
@@ -38,16 +44,21 @@ export class ReplayWindow {
   readonly maxEntries: number;
   private readonly now: () => number;
   private readonly bucketMs: number;
-  /** Bucket number (floor(expiry / bucketMs)) -> ids (hex) expiring in it. Ascending insertion is not assumed. */
-  private readonly buckets = new Map<number, Set<string>>();
+  readonly maxEntriesPerSource: number;
+  /** Bucket number (floor(expiry / bucketMs)) -> ids (hex) expiring in it, and how many each source put there. */
+  private readonly buckets = new Map<number, { readonly ids: Set<string>; readonly sources: Map<string, number> }>();
   private entries = 0;
+  /** Live ids per source (no entry: none); LOCAL_SOURCE is not counted. */
+  private readonly perSource = new Map<string, number>();
 
   constructor(options: ReplayWindowOptions = {}) {
     this.windowMs = options.windowMs ?? DEFAULT_REPLAY_WINDOW_MS;
     this.futureSkewMs = options.futureSkewMs ?? DEFAULT_REPLAY_FUTURE_SKEW_MS;
     this.maxEntries = options.maxEntries ?? DEFAULT_REPLAY_MAX_ENTRIES;
+    this.maxEntriesPerSource = options.maxEntriesPerSource ?? Math.max(1, Math.floor(this.maxEntries / 4));
     this.now = options.now ?? Date.now;
-    if (!(this.windowMs > 0) || !(this.futureSkewMs >= 0) || !Number.isInteger(this.maxEntries) || this.maxEntries < 1) {
+    if (!(this.windowMs > 0) || !(this.futureSkewMs >= 0) || !Number.isInteger(this.maxEntries) || this.maxEntries < 1
+      || !Number.isInteger(this.maxEntriesPerSource) || this.maxEntriesPerSource < 1) {
       throw new CloisterError('CONFIG_INVALID', 'replay window options out of range');
     }
     this.bucketMs = Math.max(1, Math.ceil(this.windowMs / BUCKETS_PER_WINDOW));
@@ -73,35 +84,57 @@ export class ReplayWindow {
     }
   }
 
-  /** Records `id` at client time `ts` (Unix ms), or throws REPLAY / OVERLOADED. */
-  check(id: Uint8Array, ts: number): void {
+  /** Records `id` at client time `ts` (Unix ms) for network `source`, or throws REPLAY / OVERLOADED / RATE_LIMITED. */
+  check(id: Uint8Array, ts: number, source: string = LOCAL_SOURCE): void {
     this.checkTimestamp(ts);
     if (id.byteLength !== 16) throw new CloisterError('MALFORMED', 'request id must be 16 bytes');
     const now = this.now();
     this.prune(now);
     const key = Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('hex');
-    for (const ids of this.buckets.values()) if (ids.has(key)) throw new CloisterError('REPLAY', 'request id already seen');
+    for (const b of this.buckets.values()) if (b.ids.has(key)) throw new CloisterError('REPLAY', 'request id already seen');
+    const counted = source !== LOCAL_SOURCE;
+    const held = counted ? (this.perSource.get(source) ?? 0) : 0;
+    // The source's share first: one busy client is told to slow down, the others go on.
+    if (counted && held >= this.maxEntriesPerSource) {
+      throw new CloisterError('RATE_LIMITED', `this source has ${held} requests in the replay window (maxReplayEntriesPerSource ${this.maxEntriesPerSource})`, {
+        detail: { limit: 'maxReplayEntriesPerSource', value: this.maxEntriesPerSource, public: true },
+      });
+    }
     if (this.entries >= this.maxEntries) {
       throw new CloisterError('OVERLOADED', `replay window is full (maxReplayEntries ${this.maxEntries})`, {
         detail: { limit: 'maxReplayEntries', value: this.maxEntries },
       });
     }
     const slot = Math.floor((ts + this.windowMs) / this.bucketMs);
-    let ids = this.buckets.get(slot);
-    if (ids === undefined) {
-      ids = new Set();
-      this.buckets.set(slot, ids);
+    let b = this.buckets.get(slot);
+    if (b === undefined) {
+      b = { ids: new Set(), sources: new Map() };
+      this.buckets.set(slot, b);
     }
-    ids.add(key);
+    b.ids.add(key);
     this.entries++;
+    if (counted) {
+      b.sources.set(source, (b.sources.get(source) ?? 0) + 1);
+      this.perSource.set(source, held + 1);
+    }
+  }
+
+  /** Live ids `source` holds (0 for LOCAL_SOURCE, which is not counted). */
+  heldBy(source: string): number {
+    return this.perSource.get(source) ?? 0;
   }
 
   /** Drops every bucket whose ids all expired. At most (window + skew) / bucket + 1 buckets exist. */
   private prune(now: number): void {
     const live = Math.floor(now / this.bucketMs);
-    for (const [slot, ids] of this.buckets) {
+    for (const [slot, b] of this.buckets) {
       if (slot < live) {
-        this.entries -= ids.size;
+        this.entries -= b.ids.size;
+        for (const [source, n] of b.sources) {
+          const left = (this.perSource.get(source) ?? 0) - n;
+          if (left > 0) this.perSource.set(source, left);
+          else this.perSource.delete(source);
+        }
         this.buckets.delete(slot);
       }
     }

@@ -194,6 +194,7 @@ export class CloisterServer {
         windowMs: this.limits.replayWindowMs,
         futureSkewMs: this.limits.replayFutureSkewMs,
         maxEntries: this.limits.maxReplayEntries,
+        maxEntriesPerSource: this.limits.maxReplayEntriesPerSource,
         now,
       }),
       router: this.router,

@@ -265,6 +265,15 @@ describe('server limits, each hit', () => {
     expect(await codeOfAsync(c.classify('c', { model: 'fake-cls' }))).toBe('OVERLOADED');
   });
 
+  it('maxReplayEntriesPerSource: one source at its share of the replay window is RATE_LIMITED, naming the limit, while the window has room', async () => {
+    const t = await server({ maxReplayEntries: 10, maxReplayEntriesPerSource: 2 });
+    const c = await connect(t.wsUrl, { policy: t.policy, trustedRoots: t.trustedRoots, sessions: false });
+    open.push(c);
+    await c.classify('a', { model: 'fake-cls' });
+    await c.classify('b', { model: 'fake-cls' });
+    await expect(c.classify('c', { model: 'fake-cls' })).rejects.toMatchObject({ code: 'RATE_LIMITED', detail: { origin: 'server' }, message: expect.stringContaining('maxReplayEntriesPerSource 2') });
+  });
+
   it('maxItemsPerChunk: results available together share a sealed chunk, at most this many; the client sees each in order', async () => {
     const sealedChunks = async (t: TestServer, n: number): Promise<unknown[][]> => {
       const c = await client(t);

@@ -80,6 +80,33 @@ describe('ReplayWindow', () => {
     expect(w.size).toBe(1);
   });
 
+  it('maxEntriesPerSource: one source at its share is RATE_LIMITED while others go on; shares free up as ids expire; LOCAL_SOURCE is not limited', () => {
+    let now = 5_000;
+    const w = new ReplayWindow({ windowMs: 1000, futureSkewMs: 0, maxEntries: 10, maxEntriesPerSource: 3, now: () => now });
+    for (let i = 0; i < 3; i++) w.check(id(i), now, '192.0.2.7');
+    let err: unknown;
+    try {
+      w.check(id(3), now, '192.0.2.7');
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toMatchObject({ code: 'RATE_LIMITED', detail: { limit: 'maxReplayEntriesPerSource', value: 3 } });
+    expect(w.heldBy('192.0.2.7')).toBe(3);
+    // Another source still has room, and so does the Unix-socket (local) source.
+    for (let i = 10; i < 13; i++) w.check(id(i), now, '192.0.2.8');
+    for (let i = 20; i < 24; i++) w.check(id(i), now);
+    expect(w.heldBy('local')).toBe(0);
+    expect(w.size).toBe(10);
+    // The window itself is full now: OVERLOADED for a source with room left.
+    expect(code(() => w.check(id(30), now, '192.0.2.9'))).toBe('OVERLOADED');
+    // A refused id was not recorded: after expiry the source's share is free again.
+    now += 1000 + 125 + 1;
+    w.check(id(3), now, '192.0.2.7');
+    expect(w.heldBy('192.0.2.7')).toBe(1);
+    expect(w.heldBy('192.0.2.8')).toBe(0);
+    expect(w.size).toBe(1);
+  });
+
   it('rejects a bad id length', () => {
     const w = new ReplayWindow();
     expect(code(() => w.check(new Uint8Array(15), Date.now()))).toBe('MALFORMED');
