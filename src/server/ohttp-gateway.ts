@@ -53,6 +53,8 @@ export interface OhttpGatewayOptions {
   readonly bhttpLimits?: Partial<BhttpLimits>;
   /** Server clock (tests). Default Date.now. */
   readonly now?: () => number;
+  /** The peer's network source (src/server/sources.ts), for maxReplayEntriesPerSource; absent: LOCAL_SOURCE. */
+  readonly source?: string;
 }
 
 function httpStatusOf(code: ErrorCode): number {
@@ -169,7 +171,7 @@ export async function handleOhttpRequest(deps: HandlerDeps, body: Uint8Array, si
     const mapped = mapRequest(req.method, req.path, req.content);
     op = mapped.op;
     const engine = deps.router.route(mapped.op, mapped.model);
-    deps.replay.check(replayId, ts);
+    deps.replay.check(replayId, ts, options.source);
     const results: unknown[] = [];
     for await (const r of engine.run({ op: mapped.op, model: mapped.model, input: mapped.input, params: {}, stream: false }, { signal: deadline.signal })) {
       if (r instanceof JsonResults) for (const t of r.texts) results.push(JSON.parse(t) as unknown);

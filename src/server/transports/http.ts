@@ -301,7 +301,7 @@ export class HttpTransport {
       stats.inFlight++;
       counted = true;
       if (handle === null) {
-        handleOhttpRequest(this.ctx.handlerDeps, body, abort.signal)
+        handleOhttpRequest(this.ctx.handlerDeps, body, abort.signal, { source })
           .then((outcome) => {
             if (outcome.kind === 'error') return sendError(res, outcome.code);
             res.writeHead(200, { 'content-type': OHTTP_RESPONSE_MEDIA_TYPE, 'content-length': outcome.body.byteLength, 'cache-control': 'no-store' });
