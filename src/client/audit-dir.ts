@@ -4,9 +4,11 @@
  * salt, inclusion proof to a signed tree head), and once per key generation the verified
  * evidence file, named so that `cloister audit export` finds the pair:
  *
- *   DIR/evidence-<generation>.cbor           evidence + key config (client.evidenceFile())
- *   DIR/<generation>-<time>-<n>.record.cbor  one audit record (encodeAuditRecord)
+ *   DIR/evidence-<generation>.cbor                 evidence + key config (client.evidenceFile())
+ *   DIR/<generation>-<time>-<run>-<n>.record.cbor  one audit record (encodeAuditRecord)
  *
+ * <run> is random per AuditDirectory, so that several processes (or one `cloister infer
+ * --audit DIR` after another) can write into one directory in the same second.
  * <generation> is the first 16 hex digits of the key generation digest the leaf names.
  * A server that offers no receipts v2 (a fleet, whose replicas each sign their own receipts;
  * a server from before them) gets its version-1 receipt kept instead, with the evidence of
@@ -14,11 +16,12 @@
  * for `cloister receipt verify --evidence DIR/evidence-<key>.cbor --receipt FILE`:
  *
  *   DIR/evidence-<key>.cbor
- *   DIR/<key>-<time>-<n>.receipt.json        receiptToJson (a fleet's names the replica)
+ *   DIR/<key>-<time>-<run>-<n>.receipt.json       receiptToJson (a fleet's names the replica)
  *
  * Content-free: salted hashes and the salt; with the salt, a guess at a request's text can be
  * checked, so the directory is created mode 0700 and the files 0600. Nothing is overwritten.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CloisterError } from '../errors.js';
@@ -37,6 +40,7 @@ export interface AuditFiles {
 export class AuditDirectory {
   readonly #dir: string;
   readonly #evidenceWritten = new Set<string>();
+  readonly #run = randomBytes(4).toString('hex');
   #n = 0;
 
   private constructor(dir: string) {
@@ -66,7 +70,7 @@ export class AuditDirectory {
       await writeNew(evidence, evidenceFile, true);
       this.#evidenceWritten.add(generation);
     }
-    const path = join(this.#dir, `${generation}-${stamp()}-${++this.#n}.record.cbor`);
+    const path = join(this.#dir, `${generation}-${stamp()}-${this.#run}-${++this.#n}.record.cbor`);
     await writeNew(path, encodeAuditRecord({ leaf: record.leaf, index: record.index, salt: record.salt, proof: record.proof }), false);
     return { evidence, record: path };
   }
@@ -79,7 +83,7 @@ export class AuditDirectory {
       await writeNew(evidence, evidenceFile, true);
       this.#evidenceWritten.add(key);
     }
-    const path = join(this.#dir, `${key}-${stamp()}-${++this.#n}.receipt.json`);
+    const path = join(this.#dir, `${key}-${stamp()}-${this.#run}-${++this.#n}.receipt.json`);
     await writeNew(path, new TextEncoder().encode(`${JSON.stringify(receiptToJson(record), null, 2)}\n`), false);
     return { evidence, record: path };
   }

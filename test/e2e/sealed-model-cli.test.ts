@@ -187,6 +187,28 @@ describe.skipIf(!haveDist)('sealed model through the key broker (child processes
       const bad = await runCli(['receipt', 'verify', '--evidence', rb.evidence, '--receipt', join(dir, 'forged.json')]);
       expect(bad.code).toBe(1);
       expect(bad.err).toContain('RECEIPT_INVALID');
+
+      // One audit directory for several runs (A, B, A again, in the same second): the auditor
+      // checks them all at once and counts the answers per replica.
+      const all = join(dir, 'audit-all');
+      for (const p of [a, b, a]) {
+        const inf = await runCli(['infer', '--url', url(p) ?? '', '--policy', join(state, 'policy.json'), '--text', TEXT, '--audit', all]);
+        expect(inf.code, inf.err).toBe(0);
+      }
+      const sum = await runCli(['receipt', 'verify', '--dir', all, '--policy', join(state, 'policy.json')]);
+      expect(sum.code, sum.err).toBe(0);
+      expect(sum.out).toContain('RECEIPTS VERIFIED: 3 receipt(s)');
+      expect(sum.out).toMatch(new RegExp(`replica ${ra.key} \\(simulated, [^)]*\\): 2 receipt\\(s\\)`));
+      expect(sum.out).toMatch(new RegExp(`replica ${rb.key} \\(simulated, [^)]*\\): 1 receipt\\(s\\)`));
+      // One receipt's signature bit flipped: exit 1, naming that file.
+      const victim = (await readdir(all)).find((f) => f.endsWith('.receipt.json')) ?? '';
+      const j = JSON.parse(await readFile(join(all, victim), 'utf8')) as { signature: string };
+      j.signature = (j.signature.startsWith('0') ? '1' : '0') + j.signature.slice(1);
+      await writeFile(join(all, victim), JSON.stringify(j));
+      const tampered = await runCli(['receipt', 'verify', '--dir', all]);
+      expect(tampered.code).toBe(1);
+      expect(tampered.err).toContain('RECEIPT_INVALID');
+      expect(tampered.err).toContain(victim);
     } finally {
       await stop(a);
       await stop(b);

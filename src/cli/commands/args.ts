@@ -23,7 +23,7 @@ interface ArgSpec {
   readonly flags?: readonly string[];
 }
 
-interface ParsedArgs {
+export interface ParsedArgs {
   readonly values: ReadonlyMap<string, string[]>;
   readonly flags: ReadonlySet<string>;
 }
@@ -101,4 +101,15 @@ export function withEnv(
   const label = (message: string): string =>
     message.replace(/--([a-z][a-z0-9-]*)/g, (m, name: string) => (fromEnv.has(name) ? `${envNameOf(name)} (environment)` : m));
   return { values, flags: args.flags, fromEnv, label };
+}
+
+/** `--at TIME`: ISO 8601 with an explicit zone only (a local-time reading would depend on the machine); undefined when absent. */
+export function parseAtOption(text: string | undefined): Date | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2})$/.test(text)) {
+    throw new UsageError('--at must be an ISO 8601 time with a zone, e.g. 2026-01-15T12:00:00Z');
+  }
+  const at = new Date(text);
+  if (!Number.isFinite(at.getTime())) throw new UsageError('--at is not a valid time');
+  return at;
 }

@@ -28,7 +28,7 @@ import type { TreeHead } from '../../protocol/receipt-v2.js';
 import { ReceiptLogClient } from '../../client/log-proofs.js';
 import { verifyAuditBundle } from '../../verifier/audit.js';
 import type { AuditContent, AuditReport } from '../../verifier/audit.js';
-import { one, parseArgs, UsageError } from './args.js';
+import { one, parseArgs, parseAtOption, UsageError } from './args.js';
 import { readFileLimited } from './read-file.js';
 
 export const summary = 'export and verify audit bundles (receipts v2, offline)';
@@ -110,11 +110,7 @@ async function fetchProofs(server: string, evidence: Uint8Array, records: AuditR
   return extra;
 }
 
-function parseAt(text: string | undefined): Date | undefined {
-  if (text === undefined) return undefined;
-  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2})$/.test(text)) throw new UsageError('--at must be an ISO 8601 time with a zone, e.g. 2026-01-15T12:00:00Z');
-  return new Date(text);
-}
+const parseAt = parseAtOption;
 
 function iso(ms: number): string {
   return new Date(ms).toISOString();

@@ -8,20 +8,32 @@
  * and its statement. The binding of that key to the fleet key config is checked here and the
  * replica named by its key; `--statement-out FILE` writes the statement as an evidence file
  * for `cloister verify FILE --policy POLICY` (the replica's measurements, platform, time).
+ *
+ * `cloister receipt verify --dir DIR [--policy POLICY] [--root PEM] [--at TIME]` checks every
+ * receipt an audit directory holds (src/verifier/receipt-dir.ts) and counts them per key
+ * config and per replica; with --policy it also verifies every evidence file and replica
+ * statement. Exit 1 names the first file that fails.
  */
 import { CloisterError } from '../../errors.js';
 import { decodeEvidenceFile, MAX_EVIDENCE_FILE_BYTES } from '../../verifier/evidence-file.js';
 import { fromHex } from '../../core/hex.js';
 import { checkReceipt, receiptFromJson } from '../../verifier/receipt.js';
-import { one, parseArgs, UsageError } from './args.js';
+import { one, parseArgs, parseAtOption, UsageError } from './args.js';
 import { readFileLimited, readTextLimited } from './read-file.js';
+import { MAX_RECEIPT_FILE_BYTES, verifyReceiptDirectory } from '../../verifier/receipt-dir.js';
+import type { ReceiptDirReport } from '../../verifier/receipt-dir.js';
+import { parsePolicy } from '../../verifier/policy.js';
+import { certificatesFromFile } from '../../verifier/x509/certificate.js';
+import type { ParsedArgs } from './args.js';
 import { writeFile } from 'node:fs/promises';
 
 export const summary = 'check a stored receipt offline against an evidence file';
 
-const USAGE = 'usage: cloister receipt verify --evidence FILE --receipt RECEIPT.json [--request-digest HEX] [--response-digest HEX] [--statement-out FILE]';
-/** A receipt with a replica statement (an evidence file, base64) stays well under this. */
-const MAX_RECEIPT_FILE_BYTES = 2 * 1024 * 1024;
+const USAGE = [
+  'usage: cloister receipt verify --evidence FILE --receipt RECEIPT.json [--request-digest HEX] [--response-digest HEX] [--statement-out FILE]',
+  '       cloister receipt verify --dir DIR [--policy POLICY] [--root PEM] [--at ISO-TIME] [--json]',
+].join('\n');
+const MAX_AUX_FILE_BYTES = 1024 * 1024;
 
 export async function run(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
@@ -31,11 +43,19 @@ export async function run(argv: string[]): Promise<number> {
   }
   if (sub.startsWith('--')) throw new UsageError(`unknown option ${sub}; ${USAGE}`);
   if (sub !== 'verify') throw new UsageError(`unknown subcommand '${sub}'; ${USAGE}`);
-  const args = parseArgs(rest, { values: ['evidence', 'receipt', 'request-digest', 'response-digest', 'statement-out'] });
+  const args = parseArgs(rest, { values: ['evidence', 'receipt', 'request-digest', 'response-digest', 'statement-out', 'dir', 'policy', 'root', 'at'], flags: ['json'] });
   if (args.flags.has('help')) {
     console.log(USAGE);
     return 0;
   }
+  const dir = one(args, 'dir');
+  if (dir !== undefined) {
+    const stray = ['evidence', 'receipt', 'request-digest', 'response-digest', 'statement-out'].find((k) => one(args, k) !== undefined);
+    if (stray !== undefined) throw new UsageError(`--${stray} does not go with --dir; ${USAGE}`);
+    return verifyDirectory(dir, args);
+  }
+  const onlyDir = ['policy', 'root', 'at'].find((k) => one(args, k) !== undefined) ?? (args.flags.has('json') ? 'json' : undefined);
+  if (onlyDir !== undefined) throw new UsageError(`--${onlyDir} goes with --dir; ${USAGE}`);
   const evidencePath = one(args, 'evidence');
   const receiptPath = one(args, 'receipt');
   if (evidencePath === undefined || receiptPath === undefined) throw new UsageError(`--evidence and --receipt are required; ${USAGE}`);
@@ -79,4 +99,37 @@ export async function run(argv: string[]): Promise<number> {
   }
   console.error('note: the evidence files themselves (the fleet\'s and the replica\'s statement) are checked by `cloister verify FILE --policy POLICY`');
   return 0;
+}
+
+/** `--dir DIR`: every receipt in an audit directory, counted per key config and replica. */
+async function verifyDirectory(dir: string, args: ParsedArgs): Promise<number> {
+  const policyPath = one(args, 'policy');
+  const rootPath = one(args, 'root');
+  const at = parseAtOption(one(args, 'at'));
+  const policy = policyPath === undefined ? undefined : parsePolicy(await readFileLimited(policyPath, MAX_AUX_FILE_BYTES, 'policy file'), { source: policyPath });
+  const simulatedRoots = rootPath === undefined ? undefined : certificatesFromFile(await readFileLimited(rootPath, MAX_AUX_FILE_BYTES, 'root file'), rootPath, 'root file');
+  const report = await verifyReceiptDirectory(dir, {
+    read: readFileLimited,
+    ...(policy === undefined ? {} : { policy }),
+    ...(simulatedRoots === undefined ? {} : { simulatedRoots }),
+    ...(at === undefined ? {} : { at }),
+  });
+  if (args.flags.has('json')) console.log(JSON.stringify(report, null, 2));
+  else printDirectory(report);
+  if (!report.policyChecked) console.error('note: evidence files and replica statements were not verified: give --policy POLICY to verify them too');
+  return 0;
+}
+
+function measured(claims: { readonly measurements: Readonly<Record<string, string>> } | undefined): string {
+  if (claims === undefined) return '';
+  const first = Object.entries(claims.measurements)[0];
+  return first === undefined ? '' : `, ${first[0]} ${first[1].slice(0, 16)}...`;
+}
+
+function printDirectory(r: ReceiptDirReport): void {
+  console.log(`RECEIPTS VERIFIED: ${r.receipts} receipt(s), signatures${r.policyChecked ? ', evidence and replica statements against the policy' : ' and bindings (evidence not verified)'}`);
+  for (const k of r.keyConfigs) {
+    console.log(`key config ${k.keyConfigDigest} (key id ${k.keyId}, ${k.platform}${k.fleet ? ', fleet' : ''}${measured(k.claims)}): ${k.receipts} receipt(s)`);
+    for (const rep of k.replicas) console.log(`  replica ${rep.receiptKey} (${rep.platform}${measured(rep.claims)}): ${rep.receipts} receipt(s)`);
+  }
 }

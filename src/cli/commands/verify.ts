@@ -42,6 +42,7 @@ import { certificatesFromFile } from '../../verifier/x509/certificate.js';
 import { SNP_TDX_OPTIONS, sevSnpHandler, tdxHandler } from './verify-snp-tdx.js';
 import { readFileLimited } from './read-file.js';
 import { GpuUsageError, verifyGpuReportFile } from './verify-gpu.js';
+import { parseAtOption } from './args.js';
 
 /** The GPU report platform: not a CPU TEE, so not in PLATFORMS (verify-gpu.ts). */
 const GPU_PLATFORM = 'nvidia-gpu';
@@ -284,14 +285,12 @@ function printHuman(report: VerificationReport, outcome: Outcome, io: CliIo): vo
 }
 
 function parseAt(text: string | undefined): Date {
-  if (text === undefined) return new Date();
-  // ISO 8601 with an explicit zone only: a local-time reading would depend on the machine.
-  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2})$/.test(text)) {
-    throw new UsageError('--at must be an ISO 8601 time with a zone, e.g. 2024-11-30T16:22:48Z');
+  try {
+    return parseAtOption(text) ?? new Date();
+  } catch (err) {
+    // This command's own usage error (exit 2 with its usage text).
+    throw new UsageError(err instanceof Error ? err.message : String(err));
   }
-  const at = new Date(text);
-  if (!Number.isFinite(at.getTime())) throw new UsageError('--at is not a valid time');
-  return at;
 }
 
 /**
