@@ -17,6 +17,8 @@
  *
  *   DIR/evidence-<key>.cbor
  *   DIR/<key>-<time>-<run>-<n>.receipt.json       receiptToJson (a fleet's names the replica)
+ *   DIR/statement-<sha256>.cbor                     a fleet replica's statement, once (the
+ *                                                   receipts name it by its SHA-256)
  *
  * Content-free: salted hashes and the salt; with the salt, a guess at a request's text can be
  * checked, so the directory is created mode 0700 and the files 0600. Nothing is overwritten.
@@ -29,7 +31,7 @@ import { toHex } from '../core/hex.js';
 import { decodeReceiptLeaf } from '../protocol/receipt-v2.js';
 import type { ReceiptV2Record } from '../protocol/response.js';
 import { encodeAuditRecord } from '../verifier/audit-bundle.js';
-import { receiptToJson } from '../verifier/receipt.js';
+import { receiptToJson, statementFileName } from '../verifier/receipt.js';
 import type { ReceiptRecord } from '../verifier/receipt.js';
 
 export interface AuditFiles {
@@ -40,6 +42,7 @@ export interface AuditFiles {
 export class AuditDirectory {
   readonly #dir: string;
   readonly #evidenceWritten = new Set<string>();
+  readonly #statementsWritten = new Set<string>();
   readonly #run = randomBytes(4).toString('hex');
   #n = 0;
 
@@ -83,8 +86,17 @@ export class AuditDirectory {
       await writeNew(evidence, evidenceFile, true);
       this.#evidenceWritten.add(key);
     }
+    // A replica's statement once, not in every receipt (a replica re-attests it every minute or so).
+    const statement = record.replica?.statement;
+    if (statement !== undefined) {
+      const name = statementFileName(statement);
+      if (!this.#statementsWritten.has(name)) {
+        await writeNew(join(this.#dir, name), statement, true);
+        this.#statementsWritten.add(name);
+      }
+    }
     const path = join(this.#dir, `${key}-${stamp()}-${this.#run}-${++this.#n}.receipt.json`);
-    await writeNew(path, new TextEncoder().encode(`${JSON.stringify(receiptToJson(record), null, 2)}\n`), false);
+    await writeNew(path, new TextEncoder().encode(`${JSON.stringify(receiptToJson(record, { detachStatement: true }), null, 2)}\n`), false);
     return { evidence, record: path };
   }
 }

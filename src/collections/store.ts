@@ -30,6 +30,9 @@ import { COLLECTION_ID_LENGTH, DEFAULT_MAX_RECORD_BYTES, SealedLog } from './sea
 import { DEFAULT_ANN_THRESHOLD, HybridIndex } from './vector-index.js';
 import type { AnnOptions } from './vector-index.js';
 
+/** A capability as `create` returns it: 32 bytes, base64url without padding, canonical. */
+const CAPABILITY_RE = /^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/;
+
 export interface CollectionLimits {
   /** Collections on this server (LIMIT_EXCEEDED beyond). */
   readonly maxCollections: number;
@@ -391,7 +394,9 @@ export class CollectionStore {
   /** The collection, when `capability` opens it (CAPABILITY_INVALID otherwise, whichever failed). */
   #open(id: unknown, capability: unknown): Collection {
     const fail = (): CloisterError => new CloisterError('CAPABILITY_INVALID', undefined, { detail: { public: true } });
-    if (typeof id !== 'string' || typeof capability !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(capability)) throw fail();
+    // 32 bytes in base64url, canonically: the last character carries 4 bits and 2 zero bits, so
+    // only one spelling of a capability opens the collection.
+    if (typeof id !== 'string' || typeof capability !== 'string' || !CAPABILITY_RE.test(capability)) throw fail();
     const c = this.#collections.get(id);
     // Hash the presented capability either way: no timing difference between the two failures.
     const presented = sha256(Buffer.from(capability, 'base64url'));

@@ -124,12 +124,26 @@ export async function verifyReceiptDirectory(dir: string, options: ReceiptDirOpt
   };
 
   const verifiedStatements = new Set<string>();
+  const statements = new Map<string, Uint8Array>();
   for (const name of receiptFiles) {
     const path = join(dir, name);
     let record;
     try {
       const text = new TextDecoder('utf-8', { fatal: true }).decode(await options.read(path, MAX_RECEIPT_FILE_BYTES, 'receipt file'));
-      record = receiptFromJson(JSON.parse(text));
+      const json: unknown = JSON.parse(text);
+      // A statement kept apart (statement-<sha256>.cbor, as AuditDirectory writes it): read once.
+      const named = detachedStatementOf(json);
+      let lookup: ((d: string) => Uint8Array | undefined) | undefined;
+      if (named !== undefined) {
+        const file = `statement-${named}.cbor`;
+        let bytes = statements.get(named);
+        if (bytes === undefined && names.includes(file)) {
+          bytes = await options.read(join(dir, file), MAX_EVIDENCE_FILE_BYTES, 'statement file');
+          statements.set(named, bytes);
+        }
+        lookup = (d) => (d === named ? bytes : undefined);
+      }
+      record = receiptFromJson(json, lookup);
     } catch (err) {
       throw inFile(path, err instanceof SyntaxError || err instanceof TypeError ? new CloisterError('MALFORMED', 'not a receipt JSON file', { cause: err }) : err);
     }
@@ -178,4 +192,13 @@ export async function verifyReceiptDirectory(dir: string, options: ReceiptDirOpt
     });
   }
   return { receipts: receiptFiles.length, policyChecked: options.policy !== undefined, keyConfigs };
+}
+
+/** The lower-case hex SHA-256 a receipt JSON's `replica.statementSha256` names, if it is one (checked strictly when parsed). */
+export function detachedStatementOf(json: unknown): string | undefined {
+  if (typeof json !== 'object' || json === null) return undefined;
+  const replica = (json as Record<string, unknown>)['replica'];
+  if (typeof replica !== 'object' || replica === null) return undefined;
+  const d = (replica as Record<string, unknown>)['statementSha256'];
+  return typeof d === 'string' && /^[0-9a-fA-F]{64}$/.test(d) ? d.toLowerCase() : undefined;
 }

@@ -141,8 +141,14 @@ export function replicaKeyOf(fleet: KeyConfig, replica: ReplicaReceipt): Uint8Ar
   return key;
 }
 
-/** JSON form (hex fields), for storing receipts next to an evidence file. */
-export function receiptToJson(record: ReceiptRecord): Record<string, unknown> {
+/**
+ * JSON form (hex fields), for storing receipts next to an evidence file. A fleet receipt's
+ * replica statement is inline (base64), or with `detachStatement` named by its SHA-256
+ * (`replica.statementSha256`) and kept once in a file of its own (`statement-<sha256>.cbor`,
+ * as the audit directory does), so that thousands of receipts do not repeat a few statements.
+ */
+export function receiptToJson(record: ReceiptRecord, options: { readonly detachStatement?: boolean } = {}): Record<string, unknown> {
+  const r = record.replica;
   return {
     format: 'cloister-receipt',
     version: record.version,
@@ -151,28 +157,61 @@ export function receiptToJson(record: ReceiptRecord): Record<string, unknown> {
     requestDigest: toHex(record.requestDigest),
     responseDigest: toHex(record.responseDigest),
     signature: toHex(record.signature),
-    ...(record.replica === undefined ? {} : { replica: { receiptKey: toHex(record.replica.receiptKey), statement: Buffer.from(record.replica.statement).toString('base64') } }),
+    ...(r === undefined
+      ? {}
+      : {
+          replica: options.detachStatement === true
+            ? { receiptKey: toHex(r.receiptKey), statementSha256: toHex(statementSha256(r.statement)) }
+            : { receiptKey: toHex(r.receiptKey), statement: Buffer.from(r.statement).toString('base64') },
+        }),
   };
+}
+
+/** The file name a detached statement is kept under (next to the receipts that name it). */
+export function statementFileName(statement: Uint8Array): string {
+  return `statement-${toHex(statementSha256(statement))}.cbor`;
+}
+
+function statementSha256(statement: Uint8Array): Uint8Array {
+  return new Uint8Array(createHash('sha256').update(statement).digest());
 }
 
 const JSON_FIELDS = ['format', 'version', 'keyId', 'keyConfigDigest', 'requestDigest', 'responseDigest', 'signature', 'replica'];
 const BASE64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
-function replicaFromJson(v: unknown): ReplicaReceipt {
+/** Finds a detached statement by its SHA-256 (hex); undefined when it has none. */
+export type StatementLookup = (sha256Hex: string) => Uint8Array | undefined;
+
+function replicaFromJson(v: unknown, lookup: StatementLookup | undefined): ReplicaReceipt {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new CloisterError('MALFORMED', 'receipt JSON: replica must be an object');
   const o = v as Record<string, unknown>;
-  for (const k of Object.keys(o)) if (k !== 'receiptKey' && k !== 'statement') throw new CloisterError('MALFORMED', `receipt JSON: replica: unknown field ${k}`);
+  for (const k of Object.keys(o)) if (k !== 'receiptKey' && k !== 'statement' && k !== 'statementSha256') throw new CloisterError('MALFORMED', `receipt JSON: replica: unknown field ${k}`);
   const key = o['receiptKey'];
-  const statement = o['statement'];
   if (typeof key !== 'string') throw new CloisterError('MALFORMED', 'receipt JSON: replica.receiptKey must be a hex string');
+  const receiptKey = fromHex(key, 32, 'receipt JSON: replica.receiptKey', 'MALFORMED');
+  const statement = o['statement'];
+  const detached = o['statementSha256'];
+  if ((statement === undefined) === (detached === undefined)) throw new CloisterError('MALFORMED', 'receipt JSON: replica holds exactly one of statement and statementSha256');
+  if (detached !== undefined) {
+    if (typeof detached !== 'string') throw new CloisterError('MALFORMED', 'receipt JSON: replica.statementSha256 must be a hex string');
+    const digest = toHex(fromHex(detached, 32, 'receipt JSON: replica.statementSha256', 'MALFORMED'));
+    const found = lookup?.(digest);
+    if (found === undefined) throw new CloisterError('NOT_FOUND', `the receipt's replica statement is kept apart (statement-${digest}.cbor) and was not given`, { detail: { file: `statement-${digest}.cbor` } });
+    if (toHex(statementSha256(found)) !== digest) throw new CloisterError('RECEIPT_INVALID', `receipt: statement-${digest}.cbor does not have the SHA-256 its name and the receipt give`);
+    return { receiptKey, statement: Uint8Array.from(found) };
+  }
   if (typeof statement !== 'string' || statement.length === 0 || statement.length > Math.ceil(MAX_REPLICA_STATEMENT_BYTES / 3) * 4 || !BASE64_RE.test(statement)) {
     throw new CloisterError('MALFORMED', `receipt JSON: replica.statement must be base64 of 1 to ${MAX_REPLICA_STATEMENT_BYTES} bytes`);
   }
-  return { receiptKey: fromHex(key, 32, 'receipt JSON: replica.receiptKey', 'MALFORMED'), statement: new Uint8Array(Buffer.from(statement, 'base64')) };
+  return { receiptKey, statement: new Uint8Array(Buffer.from(statement, 'base64')) };
 }
 
-/** Parses receiptToJson's output strictly (unknown or missing fields, wrong lengths: MALFORMED). */
-export function receiptFromJson(value: unknown): ReceiptRecord {
+/**
+ * Parses receiptToJson's output strictly (unknown or missing fields, wrong lengths: MALFORMED).
+ * A detached replica statement is fetched with `lookup` (NOT_FOUND without it) and must have
+ * the SHA-256 the receipt names (RECEIPT_INVALID).
+ */
+export function receiptFromJson(value: unknown, lookup?: StatementLookup): ReceiptRecord {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new CloisterError('MALFORMED', 'receipt JSON must be an object');
   const o = value as Record<string, unknown>;
   for (const k of Object.keys(o)) if (!JSON_FIELDS.includes(k)) throw new CloisterError('MALFORMED', `receipt JSON: unknown field ${k}`);
@@ -192,6 +231,6 @@ export function receiptFromJson(value: unknown): ReceiptRecord {
     requestDigest: hex('requestDigest', DIGEST_LENGTH),
     responseDigest: hex('responseDigest', DIGEST_LENGTH),
     signature: hex('signature', RECEIPT_SIGNATURE_LENGTH),
-    ...(o['replica'] === undefined ? {} : { replica: replicaFromJson(o['replica']) }),
+    ...(o['replica'] === undefined ? {} : { replica: replicaFromJson(o['replica'], lookup) }),
   };
 }

@@ -152,8 +152,14 @@ describe('sealed collection files', () => {
     const s = store();
     await s.load();
     const c = await s.create();
-    const flipped = `${c.capability.slice(0, -1)}${c.capability.endsWith('A') ? 'B' : 'A'}`;
+    const flipped = `${c.capability.slice(0, 10)}${c.capability[10] === 'A' ? 'B' : 'A'}${c.capability.slice(11)}`;
     expect(codeOf(() => s.list(c.id, flipped))).toBe('CAPABILITY_INVALID');
+    // The same 32 bytes spelled non-canonically (a padding bit of the last character set): refused too.
+    const last = c.capability.at(-1) ?? 'A';
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+    const other = `${c.capability.slice(0, -1)}${alphabet[alphabet.indexOf(last) + 1] ?? 'B'}`;
+    expect(Buffer.from(other, 'base64url')).toEqual(Buffer.from(c.capability, 'base64url'));
+    expect(codeOf(() => s.list(c.id, other))).toBe('CAPABILITY_INVALID');
     expect(codeOf(() => s.list(c.id, 'short'))).toBe('CAPABILITY_INVALID');
     expect(codeOf(() => s.list('0'.repeat(32), c.capability))).toBe('CAPABILITY_INVALID');
     expect(codeOf(() => s.list(c.id, undefined))).toBe('CAPABILITY_INVALID');

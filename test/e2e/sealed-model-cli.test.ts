@@ -184,7 +184,9 @@ describe.skipIf(!haveDist)('sealed model through the key broker (child processes
       const forged = JSON.parse(await readFile(rb.receipt, 'utf8')) as { replica: { receiptKey: string } };
       forged.replica.receiptKey = ra.key;
       await writeFile(join(dir, 'forged.json'), JSON.stringify(forged));
-      const bad = await runCli(['receipt', 'verify', '--evidence', rb.evidence, '--receipt', join(dir, 'forged.json')]);
+      // The audit directory keeps the statement apart (statement-<sha256>.cbor): given explicitly here.
+      const statementOf = (await readdir(join(dir, 'audit-2'))).find((f) => f.startsWith('statement-')) ?? '';
+      const bad = await runCli(['receipt', 'verify', '--evidence', rb.evidence, '--receipt', join(dir, 'forged.json'), '--statement', join(dir, 'audit-2', statementOf)]);
       expect(bad.code).toBe(1);
       expect(bad.err).toContain('RECEIPT_INVALID');
 

@@ -76,6 +76,12 @@ describe('verifyReceiptDirectory', () => {
     expect(fleet?.replicas.every((x) => x.claims?.measurements['PCR0'] !== undefined)).toBe(true);
     expect(solo?.receipts).toBe(2);
     expect(solo?.replicas).toEqual([]);
+    // Each replica's statement is kept once, and the receipts name it by its SHA-256.
+    const files = await readdir(audit);
+    expect(files.filter((f) => f.startsWith('statement-'))).toHaveLength(2);
+    const fleetReceipts = await Promise.all(files.filter((f) => f.endsWith('.receipt.json')).map(async (f) => JSON.parse(await readFile(join(audit, f), 'utf8')) as { replica?: Record<string, string> }));
+    expect(fleetReceipts.filter((j) => j.replica?.['statementSha256'] !== undefined)).toHaveLength(5);
+    expect(fleetReceipts.every((j) => j.replica?.['statement'] === undefined)).toBe(true);
     // Without a policy: signatures and bindings only.
     expect((await verifyReceiptDirectory(audit, { read })).policyChecked).toBe(false);
   });
@@ -91,7 +97,9 @@ describe('verifyReceiptDirectory', () => {
     // Find a receipt of the first replica and give it a statement attested by the intruder over the same replica key config.
     let target = '';
     for (const f of files.filter((x) => x.endsWith('.receipt.json'))) {
-      const rec = receiptFromJson(JSON.parse(await readFile(join(copy, f), 'utf8')));
+      const statements = new Map<string, Uint8Array>();
+      for (const s of files.filter((x) => x.startsWith('statement-'))) statements.set(s.slice(10, 74), await readFile(join(copy, s)));
+      const rec = receiptFromJson(JSON.parse(await readFile(join(copy, f), 'utf8')), (d) => statements.get(d));
       if (rec.replica !== undefined && Buffer.from(rec.replica.receiptKey).equals(Buffer.from(gen.replica.receiptPublicKey))) {
         const statement = encodeEvidenceFile(await intruder.attest({ keyConfig: gen.replica.keyConfig, hpkePublicKey: gen.hpkePublicKey }));
         await writeFile(join(copy, f), JSON.stringify(receiptToJson({ ...rec, replica: { receiptKey: rec.replica.receiptKey, statement } })));
@@ -111,12 +119,26 @@ describe('verifyReceiptDirectory', () => {
     await AuditDirectory.open(empty);
     await expect(verifyReceiptDirectory(empty, { read })).rejects.toMatchObject({ code: 'NOT_FOUND' });
     const files = await readdir(audit);
-    const one = files.find((f) => f.endsWith('.receipt.json')) ?? '';
+    const statementOf = async (f: string): Promise<string | undefined> =>
+      (JSON.parse(await readFile(join(audit, f), 'utf8')) as { replica?: { statementSha256?: string } }).replica?.statementSha256;
+    const receipts = files.filter((f) => f.endsWith('.receipt.json'));
+    let fleetOne = '';
+    for (const f of receipts) if ((await statementOf(f)) !== undefined) fleetOne = f;
+    let soloOne = '';
+    for (const f of receipts) if ((await statementOf(f)) === undefined) soloOne = f;
+    const noEvidence = join(dir, 'no-evidence');
+    await AuditDirectory.open(noEvidence);
+    await writeFile(join(noEvidence, soloOne), await readFile(join(audit, soloOne)));
+    await expect(verifyReceiptDirectory(noEvidence, { read })).rejects.toMatchObject({ code: 'NOT_FOUND', message: expect.stringContaining('evidence-') });
     const lone = join(dir, 'lone');
     await AuditDirectory.open(lone);
-    await writeFile(join(lone, one), await readFile(join(audit, one)));
-    await expect(verifyReceiptDirectory(lone, { read })).rejects.toMatchObject({ code: 'NOT_FOUND', message: expect.stringContaining('evidence-') });
+    await writeFile(join(lone, fleetOne), await readFile(join(audit, fleetOne)));
+    // No evidence file for its key config, then no statement file it names: NOT_FOUND naming each.
+    const statement = await statementOf(fleetOne);
+    await expect(verifyReceiptDirectory(lone, { read })).rejects.toMatchObject({ code: 'NOT_FOUND' });
     for (const f of files.filter((x) => x.startsWith('evidence-'))) await writeFile(join(lone, f), await readFile(join(audit, f)));
+    await expect(verifyReceiptDirectory(lone, { read })).rejects.toMatchObject({ code: 'NOT_FOUND', message: expect.stringContaining(`statement-${statement ?? ''}.cbor`) });
+    await writeFile(join(lone, `statement-${statement ?? ''}.cbor`), await readFile(join(audit, `statement-${statement ?? ''}.cbor`)));
     await expect(verifyReceiptDirectory(lone, { read })).resolves.toMatchObject({ receipts: 1 });
     await writeFile(join(lone, 'x.receipt.json'), '{"format":"cloister-receipt"');
     await expect(verifyReceiptDirectory(lone, { read })).rejects.toMatchObject({ code: 'MALFORMED', message: expect.stringContaining('x.receipt.json') });

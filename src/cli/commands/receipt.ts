@@ -20,7 +20,8 @@ import { fromHex } from '../../core/hex.js';
 import { checkReceipt, receiptFromJson } from '../../verifier/receipt.js';
 import { one, parseArgs, parseAtOption, UsageError } from './args.js';
 import { readFileLimited, readTextLimited } from './read-file.js';
-import { MAX_RECEIPT_FILE_BYTES, verifyReceiptDirectory } from '../../verifier/receipt-dir.js';
+import { MAX_RECEIPT_FILE_BYTES, detachedStatementOf, verifyReceiptDirectory } from '../../verifier/receipt-dir.js';
+import { dirname, join } from 'node:path';
 import type { ReceiptDirReport } from '../../verifier/receipt-dir.js';
 import { parsePolicy } from '../../verifier/policy.js';
 import { certificatesFromFile } from '../../verifier/x509/certificate.js';
@@ -30,7 +31,7 @@ import { writeFile } from 'node:fs/promises';
 export const summary = 'check a stored receipt offline against an evidence file';
 
 const USAGE = [
-  'usage: cloister receipt verify --evidence FILE --receipt RECEIPT.json [--request-digest HEX] [--response-digest HEX] [--statement-out FILE]',
+  'usage: cloister receipt verify --evidence FILE --receipt RECEIPT.json [--statement FILE] [--request-digest HEX] [--response-digest HEX] [--statement-out FILE]',
   '       cloister receipt verify --dir DIR [--policy POLICY] [--root PEM] [--at ISO-TIME] [--json]',
 ].join('\n');
 const MAX_AUX_FILE_BYTES = 1024 * 1024;
@@ -43,14 +44,14 @@ export async function run(argv: string[]): Promise<number> {
   }
   if (sub.startsWith('--')) throw new UsageError(`unknown option ${sub}; ${USAGE}`);
   if (sub !== 'verify') throw new UsageError(`unknown subcommand '${sub}'; ${USAGE}`);
-  const args = parseArgs(rest, { values: ['evidence', 'receipt', 'request-digest', 'response-digest', 'statement-out', 'dir', 'policy', 'root', 'at'], flags: ['json'] });
+  const args = parseArgs(rest, { values: ['evidence', 'receipt', 'statement', 'request-digest', 'response-digest', 'statement-out', 'dir', 'policy', 'root', 'at'], flags: ['json'] });
   if (args.flags.has('help')) {
     console.log(USAGE);
     return 0;
   }
   const dir = one(args, 'dir');
   if (dir !== undefined) {
-    const stray = ['evidence', 'receipt', 'request-digest', 'response-digest', 'statement-out'].find((k) => one(args, k) !== undefined);
+    const stray = ['evidence', 'receipt', 'statement', 'request-digest', 'response-digest', 'statement-out'].find((k) => one(args, k) !== undefined);
     if (stray !== undefined) throw new UsageError(`--${stray} does not go with --dir; ${USAGE}`);
     return verifyDirectory(dir, args);
   }
@@ -73,7 +74,18 @@ export async function run(argv: string[]): Promise<number> {
     if (cause instanceof CloisterError) throw cause;
     throw new CloisterError('MALFORMED', `receipt file ${receiptPath} is not JSON`, { cause });
   }
-  const record = receiptFromJson(json);
+  // A fleet receipt whose statement is kept apart (as the audit directory keeps it): --statement
+  // FILE, else statement-<sha256>.cbor next to the receipt.
+  const named = detachedStatementOf(json);
+  let lookup: ((d: string) => Uint8Array | undefined) | undefined;
+  if (named !== undefined) {
+    const statementPath = one(args, 'statement') ?? join(dirname(receiptPath), `statement-${named}.cbor`);
+    const bytes = await readFileLimited(statementPath, MAX_EVIDENCE_FILE_BYTES, 'statement file');
+    lookup = (d) => (d === named ? bytes : undefined);
+  } else if (one(args, 'statement') !== undefined) {
+    throw new UsageError(`--statement: ${receiptPath} keeps no statement apart`);
+  }
+  const record = receiptFromJson(json, lookup);
   checkReceipt(record, evidence.bundle.keyConfig, {
     ...(requestDigest === undefined ? {} : { requestDigest }),
     ...(responseDigest === undefined ? {} : { responseDigest }),
