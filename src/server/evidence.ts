@@ -12,14 +12,14 @@ import type { Attester, EvidenceBundle } from '../core/types.js';
 import type { KeyGeneration, KeyManager } from './keys.js';
 import { encodeEvidenceFile } from '../verifier/evidence-file.js';
 import { replicaStatementDigest } from '../protocol/replica.js';
+import { SlidingWindowLimiter } from './rate-limit.js';
+import { MAX_NONCE_BYTES } from '../protocol/wire.js';
 
 /** A replica's statement (src/protocol/replica.ts): the evidence file over its replica key config, and its SHA-256. */
 export interface ReplicaStatement {
   readonly evidence: Uint8Array;
   readonly digest: Uint8Array;
 }
-import { SlidingWindowLimiter } from './rate-limit.js';
-import { MAX_NONCE_BYTES } from '../protocol/wire.js';
 
 interface CacheEntry {
   readonly generation: number;

@@ -19,7 +19,7 @@ import { fromHex, toHex } from '../core/hex.js';
 import { decodeKeyConfig, keyConfigDigest } from '../protocol/key-config.js';
 import type { KeyConfig } from '../protocol/key-config.js';
 import { RECEIPT_LABEL, RECEIPT_SIGNATURE_LENGTH, verifyReceipt } from '../protocol/messages.js';
-import { MAX_REPLICA_STATEMENT_BYTES, replicaReceiptKey } from '../protocol/replica.js';
+import { MAX_REPLICA_STATEMENT_BYTES, replicaReceiptKey, replicaStatementDigest } from '../protocol/replica.js';
 import { decodeEvidenceFile } from './evidence-file.js';
 
 /** What the SDK hands to the caller for each answered request (ConnectOptions/RequestOptions `onReceipt`). */
@@ -127,7 +127,7 @@ export function checkReceipt(record: ReceiptRecord, keyConfigBytes: Uint8Array, 
  * purpose, or binds another key). The statement's evidence is verified separately
  * (verifyEvidence, `cloister receipt verify --policy`).
  */
-export function replicaKeyOf(fleet: KeyConfig, replica: ReplicaReceipt): Uint8Array {
+function replicaKeyOf(fleet: KeyConfig, replica: ReplicaReceipt): Uint8Array {
   let statementKeyConfig: Uint8Array;
   try {
     statementKeyConfig = decodeEvidenceFile(replica.statement).bundle.keyConfig;
@@ -161,7 +161,7 @@ export function receiptToJson(record: ReceiptRecord, options: { readonly detachS
       ? {}
       : {
           replica: options.detachStatement === true
-            ? { receiptKey: toHex(r.receiptKey), statementSha256: toHex(statementSha256(r.statement)) }
+            ? { receiptKey: toHex(r.receiptKey), statementSha256: toHex(replicaStatementDigest(r.statement)) }
             : { receiptKey: toHex(r.receiptKey), statement: Buffer.from(r.statement).toString('base64') },
         }),
   };
@@ -169,20 +169,25 @@ export function receiptToJson(record: ReceiptRecord, options: { readonly detachS
 
 /** The file name a detached statement is kept under (next to the receipts that name it). */
 export function statementFileName(statement: Uint8Array): string {
-  return `statement-${toHex(statementSha256(statement))}.cbor`;
+  return `statement-${toHex(replicaStatementDigest(statement))}.cbor`;
 }
 
-function statementSha256(statement: Uint8Array): Uint8Array {
-  return new Uint8Array(createHash('sha256').update(statement).digest());
+/**
+ * The lower-case hex SHA-256 a receipt JSON's `replica.statementSha256` names, if it names
+ * one (to find its statement file before parsing; receiptFromJson checks the field strictly).
+ */
+export function detachedStatementOf(json: unknown): string | undefined {
+  if (typeof json !== 'object' || json === null) return undefined;
+  const replica = (json as Record<string, unknown>)['replica'];
+  if (typeof replica !== 'object' || replica === null) return undefined;
+  const d = (replica as Record<string, unknown>)['statementSha256'];
+  return typeof d === 'string' && /^[0-9a-fA-F]{64}$/.test(d) ? d.toLowerCase() : undefined;
 }
 
 const JSON_FIELDS = ['format', 'version', 'keyId', 'keyConfigDigest', 'requestDigest', 'responseDigest', 'signature', 'replica'];
 const BASE64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
-/** Finds a detached statement by its SHA-256 (hex); undefined when it has none. */
-export type StatementLookup = (sha256Hex: string) => Uint8Array | undefined;
-
-function replicaFromJson(v: unknown, lookup: StatementLookup | undefined): ReplicaReceipt {
+function replicaFromJson(v: unknown, detachedStatement: Uint8Array | undefined): ReplicaReceipt {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new CloisterError('MALFORMED', 'receipt JSON: replica must be an object');
   const o = v as Record<string, unknown>;
   for (const k of Object.keys(o)) if (k !== 'receiptKey' && k !== 'statement' && k !== 'statementSha256') throw new CloisterError('MALFORMED', `receipt JSON: replica: unknown field ${k}`);
@@ -195,10 +200,9 @@ function replicaFromJson(v: unknown, lookup: StatementLookup | undefined): Repli
   if (detached !== undefined) {
     if (typeof detached !== 'string') throw new CloisterError('MALFORMED', 'receipt JSON: replica.statementSha256 must be a hex string');
     const digest = toHex(fromHex(detached, 32, 'receipt JSON: replica.statementSha256', 'MALFORMED'));
-    const found = lookup?.(digest);
-    if (found === undefined) throw new CloisterError('NOT_FOUND', `the receipt's replica statement is kept apart (statement-${digest}.cbor) and was not given`, { detail: { file: `statement-${digest}.cbor` } });
-    if (toHex(statementSha256(found)) !== digest) throw new CloisterError('RECEIPT_INVALID', `receipt: statement-${digest}.cbor does not have the SHA-256 its name and the receipt give`);
-    return { receiptKey, statement: Uint8Array.from(found) };
+    if (detachedStatement === undefined) throw new CloisterError('NOT_FOUND', `the receipt's replica statement is kept apart (statement-${digest}.cbor) and was not given`, { detail: { file: `statement-${digest}.cbor` } });
+    if (toHex(replicaStatementDigest(detachedStatement)) !== digest) throw new CloisterError('RECEIPT_INVALID', `receipt: the statement given does not have the SHA-256 the receipt names (statement-${digest}.cbor)`);
+    return { receiptKey, statement: Uint8Array.from(detachedStatement) };
   }
   if (typeof statement !== 'string' || statement.length === 0 || statement.length > Math.ceil(MAX_REPLICA_STATEMENT_BYTES / 3) * 4 || !BASE64_RE.test(statement)) {
     throw new CloisterError('MALFORMED', `receipt JSON: replica.statement must be base64 of 1 to ${MAX_REPLICA_STATEMENT_BYTES} bytes`);
@@ -208,10 +212,11 @@ function replicaFromJson(v: unknown, lookup: StatementLookup | undefined): Repli
 
 /**
  * Parses receiptToJson's output strictly (unknown or missing fields, wrong lengths: MALFORMED).
- * A detached replica statement is fetched with `lookup` (NOT_FOUND without it) and must have
- * the SHA-256 the receipt names (RECEIPT_INVALID).
+ * A receipt whose replica statement is kept apart needs it as `detachedStatement` (NOT_FOUND
+ * without it), with the SHA-256 the receipt names (RECEIPT_INVALID otherwise); a receipt that
+ * carries its statement inline ignores it.
  */
-export function receiptFromJson(value: unknown, lookup?: StatementLookup): ReceiptRecord {
+export function receiptFromJson(value: unknown, detachedStatement?: Uint8Array): ReceiptRecord {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new CloisterError('MALFORMED', 'receipt JSON must be an object');
   const o = value as Record<string, unknown>;
   for (const k of Object.keys(o)) if (!JSON_FIELDS.includes(k)) throw new CloisterError('MALFORMED', `receipt JSON: unknown field ${k}`);
@@ -231,6 +236,6 @@ export function receiptFromJson(value: unknown, lookup?: StatementLookup): Recei
     requestDigest: hex('requestDigest', DIGEST_LENGTH),
     responseDigest: hex('responseDigest', DIGEST_LENGTH),
     signature: hex('signature', RECEIPT_SIGNATURE_LENGTH),
-    ...(o['replica'] === undefined ? {} : { replica: replicaFromJson(o['replica'], lookup) }),
+    ...(o['replica'] === undefined ? {} : { replica: replicaFromJson(o['replica'], detachedStatement) }),
   };
 }

@@ -17,7 +17,7 @@ import { CloisterServer } from '../../src/server/server.js';
 import type { FleetKey } from '../../src/server/keys.js';
 import { policyFromJson } from '../../src/verifier/policy.js';
 import type { Policy } from '../../src/verifier/policy.js';
-import { receiptFromJson, receiptToJson } from '../../src/verifier/receipt.js';
+import { detachedStatementOf, receiptFromJson, receiptToJson } from '../../src/verifier/receipt.js';
 import type { ReceiptRecord } from '../../src/verifier/receipt.js';
 import { encodeEvidenceFile } from '../../src/verifier/evidence-file.js';
 import { verifyReceiptDirectory } from '../../src/verifier/receipt-dir.js';
@@ -97,9 +97,9 @@ describe('verifyReceiptDirectory', () => {
     // Find a receipt of the first replica and give it a statement attested by the intruder over the same replica key config.
     let target = '';
     for (const f of files.filter((x) => x.endsWith('.receipt.json'))) {
-      const statements = new Map<string, Uint8Array>();
-      for (const s of files.filter((x) => x.startsWith('statement-'))) statements.set(s.slice(10, 74), await readFile(join(copy, s)));
-      const rec = receiptFromJson(JSON.parse(await readFile(join(copy, f), 'utf8')), (d) => statements.get(d));
+      const json: unknown = JSON.parse(await readFile(join(copy, f), 'utf8'));
+      const named = detachedStatementOf(json);
+      const rec = receiptFromJson(json, named === undefined ? undefined : await readFile(join(copy, `statement-${named}.cbor`)));
       if (rec.replica !== undefined && Buffer.from(rec.replica.receiptKey).equals(Buffer.from(gen.replica.receiptPublicKey))) {
         const statement = encodeEvidenceFile(await intruder.attest({ keyConfig: gen.replica.keyConfig, hpkePublicKey: gen.hpkePublicKey }));
         await writeFile(join(copy, f), JSON.stringify(receiptToJson({ ...rec, replica: { receiptKey: rec.replica.receiptKey, statement } })));

@@ -110,7 +110,6 @@ async function fetchProofs(server: string, evidence: Uint8Array, records: AuditR
   return extra;
 }
 
-const parseAt = parseAtOption;
 
 function iso(ms: number): string {
   return new Date(ms).toISOString();
@@ -171,7 +170,7 @@ async function verifyCommand(argv: readonly string[], io: AuditIo): Promise<numb
   }
   if (path === undefined || path.startsWith('--')) throw new UsageError(`give the bundle file first\n${USAGE}`);
   const args = parseArgs(rest, { values: ['root', 'policy', 'at', 'index', 'request', 'response'], flags: ['json'] });
-  const at = parseAt(one(args, 'at'));
+  const at = parseAtOption(one(args, 'at'));
   const rootPath = one(args, 'root');
   const policyPath = one(args, 'policy');
   const index = one(args, 'index');

@@ -17,10 +17,10 @@
 import { CloisterError } from '../../errors.js';
 import { decodeEvidenceFile, MAX_EVIDENCE_FILE_BYTES } from '../../verifier/evidence-file.js';
 import { fromHex } from '../../core/hex.js';
-import { checkReceipt, receiptFromJson } from '../../verifier/receipt.js';
+import { checkReceipt, detachedStatementOf, receiptFromJson } from '../../verifier/receipt.js';
 import { one, parseArgs, parseAtOption, UsageError } from './args.js';
 import { readFileLimited, readTextLimited } from './read-file.js';
-import { MAX_RECEIPT_FILE_BYTES, detachedStatementOf, verifyReceiptDirectory } from '../../verifier/receipt-dir.js';
+import { MAX_RECEIPT_FILE_BYTES, verifyReceiptDirectory } from '../../verifier/receipt-dir.js';
 import { dirname, join } from 'node:path';
 import type { ReceiptDirReport } from '../../verifier/receipt-dir.js';
 import { parsePolicy } from '../../verifier/policy.js';
@@ -77,15 +77,10 @@ export async function run(argv: string[]): Promise<number> {
   // A fleet receipt whose statement is kept apart (as the audit directory keeps it): --statement
   // FILE, else statement-<sha256>.cbor next to the receipt.
   const named = detachedStatementOf(json);
-  let lookup: ((d: string) => Uint8Array | undefined) | undefined;
-  if (named !== undefined) {
-    const statementPath = one(args, 'statement') ?? join(dirname(receiptPath), `statement-${named}.cbor`);
-    const bytes = await readFileLimited(statementPath, MAX_EVIDENCE_FILE_BYTES, 'statement file');
-    lookup = (d) => (d === named ? bytes : undefined);
-  } else if (one(args, 'statement') !== undefined) {
-    throw new UsageError(`--statement: ${receiptPath} keeps no statement apart`);
-  }
-  const record = receiptFromJson(json, lookup);
+  if (named === undefined && one(args, 'statement') !== undefined) throw new UsageError(`--statement: ${receiptPath} keeps no statement apart`);
+  const statementPath = named === undefined ? undefined : (one(args, 'statement') ?? join(dirname(receiptPath), `statement-${named}.cbor`));
+  const detached = statementPath === undefined ? undefined : await readFileLimited(statementPath, MAX_EVIDENCE_FILE_BYTES, 'statement file');
+  const record = receiptFromJson(json, detached);
   checkReceipt(record, evidence.bundle.keyConfig, {
     ...(requestDigest === undefined ? {} : { requestDigest }),
     ...(responseDigest === undefined ? {} : { responseDigest }),
