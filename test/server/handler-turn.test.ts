@@ -65,8 +65,9 @@ function request(keys: KeyManager): ReturnType<typeof sealChunkedRequest> & { pl
 /**
  * Watches the immediates scheduled through setImmediate (as the handler schedules its
  * end-of-turn wait) and counts those still pending. Not the process-wide count
- * (getActiveResourcesInfo): native code schedules immediates of its own (addon finalizers after
- * a GC, for one), which made that count move under load with the native crypto addon.
+ * (getActiveResourcesInfo): it also counts immediates scheduled outside setImmediate, by native
+ * code, and moved under load with the native crypto addon built while the handler's own was
+ * cleared.
  */
 function watchImmediates(): { seen(): number; pending(): number; restore(): void } {
   const original = globalThis.setImmediate;
